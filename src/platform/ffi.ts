@@ -1,0 +1,103 @@
+/**
+ * Every foreign call berth makes lives here: flock(2) for locks that die with
+ * their holder, and on macOS proc_pidinfo(2) for a process's kernel start time.
+ */
+import { dlopen, FFIType, read, type Pointer } from "bun:ffi";
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+const EWOULDBLOCK_LINUX = 11;
+const EWOULDBLOCK_DARWIN = 35;
+const EINTR = 4;
+
+const PROC_PIDTBSDINFO = 3;
+const PROC_BSDINFO_SIZE = 136;
+const PBI_STATUS_OFFSET = 4;
+const PBI_PGID_OFFSET = 100;
+const PBI_START_TVSEC_OFFSET = 120;
+const PBI_START_TVUSEC_OFFSET = 128;
+const SZOMB = 5;
+
+function libcCandidates(): string[] {
+  if (process.platform === "darwin") return ["/usr/lib/libSystem.B.dylib", "libSystem.B.dylib"];
+  const arch = process.arch === "arm64" ? "aarch64" : "x86_64";
+  return ["libc.so.6", `libc.musl-${arch}.so.1`, `/lib/ld-musl-${arch}.so.1`, "libc.so"];
+}
+
+const libcSymbols = {
+  flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+} as const;
+
+type Libc = {
+  flock(fd: number, op: number): number;
+  errno(): number;
+  procPidInfo?(pid: number, buffer: Uint8Array): number;
+};
+
+let libc: Libc | undefined;
+
+function openLibc(): Libc {
+  if (libc) return libc;
+  const errnoSymbol = process.platform === "darwin" ? "__error" : "__errno_location";
+  const failures: string[] = [];
+  for (const name of libcCandidates()) {
+    try {
+      const lib = dlopen(name, {
+        ...libcSymbols,
+        [errnoSymbol]: { args: [], returns: FFIType.ptr },
+        ...(process.platform === "darwin"
+          ? { proc_pidinfo: { args: [FFIType.i32, FFIType.i32, FFIType.u64, FFIType.ptr, FFIType.i32], returns: FFIType.i32 } }
+          : {}),
+      });
+      const symbols = lib.symbols as Record<string, (...args: unknown[]) => unknown>;
+      libc = {
+        flock: (fd, op) => symbols.flock!(fd, op) as number,
+        errno: () => read.i32(symbols[errnoSymbol]!() as Pointer, 0),
+        procPidInfo: symbols.proc_pidinfo
+          ? (pid, buffer) => symbols.proc_pidinfo!(pid, PROC_PIDTBSDINFO, 0, buffer, buffer.byteLength) as number
+          : undefined,
+      };
+      return libc;
+    } catch (error) {
+      failures.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  throw new Error(`cannot load the C library for flock (${failures.join("; ")})`);
+}
+
+export type TryLockResult = "acquired" | "busy";
+
+/** Non-blocking exclusive flock. Throws on errors other than "held by someone else". */
+export function flockTryExclusive(fd: number): TryLockResult {
+  const c = openLibc();
+  for (;;) {
+    if (c.flock(fd, LOCK_EX | LOCK_NB) === 0) return "acquired";
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    if (errno === EWOULDBLOCK_LINUX || errno === EWOULDBLOCK_DARWIN) return "busy";
+    throw new Error(`flock failed with errno ${errno}`);
+  }
+}
+
+export function flockUnlock(fd: number): void {
+  openLibc().flock(fd, LOCK_UN);
+}
+
+export type DarwinProcessInfo = { startTime: string; zombie: boolean; pgid: number };
+
+/** macOS only: the kernel's record of a process, or undefined when it does not exist. */
+export function darwinProcessInfo(pid: number): DarwinProcessInfo | undefined {
+  const c = openLibc();
+  if (!c.procPidInfo) throw new Error("proc_pidinfo is only available on macOS");
+  const buffer = new Uint8Array(PROC_BSDINFO_SIZE);
+  if (c.procPidInfo(pid, buffer) !== PROC_BSDINFO_SIZE) return undefined;
+  const view = new DataView(buffer.buffer);
+  const seconds = view.getBigUint64(PBI_START_TVSEC_OFFSET, true);
+  const micros = view.getBigUint64(PBI_START_TVUSEC_OFFSET, true);
+  return {
+    startTime: `${seconds}.${micros.toString().padStart(6, "0")}`,
+    zombie: view.getUint32(PBI_STATUS_OFFSET, true) === SZOMB,
+    pgid: view.getUint32(PBI_PGID_OFFSET, true),
+  };
+}

@@ -1,0 +1,93 @@
+/** Where everything lives. Pure path arithmetic; nothing here touches the disk. */
+import { createHash } from "node:crypto";
+import { homedir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+
+export const TARGETS = [
+  "linux-x64",
+  "linux-arm64",
+  "linux-x64-musl",
+  "linux-arm64-musl",
+  "darwin-x64",
+  "darwin-arm64",
+] as const;
+export type Target = (typeof TARGETS)[number];
+
+export function isTarget(value: string): value is Target {
+  return (TARGETS as readonly string[]).includes(value);
+}
+
+/** Longest socket path (bytes, without the NUL) a client on each platform can connect to. */
+export const SOCKET_PATH_MAX_BYTES: Record<string, number> = { linux: 107, darwin: 103 };
+
+export type Layout = ReturnType<typeof layoutFor>;
+
+export function berthHomeFrom(env: NodeJS.ProcessEnv = process.env): string {
+  const configured = env.BERTH_HOME;
+  if (configured) return isAbsolute(configured) ? resolve(configured) : resolve(process.cwd(), configured);
+  return join(env.HOME || homedir(), ".berth");
+}
+
+export function installLinkFrom(env: NodeJS.ProcessEnv = process.env): string {
+  const dir = env.BERTH_INSTALL_DIR || join(env.HOME || homedir(), ".local", "bin");
+  return join(resolve(dir), "berth");
+}
+
+export function layoutFor(home: string) {
+  const packagesDir = join(home, "packages", "standalone");
+  const daemonDir = join(home, "daemon");
+  return {
+    home,
+    packagesDir,
+    releasesDir: join(packagesDir, "releases"),
+    stagingDir: join(packagesDir, "staging"),
+    currentLink: join(packagesDir, "current"),
+    managedBinary: join(packagesDir, "current", "berth"),
+    installLock: join(packagesDir, "install.lock"),
+    daemonDir,
+    settingsFile: join(daemonDir, "settings.json"),
+    daemonLock: join(daemonDir, "daemon.lock"),
+    appServerPid: join(daemonDir, "app-server.pid"),
+    appServerLog: join(daemonDir, "app-server.log"),
+    updaterPid: join(daemonDir, "updater.pid"),
+    updaterLog: join(daemonDir, "updater.log"),
+    updaterState: join(daemonDir, "updater-state.json"),
+    defaultSocket: join(daemonDir, "app-server.sock"),
+    tokenFile: join(daemonDir, "remote-control.token"),
+  };
+}
+
+export function releaseDirName(version: string, target: Target): string {
+  return `${version}-${target}`;
+}
+
+export type SocketPlan = { path: string; fallbackDir?: string };
+
+/**
+ * The control socket path: inside BERTH_HOME unless that path is too long for
+ * clients on this platform or holds ':' (ws+unix URLs cannot carry it); then a
+ * short per-user folder keyed by a hash of BERTH_HOME.
+ */
+export function socketPlan(input: {
+  home: string;
+  platform: string;
+  uid: number;
+  runtimeDir?: string;
+}): SocketPlan {
+  const preferred = join(input.home, "daemon", "app-server.sock");
+  const limit = SOCKET_PATH_MAX_BYTES[input.platform] ?? 103;
+  if (Buffer.byteLength(preferred) <= limit && !preferred.includes(":")) return { path: preferred };
+  const hash = createHash("sha256").update(input.home).digest("hex").slice(0, 8);
+  const base = input.runtimeDir && isAbsolute(input.runtimeDir) ? input.runtimeDir : "/tmp";
+  const fallbackDir = join(base, `berth-${input.uid}-${hash}`);
+  return { path: join(fallbackDir, "app-server.sock"), fallbackDir };
+}
+
+export function socketPlanFor(home: string, env: NodeJS.ProcessEnv = process.env): SocketPlan {
+  return socketPlan({
+    home,
+    platform: process.platform,
+    uid: process.getuid?.() ?? 0,
+    runtimeDir: env.XDG_RUNTIME_DIR,
+  });
+}
