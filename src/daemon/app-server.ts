@@ -1,0 +1,241 @@
+/**
+ * Lifecycle of the app-server: start, stop, restart, version. Each returns a
+ * result value and prints nothing; src/cli.ts renders it.
+ */
+import { closeSync, openSync, readSync, rmSync, statSync } from "node:fs";
+import { BerthError } from "../errors.ts";
+import { warn } from "../diagnostics.ts";
+import { probeInitialize, type ProbeResult } from "../server/client.ts";
+import type { InitializeResult } from "../server/protocol.ts";
+import { CLI_VERSION } from "../version.ts";
+import { ExitedAtLaunch, PidBackend, waitUntil } from "./backend.ts";
+import { assertManagedBinary, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
+import type { PidRecord } from "./pidfile.ts";
+import type { Settings } from "./settings.ts";
+
+/** One readiness probe may take this long before we try again. */
+const READY_PROBE_TIMEOUT_MS = 1_000;
+const READY_POLL_MS = 10;
+/** `version` waits this long for an answer. */
+export const VERSION_PROBE_TIMEOUT_MS = 3_000;
+/** A server that failed readiness gets this long to exit on SIGTERM before SIGKILL. */
+const FAILED_START_GRACE_MS = 2_000;
+const LOG_TAIL_BYTES = 2_048;
+
+export type LifecycleStatus = "started" | "alreadyRunning" | "stopped" | "notRunning" | "restarted" | "running";
+
+export type LifecycleResult = {
+  status: LifecycleStatus;
+  backend: "pid" | null;
+  pid?: number;
+  managedBinaryPath: string;
+  managedVersion: string | null;
+  socketPath: string;
+  cliVersion: string;
+  appServerVersion?: string;
+};
+
+export function appServerBackend(ctx: Context): PidBackend {
+  return new PidBackend({ pidPath: ctx.layout.appServerPid, trackGroup: false });
+}
+
+function result(ctx: Context, status: LifecycleStatus, running?: { pid?: number; managed: boolean; info?: InitializeResult }): LifecycleResult {
+  return {
+    status,
+    backend: running?.managed ? "pid" : null,
+    ...(running?.pid !== undefined ? { pid: running.pid } : {}),
+    managedBinaryPath: ctx.layout.managedBinary,
+    managedVersion: managedInstall(ctx).version,
+    socketPath: ctx.socket.path,
+    cliVersion: CLI_VERSION,
+    ...(running?.info ? { appServerVersion: running.info.serverInfo.version } : {}),
+  };
+}
+
+/** The last lines of a log, for error messages. */
+export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
+  try {
+    const size = statSync(path).size;
+    const length = Math.min(size, maxBytes);
+    const buffer = Buffer.alloc(length);
+    const fd = openSync(path, "r");
+    try {
+      readSync(fd, buffer, 0, length, size - length);
+    } finally {
+      closeSync(fd);
+    }
+    const text = buffer.toString("utf8").trimEnd();
+    return text === "" ? "(log is empty)" : text;
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** A berth app-server of this BERTH_HOME that answers, with the pid it claims. */
+function isOurServer(ctx: Context, probe: ProbeResult): probe is { kind: "berth"; info: InitializeResult } {
+  return probe.kind === "berth" && probe.info.berthHome === ctx.layout.home;
+}
+
+function foreignServerError(ctx: Context, probe: ProbeResult): BerthError {
+  const detail = probe.kind === "berth" ? `a berth app-server of ${probe.info.berthHome} (pid ${probe.info.pid})` : "something that is not a berth app-server";
+  return new BerthError(
+    "NOT_MANAGED",
+    `${detail} answers on ${ctx.socket.path}, and no berth record of ${ctx.layout.home} owns it; nothing was touched. Stop it yourself, or remove the socket if it is stale.`,
+  );
+}
+
+export function appServerArgs(ctx: Context, settings: Settings): string[] {
+  return ["serve", "--listen", `unix://${ctx.socket.path}`, ...(settings.remoteControlEnabled ? ["--remote-control"] : [])];
+}
+
+/** Waits for our pid to answer `initialize`; on failure leaves nothing running and reports NOT_READY. */
+async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<InitializeResult> {
+  const deadline = Date.now() + settings.startTimeoutMs;
+  let exited = false;
+  while (Date.now() < deadline) {
+    if (!backend.isAlive(record)) {
+      exited = true;
+      break;
+    }
+    const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
+    if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
+    await Bun.sleep(READY_POLL_MS);
+  }
+  if (!exited) await backend.stop(record, FAILED_START_GRACE_MS);
+  else backend.pidFile.removeIfHolds(record);
+  throw notReady(ctx, exited ? `exited before answering initialize` : `did not answer initialize within ${settings.startTimeoutMs} ms and was stopped`);
+}
+
+function notReady(ctx: Context, what: string): BerthError {
+  const install = managedInstall(ctx);
+  return new BerthError(
+    "NOT_READY",
+    `the app-server ${install.binaryPath} (version ${install.version ?? "unknown"}) ${what}. Last lines of ${ctx.layout.appServerLog}:\n${logTail(ctx.layout.appServerLog)}`,
+  );
+}
+
+type Running = { pid?: number; managed: boolean; info?: InitializeResult };
+
+/** Under daemon.lock: make sure our app-server runs and answers. */
+async function ensureRunning(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
+  const backend = appServerBackend(ctx);
+  const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
+  if (state.kind === "running") {
+    const info = await awaitReady(ctx, backend, state.record, settings);
+    return { started: false, running: { pid: state.record.pid, managed: true, info } };
+  }
+  const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
+  if (isOurServer(ctx, probe)) {
+    const record = await backend.adopt(probe.info.pid);
+    if (record) {
+      warn(`adopted the running app-server pid ${record.pid}: its record was missing.`);
+      return { started: false, running: { pid: record.pid, managed: true, info: probe.info } };
+    }
+  }
+  if (probe.kind !== "absent") {
+    return { started: false, running: { managed: false, ...(probe.kind === "berth" ? { pid: probe.info.pid, info: probe.info } : {}) } };
+  }
+  removeLeftoverSocket(ctx);
+  let launched;
+  try {
+    launched = await backend.launch({
+      binary: ctx.layout.managedBinary,
+      args: appServerArgs(ctx, settings),
+      cwd: ctx.layout.home,
+      env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
+      logPath: ctx.layout.appServerLog,
+    });
+  } catch (error) {
+    if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");
+    throw error;
+  }
+  const info = await awaitReady(ctx, backend, launched.record, settings);
+  return { started: launched.kind === "started", running: { pid: launched.record.pid, managed: true, info } };
+}
+
+function removeLeftoverSocket(ctx: Context): void {
+  try {
+    rmSync(ctx.socket.path, { force: false });
+    warn(`removed the leftover socket ${ctx.socket.path}: nothing answered on it.`);
+  } catch {
+    // nothing there
+  }
+}
+
+/** Under daemon.lock: stop our app-server; NOT_MANAGED when a stranger answers. */
+async function ensureStopped(ctx: Context, settings: Settings): Promise<"stopped" | "notRunning"> {
+  const backend = appServerBackend(ctx);
+  const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
+  if (state.kind === "running") return backend.stop(state.record, settings.stopGraceMs);
+  const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
+  if (isOurServer(ctx, probe)) {
+    const record = await backend.adopt(probe.info.pid);
+    if (record) return backend.stop(record, settings.stopGraceMs);
+  }
+  if (probe.kind !== "absent") throw foreignServerError(ctx, probe);
+  removeLeftoverSocket(ctx);
+  return "notRunning";
+}
+
+/** Preflight shared by every mutating command, then the action under daemon.lock. */
+export async function underDaemonLock<T>(ctx: Context, action: (settings: Settings) => Promise<T>, needsBinary = true): Promise<T> {
+  if (needsBinary) assertManagedBinary(ctx);
+  prepareStateDirs(ctx);
+  const settings = settingsOf(ctx);
+  return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, () => action(settingsOf(ctx) ?? settings));
+}
+
+export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
+  return underDaemonLock(ctx, async (settings) => {
+    const { started, running } = await ensureRunning(ctx, settings);
+    return result(ctx, started ? "started" : "alreadyRunning", running);
+  });
+}
+
+export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
+  return underDaemonLock(
+    ctx,
+    async (settings) => result(ctx, await ensureStopped(ctx, settings)),
+    false,
+  );
+}
+
+/** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
+export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
+  return underDaemonLock(ctx, async (settings) => {
+    await ensureStopped(ctx, settings);
+    const { running } = await ensureRunning(ctx, settings);
+    return result(ctx, "restarted", running);
+  });
+}
+
+/** Restarts only if an app-server of ours is running (settings changed); reports what it did. */
+export async function restartIfRunning(ctx: Context, settings: Settings): Promise<Running | undefined> {
+  const backend = appServerBackend(ctx);
+  const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
+  const probe = state.kind === "running" ? undefined : await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
+  if (probe && probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+  if (state.kind !== "running" && !(probe && isOurServer(ctx, probe))) return undefined;
+  await ensureStopped(ctx, settings);
+  return (await ensureRunning(ctx, settings)).running;
+}
+
+export { ensureRunning, ensureStopped, isOurServer, foreignServerError };
+
+/** No lock: asks the running app-server who it is. */
+export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
+  const probe = await probeInitialize(ctx.socket.path, VERSION_PROBE_TIMEOUT_MS);
+  if (probe.kind === "absent") {
+    throw new BerthError("NOT_RUNNING", `no app-server answers on ${ctx.socket.path}; start it with \`berth start\`.`);
+  }
+  if (!isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+  const state = appServerBackend(ctx).pidFile.readContent();
+  const managed = state.kind === "record" && state.record.pid === probe.info.pid;
+  return result(ctx, "running", { pid: probe.info.pid, managed, info: probe.info });
+}
+
+export async function waitForExit(pid: number, identity: string, timeoutMs: number): Promise<boolean> {
+  const { processIdentity } = await import("../platform/process.ts");
+  return waitUntil(() => processIdentity(pid) !== identity, timeoutMs);
+}

@@ -1,0 +1,92 @@
+/**
+ * What every lifecycle command knows before it acts: where BERTH_HOME is,
+ * whether this platform is supported, whether the state folders are safe,
+ * and which managed binary it would launch.
+ */
+import { existsSync, readlinkSync, statSync } from "node:fs";
+import { basename } from "node:path";
+import { BerthError, errnoCode } from "../errors.ts";
+import { ensureSafeDir } from "../platform/fs.ts";
+import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";
+import { loadSettings, type Settings } from "./settings.ts";
+
+export type Context = {
+  layout: Layout;
+  socket: SocketPlan;
+  env: NodeJS.ProcessEnv;
+};
+
+export function isSupportedPlatform(platform: string, arch: string): boolean {
+  return (platform === "linux" || platform === "darwin") && (arch === "x64" || arch === "arm64");
+}
+
+export function assertSupportedPlatform(): void {
+  if (!isSupportedPlatform(process.platform, process.arch)) {
+    throw new BerthError(
+      "UNSUPPORTED_PLATFORM",
+      `berth runs on Linux and macOS (x64, arm64); this is ${process.platform}-${process.arch}. Nothing was changed.`,
+    );
+  }
+}
+
+export function openContext(env: NodeJS.ProcessEnv = process.env): Context {
+  assertSupportedPlatform();
+  const layout = layoutFor(berthHomeFrom(env));
+  return { layout, socket: socketPlanFor(layout.home, env), env };
+}
+
+/** Creates (0700) and checks the folders a mutating command writes into. */
+export function prepareStateDirs(ctx: Context): void {
+  ensureSafeDir(ctx.layout.home);
+  ensureSafeDir(ctx.layout.daemonDir);
+  if (ctx.socket.fallbackDir) ensureSafeDir(ctx.socket.fallbackDir);
+}
+
+/** Read-only commands check what exists without creating anything. */
+export function checkExistingStateDirs(ctx: Context): void {
+  for (const dir of [ctx.layout.home, ctx.layout.daemonDir, ctx.socket.fallbackDir]) {
+    if (dir && existsSync(dir)) ensureSafeDir(dir);
+  }
+}
+
+export function settingsOf(ctx: Context): Settings {
+  return loadSettings(ctx.layout.settingsFile, ctx.env);
+}
+
+/** Pure: `releases/1.4.0-linux-x64` → `1.4.0`. */
+export function versionFromReleaseDir(name: string): string | undefined {
+  const match = /^(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+?)?)-(linux|darwin)-(x64|arm64)(-musl)?$/.exec(name);
+  return match?.[1];
+}
+
+export type ManagedInstall = { binaryPath: string; version: string | null; releaseDir: string | null };
+
+export function managedInstall(ctx: Context): ManagedInstall {
+  let releaseDir: string | null = null;
+  try {
+    releaseDir = basename(readlinkSync(ctx.layout.currentLink));
+  } catch {
+    // no current link
+  }
+  return {
+    binaryPath: ctx.layout.managedBinary,
+    version: releaseDir ? (versionFromReleaseDir(releaseDir) ?? null) : null,
+    releaseDir,
+  };
+}
+
+/** NOT_INSTALLED with the way to fix it, when the managed binary is missing or not executable. */
+export function assertManagedBinary(ctx: Context): ManagedInstall {
+  const install = managedInstall(ctx);
+  try {
+    const stat = statSync(install.binaryPath);
+    if (!stat.isFile() || (stat.mode & 0o111) === 0) throw Object.assign(new Error("not executable"), { code: "EACCES" });
+  } catch (error) {
+    const what = errnoCode(error) === "ENOENT" ? "is missing" : "is not an executable file";
+    throw new BerthError(
+      "NOT_INSTALLED",
+      `the managed berth binary ${install.binaryPath} ${what}. Install it with \`curl -fsSL <release-base>/install.sh | sh\` or, from a downloaded berth binary, \`./berth install\`.`,
+    );
+  }
+  return install;
+}

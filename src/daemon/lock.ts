@@ -1,0 +1,96 @@
+/**
+ * Locks are flock(2) on a file that stays on disk: the kernel drops them when
+ * the holder dies, so a killed berth never leaves a lock behind.
+ */
+import { closeSync, openSync } from "node:fs";
+import { BerthError, errnoCode } from "../errors.ts";
+import { flockTryExclusive, flockUnlock } from "../platform/ffi.ts";
+import { FILE_MODE } from "../platform/fs.ts";
+
+/** How long a second lifecycle command waits for the first (spec: 75 s). Tests may shorten it. */
+export const DAEMON_LOCK_WAIT_MS = Number(process.env.BERTH_LOCK_WAIT_MS) || 75_000;
+const LOCK_POLL_MIN_MS = 2;
+const LOCK_POLL_MAX_MS = 50;
+
+export class FileLock {
+  private constructor(
+    readonly path: string,
+    private fd: number | undefined,
+  ) {}
+
+  /** Takes the lock if it is free right now; undefined when someone else holds it. */
+  static tryAcquire(path: string): FileLock | undefined {
+    const fd = openSync(path, "a", FILE_MODE);
+    try {
+      if (flockTryExclusive(fd) === "acquired") return new FileLock(path, fd);
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
+    closeSync(fd);
+    return undefined;
+  }
+
+  /** Waits for the lock until the deadline, then fails with LOCK_TIMEOUT naming the file. */
+  static async acquire(path: string, timeoutMs: number): Promise<FileLock> {
+    const deadline = Date.now() + timeoutMs;
+    let pollMs = LOCK_POLL_MIN_MS;
+    for (;;) {
+      const lock = FileLock.tryAcquire(path);
+      if (lock) return lock;
+      if (Date.now() >= deadline) {
+        throw new BerthError(
+          "LOCK_TIMEOUT",
+          `another berth command still holds ${path} after ${Math.round(timeoutMs / 1000)} s; wait for it to finish and retry.`,
+        );
+      }
+      await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())));
+      pollMs = Math.min(pollMs * 2, LOCK_POLL_MAX_MS);
+    }
+  }
+
+  get held(): boolean {
+    return this.fd !== undefined;
+  }
+
+  release(): void {
+    if (this.fd === undefined) return;
+    const fd = this.fd;
+    this.fd = undefined;
+    flockUnlock(fd);
+    closeSync(fd);
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+/** True when another open file description holds the lock. Never blocks; never creates the file. */
+export function isLockHeld(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return false;
+    throw error;
+  }
+  try {
+    if (flockTryExclusive(fd) === "acquired") {
+      flockUnlock(fd);
+      return false;
+    }
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function withLock<T>(path: string, timeoutMs: number, action: (lock: FileLock) => Promise<T>): Promise<T> {
+  const lock = await FileLock.acquire(path, timeoutMs);
+  try {
+    return await action(lock);
+  } finally {
+    lock.release();
+  }
+}

@@ -1,0 +1,97 @@
+/** Persisted launch settings: loaded over defaults, saved atomically, unknown keys kept. */
+import { readFileSync } from "node:fs";
+import { defu } from "defu";
+import { BerthError, errnoCode } from "../errors.ts";
+import { writeFileAtomic } from "../platform/fs.ts";
+
+export type Settings = {
+  remoteControlEnabled: boolean;
+  autoUpdate: boolean;
+  releaseBaseUrl: string;
+  startTimeoutMs: number;
+  stopGraceMs: number;
+  update: { initialDelayMs: number; intervalMs: number };
+  remoteControl: { listen: string };
+  [unknownKey: string]: unknown;
+};
+
+export function defaultSettings(): Settings {
+  return {
+    remoteControlEnabled: false,
+    autoUpdate: false,
+    releaseBaseUrl: "",
+    startTimeoutMs: 10_000,
+    stopGraceMs: 60_000,
+    update: { initialDelayMs: 300_000, intervalMs: 3_600_000 },
+    remoteControl: { listen: "127.0.0.1:0" },
+  };
+}
+
+/** What is stored on disk, untouched by defaults or environment (so saving keeps it as the user wrote it). */
+export function readStoredSettings(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return {};
+    throw error;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new BerthError(
+      "STATE_CORRUPT",
+      `${path} is not valid JSON (${(error as Error).message}); fix it or move it away (berth will then use defaults). It was left untouched.`,
+    );
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    throw new BerthError("STATE_CORRUPT", `${path} must hold a JSON object; fix it or move it away. It was left untouched.`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Environment overrides (tests and operators): they win over the file, and are never saved. */
+function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const overrides: Record<string, unknown> = {};
+  const update: Record<string, number> = {};
+  if (env.BERTH_RELEASE_BASE_URL) overrides.releaseBaseUrl = env.BERTH_RELEASE_BASE_URL;
+  const initial = Number(env.BERTH_UPDATE_INITIAL_DELAY_MS);
+  if (env.BERTH_UPDATE_INITIAL_DELAY_MS && Number.isFinite(initial) && initial >= 0) update.initialDelayMs = initial;
+  const interval = Number(env.BERTH_UPDATE_INTERVAL_MS);
+  if (env.BERTH_UPDATE_INTERVAL_MS && Number.isFinite(interval) && interval > 0) update.intervalMs = interval;
+  if (Object.keys(update).length > 0) overrides.update = update;
+  return overrides;
+}
+
+function checkTypes(path: string, settings: Settings): Settings {
+  const problems: string[] = [];
+  const positive = (name: string, value: unknown) => {
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) problems.push(`${name} must be a non-negative number`);
+  };
+  if (typeof settings.remoteControlEnabled !== "boolean") problems.push("remoteControlEnabled must be true or false");
+  if (typeof settings.autoUpdate !== "boolean") problems.push("autoUpdate must be true or false");
+  if (typeof settings.releaseBaseUrl !== "string") problems.push("releaseBaseUrl must be a string");
+  positive("startTimeoutMs", settings.startTimeoutMs);
+  positive("stopGraceMs", settings.stopGraceMs);
+  positive("update.initialDelayMs", settings.update?.initialDelayMs);
+  positive("update.intervalMs", settings.update?.intervalMs);
+  if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
+  if (problems.length > 0) {
+    throw new BerthError("STATE_CORRUPT", `${path}: ${problems.join("; ")}. Fix the file; it was left untouched.`);
+  }
+  return settings;
+}
+
+export function loadSettings(path: string, env: NodeJS.ProcessEnv = process.env): Settings {
+  const stored = readStoredSettings(path);
+  return checkTypes(path, defu(envOverrides(env), stored, defaultSettings()) as Settings);
+}
+
+/** Applies a change to what is stored (keeping unknown keys) and writes it atomically. */
+export function updateSettings(path: string, change: Partial<Settings>, env: NodeJS.ProcessEnv = process.env): Settings {
+  const stored = readStoredSettings(path);
+  const next = { ...stored, ...change };
+  writeFileAtomic(path, `${JSON.stringify(next, null, 2)}\n`);
+  return loadSettings(path, env);
+}

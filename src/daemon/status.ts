@@ -1,0 +1,78 @@
+/** `status`: everything known, running or not. Takes no lock and never fails because something is down. */
+import { existsSync, readdirSync } from "node:fs";
+import { describeError } from "../errors.ts";
+import { probeInitialize } from "../server/client.ts";
+import { CLI_VERSION } from "../version.ts";
+import { appServerBackend, isOurServer } from "./app-server.ts";
+import { checkExistingStateDirs, managedInstall, settingsOf, versionFromReleaseDir, type Context } from "./context.ts";
+import type { PidFileState } from "./pidfile.ts";
+import { updaterReport, type UpdaterReport } from "./updater.ts";
+
+const STATUS_PROBE_TIMEOUT_MS = 1_500;
+
+export type AppServerState = "running" | "starting" | "stopped" | "unmanaged";
+
+/** Pure: what to call the app-server, from its pidfile and from whoever answers on the socket. */
+export function appServerState(pid: PidFileState["kind"], answer: "ours" | "foreign" | "none"): AppServerState {
+  if (pid === "starting") return "starting";
+  if (pid === "running") return "running";
+  return answer === "none" ? "stopped" : "unmanaged";
+}
+
+export async function collectStatus(ctx: Context) {
+  const problems: string[] = [];
+  const attempt = <T>(what: string, read: () => T): T | undefined => {
+    try {
+      return read();
+    } catch (error) {
+      problems.push(`${what}: ${describeError(error)}`);
+      return undefined;
+    }
+  };
+  attempt("state folders", () => checkExistingStateDirs(ctx));
+  const settings = attempt("settings", () => settingsOf(ctx));
+  const pidState = attempt("app-server pidfile", () => appServerBackend(ctx).inspect()) ?? { kind: "missing" as const };
+  const probe = await probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS);
+  const answer = isOurServer(ctx, probe) ? "ours" : probe.kind === "absent" ? "none" : "foreign";
+  const info = probe.kind === "berth" ? probe.info : undefined;
+  const recordPid = pidState.kind === "running" ? pidState.record.pid : undefined;
+  const state = appServerState(pidState.kind, answer);
+  const install = managedInstall(ctx);
+  const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
+
+  return {
+    status: state,
+    appServer: {
+      state,
+      backend: recordPid !== undefined ? ("pid" as const) : null,
+      ...(recordPid !== undefined ? { pid: recordPid } : info ? { pid: info.pid } : {}),
+      ...(info ? { version: info.serverInfo.version, instanceId: info.instanceId, startedAt: info.startedAt, remoteControl: info.remoteControl } : {}),
+      answering: answer === "ours" && (recordPid === undefined || recordPid === info?.pid),
+      ...(probe.kind === "foreign" ? { answeredBy: probe.detail } : {}),
+      logPath: ctx.layout.appServerLog,
+    },
+    updater: updater ?? null,
+    settings: settings ?? null,
+    managedBinaryPath: install.binaryPath,
+    managedVersion: install.version,
+    installed: existsSync(install.binaryPath),
+    releases: listReleases(ctx, install.releaseDir),
+    socketPath: ctx.socket.path,
+    berthHome: ctx.layout.home,
+    cliVersion: CLI_VERSION,
+    ...(problems.length > 0 ? { problems } : {}),
+  };
+}
+
+function listReleases(ctx: Context, current: string | null) {
+  let names: string[] = [];
+  try {
+    names = readdirSync(ctx.layout.releasesDir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((name) => versionFromReleaseDir(name))
+    .sort()
+    .map((name) => ({ name, version: versionFromReleaseDir(name) as string, current: name === current }));
+}

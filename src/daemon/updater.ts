@@ -1,0 +1,63 @@
+/**
+ * The updater process as the daemon sees it: a pidfile-backed process group,
+ * plus the outcome of its last check (written by the loop in src/update/).
+ */
+import { readFileSync } from "node:fs";
+import { errnoCode } from "../errors.ts";
+import { writeFileAtomic } from "../platform/fs.ts";
+import { PidBackend } from "./backend.ts";
+import type { Context } from "./context.ts";
+
+export type UpdaterCheck = {
+  at: string;
+  outcome: "upToDate" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined";
+  message: string;
+  latestVersion?: string;
+};
+
+export type UpdaterState = {
+  lastCheck?: UpdaterCheck;
+  nextCheckAt?: string;
+  quarantined: string[];
+};
+
+export type UpdaterReport = {
+  state: "running" | "starting" | "stopped";
+  pid?: number;
+  lastCheck?: UpdaterCheck;
+  nextCheckAt?: string;
+  quarantined: string[];
+  logPath: string;
+};
+
+export function updaterBackend(ctx: Context): PidBackend {
+  return new PidBackend({ pidPath: ctx.layout.updaterPid, trackGroup: true });
+}
+
+export function readUpdaterState(path: string): UpdaterState {
+  try {
+    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<UpdaterState>;
+    return { ...value, quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [] };
+  } catch (error) {
+    // Missing is normal; a damaged state file only loses history, never settings.
+    if (errnoCode(error) !== "ENOENT" && !(error instanceof SyntaxError)) throw error;
+    return { quarantined: [] };
+  }
+}
+
+export function writeUpdaterState(path: string, state: UpdaterState): void {
+  writeFileAtomic(path, `${JSON.stringify(state, null, 2)}\n`);
+}
+
+export function updaterReport(ctx: Context): UpdaterReport {
+  const pidState = updaterBackend(ctx).inspect();
+  const saved = readUpdaterState(ctx.layout.updaterState);
+  return {
+    state: pidState.kind === "running" ? "running" : pidState.kind === "starting" ? "starting" : "stopped",
+    ...(pidState.kind === "running" ? { pid: pidState.record.pid } : {}),
+    ...(saved.lastCheck ? { lastCheck: saved.lastCheck } : {}),
+    ...(saved.nextCheckAt && pidState.kind === "running" ? { nextCheckAt: saved.nextCheckAt } : {}),
+    quarantined: saved.quarantined,
+    logPath: ctx.layout.updaterLog,
+  };
+}
