@@ -1,0 +1,107 @@
+/** Talking to a running app-server: is anyone there, and who is it. */
+import { existsSync } from "node:fs";
+import { CLI_VERSION } from "../version.ts";
+import type { InitializeResult } from "./protocol.ts";
+
+export type ProbeResult =
+  | { kind: "berth"; info: InitializeResult }
+  | { kind: "foreign"; detail: string }
+  | { kind: "absent"; detail: string };
+
+/** True when something accepts a connection on the Unix socket. */
+export async function socketAcceptsConnections(socketPath: string, timeoutMs: number): Promise<boolean> {
+  if (!existsSync(socketPath)) return false;
+  return new Promise<boolean>((resolve) => {
+    let settled = false;
+    const finish = (value: boolean, socket?: { end(): void }) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket?.end();
+      resolve(value);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    Bun.connect({
+      unix: socketPath,
+      socket: {
+        open: (socket) => finish(true, socket),
+        data() {},
+        error: () => finish(false),
+        connectError: () => finish(false),
+      },
+    }).catch(() => finish(false));
+  });
+}
+
+/** Pure: does an initialize result describe a berth app-server? */
+export function isBerthInitializeResult(value: unknown): value is InitializeResult {
+  const v = value as Partial<InitializeResult> | null;
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    v.serverInfo?.name === "berth" &&
+    typeof v.serverInfo.version === "string" &&
+    Number.isInteger(v.pid) &&
+    typeof v.instanceId === "string" &&
+    typeof v.berthHome === "string"
+  );
+}
+
+/**
+ * Opens a WebSocket on the control socket, sends `initialize`, and reports who
+ * answered within the deadline.
+ */
+export async function probeInitialize(socketPath: string, timeoutMs: number): Promise<ProbeResult> {
+  if (!existsSync(socketPath)) return { kind: "absent", detail: `no socket at ${socketPath}` };
+  const outcome = await new Promise<ProbeResult | "failed">((resolve) => {
+    let settled = false;
+    let ws: WebSocket | undefined;
+    const finish = (result: ProbeResult | "failed") => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      try {
+        ws?.close();
+      } catch {
+        // closing a socket that never opened
+      }
+      resolve(result);
+    };
+    const timer = setTimeout(() => finish("failed"), timeoutMs);
+    try {
+      ws = new WebSocket(`ws+unix://${socketPath}`);
+    } catch {
+      finish("failed");
+      return;
+    }
+    ws.onopen = () => {
+      ws?.send(
+        JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { clientInfo: { name: "berth-cli", version: CLI_VERSION } } }),
+      );
+    };
+    ws.onmessage = (event) => {
+      let reply: { id?: unknown; result?: unknown } | undefined;
+      try {
+        reply = JSON.parse(String(event.data));
+      } catch {
+        finish({ kind: "foreign", detail: `something on ${socketPath} answered with non-JSON` });
+        return;
+      }
+      if (reply?.id !== 1) return;
+      if (isBerthInitializeResult(reply.result)) {
+        ws?.send(JSON.stringify({ jsonrpc: "2.0", method: "initialized" }));
+        finish({ kind: "berth", info: reply.result });
+      } else {
+        finish({ kind: "foreign", detail: `something on ${socketPath} answered initialize, but not as a berth app-server` });
+      }
+    };
+    ws.onerror = () => finish("failed");
+    ws.onclose = () => finish("failed");
+  });
+  if (outcome !== "failed") return outcome;
+  // The handshake failed: is the socket dead, or is something else listening?
+  if (await socketAcceptsConnections(socketPath, Math.min(timeoutMs, 500))) {
+    return { kind: "foreign", detail: `something listens on ${socketPath} but does not speak the berth protocol` };
+  }
+  return { kind: "absent", detail: `nothing answers on ${socketPath}` };
+}

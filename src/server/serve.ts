@@ -1,0 +1,129 @@
+/**
+ * The app-server: JSON-RPC over WebSocket on the Unix control socket, and with
+ * remote control the same API on TCP behind a bearer token.
+ */
+import { randomUUID } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { release, type } from "node:os";
+import { dirname } from "node:path";
+import type { Server, ServerWebSocket } from "bun";
+import { BerthError } from "../errors.ts";
+import { CLI_VERSION } from "../version.ts";
+import { socketAcceptsConnections } from "./client.ts";
+import { handleRpcText, type InitializeResult, type Session } from "./protocol.ts";
+import { bearerMatches, parseListen } from "./token.ts";
+
+/** Frames larger than this close the offending connection (spec: 1 MiB). */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+const SOCKET_PROBE_TIMEOUT_MS = 1_000;
+
+export type ServeOptions = {
+  socketPath: string;
+  berthHome: string;
+  remoteControl?: { listen: string; token: string };
+};
+
+export type RunningServer = {
+  identity: () => InitializeResult;
+  /** Stops accepting, closes connections, removes the socket file. */
+  shutdown(): void;
+  closed: Promise<void>;
+};
+
+export function userAgent(): string {
+  return `berth/${CLI_VERSION} (${type()} ${release()}; ${process.arch})`;
+}
+
+/** Removes a socket file nobody answers on; refuses to take over one that answers. */
+async function claimSocketPath(socketPath: string): Promise<void> {
+  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+  if (!existsSync(socketPath)) return;
+  if (await socketAcceptsConnections(socketPath, SOCKET_PROBE_TIMEOUT_MS)) {
+    throw new BerthError("START_FAILED", `another server already answers on ${socketPath}; stop it first (berth stop).`);
+  }
+  rmSync(socketPath, { force: true });
+}
+
+export async function startServer(options: ServeOptions): Promise<RunningServer> {
+  await claimSocketPath(options.socketPath);
+  const startedAt = new Date().toISOString();
+  const instanceId = randomUUID();
+  let remoteUrl: string | undefined;
+  const identity = (): InitializeResult => ({
+    userAgent: userAgent(),
+    serverInfo: { name: "berth", version: CLI_VERSION },
+    pid: process.pid,
+    instanceId,
+    berthHome: options.berthHome,
+    startedAt,
+    remoteControl: { enabled: Boolean(options.remoteControl), ...(remoteUrl ? { url: remoteUrl } : {}) },
+  });
+
+  const websocket = {
+    maxPayloadLength: MAX_FRAME_BYTES,
+    idleTimeout: 0,
+    open(ws: ServerWebSocket<Session>) {
+      ws.data = { initialized: false };
+    },
+    message(ws: ServerWebSocket<Session>, message: string | Buffer) {
+      if (typeof message !== "string") {
+        ws.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } }));
+        return;
+      }
+      const reply = handleRpcText(message, ws.data, identity);
+      if (reply) ws.send(JSON.stringify(reply));
+    },
+  };
+  const upgrade = (request: Request, server: Server<Session>): Response | undefined => {
+    if (new URL(request.url).pathname !== "/") return new Response("not found\n", { status: 404 });
+    if (server.upgrade(request, { data: { initialized: false } })) return undefined;
+    return new Response("berth app-server: WebSocket upgrade required\n", { status: 426 });
+  };
+
+  const unixServer = Bun.serve<Session>({ unix: options.socketPath, fetch: upgrade, websocket });
+  chmodSync(options.socketPath, 0o600);
+  const socketInode = statSync(options.socketPath).ino;
+
+  let tcpServer: Server<Session> | undefined;
+  if (options.remoteControl) {
+    const { hostname, port } = parseListen(options.remoteControl.listen);
+    const token = options.remoteControl.token;
+    try {
+      tcpServer = Bun.serve<Session>({
+        hostname,
+        port,
+        fetch(request, server) {
+          if (!bearerMatches(request.headers.get("authorization"), token)) {
+            return new Response("unauthorized\n", { status: 401, headers: { "www-authenticate": "Bearer" } });
+          }
+          return upgrade(request, server);
+        },
+        websocket,
+      });
+    } catch (error) {
+      unixServer.stop(true);
+      rmSync(options.socketPath, { force: true });
+      throw new BerthError("START_FAILED", `cannot listen on ${options.remoteControl.listen} for remote control: ${(error as Error).message}`);
+    }
+    const host = tcpServer.hostname?.includes(":") ? `[${tcpServer.hostname}]` : tcpServer.hostname;
+    remoteUrl = `ws://${host}:${tcpServer.port}/`;
+  }
+
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
+  let stopping = false;
+  const shutdown = () => {
+    if (stopping) return;
+    stopping = true;
+    unixServer.stop(true);
+    tcpServer?.stop(true);
+    // Remove the socket only if it is still the one we bound (a successor may own the path).
+    try {
+      if (statSync(options.socketPath).ino === socketInode) rmSync(options.socketPath, { force: true });
+    } catch {
+      // already gone
+    }
+    resolveClosed();
+  };
+  return { identity, shutdown, closed };
+}
