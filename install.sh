@@ -1,0 +1,318 @@
+#!/bin/sh
+# berth installer: downloads the berth binary for this machine, verifies its
+# SHA-256 against the release's SHA256SUMS, and hands over to `berth install`.
+#
+#   curl -fsSL <base>/install.sh | sh -s -- [--release VERSION] [--bootstrap]
+#                                            [--remote-control] [--no-modify-path]
+#
+# This script writes nothing outside its own temporary folder (removed on exit);
+# `berth install` does the installing. Environment:
+#   BERTH_RELEASE_BASE_URL  where releases live (http://, https:// or file://)
+#   BERTH_HOME, BERTH_INSTALL_DIR   passed through untouched to `berth install`
+# For testing only:
+#   BERTH_INSTALL_TARGET    force the target (linux-x64, linux-arm64,
+#                           linux-x64-musl, linux-arm64-musl, darwin-x64, darwin-arm64)
+#   BERTH_DOWNLOADER        curl | wget
+#   BERTH_SHA256_TOOL       sha256sum | shasum | openssl
+#   --print-target          (hidden flag) print the detected target and exit
+#
+# Everything is inside main(), called on the last line, so a truncated download
+# of this script runs nothing.
+
+# zsh runs this file as sh only when told to.
+[ -n "${ZSH_VERSION:-}" ] && emulate sh
+set -eu
+
+# Substituted by the release build; must stay the only occurrence of the placeholder.
+BERTH_DEFAULT_BASE_URL="__BERTH_RELEASE_BASE_URL__"
+
+say() {
+  printf 'berth-install: %s\n' "$*" >&2
+}
+
+die() {
+  say "$*"
+  exit 1
+}
+
+usage_error() {
+  say "$*"
+  exit 2
+}
+
+usage() {
+  cat <<'EOF'
+Usage: curl -fsSL <base>/install.sh | sh -s -- [options]
+
+Downloads the berth binary for this machine, verifies its SHA-256 checksum and
+runs `berth install`.
+
+Options:
+  --release VERSION   install this version instead of the latest one
+  --bootstrap         start the app-server and the updater after installing
+  --remote-control    enable remote control (with --bootstrap)
+  --no-modify-path    do not add the command's folder to PATH in a shell profile
+  --help              show this help
+
+Environment:
+  BERTH_RELEASE_BASE_URL  release location (http://, https:// or file://)
+  BERTH_HOME              berth's state folder (default ~/.berth)
+  BERTH_INSTALL_DIR       the command link (default ~/.local/bin/berth)
+EOF
+}
+
+has() {
+  command -v "$1" >/dev/null 2>&1
+}
+
+valid_target() {
+  case $1 in
+    linux-x64 | linux-arm64 | linux-x64-musl | linux-arm64-musl | darwin-x64 | darwin-arm64) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+is_musl() {
+  if has ldd; then
+    ldd_out=$(ldd --version 2>&1 || true)
+    case $ldd_out in
+      *[Mm][Uu][Ss][Ll]*) return 0 ;;
+      *GLIBC* | *"GNU libc"* | *"GNU C Library"*) return 1 ;;
+    esac
+  fi
+  for loader in /lib/ld-musl-*.so.1; do
+    [ -e "$loader" ] && return 0
+  done
+  return 1
+}
+
+detect_target() {
+  if [ -n "${BERTH_INSTALL_TARGET:-}" ]; then
+    valid_target "$BERTH_INSTALL_TARGET" ||
+      die "BERTH_INSTALL_TARGET='$BERTH_INSTALL_TARGET' is not one of linux-x64, linux-arm64, linux-x64-musl, linux-arm64-musl, darwin-x64, darwin-arm64."
+    target=$BERTH_INSTALL_TARGET
+    return 0
+  fi
+  sys=$(uname -s 2>/dev/null || true)
+  machine=$(uname -m 2>/dev/null || true)
+  case $sys in
+    Linux) os=linux ;;
+    Darwin) os=darwin ;;
+    *) die "unsupported platform '$sys $machine': berth supports Linux and macOS on x64 and arm64." ;;
+  esac
+  case $machine in
+    x86_64 | amd64) arch=x64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) die "unsupported platform '$sys $machine': berth supports Linux and macOS on x64 and arm64." ;;
+  esac
+  suffix=""
+  if [ "$os" = linux ] && is_musl; then
+    suffix=-musl
+  fi
+  if [ "$os" = darwin ] && [ "$arch" = x64 ]; then
+    # An x64 shell under Rosetta 2 on Apple silicon: install the native binary.
+    if [ "$(sysctl -n sysctl.proc_translated 2>/dev/null || true)" = 1 ]; then
+      arch=arm64
+    fi
+  fi
+  target=$os-$arch$suffix
+}
+
+pick_downloader() {
+  if [ -n "${BERTH_DOWNLOADER:-}" ]; then
+    case $BERTH_DOWNLOADER in
+      curl | wget) ;;
+      *) die "BERTH_DOWNLOADER='$BERTH_DOWNLOADER' must be curl or wget." ;;
+    esac
+    has "$BERTH_DOWNLOADER" || die "BERTH_DOWNLOADER=$BERTH_DOWNLOADER but $BERTH_DOWNLOADER is not installed."
+    downloader=$BERTH_DOWNLOADER
+  elif has curl; then
+    downloader=curl
+  elif has wget; then
+    downloader=wget
+  else
+    die "neither curl nor wget is installed; install one of them and run this again."
+  fi
+}
+
+pick_sha256_tool() {
+  if [ -n "${BERTH_SHA256_TOOL:-}" ]; then
+    case $BERTH_SHA256_TOOL in
+      sha256sum | shasum | openssl) ;;
+      *) die "BERTH_SHA256_TOOL='$BERTH_SHA256_TOOL' must be sha256sum, shasum or openssl." ;;
+    esac
+    has "$BERTH_SHA256_TOOL" || die "BERTH_SHA256_TOOL=$BERTH_SHA256_TOOL but $BERTH_SHA256_TOOL is not installed."
+    sha_tool=$BERTH_SHA256_TOOL
+  elif has sha256sum; then
+    sha_tool=sha256sum
+  elif has shasum; then
+    sha_tool=shasum
+  elif has openssl; then
+    sha_tool=openssl
+  else
+    die "no SHA-256 tool found (sha256sum, shasum or openssl); install one of them and run this again."
+  fi
+}
+
+# fetch URL DEST: the file at URL into DEST; on failure returns non-zero with
+# the reason in $fetch_error. Needs $tmp.
+fetch() {
+  fetch_error=""
+  case $1 in
+    file://*)
+      src=${1#file://}
+      src=${src#localhost}
+      if [ ! -f "$src" ]; then
+        fetch_error="no such file"
+        return 1
+      fi
+      if ! cp "$src" "$2" 2>"$tmp/fetch.err"; then
+        fetch_error=$(sed -n '$p' "$tmp/fetch.err")
+        return 1
+      fi
+      ;;
+    *)
+      if [ "$downloader" = curl ]; then
+        if ! curl -fsSL --retry 2 -o "$2" "$1" 2>"$tmp/fetch.err"; then
+          fetch_error=$(sed -n '$p' "$tmp/fetch.err")
+          return 1
+        fi
+      else
+        wget_rc=0
+        wget -q -O "$2" "$1" 2>"$tmp/fetch.err" || wget_rc=$?
+        case $wget_rc in
+          0) ;;
+          4) fetch_error="wget: network failure" ;;
+          5) fetch_error="wget: TLS certificate verification failed" ;;
+          8) fetch_error="wget: the server answered with an error, for example 404" ;;
+          *) fetch_error="wget exited with status $wget_rc" ;;
+        esac
+        [ "$wget_rc" = 0 ] || return 1
+      fi
+      ;;
+  esac
+}
+
+# Reads stdin, prints the lowercase hex SHA-256.
+sha256_stdin() {
+  case $sha_tool in
+    sha256sum) sum_out=$(sha256sum) || return 1 ;;
+    shasum) sum_out=$(shasum -a 256) || return 1 ;;
+    openssl) sum_out=$(openssl dgst -sha256) || return 1 ;;
+  esac
+  # sha256sum/shasum: "<hex>  -"; openssl: "SHA2-256(stdin)= <hex>".
+  case $sha_tool in
+    openssl) sum_out=${sum_out##* } ;;
+    *) sum_out=${sum_out%% *} ;;
+  esac
+  printf '%s\n' "$sum_out" | tr 'A-F' 'a-f'
+}
+
+valid_version() {
+  case $1 in
+    '' | *[!0-9A-Za-z.-]*) return 1 ;;
+  esac
+  printf '%s\n' "$1" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$'
+}
+
+tmp=""
+cleanup() {
+  if [ -n "${tmp:-}" ]; then
+    rm -rf "$tmp"
+    tmp=""
+  fi
+}
+
+main() {
+  release=""
+  print_target=0
+  # Consume our own flags; rebuild "$@" with the ones for `berth install`.
+  n=$#
+  while [ "$n" -gt 0 ]; do
+    arg=$1
+    shift
+    n=$((n - 1))
+    case $arg in
+      --release)
+        [ "$n" -gt 0 ] || usage_error "--release needs a version, for example --release 1.4.0."
+        release=$1
+        shift
+        n=$((n - 1))
+        ;;
+      --release=*) release=${arg#--release=} ;;
+      --bootstrap | --remote-control | --no-modify-path) set -- "$@" "$arg" ;;
+      -h | --help)
+        usage
+        exit 0
+        ;;
+      --print-target) print_target=1 ;;
+      *) usage_error "unknown option '$arg'; run with --help to see the options." ;;
+    esac
+  done
+
+  detect_target
+  if [ "$print_target" = 1 ]; then
+    printf '%s\n' "$target"
+    exit 0
+  fi
+
+  base=${BERTH_RELEASE_BASE_URL:-$BERTH_DEFAULT_BASE_URL}
+  case $base in
+    __BERTH_*__) die "no release location is built into this script; set BERTH_RELEASE_BASE_URL to the base URL of a berth release (the folder holding latest.json)." ;;
+  esac
+  while :; do
+    case $base in
+      */) base=${base%/} ;;
+      *) break ;;
+    esac
+  done
+  case $base in
+    https://* | http://*) pick_downloader ;;
+    file://*) ;;
+    *) die "BERTH_RELEASE_BASE_URL='$base' must start with https://, http:// or file://." ;;
+  esac
+  pick_sha256_tool
+
+  if [ -n "$release" ]; then
+    version=${release#v}
+    valid_version "$version" || usage_error "--release '$release' is not a version like 1.4.0."
+  fi
+
+  trap cleanup EXIT
+  trap 'cleanup; exit 129' HUP
+  trap 'cleanup; exit 130' INT
+  trap 'cleanup; exit 143' TERM
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/berth-install.XXXXXX") || die "could not create a temporary folder in ${TMPDIR:-/tmp}."
+
+  if [ -z "$release" ]; then
+    fetch "$base/latest.json" "$tmp/latest.json" ||
+      die "could not download $base/latest.json ($fetch_error); check BERTH_RELEASE_BASE_URL and your network."
+    version=$(tr '\r\n\t' '   ' <"$tmp/latest.json" |
+      sed -n 's/.*"version"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
+    version=${version#v}
+    valid_version "$version" || die "$base/latest.json does not name a valid version."
+  fi
+
+  asset=berth-$target
+  say "installing berth $version ($target) from $base"
+  fetch "$base/$version/$asset" "$tmp/$asset" ||
+    die "could not download $base/$version/$asset ($fetch_error); check that release $version exists for $target and that the server is reachable."
+  fetch "$base/$version/SHA256SUMS" "$tmp/SHA256SUMS" ||
+    die "could not download $base/$version/SHA256SUMS ($fetch_error); check that release $version exists and that the server is reachable."
+
+  expected=$(tr -d '\r' <"$tmp/SHA256SUMS" |
+    sed -n "s/^\\([0-9A-Fa-f]\\{64\\}\\)[[:space:]][[:space:]]*\\*\\{0,1\\}$asset\$/\\1/p" |
+    head -n 1 | tr 'A-F' 'a-f')
+  [ -n "$expected" ] || die "checksum mismatch: SHA256SUMS of release $version has no entry for $asset; nothing was installed."
+  actual=$(sha256_stdin <"$tmp/$asset") || die "could not compute the SHA-256 of $asset with $sha_tool."
+  [ "$actual" = "$expected" ] ||
+    die "checksum mismatch for $asset: expected $expected, got $actual; nothing was installed."
+
+  chmod 755 "$tmp/$asset"
+  rc=0
+  "$tmp/$asset" install "$@" </dev/null || rc=$?
+  cleanup
+  exit "$rc"
+}
+
+main "$@"
