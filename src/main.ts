@@ -5,3 +5,4 @@ if (!process.stdout.isTTY) process.env.NO_COLOR ??= "1";
 process.umask(0o077);
 const { runCli } = await import("./cli.ts");
 process.exit(await runCli(process.argv.slice(2)));
+export {};

@@ -1,0 +1,144 @@
+/**
+ * Test harness: a fresh temporary BERTH_HOME per test, a managed "binary" that
+ * runs the source with Bun, a way to run berth commands as real processes, and
+ * a cleanup that kills every process that ever ran with that BERTH_HOME.
+ */
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CLI_TARGET } from "../../src/version.ts";
+
+export const ROOT = join(import.meta.dir, "..", "..");
+export const MAIN = join(ROOT, "src", "main.ts");
+export const BUN = process.execPath;
+export const TARGET = CLI_TARGET ?? "linux-x64";
+const COMMAND_TIMEOUT_MS = 90_000;
+
+export type RunResult = { code: number; stdout: string; stderr: string; json: any };
+
+export type TestHome = {
+  home: string;
+  env: Record<string, string>;
+  /** Runs `berth <args>` from source as a separate process. */
+  run(args: string[], options?: { env?: Record<string, string>; timeoutMs?: number }): Promise<RunResult>;
+  /** Runs a given executable (e.g. the compiled binary) with this home's environment. */
+  exec(cmd: string[], options?: { env?: Record<string, string>; timeoutMs?: number }): Promise<RunResult>;
+  path(...parts: string[]): string;
+  cleanup(): Promise<void>;
+};
+
+/** Writes `releases/<version>-<target>/berth` (a launcher script by default) and points `current` at it. */
+export function installRelease(home: string, version = "0.1.0", script?: string): string {
+  const releaseDir = join(home, "packages", "standalone", "releases", `${version}-${TARGET}`);
+  mkdirSync(releaseDir, { recursive: true, mode: 0o700 });
+  const binary = join(releaseDir, "berth");
+  writeFileSync(binary, script ?? `#!/bin/sh\nBERTH_BUILD_VERSION='${version}' exec '${BUN}' '${MAIN}' "$@"\n`);
+  chmodSync(binary, 0o755);
+  const current = join(home, "packages", "standalone", "current");
+  rmSync(current, { force: true });
+  symlinkSync(`releases/${version}-${TARGET}`, current);
+  return binary;
+}
+
+export function parseLastJsonLine(stdout: string): any {
+  const line = stdout.trimEnd().split("\n").pop() ?? "";
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runProcess(cmd: string[], env: Record<string, string>, timeoutMs = COMMAND_TIMEOUT_MS): Promise<RunResult> {
+  const child = Bun.spawn({ cmd, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
+  clearTimeout(timer);
+  return { code, stdout, stderr, json: parseLastJsonLine(stdout) };
+}
+
+export function makeHome(options: { version?: string; install?: boolean; settings?: object; prefix?: string } = {}): TestHome {
+  const base = mkdtempSync(join(tmpdir(), options.prefix ?? "berth-test-"));
+  const home = join(base, "home");
+  mkdirSync(home, { mode: 0o700 });
+  if (options.install !== false) installRelease(home, options.version ?? "0.1.0");
+  if (options.settings) {
+    mkdirSync(join(home, "daemon"), { recursive: true, mode: 0o700 });
+    writeFileSync(join(home, "daemon", "settings.json"), JSON.stringify(options.settings));
+  }
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: base,
+    BERTH_HOME: home,
+    BERTH_INSTALL_DIR: join(base, "bin"),
+    NO_COLOR: "1",
+  };
+  const exec = (cmd: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}) =>
+    runProcess(cmd, { ...env, ...opts.env }, opts.timeoutMs);
+  return {
+    home,
+    env,
+    exec,
+    run: (args, opts) => exec([BUN, MAIN, ...args], opts),
+    path: (...parts) => join(home, ...parts),
+    async cleanup() {
+      killProcessesOf(home);
+      rmSync(base, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Every process whose environment names this BERTH_HOME, or whose command line mentions it. */
+export function processesOf(home: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const environ = readFileSync(`/proc/${entry}/environ`, "utf8").split("\0");
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (/\) Z /.test(stat)) continue;
+      if (environ.includes(`BERTH_HOME=${home}`) || cmdline.includes(home)) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+export function killProcessesOf(home: string): void {
+  for (const pid of processesOf(home)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** Polls a condition until it holds or the deadline passes; returns whether it held. */
+export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return true;
+    await Bun.sleep(pollMs);
+  }
+  return Boolean(await condition());
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/\) [ZX] /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+export function readJson(path: string): any {
+  return JSON.parse(readFileSync(path, "utf8"));
+}
