@@ -1,0 +1,164 @@
+/**
+ * The reference design's pid-backend behaviours, restated for berth, with the
+ * reservation lock held by a real separate process.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { PidBackend } from "../src/daemon/backend.ts";
+import { judgePidFile, parsePidFile, type PidFileContent, type PidFileVerdict } from "../src/daemon/pidfile.ts";
+import { isBerthError } from "../src/errors.ts";
+import { processIdentity } from "../src/platform/process.ts";
+import { isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { holdLock } from "./helpers/holder.ts";
+
+let home: TestHome;
+const spawned: Bun.Subprocess[] = [];
+afterEach(async () => {
+  for (const child of spawned.splice(0)) child.kill("SIGKILL");
+  await home?.cleanup();
+});
+
+function backendIn(h: TestHome) {
+  return new PidBackend({ pidPath: h.path("app-server.pid"), trackGroup: false });
+}
+
+function sleeper(): Bun.Subprocess {
+  const child = Bun.spawn({ cmd: ["sleep", "600"], stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  spawned.push(child);
+  return child;
+}
+
+describe("pidfile state (pure)", () => {
+  const record = { kind: "record", record: { pid: 42, processStartTime: "boot/1" } } as const satisfies PidFileContent;
+  const cases: { content: PidFileContent; lockHeld: boolean; recordAlive: boolean; expected: PidFileVerdict }[] = [
+    { content: { kind: "missing" }, lockHeld: false, recordAlive: false, expected: "missing" },
+    { content: { kind: "empty" }, lockHeld: true, recordAlive: false, expected: "starting" },
+    { content: { kind: "empty" }, lockHeld: false, recordAlive: false, expected: "staleReservation" },
+    { content: { kind: "corrupt", text: "{" }, lockHeld: false, recordAlive: false, expected: "corrupt" },
+    { content: { kind: "corrupt", text: "{" }, lockHeld: true, recordAlive: false, expected: "starting" },
+    { content: record, lockHeld: false, recordAlive: true, expected: "running" },
+    { content: record, lockHeld: true, recordAlive: true, expected: "running" },
+    { content: record, lockHeld: false, recordAlive: false, expected: "staleRecord" },
+  ];
+  for (const { content, lockHeld, recordAlive, expected } of cases) {
+    test(`${content.kind}, lock ${lockHeld ? "held" : "free"}, process ${recordAlive ? "alive" : "gone"} → ${expected}`, () => {
+      expect(judgePidFile(content, { lockHeld, recordAlive })).toBe(expected);
+    });
+  }
+
+  const parses: { text: string | undefined; kind: PidFileContent["kind"] }[] = [
+    { text: undefined, kind: "missing" },
+    { text: "", kind: "empty" },
+    { text: "  \n", kind: "empty" },
+    { text: '{"pid":123,"processStartTime":"b/9"}', kind: "record" },
+    { text: '{"pid":"123","processStartTime":"b/9"}', kind: "corrupt" },
+    { text: '{"pid":1,"processStartTime":"b/9"}', kind: "corrupt" },
+    { text: '{"pid":123}', kind: "corrupt" },
+    { text: "123", kind: "corrupt" },
+    { text: '{"pid":12', kind: "corrupt" },
+  ];
+  for (const { text, kind } of parses) {
+    test(`parses ${JSON.stringify(text)} as ${kind}`, () => expect(parsePidFile(text).kind).toBe(kind));
+  }
+});
+
+describe("pid backend", () => {
+  test("a locked empty pidfile is an active reservation and is left alone", async () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    writeFileSync(backend.pidFile.path, "");
+    const holder = await holdLock(backend.pidFile.lockPath);
+    expect(backend.inspect()).toEqual({ kind: "starting" });
+    expect(existsSync(backend.pidFile.path)).toBe(true);
+    await holder.kill();
+  });
+
+  test("an unlocked empty pidfile is a stale reservation and is removed", () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    writeFileSync(backend.pidFile.path, "");
+    expect(backend.inspect()).toEqual({ kind: "missing" });
+    expect(existsSync(backend.pidFile.path)).toBe(false);
+  });
+
+  test("stop waits for a live reservation to resolve, then acts on what it resolved to", async () => {
+    home = makeHome();
+    const pidPath = home.path("daemon", "app-server.pid");
+    mkdirSync(home.path("daemon"), { mode: 0o700 });
+    const holder = await holdLock(`${pidPath}.lock`, pidPath);
+    const target = sleeper();
+    const stop = Bun.spawn({ cmd: [process.execPath, "src/main.ts", "stop"], env: home.env, stdout: "pipe", stderr: "pipe", cwd: `${import.meta.dir}/..` });
+    // Once stop holds daemon.lock it is inside its wait; only then does the starter publish.
+    const { isLockHeld } = await import("../src/daemon/lock.ts");
+    const deadline = Date.now() + 20_000;
+    while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
+    expect(stop.exitCode).toBeNull();
+    holder.send(`publish ${target.pid}`);
+    await holder.waitFor("published");
+    holder.send("release");
+    await holder.exited;
+    const out = JSON.parse(await new Response(stop.stdout).text());
+    expect(await stop.exited).toBe(0);
+    // Had stop not waited it would have found nothing to stop; it stopped the published process.
+    expect(out.status).toBe("stopped");
+    await target.exited;
+    expect(isAlive(target.pid)).toBe(false);
+  });
+
+  test("a stale empty pidfile is retried under the starter's own lock; a missing binary is START_FAILED", async () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    writeFileSync(backend.pidFile.path, "");
+    const failure = await backend
+      .launch({ binary: home.path("missing-berth"), args: ["serve"], cwd: home.home, env: home.env, logPath: home.path("log") })
+      .then(() => undefined, (error) => error);
+    expect(isBerthError(failure, "START_FAILED")).toBe(true);
+    expect(failure.message).toStartWith("failed to spawn detached serve process using ");
+    expect(existsSync(backend.pidFile.path)).toBe(false);
+  });
+
+  test("stale record cleanup keeps a replacement record written meanwhile", () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    const replacementProcess = sleeper();
+    const replacement = { pid: replacementProcess.pid, processStartTime: processIdentity(replacementProcess.pid) as string };
+    writeFileSync(backend.pidFile.path, JSON.stringify(replacement));
+    const stale = { pid: 999_999, processStartTime: "old" };
+    expect(backend.pidFile.refreshAfterStaleRecord(stale)).toEqual({ kind: "running", record: replacement });
+    expect(JSON.parse(readFileSync(backend.pidFile.path, "utf8"))).toEqual(replacement);
+  });
+
+  test("a record whose pid now belongs to another process is stale, and that process is never signalled", async () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    const stranger = sleeper();
+    const record = { pid: stranger.pid, processStartTime: "another-boot/12345" };
+    writeFileSync(backend.pidFile.path, JSON.stringify(record));
+    expect(await backend.stop(record, 100)).toBe("notRunning");
+    expect(isAlive(stranger.pid)).toBe(true);
+    expect(existsSync(backend.pidFile.path)).toBe(false);
+  });
+
+  test("the updater is tracked as a group: alive while a member lives after its leader exited", async () => {
+    home = makeHome({ install: false });
+    const backend = new PidBackend({ pidPath: home.path("updater.pid"), trackGroup: true });
+    const launched = await backend.launch({
+      binary: "/bin/sh",
+      // The leader waits for "go" so it is surely alive when launch records it, then exits.
+      args: ["-c", "sleep 600 & echo $! > member.pid; while [ ! -e go ]; do sleep 0.01; done"],
+      cwd: home.home,
+      env: home.env,
+      logPath: home.path("updater.log"),
+    });
+    const memberPidFile = home.path("member.pid");
+    const { eventually } = await import("./helpers/berth.ts");
+    expect(await eventually(() => existsSync(memberPidFile) && readFileSync(memberPidFile, "utf8").trim() !== "")).toBe(true);
+    const member = Number(readFileSync(memberPidFile, "utf8"));
+    writeFileSync(home.path("go"), "");
+    expect(await eventually(() => !isAlive(launched.record.pid))).toBe(true);
+    expect(backend.inspect()).toEqual({ kind: "running", record: launched.record });
+    expect(await backend.stop(launched.record, 2_000)).toBe("stopped");
+    expect(isAlive(member)).toBe(false);
+    expect(backend.inspect()).toEqual({ kind: "missing" });
+  });
+});
