@@ -10,7 +10,7 @@ import type { Context } from "./context.ts";
 
 export type UpdaterCheck = {
   at: string;
-  outcome: "upToDate" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined";
+  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined";
   message: string;
   latestVersion?: string;
 };

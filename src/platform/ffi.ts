@@ -2,7 +2,7 @@
  * Every foreign call berth makes lives here: flock(2) for locks that die with
  * their holder, and on macOS proc_pidinfo(2) for a process's kernel start time.
  */
-import { dlopen, FFIType, read, type Pointer } from "bun:ffi";
+import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -27,10 +27,14 @@ function libcCandidates(): string[] {
 
 const libcSymbols = {
   flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  sigprocmask: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
 } as const;
 
 type Libc = {
   flock(fd: number, op: number): number;
+  execve(path: Pointer, argv: Pointer, envp: Pointer): number;
+  sigprocmask(how: number, set: Pointer, old: null): number;
   errno(): number;
   procPidInfo?(pid: number, buffer: Uint8Array): number;
 };
@@ -53,6 +57,8 @@ function openLibc(): Libc {
       const symbols = lib.symbols as Record<string, (...args: unknown[]) => unknown>;
       libc = {
         flock: (fd, op) => symbols.flock!(fd, op) as number,
+        execve: (path, argv, envp) => symbols.execve!(path, argv, envp) as number,
+        sigprocmask: (how, set, old) => symbols.sigprocmask!(how, set, old) as number,
         errno: () => read.i32(symbols[errnoSymbol]!() as Pointer, 0),
         procPidInfo: symbols.proc_pidinfo
           ? (pid, buffer) => symbols.proc_pidinfo!(pid, PROC_PIDTBSDINFO, 0, buffer, buffer.byteLength) as number
@@ -100,4 +106,36 @@ export function darwinProcessInfo(pid: number): DarwinProcessInfo | undefined {
     zombie: view.getUint32(PBI_STATUS_OFFSET, true) === SZOMB,
     pgid: view.getUint32(PBI_PGID_OFFSET, true),
   };
+}
+
+const SIG_SETMASK = process.platform === "darwin" ? 3 : 2;
+
+function cString(value: string): Buffer {
+  return Buffer.from(`${value}\0`);
+}
+
+function pointerArray(buffers: Buffer[]): BigUint64Array {
+  const array = new BigUint64Array(buffers.length + 1);
+  buffers.forEach((buffer, index) => (array[index] = BigInt(ptr(buffer))));
+  return array;
+}
+
+/**
+ * Replaces this process's image with another program, keeping its pid (and so
+ * its recorded identity). Returns only on failure, by throwing.
+ */
+export function execReplace(path: string, argv: string[], env: Record<string, string | undefined>): never {
+  const c = openLibc();
+  const pathBuffer = cString(path);
+  const argBuffers = argv.map(cString);
+  const envBuffers = Object.entries(env)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => cString(`${key}=${value}`));
+  const argvArray = pointerArray(argBuffers);
+  const envArray = pointerArray(envBuffers);
+  // A blocked signal stays blocked across exec: start the new image with none blocked.
+  const emptySet = new Uint8Array(128);
+  c.sigprocmask(SIG_SETMASK, ptr(emptySet), null);
+  c.execve(ptr(pathBuffer), ptr(argvArray), ptr(envArray));
+  throw new Error(`execve ${path} failed with errno ${c.errno()}`);
 }

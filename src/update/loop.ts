@@ -1,0 +1,107 @@
+/**
+ * `berth update-loop`: the detached updater. Waits, checks, installs, rolls
+ * the app-server onto the new release with a health check, and after a
+ * validated restart re-executes itself from the new managed binary.
+ */
+import { appendFileSync } from "node:fs";
+import { describeError } from "../errors.ts";
+import { openContext, settingsOf, type Context } from "../daemon/context.ts";
+import { readUpdaterState, writeUpdaterState } from "../daemon/updater.ts";
+import { execReplace } from "../platform/ffi.ts";
+import { CLI_VERSION } from "../version.ts";
+import { checkOutcome, recordCheck, tryRollout, updateWithRollout, type PendingRollout } from "./update.ts";
+
+/** While a restart waits for daemon.lock, try again this often. */
+export const BUSY_RETRY_MS = 1_000;
+const FALLBACK_INTERVAL_MS = 3_600_000;
+
+/** SIGTERM ends the loop at once, except inside a section that must not be cut (flipping `current`, a rollout). */
+class Termination {
+  private critical = 0;
+  private requested = false;
+
+  install(): void {
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+      process.on(signal, () => {
+        this.requested = true;
+        if (this.critical === 0) process.exit(0);
+      });
+    }
+  }
+
+  async guard<T>(action: () => Promise<T>): Promise<T> {
+    this.critical += 1;
+    try {
+      return await action();
+    } finally {
+      this.critical -= 1;
+      if (this.requested && this.critical === 0) process.exit(0);
+    }
+  }
+}
+
+function logLine(ctx: Context, line: string): void {
+  appendFileSync(ctx.layout.updaterLog, `${new Date().toISOString()} ${line}\n`);
+}
+
+export async function runUpdateLoop(): Promise<never> {
+  const ctx = openContext();
+  const termination = new Termination();
+  termination.install();
+  let settings = settingsOf(ctx);
+  logLine(ctx, `updater pid ${process.pid} (berth ${CLI_VERSION}) started; first check in ${settings.update.initialDelayMs} ms`);
+  recordCheckTime(ctx, settings.update.initialDelayMs);
+  await Bun.sleep(settings.update.initialDelayMs);
+  let pending: PendingRollout | undefined;
+  for (;;) {
+    let delayMs = FALLBACK_INTERVAL_MS;
+    let reexec = false;
+    try {
+      settings = settingsOf(ctx);
+      delayMs = settings.update.intervalMs;
+      if (pending) {
+        const rollout = await termination.guard(() => tryRollout(ctx, pending as PendingRollout, "try"));
+        if (rollout) {
+          logLine(ctx, `check: ${rollout.status}: ${rollout.message}`);
+          recordCheck(ctx, { at: new Date().toISOString(), outcome: rollout.status, message: rollout.message, latestVersion: pending.version });
+          reexec = rollout.status === "updated" && rollout.restarted;
+          pending = undefined;
+        } else {
+          delayMs = BUSY_RETRY_MS;
+        }
+      } else {
+        const outcome = await termination.guard(() => updateWithRollout(ctx, settings, {}, "try"));
+        pending = outcome.pending;
+        if (pending) delayMs = BUSY_RETRY_MS;
+        reexec = outcome.status === "updated" && outcome.restarted;
+        logLine(ctx, `check: ${outcome.status}: ${outcome.message}`);
+        recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion }, nextAt(delayMs));
+      }
+    } catch (error) {
+      const message = describeError(error).split("\n")[0] ?? "unknown error";
+      logLine(ctx, `check: failed: ${message}`);
+      recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message }, nextAt(delayMs));
+    }
+    if (reexec) {
+      logLine(ctx, `re-executing from ${ctx.layout.managedBinary}`);
+      try {
+        execReplace(ctx.layout.managedBinary, [ctx.layout.managedBinary, "update-loop"], { ...ctx.env, BERTH_HOME: ctx.layout.home });
+      } catch (error) {
+        logLine(ctx, `re-exec failed, carrying on with this binary: ${describeError(error)}`);
+      }
+    }
+    await Bun.sleep(delayMs);
+  }
+}
+
+function nextAt(delayMs: number): string {
+  return new Date(Date.now() + delayMs).toISOString();
+}
+
+function recordCheckTime(ctx: Context, delayMs: number): void {
+  try {
+    writeUpdaterState(ctx.layout.updaterState, { ...readUpdaterState(ctx.layout.updaterState), nextCheckAt: nextAt(delayMs) });
+  } catch {
+    // status only loses the next-check time
+  }
+}

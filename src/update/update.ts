@@ -1,0 +1,199 @@
+/**
+ * One update: the same code path for `berth update` and every tick of the
+ * loop. Read latest.json, download and verify, install with the code of
+ * `berth install`, then roll the app-server onto it with a health check and
+ * roll back (and quarantine the version) if it does not become ready.
+ */
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { BerthError, describeError, isBerthError } from "../errors.ts";
+import { ensureRunning, ensureStopped, isOurServer, underDaemonLock } from "../daemon/app-server.ts";
+import { managedInstall, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
+import { FileLock } from "../daemon/lock.ts";
+import type { Settings } from "../daemon/settings.ts";
+import { readUpdaterState, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
+import { flipCurrent, installRelease, withInstallLock } from "../install/install.ts";
+import { processIdentity } from "../platform/process.ts";
+import { probeInitialize } from "../server/client.ts";
+import { CLI_TARGET, CLI_VERSION } from "../version.ts";
+import { planUpdate, shouldRestart } from "./decide.ts";
+import { downloadVerifiedAsset, fetchLatestVersion } from "./release.ts";
+
+const PROBE_TIMEOUT_MS = 2_000;
+
+export type UpdateStatus = "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "quarantined" | "deferred";
+
+export type UpdateResult = {
+  status: UpdateStatus;
+  previousVersion: string | null;
+  latestVersion: string;
+  managedVersion: string | null;
+  restarted: boolean;
+  appServerVersion?: string;
+  message: string;
+  cliVersion: string;
+};
+
+/** A rollout that still needs daemon.lock to restart the app-server (the loop retries it). */
+export type PendingRollout = { version: string; previousReleaseDir: string | null };
+
+function releaseBaseUrl(settings: Settings): string {
+  if (!settings.releaseBaseUrl) {
+    throw new BerthError("UPDATE_FAILED", "no release base URL: set releaseBaseUrl in settings.json or BERTH_RELEASE_BASE_URL.");
+  }
+  return settings.releaseBaseUrl;
+}
+
+function quarantine(ctx: Context, version: string): void {
+  const state = readUpdaterState(ctx.layout.updaterState);
+  if (!state.quarantined.includes(version)) state.quarantined.push(version);
+  writeUpdaterState(ctx.layout.updaterState, state);
+}
+
+export function recordCheck(ctx: Context, check: UpdaterCheck, nextCheckAt?: string): void {
+  const state = readUpdaterState(ctx.layout.updaterState);
+  writeUpdaterState(ctx.layout.updaterState, { ...state, lastCheck: check, ...(nextCheckAt ? { nextCheckAt } : {}) });
+}
+
+/** Download folders of updates whose process is gone (killed mid-download). */
+function cleanStaleDownloads(dir: string): void {
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const pid = Number(entry.split("-")[0]);
+    if (pid !== process.pid && processIdentity(pid) === undefined) rmSync(join(dir, entry), { recursive: true, force: true });
+  }
+}
+
+/** Downloads, verifies and installs `version`; returns the release that was current before. */
+async function downloadAndInstall(ctx: Context, baseUrl: string, version: string): Promise<{ previousReleaseDir: string | null }> {
+  if (!CLI_TARGET) throw new BerthError("UNSUPPORTED_PLATFORM", `no release target for ${process.platform}-${process.arch}.`);
+  const downloads = join(ctx.layout.packagesDir, "downloads");
+  mkdirSync(downloads, { recursive: true, mode: 0o700 });
+  cleanStaleDownloads(downloads);
+  const dir = join(downloads, `${process.pid}-${Date.now().toString(36)}`);
+  mkdirSync(dir, { mode: 0o700 });
+  try {
+    const binary = join(dir, "berth");
+    await downloadVerifiedAsset(baseUrl, version, CLI_TARGET, binary);
+    const previousReleaseDir = managedInstall(ctx).releaseDir;
+    await installRelease({ layout: ctx.layout, sourcePath: binary, version, target: CLI_TARGET, env: ctx.env });
+    return { previousReleaseDir };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Under daemon.lock: restart onto the new binary if our app-server runs
+ * another version; if it does not become ready, flip back, restart on the
+ * previous release and quarantine the version.
+ */
+export async function rolloutUnderLock(ctx: Context, settings: Settings, pending: PendingRollout): Promise<{ status: "updated" | "rolledBack"; restarted: boolean; appServerVersion?: string; message: string }> {
+  const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  const running = isOurServer(ctx, probe) ? { managed: true, version: probe.info.serverInfo.version } : undefined;
+  if (!shouldRestart(running, pending.version)) {
+    return { status: "updated", restarted: false, ...(running ? { appServerVersion: running.version } : {}), message: `installed ${pending.version}` };
+  }
+  try {
+    await ensureStopped(ctx, settings);
+    const { running: now } = await ensureRunning(ctx, settings);
+    return { status: "updated", restarted: true, appServerVersion: now.info?.serverInfo.version, message: `installed ${pending.version}; app-server restarted on it` };
+  } catch (error) {
+    if (!isBerthError(error, "NOT_READY") && !isBerthError(error, "START_FAILED")) throw error;
+    quarantine(ctx, pending.version);
+    if (!pending.previousReleaseDir) throw error;
+    const previous = pending.previousReleaseDir;
+    await withInstallLock(ctx.layout, () => flipCurrent(ctx.layout, previous));
+    const { running: back } = await ensureRunning(ctx, settings);
+    return {
+      status: "rolledBack",
+      restarted: true,
+      appServerVersion: back.info?.serverInfo.version,
+      message: `${pending.version} did not become ready (${describeError(error).split("\n")[0]}); rolled back to ${pending.previousReleaseDir} and quarantined ${pending.version}`,
+    };
+  }
+}
+
+export type UpdateOptions = { check?: boolean; release?: string; explicit?: boolean };
+
+/**
+ * Everything before the restart: which version, download, verify, install.
+ * Returns the result so far and, when something was installed, the rollout to do.
+ */
+export async function prepareUpdate(ctx: Context, settings: Settings, options: UpdateOptions): Promise<{ result: UpdateResult; pending?: PendingRollout }> {
+  const baseUrl = releaseBaseUrl(settings);
+  const before = managedInstall(ctx).version;
+  const latest = options.release ?? (await fetchLatestVersion(baseUrl));
+  const plan = planUpdate({ installed: before, candidate: latest, explicit: Boolean(options.release), quarantined: readUpdaterState(ctx.layout.updaterState).quarantined });
+  const base = { previousVersion: before, latestVersion: latest, managedVersion: before, restarted: false, cliVersion: CLI_VERSION };
+  if (plan.action === "none") {
+    const message = plan.reason === "quarantined" ? `${latest} is quarantined after a failed rollout; not retrying it` : `${before} is up to date`;
+    return { result: { ...base, status: plan.reason, message } };
+  }
+  if (options.check) return { result: { ...base, status: "updateAvailable", message: `${latest} is available (installed: ${before ?? "none"})` } };
+  const { previousReleaseDir } = await downloadAndInstall(ctx, baseUrl, latest);
+  return {
+    result: { ...base, status: "updated", managedVersion: managedInstall(ctx).version, message: `installed ${latest}` },
+    pending: { version: latest, previousReleaseDir },
+  };
+}
+
+/** `berth update`: holds daemon.lock for the whole update, like every mutating command. */
+export async function updateNow(ctx: Context, options: UpdateOptions): Promise<UpdateResult> {
+  return underDaemonLock(
+    ctx,
+    async (settings) => {
+      const outcome = await updateWithRollout(ctx, settings, options, "held");
+      recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
+      return outcome;
+    },
+    false,
+  );
+}
+
+/**
+ * The update, with the restart done under daemon.lock: `held` when the caller
+ * holds it, `try` for the loop, which never waits for it (busy → `deferred`).
+ */
+export async function updateWithRollout(ctx: Context, settings: Settings, options: UpdateOptions, lock: "held" | "try"): Promise<UpdateResult & { pending?: PendingRollout }> {
+  prepareStateDirs(ctx);
+  const { result, pending } = await prepareUpdate(ctx, settings, options);
+  if (!pending) return result;
+  const rollout = await tryRollout(ctx, pending, lock);
+  if (!rollout) return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: daemon.lock is busy`, pending };
+  return { ...result, ...rollout, managedVersion: managedInstall(ctx).version };
+}
+
+/** Runs the rollout under daemon.lock, taken without waiting when `lock` is `try`; undefined when busy. */
+export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "held" | "try") {
+  if (lock === "held") return rolloutUnderLock(ctx, settingsOf(ctx), pending);
+  const daemonLock = FileLock.tryAcquire(ctx.layout.daemonLock);
+  if (!daemonLock) return undefined;
+  try {
+    return await rolloutUnderLock(ctx, settingsOf(ctx), pending);
+  } finally {
+    daemonLock.release();
+  }
+}
+
+export function checkOutcome(status: UpdateStatus): UpdaterCheck["outcome"] {
+  switch (status) {
+    case "upToDate":
+      return "upToDate";
+    case "updateAvailable":
+      return "updateAvailable";
+    case "updated":
+      return "updated";
+    case "rolledBack":
+      return "rolledBack";
+    case "quarantined":
+      return "quarantined";
+    case "deferred":
+      return "deferred";
+  }
+}
