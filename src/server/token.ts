@@ -23,9 +23,9 @@ export function ensureToken(path: string): string {
   return token;
 }
 
-/** Constant-time comparison of an Authorization header against the token (hashing first equalizes lengths). */
+/** Constant-time comparison of an Authorization header against the token (hashing first equalizes lengths). The scheme is case-insensitive (RFC 7235 §2.1). */
 export function bearerMatches(header: string | null, token: string): boolean {
-  const presented = header?.startsWith("Bearer ") ? header.slice("Bearer ".length).trim() : "";
+  const presented = header && /^bearer /i.test(header) ? header.slice("Bearer ".length).trim() : "";
   const a = createHash("sha256").update(presented).digest();
   const b = createHash("sha256").update(token).digest();
   return timingSafeEqual(a, b) && presented !== "";
