@@ -9,36 +9,12 @@ import { openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { readUpdaterState, writeUpdaterState } from "../daemon/updater.ts";
 import { execReplace } from "../platform/ffi.ts";
 import { CLI_VERSION } from "../version.ts";
+import { exitOnTermination } from "./termination.ts";
 import { checkOutcome, recordCheck, tryRollout, updateWithRollout, type PendingRollout } from "./update.ts";
 
 /** While a restart waits for daemon.lock, try again this often. */
 export const BUSY_RETRY_MS = 1_000;
 const FALLBACK_INTERVAL_MS = 3_600_000;
-
-/** SIGTERM ends the loop at once, except inside a section that must not be cut (flipping `current`, a rollout). */
-class Termination {
-  private critical = 0;
-  private requested = false;
-
-  install(): void {
-    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-      process.on(signal, () => {
-        this.requested = true;
-        if (this.critical === 0) process.exit(0);
-      });
-    }
-  }
-
-  async guard<T>(action: () => Promise<T>): Promise<T> {
-    this.critical += 1;
-    try {
-      return await action();
-    } finally {
-      this.critical -= 1;
-      if (this.requested && this.critical === 0) process.exit(0);
-    }
-  }
-}
 
 function logLine(ctx: Context, line: string): void {
   appendFileSync(ctx.layout.updaterLog, `${new Date().toISOString()} ${line}\n`);
@@ -46,8 +22,7 @@ function logLine(ctx: Context, line: string): void {
 
 export async function runUpdateLoop(): Promise<never> {
   const ctx = openContext();
-  const termination = new Termination();
-  termination.install();
+  exitOnTermination();
   let settings = settingsOf(ctx);
   logLine(ctx, `updater pid ${process.pid} (berth ${CLI_VERSION}) started; first check in ${settings.update.initialDelayMs} ms`);
   recordCheckTime(ctx, settings.update.initialDelayMs);
@@ -60,7 +35,7 @@ export async function runUpdateLoop(): Promise<never> {
       settings = settingsOf(ctx);
       delayMs = settings.update.intervalMs;
       if (pending) {
-        const rollout = await termination.guard(() => tryRollout(ctx, pending as PendingRollout, "try"));
+        const rollout = await tryRollout(ctx, pending, "try");
         if (rollout) {
           logLine(ctx, `check: ${rollout.status}: ${rollout.message}`);
           recordCheck(ctx, { at: new Date().toISOString(), outcome: rollout.status, message: rollout.message, latestVersion: pending.version });
@@ -70,7 +45,7 @@ export async function runUpdateLoop(): Promise<never> {
           delayMs = BUSY_RETRY_MS;
         }
       } else {
-        const outcome = await termination.guard(() => updateWithRollout(ctx, settings, {}, "try"));
+        const outcome = await updateWithRollout(ctx, settings, {}, "try");
         pending = outcome.pending;
         if (pending) delayMs = BUSY_RETRY_MS;
         reexec = outcome.status === "updated" && outcome.restarted;

@@ -17,6 +17,7 @@ import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
 import { planUpdate, shouldRestart } from "./decide.ts";
+import { critical } from "./termination.ts";
 import { downloadVerifiedAsset, fetchLatestVersion } from "./release.ts";
 
 const PROBE_TIMEOUT_MS = 2_000;
@@ -106,10 +107,13 @@ export async function rolloutUnderLock(ctx: Context, settings: Settings, pending
   } catch (error) {
     if (!isBerthError(error, "NOT_READY") && !isBerthError(error, "START_FAILED")) throw error;
     quarantine(ctx, pending.version);
-    if (!pending.previousReleaseDir) throw error;
     const previous = pending.previousReleaseDir;
-    await withInstallLock(ctx.layout, () => flipCurrent(ctx.layout, previous));
-    const { running: back } = await ensureRunning(ctx, settings);
+    if (!previous) throw error;
+    // Flip back and restart as one: a SIGTERM here waits until the previous release runs again.
+    const { running: back } = await critical(async () => {
+      await withInstallLock(ctx.layout, () => flipCurrent(ctx.layout, previous));
+      return ensureRunning(ctx, settings);
+    });
     return {
       status: "rolledBack",
       restarted: true,
