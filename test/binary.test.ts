@@ -1,0 +1,179 @@
+/**
+ * The compiled binary, as users get it: a fresh `bun build --compile` of
+ * src/main.ts (build.ts `compile`), every subcommand's --help, usage errors,
+ * and one full start → version → status → restart → stop with the compiled
+ * file itself as the managed binary, so the app-server process IS that file.
+ * Catches what only breaks under --compile: lazy imports, process.argv shape,
+ * autoloaded bunfig.toml/.env.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compile } from "../build.ts";
+import { commands } from "../src/commands/index.ts";
+import { installRelease, isAlive, makeHome, processesOf, runProcess, type RunResult, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
+
+const VERSION = "9.8.7";
+const COMPILE_TIMEOUT_MS = 120_000;
+const HIDDEN_COMMANDS = new Set(["update-loop"]);
+
+let buildDir = "";
+let berth = "";
+
+beforeAll(async () => {
+  buildDir = mkdtempSync(join(tmpdir(), "berth-binary-"));
+  berth = join(buildDir, "berth");
+  await compile({ version: VERSION, outfile: berth });
+}, COMPILE_TIMEOUT_MS);
+
+afterAll(() => {
+  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
+});
+
+const homes: TestHome[] = [];
+afterEach(async () => {
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+
+function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
+  const home = makeHome(options);
+  homes.push(home);
+  return home;
+}
+
+/** A minimal environment with no BERTH_HOME of the developer's leaking in. */
+function bareEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: buildDir, NO_COLOR: "1", ...extra };
+}
+
+/** Copies the compiled binary into `releases/<version>-<target>/berth` and points `current` at it. */
+function installCompiled(home: string, version: string): string {
+  const binary = installRelease(home, version, "");
+  copyFileSync(berth, binary);
+  chmodSync(binary, 0o755);
+  return binary;
+}
+
+/** Runs the compiled binary from a given working directory. */
+async function runIn(cwd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
+  const child = Bun.spawn({ cmd: [berth, ...args], cwd, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { code, stdout, stderr, json: parseLastJsonLine(stdout) };
+}
+
+describe("the compiled binary's CLI surface", () => {
+  test("--version prints the version baked in at build time", async () => {
+    const result = await runProcess([berth, "--version"], bareEnv());
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim()).toBe(VERSION);
+  });
+
+  test("--help exits 0 and lists every public command, not the hidden ones", async () => {
+    const result = await runProcess([berth, "--help"], bareEnv());
+    expect(result.code).toBe(0);
+    for (const name of Object.keys(commands)) {
+      if (HIDDEN_COMMANDS.has(name)) expect(result.stdout).not.toContain(name);
+      else expect(result.stdout).toContain(name);
+    }
+  });
+
+  for (const name of Object.keys(commands)) {
+    test(`${name} --help exits 0 with usage on stdout`, async () => {
+      const result = await runProcess([berth, name, "--help"], bareEnv());
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain("USAGE");
+      expect(result.stdout).toContain(`berth ${name}`);
+    });
+  }
+
+  test("an unknown command: exit 2, exactly one JSON line with error.code USAGE", async () => {
+    const result = await runProcess([berth, "no-such-command"], bareEnv());
+    expect(result.code).toBe(2);
+    const lines = result.stdout.trimEnd().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ status: "error", error: { code: "USAGE" } });
+    expect(result.stderr).toContain("no-such-command");
+  });
+});
+
+describe("the compiled binary as the managed binary", () => {
+  test("start → version → status → restart → stop, with the app-server being the compiled file", async () => {
+    const home = newHome({ install: false });
+    const managed = installCompiled(home.home, VERSION);
+    const run = (args: string[]) => home.exec([berth, ...args]);
+
+    const started = await run(["start"]);
+    expect(started.code).toBe(0);
+    expect(started.stdout.trim().split("\n")).toHaveLength(1);
+    expect(started.json).toMatchObject({
+      status: "started",
+      backend: "pid",
+      managedBinaryPath: home.path("packages/standalone/current/berth"),
+      managedVersion: VERSION,
+      cliVersion: VERSION,
+      appServerVersion: VERSION,
+    });
+    const pid = started.json.pid as number;
+    expect(readlinkSync(`/proc/${pid}/exe`)).toBe(realpathSync(managed));
+
+    const version = await run(["version"]);
+    expect(version.code).toBe(0);
+    expect(version.json).toMatchObject({ status: "running", backend: "pid", pid, appServerVersion: VERSION });
+
+    const status = await run(["status"]);
+    expect(status.code).toBe(0);
+    expect(status.json).toMatchObject({
+      status: "running",
+      berthHome: home.home,
+      managedVersion: VERSION,
+      appServer: { state: "running", pid, version: VERSION, answering: true },
+    });
+
+    const restarted = await run(["restart"]);
+    expect(restarted.code).toBe(0);
+    expect(restarted.json).toMatchObject({ status: "restarted", backend: "pid", appServerVersion: VERSION });
+    const newPid = restarted.json.pid as number;
+    expect(newPid).not.toBe(pid);
+    expect(isAlive(pid)).toBe(false);
+    expect(readlinkSync(`/proc/${newPid}/exe`)).toBe(realpathSync(managed));
+
+    const stopped = await run(["stop"]);
+    expect(stopped.code).toBe(0);
+    expect(stopped.json).toMatchObject({ status: "stopped" });
+    expect(isAlive(newPid)).toBe(false);
+    expect(processesOf(home.home)).toEqual([]);
+    expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
+  });
+
+  test("a bunfig.toml and .env in the working directory are not loaded", async () => {
+    const home = newHome({ install: false });
+    installCompiled(home.home, VERSION);
+    const hostile = join(home.home, "..", "hostile");
+    mkdirSync(hostile);
+    const marker = join(hostile, "preloaded");
+    writeFileSync(join(hostile, "bunfig.toml"), 'preload = ["./boom.ts"]\n');
+    writeFileSync(join(hostile, "boom.ts"), `require("node:fs").writeFileSync(${JSON.stringify(marker)}, "boom");\n`);
+    // BERTH_RELEASE_BASE_URL is unset in the caller's env, so a loaded .env would show in status's settings.
+    writeFileSync(join(hostile, ".env"), "BERTH_HOME=/nonexistent\nBERTH_RELEASE_BASE_URL=https://dotenv.invalid\n");
+
+    const version = await runIn(hostile, ["--version"], home.env);
+    expect(version.code).toBe(0);
+    expect(version.stdout.trim()).toBe(VERSION);
+    expect(existsSync(marker)).toBe(false);
+
+    const status = await runIn(hostile, ["status"], home.env);
+    expect(status.code).toBe(0);
+    expect(status.json).toMatchObject({ berthHome: home.home, managedVersion: VERSION });
+    expect(status.json.settings.releaseBaseUrl).not.toContain("dotenv.invalid");
+    expect(existsSync(marker)).toBe(false);
+
+    // With BERTH_HOME unset, a loaded .env would win over the default ~/.berth.
+    const { BERTH_HOME: _unset, ...withoutHome } = home.env;
+    const defaulted = await runIn(hostile, ["status"], withoutHome);
+    expect(defaulted.code).toBe(0);
+    expect(defaulted.json.berthHome).toBe(join(home.env.HOME as string, ".berth"));
+    expect(existsSync(marker)).toBe(false);
+    expect(existsSync("/nonexistent")).toBe(false);
+  });
+});
