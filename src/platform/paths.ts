@@ -1,5 +1,4 @@
 /** Where everything lives. Pure path arithmetic; nothing here touches the disk. */
-import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 
@@ -77,7 +76,7 @@ export function socketPlan(input: {
   const preferred = join(input.home, "daemon", "app-server.sock");
   const limit = SOCKET_PATH_MAX_BYTES[input.platform] ?? 103;
   if (Buffer.byteLength(preferred) <= limit && !preferred.includes(":")) return { path: preferred };
-  const hash = createHash("sha256").update(input.home).digest("hex").slice(0, 8);
+  const hash = new Bun.CryptoHasher("sha256").update(input.home).digest("hex").slice(0, 8);
   const base = input.runtimeDir && isAbsolute(input.runtimeDir) ? input.runtimeDir : "/tmp";
   const fallbackDir = join(base, `berth-${input.uid}-${hash}`);
   return { path: join(fallbackDir, "app-server.sock"), fallbackDir };

@@ -2,7 +2,6 @@
  * The app-server: JSON-RPC over WebSocket on the Unix control socket, and with
  * remote control the same API on TCP behind a bearer token.
  */
-import { randomUUID } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { release, type } from "node:os";
 import { dirname } from "node:path";
@@ -47,7 +46,7 @@ async function claimSocketPath(socketPath: string): Promise<void> {
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   await claimSocketPath(options.socketPath);
   const startedAt = new Date().toISOString();
-  const instanceId = randomUUID();
+  const instanceId = crypto.randomUUID();
   let remoteUrl: string | undefined;
   const identity = (): InitializeResult => ({
     userAgent: userAgent(),

@@ -1,5 +1,4 @@
 /** The remote-control bearer token: created once, 0600, never logged. */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { BerthError, errnoCode } from "../errors.ts";
 import { writeFileAtomic } from "../platform/fs.ts";
@@ -18,7 +17,7 @@ export function readToken(path: string): string | undefined {
 export function ensureToken(path: string): string {
   const existing = readToken(path);
   if (existing) return existing;
-  const token = randomBytes(32).toString("base64url");
+  const token = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
   writeFileAtomic(path, `${token}\n`, 0o600);
   return token;
 }
@@ -26,9 +25,16 @@ export function ensureToken(path: string): string {
 /** Constant-time comparison of an Authorization header against the token (hashing first equalizes lengths). The scheme is case-insensitive (RFC 7235 §2.1). */
 export function bearerMatches(header: string | null, token: string): boolean {
   const presented = header && /^bearer /i.test(header) ? header.slice("Bearer ".length).trim() : "";
-  const a = createHash("sha256").update(presented).digest();
-  const b = createHash("sha256").update(token).digest();
-  return timingSafeEqual(a, b) && presented !== "";
+  const a = sha256(presented);
+  const b = sha256(token);
+  // Fixed-length digests compared without an early exit: the time does not depend on where they differ.
+  let difference = 0;
+  for (let i = 0; i < a.length; i += 1) difference |= (a[i] as number) ^ (b[i] as number);
+  return difference === 0 && presented !== "";
+}
+
+function sha256(text: string): Uint8Array {
+  return new Bun.CryptoHasher("sha256").update(text).digest() as Uint8Array;
 }
 
 export function parseListen(listen: string): { hostname: string; port: number } {
