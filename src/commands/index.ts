@@ -10,4 +10,10 @@ export const commands: Record<string, LazyCommand> = {
   restart: () => import("./restart.ts").then((m) => m.default),
   version: () => import("./version.ts").then((m) => m.default),
   status: () => import("./status.ts").then((m) => m.default),
+  bootstrap: () => import("./bootstrap.ts").then((m) => m.default),
+  "enable-remote-control": () => import("./enable-remote-control.ts").then((m) => m.default),
+  "disable-remote-control": () => import("./disable-remote-control.ts").then((m) => m.default),
+  update: () => import("./update.ts").then((m) => m.default),
+  "update-loop": () => import("./_update-loop.ts").then((m) => m.default),
+  install: () => import("./install.ts").then((m) => m.default),
 };

@@ -1,0 +1,243 @@
+// The release build end to end: `bun run build.ts --release --host` writes what
+// a static host serves, and the built install.sh installs it under dash, bash
+// and busybox sh from a loopback HTTP server — or changes nothing when it fails.
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { BUN, makeHome, ROOT, TARGET, type TestHome } from "./helpers/berth.ts";
+import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
+
+const OLD = "1.0.0";
+const NEW = "1.1.0";
+const ASSET = `berth-${TARGET}`;
+const SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
+const TEST_TIMEOUT_MS = 120_000;
+const has = (cmd: string) => Bun.which(cmd, { PATH: SYSTEM_PATH }) !== null;
+const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
+
+const tempDirs: string[] = [];
+const servers: DirectoryServer[] = [];
+const homes: TestHome[] = [];
+function tempDir(label: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `berth-release-${label}-`));
+  tempDirs.push(dir);
+  return dir;
+}
+async function serve(root: string): Promise<DirectoryServer> {
+  const server = await serveDirectory(root);
+  servers.push(server);
+  return server;
+}
+afterEach(async () => {
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.stop()));
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+// Two real releases in one folder, built by real subprocesses; the server runs first so its URL can be baked in.
+const outdir = tempDir("out");
+const server = await serve(outdir);
+const buildSeconds: Record<string, number> = {};
+for (const version of [OLD, NEW]) {
+  const started = performance.now();
+  const build = Bun.spawnSync({
+    cmd: [BUN, "run", "build.ts", "--release", "--host", "--outdir", outdir, "--base-url", `${server.url}/`],
+    cwd: ROOT,
+    env: { ...process.env, BERTH_BUILD_VERSION: version },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  if (build.exitCode !== 0) throw new Error(`release build of ${version} failed: ${build.stderr.toString()}`);
+  buildSeconds[version] = (performance.now() - started) / 1000;
+}
+
+function newHome(): TestHome {
+  const t = makeHome({ install: false, prefix: "berth-release-" });
+  homes.push(t);
+  return t;
+}
+
+const pkg = (t: TestHome, ...parts: string[]) => t.path("packages", "standalone", ...parts);
+const linkOf = (t: TestHome) => join(t.env.BERTH_INSTALL_DIR as string, "berth");
+
+/** Runs an install script the way `curl … | sh -s -- ARGS` does: the script on stdin. */
+async function runScript(t: TestHome, shell: string[], script: string, args: string[], env: Record<string, string>) {
+  const started = performance.now();
+  const child = Bun.spawn({
+    cmd: [...shell, "-s", "--", ...args],
+    env: { ...t.env, SHELL: "/bin/sh", PATH: SYSTEM_PATH, ...env },
+    stdin: Bun.file(script),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const last = stdout.trimEnd().split("\n").pop() ?? "";
+  let json: any;
+  try {
+    json = JSON.parse(last);
+  } catch {
+    json = undefined;
+  }
+  return { code, stdout, stderr, json, seconds: (performance.now() - started) / 1000 };
+}
+
+const SCRIPT = join(outdir, "install.sh");
+const run = (t: TestHome, shell: string[], args: string[] = [], env: Record<string, string> = {}) => runScript(t, shell, SCRIPT, args, env);
+
+/** Every path under $HOME with type, link target, size and mtime: "exactly as before". */
+function snapshot(t: TestHome): string[] {
+  const root = t.env.HOME as string;
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir).sort()) {
+      const path = join(dir, entry);
+      const stat = lstatSync(path);
+      const rel = relative(root, path);
+      if (stat.isSymbolicLink()) out.push(`${rel} -> ${readlinkSync(path)}`);
+      else if (stat.isDirectory()) {
+        out.push(`${rel}/`);
+        walk(path);
+      } else out.push(`${rel} ${stat.size} ${(stat.mode & 0o777).toString(8)} ${stat.mtimeMs}`);
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** A copy of the release folder with one file changed, for the failure cases. */
+function brokenRelease(change: (dir: string) => void): string {
+  const dir = tempDir("broken");
+  writeFileSync(join(dir, "latest.json"), readFileSync(join(outdir, "latest.json")));
+  mkdirSync(join(dir, NEW));
+  for (const file of [ASSET, "SHA256SUMS", "manifest.json"]) writeFileSync(join(dir, NEW, file), readFileSync(join(outdir, NEW, file)));
+  change(dir);
+  return dir;
+}
+
+describe("bun run build.ts --release --host", () => {
+  test("writes install.sh, latest.json, the manifest, SHA256SUMS and the binary", () => {
+    const script = readFileSync(SCRIPT, "utf8");
+    expect(script).not.toContain("__BERTH_RELEASE_BASE_URL__");
+    expect(script).toContain(`BERTH_DEFAULT_BASE_URL="${server.url}"`);
+    expect(lstatSync(SCRIPT).mode & 0o111).not.toBe(0);
+    expect(JSON.parse(readFileSync(join(outdir, "latest.json"), "utf8"))).toEqual({ version: NEW });
+    for (const version of [OLD, NEW]) {
+      const binary = readFileSync(join(outdir, version, ASSET));
+      const manifest = JSON.parse(readFileSync(join(outdir, version, "manifest.json"), "utf8"));
+      expect(manifest).toEqual({ version, assets: [{ target: TARGET, file: ASSET, sha256: sha256(binary), size: binary.byteLength }] });
+      expect(readFileSync(join(outdir, version, "SHA256SUMS"), "utf8")).toBe(`${sha256(binary)}  ${ASSET}\n`);
+      const printed = Bun.spawnSync([join(outdir, version, ASSET), "--version"], { stdin: "ignore" });
+      expect(printed.stdout.toString()).toBe(`${version}\n`);
+    }
+    expect(readdirSync(outdir).sort()).toEqual([OLD, NEW, "install.sh", "latest.json"].sort());
+    console.error(`release builds (host target): ${OLD} ${buildSeconds[OLD]?.toFixed(1)} s, ${NEW} ${buildSeconds[NEW]?.toFixed(1)} s`);
+  });
+});
+
+// A URL where a server was and no longer is.
+const down = await serveDirectory(outdir);
+const downUrl = down.url;
+await down.stop();
+
+const SHELLS: { name: string; cmd: string[] }[] = [
+  { name: "dash", cmd: ["dash"] },
+  { name: "bash", cmd: ["bash"] },
+  { name: "busybox sh", cmd: ["busybox", "sh"] },
+];
+
+describe("the built install.sh", () => {
+  for (const shell of SHELLS) {
+    test.skipIf(!has(shell.cmd[0] as string))(
+      `${shell.name}: a fresh install from the baked-in URL, then berth --version through the link`,
+      async () => {
+        const t = newHome();
+        const r = await run(t, shell.cmd);
+        if (r.code !== 0) throw new Error(`install.sh exited ${r.code}: ${r.stderr}`);
+        expect(r.json).toMatchObject({ status: "installed", version: NEW, target: TARGET, commandLink: linkOf(t), pathUpdated: true });
+        expect(r.stderr).toContain(`berth-install: installing berth ${NEW} (${TARGET}) from ${server.url}`);
+        expect(readlinkSync(pkg(t, "current"))).toBe(`releases/${NEW}-${TARGET}`);
+        const version = await t.exec([linkOf(t), "--version"]);
+        expect(version.stdout).toBe(`${NEW}\n`);
+        expect(readFileSync(join(t.env.HOME as string, ".profile"), "utf8")).toContain("# >>> berth >>>");
+        console.error(`install.sh under ${shell.name} from loopback HTTP: ${r.seconds.toFixed(2)} s`);
+      },
+      TEST_TIMEOUT_MS,
+    );
+  }
+
+  test(
+    "upgrade: --release 1.0.0, then the latest; flags reach `berth install`",
+    async () => {
+      const t = newHome();
+      const first = await run(t, ["dash"], ["--release", OLD, "--no-modify-path"]);
+      expect(first.json).toMatchObject({ status: "installed", version: OLD, pathUpdated: false });
+      expect(existsSync(join(t.env.HOME as string, ".profile"))).toBe(false);
+      const second = await run(t, ["dash"], ["--no-modify-path"]);
+      expect(second.json).toMatchObject({ status: "installed", version: NEW, pruned: [] });
+      expect(readdirSync(pkg(t, "releases")).sort()).toEqual([`${OLD}-${TARGET}`, `${NEW}-${TARGET}`]);
+      expect(readlinkSync(pkg(t, "current"))).toBe(`releases/${NEW}-${TARGET}`);
+      expect((await t.exec([linkOf(t), "--version"])).stdout).toBe(`${NEW}\n`);
+      const again = await run(t, ["dash"], ["--no-modify-path"]);
+      expect(again.json.status).toBe("alreadyInstalled");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  const failures: { name: string; base: () => Promise<string> | string; args?: string[]; message: RegExp }[] = [
+    {
+      name: "a corrupted binary on the server",
+      base: async () =>
+        (
+          await serve(
+            brokenRelease((dir) => {
+              const path = join(dir, NEW, ASSET);
+              const bytes = readFileSync(path);
+              const middle = bytes.length >> 1;
+              bytes[middle] = (bytes[middle] as number) ^ 0xff;
+              writeFileSync(path, bytes);
+            }),
+          )
+        ).url,
+      message: new RegExp(`checksum mismatch for ${ASSET}: expected [0-9a-f]{64}, got [0-9a-f]{64}; nothing was installed`),
+    },
+    {
+      name: "a wrong SHA256SUMS",
+      base: async () => (await serve(brokenRelease((dir) => writeFileSync(join(dir, NEW, "SHA256SUMS"), `${"0".repeat(64)}  ${ASSET}\n`)))).url,
+      message: new RegExp(`checksum mismatch for ${ASSET}: expected 0{64}`),
+    },
+    {
+      name: "a version the server does not have (404)",
+      base: () => server.url,
+      args: ["--release", "9.9.9"],
+      message: new RegExp(`could not download ${server.url}/9\\.9\\.9/${ASSET}`),
+    },
+    { name: "the server is down", base: () => downUrl, message: /could not download .*latest\.json/ },
+  ];
+  for (const f of failures) {
+    for (const shell of SHELLS) {
+      test.skipIf(!has(shell.cmd[0] as string))(
+        `${shell.name}: ${f.name} → non-zero exit, a clear message, the layout exactly as before`,
+        async () => {
+          const t = newHome();
+          const first = await run(t, shell.cmd, ["--release", OLD]);
+          expect(first.json?.status).toBe("installed");
+          const before = snapshot(t);
+          const current = readlinkSync(pkg(t, "current"));
+          const r = await run(t, shell.cmd, [...(f.args ?? []), "--bootstrap"], { BERTH_RELEASE_BASE_URL: await f.base() });
+          expect(r.code).not.toBe(0);
+          expect(r.stdout).toBe("");
+          expect(r.stderr.trimEnd().split("\n").at(-1)).toMatch(f.message);
+          expect(snapshot(t)).toEqual(before);
+          expect(readlinkSync(pkg(t, "current"))).toBe(current);
+          expect((await t.exec([linkOf(t), "--version"])).stdout).toBe(`${OLD}\n`);
+        },
+        TEST_TIMEOUT_MS,
+      );
+    }
+  }
+});
