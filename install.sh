@@ -310,7 +310,8 @@ main() {
 
   chmod 755 "$tmp/$asset"
   rc=0
-  "$tmp/$asset" install "$@" </dev/null || rc=$?
+  # The binary records where releases come from, so its updater checks the same place.
+  BERTH_RELEASE_BASE_URL=$base "$tmp/$asset" install "$@" </dev/null || rc=$?
   cleanup
   exit "$rc"
 }

@@ -424,12 +424,17 @@ describe("berth install", () => {
   );
 
   test(
-    "--bootstrap starts the app-server from the managed binary",
+    "--bootstrap runs bootstrap: app-server from the managed binary and the updater",
     async () => {
       const t = newHome();
       const json = expectOk(await install(t, "1.2.0", ["--bootstrap", "--no-modify-path"]));
       expect(json.status).toBe("installed");
-      expect(json.appServer).toMatchObject({ status: "started", backend: "pid", managedVersion: "1.2.0", appServerVersion: "1.2.0" });
+      expect(json.bootstrap.status).toBe("bootstrapped");
+      expect(json.bootstrap.backend).toBe("pid");
+      expect(json.bootstrap.managedVersion).toBe("1.2.0");
+      expect(json.bootstrap.appServerVersion).toBe("1.2.0");
+      expect(json.bootstrap.autoUpdateEnabled).toBe(true);
+      expect(typeof json.bootstrap.updater.pid).toBe("number");
       const stopped = expectOk(await t.exec([linkOf(t), "stop"]));
       expect(stopped.status).toBe("stopped");
     },

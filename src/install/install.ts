@@ -39,7 +39,8 @@ import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { warn } from "../diagnostics.ts";
 import { BerthError, describeError, errnoCode } from "../errors.ts";
-import { startAppServer, type LifecycleResult } from "../daemon/app-server.ts";
+import { bootstrap } from "../daemon/bootstrap.ts";
+import { readStoredSettings, updateSettings } from "../daemon/settings.ts";
 import { assertSupportedPlatform, openContext, prepareStateDirs, versionFromReleaseDir } from "../daemon/context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "../daemon/lock.ts";
 import { ensureSafeDir, tempPathFor } from "../platform/fs.ts";
@@ -505,7 +506,7 @@ export type InstallResult = {
   profile?: string;
   pruned: string[];
   cliVersion: string;
-  appServer?: LifecycleResult;
+  bootstrap?: Awaited<ReturnType<typeof bootstrap>>;
 };
 
 /**
@@ -564,17 +565,19 @@ export async function install(options: InstallOptions = {}): Promise<InstallResu
 export type AfterInstallOptions = { bootstrap: boolean; remoteControl: boolean; env: NodeJS.ProcessEnv };
 
 /**
- * The hook run after a successful install, with install.lock and daemon.lock
- * released. The single place `--bootstrap` and `--remote-control` act; the
- * `bootstrap` command (persisted settings, app-server and updater) will
- * replace its body. Until then: `--bootstrap` starts the app-server with the
- * settings already saved, and `--remote-control` is not persisted (warned).
+ * After a successful install, with install.lock and daemon.lock released:
+ * remember where releases come from (install.sh exports its base URL) so the
+ * updater can find them, then `--bootstrap` runs the bootstrap command.
  */
-export async function afterInstall(options: AfterInstallOptions): Promise<{ appServer?: LifecycleResult }> {
-  if (options.remoteControl) {
-    warn("--remote-control is not applied by this version of `berth install`; run `berth bootstrap --remote-control` to enable it.");
+export async function afterInstall(options: AfterInstallOptions): Promise<{ bootstrap?: Awaited<ReturnType<typeof bootstrap>> }> {
+  const ctx = openContext(options.env);
+  const baseUrl = options.env.BERTH_RELEASE_BASE_URL;
+  if (baseUrl && !readStoredSettings(ctx.layout.settingsFile).releaseBaseUrl) {
+    updateSettings(ctx.layout.settingsFile, { releaseBaseUrl: baseUrl.replace(/\/+$/, "") }, options.env);
+  }
+  if (options.remoteControl && !options.bootstrap) {
+    warn("--remote-control takes effect with --bootstrap (or run `berth bootstrap --remote-control`).");
   }
   if (!options.bootstrap) return {};
-  return { appServer: await startAppServer(openContext(options.env)) };
+  return { bootstrap: await bootstrap(ctx, { remoteControl: options.remoteControl, autoUpdate: true }) };
 }
-
