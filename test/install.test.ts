@@ -20,7 +20,7 @@ import { dirname, join, relative } from "node:path";
 import { compile } from "../build.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
 import { PATH_BLOCK_BEGIN } from "../src/install/profile.ts";
-import { eventually, makeHome, parseLastJsonLine, TARGET, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, makeHome, parseLastJsonLine, TARGET, type RunResult, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { holdLock, type Holder } from "./helpers/holder.ts";
 
 const VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] as const;
@@ -94,23 +94,7 @@ function expectConsistent(t: TestHome): string {
  * link target, size, mode and mtime. `.bun` is Bun's own cache when berth runs from source.
  */
 function snapshot(t: TestHome): string[] {
-  const root = userHome(t);
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const entry of readdirSync(dir).sort()) {
-      if (dir === root && entry === ".bun") continue;
-      const path = join(dir, entry);
-      const stat = lstatSync(path);
-      const rel = relative(root, path);
-      if (stat.isSymbolicLink()) out.push(`${rel} -> ${readlinkSync(path)}`);
-      else if (stat.isDirectory()) {
-        out.push(`${rel}/`);
-        walk(path);
-      } else out.push(`${rel} ${stat.size} ${(stat.mode & 0o777).toString(8)} ${stat.mtimeMs}`);
-    }
-  };
-  walk(root);
-  return out;
+  return treeSnapshot(userHome(t));
 }
 
 describe("berth install", () => {

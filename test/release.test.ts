@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { BUN, makeHome, ROOT, TARGET, type TestHome } from "./helpers/berth.ts";
+import { BUN, makeHome, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
 
 const OLD = "1.0.0";
@@ -91,22 +91,7 @@ const run = (t: TestHome, shell: string[], args: string[] = [], env: Record<stri
 
 /** Every path under $HOME with type, link target, size and mtime: "exactly as before". */
 function snapshot(t: TestHome): string[] {
-  const root = t.env.HOME as string;
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const entry of readdirSync(dir).sort()) {
-      const path = join(dir, entry);
-      const stat = lstatSync(path);
-      const rel = relative(root, path);
-      if (stat.isSymbolicLink()) out.push(`${rel} -> ${readlinkSync(path)}`);
-      else if (stat.isDirectory()) {
-        out.push(`${rel}/`);
-        walk(path);
-      } else out.push(`${rel} ${stat.size} ${(stat.mode & 0o777).toString(8)} ${stat.mtimeMs}`);
-    }
-  };
-  walk(root);
-  return out;
+  return treeSnapshot(t.env.HOME as string);
 }
 
 /** A copy of the release folder with one file changed, for the failure cases. */

@@ -3,9 +3,9 @@
  * runs the source with Bun, a way to run berth commands as real processes, and
  * a cleanup that kills every process that ever ran with that BERTH_HOME.
  */
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { CLI_TARGET } from "../../src/version.ts";
 
 export const ROOT = join(import.meta.dir, "..", "..");
@@ -141,4 +141,28 @@ export function isAlive(pid: number): boolean {
 
 export function readJson(path: string): any {
   return JSON.parse(readFileSync(path, "utf8"));
+}
+
+/**
+ * Every path under `root` with its type, link target, size, mode and mtime, so
+ * a test can assert a failed command left things "exactly as before". `.bun`
+ * (Bun's own cache when berth runs from source) is skipped.
+ */
+export function treeSnapshot(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir).sort()) {
+      if (dir === root && entry === ".bun") continue;
+      const path = join(dir, entry);
+      const stat = lstatSync(path);
+      const rel = relative(root, path);
+      if (stat.isSymbolicLink()) out.push(`${rel} -> ${readlinkSync(path)}`);
+      else if (stat.isDirectory()) {
+        out.push(`${rel}/`);
+        walk(path);
+      } else out.push(`${rel} ${stat.size} ${(stat.mode & 0o777).toString(8)} ${stat.mtimeMs}`);
+    }
+  };
+  walk(root);
+  return out;
 }
