@@ -22,7 +22,7 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   const remoteControl = options.remoteControl
     ? { listen: settings.remoteControl.listen, token: ensureToken(ctx.layout.tokenFile) }
     : undefined;
-  const server = await startServer({ socketPath, berthHome: ctx.layout.home, remoteControl });
+  const server = await startServer({ socketPath, berthHome: ctx.layout.home, remoteControl, settings });
   const identity = server.identity();
   logger.info(
     `berth app-server ${identity.serverInfo.version} pid ${identity.pid} listening on ${socketPath}` +

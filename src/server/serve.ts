@@ -9,7 +9,11 @@ import type { Server, ServerWebSocket } from "bun";
 import { BerthError } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
 import { socketAcceptsConnections } from "./client.ts";
-import { handleRpcText, type InitializeResult, type Session } from "./protocol.ts";
+import { createApi } from "./api/index.ts";
+import { runMethod } from "./api/dispatch.ts";
+import type { Conn } from "./api/types.ts";
+import { logger } from "../output.ts";
+import { routeRpcText, type InitializeResult, type RpcReply, type Session } from "./protocol.ts";
 import { bearerMatches, parseListen } from "./token.ts";
 
 /** Frames larger than this close the offending connection (spec: 1 MiB). */
@@ -20,12 +24,19 @@ export type ServeOptions = {
   socketPath: string;
   berthHome: string;
   remoteControl?: { listen: string; token: string };
+  /** Loaded settings (processes.*, tunnels.*); defaults apply where absent. */
+  settings?: Record<string, unknown>;
 };
+
+/** Per-connection state: the protocol session plus the API's view of the connection. */
+type Client = Session & { conn?: SocketConn };
 
 export type RunningServer = {
   identity: () => InitializeResult;
-  /** Stops accepting, closes connections, removes the socket file. */
+  /** Stops accepting, closes connections, removes the socket file, then ends what the API families own. */
   shutdown(): void;
+  /** What the API families reported when they shut down (e.g. processesEnded). */
+  shutdownReport: Promise<Record<string, unknown>>;
   closed: Promise<void>;
 };
 
@@ -58,37 +69,56 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     remoteControl: { enabled: Boolean(options.remoteControl), ...(remoteUrl ? { url: remoteUrl } : {}) },
   });
 
+  const api = createApi({ settings: options.settings ?? {} });
+  let nextConnId = 1;
+  const send = (ws: ServerWebSocket<Client>, reply: RpcReply) => {
+    if (ws.readyState === 1) ws.send(JSON.stringify(reply));
+  };
   const websocket = {
     maxPayloadLength: MAX_FRAME_BYTES,
     idleTimeout: 0,
-    open(ws: ServerWebSocket<Session>) {
-      ws.data = { initialized: false };
+    open(ws: ServerWebSocket<Client>) {
+      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws) };
     },
-    message(ws: ServerWebSocket<Session>, message: string | Buffer) {
+    message(ws: ServerWebSocket<Client>, message: string | Buffer) {
       if (typeof message !== "string") {
-        ws.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } }));
+        send(ws, { jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } });
         return;
       }
-      const reply = handleRpcText(message, ws.data, identity);
-      if (reply) ws.send(JSON.stringify(reply));
+      const routed = routeRpcText(message, ws.data, identity, api.methods);
+      if (routed.kind === "reply") send(ws, routed.reply);
+      else if (routed.kind === "call") {
+        const conn = ws.data.conn as SocketConn;
+        void runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
+          logger.error(`${method} failed:`, error),
+        ).then((reply) => {
+          if (reply) send(ws, reply);
+        });
+      }
+    },
+    drain(ws: ServerWebSocket<Client>) {
+      ws.data.conn?.drained();
+    },
+    close(ws: ServerWebSocket<Client>) {
+      ws.data.conn?.closedNow();
     },
   };
-  const upgrade = (request: Request, server: Server<Session>): Response | undefined => {
+  const upgrade = (request: Request, server: Server<Client>): Response | undefined => {
     if (new URL(request.url).pathname !== "/") return new Response("not found\n", { status: 404 });
     if (server.upgrade(request, { data: { initialized: false } })) return undefined;
     return new Response("berth app-server: WebSocket upgrade required\n", { status: 426 });
   };
 
-  const unixServer = Bun.serve<Session>({ unix: options.socketPath, fetch: upgrade, websocket });
+  const unixServer = Bun.serve<Client>({ unix: options.socketPath, fetch: upgrade, websocket });
   chmodSync(options.socketPath, 0o600);
   const socketInode = statSync(options.socketPath).ino;
 
-  let tcpServer: Server<Session> | undefined;
+  let tcpServer: Server<Client> | undefined;
   if (options.remoteControl) {
     const { hostname, port } = parseListen(options.remoteControl.listen);
     const token = options.remoteControl.token;
     try {
-      tcpServer = Bun.serve<Session>({
+      tcpServer = Bun.serve<Client>({
         hostname,
         port,
         fetch(request, server) {
@@ -111,6 +141,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
   let stopping = false;
+  let reportShutdown!: (report: Record<string, unknown>) => void;
+  const shutdownReport = new Promise<Record<string, unknown>>((resolve) => (reportShutdown = resolve));
   const shutdown = () => {
     if (stopping) return;
     stopping = true;
@@ -122,7 +154,61 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     } catch {
       // already gone
     }
-    resolveClosed();
+    api.shutdown().then(
+      (report) => reportShutdown(report),
+      (error) => {
+        logger.error("shutting down the API failed:", error);
+        reportShutdown({});
+      },
+    ).finally(resolveClosed);
   };
-  return { identity, shutdown, closed };
+  return { identity, shutdown, closed, shutdownReport };
+}
+
+/** The API's view of one WebSocket connection. */
+class SocketConn implements Conn {
+  closed = false;
+  private readonly drainListeners = new Set<() => void>();
+  private readonly closeListeners: Array<() => void> = [];
+
+  constructor(
+    readonly id: number,
+    private readonly ws: ServerWebSocket<Client>,
+  ) {}
+
+  notify(method: string, params: unknown): void {
+    if (this.closed) return;
+    this.ws.send(JSON.stringify({ jsonrpc: "2.0", method, params }));
+  }
+
+  backlog(): number {
+    return this.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
+  onDrain(listener: () => void): () => void {
+    this.drainListeners.add(listener);
+    return () => this.drainListeners.delete(listener);
+  }
+
+  onClose(cleanup: () => void): void {
+    if (this.closed) cleanup();
+    else this.closeListeners.push(cleanup);
+  }
+
+  drained(): void {
+    for (const listener of [...this.drainListeners]) listener();
+  }
+
+  closedNow(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.drainListeners.clear();
+    for (const cleanup of this.closeListeners.splice(0)) {
+      try {
+        cleanup();
+      } catch (error) {
+        logger.error("connection cleanup failed:", error);
+      }
+    }
+  }
 }

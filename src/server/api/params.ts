@@ -1,0 +1,109 @@
+/**
+ * The one place params are checked. Each checker takes the raw value and the
+ * param's name and either returns the typed value or throws
+ * ApiError(-32602) whose message names the param.
+ */
+import { isAbsolute } from "node:path";
+import { API_INVALID_PARAMS, ApiError } from "./types.ts";
+
+export type Check<T> = (value: unknown, name: string) => T;
+
+function invalid(name: string, expected: string): ApiError {
+  return new ApiError(API_INVALID_PARAMS, `invalid params: ${name} must be ${expected}`);
+}
+
+export const str: Check<string> = (v, name) => {
+  if (typeof v !== "string") throw invalid(name, "a string");
+  return v;
+};
+
+export const nonEmptyStr: Check<string> = (v, name) => {
+  if (typeof v !== "string" || v === "") throw invalid(name, "a non-empty string");
+  return v;
+};
+
+export const bool: Check<boolean> = (v, name) => {
+  if (typeof v !== "boolean") throw invalid(name, "a boolean");
+  return v;
+};
+
+/** A whole number in [min, max]. */
+export function int(min = 0, max = Number.MAX_SAFE_INTEGER): Check<number> {
+  return (v, name) => {
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) throw invalid(name, `an integer from ${min} to ${max}`);
+    return v;
+  };
+}
+
+/** An absolute path with no NUL byte. */
+export const absPath: Check<string> = (v, name) => {
+  if (typeof v !== "string" || v === "" || v.includes("\0") || !isAbsolute(v)) throw invalid(name, "an absolute path");
+  return v;
+};
+
+/** Base64 (standard alphabet, padding optional) decoded to bytes. */
+export const base64: Check<Uint8Array> = (v, name) => {
+  if (typeof v !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(v) || v.replace(/=+$/, "").length % 4 === 1) {
+    throw invalid(name, "base64 data");
+  }
+  return Buffer.from(v, "base64");
+};
+
+export function oneOf<T extends string>(values: readonly T[]): Check<T> {
+  return (v, name) => {
+    if (typeof v !== "string" || !values.includes(v as T)) throw invalid(name, `one of ${values.join(", ")}`);
+    return v as T;
+  };
+}
+
+export function arrayOf<T>(item: Check<T>, opts: { min?: number; max?: number } = {}): Check<T[]> {
+  return (v, name) => {
+    const min = opts.min ?? 0;
+    const max = opts.max ?? 10_000;
+    if (!Array.isArray(v) || v.length < min || v.length > max) throw invalid(name, `an array of ${min} to ${max} items`);
+    return v.map((entry, i) => item(entry, `${name}[${i}]`));
+  };
+}
+
+/** A JSON object whose values all pass `value` (e.g. env). */
+export function recordOf<T>(value: Check<T>, opts: { maxKeys?: number } = {}): Check<Record<string, T>> {
+  return (v, name) => {
+    if (!isPlainObject(v)) throw invalid(name, "an object");
+    const keys = Object.keys(v);
+    if (keys.length > (opts.maxKeys ?? 10_000)) throw invalid(name, `an object of at most ${opts.maxKeys} keys`);
+    const out: Record<string, T> = {};
+    for (const key of keys) out[key] = value(v[key], `${name}.${key}`);
+    return out;
+  };
+}
+
+type Shape = Record<string, Check<unknown>>;
+type Out<S extends Shape> = { [K in keyof S]: ReturnType<S[K]> };
+
+/** A nested object of known fields (unknown fields are ignored). */
+export function object<S extends Shape>(shape: S): Check<Out<S>> {
+  return (v, name) => {
+    if (!isPlainObject(v)) throw invalid(name === "" ? "params" : name, "an object");
+    const out: Record<string, unknown> = {};
+    for (const [key, check] of Object.entries(shape)) {
+      const value = check(v[key], name === "" ? key : `${name}.${key}`);
+      if (value !== undefined) out[key] = value;
+    }
+    return out as Out<S>;
+  };
+}
+
+/** Absent (undefined) passes as undefined; anything else must pass `check`. */
+export function optional<T>(check: Check<T>): Check<T | undefined> {
+  return (v, name) => (v === undefined ? undefined : check(v, name));
+}
+
+/** The params of a method: a missing params member counts as `{}`. */
+export function params<S extends Shape>(shape: S): (raw: unknown) => Out<S> {
+  const check = object(shape);
+  return (raw) => check(raw === undefined ? {} : raw, "");
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

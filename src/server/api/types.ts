@@ -1,0 +1,60 @@
+/**
+ * The contract every API family (`process.ts`, `fs.ts`, `system.ts`,
+ * `tunnel.ts`) is written against: a table of methods, each with one params
+ * check and one handler. A handler never touches a socket: it returns a
+ * result, throws an `ApiError`, or emits through the `Conn` it is given.
+ */
+
+/** JSON-RPC error codes of the spec ("The app-server API"). */
+export const API_INVALID_PARAMS = -32602;
+export const API_NOT_FOUND = -32004;
+export const API_PERMISSION_DENIED = -32003;
+export const API_LIMIT = -32001;
+export const API_INTERNAL = -32603;
+
+/** A failure a client can act on: the stable code, a message naming what was wrong, optional data (`{errno}`). */
+export class ApiError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+/** One client connection as the API families see it. */
+export interface Conn {
+  /** Unique per server run; stable for the connection's life. */
+  readonly id: number;
+  /** Queues a notification for this client (counted in its backlog). */
+  notify(method: string, params: unknown): void;
+  /** Bytes queued for this client and not yet written to its socket. */
+  backlog(): number;
+  /** Runs `listener` whenever the backlog drains; returns the unsubscribe. */
+  onDrain(listener: () => void): () => void;
+  /** Runs `cleanup` once when the connection closes (detach, unwatch, close tunnels). */
+  onClose(cleanup: () => void): void;
+  readonly closed: boolean;
+}
+
+export type Method<P = any> = {
+  /** Checks and normalises raw params; throws ApiError(API_INVALID_PARAMS) naming the bad param. */
+  params: (raw: unknown) => P;
+  handle: (params: P, conn: Conn) => unknown | Promise<unknown>;
+};
+
+export type MethodTable = Record<string, Method>;
+
+/** An API family as the server composes it: its methods and what it must do on shutdown. */
+export type ApiFamily = {
+  methods: MethodTable;
+  /** Called once when the app-server stops; may end processes, close sockets. */
+  shutdown?: () => Promise<Record<string, unknown> | void>;
+};
+
+/** Keeps the param type of each method while building a table. */
+export function method<P>(params: (raw: unknown) => P, handle: (params: P, conn: Conn) => unknown | Promise<unknown>): Method<P> {
+  return { params, handle };
+}
