@@ -2,7 +2,8 @@
  * Lifecycle of the app-server: start, stop, restart, version. Each returns a
  * result value and prints nothing; src/cli.ts renders it.
  */
-import { closeSync, openSync, readSync, rmSync, statSync } from "node:fs";
+import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
+import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { BerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
@@ -10,7 +11,7 @@ import type { InitializeResult } from "../server/protocol.ts";
 import { CLI_VERSION } from "../version.ts";
 import { ExitedAtLaunch, PidBackend, waitUntil, type StopOutcome } from "./backend.ts";
 import { refuseAdoption } from "./adoption.ts";
-import { assertManagedBinary, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { assertManagedBinary, checkExistingStateDirs, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { Settings } from "./settings.ts";
@@ -59,17 +60,17 @@ function result(ctx: Context, status: LifecycleStatus, running?: { pid?: number;
 /** The last lines of a log, for error messages. */
 export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
   try {
-    const size = statSync(path).size;
-    const length = Math.min(size, maxBytes);
-    const buffer = Buffer.alloc(length);
-    const fd = openSync(path, "r");
+    const fd = openStateFile(path, STATE_READ_FLAGS);
     try {
+      const size = fstatSync(fd).size;
+      const length = Math.min(size, maxBytes);
+      const buffer = Buffer.alloc(length);
       readSync(fd, buffer, 0, length, size - length);
+      const text = buffer.toString("utf8").trimEnd();
+      return text === "" ? "(log is empty)" : text;
     } finally {
       closeSync(fd);
     }
-    const text = buffer.toString("utf8").trimEnd();
-    return text === "" ? "(log is empty)" : text;
   } catch {
     return "(no log)";
   }
@@ -251,6 +252,7 @@ export { ensureRunning, ensureStopped, isOurServer, foreignServerError };
 
 /** No lock: asks the running app-server who it is. */
 export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
+  checkExistingStateDirs(ctx);
   const probe = await probeInitialize(ctx.socket.path, VERSION_PROBE_TIMEOUT_MS);
   if (probe.kind === "absent") {
     throw new BerthError("NOT_RUNNING", `no app-server answers on ${ctx.socket.path}; start it with \`berth start\`.`);

@@ -2,9 +2,9 @@
  * The pid backend: launches a berth process detached and tracks it through a
  * pidfile (see pidfile.ts), and stops it without ever signalling a stranger.
  */
-import { closeSync, openSync, renameSync, statSync } from "node:fs";
+import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
-import { FILE_MODE } from "../platform/fs.ts";
+import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
 import { FileLock } from "./lock.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
@@ -84,6 +84,7 @@ export class PidBackend {
         pid = spawnDetached(spec);
       } catch (error) {
         this.pidFile.clearReservation();
+        if (error instanceof BerthError) throw error;
         throw new BerthError(
           "START_FAILED",
           `failed to spawn detached ${spec.args[0] ?? "process"} process using ${spec.binary}: ${describeError(error)}`,
@@ -197,7 +198,8 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
 
 function rotateLog(path: string): void {
   try {
-    if (statSync(path).size > LOG_MAX_BYTES) renameSync(path, `${path}.1`);
+    const stat = lstatSync(path);
+    if (stat.isFile() && stat.size > LOG_MAX_BYTES) renameSync(path, `${path}.1`);
   } catch {
     // no log yet
   }
@@ -210,7 +212,7 @@ function rotateLog(path: string): void {
  */
 function spawnDetached(spec: LaunchSpec): number {
   rotateLog(spec.logPath);
-  const logFd = openSync(spec.logPath, "a", FILE_MODE);
+  const logFd = openStateFile(spec.logPath, STATE_APPEND_FLAGS);
   try {
     const child = Bun.spawn({
       cmd: [spec.binary, ...spec.args],

@@ -29,10 +29,13 @@ export async function collectStatus(ctx: Context) {
       return undefined;
     }
   };
-  attempt("state folders", () => checkExistingStateDirs(ctx));
+  // An unsafe socket folder may hold someone else's socket: do not ask it anything.
+  const foldersSafe = attempt("state folders", () => (checkExistingStateDirs(ctx), true)) ?? false;
   const settings = attempt("settings", () => settingsOf(ctx));
   const pidState = attempt("app-server pidfile", () => appServerBackend(ctx).inspect()) ?? { kind: "missing" as const };
-  const probe = await probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS);
+  const probe: Awaited<ReturnType<typeof probeInitialize>> = foldersSafe
+    ? await probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS)
+    : { kind: "absent", detail: "not probed: the state folders are unsafe" };
   const answer = isOurServer(ctx, probe) ? "ours" : probe.kind === "absent" ? "none" : "foreign";
   const info = probe.kind === "berth" ? probe.info : undefined;
   const recordPid = pidState.kind === "running" ? pidState.record.pid : undefined;
