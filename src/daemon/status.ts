@@ -6,6 +6,7 @@ import { CLI_VERSION } from "../version.ts";
 import { appServerBackend, isOurServer } from "./app-server.ts";
 import { checkExistingStateDirs, managedInstall, settingsOf, versionFromReleaseDir, type Context } from "./context.ts";
 import type { PidFileState } from "./pidfile.ts";
+import { findUpdateLoops } from "./orphans.ts";
 import { updaterReport, type UpdaterReport } from "./updater.ts";
 
 const STATUS_PROBE_TIMEOUT_MS = 1_500;
@@ -42,6 +43,10 @@ export async function collectStatus(ctx: Context) {
   const state = appServerState(pidState.kind, answer);
   const install = managedInstall(ctx);
   const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
+  const untracked = (attempt("updater processes", () => findUpdateLoops(ctx)) ?? []).filter((loop) => loop.pid !== updater?.pid);
+  if (untracked.length > 0) {
+    problems.push(`updater: pid ${untracked.map((loop) => loop.pid).join(", ")} runs without a record (a bootstrap was interrupted); \`berth bootstrap\` ends it.`);
+  }
 
   return {
     status: state,
