@@ -5,7 +5,7 @@
  */
 import { unixSocketPeer } from "../platform/ffi.ts";
 import { processArgv, processEnvValue } from "../platform/process.ts";
-import type { Context } from "./context.ts";
+import { sameHome, type Context } from "./context.ts";
 
 export type AdoptionFacts = {
   claimedPid: number;
@@ -29,10 +29,11 @@ export function adoptionRefusal(ctx: Pick<Context, "layout" | "socket">, facts: 
   if (platform !== "linux") return undefined;
   const argv = facts.argv ?? [];
   const listen = argv.indexOf("--listen");
-  if (!argv.includes("serve") || listen < 0 || argv[listen + 1] !== `unix://${ctx.socket.path}`) {
+  const listenArg = listen >= 0 ? (argv[listen + 1] ?? "") : "";
+  if (!argv.includes("serve") || !listenArg.startsWith("unix://") || !sameHome(listenArg.slice("unix://".length), ctx.socket.path)) {
     return `pid ${peer.pid} is not a berth \`serve --listen unix://${ctx.socket.path}\` (its command line is ${JSON.stringify(argv.join(" ").slice(0, 200))})`;
   }
-  if (facts.berthHome !== ctx.layout.home) return `pid ${peer.pid} runs with BERTH_HOME=${facts.berthHome ?? "(unset)"}, not ${ctx.layout.home}`;
+  if (facts.berthHome === undefined || !sameHome(facts.berthHome, ctx.layout.home)) return `pid ${peer.pid} runs with BERTH_HOME=${facts.berthHome ?? "(unset)"}, not ${ctx.layout.home}`;
   return undefined;
 }
 

@@ -4,17 +4,19 @@
  */
 import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
 import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
-import { BerthError } from "../errors.ts";
+import { BerthError, describeError, isBerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 import { CLI_VERSION } from "../version.ts";
 import { ExitedAtLaunch, PidBackend, waitUntil, type StopOutcome } from "./backend.ts";
+import { unixSocketPeer } from "../platform/ffi.ts";
+import { processState } from "../platform/process.ts";
 import { refuseAdoption } from "./adoption.ts";
-import { assertManagedBinary, checkExistingStateDirs, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { assertManagedBinary, checkExistingStateDirs, managedInstall, sameHome, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
-import type { Settings } from "./settings.ts";
+import { defaultSettings, type Settings } from "./settings.ts";
 
 /** One readiness probe may take this long before we try again. */
 const READY_PROBE_TIMEOUT_MS = 1_000;
@@ -78,7 +80,7 @@ export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
 
 /** A berth app-server of this BERTH_HOME that answers, with the pid it claims. */
 function isOurServer(ctx: Context, probe: ProbeResult): probe is { kind: "berth"; info: InitializeResult } {
-  return probe.kind === "berth" && probe.info.berthHome === ctx.layout.home;
+  return probe.kind === "berth" && sameHome(probe.info.berthHome, ctx.layout.home);
 }
 
 /** A server that says it is ours but could not be proven to be (see adoption.ts): never adopted, never signalled. */
@@ -109,7 +111,7 @@ export function appServerArgs(ctx: Context, settings: Settings): string[] {
 }
 
 /** Waits for our pid to answer `initialize`; on failure leaves nothing running and reports NOT_READY. */
-async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<InitializeResult> {
+async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings, fresh = true): Promise<InitializeResult> {
   const deadline = Date.now() + settings.startTimeoutMs;
   let exited = false;
   while (Date.now() < deadline) {
@@ -121,9 +123,21 @@ async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, 
     if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
     await Bun.sleep(READY_POLL_MS);
   }
+  // A server we just launched and that never answered is ours to clean up; one that
+  // already ran (stopped with SIGSTOP, or just slow) is slow, not broken: leave it.
+  if (!exited && !fresh) throw slowServer(ctx, record);
   if (!exited) await backend.stop(record, FAILED_START_GRACE_MS);
   else backend.pidFile.removeIfHolds(record);
   throw notReady(ctx, exited ? `exited before answering initialize` : `did not answer initialize within ${settings.startTimeoutMs} ms and was stopped`);
+}
+
+/** NOT_READY for a recorded, running server that does not answer: never stopped for being slow. */
+function slowServer(ctx: Context, record: PidRecord): BerthError {
+  const state = processState(record.pid);
+  return new BerthError(
+    "NOT_READY",
+    `the recorded app-server pid ${record.pid} runs${state === "T" || state === "t" ? " but is stopped (SIGSTOP; resume it with `kill -CONT " + record.pid + "`)" : ""} and did not answer on ${ctx.socket.path} in time; berth left it running. Retry, or \`berth restart\` it.`,
+  );
 }
 
 function notReady(ctx: Context, what: string): BerthError {
@@ -141,7 +155,7 @@ async function ensureRunning(ctx: Context, settings: Settings): Promise<{ starte
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
-    const info = await awaitReady(ctx, backend, state.record, settings);
+    const info = await awaitReady(ctx, backend, state.record, settings, false);
     return { started: false, running: { pid: state.record.pid, managed: true, info } };
   }
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
@@ -217,15 +231,23 @@ export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   });
 }
 
+/** Stopping needs no settings beyond defaults: a corrupt settings.json must not keep a server running. */
 export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
-  return underDaemonLock(
-    ctx,
-    async (settings) => {
-      const outcome = await ensureStoppedTree(ctx, settings);
-      return { ...result(ctx, outcome.status), ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}) };
-    },
-    false,
-  );
+  prepareStateDirs(ctx);
+  return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => {
+    const outcome = await ensureStoppedTree(ctx, settingsOrDefaults(ctx));
+    return { ...result(ctx, outcome.status), ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}) };
+  });
+}
+
+function settingsOrDefaults(ctx: Context): Settings {
+  try {
+    return settingsOf(ctx);
+  } catch (error) {
+    if (!isBerthError(error, "STATE_CORRUPT")) throw error;
+    warn(`${describeError(error)} Stopping with default settings.`);
+    return defaultSettings();
+  }
 }
 
 /** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
@@ -257,7 +279,14 @@ export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
   if (probe.kind === "absent") {
     throw new BerthError("NOT_RUNNING", `no app-server answers on ${ctx.socket.path}; start it with \`berth start\`.`);
   }
-  if (!isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+  if (!isOurServer(ctx, probe)) {
+    // Something accepts but does not answer: if it is our recorded server (the kernel says so), it is slow, not foreign.
+    const recorded = appServerBackend(ctx).inspect();
+    if (probe.kind === "foreign" && recorded.kind === "running" && unixSocketPeer(ctx.socket.path)?.pid === recorded.record.pid) {
+      throw slowServer(ctx, recorded.record);
+    }
+    throw foreignServerError(ctx, probe);
+  }
   const state = appServerBackend(ctx).pidFile.readContent();
   const managed = state.kind === "record" && state.record.pid === probe.info.pid;
   return result(ctx, "running", { pid: probe.info.pid, managed, info: probe.info });

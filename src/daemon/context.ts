@@ -3,7 +3,7 @@
  * whether this platform is supported, whether the state folders are safe,
  * and which managed binary it would launch.
  */
-import { existsSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
@@ -50,13 +50,23 @@ export function checkExistingStateDirs(ctx: Context): void {
   if (ctx.socket.fallbackDir) ensurePrivateDir(ctx.socket.fallbackDir, false);
 }
 
+/** Two spellings of BERTH_HOME name the same folder (one may go through a symlink). */
+export function sameHome(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
+  }
+}
+
 export function settingsOf(ctx: Context): Settings {
   return loadSettings(ctx.layout.settingsFile, ctx.env);
 }
 
-/** Pure: `releases/1.4.0-linux-x64` → `1.4.0`. */
+/** Pure: `releases/1.4.0-linux-x64` → `1.4.0`; build metadata is kept (`2.0.0+b1-linux-x64` → `2.0.0+b1`). */
 export function versionFromReleaseDir(name: string): string | undefined {
-  const match = /^(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+?)?)-(linux|darwin)-(x64|arm64)(-musl)?$/.exec(name);
+  const match = /^(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+?)?(?:\+[0-9A-Za-z.-]+?)?)-(linux|darwin)-(x64|arm64)(-musl)?$/.exec(name);
   return match?.[1];
 }
 

@@ -4,12 +4,13 @@
  * `berth install`, then roll the app-server onto it with a health check and
  * roll back (and quarantine the version) if it does not become ready.
  */
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BerthError, describeError, isBerthError } from "../errors.ts";
-import { ensureRunning, ensureStopped, isOurServer, underDaemonLock } from "../daemon/app-server.ts";
+import { ensureRunning, ensureStopped, isOurServer } from "../daemon/app-server.ts";
 import { managedInstall, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
-import { FileLock } from "../daemon/lock.ts";
+import { DAEMON_LOCK_WAIT_MS, FileLock, withLock } from "../daemon/lock.ts";
+import { isVersion } from "../install/semver.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { readUpdaterState, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
 import { flipCurrent, installRelease, withInstallLock } from "../install/install.ts";
@@ -130,7 +131,12 @@ export type UpdateOptions = { check?: boolean; release?: string; explicit?: bool
  * Returns the result so far and, when something was installed, the rollout to do.
  */
 export async function prepareUpdate(ctx: Context, settings: Settings, options: UpdateOptions): Promise<{ result: UpdateResult; pending?: PendingRollout }> {
+  if (options.release !== undefined && !isVersion(options.release)) {
+    throw new BerthError("USAGE", `--release must be a version like 1.4.0, got ${JSON.stringify(options.release)}.`);
+  }
   const baseUrl = releaseBaseUrl(settings);
+  // Leftovers of downloads killed earlier go on every run, not only when a new download starts.
+  cleanStaleDownloads(join(ctx.layout.packagesDir, "downloads"));
   const before = managedInstall(ctx).version;
   const latest = options.release ?? (await fetchLatestVersion(baseUrl));
   const plan = planUpdate({ installed: before, candidate: latest, explicit: Boolean(options.release), quarantined: readUpdaterState(ctx.layout.updaterState).quarantined });
@@ -147,35 +153,65 @@ export async function prepareUpdate(ctx: Context, settings: Settings, options: U
   };
 }
 
-/** `berth update`: holds daemon.lock for the whole update, like every mutating command. */
+/**
+ * `berth update`: downloads and installs without daemon.lock (the install lock
+ * guards the install), then takes daemon.lock, waiting like every mutating
+ * command, only to restart. Failures are recorded in status.lastCheck too.
+ */
 export async function updateNow(ctx: Context, options: UpdateOptions): Promise<UpdateResult> {
-  return underDaemonLock(
-    ctx,
-    async (settings) => {
-      const outcome = await updateWithRollout(ctx, settings, options, "held");
-      recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
-      return outcome;
-    },
-    false,
-  );
+  prepareStateDirs(ctx);
+  try {
+    const outcome = await updateWithRollout(ctx, settingsOf(ctx), options, "wait");
+    recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
+    return outcome;
+  } catch (error) {
+    if (!isBerthError(error, "USAGE")) {
+      try {
+        recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message: describeError(error).split("\n")[0] ?? "" });
+      } catch {
+        // Recording is best effort (a read-only BERTH_HOME); the error itself is what the user must see.
+      }
+    }
+    throw error;
+  }
 }
 
 /**
- * The update, with the restart done under daemon.lock: `held` when the caller
+ * An update killed after flipping `current` leaves our app-server on the old
+ * binary: when nothing new is to be installed but the server we run answers
+ * with another version than the installed one, the restart is still owed.
+ */
+async function owedRestart(ctx: Context): Promise<PendingRollout | undefined> {
+  const install = managedInstall(ctx);
+  if (!install.version || !CLI_TARGET) return undefined;
+  const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  if (!isOurServer(ctx, probe) || probe.info.serverInfo.version === install.version) return undefined;
+  const runningDir = `${probe.info.serverInfo.version}-${CLI_TARGET}`;
+  return { version: install.version, previousReleaseDir: existsSync(join(ctx.layout.releasesDir, runningDir)) ? runningDir : null };
+}
+
+/**
+ * The update, with the restart done under daemon.lock: `wait` for `berth update`,
  * holds it, `try` for the loop, which never waits for it (busy → `deferred`).
  */
-export async function updateWithRollout(ctx: Context, settings: Settings, options: UpdateOptions, lock: "held" | "try"): Promise<UpdateResult & { pending?: PendingRollout }> {
+export async function updateWithRollout(ctx: Context, settings: Settings, options: UpdateOptions, lock: "wait" | "try"): Promise<UpdateResult & { pending?: PendingRollout }> {
   prepareStateDirs(ctx);
-  const { result, pending } = await prepareUpdate(ctx, settings, options);
+  const prepared = await prepareUpdate(ctx, settings, options);
+  const { result } = prepared;
+  const owed = prepared.pending || options.check || result.status !== "upToDate" ? undefined : await owedRestart(ctx);
+  const pending = prepared.pending ?? owed;
   if (!pending) return result;
   const rollout = await tryRollout(ctx, pending, lock);
   if (!rollout) return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: daemon.lock is busy`, pending };
+  if (owed && rollout.status === "updated") {
+    return { ...result, ...rollout, status: "updated", message: `${pending.version} was installed but the app-server still ran another version; finished the restart onto it` };
+  }
   return { ...result, ...rollout, managedVersion: managedInstall(ctx).version };
 }
 
-/** Runs the rollout under daemon.lock, taken without waiting when `lock` is `try`; undefined when busy. */
-export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "held" | "try") {
-  if (lock === "held") return rolloutUnderLock(ctx, settingsOf(ctx), pending);
+/** Runs the rollout under daemon.lock: waited for (`wait`, manual update) or taken only if free (`try`, the loop; undefined when busy). */
+export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "wait" | "try") {
+  if (lock === "wait") return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, () => rolloutUnderLock(ctx, settingsOf(ctx), pending));
   const daemonLock = FileLock.tryAcquire(ctx.layout.daemonLock);
   if (!daemonLock) return undefined;
   try {
