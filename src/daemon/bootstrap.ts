@@ -61,14 +61,15 @@ async function replaceUpdater(ctx: Context): Promise<number> {
   }
 }
 
-export async function bootstrap(ctx: Context, options: { remoteControl: boolean; autoUpdate: boolean }) {
+/** `remoteControl`: true turns it on, false (`--no-remote-control`) turns it off, undefined keeps the setting. */
+export async function bootstrap(ctx: Context, options: { remoteControl?: boolean; autoUpdate: boolean }) {
   return underDaemonLock(ctx, async () => {
     // Refuse before persisting anything when a stranger holds the socket.
     const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
     if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
     const settings = updateSettings(ctx.layout.settingsFile, {
       autoUpdate: options.autoUpdate,
-      ...(options.remoteControl ? { remoteControlEnabled: true } : {}),
+      ...(options.remoteControl !== undefined ? { remoteControlEnabled: options.remoteControl } : {}),
     }, ctx.env);
     if (settings.remoteControlEnabled) ensureToken(ctx.layout.tokenFile);
     const running = await applyToAppServer(ctx, settings, false);

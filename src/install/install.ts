@@ -579,5 +579,5 @@ export async function afterInstall(options: AfterInstallOptions): Promise<{ boot
     warn("--remote-control takes effect with --bootstrap (or run `berth bootstrap --remote-control`).");
   }
   if (!options.bootstrap) return {};
-  return { bootstrap: await bootstrap(ctx, { remoteControl: options.remoteControl, autoUpdate: true }) };
+  return { bootstrap: await bootstrap(ctx, { ...(options.remoteControl ? { remoteControl: true } : {}), autoUpdate: true }) };
 }
