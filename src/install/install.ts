@@ -504,6 +504,8 @@ export type InstallResult = {
   commandLink: string;
   pathUpdated: boolean;
   profile?: string;
+  /** Every profile that holds the block, when there is more than one (bash: ~/.bashrc and ~/.profile). */
+  profiles?: string[];
   pruned: string[];
   cliVersion: string;
   bootstrap?: Awaited<ReturnType<typeof bootstrap>>;
@@ -556,6 +558,7 @@ export async function install(options: InstallOptions = {}): Promise<InstallResu
     commandLink: link,
     pathUpdated: installed.path.pathUpdated,
     ...("profile" in installed.path && installed.path.profile ? { profile: installed.path.profile } : {}),
+    ...("profiles" in installed.path && installed.path.profiles ? { profiles: installed.path.profiles } : {}),
     pruned: installed.release.pruned,
     cliVersion: CLI_VERSION,
   };
