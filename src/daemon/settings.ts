@@ -11,7 +11,8 @@ export type Settings = {
   startTimeoutMs: number;
   stopGraceMs: number;
   update: { initialDelayMs: number; intervalMs: number };
-  remoteControl: { listen: string };
+  /** `tls` (cert and key paths) is required for a non-loopback listen; see server/remote-listen.ts. */
+  remoteControl: { listen: string; tls?: { cert: string; key: string } };
   [unknownKey: string]: unknown;
 };
 
