@@ -1,14 +1,25 @@
 /** system/info: what machine the client is on (spec "System"). */
 import { statfs } from "node:fs/promises";
-import { arch, cpus, freemem, homedir, hostname, loadavg, release, totalmem, uptime, userInfo } from "node:os";
+import { readFileSync } from "node:fs";
+import { arch, cpus, freemem, homedir, hostname, loadavg, release, totalmem, uptime } from "node:os";
 import { fsError } from "./fs-errors.ts";
 import { params } from "./params.ts";
 import { method, type ApiFamily } from "./types.ts";
 
+/** The login shell field of `uid`'s line in passwd text, if it is an absolute path. */
+export function shellFromPasswd(passwd: string, uid: number): string | undefined {
+  for (const line of passwd.split("\n")) {
+    const fields = line.split(":");
+    if (fields.length >= 7 && fields[2] === String(uid) && fields[6]?.startsWith("/")) return fields[6];
+  }
+  return undefined;
+}
+
+/** $SHELL, else the passwd entry (Bun's userInfo().shell says "unknown"), else /bin/sh. */
 function loginShell(): string {
-  if (process.env.SHELL) return process.env.SHELL;
+  if (process.env.SHELL?.startsWith("/")) return process.env.SHELL;
   try {
-    return userInfo().shell ?? "/bin/sh";
+    return shellFromPasswd(readFileSync("/etc/passwd", "utf8"), process.getuid?.() ?? -1) ?? "/bin/sh";
   } catch {
     return "/bin/sh";
   }
