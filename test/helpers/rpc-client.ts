@@ -124,6 +124,15 @@ export class RpcClient {
     );
   }
 
+  /** Stops reading the socket (the kernel buffers fill, then the server sees backpressure). */
+  pauseReading(): void {
+    (this.ws.conn as unknown as { socket: { pause(): void } }).socket.pause();
+  }
+
+  resumeReading(): void {
+    (this.ws.conn as unknown as { socket: { resume(): void } }).socket.resume();
+  }
+
   close(): Promise<unknown> {
     return this.ws.close();
   }

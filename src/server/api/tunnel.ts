@@ -103,8 +103,8 @@ class Tunnel {
   /** The client is done: send what is queued, then FIN. */
   endFromClient(): void {
     this.ending = true;
+    this.finish("client", undefined, false); // before flush: Bun may run the close handler inside end()
     this.flush();
-    this.finish("client", undefined, false);
     // A peer that never reads must not keep the socket forever.
     if (!this.terminated) setTimeout(() => this.terminate(), CLOSE_FLUSH_TIMEOUT_MS).unref?.();
   }
