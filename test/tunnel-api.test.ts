@@ -272,3 +272,27 @@ test("a client that stops reading stops the tunnel's TCP reads (backlog over 1 M
     slow.destroy();
   }
 }, TEST_TIMEOUT_MS);
+
+test("settings tunnels.allowHosts replaces the loopback default; a wrong type stops the server from starting", async () => {
+  const strictHome = makeHome({ install: false, prefix: "berth-tunnel-allow-", settings: { tunnels: { allowHosts: ["127.0.0.1"] } } });
+  const badHome = makeHome({ install: false, prefix: "berth-tunnel-bad-", settings: { tunnels: { allowHosts: "127.0.0.1" } } });
+  let strict: AppServer | undefined;
+  let rpc: RpcClient | undefined;
+  try {
+    strict = await startAppServer(strictHome);
+    rpc = await RpcClient.open(strict.socket);
+    const target = tcpServer();
+    expect((await rpc.callError("tunnel/open", { host: "localhost", port: target.port })).code).toBe(-32003);
+    const { tunnelId } = await rpc.call("tunnel/open", { host: "127.0.0.1", port: target.port });
+    await rpc.call("tunnel/close", { tunnelId });
+
+    const bad = await badHome.run(["serve", "--listen", `unix://${badHome.path("daemon", "app-server.sock")}`], { timeoutMs: 30_000 });
+    expect(bad.code).toBe(1);
+    expect(bad.json?.error?.code ?? bad.stderr).toContain("STATE_CORRUPT");
+  } finally {
+    rpc?.destroy();
+    await strict?.stop();
+    await strictHome.cleanup();
+    await badHome.cleanup();
+  }
+}, TEST_TIMEOUT_MS);
