@@ -1,6 +1,7 @@
 // The pure decisions of the fs/*, system/info and tunnel/* families, as tables.
 import { describe, expect, test } from "bun:test";
 import { codeForErrno, textField } from "../src/server/api/fs-errors.ts";
+import { base64 } from "../src/server/api/params.ts";
 import { ChangeBatch, CHANGES_PER_BATCH_MAX, mergeKind, type ChangeKind } from "../src/server/api/fs-watch.ts";
 import { shellFromPasswd } from "../src/server/api/system.ts";
 import { allowHostsOf, DEFAULT_ALLOW_HOSTS, hostAllowed } from "../src/server/api/tunnel.ts";
@@ -85,4 +86,34 @@ test("login shell from passwd text", () => {
   expect(shellFromPasswd(passwd, 65534)).toBe("/usr/sbin/nologin");
   expect(shellFromPasswd(passwd, 7)).toBeUndefined();
   expect(shellFromPasswd(passwd, 1000)).toBeUndefined();
+});
+
+test("the base64 params check: standard alphabet, optional padding, nothing else", () => {
+  const cases: Array<[string, boolean]> = [
+    ["", true],
+    ["Zm9v", true],
+    ["Zm8=", true],
+    ["Zm8", true],
+    ["Zg==", true],
+    ["Zg", true],
+    ["+/+/", true],
+    ["Z", false],
+    ["Zg===", false],
+    ["Zm9v\n", false],
+    ["Zm 9v", false],
+    ["Zm9!", false],
+    ["Z=m9", false],
+    ["ab-_", false],
+    ["é123", false],
+  ];
+  for (const [value, ok] of cases) {
+    let passed = true;
+    try {
+      base64(value, "data");
+    } catch {
+      passed = false;
+    }
+    expect([value, passed]).toEqual([value, ok]);
+  }
+  expect(Buffer.from(base64("Zm9vYg", "data")).toString()).toBe("foob");
 });

@@ -38,7 +38,7 @@ export function allowHostsOf(settings: Record<string, unknown>): string[] {
 export type CloseReason = "remote" | "client" | "error" | "shutdown";
 
 class Tunnel {
-  private queue: Buffer[] = [];
+  private queue: Uint8Array[] = [];
   private queued = 0;
   private waiters: Array<() => void> = [];
   private ending = false;
@@ -65,7 +65,7 @@ class Tunnel {
     if (!this.closed && this.conn.backlog() <= BACKLOG_PAUSE_BYTES) this.socket.resume();
   }
 
-  async write(data: Buffer): Promise<void> {
+  async write(data: Uint8Array): Promise<void> {
     if (this.ending) throw new ApiError(API_NOT_FOUND, `tunnel ${this.id} is closing`);
     if (this.queued + data.length > WRITE_QUEUE_MAX_BYTES) {
       throw new ApiError(API_LIMIT, `tunnel ${this.id} already has ${this.queued} bytes unsent (limit ${WRITE_QUEUE_MAX_BYTES}); wait for earlier writes to be answered`);
@@ -79,7 +79,7 @@ class Tunnel {
   /** Writes what the socket takes; called again on the socket's drain. */
   flush(): void {
     while (this.queue.length > 0 && !this.terminated) {
-      const chunk = this.queue[0] as Buffer;
+      const chunk = this.queue[0] as Uint8Array;
       const written = this.socket.write(chunk);
       if (written <= 0) break;
       this.queued -= written;
@@ -203,7 +203,7 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
     methods: {
       "tunnel/open": method(params({ host: nonEmptyStr, port: int(1, 65_535) }), (p, conn) => open(p.host, p.port, conn)),
       "tunnel/write": method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
-        await find(p.tunnelId, conn).write(Buffer.from(p.data));
+        await find(p.tunnelId, conn).write(p.data);
         return {};
       }),
       "tunnel/close": method(params({ tunnelId: nonEmptyStr }), (p, conn) => {
