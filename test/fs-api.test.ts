@@ -200,6 +200,33 @@ describe("fs round trips", () => {
   });
 });
 
+test("special files and a vanishing watched folder do not hang or crash the server", async () => {
+  const root = tree();
+  try {
+    const fifo = join(root, "fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    expect(await client.callError("fs/readFile", { path: fifo })).toMatchObject({ code: -32602, data: { errno: "EINVAL" } });
+    expect(await client.callError("fs/readFile", { path: "/dev/zero" })).toMatchObject({ code: -32602, data: { errno: "EINVAL" } });
+    // A whole-file write must not rename a regular file over a FIFO or a device.
+    expect(await client.callError("fs/writeFile", { path: fifo, data: b64("x") })).toMatchObject({ code: -32602, data: { errno: "EINVAL" } });
+    expect(await client.callError("fs/writeFile", { path: "/dev/null", data: b64("x") })).toMatchObject({ code: -32602 });
+    expect(statSync("/dev/null").isCharacterDevice()).toBe(true);
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    // Appending to a FIFO nobody reads fails at once (ENXIO) instead of blocking.
+    expect((await client.callError("fs/writeFile", { path: fifo, data: b64("x"), append: true })).data).toEqual({ errno: "ENXIO" });
+
+    const doomed = join(root, "doomed");
+    mkdirSync(join(doomed, "inner"), { recursive: true });
+    const { watchId } = await client.call("fs/watch", { path: doomed, recursive: true });
+    rmSync(doomed, { recursive: true });
+    await client.waitNotification("fs/changed", (p) => p.watchId === watchId, CHANGE_DEADLINE_MS);
+    expect((await client.call("system/info")).hostname).toBeString();
+    await client.call("fs/unwatch", { watchId }).catch(() => {}); // may have ended on its own
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}, TEST_TIMEOUT_MS);
+
 test("system/info has every field of the spec", async () => {
   const info = await client.call("system/info");
   expect(Object.keys(info).sort()).toEqual(["arch", "cpus", "disk", "home", "hostname", "loadavg", "memory", "os", "release", "shell", "uptimeS"]);

@@ -10,10 +10,12 @@ import { basename, dirname, join } from "node:path";
 import { absPath, base64, bool, int, optional, params } from "./params.ts";
 import { fsError, textField } from "./fs-errors.ts";
 import { createWatches } from "./fs-watch.ts";
-import { API_INVALID_PARAMS, ApiError, method, type ApiFamily } from "./types.ts";
+import { API_INVALID_PARAMS, API_LIMIT, ApiError, method, type ApiFamily } from "./types.ts";
 
 /** The most one fs/readFile call returns (spec). */
 export const READ_MAX_BYTES = 4 * 1024 * 1024;
+/** A listing larger than this is refused (-32001): its reply would be tens of MiB in one frame. */
+export const LIST_MAX_ENTRIES = 100_000;
 
 type EntryType = "file" | "directory" | "symlink" | "other";
 
@@ -71,6 +73,12 @@ async function writeTarget(path: string): Promise<{ path: string; stats?: Stats 
 /** Whole-file write: a temp file beside the target, the old mode and owner kept, then one rename. */
 async function writeWhole(path: string, data: Uint8Array): Promise<number> {
   const target = await writeTarget(path);
+  if (target.stats && !target.stats.isFile()) {
+    // Renaming a regular file over a device, FIFO or socket would replace it (as root: /dev/null).
+    throw new ApiError(API_INVALID_PARAMS, `invalid params: path ${JSON.stringify(path)} is not a regular file; only append writes go to special files`, {
+      errno: target.stats.isDirectory() ? "EISDIR" : "EINVAL",
+    });
+  }
   const mode = target.stats ? target.stats.mode & 0o7777 : 0o666;
   const temp = join(dirname(target.path), `.${basename(target.path)}.berth-${randomBytes(6).toString("hex")}.tmp`);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
@@ -105,6 +113,9 @@ async function appendTo(path: string, data: Uint8Array): Promise<number> {
 
 async function listDirectory(path: string) {
   const names = (await readdir(path, { encoding: "buffer" })) as Buffer[];
+  if (names.length > LIST_MAX_ENTRIES) {
+    throw new ApiError(API_LIMIT, `${path} has ${names.length} entries; fs/readDirectory lists at most ${LIST_MAX_ENTRIES}`);
+  }
   names.sort(Buffer.compare);
   const prefix = Buffer.from(path.endsWith("/") ? path : `${path}/`);
   const entries = await Promise.all(
