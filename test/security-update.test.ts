@@ -14,6 +14,7 @@ import { readUpdaterState } from "../src/daemon/updater.ts";
 import { eventually, installRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
+import { newKey, writeSigned } from "./helpers/signed-release.ts";
 
 const SLOW_TEST_MS = 120_000;
 const homes: TestHome[] = [];
@@ -29,16 +30,23 @@ function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
   return home;
 }
 
-/** A release host whose latest.json names `version` (nothing else: these updates download nothing). */
-async function releaseHost(version: string): Promise<DirectoryServer> {
+const KEY = newKey();
+
+/**
+ * A release host whose signed latest.json names `version` (nothing else: these
+ * updates download nothing), and the env that makes berth trust its key.
+ */
+async function releaseHost(version: string): Promise<DirectoryServer & { env: Record<string, string> }> {
   const root = mkdtempSync(join(tmpdir(), "berth-host-"));
-  writeFileSync(join(root, "latest.json"), JSON.stringify({ version }));
+  writeSigned(join(root, "latest.json"), JSON.stringify({ version }), KEY);
+  const keyFile = join(root, "key.pem");
+  writeFileSync(keyFile, KEY.publicPem);
   const server = await serveDirectory(root);
   cleanups.push(async () => {
     await server.stop();
     rmSync(root, { recursive: true, force: true });
   });
-  return server;
+  return Object.assign(server, { env: { BERTH_RELEASE_BASE_URL: server.url, BERTH_TRUSTED_KEYS: keyFile } });
 }
 
 /** The pid of a process that has exited (its pid is free), for a download leftover's name. */
@@ -60,13 +68,13 @@ describe("item 8: update finishes a restart an interrupted update owed", () => {
       mkdirSync(leftover, { recursive: true, mode: 0o700 });
       writeFileSync(join(leftover, "berth"), "partial");
       const host = await releaseHost("0.2.0");
-      const update = await home.run(["update"], { env: { BERTH_RELEASE_BASE_URL: host.url } });
+      const update = await home.run(["update"], { env: host.env });
       expect(update.json.status).toBe("updated");
       expect(update.json.restarted).toBe(true);
       expect(update.json.appServerVersion).toBe("0.2.0");
       expect(isAlive(started.json.pid)).toBe(false);
       expect(existsSync(leftover)).toBe(false);
-      const again = await home.run(["update"], { env: { BERTH_RELEASE_BASE_URL: host.url } });
+      const again = await home.run(["update"], { env: host.env });
       expect(again.json.status).toBe("upToDate");
       expect(again.json.restarted).toBe(false);
     },
@@ -98,7 +106,7 @@ describe("item 9: small faults, each with a documented answer", () => {
   test("update --release ../../x is USAGE (exit 2) and fetches nothing", async () => {
     const home = newHome();
     const host = await releaseHost("0.1.0");
-    const result = await home.run(["update", "--release", "../../x"], { env: { BERTH_RELEASE_BASE_URL: host.url } });
+    const result = await home.run(["update", "--release", "../../x"], { env: host.env });
     expect(result.code).toBe(2);
     expect(result.json.error.code).toBe("USAGE");
     expect(host.requests).toEqual([]);
@@ -108,7 +116,7 @@ describe("item 9: small faults, each with a documented answer", () => {
     const home = newHome();
     const host = await releaseHost("0.1.0");
     await host.stop(); // nothing listens there any more: the fetch fails
-    const failed = await home.run(["update"], { env: { BERTH_RELEASE_BASE_URL: host.url } });
+    const failed = await home.run(["update"], { env: host.env });
     expect(failed.json.status).toBe("error");
     const status = await home.run(["status"]);
     expect(status.json.updater.lastCheck.outcome).toBe("failed");
@@ -120,7 +128,7 @@ describe("item 9: small faults, each with a documented answer", () => {
     const holder = await holdLock(home.path("daemon", "daemon.lock"));
     cleanups.push(() => holder.kill());
     const host = await releaseHost("0.3.0");
-    const check = await home.run(["update", "--check"], { env: { BERTH_RELEASE_BASE_URL: host.url, BERTH_LOCK_WAIT_MS: "1000" } });
+    const check = await home.run(["update", "--check"], { env: { ...host.env, BERTH_LOCK_WAIT_MS: "1000" } });
     expect(check.json.status).toBe("updateAvailable");
   });
 
