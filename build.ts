@@ -4,7 +4,7 @@
  *   bun run build.ts                      dist/berth for this machine
  *   bun run build.ts --release            dist/release/: every target + the files a static host serves
  *   bun run build.ts --release --host     the same, for this machine's target only (fast; tests use it)
- * Options: --outdir DIR, --base-url URL (baked into install.sh), env BERTH_BUILD_VERSION (version override).
+ * Options: --outdir DIR, --base-url URL (baked into install.sh and the binaries), env BERTH_BUILD_VERSION (version override).
  */
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -28,10 +28,10 @@ const BUN_TARGETS: Record<Target, Bun.Build.CompileTarget> = {
   "darwin-arm64": "bun-darwin-arm64",
 };
 
-export type BuildOptions = { version: string; target?: Target; outfile: string };
+export type BuildOptions = { version: string; target?: Target; outfile: string; baseUrl?: string };
 
 /** One compiled executable. No `target` means "this machine, with the bun running this script". */
-export async function compile({ version, target, outfile }: BuildOptions): Promise<void> {
+export async function compile({ version, target, outfile, baseUrl }: BuildOptions): Promise<void> {
   const result = await Bun.build({
     entrypoints: [ENTRY],
     minify: true,
@@ -39,6 +39,7 @@ export async function compile({ version, target, outfile }: BuildOptions): Promi
     define: {
       BERTH_COMPILED_VERSION: JSON.stringify(version),
       BERTH_COMPILED_TARGET: JSON.stringify(target ?? CLI_TARGET ?? ""),
+      BERTH_COMPILED_BASE_URL: JSON.stringify((baseUrl ?? "").replace(/\/+$/, "")),
     },
     compile: {
       ...(target ? { target: BUN_TARGETS[target] } : {}),
@@ -77,7 +78,7 @@ export async function buildRelease(options: { version: string; targets: readonly
     const path = join(versionDir, file);
     const started = performance.now();
     // This machine's target is built with the running bun (no download); others are cross-compiled.
-    await compile({ version, target: target === CLI_TARGET ? undefined : target, outfile: path });
+    await compile({ version, target: target === CLI_TARGET ? undefined : target, outfile: path, baseUrl: options.baseUrl });
     const asset = { target, file, sha256: sha256(path), size: statSync(path).size };
     assets.push(asset);
     console.error(`built ${file} (${(asset.size / 1e6).toFixed(1)} MB) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
@@ -111,7 +112,7 @@ if (import.meta.main) {
     console.error(`release ${version} for ${targets.join(", ")} in ${outdir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
   } else {
     const outfile = join(resolve(values.outdir ?? join(ROOT, "dist")), "berth");
-    await compile({ version, outfile });
+    await compile({ version, outfile, baseUrl: values["base-url"] ?? process.env.BERTH_RELEASE_BASE_URL });
     console.error(`built ${outfile} ${version} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
   }
 }

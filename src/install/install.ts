@@ -45,7 +45,7 @@ import { assertSupportedPlatform, openContext, prepareStateDirs, versionFromRele
 import { DAEMON_LOCK_WAIT_MS, withLock } from "../daemon/lock.ts";
 import { ensureSafeDir, tempPathFor } from "../platform/fs.ts";
 import { installLinkFrom, releaseDirName, type Layout, type Target } from "../platform/paths.ts";
-import { CLI_TARGET, CLI_VERSION, IS_COMPILED } from "../version.ts";
+import { BUILT_IN_BASE_URL, CLI_TARGET, CLI_VERSION, IS_COMPILED } from "../version.ts";
 import { addPathBlock } from "./profile.ts";
 import { compareVersions, isVersion } from "./semver.ts";
 
@@ -574,7 +574,7 @@ export type AfterInstallOptions = { bootstrap: boolean; remoteControl: boolean; 
  */
 export async function afterInstall(options: AfterInstallOptions): Promise<{ bootstrap?: Awaited<ReturnType<typeof bootstrap>> }> {
   const ctx = openContext(options.env);
-  const baseUrl = options.env.BERTH_RELEASE_BASE_URL;
+  const baseUrl = options.env.BERTH_RELEASE_BASE_URL || BUILT_IN_BASE_URL;
   if (baseUrl && !readStoredSettings(ctx.layout.settingsFile).releaseBaseUrl) {
     updateSettings(ctx.layout.settingsFile, { releaseBaseUrl: baseUrl.replace(/\/+$/, "") }, options.env);
   }
