@@ -25,10 +25,10 @@ async function fetchBytes(url: string, timeoutMs: number): Promise<Uint8Array> {
   try {
     if (url.startsWith("file://")) return new Uint8Array(await Bun.file(fileURLToPath(url)).arrayBuffer());
     const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: "follow" });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    if (!response.ok) throw Object.assign(new Error(`HTTP ${response.status}`), { status: response.status });
     return new Uint8Array(await response.arrayBuffer());
   } catch (error) {
-    throw new BerthError("DOWNLOAD_FAILED", `could not download ${url}: ${describeError(error)}`);
+    throw new BerthError("DOWNLOAD_FAILED", `could not download ${url}: ${describeError(error)}`, { cause: error });
   }
 }
 
@@ -70,9 +70,26 @@ export function selectAsset(manifest: unknown, version: string, target: Target):
   return asset;
 }
 
+/** Pure: did a download fail because the file is not there (HTTP 404/410, no such file)? */
+export function isNotFound(error: unknown): boolean {
+  const cause = (error as { cause?: { status?: unknown; code?: unknown } } | null)?.cause;
+  return cause?.status === 404 || cause?.status === 410 || cause?.code === "ENOENT";
+}
+
+/** The manifest of `version`; a version the host does not have is named as such. */
+async function fetchManifest(baseUrl: string, version: string): Promise<unknown> {
+  try {
+    return await fetchJson(join(baseUrl, `${version}/manifest.json`));
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+    const base = baseUrl.replace(/\/+$/, "");
+    throw new BerthError("DOWNLOAD_FAILED", `${version} is not published at ${base} (no ${version}/manifest.json there); run \`berth update --check\` for the latest version.`, { cause: error });
+  }
+}
+
 /** Downloads the asset of `version` for `target` to `destination` and verifies size and SHA-256. */
 export async function downloadVerifiedAsset(baseUrl: string, version: string, target: Target, destination: string): Promise<Asset> {
-  const asset = selectAsset(await fetchJson(join(baseUrl, `${version}/manifest.json`)), version, target);
+  const asset = selectAsset(await fetchManifest(baseUrl, version), version, target);
   const url = join(baseUrl, `${version}/${asset.file}`);
   const bytes = await fetchBytes(url, ASSET_TIMEOUT_MS);
   const actual = createHash("sha256").update(bytes).digest("hex");
