@@ -171,6 +171,7 @@ describe("install --bootstrap on a terminal that hangs up", () => {
     const moments: Moment[] = [
       ...HANGUP_DELAYS_MS.map(timed),
       { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
+      { name: "new binary answering --version", when: (home) => processesOf(home.home).some((pid) => cmdlineOf(pid).includes("--version")) },
       { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
       { name: "current flipped", when: exists("packages", "standalone", "current") },
       { name: "settings written", when: exists("daemon", "settings.json") },
