@@ -215,7 +215,9 @@ describe("the built install.sh", () => {
           const current = readlinkSync(pkg(t, "current"));
           const r = await run(t, shell.cmd, [...(f.args ?? []), "--bootstrap"], { BERTH_RELEASE_BASE_URL: await f.base() });
           expect(r.code).not.toBe(0);
-          expect(r.stdout).toBe("");
+          // one error object, the last (only) stdout line, saying the same as stderr
+          expect(r.stdout.trimEnd().split("\n")).toHaveLength(1);
+          expect(r.json).toMatchObject({ status: "error", error: { message: expect.stringMatching(f.message) } });
           expect(r.stderr.trimEnd().split("\n").at(-1)).toMatch(f.message);
           expect(snapshot(t)).toEqual(before);
           expect(readlinkSync(pkg(t, "current"))).toBe(current);
