@@ -11,7 +11,9 @@ import { ensureRunning, ensureStopped, foreignServerError, isOurServer, logTail,
 import { ExitedAtLaunch } from "./backend.ts";
 import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { updateSettings, type Settings } from "./settings.ts";
+import { endUntrackedUpdaters } from "./orphans.ts";
 import { updaterBackend } from "./updater.ts";
+import { warn } from "../diagnostics.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 
 /** The updater gets this long to end on SIGTERM before its group is killed. */
@@ -45,8 +47,11 @@ async function applyToAppServer(ctx: Context, settings: Settings, force: boolean
 export async function stopUpdater(ctx: Context): Promise<boolean> {
   const backend = updaterBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
-  if (state.kind !== "running") return false;
-  return (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
+  const orphans = await endUntrackedUpdaters(ctx);
+  if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
+  return stopped || orphans.ended.length > 0;
 }
 
 /** Exactly one updater: stop whichever runs, then launch a new one from the managed binary. */
