@@ -19,6 +19,8 @@ const COMMAND_EXIT_DEADLINE_MS = 60_000;
 const TEST_TIMEOUT_MS = 600_000;
 
 const homes: TestHome[] = [];
+/** Every BERTH_HOME this file used, to prove at the end that nothing it started still runs. */
+const everyHome: string[] = [];
 afterEach(async () => {
   for (const home of homes.splice(0)) await home.cleanup();
 });
@@ -26,6 +28,7 @@ afterEach(async () => {
 function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
   const home = makeHome({ prefix: "berth-hangup-", ...options });
   homes.push(home);
+  everyHome.push(home.home);
   return home;
 }
 
@@ -161,6 +164,23 @@ describe("restart on a terminal that hangs up", () => {
   }, TEST_TIMEOUT_MS);
 });
 
+describe("Ctrl-C on the terminal during start", () => {
+  test("a real ^C (SIGINT to the foreground group) after the reservation: start finishes, server recorded, exit 0", async () => {
+    const home = newHome();
+    const child = Bun.spawn([BUN, MAIN, "start"], { env: home.env, terminal: { data() {} } });
+    const reserved = await eventually(() => existsSync(home.path("daemon", "app-server.pid")) || child.exitCode !== null, COMMAND_EXIT_DEADLINE_MS, 1);
+    expect(reserved).toBe(true);
+    const interrupted = child.exitCode === null;
+    child.terminal?.write("\x03");
+    const timer = setTimeout(() => child.kill("SIGKILL"), COMMAND_EXIT_DEADLINE_MS);
+    await child.exited;
+    clearTimeout(timer);
+    child.terminal?.close();
+    expect({ interrupted, exitCode: child.exitCode, signal: child.signalCode }).toEqual({ interrupted: true, exitCode: 0, signal: null });
+    expect(await expectAppServerConsistent(home, "start, ^C after the reservation")).toBe("running");
+  });
+});
+
 describe("install --bootstrap on a terminal that hangs up", () => {
   const binDir = mkdtempSync(join(tmpdir(), "berth-hangup-bin-"));
   afterAll(() => rmSync(binDir, { recursive: true, force: true }));
@@ -195,6 +215,7 @@ describe("install --bootstrap on a terminal that hangs up", () => {
   }, TEST_TIMEOUT_MS);
 });
 
-test("cleanup left nothing running", async () => {
-  expect(await eventually(() => homes.every((home) => processesOf(home.home).length === 0))).toBe(true);
+test("nothing started on a hung-up terminal is left running", async () => {
+  expect(everyHome.length).toBeGreaterThan(0);
+  expect(await eventually(() => everyHome.every((home) => processesOf(home).length === 0))).toBe(true);
 });
