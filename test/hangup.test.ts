@@ -185,34 +185,47 @@ describe("install --bootstrap on a terminal that hangs up", () => {
   const binDir = mkdtempSync(join(tmpdir(), "berth-hangup-bin-"));
   afterAll(() => rmSync(binDir, { recursive: true, force: true }));
 
-  test("layout complete, app-server recorded, updater running when settings want it", async () => {
-    const binary = join(binDir, "berth");
-    await compile({ version: "1.0.0", outfile: binary });
-    const moments: Moment[] = [
-      ...HANGUP_DELAYS_MS.map(timed),
-      { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
-      { name: "new binary answering --version", when: (home) => processesOf(home.home).some((pid) => cmdlineOf(pid).includes("--version")) },
-      { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
-      { name: "current flipped", when: exists("packages", "standalone", "current") },
-      { name: "settings written", when: exists("daemon", "settings.json") },
-      { name: "server reserved", when: exists("daemon", "app-server.pid") },
-      { name: "server spawned", when: (home) => serverCount(home) > 0 },
-      { name: "updater reserved", when: exists("daemon", "updater.pid") },
-    ];
-    const outcomes: string[] = [];
-    for (const moment of moments) {
-      const home = newHome({ install: false });
-      const env = { ...home.env, SHELL: "/bin/bash" };
-      const exit = await runAndHangUp([binary, "install", "--bootstrap"], home, env, moment);
-      const where = `install --bootstrap, hangup at ${moment.name}`;
-      const layout = expectInstallConsistent(home, where);
-      const server = await expectAppServerConsistent(home, where);
-      await expectUpdaterConsistent(home, where);
-      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${layout}/${server}`);
-      await home.cleanup();
-    }
-    console.error(`install --bootstrap hangups: ${outcomes.join(" ")}`);
-  }, TEST_TIMEOUT_MS);
+  const binary = join(binDir, "berth");
+  const compiled = compile({ version: "1.0.0", outfile: binary });
+  const moments: Moment[] = [
+    ...HANGUP_DELAYS_MS.map(timed),
+    { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
+    { name: "new binary answering --version", when: (home) => processesOf(home.home).some((pid) => cmdlineOf(pid).includes("--version")) },
+    { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
+    { name: "current flipped", when: exists("packages", "standalone", "current") },
+    { name: "settings written", when: exists("daemon", "settings.json") },
+    { name: "server reserved", when: exists("daemon", "app-server.pid") },
+    { name: "server spawned", when: (home) => serverCount(home) > 0 },
+    { name: "updater reserved", when: exists("daemon", "updater.pid") },
+  ];
+  // "direct": berth leads the terminal's session (what `ssh -tt host berth …` runs when the shell execs it);
+  // "shell": berth and its children are in the foreground group of a shell that dies first.
+  const ways: { name: string; cmd: (binary: string) => string[] }[] = [
+    { name: "direct", cmd: (b) => [b, "install", "--bootstrap"] },
+    { name: "shell", cmd: (b) => ["sh", "-c", '"$@"; exit $?', "sh", b, "install", "--bootstrap"] },
+  ];
+  for (const way of ways) {
+    test(`${way.name}: layout complete, app-server recorded, updater running when settings want it; once begun, the install finishes`, async () => {
+      await compiled;
+      const outcomes: string[] = [];
+      for (const moment of moments) {
+        const home = newHome({ install: false });
+        const env = { ...home.env, SHELL: "/bin/bash" };
+        const exit = await runAndHangUp(way.cmd(binary), home, env, moment);
+        // The shell may die first: wait for berth itself.
+        const berthDone = await eventually(() => !processesOf(home.home).some((pid) => cmdlineOf(pid).includes("install")), COMMAND_EXIT_DEADLINE_MS);
+        expect(berthDone).toBe(true);
+        const where = `install --bootstrap (${way.name}), hangup at ${moment.name}`;
+        const layout = expectInstallConsistent(home, where);
+        const server = await expectAppServerConsistent(home, where);
+        await expectUpdaterConsistent(home, where);
+        if (moment.when) expect({ where, layout, server }).toEqual({ where, layout: "installed", server: "running" });
+        outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${layout}/${server}`);
+        await home.cleanup();
+      }
+      console.error(`install --bootstrap (${way.name}) hangups: ${outcomes.join(" ")}`);
+    }, TEST_TIMEOUT_MS);
+  }
 });
 
 test("nothing started on a hung-up terminal is left running", async () => {

@@ -274,6 +274,8 @@ function verifyBinary(path: string, version: string, env: NodeJS.ProcessEnv): vo
       stderr: "pipe",
       timeout: VERIFY_TIMEOUT_MS,
       env: { ...env, NO_COLOR: "1" },
+      // Its own session: a hangup or ^C on the installing terminal must not kill the check half-way.
+      detached: true,
     });
     output = {
       exitCode: result.exitCode,
