@@ -564,10 +564,11 @@ export async function install(options: InstallOptions = {}): Promise<InstallResu
     pruned: installed.release.pruned,
     cliVersion: CLI_VERSION,
   };
-  return { ...result, ...(await afterInstall({ bootstrap: options.bootstrap === true, remoteControl: options.remoteControl === true, env })) };
+  return { ...result, ...(await afterInstall({ bootstrap: options.bootstrap === true, ...(options.remoteControl !== undefined ? { remoteControl: options.remoteControl } : {}), env })) };
 }
 
-export type AfterInstallOptions = { bootstrap: boolean; remoteControl: boolean; env: NodeJS.ProcessEnv };
+/** `remoteControl`: true (`--remote-control`) turns it on, false (`--no-remote-control`) off, undefined keeps it. */
+export type AfterInstallOptions = { bootstrap: boolean; remoteControl?: boolean; env: NodeJS.ProcessEnv };
 
 /**
  * After a successful install, with install.lock and daemon.lock released:
@@ -580,9 +581,10 @@ export async function afterInstall(options: AfterInstallOptions): Promise<{ boot
   if (baseUrl && !readStoredSettings(ctx.layout.settingsFile).releaseBaseUrl) {
     updateSettings(ctx.layout.settingsFile, { releaseBaseUrl: baseUrl.replace(/\/+$/, "") }, options.env);
   }
-  if (options.remoteControl && !options.bootstrap) {
-    warn("--remote-control takes effect with --bootstrap (or run `berth bootstrap --remote-control`).");
+  if (options.remoteControl !== undefined && !options.bootstrap) {
+    const flag = options.remoteControl ? "--remote-control" : "--no-remote-control";
+    warn(`${flag} takes effect with --bootstrap (or run \`berth bootstrap ${flag}\`).`);
   }
   if (!options.bootstrap) return {};
-  return { bootstrap: await bootstrap(ctx, { ...(options.remoteControl ? { remoteControl: true } : {}), autoUpdate: true }) };
+  return { bootstrap: await bootstrap(ctx, { ...(options.remoteControl !== undefined ? { remoteControl: options.remoteControl } : {}), autoUpdate: true }) };
 }
