@@ -10,8 +10,9 @@ export type Settings = {
   releaseBaseUrl: string;
   startTimeoutMs: number;
   stopGraceMs: number;
-  update: { initialDelayMs: number; intervalMs: number };
+  update: { initialDelayMs: number; intervalMs: number; maxRestartDeferMs: number };
   remoteControl: { listen: string };
+  processes: { scrollbackBytes: number; max: number; retainExitedMs: number };
   [unknownKey: string]: unknown;
 };
 
@@ -22,8 +23,9 @@ export function defaultSettings(): Settings {
     releaseBaseUrl: "",
     startTimeoutMs: 10_000,
     stopGraceMs: 60_000,
-    update: { initialDelayMs: 300_000, intervalMs: 3_600_000 },
+    update: { initialDelayMs: 300_000, intervalMs: 3_600_000, maxRestartDeferMs: 86_400_000 },
     remoteControl: { listen: "127.0.0.1:0" },
+    processes: { scrollbackBytes: 2 * 1024 * 1024, max: 64, retainExitedMs: 86_400_000 },
   };
 }
 
@@ -76,6 +78,10 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("stopGraceMs", settings.stopGraceMs);
   positive("update.initialDelayMs", settings.update?.initialDelayMs);
   positive("update.intervalMs", settings.update?.intervalMs);
+  positive("update.maxRestartDeferMs", settings.update?.maxRestartDeferMs);
+  positive("processes.scrollbackBytes", settings.processes?.scrollbackBytes);
+  positive("processes.max", settings.processes?.max);
+  positive("processes.retainExitedMs", settings.processes?.retainExitedMs);
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
   if (problems.length > 0) {
     throw new BerthError("STATE_CORRUPT", `${path}: ${problems.join("; ")}. Fix the file; it was left untouched.`);

@@ -2,7 +2,14 @@
  * The app-server API: every family's table merged into one. A family is
  * added here and nowhere else.
  */
+import { processFamily } from "./process.ts";
 import type { ApiFamily, MethodTable } from "./types.ts";
+
+/**
+ * Processes get this share of the server's stopGraceMs to end on SIGTERM/SIGHUP
+ * before SIGKILL, so the server itself exits before `stop` loses patience with it.
+ */
+export const PROCESS_GRACE_SHARE = 0.8;
 
 export type ApiOptions = {
   /** Loaded settings of this BERTH_HOME (processes.*, tunnels.*). */
@@ -33,6 +40,9 @@ export function composeApi(families: ApiFamily[]): Api {
 }
 
 /** The families the app-server serves. */
-export function createApi(_options: ApiOptions): Api {
-  return composeApi([]);
+export function createApi(options: ApiOptions): Api {
+  const settings = options.settings;
+  const stopGraceMs = typeof settings.stopGraceMs === "number" ? settings.stopGraceMs : 60_000;
+  const limits = (settings.processes ?? {}) as Record<string, number>;
+  return composeApi([processFamily({ limits, stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE) })]);
 }
