@@ -10,13 +10,26 @@ import { connect, type RawWs } from "./raw-ws.ts";
 const READY_TIMEOUT_MS = 15_000;
 export const WAIT_MS = 15_000;
 
-export type ServeProcess = { home: TestHome; socket: string; proc: Subprocess<"ignore", "ignore", "pipe">; stderr: Promise<string> };
+export type ServeProcess = {
+  home: TestHome;
+  socket: string;
+  proc: Subprocess<"ignore", "ignore", "pipe">;
+  /** All of stderr once the server exits. */
+  stderr: Promise<string>;
+  /** stderr so far. */
+  log(): string;
+};
 
 export async function startServeProcess(options: { settings?: object; home?: TestHome } = {}): Promise<ServeProcess> {
   const home = options.home ?? makeHome({ install: false, prefix: "berth-session-", settings: options.settings });
   const socket = home.path("daemon", "app-server.sock");
   const proc = Bun.spawn([BUN, MAIN, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
-  const stderr = new Response(proc.stderr).text();
+  let log = "";
+  const stderr = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) log += decoder.decode(chunk, { stream: true });
+    return log;
+  })();
   const ready = await eventually(async () => {
     if (proc.exitCode !== null) return true;
     try {
@@ -28,7 +41,7 @@ export async function startServeProcess(options: { settings?: object; home?: Tes
     }
   }, READY_TIMEOUT_MS);
   if (!ready || proc.exitCode !== null) throw new Error(`berth serve did not come up: ${await stderr}`);
-  return { home, socket, proc, stderr };
+  return { home, socket, proc, stderr, log: () => log };
 }
 
 export async function apiClient(socket: string): Promise<RawWs> {
@@ -46,7 +59,21 @@ export async function call(ws: RawWs, method: string, params: object = {}, timeo
   return reply.result;
 }
 
-type StreamLog = { data: Buffer; next: number | undefined; truncated: boolean; firstOffset: number | undefined };
+type StreamLog = { chunks: Buffer[]; length: number; next: number | undefined; truncated: boolean; firstOffset: number | undefined; readonly data: Buffer };
+
+function newLog(): StreamLog {
+  return {
+    chunks: [],
+    length: 0,
+    next: undefined,
+    truncated: false,
+    firstOffset: undefined,
+    get data() {
+      if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
+      return this.chunks[0] ?? Buffer.alloc(0);
+    },
+  };
+}
 
 /** Consumes process/output and process/exited notifications from a client, checking that offsets never skip or repeat. */
 export class OutputCollector {
@@ -72,10 +99,11 @@ export class OutputCollector {
       }
       if (message.method === "process/output") {
         const { processId, stream, offset, data, truncated } = message.params;
-        const log = this.streams.get(this.key(processId, stream)) ?? { data: Buffer.alloc(0), next: undefined, truncated: false, firstOffset: undefined };
+        const log = this.streams.get(this.key(processId, stream)) ?? newLog();
         if (log.next !== undefined && offset !== log.next) this.problems.push(`${processId}/${stream}: expected offset ${log.next}, got ${offset}`);
         const bytes = Buffer.from(data, "base64");
-        log.data = Buffer.concat([log.data, bytes]);
+        log.chunks.push(bytes);
+        log.length += bytes.length;
         log.next = offset + bytes.length;
         log.firstOffset ??= offset;
         if (truncated) log.truncated = true;
@@ -90,7 +118,7 @@ export class OutputCollector {
 
   log(processId: string, stream: string): StreamLog {
     this.drain();
-    return this.streams.get(this.key(processId, stream)) ?? { data: Buffer.alloc(0), next: undefined, truncated: false, firstOffset: undefined };
+    return this.streams.get(this.key(processId, stream)) ?? newLog();
   }
 
   text(processId: string, stream: string): string {
