@@ -7,6 +7,7 @@ import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
 import { errorObject, exitCodeFor, logger, renderJson } from "./output.ts";
+import { isStreamingResult } from "./streaming.ts";
 import { CLI_VERSION } from "./version.ts";
 
 const HELP_FLAGS = new Set(["--help", "-h"]);
@@ -57,6 +58,11 @@ async function execute(argv: string[]): Promise<{ stdout: string; exitCode: numb
   const { result } = await runCommand(command, { rawArgs: rest });
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
+  if (isStreamingResult(result)) {
+    // The first line is the command's JSON object; after it the stream owns stdout and picks the exit code.
+    await Bun.write(Bun.stdout, renderJson(result.firstLine));
+    return { stdout: "", exitCode: await result.run() };
+  }
   const body = { ...(result as object), ...(warnings.length > 0 ? { warnings } : {}) };
   return { stdout: renderJson(body), exitCode: 0 };
 }
