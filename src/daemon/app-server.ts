@@ -2,7 +2,7 @@
  * Lifecycle of the app-server: start, stop, restart, version. Each returns a
  * result value and prints nothing; src/cli.ts renders it.
  */
-import { closeSync, openSync, readSync, rmSync, statSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, rmSync, statSync } from "node:fs";
 import { BerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
@@ -34,6 +34,8 @@ export type LifecycleResult = {
   socketPath: string;
   cliVersion: string;
   appServerVersion?: string;
+  /** stop/restart: how many session processes the app-server ended on its way out. */
+  processesEnded?: number;
 };
 
 export function appServerBackend(ctx: Context): PidBackend {
@@ -163,19 +165,45 @@ function removeLeftoverSocket(ctx: Context): void {
   }
 }
 
-/** Under daemon.lock: stop our app-server; NOT_MANAGED when a stranger answers. */
-async function ensureStopped(ctx: Context, settings: Settings): Promise<"stopped" | "notRunning"> {
+export type StopReport = { status: "stopped" | "notRunning"; processesEnded: number };
+
+/**
+ * How many session processes the app-server with this pid ended: it writes
+ * daemon/app-server.shutdown.json just before it exits (src/server/run.ts).
+ * A server killed before it could write it reports 0.
+ */
+export function readProcessesEnded(ctx: Context, pid: number): number {
+  try {
+    const report = JSON.parse(readFileSync(ctx.layout.appServerShutdown, "utf8")) as { pid?: unknown; processesEnded?: unknown };
+    return report.pid === pid && typeof report.processesEnded === "number" ? report.processesEnded : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<StopReport> {
+  rmSync(ctx.layout.appServerShutdown, { force: true });
+  const status = await backend.stop(record, settings.stopGraceMs);
+  return { status, processesEnded: status === "stopped" ? readProcessesEnded(ctx, record.pid) : 0 };
+}
+
+/** Under daemon.lock: stop our app-server (and the processes it hosts); NOT_MANAGED when a stranger answers. */
+async function stopWithReport(ctx: Context, settings: Settings): Promise<StopReport> {
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
-  if (state.kind === "running") return backend.stop(state.record, settings.stopGraceMs);
+  if (state.kind === "running") return stopRecorded(ctx, backend, state.record, settings);
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
     const record = await backend.adopt(probe.info.pid);
-    if (record) return backend.stop(record, settings.stopGraceMs);
+    if (record) return stopRecorded(ctx, backend, record, settings);
   }
   if (probe.kind !== "absent") throw foreignServerError(ctx, probe);
   removeLeftoverSocket(ctx);
-  return "notRunning";
+  return { status: "notRunning", processesEnded: 0 };
+}
+
+async function ensureStopped(ctx: Context, settings: Settings): Promise<"stopped" | "notRunning"> {
+  return (await stopWithReport(ctx, settings)).status;
 }
 
 /** Preflight shared by every mutating command, then the action under daemon.lock. */
@@ -196,7 +224,10 @@ export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
 export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(
     ctx,
-    async (settings) => result(ctx, await ensureStopped(ctx, settings)),
+    async (settings) => {
+      const report = await stopWithReport(ctx, settings);
+      return { ...result(ctx, report.status), processesEnded: report.processesEnded };
+    },
     false,
   );
 }
@@ -204,9 +235,9 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
 /** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
 export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
-    await ensureStopped(ctx, settings);
+    const report = await stopWithReport(ctx, settings);
     const { running } = await ensureRunning(ctx, settings);
-    return result(ctx, "restarted", running);
+    return { ...result(ctx, "restarted", running), processesEnded: report.processesEnded };
   });
 }
 
@@ -221,7 +252,7 @@ export async function restartIfRunning(ctx: Context, settings: Settings): Promis
   return (await ensureRunning(ctx, settings)).running;
 }
 
-export { ensureRunning, ensureStopped, isOurServer, foreignServerError };
+export { ensureRunning, ensureStopped, stopWithReport, isOurServer, foreignServerError };
 
 /** No lock: asks the running app-server who it is. */
 export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
