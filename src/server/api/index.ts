@@ -2,7 +2,10 @@
  * The app-server API: every family's table merged into one. A family is
  * added here and nowhere else.
  */
+import { createFsApi } from "./fs.ts";
 import { processFamily } from "./process.ts";
+import { createSystemApi } from "./system.ts";
+import { createTunnelApi } from "./tunnel.ts";
 import type { ApiFamily, MethodTable } from "./types.ts";
 
 /**
@@ -44,5 +47,10 @@ export function createApi(options: ApiOptions): Api {
   const settings = options.settings;
   const stopGraceMs = typeof settings.stopGraceMs === "number" ? settings.stopGraceMs : 60_000;
   const limits = (settings.processes ?? {}) as Record<string, number>;
-  return composeApi([processFamily({ limits, stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE) })]);
+  return composeApi([
+    processFamily({ limits, stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE) }),
+    createFsApi(),
+    createSystemApi(),
+    createTunnelApi(options.settings),
+  ]);
 }
