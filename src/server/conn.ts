@@ -84,6 +84,10 @@ export class SocketConn implements Conn {
     for (const listener of [...this.drainListeners]) listener();
   }
 
+  close(code: number, reason: string): void {
+    this.shut(code, reason);
+  }
+
   /** Closes with a code; a client that does not read is cut after CLOSE_HANDSHAKE_MS. */
   shut(code: number, reason: string): void {
     if (this.closed) return;

@@ -11,6 +11,20 @@ import { ByteRing } from "./ring.ts";
 
 /** Output sent to a client in notifications of at most this many bytes. */
 export const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/**
+ * Output is sent to a connection only while less than this is unsent on its
+ * socket; the rest waits in the ring and follows on drain. So a slow client
+ * costs the server at most about this much memory, never the process's speed.
+ */
+export const OUTPUT_PAUSE_BYTES = 1024 * 1024;
+/**
+ * A connection owed more than this (unsent on its socket plus produced and not
+ * yet sent, across the streams it follows) is closed; the client re-attaches
+ * from its offsets (spec: 8 MiB).
+ */
+export const MAX_OWED_BYTES = 8 * 1024 * 1024;
+export const CLOSE_BACKLOG_CODE = 1008;
+
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;
 
@@ -34,7 +48,16 @@ export type ProcessInfo = {
 };
 
 /** Where one attached connection is in each stream: the next offset it has not been sent. */
-type Subscriber = { conn: Conn; next: Map<StreamName, number>; ready: boolean; unsubscribe: () => void };
+type Subscriber = {
+  conn: Conn;
+  next: Map<StreamName, number>;
+  ready: boolean;
+  unsubscribe: () => void;
+  /** Set while output waits for the socket to drain. */
+  stopDrainWait?: () => void;
+  /** The process exited; `process/exited` goes out once this subscriber has all the output. */
+  exitPending?: boolean;
+};
 
 export class ManagedProcess {
   readonly rings = new Map<StreamName, ByteRing>();
@@ -107,6 +130,7 @@ export class ManagedProcess {
     let detached = false;
     sub.unsubscribe = () => {
       detached = true;
+      sub.stopDrainWait?.();
       if (this.subscribers.get(conn.id) === sub) this.subscribers.delete(conn.id);
     };
     this.subscribers.set(conn.id, sub);
@@ -115,8 +139,8 @@ export class ManagedProcess {
     setTimeout(() => {
       if (detached || conn.closed) return;
       sub.ready = true;
-      for (const stream of this.rings.keys()) this.pump(sub, stream);
-      if (this.state === "exited") this.sendExited(sub.conn);
+      sub.exitPending = this.state === "exited";
+      this.pumpAll(sub);
     }, 0);
   }
 
@@ -130,12 +154,26 @@ export class ManagedProcess {
     return this.subscribers.has(conn.id);
   }
 
-  /** Sends everything from the subscriber's offset to the ring's end, in chunks, with `truncated` where bytes were lost. */
+  private pumpAll(sub: Subscriber): void {
+    for (const stream of this.rings.keys()) this.pump(sub, stream);
+  }
+
+  /**
+   * Sends from the subscriber's offset towards the ring's end, in chunks, with
+   * `truncated` where bytes were lost; stops while the socket holds
+   * OUTPUT_PAUSE_BYTES (resuming on drain) and closes the connection once it
+   * is owed more than MAX_OWED_BYTES.
+   */
   private pump(sub: Subscriber, stream: StreamName): void {
     const ring = this.rings.get(stream);
     if (!ring || sub.conn.closed) return;
+    if (sub.stopDrainWait) {
+      // Waiting for the socket to drain: output stays in the ring, but the debt is capped.
+      if (this.owed(sub) > MAX_OWED_BYTES) sub.conn.close?.(CLOSE_BACKLOG_CODE, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
+      return;
+    }
     let from = sub.next.get(stream) ?? ring.start;
-    while (from < ring.end && !sub.conn.closed) {
+    while (from < ring.end && !sub.conn.closed && sub.conn.backlog() < OUTPUT_PAUSE_BYTES) {
       const read = ring.read(from, OUTPUT_CHUNK_BYTES);
       sub.conn.notify("process/output", {
         processId: this.processId,
@@ -147,6 +185,32 @@ export class ManagedProcess {
       from = read.offset + read.data.length;
       sub.next.set(stream, from);
     }
+    if (sub.conn.closed) return;
+    if (from >= ring.end) {
+      if (sub.exitPending && this.caughtUp(sub)) {
+        sub.exitPending = false;
+        this.sendExited(sub.conn);
+      }
+      return;
+    }
+    const stop = sub.conn.onDrain(() => {
+      stop();
+      sub.stopDrainWait = undefined;
+      this.pumpAll(sub);
+    });
+    sub.stopDrainWait = stop;
+  }
+
+  private caughtUp(sub: Subscriber): boolean {
+    for (const [stream, ring] of this.rings) if ((sub.next.get(stream) ?? ring.start) < ring.end) return false;
+    return true;
+  }
+
+  /** Bytes this subscriber's connection is owed: unsent on its socket plus produced and not yet sent. */
+  private owed(sub: Subscriber): number {
+    let owed = sub.conn.backlog();
+    for (const [stream, ring] of this.rings) owed += ring.end - (sub.next.get(stream) ?? ring.start);
+    return owed;
   }
 
   private sendExited(conn: Conn): void {
@@ -159,7 +223,11 @@ export class ManagedProcess {
     this.exitCode = exitCode;
     this.signal = signal;
     this.exitedAt = new Date().toISOString();
-    for (const sub of this.subscribers.values()) if (sub.ready) this.sendExited(sub.conn);
+    for (const sub of this.subscribers.values()) {
+      if (!sub.ready) continue;
+      sub.exitPending = true;
+      this.pumpAll(sub);
+    }
     for (const listener of this.exitListeners.splice(0)) listener();
   }
 
