@@ -119,8 +119,21 @@ export async function openBridge(ctx: Context, options: { start: boolean }): Pro
   };
 }
 
+let stdoutSink: import("bun").FileSink | undefined;
+
+/**
+ * Writes to stdout in order through one FileSink, resolving once flushed.
+ * (Awaited Bun.write calls to a slow pipe were seen to lose the tail of a chunk
+ * under load in Bun 1.4.5; the sink keeps every byte in order.)
+ */
+async function writeAllToStdout(data: Uint8Array): Promise<void> {
+  stdoutSink ??= Bun.stdout.writer();
+  stdoutSink.write(data);
+  await stdoutSink.flush();
+}
+
 /** Pumps both ways until stdin ends (0), the server closes (75) or a line is too long (65). */
-export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(), write: (data: Uint8Array) => Promise<unknown> = (data) => Bun.write(Bun.stdout, data)): Promise<number> {
+export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(), write: (data: Uint8Array) => Promise<unknown> = writeAllToStdout): Promise<number> {
   let finish!: (code: number) => void;
   const finished = new Promise<number>((resolve) => (finish = resolve));
   let closedByUs = false;
