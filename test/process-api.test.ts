@@ -184,4 +184,35 @@ describe("process/*", () => {
     expect((await rpcError(ws, "process/signal", { processId: p.processId, signal: "SIGTERM" })).code).toBe(-32004);
     expect((await rpcError(ws, "process/write", { processId: p.processId, data: "aGk=" })).code).toBe(-32004);
   }, TEST_TIMEOUT_MS);
+
+  test("exited processes are forgotten after retainExitedMs; running ones never", async () => {
+    const s = await server({ processes: { retainExitedMs: 300 } });
+    const { ws, out } = await client(s);
+    const { process: quick } = await call(ws, "process/spawn", { argv: ["true"] });
+    const { process: long } = await call(ws, "process/spawn", { argv: ["sleep", "1000"] });
+    await out.waitExited(quick.processId);
+    expect(await eventually(async () => (await call(ws, "process/list")).processes.length === 1, WAIT_MS)).toBe(true);
+    expect((await call(ws, "process/list")).processes[0].processId).toBe(long.processId);
+    expect((await rpcError(ws, "process/attach", { processId: quick.processId })).code).toBe(-32004);
+    await call(ws, "process/signal", { processId: long.processId, signal: "SIGKILL" });
+  }, TEST_TIMEOUT_MS);
+
+  test("garbage, a half-sent frame and an abrupt disconnect affect neither the process nor another client", async () => {
+    const s = await server();
+    const a = await client(s);
+    const { process: p } = await call(a.ws, "process/spawn", { argv: ["sh", "-c", "while read x; do echo got-$x; done"] });
+    const bad = await client(s);
+    await call(bad.ws, "process/attach", { processId: p.processId });
+    bad.ws.send("{not json");
+    bad.ws.send(JSON.stringify({ jsonrpc: "2.0", id: 5, method: "process/write", params: { processId: p.processId, data: 42 } }));
+    // A frame header that promises 1000 bytes, then 10 of them, then the socket is cut.
+    bad.ws.sendRaw(Buffer.concat([Buffer.from([0x81, 0xfe, 0x03, 0xe8, 1, 2, 3, 4]), Buffer.alloc(10, 0x61)]));
+    bad.ws.destroy();
+    await call(a.ws, "process/write", { processId: p.processId, data: b64("one\n") });
+    await a.out.waitText(p.processId, "stdout", (t) => t === "got-one\n");
+    expect(await eventually(async () => (await call(a.ws, "process/list")).processes[0].attached === 1, WAIT_MS)).toBe(true);
+    expect(isAlive(p.pid)).toBe(true);
+    await call(a.ws, "process/closeStdin", { processId: p.processId });
+    expect(await a.out.waitExited(p.processId)).toEqual({ exitCode: 0, signal: null });
+  }, TEST_TIMEOUT_MS);
 });
