@@ -1,34 +1,12 @@
 // `berth connect` as a real subprocess with pipes against a real app-server:
 // shell noise before the connected line, sessions that survive the bridge,
 // re-attach from offsets, and the exit codes 0 / 65 / 75.
-import { afterEach, describe, expect, test } from "bun:test";
-import { BUN, MAIN, eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
-import { CONNECT_WAIT_MS, spawnConnect, type ConnectClient } from "./helpers/connect.ts";
+import { describe, expect, test } from "bun:test";
+import { BUN, MAIN, eventually, isAlive } from "./helpers/berth.ts";
+import { CONNECT_WAIT_MS, connectFixtures } from "./helpers/connect.ts";
 
 const TEST_TIMEOUT_MS = 90_000;
-const homes: TestHome[] = [];
-const bridges: ConnectClient[] = [];
-
-afterEach(async () => {
-  for (const bridge of bridges.splice(0)) bridge.kill();
-  for (const home of homes.splice(0)) {
-    await home.run(["stop"]);
-    await home.cleanup();
-  }
-});
-
-function newHome(settings: object = { stopGraceMs: 3_000 }) {
-  const home = makeHome({ prefix: "berth-connect-", settings });
-  homes.push(home);
-  return home;
-}
-
-function connect(home: TestHome, args: string[] = [], wrapper?: string): ConnectClient {
-  const cmd = wrapper ? ["sh", "-c", `${wrapper}; exec "$@"`, "sh", BUN, MAIN, "connect", ...args] : [BUN, MAIN, "connect", ...args];
-  const bridge = spawnConnect(cmd, home.env);
-  bridges.push(bridge);
-  return bridge;
-}
+const { home: newHome, connect } = connectFixtures("berth-connect-");
 
 describe("berth connect", () => {
   test("noise is skipped; a process outlives the bridge; a new bridge re-attaches from an offset with nothing lost or repeated", async () => {

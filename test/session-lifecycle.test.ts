@@ -2,27 +2,16 @@
 // every one ends (terminal sessions by SIGHUP, other groups by SIGTERM, then
 // SIGKILL after the grace), including one that ignores SIGTERM and a
 // grandchild in its own session; `stop`/`restart` report processesEnded.
-import { afterEach, describe, expect, test } from "bun:test";
-import { BUN, MAIN, eventually, isAlive, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
-import { CONNECT_WAIT_MS, spawnConnect, type ConnectClient } from "./helpers/connect.ts";
+import { describe, expect, test } from "bun:test";
+import { eventually, isAlive, processesOf } from "./helpers/berth.ts";
+import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 
 const TEST_TIMEOUT_MS = 90_000;
-const homes: TestHome[] = [];
-const bridges: ConnectClient[] = [];
-
-afterEach(async () => {
-  for (const bridge of bridges.splice(0)) bridge.kill();
-  for (const home of homes.splice(0)) {
-    await home.run(["stop"]);
-    await home.cleanup();
-  }
-});
+const fixtures = connectFixtures("berth-sessions-");
 
 async function connected(settings: object) {
-  const home = makeHome({ prefix: "berth-sessions-", settings });
-  homes.push(home);
-  const bridge = spawnConnect([BUN, MAIN, "connect"], home.env);
-  bridges.push(bridge);
+  const home = fixtures.home(settings);
+  const bridge = fixtures.connect(home);
   await bridge.waitConnected();
   await bridge.initialize();
   return { home, bridge };
@@ -61,8 +50,7 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(restarted.json).toMatchObject({ status: "restarted", processesEnded: 1 });
     expect(isAlive(p.pid)).toBe(false);
     expect(await bridge.exited).toBe(75);
-    const again = spawnConnect([BUN, MAIN, "connect"], home.env);
-    bridges.push(again);
+    const again = fixtures.connect(home);
     await again.waitConnected();
     await again.initialize();
     expect((await again.call("process/list")).processes).toEqual([]);

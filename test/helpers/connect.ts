@@ -3,8 +3,9 @@
  * client over SSH reads it — skip everything before the `connected` line, then
  * one JSON-RPC message per line.
  */
+import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
-import { eventually } from "./berth.ts";
+import { BUN, MAIN, eventually, makeHome, type TestHome } from "./berth.ts";
 
 export const CONNECT_WAIT_MS = 20_000;
 
@@ -105,4 +106,34 @@ export class ConnectClient {
 
 export function spawnConnect(cmd: string[], env: Record<string, string>): ConnectClient {
   return new ConnectClient(Bun.spawn(cmd, { env, stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
+}
+
+/**
+ * Per-test BERTH_HOMEs and `connect` bridges, cleaned after each test: bridges
+ * killed by pid, the app-server stopped, then every process of the home killed.
+ */
+export function connectFixtures(prefix: string) {
+  const homes: TestHome[] = [];
+  const bridges: ConnectClient[] = [];
+  afterEach(async () => {
+    for (const bridge of bridges.splice(0)) bridge.kill();
+    for (const home of homes.splice(0)) {
+      await home.run(["stop"]);
+      await home.cleanup();
+    }
+  });
+  return {
+    home(settings: object = { stopGraceMs: 3_000 }): TestHome {
+      const home = makeHome({ prefix, settings });
+      homes.push(home);
+      return home;
+    },
+    /** `berth connect ARGS` from source; with `wrapper`, a shell runs that first (noise) and then execs connect. */
+    connect(home: TestHome, args: string[] = [], wrapper?: string): ConnectClient {
+      const cmd = wrapper ? ["sh", "-c", `${wrapper}; exec "$@"`, "sh", BUN, MAIN, "connect", ...args] : [BUN, MAIN, "connect", ...args];
+      const bridge = spawnConnect(cmd, home.env);
+      bridges.push(bridge);
+      return bridge;
+    },
+  };
 }
