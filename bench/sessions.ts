@@ -8,12 +8,14 @@
  * markdown table next to the targets; never asserts, always exits 0.
  * Run: `bun run bench/sessions.ts`. Env: BENCH_KEYSTROKES (default 300).
  */
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { compile } from "../build.ts";
 import { CLI_TARGET } from "../src/version.ts";
+import { installRelease } from "../test/helpers/berth.ts";
+import { readLines } from "../test/helpers/lines.ts";
 
 const VERSION = "0.0.0-bench";
 const KEYSTROKES = Math.max(200, Number(process.env.BENCH_KEYSTROKES) || 300);
@@ -60,24 +62,15 @@ class Bridge {
   }
 
   private async read() {
-    const decoder = new TextDecoder();
-    let partial = "";
-    for await (const chunk of this.proc.stdout) {
-      partial += decoder.decode(chunk, { stream: true });
-      let newline = partial.indexOf("\n");
-      while (newline >= 0) {
-        const line = partial.slice(0, newline);
-        partial = partial.slice(newline + 1);
-        newline = partial.indexOf("\n");
-        if (!this.connected) {
-          this.connected = line.includes('"status":"connected"');
-          continue;
-        }
-        const message = JSON.parse(line);
-        if (message.id !== undefined && !message.method) this.replies.set(message.id, message);
-        else this.onMessage(message);
+    await readLines(this.proc.stdout, (line) => {
+      if (!this.connected) {
+        this.connected = line.includes('"status":"connected"');
+        return;
       }
-    }
+      const message = JSON.parse(line);
+      if (message.id !== undefined && !message.method) this.replies.set(message.id, message);
+      else this.onMessage(message);
+    });
   }
 
   send(message: object) {
@@ -229,11 +222,9 @@ async function concurrentConnects(): Promise<{ before: number; after: number }> 
 async function main() {
   if (!CLI_TARGET) throw new Error("unsupported platform");
   await compile({ version: VERSION, outfile: binary });
-  const releaseDir = join(home, "packages", "standalone", "releases", `${VERSION}-${CLI_TARGET}`);
-  mkdirSync(releaseDir, { recursive: true, mode: 0o700 });
-  copyFileSync(binary, join(releaseDir, "berth"));
-  chmodSync(join(releaseDir, "berth"), 0o755);
-  symlinkSync(`releases/${VERSION}-${CLI_TARGET}`, join(home, "packages", "standalone", "current"));
+  const managed = installRelease(home, VERSION, "");
+  copyFileSync(binary, managed);
+  chmodSync(managed, 0o755);
   // 100 live processes need more than the default processes.max (64).
   mkdirSync(join(home, "daemon"), { recursive: true, mode: 0o700 });
   writeFileSync(join(home, "daemon", "settings.json"), JSON.stringify({ processes: { max: CONCURRENT_CONNECTS * 2 } }), { mode: 0o600 });
@@ -248,7 +239,7 @@ async function main() {
     const closed = (t: { closed: boolean; lostBytes: number }) =>
       t.closed ? " (client closed at the 8 MiB backlog cap)" : t.lostBytes > 0 ? ` (${(t.lostBytes / 1024 / 1024).toFixed(1)} MiB skipped as truncated)` : "";
     row("terminal output to a client via connect, 6 MiB burst", `${burst.mbps.toFixed(0)} MB/s (ratio ${(burst.mbps / pipe).toFixed(2)})${closed(burst)}`, "≥ 0.5× pipe");
-    row("terminal output to a client via connect, 32 MiB burst", `${flood.mbps.toFixed(0)} MB/s${closed(flood)}`, "≥ 0.5× pipe");
+    row("terminal output to a client via connect, 32 MiB burst", `${flood.mbps.toFixed(0)} MB/s (ratio ${(flood.mbps / pipe).toFixed(2)})${closed(flood)}`, "≥ 0.5× pipe");
     row("32 MiB through a plain pipe (same run)", `${pipe.toFixed(0)} MB/s`, "reference");
     const replay = await reattachReplay();
     row(`re-attach replaying 2 MiB (n=${replay.n})`, `median ${replay.median.toFixed(1)} ms, p99 ${replay.p99.toFixed(1)} ms`, "≤ 50 ms");

@@ -6,6 +6,7 @@
 import { afterEach } from "bun:test";
 import type { Subprocess } from "bun";
 import { BUN, MAIN, eventually, makeHome, type TestHome } from "./berth.ts";
+import { readLines } from "./lines.ts";
 
 export const CONNECT_WAIT_MS = 20_000;
 
@@ -23,25 +24,20 @@ export class ConnectClient {
   }
 
   private async read() {
-    const decoder = new TextDecoder();
-    let partial = "";
-    for await (const chunk of this.proc.stdout) {
-      partial += decoder.decode(chunk, { stream: true });
-      const parts = partial.split("\n");
-      partial = parts.pop() as string;
-      for (const line of parts) {
-        if (this.connected === undefined) {
-          let parsed: any;
-          try {
-            parsed = JSON.parse(line);
-          } catch {
-            // noise
-          }
-          if (parsed?.status === "connected") this.connected = parsed;
-          else this.noise.push(line);
-        } else this.lines.push(line);
+    await readLines(this.proc.stdout, (line) => {
+      if (this.connected !== undefined) {
+        this.lines.push(line);
+        return;
       }
-    }
+      let parsed: any;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        // noise
+      }
+      if (parsed?.status === "connected") this.connected = parsed;
+      else this.noise.push(line);
+    });
   }
 
   async waitConnected(timeoutMs = CONNECT_WAIT_MS) {
