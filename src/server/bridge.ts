@@ -5,7 +5,7 @@
  * the socket is paused while that much output waits for a slow stdout.
  */
 import { BerthError, describeError } from "../errors.ts";
-import { startAppServer } from "../daemon/app-server.ts";
+import { foreignServerError, isOurServer, startAppServer } from "../daemon/app-server.ts";
 import type { Context } from "../daemon/context.ts";
 import { CLI_VERSION } from "../version.ts";
 import { probeInitialize } from "./client.ts";
@@ -99,9 +99,14 @@ async function openSocket(socketPath: string): Promise<PausableWebSocket> {
 
 /** Makes sure the app-server runs (unless `start` is false), connects, and returns the bridge. */
 export async function openBridge(ctx: Context, options: { start: boolean }): Promise<Bridge> {
-  if (options.start) await startAppServer(ctx);
-  const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
-  if (probe.kind !== "berth" || probe.info.berthHome !== ctx.layout.home) {
+  // An app-server of ours that answers needs no lock: hundreds of connects must not queue on daemon.lock.
+  let probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  if (options.start && !isOurServer(ctx, probe)) {
+    await startAppServer(ctx);
+    probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  }
+  if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+  if (!isOurServer(ctx, probe)) {
     const hint = options.start ? "check `berth status` and `berth logs`" : "start it with `berth start`, or run `berth connect` without --no-start";
     throw new BerthError("NOT_RUNNING", `no app-server of ${ctx.layout.home} answers on ${ctx.socket.path}; ${hint}.`);
   }
