@@ -70,6 +70,7 @@ export class ManagedProcess {
   proc!: Subprocess<"pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore">;
   terminal?: Terminal;
   private readonly subscribers = new Map<number, Subscriber>();
+  private readonly closeHooked = new Set<number>();
   private readonly exitListeners: Array<() => void> = [];
 
   constructor(
@@ -125,7 +126,8 @@ export class ManagedProcess {
   attach(conn: Conn, since: Partial<Record<string, number>> = {}): void {
     this.subscribers.get(conn.id)?.unsubscribe();
     const next = new Map<StreamName, number>();
-    for (const [stream, ring] of this.rings) next.set(stream, since[stream] ?? ring.start);
+    // An offset past the end (a client's mistake) would skip bytes silently: clamp it to the end.
+    for (const [stream, ring] of this.rings) next.set(stream, Math.min(since[stream] ?? ring.start, ring.end));
     const sub: Subscriber = { conn, next, ready: false, unsubscribe: () => {} };
     let detached = false;
     sub.unsubscribe = () => {
@@ -134,7 +136,14 @@ export class ManagedProcess {
       if (this.subscribers.get(conn.id) === sub) this.subscribers.delete(conn.id);
     };
     this.subscribers.set(conn.id, sub);
-    conn.onClose(() => sub.unsubscribe());
+    // One close hook per connection, however often it re-attaches.
+    if (!this.closeHooked.has(conn.id)) {
+      this.closeHooked.add(conn.id);
+      conn.onClose(() => {
+        this.closeHooked.delete(conn.id);
+        this.subscribers.get(conn.id)?.unsubscribe();
+      });
+    }
     // The reply to process/attach is sent after this handler returns; the replay follows it.
     setTimeout(() => {
       if (detached || conn.closed) return;
