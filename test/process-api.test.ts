@@ -215,4 +215,16 @@ describe("process/*", () => {
     await call(a.ws, "process/closeStdin", { processId: p.processId });
     expect(await a.out.waitExited(p.processId)).toEqual({ exitCode: 0, signal: null });
   }, TEST_TIMEOUT_MS);
+
+  test("without argv: the login shell, in the home folder", async () => {
+    const s = await server();
+    const { ws, out } = await client(s);
+    const { process: p } = await call(ws, "process/spawn", {});
+    expect(p.argv[1]).toBe("-l");
+    expect(p.argv[0]).toMatch(/^\//);
+    expect(p.cwd).toBe(s.home.env.HOME);
+    await call(ws, "process/write", { processId: p.processId, data: b64('echo "shell-ok in $(pwd)"; exit 7\n') });
+    expect(await out.waitExited(p.processId)).toEqual({ exitCode: 7, signal: null });
+    expect(out.text(p.processId, "stdout")).toContain(`shell-ok in ${s.home.env.HOME}`);
+  }, TEST_TIMEOUT_MS);
 });
