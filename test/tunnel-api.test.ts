@@ -180,11 +180,14 @@ test("the remote side closing first: its last bytes, then tunnel/closed reason r
     peer.socket.end();
   });
   const tunnel = follow(client);
-  const { tunnelId } = await client.call("tunnel/open", { host: "::1", port: target.port }).catch(async () =>
-    // ::1 may be unavailable on this machine's loopback; the same case over 127.0.0.1
-    client.call("tunnel/open", { host: "127.0.0.1", port: target.port }),
-  );
+  client.order = [];
+  const { tunnelId } = await client.call("tunnel/open", { host: "127.0.0.1", port: target.port });
   expect(await eventually(() => tunnel(tunnelId).closed !== undefined, WAIT_MS)).toBe(true);
+  // The client learns the tunnelId before any of its data or its close.
+  expect(client.order[0]).toStartWith("reply ");
+  expect(client.order.slice(1, -1).every((kind) => kind === "tunnel/data")).toBe(true);
+  expect(client.order.at(-1)).toBe("tunnel/closed");
+  client.order = undefined;
   expect(Buffer.concat(tunnel(tunnelId).chunks).toString()).toBe("last words");
   expect(tunnel(tunnelId).closed.reason).toBe("remote");
   expect((await client.callError("tunnel/close", { tunnelId })).code).toBe(-32004);
