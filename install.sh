@@ -1,6 +1,8 @@
 #!/bin/sh
-# berth installer: downloads the berth binary for this machine, verifies its
-# SHA-256 against the release's SHA256SUMS, and hands over to `berth install`.
+# berth installer: downloads the berth binary for this machine, verifies the
+# release's Ed25519-signed manifest (with openssl, where it supports Ed25519)
+# and the SHA-256 of the download, decompresses it and hands over to
+# `berth install`.
 #
 #   curl -fsSL <base>/install.sh | sh -s -- [--release VERSION] [--bootstrap]
 #                                            [--remote-control] [--no-modify-path]
@@ -25,6 +27,8 @@ set -eu
 
 # Substituted by the release build; must stay the only occurrence of the placeholder.
 BERTH_DEFAULT_BASE_URL="__BERTH_RELEASE_BASE_URL__"
+# Substituted by the release build: the trusted Ed25519 public keys (base64 SPKI, space-separated).
+BERTH_PUBLIC_KEYS="__BERTH_PUBLIC_KEYS__"
 
 say() {
   printf 'berth-install: %s\n' "$*" >&2
@@ -239,6 +243,55 @@ sha256_stdin() {
   printf '%s\n' "$sum_out" | tr 'A-F' 'a-f'
 }
 
+# Whether this openssl can verify a raw Ed25519 signature (OpenSSL 3; not LibreSSL).
+openssl_can_verify() {
+  has openssl || return 1
+  openssl pkeyutl -help 2>&1 | grep -q -- '-rawin' || return 1
+  printf -- '-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n' "$1" >"$tmp/probe.pem"
+  openssl pkey -pubin -in "$tmp/probe.pem" -noout >/dev/null 2>&1
+}
+
+# Downloads $version's manifest.json and its .sig and verifies the signature
+# against the keys built into this script. Sets signature_checked=1 when it
+# verified; dies when it could be checked and is missing or wrong; says on
+# stderr when it cannot be checked here.
+verify_manifest() {
+  signature_checked=0
+  case $BERTH_PUBLIC_KEYS in
+    __BERTH_*__ | "")
+      say "note: no signing key is built into this script; relying on HTTPS and SHA-256 only."
+      return 0
+      ;;
+  esac
+  # shellcheck disable=SC2086 # the keys are one word each
+  set -- $BERTH_PUBLIC_KEYS
+  if ! openssl_can_verify "$1"; then
+    say "note: no openssl with Ed25519 here; the release signature was not checked, relying on HTTPS and SHA-256 only."
+    return 0
+  fi
+  manifest_url=$base/$version/manifest.json
+  fetch "$manifest_url" "$tmp/manifest.json" ||
+    fail DOWNLOAD_FAILED "could not download $manifest_url ($fetch_error); check that release $version exists and that the server is reachable."
+  fetch "$manifest_url.sig" "$tmp/manifest.json.sig" ||
+    fail SIGNATURE_INVALID "signature check failed: could not download $manifest_url.sig ($fetch_error); nothing was installed."
+  if ! tr -d ' \r\n' <"$tmp/manifest.json.sig" | openssl base64 -d -A >"$tmp/manifest.sig.bin" 2>/dev/null ||
+    [ "$(wc -c <"$tmp/manifest.sig.bin")" -ne 64 ]; then
+    fail SIGNATURE_INVALID "signature check failed: $manifest_url.sig is not a base64 Ed25519 signature; nothing was installed."
+  fi
+  for key in "$@"; do
+    printf -- '-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n' "$key" >"$tmp/key.pem"
+    if openssl pkeyutl -verify -pubin -inkey "$tmp/key.pem" -rawin -in "$tmp/manifest.json" -sigfile "$tmp/manifest.sig.bin" >/dev/null 2>&1; then
+      signature_checked=1
+      break
+    fi
+  done
+  [ "$signature_checked" = 1 ] ||
+    fail SIGNATURE_INVALID "signature check failed: $manifest_url is not signed by a key this installer trusts; the release host may be compromised; nothing was installed."
+  signed_version=$(sed -n '1s/^{"version":"\([^"]*\)".*/\1/p' "$tmp/manifest.json")
+  [ "$signed_version" = "$version" ] ||
+    fail SIGNATURE_INVALID "signature check failed: the signed manifest at $manifest_url is for version '$signed_version', not $version; nothing was installed."
+}
+
 valid_version() {
   case $1 in
     '' | *[!0-9A-Za-z.-]*) return 1 ;;
@@ -304,6 +357,7 @@ main() {
     *) die "BERTH_RELEASE_BASE_URL='$base' must start with https://, http:// or file://." ;;
   esac
   pick_sha256_tool
+  has gzip || die "gzip is not installed; install it (busybox provides one) and run this again."
 
   if [ -n "$release" ]; then
     version=${release#v}
@@ -324,7 +378,9 @@ main() {
     valid_version "$version" || fail DOWNLOAD_FAILED "$base/latest.json does not name a valid version."
   fi
 
-  asset=berth-$target
+  verify_manifest
+
+  asset=berth-$target.gz
   say "installing berth $version ($target) from $base"
   fetch "$base/$version/$asset" "$tmp/$asset" ||
     fail DOWNLOAD_FAILED "could not download $base/$version/$asset ($fetch_error); check that release $version exists for $target and that the server is reachable."
@@ -338,12 +394,18 @@ main() {
   actual=$(sha256_stdin <"$tmp/$asset") || die "could not compute the SHA-256 of $asset with $sha_tool."
   [ "$actual" = "$expected" ] ||
     fail CHECKSUM_MISMATCH "checksum mismatch for $asset: expected $expected, got $actual; nothing was installed."
+  if [ "$signature_checked" = 1 ]; then
+    grep -F "\"file\":\"$asset\"" "$tmp/manifest.json" | grep -qF "\"sha256\":\"$expected\"" ||
+      fail CHECKSUM_MISMATCH "checksum mismatch: SHA256SUMS of release $version disagrees with its signed manifest for $asset; nothing was installed."
+  fi
+  gzip -dc "$tmp/$asset" >"$tmp/berth" 2>/dev/null ||
+    die "could not decompress $asset with gzip -d; nothing was installed."
 
-  chmod 755 "$tmp/$asset"
+  chmod 755 "$tmp/berth"
   rc=0
   # The binary records where releases come from, so its updater checks the same place.
   # Its one JSON line is passed on; if it failed without one, ours is last.
-  out=$(BERTH_RELEASE_BASE_URL=$base "$tmp/$asset" install "$@" </dev/null) || rc=$?
+  out=$(BERTH_RELEASE_BASE_URL=$base "$tmp/berth" install "$@" </dev/null) || rc=$?
   [ -z "$out" ] || printf '%s\n' "$out"
   case $out in
     *'{"status":"error"'*) reported=1 ;;

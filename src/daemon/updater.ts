@@ -9,15 +9,19 @@ import type { Context } from "./context.ts";
 
 export type UpdaterCheck = {
   at: string;
-  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined";
+  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined" | "notInRollout";
   message: string;
   latestVersion?: string;
+  /** The error code of a failed check (e.g. SIGNATURE_INVALID). */
+  code?: string;
 };
 
 export type UpdaterState = {
   lastCheck?: UpdaterCheck;
   nextCheckAt?: string;
   quarantined: string[];
+  /** ETag / Last-Modified of the last verified latest.json, for a conditional GET (src/update/release.ts). */
+  latestValidators?: unknown;
 };
 
 export type UpdaterReport = {
