@@ -17,6 +17,7 @@ import { flipCurrent, installRelease, withInstallLock } from "../install/install
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
+import { clearPendingRestart, restartWaitsForProcesses } from "./defer.ts";
 import { planUpdate, rolloutBucket, shouldRestart } from "./decide.ts";
 import { machineId } from "./machine-id.ts";
 import { critical } from "./termination.ts";
@@ -240,23 +241,40 @@ export async function updateWithRollout(ctx: Context, settings: Settings, option
   const pending = prepared.pending ?? owed;
   if (!pending) return result;
   const rollout = await tryRollout(ctx, pending, lock);
-  if (!rollout) return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: daemon.lock is busy`, pending };
+  if (!rollout) {
+    const waiting = readUpdaterState(ctx.layout.updaterState).pendingRestart;
+    const why = waiting?.version === pending.version ? `${waiting.runningProcesses} session process(es) run (since ${waiting.since})` : "daemon.lock is busy";
+    return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: ${why}`, pending };
+  }
   if (owed && rollout.status === "updated") {
     return { ...result, ...rollout, status: "updated", message: `${pending.version} was installed but the app-server still ran another version; finished the restart onto it` };
   }
   return { ...result, ...rollout, managedVersion: managedInstall(ctx).version };
 }
 
-/** Runs the rollout under daemon.lock: waited for (`wait`, manual update) or taken only if free (`try`, the loop; undefined when busy). */
+/**
+ * Runs the rollout under daemon.lock: waited for (`wait`, manual update) or
+ * taken only if free (`try`, the loop; undefined when busy).
+ */
 export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "wait" | "try") {
-  if (lock === "wait") return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, () => rolloutUnderLock(ctx, settingsOf(ctx), pending));
+  const settings = settingsOf(ctx);
+  if (lock === "wait") {
+    return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => finishedRollout(ctx, await rolloutUnderLock(ctx, settingsOf(ctx), pending)));
+  }
+  // The loop holds the restart back while session processes run (a manual update does not).
+  if (await restartWaitsForProcesses(ctx, settings, pending.version)) return undefined;
   const daemonLock = FileLock.tryAcquire(ctx.layout.daemonLock);
   if (!daemonLock) return undefined;
   try {
-    return await rolloutUnderLock(ctx, settingsOf(ctx), pending);
+    return finishedRollout(ctx, await rolloutUnderLock(ctx, settings, pending));
   } finally {
     daemonLock.release();
   }
+}
+
+function finishedRollout<T>(ctx: Context, rollout: T): T {
+  clearPendingRestart(ctx);
+  return rollout;
 }
 
 export function checkOutcome(status: UpdateStatus): UpdaterCheck["outcome"] {
