@@ -4,7 +4,7 @@
  */
 import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
 import { openStateFile, readStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
-import { BerthError, describeError, isBerthError } from "../errors.ts";
+import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
@@ -215,7 +215,12 @@ export function readProcessesEnded(ctx: Context, pid: number): number {
 }
 
 async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<StopReport> {
-  rmSync(ctx.layout.appServerShutdown, { force: true });
+  try {
+    rmSync(ctx.layout.appServerShutdown, { force: true });
+  } catch (error) {
+    // A read-only BERTH_HOME must not keep the server running; the report is matched by pid anyway.
+    if (errnoCode(error) !== "EROFS") throw error;
+  }
   const outcome = await backend.stopTree(record, settings.stopGraceMs);
   return { ...outcome, processesEnded: outcome.status === "stopped" ? readProcessesEnded(ctx, record.pid) : 0 };
 }
