@@ -4,7 +4,7 @@
  */
 import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
 import { openStateFile, readStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
-import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
+import { BerthError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
@@ -12,11 +12,11 @@ import { CLI_VERSION } from "../version.ts";
 import { ExitedAtLaunch, PidBackend, waitUntil, type StopOutcome } from "./backend.ts";
 import { unixSocketPeer } from "../platform/ffi.ts";
 import { processState } from "../platform/process.ts";
-import { refuseAdoption } from "./adoption.ts";
-import { assertManagedBinary, checkExistingStateDirs, managedInstall, sameHome, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { adoptProven } from "./adoption.ts";
+import { assertManagedBinary, checkExistingStateDirs, managedInstall, sameHome, settingsOrDefaults, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
-import { defaultSettings, type Settings } from "./settings.ts";
+import type { Settings } from "./settings.ts";
 
 /** One readiness probe may take this long before we try again. */
 const READY_PROBE_TIMEOUT_MS = 1_000;
@@ -83,21 +83,6 @@ export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
 /** A berth app-server of this BERTH_HOME that answers, with the pid it claims. */
 function isOurServer(ctx: Context, probe: ProbeResult): probe is { kind: "berth"; info: InitializeResult } {
   return probe.kind === "berth" && sameHome(probe.info.berthHome, ctx.layout.home);
-}
-
-/** A server that says it is ours but could not be proven to be (see adoption.ts): never adopted, never signalled. */
-function unprovenServerError(ctx: Context, pid: number, reason: string): BerthError {
-  return new BerthError(
-    "NOT_MANAGED",
-    `something on ${ctx.socket.path} answers as the berth app-server of ${ctx.layout.home} (pid ${pid}), but ${reason}; berth did not adopt or signal it. Stop it yourself, or remove the socket if it is not yours.`,
-  );
-}
-
-/** Records the server answering on our socket, only once it is proven ours; NOT_MANAGED otherwise. */
-async function adoptProven(ctx: Context, backend: PidBackend, pid: number): Promise<PidRecord | undefined> {
-  const refusal = refuseAdoption(ctx, pid);
-  if (refusal) throw unprovenServerError(ctx, pid, refusal);
-  return backend.adopt(pid);
 }
 
 function foreignServerError(ctx: Context, probe: ProbeResult): BerthError {
@@ -263,7 +248,7 @@ export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   });
 }
 
-/** Stopping needs no settings beyond defaults: a corrupt settings.json must not keep a server running. */
+/** Defaults stand in for a corrupt settings.json (see settingsOrDefaults). */
 export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
   prepareStateDirs(ctx);
   return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => {
@@ -276,15 +261,6 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
   });
 }
 
-function settingsOrDefaults(ctx: Context): Settings {
-  try {
-    return settingsOf(ctx);
-  } catch (error) {
-    if (!isBerthError(error, "STATE_CORRUPT")) throw error;
-    warn(`${describeError(error)} Stopping with default settings.`);
-    return defaultSettings();
-  }
-}
 
 /** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
 export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {

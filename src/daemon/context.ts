@@ -5,10 +5,11 @@
  */
 import { existsSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { basename } from "node:path";
-import { BerthError, errnoCode } from "../errors.ts";
+import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
 import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
 import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";
-import { loadSettings, type Settings } from "./settings.ts";
+import { defaultSettings, loadSettings, type Settings } from "./settings.ts";
+import { warn } from "../diagnostics.ts";
 import { BUILT_IN_BASE_URL } from "../version.ts";
 
 export type Context = {
@@ -115,4 +116,15 @@ export function assertManagedBinary(ctx: Context): ManagedInstall {
   }
   assertTrustedBinary(ctx.layout.home, install.binaryPath);
   return install;
+}
+
+/** Stopping needs no settings beyond defaults: a corrupt settings.json must not keep a server running. */
+export function settingsOrDefaults(ctx: Context): Settings {
+  try {
+    return settingsOf(ctx);
+  } catch (error) {
+    if (!isBerthError(error, "STATE_CORRUPT")) throw error;
+    warn(`${describeError(error)} Stopping with default settings.`);
+    return defaultSettings();
+  }
 }
