@@ -13,6 +13,8 @@ import { assertManagedBinary, managedInstall, prepareStateDirs, settingsOf, type
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { Settings } from "./settings.ts";
+import { ensureKeeper } from "./updater.ts";
+import { writeWanted } from "./wanted.ts";
 
 /** One readiness probe may take this long before we try again. */
 const READY_PROBE_TIMEOUT_MS = 1_000;
@@ -189,6 +191,9 @@ export async function underDaemonLock<T>(ctx: Context, action: (settings: Settin
 export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
     const { started, running } = await ensureRunning(ctx, settings);
+    // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
+    writeWanted(ctx, "running");
+    await ensureKeeper(ctx);
     return result(ctx, started ? "started" : "alreadyRunning", running);
   });
 }
@@ -196,7 +201,11 @@ export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
 export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(
     ctx,
-    async (settings) => result(ctx, await ensureStopped(ctx, settings)),
+    async (settings) => {
+      const stopped = await ensureStopped(ctx, settings);
+      writeWanted(ctx, "stopped");
+      return result(ctx, stopped);
+    },
     false,
   );
 }
@@ -206,6 +215,8 @@ export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
     await ensureStopped(ctx, settings);
     const { running } = await ensureRunning(ctx, settings);
+    writeWanted(ctx, "running");
+    await ensureKeeper(ctx);
     return result(ctx, "restarted", running);
   });
 }

@@ -2,21 +2,17 @@
  * `bootstrap` and the remote-control switches: persist settings, then make the
  * running processes match them.
  */
-import { BerthError } from "../errors.ts";
 import { probeInitialize } from "../server/client.ts";
 import { ensureToken } from "../server/token.ts";
 import { CLI_VERSION } from "../version.ts";
-import { ensureRunning, ensureStopped, foreignServerError, isOurServer, logTail, underDaemonLock } from "./app-server.ts";
-import { ExitedAtLaunch } from "./backend.ts";
+import { ensureRunning, ensureStopped, foreignServerError, isOurServer, underDaemonLock } from "./app-server.ts";
 import { managedInstall, type Context } from "./context.ts";
 import { updateSettings, type Settings } from "./settings.ts";
-import { updaterBackend } from "./updater.ts";
+import { replaceUpdater } from "./updater.ts";
+import { writeWanted } from "./wanted.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 
-/** The updater gets this long to end on SIGTERM before its group is killed. */
-const UPDATER_STOP_GRACE_MS = 10_000;
 const PROBE_TIMEOUT_MS = 1_000;
-const STARTING_WAIT_MS = 15_000;
 
 /** Pure: does the running app-server differ from what the settings and install now say? */
 export function needsRestart(info: InitializeResult, settings: Settings, managedVersion: string | null): boolean {
@@ -36,31 +32,6 @@ async function applyToAppServer(ctx: Context, settings: Settings, force: boolean
   return (await ensureRunning(ctx, settings)).running;
 }
 
-export async function stopUpdater(ctx: Context): Promise<boolean> {
-  const backend = updaterBackend(ctx);
-  const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
-  if (state.kind !== "running") return false;
-  return (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
-}
-
-/** Exactly one updater: stop whichever runs, then launch a new one from the managed binary. */
-async function replaceUpdater(ctx: Context): Promise<number> {
-  await stopUpdater(ctx);
-  try {
-    const launched = await updaterBackend(ctx).launch({
-      binary: ctx.layout.managedBinary,
-      args: ["update-loop"],
-      cwd: ctx.layout.home,
-      env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
-      logPath: ctx.layout.updaterLog,
-    });
-    return launched.record.pid;
-  } catch (error) {
-    if (!(error instanceof ExitedAtLaunch)) throw error;
-    throw new BerthError("START_FAILED", `the updater exited at once. Last lines of ${ctx.layout.updaterLog}:\n${logTail(ctx.layout.updaterLog)}`);
-  }
-}
-
 export async function bootstrap(ctx: Context, options: { remoteControl: boolean; autoUpdate: boolean }) {
   return underDaemonLock(ctx, async () => {
     // Refuse before persisting anything when a stranger holds the socket.
@@ -72,8 +43,9 @@ export async function bootstrap(ctx: Context, options: { remoteControl: boolean;
     }, ctx.env);
     if (settings.remoteControlEnabled) ensureToken(ctx.layout.tokenFile);
     const running = await applyToAppServer(ctx, settings, false);
-    const updaterPid = settings.autoUpdate ? await replaceUpdater(ctx) : undefined;
-    if (!settings.autoUpdate) await stopUpdater(ctx);
+    writeWanted(ctx, "running");
+    // The loop is also the keeper: it runs whenever the app-server is wanted (with auto-update off it only keeps).
+    const updaterPid = await replaceUpdater(ctx);
     return {
       status: "bootstrapped" as const,
       backend: running.managed ? ("pid" as const) : null,
@@ -86,7 +58,7 @@ export async function bootstrap(ctx: Context, options: { remoteControl: boolean;
       cliVersion: CLI_VERSION,
       appServerVersion: running.info?.serverInfo.version ?? null,
       ...(running.info?.remoteControl.url ? { remoteControl: { url: running.info.remoteControl.url, tokenPath: ctx.layout.tokenFile } } : {}),
-      ...(updaterPid !== undefined ? { updater: { pid: updaterPid } } : {}),
+      updater: { pid: updaterPid, autoUpdate: settings.autoUpdate },
     };
   });
 }

@@ -12,6 +12,7 @@ export type Settings = {
   stopGraceMs: number;
   update: { initialDelayMs: number; intervalMs: number };
   remoteControl: { listen: string };
+  logs: { maxBytes: number; keep: number };
   [unknownKey: string]: unknown;
 };
 
@@ -24,6 +25,7 @@ export function defaultSettings(): Settings {
     stopGraceMs: 60_000,
     update: { initialDelayMs: 300_000, intervalMs: 3_600_000 },
     remoteControl: { listen: "127.0.0.1:0" },
+    logs: { maxBytes: 8 * 1024 * 1024, keep: 3 },
   };
 }
 
@@ -76,6 +78,8 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("stopGraceMs", settings.stopGraceMs);
   positive("update.initialDelayMs", settings.update?.initialDelayMs);
   positive("update.intervalMs", settings.update?.intervalMs);
+  positive("logs.maxBytes", settings.logs?.maxBytes);
+  if (!Number.isInteger(settings.logs?.keep) || settings.logs.keep < 0) problems.push("logs.keep must be a whole number (0 or more)");
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
   if (problems.length > 0) {
     throw new BerthError("STATE_CORRUPT", `${path}: ${problems.join("; ")}. Fix the file; it was left untouched.`);

@@ -2,6 +2,7 @@
 import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
+import { captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import { startServer } from "./serve.ts";
 import { ensureToken } from "./token.ts";
 
@@ -19,6 +20,8 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   const ctx = openContext();
   const socketPath = socketPathFromListen(options.listen, ctx.socket.path);
   const settings = settingsOf(ctx);
+  // Launched as a daemon (stdout is its log): stamp and rotate every line from here on.
+  if (stdoutIsLog(ctx.layout.appServerLog)) captureStdio(ctx.layout.appServerLog, () => logLimitsOf(ctx));
   const remoteControl = options.remoteControl
     ? { listen: settings.remoteControl.listen, token: ensureToken(ctx.layout.tokenFile) }
     : undefined;
@@ -33,3 +36,4 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   logger.info(`berth app-server pid ${identity.pid} stopped`);
   return { status: "stopped", pid: identity.pid, instanceId: identity.instanceId };
 }
+
