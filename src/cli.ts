@@ -7,6 +7,7 @@ import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
 import { errorObject, exitCodeFor, logger, renderJson } from "./output.ts";
+import { followOf, type Follow } from "./stream.ts";
 import { CLI_VERSION } from "./version.ts";
 
 const HELP_FLAGS = new Set(["--help", "-h"]);
@@ -39,7 +40,7 @@ export function checkArgs(argv: string[], defs: ArgsDef, command: string): void 
   }
 }
 
-async function execute(argv: string[]): Promise<{ stdout: string; exitCode: number }> {
+async function execute(argv: string[]): Promise<{ stdout: string; exitCode: number; follow?: Follow }> {
   const [name, ...rest] = argv;
   if (name === undefined || HELP_FLAGS.has(name) || name === "help") {
     const root = await rootCommand();
@@ -58,11 +59,12 @@ async function execute(argv: string[]): Promise<{ stdout: string; exitCode: numb
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
   const body = { ...(result as object), ...(warnings.length > 0 ? { warnings } : {}) };
-  return { stdout: renderJson(body), exitCode: 0 };
+  const follow = followOf(result);
+  return { stdout: renderJson(body), exitCode: 0, ...(follow ? { follow } : {}) };
 }
 
 export async function runCli(argv: string[]): Promise<number> {
-  let output: { stdout: string; exitCode: number };
+  let output: { stdout: string; exitCode: number; follow?: Follow };
   try {
     output = await execute(argv);
   } catch (error) {
@@ -73,5 +75,15 @@ export async function runCli(argv: string[]): Promise<number> {
     output = { stdout: renderJson(object), exitCode: exitCodeFor(error) };
   }
   await Bun.write(Bun.stdout, output.stdout);
+  // Streaming commands (logs --follow): one more JSON line per object, until interrupted or the reader goes away.
+  if (output.follow) {
+    try {
+      await output.follow(async (value) => {
+        await Bun.write(Bun.stdout, renderJson(value));
+      });
+    } catch {
+      // the reader went away
+    }
+  }
   return output.exitCode;
 }

@@ -1,0 +1,125 @@
+/**
+ * `berth logs`: the last lines of the app-server's (or the updater's) log,
+ * and `--follow`, which keeps reading across rotations.
+ */
+import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
+import { BerthError, errnoCode } from "../errors.ts";
+import type { Context } from "./context.ts";
+
+export const LOGS_DEFAULT_LINES = 50;
+export const LOGS_MAX_LINES = 10_000;
+/** `logs -n N` reads at most this much from the end of a log. */
+const TAIL_MAX_BYTES = 4 * 1024 * 1024;
+/** `--follow` looks for new lines this often. */
+export const FOLLOW_POLL_MS = 200;
+/** A line without its newline yet is emitted once it grows past this. */
+const FOLLOW_PARTIAL_MAX_BYTES = 64 * 1024;
+const FOLLOW_CHUNK_BYTES = 64 * 1024;
+
+export type LogsResult = { status: "logs"; path: string; lines: string[] };
+
+/** Pure: the last `n` complete lines of `text` (a trailing newline ends the last line). */
+export function lastLines(text: string, n: number): string[] {
+  if (n <= 0 || text === "") return [];
+  const lines = text.replace(/\n$/, "").split("\n");
+  return lines.slice(-n);
+}
+
+export function parseLineCount(value: string | undefined): number {
+  if (value === undefined) return LOGS_DEFAULT_LINES;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > LOGS_MAX_LINES) {
+    throw new BerthError("USAGE", `-n takes a whole number of lines from 0 to ${LOGS_MAX_LINES}, got ${JSON.stringify(value)}.`);
+  }
+  return n;
+}
+
+function readTail(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return "";
+    throw new BerthError("STATE_CORRUPT", `cannot read ${path}: ${(error as Error).message}.`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const length = Math.min(size, TAIL_MAX_BYTES);
+    const buffer = Buffer.alloc(length);
+    let read = 0;
+    while (read < length) {
+      const got = readSync(fd, buffer, read, length - read, size - length + read);
+      if (got === 0) break;
+      read += got;
+    }
+    const text = buffer.subarray(0, read).toString("utf8");
+    // Started mid-line: drop the partial first line.
+    return length < size ? text.slice(text.indexOf("\n") + 1) : text;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function logPathOf(ctx: Context, updater: boolean): string {
+  return updater ? ctx.layout.updaterLog : ctx.layout.appServerLog;
+}
+
+export function readLogs(ctx: Context, options: { updater: boolean; lines: number }): LogsResult {
+  const path = logPathOf(ctx, options.updater);
+  return { status: "logs", path, lines: lastLines(readTail(path), options.lines) };
+}
+
+/**
+ * Emits each new complete line appended to `path` after this call, until
+ * `emit` throws (the reader went away) or the process is interrupted. When
+ * the log is rotated, the old file is drained before the new one is opened.
+ */
+export async function followLog(path: string, emit: (line: string) => Promise<void>): Promise<void> {
+  let fd: number | undefined;
+  let position = 0;
+  let partial = "";
+  const open = (atEnd: boolean) => {
+    try {
+      fd = openSync(path, "r");
+      position = atEnd ? fstatSync(fd).size : 0;
+    } catch {
+      fd = undefined;
+    }
+  };
+  const drain = async () => {
+    if (fd === undefined) return;
+    const buffer = Buffer.alloc(FOLLOW_CHUNK_BYTES);
+    for (;;) {
+      const got = readSync(fd, buffer, 0, buffer.length, position);
+      if (got === 0) break;
+      position += got;
+      partial += buffer.subarray(0, got).toString("utf8");
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      if (partial.length > FOLLOW_PARTIAL_MAX_BYTES) {
+        lines.push(partial);
+        partial = "";
+      }
+      for (const line of lines) await emit(line);
+    }
+  };
+  open(true);
+  for (;;) {
+    await drain();
+    let current: { ino: number; size: number } | undefined;
+    try {
+      current = statSync(path);
+    } catch {
+      current = undefined;
+    }
+    const mine = fd === undefined ? undefined : fstatSync(fd);
+    if (current && (!mine || mine.ino !== current.ino || current.size < position)) {
+      // Rotated (or truncated): finish the old file, then read the new one from its start.
+      await drain();
+      if (fd !== undefined) closeSync(fd);
+      open(false);
+      continue;
+    }
+    await Bun.sleep(FOLLOW_POLL_MS);
+  }
+}
