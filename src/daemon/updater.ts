@@ -107,8 +107,10 @@ export async function replaceUpdater(ctx: Context): Promise<number> {
  * app-server is wanted. Only once `bootstrap` has set berth up (settings hold
  * `autoUpdate`); a bare `start` on a hand-made install launches nothing more.
  */
-export async function ensureKeeper(ctx: Context): Promise<void> {
-  if (readStoredSettings(ctx.layout.settingsFile).autoUpdate === undefined) return;
-  if (updaterBackend(ctx).inspect().kind !== "missing") return;
-  await launchUpdater(ctx);
+export async function ensureKeeper(ctx: Context, options: { always?: boolean } = {}): Promise<{ pid?: number; launched: boolean }> {
+  if (!options.always && readStoredSettings(ctx.layout.settingsFile).autoUpdate === undefined) return { launched: false };
+  const state = updaterBackend(ctx).inspect();
+  if (state.kind === "running") return { pid: state.record.pid, launched: false };
+  if (state.kind === "starting") return { launched: false };
+  return { pid: await launchUpdater(ctx), launched: true };
 }

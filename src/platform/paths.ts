@@ -53,6 +53,7 @@ export function layoutFor(home: string) {
     updaterState: join(daemonDir, "updater-state.json"),
     wantedFile: join(daemonDir, "wanted.json"),
     keeperState: join(daemonDir, "keeper.json"),
+    startupFile: join(daemonDir, "startup.json"),
     defaultSocket: join(daemonDir, "app-server.sock"),
     tokenFile: join(daemonDir, "remote-control.token"),
   };

@@ -1,0 +1,200 @@
+/**
+ * down, startup and uninstall end to end: real processes, a real compiled
+ * binary for the full install, fake `crontab`/`systemctl`/`loginctl`
+ * programs in PATH that record what berth asked of them.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compile } from "../build.ts";
+import { removePathBlocks } from "../src/daemon/uninstall.ts";
+import { cronLine, withoutCronLine } from "../src/daemon/startup.ts";
+import { eventually, isAlive, makeHome, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+
+const homes: TestHome[] = [];
+afterEach(async () => {
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+
+function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
+  const home = makeHome(options);
+  homes.push(home);
+  return home;
+}
+
+function serversOf(home: TestHome): number[] {
+  return processesOf(home.home).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A folder of fake tools; each records its arguments (and stdin for `crontab -`). */
+function fakeTools(dir: string, options: { systemd: boolean }): { env: Record<string, string>; calls: () => string[]; crontab: string } {
+  mkdirSync(dir, { recursive: true });
+  const crontab = join(dir, "crontab.txt");
+  const calls = join(dir, "calls.log");
+  const write = (name: string, body: string) => {
+    writeFileSync(join(dir, name), `#!/bin/sh\necho "${name} $*" >> '${calls}'\n${body}\n`);
+    chmodSync(join(dir, name), 0o755);
+  };
+  write("crontab", `if [ "$1" = "-l" ]; then [ -f '${crontab}' ] || { echo "no crontab for user" >&2; exit 1; }; cat '${crontab}'; exit 0; fi\nif [ "$1" = "-" ]; then cat > '${crontab}'; exit 0; fi\nexit 2`);
+  write("systemctl", options.systemd ? "exit 0" : `echo "Failed to connect to bus" >&2; exit 1`);
+  write("loginctl", `echo no`);
+  return {
+    env: { PATH: `${dir}:${process.env.PATH}` },
+    calls: () => (existsSync(calls) ? readFileSync(calls, "utf8").trim().split("\n") : []),
+    crontab,
+  };
+}
+
+describe("pure parts", () => {
+  test("PATH blocks removed, every other line kept; unpaired markers change nothing", () => {
+    const block = "# >>> berth >>>\nexport PATH=x\n# <<< berth <<<";
+    expect(removePathBlocks(`mine 1\n${block}\nmine 2\n`)).toEqual({ text: "mine 1\nmine 2\n", blocks: 1 });
+    expect(removePathBlocks(`${block}\nmine\n${block}\n`)).toEqual({ text: "mine\n", blocks: 2 });
+    expect(removePathBlocks("no block\n")).toEqual({ text: "no block\n", blocks: 0 });
+    expect(removePathBlocks("# >>> berth >>>\nmine\n")).toEqual({ malformed: true });
+  });
+  test("crontab line: marked per BERTH_HOME; removal keeps other lines", () => {
+    const line = cronLine("/h/o'me", "/b/berth");
+    expect(line).toBe(`@reboot BERTH_HOME='/h/o'\\''me' '/b/berth' keep >/dev/null 2>&1 # berth-startup ${line.split(" ").pop()}`);
+    expect(withoutCronLine(`0 * * * * mine\n${line}\n`, "/h/o'me")).toBe("0 * * * * mine\n");
+    expect(withoutCronLine(`${cronLine("/other", "/b")}\n`, "/h/o'me")).toBe(`${cronLine("/other", "/b")}\n`);
+  });
+});
+
+describe("down", () => {
+  test("down stops the app-server and the keeper; nothing comes back; start brings it back", async () => {
+    const home = newHome();
+    const boot = await home.run(["bootstrap", "--no-auto-update"]);
+    const result = await home.run(["down"]);
+    expect(result.json).toMatchObject({ status: "down", appServer: "stopped", keeper: "stopped" });
+    expect(isAlive(boot.json.pid)).toBe(false);
+    expect(isAlive(boot.json.updater.pid)).toBe(false);
+    await Bun.sleep(1_500);
+    expect(processesOf(home.home)).toEqual([]);
+    const status = await home.run(["status"]);
+    expect(status.json.appServer.state).toBe("stopped");
+    expect(status.json.updater.state).toBe("stopped");
+    expect((await home.run(["down"])).json).toMatchObject({ status: "down", appServer: "notRunning", keeper: "notRunning" });
+    expect((await home.run(["start"])).json.status).toBe("started");
+    expect(await eventually(async () => (await home.run(["status"])).json.updater.state === "running")).toBe(true);
+  }, 60_000);
+});
+
+describe("startup", () => {
+  test("crontab path: a marked @reboot line, idempotent; --disable restores the table exactly; the line brings the keeper back", async () => {
+    const home = newHome();
+    const tools = fakeTools(join(home.env.HOME as string, "fakebin"), { systemd: false });
+    writeFileSync(tools.crontab, "0 3 * * * /usr/bin/mine --nightly\n");
+    const env = tools.env;
+    const enabled = await home.run(["startup"], { env });
+    expect(enabled.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
+    const table = readFileSync(tools.crontab, "utf8");
+    expect(table).toBe(`0 3 * * * /usr/bin/mine --nightly\n${enabled.json.line}\n`);
+    expect(enabled.json.line).toStartWith("@reboot ");
+    expect((await home.run(["startup"], { env })).json).toMatchObject({ status: "alreadyEnabled", mechanism: "crontab" });
+    expect(readFileSync(tools.crontab, "utf8")).toBe(table);
+
+    // A "reboot": wanted running, nothing runs; the @reboot command brings keeper and app-server back.
+    const boot = await home.run(["bootstrap", "--no-auto-update"]);
+    process.kill(-boot.json.updater.pid, "SIGKILL");
+    process.kill(boot.json.pid, "SIGKILL");
+    expect(await eventually(() => serversOf(home).length === 0 && !isAlive(boot.json.updater.pid))).toBe(true);
+    const command = (enabled.json.line as string).replace(/^@reboot /, "");
+    const rebooted = Bun.spawnSync({ cmd: ["sh", "-c", command], env: { PATH: process.env.PATH as string, HOME: home.env.HOME as string } });
+    expect(rebooted.exitCode).toBe(0);
+    expect(await eventually(async () => (await home.run(["status"])).json.appServer.state === "running", 20_000)).toBe(true);
+
+    const disabled = await home.run(["startup", "--disable"], { env });
+    expect(disabled.json).toMatchObject({ status: "disabled", mechanism: "crontab" });
+    expect(readFileSync(tools.crontab, "utf8")).toBe("0 3 * * * /usr/bin/mine --nightly\n");
+    expect((await home.run(["startup", "--disable"], { env })).json.status).toBe("alreadyDisabled");
+  }, 60_000);
+
+  test("systemd path (fake systemctl that works): unit written and enabled, linger reported; --disable removes it", async () => {
+    const home = newHome();
+    const tools = fakeTools(join(home.env.HOME as string, "fakebin"), { systemd: true });
+    const config = join(home.env.HOME as string, "config");
+    const env = { ...tools.env, XDG_CONFIG_HOME: config, USER: "someone" };
+    const enabled = await home.run(["startup"], { env });
+    expect(enabled.json).toMatchObject({ status: "enabled", mechanism: "systemd", linger: false, lingerCommand: "loginctl enable-linger someone" });
+    const unit = readFileSync(enabled.json.file, "utf8");
+    expect(enabled.json.file).toStartWith(join(config, "systemd", "user", "berth-"));
+    expect(unit).toContain(`ExecStart="${home.path("packages/standalone/current/berth")}" keep`);
+    expect(unit).toContain(`Environment="BERTH_HOME=${home.home}"`);
+    const unitName = enabled.json.file.split("/").pop();
+    expect(tools.calls()).toContain(`systemctl --user enable ${unitName}`);
+    expect((await home.run(["startup"], { env })).json.status).toBe("alreadyEnabled");
+    const disabled = await home.run(["startup", "--disable"], { env });
+    expect(disabled.json).toMatchObject({ status: "disabled", mechanism: "systemd", removed: [enabled.json.file] });
+    expect(existsSync(enabled.json.file)).toBe(false);
+    expect(tools.calls()).toContain(`systemctl --user disable ${unitName}`);
+  }, 60_000);
+});
+
+describe("uninstall", () => {
+  let binDir: string;
+  let binary: string;
+  beforeAll(async () => {
+    binDir = mkdtempSync(join(tmpdir(), "berth-uninstall-bin-"));
+    binary = join(binDir, "berth");
+    await compile({ version: "1.0.0", outfile: binary });
+  }, 120_000);
+  afterAll(() => rmSync(binDir, { recursive: true, force: true }));
+
+  test("after install --bootstrap: berth's files, processes and PATH block gone, the user's lines intact; twice still succeeds", async () => {
+    const home = newHome({ install: false });
+    const userHome = home.env.HOME as string;
+    const tools = fakeTools(join(userHome, "fakebin"), { systemd: false });
+    const env = { ...tools.env, SHELL: "/bin/bash" };
+    writeFileSync(join(userHome, ".bashrc"), "# my line before\nalias ll='ls -l'\n");
+    writeFileSync(join(userHome, ".profile"), "# my profile\n");
+    const installed = await home.exec([binary, "install", "--bootstrap"], { env });
+    expect(installed.json.status).toBe("installed");
+    const link = join(home.env.BERTH_INSTALL_DIR as string, "berth");
+    expect(existsSync(link)).toBe(true);
+    // A user line after berth's block, too.
+    writeFileSync(join(userHome, ".bashrc"), `${readFileSync(join(userHome, ".bashrc"), "utf8")}# my line after\n`);
+    expect(readFileSync(join(userHome, ".bashrc"), "utf8")).toContain("# >>> berth >>>");
+    expect((await home.exec([link, "startup"], { env })).json.status).toBe("enabled");
+
+    const result = await home.exec([link, "uninstall"], { env });
+    expect(result.json).toMatchObject({ status: "uninstalled", stopped: { appServer: "stopped", keeper: "stopped" } });
+    expect(result.json.removed).toContain(link);
+    expect(result.json.removed).toContain(home.home);
+    expect(result.json.removed).toContain(`${join(userHome, ".bashrc")} (PATH block)`);
+    expect(existsSync(home.home)).toBe(false);
+    expect(existsSync(link)).toBe(false);
+    expect(readFileSync(tools.crontab, "utf8")).toBe("");
+    const bashrc = readFileSync(join(userHome, ".bashrc"), "utf8");
+    expect(bashrc).not.toContain("berth");
+    for (const line of ["# my line before", "alias ll='ls -l'", "# my line after"]) expect(bashrc).toContain(line);
+    expect(readFileSync(join(userHome, ".profile"), "utf8")).toContain("# my profile");
+    await Bun.sleep(1_000);
+    expect(processesOf(home.home)).toEqual([]);
+
+    const again = await home.exec([binary, "uninstall"], { env });
+    expect(again.json).toMatchObject({ status: "uninstalled", removed: [] });
+    expect(existsSync(home.home)).toBe(false);
+  }, 120_000);
+
+  test("--keep-data keeps settings and token only", async () => {
+    const home = newHome({ install: false });
+    const env = { SHELL: "/bin/bash" };
+    const installed = await home.exec([binary, "install", "--bootstrap", "--remote-control", "--no-modify-path"], { env });
+    expect(installed.json?.status, installed.stdout + installed.stderr).toBe("installed");
+    const result = await home.exec([binary, "uninstall", "--keep-data"], { env });
+    expect(result.json.status).toBe("uninstalled");
+    expect([...result.json.kept].sort()).toEqual([home.path("daemon/remote-control.token"), home.path("daemon/settings.json")].sort());
+    expect(readJson(home.path("daemon/settings.json")).remoteControlEnabled).toBe(true);
+    expect(existsSync(home.path("packages"))).toBe(false);
+    expect(existsSync(home.path("daemon/app-server.log"))).toBe(false);
+    expect(processesOf(home.home)).toEqual([]);
+  }, 120_000);
+});
