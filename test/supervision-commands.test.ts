@@ -138,16 +138,16 @@ describe("startup", () => {
   }, 60_000);
 });
 
-describe("uninstall", () => {
-  let binDir: string;
-  let binary: string;
-  beforeAll(async () => {
-    binDir = mkdtempSync(join(tmpdir(), "berth-uninstall-bin-"));
-    binary = join(binDir, "berth");
-    await compile({ version: "1.0.0", outfile: binary });
-  }, 120_000);
-  afterAll(() => rmSync(binDir, { recursive: true, force: true }));
+let binDir: string;
+let binary: string;
+beforeAll(async () => {
+  binDir = mkdtempSync(join(tmpdir(), "berth-supervision-bin-"));
+  binary = join(binDir, "berth");
+  await compile({ version: "1.0.0", outfile: binary });
+}, 120_000);
+afterAll(() => rmSync(binDir, { recursive: true, force: true }));
 
+describe("uninstall", () => {
   test("after install --bootstrap: berth's files, processes and PATH block gone, the user's lines intact; twice still succeeds", async () => {
     const home = newHome({ install: false });
     const userHome = home.env.HOME as string;
@@ -196,5 +196,58 @@ describe("uninstall", () => {
     expect(existsSync(home.path("packages"))).toBe(false);
     expect(existsSync(home.path("daemon/app-server.log"))).toBe(false);
     expect(processesOf(home.home)).toEqual([]);
+  }, 120_000);
+});
+
+describe("doctor", () => {
+  let host: ReturnType<typeof Bun.serve>;
+  beforeAll(() => {
+    host = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (request) => (new URL(request.url).pathname === "/latest.json" ? Response.json({ version: "1.0.0" }) : new Response("no", { status: 404 })) });
+  });
+  afterAll(() => host.stop(true));
+
+  async function healthyInstall() {
+    const home = newHome({ install: false });
+    const tools = fakeTools(join(home.env.HOME as string, "fakebin"), { systemd: false });
+    const env = { ...tools.env, SHELL: "/bin/bash", BERTH_RELEASE_BASE_URL: `http://127.0.0.1:${host.port}` };
+    expect((await home.exec([binary, "install", "--bootstrap"], { env })).json.status).toBe("installed");
+    const link = join(home.env.BERTH_INSTALL_DIR as string, "berth");
+    expect((await home.exec([link, "startup"], { env })).json.status).toBe("enabled");
+    return { home, env, link };
+  }
+
+  test("a healthy install: every finding ok", async () => {
+    const { home, env, link } = await healthyInstall();
+    // The keeper records its version as it starts.
+    expect(await eventually(async () => Boolean((await home.exec([link, "status"], { env })).json.updater?.version))).toBe(true);
+    const result = await home.exec([link, "doctor"], { env });
+    expect(result.code).toBe(0);
+    const failed = result.json.findings.filter((f: { ok: boolean }) => !f.ok);
+    expect(failed).toEqual([]);
+    expect(result.json.status).toBe("ok");
+    const checks = new Set(result.json.findings.map((f: { check: string }) => f.check));
+    for (const check of ["path", "commandLink", "managedBinary", "folders", "socket", "settings", "releaseHost", "keeper", "lastUpdateCheck", "startup", "disk"]) expect(checks).toContain(check);
+  }, 120_000);
+
+  test("a broken link, corrupt settings and a stopped keeper: each found, each with a fix; exit 0", async () => {
+    const { home, env, link } = await healthyInstall();
+    const updater = readJson(home.path("daemon/updater.pid")).pid as number;
+    process.kill(-updater, "SIGKILL");
+    expect(await eventually(() => !isAlive(updater))).toBe(true);
+    rmSync(link);
+    const { symlinkSync } = await import("node:fs");
+    symlinkSync(join(home.home, "nowhere", "berth"), link);
+    writeFileSync(home.path("daemon/settings.json"), "{ not json");
+    const result = await home.exec([binary, "doctor"], { env });
+    expect(result.code).toBe(0);
+    expect(result.json.status).toBe("problems");
+    const byCheck = (check: string) => result.json.findings.find((f: { check: string }) => f.check === check);
+    for (const check of ["commandLink", "settings", "keeper"]) {
+      expect(byCheck(check)).toMatchObject({ ok: false });
+      expect(typeof byCheck(check).fix).toBe("string");
+    }
+    expect(byCheck("settings").message).toContain("settings.json");
+    expect(byCheck("keeper").fix).toBe("berth bootstrap");
+    expect(byCheck("commandLink").fix).toContain("install");
   }, 120_000);
 });

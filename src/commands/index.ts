@@ -21,4 +21,5 @@ export const commands: Record<string, LazyCommand> = {
   uninstall: () => import("./uninstall.ts").then((m) => m.default),
   startup: () => import("./startup.ts").then((m) => m.default),
   keep: () => import("./_keep.ts").then((m) => m.default),
+  doctor: () => import("./doctor.ts").then((m) => m.default),
 };
