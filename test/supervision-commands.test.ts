@@ -251,3 +251,19 @@ describe("doctor", () => {
     expect(byCheck("commandLink").fix).toContain("install");
   }, 120_000);
 });
+
+describe("help that teaches", () => {
+  test("every listed command's --help has an example, the environment it reads and its JSON output", async () => {
+    const { commands } = await import("../src/commands/index.ts");
+    for (const [name, load] of Object.entries(commands)) {
+      const command = await load();
+      const meta = (typeof command.meta === "function" ? await command.meta() : await command.meta) as { description?: string; hidden?: boolean };
+      if (meta?.hidden) continue;
+      for (const part of ["Example: ", "Environment: ", "Output (one JSON line on stdout): "]) expect(`${name}: ${meta?.description ?? ""}`).toContain(part);
+    }
+    const home = newHome();
+    const help = await home.run(["doctor", "--help"]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("Example: berth doctor");
+  });
+});

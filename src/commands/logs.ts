@@ -1,4 +1,5 @@
 import { defineCommand } from "citty";
+import { describe } from "./_shared.ts";
 import { openContext } from "../daemon/context.ts";
 import { followLog, parseLineCount, readLogs } from "../daemon/logs.ts";
 import { FOLLOW } from "../stream.ts";
@@ -6,11 +7,12 @@ import { FOLLOW } from "../stream.ts";
 export default defineCommand({
   meta: {
     name: "logs",
-    description:
-      "Print the last lines of the app-server's log (or the updater's)\n\n" +
-      "Example: berth logs --updater -n 20\n" +
-      "Environment: BERTH_HOME\n" +
-      'Output: {"status":"logs","path","lines":[…]}; with --follow, then one {"line":"…"} per new line until interrupted',
+    description: describe({
+      summary: "Print the last lines of the app-server's log (or the updater's)",
+      example: "berth logs --updater -n 20",
+      env: ["BERTH_HOME"],
+      output: '{"status":"logs","path","lines":[…]}; with --follow, then one {"line":"…"} per new line until interrupted',
+    }),
   },
   args: {
     updater: { type: "boolean", description: "The updater's (and keeper's) log instead of the app-server's" },
