@@ -6,29 +6,11 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { appServerState, CRASH_WINDOW_MS, restartDecision } from "../src/daemon/keeper.ts";
 import { probeInitialize } from "../src/server/client.ts";
-import { eventually, installRelease, isAlive, makeHome, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const newHome = homesPerTest(afterEach);
 
-function newHome(): TestHome {
-  const home = makeHome();
-  homes.push(home);
-  return home;
-}
-
-function serversOf(home: TestHome): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
-    } catch {
-      return false;
-    }
-  });
-}
 
 async function answeringPid(home: TestHome): Promise<number | undefined> {
   const probe = await probeInitialize(home.path("daemon/app-server.sock"), 1_000);

@@ -7,21 +7,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { appendLog, rotationPlan, stampLines } from "../src/daemon/log.ts";
 import { lastLines } from "../src/daemon/logs.ts";
-import { BUN, eventually, installRelease, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installRelease, MAIN } from "./helpers/berth.ts";
 
 const ISO_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /;
 const TICKER = join(import.meta.dir, "fixtures", "log-ticker.ts");
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 describe("pure parts", () => {
   const tails = [

@@ -10,28 +10,10 @@ import { join } from "node:path";
 import { compile } from "../build.ts";
 import { removePathBlocks } from "../src/daemon/uninstall.ts";
 import { cronLine, withoutCronLine } from "../src/daemon/startup.ts";
-import { eventually, isAlive, makeHome, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, isAlive, processesOf, readJson, serversOf } from "./helpers/berth.ts";
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const newHome = homesPerTest(afterEach);
 
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
-
-function serversOf(home: TestHome): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
-    } catch {
-      return false;
-    }
-  });
-}
 
 /** A folder of fake tools; each records its arguments (and stdin for `crontab -`). */
 function fakeTools(dir: string, options: { systemd: boolean }): { env: Record<string, string>; calls: () => string[]; crontab: string } {

@@ -20,8 +20,9 @@ export default defineCommand({
     follow: { type: "boolean", description: "Keep printing new lines, across rotations, until interrupted" },
   },
   run: ({ args }) => {
-    const result = readLogs(openContext(), { updater: Boolean(args.updater), lines: parseLineCount(args.n === undefined ? undefined : String(args.n)) });
+    const lines = parseLineCount(args.n === undefined ? undefined : String(args.n));
+    const { result, cursor } = readLogs(openContext(), { updater: Boolean(args.updater), lines, follow: Boolean(args.follow) });
     if (!args.follow) return result;
-    return { ...result, [FOLLOW]: (emit: (value: object) => Promise<void>) => followLog(result.path, (line) => emit({ line })) };
+    return { ...result, [FOLLOW]: (emit: (value: object) => Promise<void>) => followLog(result.path, cursor, (line) => emit({ line })) };
   },
 });

@@ -34,16 +34,19 @@ export function parseLineCount(value: string | undefined): number {
   return n;
 }
 
-function readTail(path: string): string {
+/** Where a read ended, with the file still open: `--follow` carries on from exactly there, even if the log rotates meanwhile. */
+export type LogCursor = { fd: number; position: number };
+
+function readTail(path: string, keepOpen: boolean): { text: string; cursor?: LogCursor } {
   let fd: number;
   try {
     fd = openSync(path, "r");
   } catch (error) {
-    if (errnoCode(error) === "ENOENT") return "";
+    if (errnoCode(error) === "ENOENT") return { text: "" };
     throw new BerthError("STATE_CORRUPT", `cannot read ${path}: ${(error as Error).message}.`);
   }
   try {
-    const size = fstatSync(fd).size;
+    const { size } = fstatSync(fd);
     const length = Math.min(size, TAIL_MAX_BYTES);
     const buffer = Buffer.alloc(length);
     let read = 0;
@@ -54,9 +57,9 @@ function readTail(path: string): string {
     }
     const text = buffer.subarray(0, read).toString("utf8");
     // Started mid-line: drop the partial first line.
-    return length < size ? text.slice(text.indexOf("\n") + 1) : text;
+    return { text: length < size ? text.slice(text.indexOf("\n") + 1) : text, ...(keepOpen ? { cursor: { fd, position: size } } : {}) };
   } finally {
-    closeSync(fd);
+    if (!keepOpen) closeSync(fd);
   }
 }
 
@@ -64,9 +67,10 @@ export function logPathOf(ctx: Context, updater: boolean): string {
   return updater ? ctx.layout.updaterLog : ctx.layout.appServerLog;
 }
 
-export function readLogs(ctx: Context, options: { updater: boolean; lines: number }): LogsResult {
+export function readLogs(ctx: Context, options: { updater: boolean; lines: number; follow?: boolean }): { result: LogsResult; cursor?: LogCursor } {
   const path = logPathOf(ctx, options.updater);
-  return { status: "logs", path, lines: lastLines(readTail(path), options.lines) };
+  const { text, cursor } = readTail(path, options.follow === true);
+  return { result: { status: "logs", path, lines: lastLines(text, options.lines) }, ...(cursor ? { cursor } : {}) };
 }
 
 /**
@@ -74,14 +78,15 @@ export function readLogs(ctx: Context, options: { updater: boolean; lines: numbe
  * `emit` throws (the reader went away) or the process is interrupted. When
  * the log is rotated, the old file is drained before the new one is opened.
  */
-export async function followLog(path: string, emit: (line: string) => Promise<void>): Promise<void> {
-  let fd: number | undefined;
-  let position = 0;
+export async function followLog(path: string, from: LogCursor | undefined, emit: (line: string) => Promise<void>): Promise<void> {
+  let fd: number | undefined = from?.fd;
+  let position = from?.position ?? 0;
   let partial = "";
-  const open = (atEnd: boolean) => {
+  /** Opens the (new) log, read from its start. */
+  const open = () => {
     try {
       fd = openSync(path, "r");
-      position = atEnd ? fstatSync(fd).size : 0;
+      position = 0;
     } catch {
       fd = undefined;
     }
@@ -103,7 +108,7 @@ export async function followLog(path: string, emit: (line: string) => Promise<vo
       for (const line of lines) await emit(line);
     }
   };
-  open(true);
+  if (fd === undefined) open();
   for (;;) {
     await drain();
     let current: { ino: number; size: number } | undefined;
@@ -117,7 +122,7 @@ export async function followLog(path: string, emit: (line: string) => Promise<vo
       // Rotated (or truncated): finish the old file, then read the new one from its start.
       await drain();
       if (fd !== undefined) closeSync(fd);
-      open(false);
+      open();
       continue;
     }
     await Bun.sleep(FOLLOW_POLL_MS);
