@@ -2,17 +2,24 @@
  * `bootstrap` and the remote-control switches: persist settings, then make the
  * running processes match them.
  */
+import { BerthError } from "../errors.ts";
 import { probeInitialize } from "../server/client.ts";
+import { planRemoteListen } from "../server/remote-listen.ts";
 import { ensureToken } from "../server/token.ts";
 import { CLI_VERSION } from "../version.ts";
 import { ensureRunning, ensureStopped, foreignServerError, isOurServer, underDaemonLock } from "./app-server.ts";
-import { managedInstall, type Context } from "./context.ts";
+import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { updateSettings, type Settings } from "./settings.ts";
 import { replaceUpdater } from "./updater.ts";
 import { writeWanted } from "./wanted.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 
 const PROBE_TIMEOUT_MS = 1_000;
+
+/** Refuses, before anything is persisted, a remote-control listen address the app-server would refuse. */
+function checkRemoteListen(ctx: Context, settings: Settings): void {
+  planRemoteListen({ listen: settings.remoteControl.listen, tls: settings.remoteControl.tls, saved: undefined, settingsFile: ctx.layout.settingsFile });
+}
 
 /** Pure: does the running app-server differ from what the settings and install now say? */
 export function needsRestart(info: InitializeResult, settings: Settings, managedVersion: string | null): boolean {
@@ -32,14 +39,16 @@ async function applyToAppServer(ctx: Context, settings: Settings, force: boolean
   return (await ensureRunning(ctx, settings)).running;
 }
 
-export async function bootstrap(ctx: Context, options: { remoteControl: boolean; autoUpdate: boolean }) {
+/** `remoteControl`: true turns it on, false (`--no-remote-control`) turns it off, undefined keeps the setting. */
+export async function bootstrap(ctx: Context, options: { remoteControl?: boolean; autoUpdate: boolean }) {
   return underDaemonLock(ctx, async () => {
     // Refuse before persisting anything when a stranger holds the socket.
     const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
     if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+    if (options.remoteControl) checkRemoteListen(ctx, settingsOf(ctx));
     const settings = updateSettings(ctx.layout.settingsFile, {
       autoUpdate: options.autoUpdate,
-      ...(options.remoteControl ? { remoteControlEnabled: true } : {}),
+      ...(options.remoteControl !== undefined ? { remoteControlEnabled: options.remoteControl } : {}),
     }, ctx.env);
     if (settings.remoteControlEnabled) ensureToken(ctx.layout.tokenFile);
     const running = await applyToAppServer(ctx, settings, false);
@@ -68,6 +77,7 @@ export async function setRemoteControl(ctx: Context, enabled: boolean) {
   return underDaemonLock(ctx, async (current) => {
     const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
     if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+    if (enabled) checkRemoteListen(ctx, current);
     const changed = current.remoteControlEnabled !== enabled;
     const settings = changed ? updateSettings(ctx.layout.settingsFile, { remoteControlEnabled: enabled }, ctx.env) : current;
     if (enabled) ensureToken(ctx.layout.tokenFile);

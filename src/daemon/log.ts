@@ -11,6 +11,7 @@
  */
 import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { FILE_MODE } from "../platform/fs.ts";
+import { routeOutput } from "../stdio.ts";
 import { settingsOf, type Context } from "./context.ts";
 
 export type LogLimits = { maxBytes: number; keep: number };
@@ -88,7 +89,7 @@ export function stdoutIsLog(path: string): boolean {
   }
 }
 
-/** Routes this process's stdout and stderr through `appendLog`, line by line. */
+/** Routes this process's stdout and stderr (both `process.*.write` and berth's own writeOutput) through `appendLog`, line by line. */
 export function captureStdio(path: string, readLimits: () => LogLimits): void {
   let partial = "";
   let cached: { limits: LogLimits; at: number } | undefined;
@@ -115,4 +116,5 @@ export function captureStdio(path: string, readLimits: () => LogLimits): void {
   };
   process.stdout.write = write as typeof process.stdout.write;
   process.stderr.write = write as typeof process.stderr.write;
+  routeOutput((text) => write(text));
 }

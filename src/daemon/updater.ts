@@ -2,11 +2,12 @@
  * The updater process as the daemon sees it: a pidfile-backed process group,
  * plus the outcome of its last check (written by the loop in src/update/).
  */
-import { readFileSync } from "node:fs";
+import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { logTail } from "./app-server.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
+import { endUntrackedUpdaters } from "./orphans.ts";
 import type { Context } from "./context.ts";
 import { readStoredSettings } from "./settings.ts";
 
@@ -16,9 +17,11 @@ const STARTING_WAIT_MS = 15_000;
 
 export type UpdaterCheck = {
   at: string;
-  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined";
+  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined" | "notInRollout";
   message: string;
   latestVersion?: string;
+  /** The error code of a failed check (e.g. SIGNATURE_INVALID). */
+  code?: string;
 };
 
 export type UpdaterState = {
@@ -27,6 +30,8 @@ export type UpdaterState = {
   quarantined: string[];
   /** Written by the loop when it starts: its pid and the version of the binary it runs. */
   loop?: { pid: number; version: string };
+  /** ETag / Last-Modified of the last verified latest.json, for a conditional GET (src/update/release.ts). */
+  latestValidators?: unknown;
 };
 
 export type UpdaterReport = {
@@ -45,7 +50,9 @@ export function updaterBackend(ctx: Context): PidBackend {
 
 export function readUpdaterState(path: string): UpdaterState {
   try {
-    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<UpdaterState>;
+    const parsed = JSON.parse(readStateFile(path) ?? "{}") as unknown;
+    // `null`, a number or an array holds no history: treat it as empty rather than crash the loop.
+    const value = (parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {}) as Partial<UpdaterState>;
     return { ...value, quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [] };
   } catch (error) {
     // Missing is normal; a damaged state file only loses history, never settings.
@@ -75,8 +82,11 @@ export function updaterReport(ctx: Context): UpdaterReport {
 export async function stopUpdater(ctx: Context): Promise<boolean> {
   const backend = updaterBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
-  if (state.kind !== "running") return false;
-  return (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
+  const orphans = await endUntrackedUpdaters(ctx);
+  if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
+  return stopped || orphans.ended.length > 0;
 }
 
 /** Launches the loop from the managed binary unless one runs; returns its pid. */
