@@ -111,6 +111,27 @@ describe("keeper", () => {
     expect(serversOf(home)).toEqual([newPid as number]);
   }, 60_000);
 
+  test("a second crash waits its backoff and counts once: each exit is one crash", async () => {
+    const home = newHome();
+    const boot = await bootstrapKeeper(home);
+    let pid = boot.pid;
+    for (const crash of [1, 2]) {
+      process.kill(pid, "SIGKILL");
+      let next: number | undefined;
+      expect(await eventually(async () => {
+        next = await answeringPid(home);
+        return next !== undefined && next !== pid;
+      }, 20_000, 10)).toBe(true);
+      pid = next as number;
+      // The keeper has recorded this restart (so it watches the new server) before the next kill.
+      expect(await eventually(() => readJson(home.path("daemon/keeper.json")).restarts === crash)).toBe(true);
+      expect(readJson(home.path("daemon/keeper.json")).crashes.length).toBe(crash);
+    }
+    expect((await home.run(["status"])).json.appServer).toMatchObject({ state: "running", restarts: 2 });
+    expect(readJson(home.path("daemon/keeper.json")).crashes.length).toBe(2);
+    expect(serversOf(home)).toEqual([pid]);
+  }, 60_000);
+
   test("a binary that crashes at once: failed after 5 crashes, log tail in status; start resets it", async () => {
     const home = newHome();
     const boot = await bootstrapKeeper(home);

@@ -42,6 +42,8 @@ export type KeeperState = {
   lastExit?: LastExit;
   failedAt?: string;
   nextRestartAt?: string;
+  /** The record whose exit was last counted, so a pidfile still naming it is not counted again. */
+  exited?: { pid: number; processStartTime: string };
 };
 
 export function emptyKeeperState(): KeeperState {

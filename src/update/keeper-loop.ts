@@ -12,7 +12,7 @@ import { appServerBackend, ensureRunning, logTail } from "../daemon/app-server.t
 import { assertManagedBinary, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
 import { readKeeperState, recentCrashes, restartDecision, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
 import { FileLock } from "../daemon/lock.ts";
-import type { PidRecord } from "../daemon/pidfile.ts";
+import { sameRecord, type PidRecord } from "../daemon/pidfile.ts";
 import { readWanted } from "../daemon/wanted.ts";
 import { processIdentity } from "../platform/process.ts";
 
@@ -69,7 +69,8 @@ export class Keeper {
     if (content.kind === "empty") return "starting";
     if (content.kind !== "record") return undefined;
     if (processIdentity(content.record.pid) === content.record.processStartTime) return content.record;
-    if (!this.lastSeen && sameBoot(content.record.processStartTime)) this.lastSeen = content.record;
+    const counted = this.state.exited && sameRecord(this.state.exited, content.record);
+    if (!this.lastSeen && !counted && sameBoot(content.record.processStartTime)) this.lastSeen = content.record;
     return undefined;
   }
 
@@ -97,10 +98,13 @@ export class Keeper {
     await this.underLock();
   }
 
-  private crashed(what: string, exitCode: number | null = null, signal: string | null = null): void {
+  /** Counts one crash (`exited`: the record that went away, never counted twice) and decides what comes next. */
+  private crashed(what: string, exited?: PidRecord): void {
     const now = Date.now();
     const crashes = [...recentCrashes(this.state.crashes, now), now];
-    const lastExit = { at: new Date(now).toISOString(), exitCode, signal, logTail: logTail(this.ctx.layout.appServerLog, LAST_EXIT_TAIL_BYTES) };
+    // The keeper is not the parent of a server `start` launched, so exit code and signal are not known to it.
+    const lastExit = { at: new Date(now).toISOString(), exitCode: null, signal: null, logTail: logTail(this.ctx.layout.appServerLog, LAST_EXIT_TAIL_BYTES) };
+    if (exited) this.state = { ...this.state, exited };
     const decision = restartDecision(crashes, now);
     if (decision.action === "giveUp") {
       this.log(`keeper: ${what}; ${crashes.length} crashes within 10 minutes: giving up (run \`berth start\` once it is fixed)`);
@@ -129,7 +133,7 @@ export class Keeper {
         return;
       }
       if (this.lastSeen) {
-        this.crashed(`app-server pid ${this.lastSeen.pid} exited unasked`);
+        this.crashed(`app-server pid ${this.lastSeen.pid} exited unasked`, this.lastSeen);
         this.lastSeen = undefined;
       }
       if (this.state.state === "failed" || Date.now() < this.nextAttemptAt) return;
