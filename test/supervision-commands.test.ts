@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
+import { newKey, writeSigned } from "./helpers/signed-release.ts";
 import { removePathBlocks } from "../src/daemon/uninstall.ts";
 import { cronLine, withoutCronLine } from "../src/daemon/startup.ts";
 import { eventually, homesPerTest, isAlive, processesOf, readJson, serversOf } from "./helpers/berth.ts";
@@ -122,10 +123,12 @@ describe("startup", () => {
 
 let binDir: string;
 let binary: string;
+/** The release key the compiled binary trusts. */
+const KEY = newKey();
 beforeAll(async () => {
   binDir = mkdtempSync(join(tmpdir(), "berth-supervision-bin-"));
   binary = join(binDir, "berth");
-  await compile({ version: "1.0.0", outfile: binary });
+  await compile({ version: "1.0.0", outfile: binary, trustedKeys: [KEY.spki] });
 }, 120_000);
 afterAll(() => rmSync(binDir, { recursive: true, force: true }));
 
@@ -184,7 +187,13 @@ describe("uninstall", () => {
 describe("doctor", () => {
   let host: ReturnType<typeof Bun.serve>;
   beforeAll(() => {
-    host = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (request) => (new URL(request.url).pathname === "/latest.json" ? Response.json({ version: "1.0.0" }) : new Response("no", { status: 404 })) });
+    const root = join(binDir, "host");
+    mkdirSync(root);
+    writeSigned(join(root, "latest.json"), '{"version":"1.0.0"}\n', KEY);
+    host = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (request) => {
+      const path = new URL(request.url).pathname;
+      return ["/latest.json", "/latest.json.sig"].includes(path) ? new Response(Bun.file(join(root, path))) : new Response("no", { status: 404 });
+    } });
   });
   afterAll(() => host.stop(true));
 
@@ -208,7 +217,7 @@ describe("doctor", () => {
     expect(failed).toEqual([]);
     expect(result.json.status).toBe("ok");
     const checks = new Set(result.json.findings.map((f: { check: string }) => f.check));
-    for (const check of ["path", "commandLink", "managedBinary", "folders", "socket", "settings", "releaseHost", "keeper", "lastUpdateCheck", "startup", "disk"]) expect(checks).toContain(check);
+    for (const check of ["path", "commandLink", "managedBinary", "folders", "socket", "settings", "releaseHost", "signatureKey", "keeper", "lastUpdateCheck", "startup", "disk"]) expect(checks).toContain(check);
   }, 120_000);
 
   test("a broken link, corrupt settings and a stopped keeper: each found, each with a fix; exit 0", async () => {

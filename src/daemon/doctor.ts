@@ -6,6 +6,7 @@
 import { lstatSync, readlinkSync, realpathSync, statfsSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { describeError } from "../errors.ts";
+import { isSignedBy, trustedKeys } from "../update/signature.ts";
 import { assertSafeDir } from "../platform/fs.ts";
 import { installLinkFrom, SOCKET_PATH_MAX_BYTES } from "../platform/paths.ts";
 import { managedInstall, settingsOf, type Context } from "./context.ts";
@@ -113,23 +114,35 @@ function checkSettings(ctx: Context): Finding {
   }
 }
 
-async function checkReleaseHost(ctx: Context): Promise<Finding> {
+async function checkReleaseHost(ctx: Context): Promise<Finding[]> {
   let base = "";
   try {
     base = settingsOf(ctx).releaseBaseUrl;
   } catch {
-    return problem("releaseHost", "settings cannot be read, so the release host is unknown", "fix the settings first");
+    return [problem("releaseHost", "settings cannot be read, so the release host is unknown", "fix the settings first")];
   }
-  if (!base) return problem("releaseHost", "no release base URL is set: updates cannot be checked", `set releaseBaseUrl in ${ctx.layout.settingsFile}`);
+  if (!base) return [problem("releaseHost", "no release base URL is set: updates cannot be checked", `set releaseBaseUrl in ${ctx.layout.settingsFile}`)];
   const url = `${base.replace(/\/$/, "")}/latest.json`;
+  const fix = `check the network, or releaseBaseUrl in ${ctx.layout.settingsFile}`;
+  let bytes: Uint8Array;
+  let signature: string | undefined;
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
-    const body = (await response.json()) as { version?: unknown };
-    if (!response.ok || typeof body.version !== "string") return problem("releaseHost", `${url} answered ${response.status} without a version`, `check releaseBaseUrl in ${ctx.layout.settingsFile}`);
-    return ok("releaseHost", `${url} names ${body.version}`);
+    bytes = new Uint8Array(await response.arrayBuffer());
+    const body = JSON.parse(Buffer.from(bytes).toString("utf8")) as { version?: unknown };
+    if (!response.ok || typeof body.version !== "string") return [problem("releaseHost", `${url} answered ${response.status} without a version`, fix)];
+    const sig = await fetch(`${url}.sig`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+    signature = sig.ok ? await sig.text() : undefined;
   } catch (error) {
-    return problem("releaseHost", `${url} is not reachable: ${describeError(error)}`, `check the network, or releaseBaseUrl in ${ctx.layout.settingsFile}`);
+    return [problem("releaseHost", `${url} is not reachable: ${describeError(error)}`, fix)];
   }
+  const found = [ok("releaseHost", `${url} is reachable`)];
+  const keys = await trustedKeys();
+  if (keys.length === 0) return [...found, problem("signatureKey", "this berth carries no release signing key: every update will be refused", "curl -fsSL <release-base>/install.sh | sh")];
+  if (signature === undefined || !(await isSignedBy(bytes, signature, keys))) {
+    return [...found, problem("signatureKey", `${url}.sig is missing or not signed by one of the ${keys.length} key(s) this berth trusts: updates will be refused`, fix)];
+  }
+  return [...found, ok("signatureKey", `${url} is signed by a key this berth trusts (${keys.length} trusted)`)];
 }
 
 function bootstrapFix(ctx: Context): string {
@@ -194,7 +207,7 @@ export async function doctor(ctx: Context): Promise<DoctorResult> {
     ...checkFolders(ctx),
     checkSocket(ctx),
     checkSettings(ctx),
-    await checkReleaseHost(ctx),
+    ...(await checkReleaseHost(ctx)),
     ...checkKeeper(ctx),
     ...checkStartup(ctx),
     checkDisk(ctx),
