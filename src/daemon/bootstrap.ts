@@ -52,9 +52,10 @@ export async function bootstrap(ctx: Context, options: { remoteControl?: boolean
     }, ctx.env);
     if (settings.remoteControlEnabled) ensureToken(ctx.layout.tokenFile);
     const running = await applyToAppServer(ctx, settings, false);
-    writeWanted(ctx, "running");
     // The loop is also the keeper: it runs whenever the app-server is wanted (with auto-update off it only keeps).
     const updaterPid = await replaceUpdater(ctx);
+    // Under daemon.lock, so the keeper (which acts only under it) sees the new intent with the new processes.
+    writeWanted(ctx, "running");
     return {
       status: "bootstrapped" as const,
       backend: running.managed ? ("pid" as const) : null,
