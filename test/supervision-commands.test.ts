@@ -11,6 +11,7 @@ import { compile } from "../build.ts";
 import { newKey, writeSigned } from "./helpers/signed-release.ts";
 import { removePathBlocks } from "../src/daemon/uninstall.ts";
 import { cronLine, withoutCronLine } from "../src/daemon/startup.ts";
+import { parseWanted } from "../src/daemon/wanted.ts";
 import { eventually, homesPerTest, isAlive, processesOf, readJson, serversOf } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -36,6 +37,14 @@ function fakeTools(dir: string, options: { systemd: boolean }): { env: Record<st
 }
 
 describe("pure parts", () => {
+  test("wanted state: anything unreadable means stopped", () => {
+    const epoch = new Date(0).toISOString();
+    expect(parseWanted(undefined)).toEqual({ appServer: "stopped", since: epoch });
+    expect(parseWanted("{")).toEqual({ appServer: "stopped", since: epoch });
+    expect(parseWanted('{"appServer":"maybe","since":"x"}')).toEqual({ appServer: "stopped", since: epoch });
+    expect(parseWanted('{"appServer":"running","since":"t"}')).toEqual({ appServer: "running", since: "t" });
+    expect(parseWanted('{"appServer":"stopped","since":"t","down":true}')).toEqual({ appServer: "stopped", since: "t", down: true });
+  });
   test("PATH blocks removed, every other line kept; unpaired markers change nothing", () => {
     const block = "# >>> berth >>>\nexport PATH=x\n# <<< berth <<<";
     expect(removePathBlocks(`mine 1\n${block}\nmine 2\n`)).toEqual({ text: "mine 1\nmine 2\n", blocks: 1 });
@@ -65,6 +74,9 @@ describe("down", () => {
     expect(status.json.appServer.state).toBe("stopped");
     expect(status.json.updater.state).toBe("stopped");
     expect((await home.run(["down"])).json).toMatchObject({ status: "down", appServer: "notRunning", keeper: "notRunning" });
+    // After down, the startup entry (`keep`) brings nothing back either.
+    expect((await home.run(["keep"])).json.status).toBe("down");
+    expect(processesOf(home.home)).toEqual([]);
     expect((await home.run(["start"])).json.status).toBe("started");
     expect(await eventually(async () => (await home.run(["status"])).json.updater.state === "running")).toBe(true);
   }, 60_000);

@@ -2,7 +2,7 @@
 import { ensureStopped, underDaemonLock } from "./app-server.ts";
 import type { Context } from "./context.ts";
 import { ensureKeeper, stopUpdater } from "./updater.ts";
-import { writeWanted } from "./wanted.ts";
+import { readWanted, writeWanted } from "./wanted.ts";
 
 export type DownResult = { status: "down"; appServer: "stopped" | "notRunning"; keeper: "stopped" | "notRunning"; socketPath: string };
 
@@ -12,7 +12,7 @@ export async function down(ctx: Context): Promise<DownResult> {
     ctx,
     async (settings) => {
       const appServer = await ensureStopped(ctx, settings);
-      writeWanted(ctx, "stopped");
+      writeWanted(ctx, "stopped", { down: true });
       const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
       return { status: "down", appServer, keeper, socketPath: ctx.socket.path };
     },
@@ -20,9 +20,10 @@ export async function down(ctx: Context): Promise<DownResult> {
   );
 }
 
-/** What the startup entry runs: make sure the keeper runs; it starts the app-server if it is wanted. */
+/** What the startup entry runs: make sure the keeper runs; it starts the app-server if it is wanted. After `down`, nothing. */
 export async function keep(ctx: Context) {
   return underDaemonLock(ctx, async () => {
+    if (readWanted(ctx).down) return { status: "down" as const, logPath: ctx.layout.updaterLog };
     const keeper = await ensureKeeper(ctx, { always: true });
     return { status: keeper.launched ? "started" : "alreadyRunning", ...(keeper.pid !== undefined ? { pid: keeper.pid } : {}), logPath: ctx.layout.updaterLog };
   });

@@ -8,7 +8,8 @@ import { errnoCode } from "../errors.ts";
 import { writeFileAtomic } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 
-export type Wanted = { appServer: "running" | "stopped"; since: string };
+/** `down`: the keeper is not wanted either, so the startup entry brings nothing back until start/bootstrap. */
+export type Wanted = { appServer: "running" | "stopped"; since: string; down?: true };
 
 /** Pure: a file's text → the wanted state; anything unreadable means "stopped" (never start what nobody asked for). */
 export function parseWanted(text: string | undefined): Wanted {
@@ -16,7 +17,7 @@ export function parseWanted(text: string | undefined): Wanted {
   try {
     const value = JSON.parse(text) as Partial<Wanted> | null;
     if (value && (value.appServer === "running" || value.appServer === "stopped") && typeof value.since === "string") {
-      return { appServer: value.appServer, since: value.since };
+      return { appServer: value.appServer, since: value.since, ...(value.down === true ? { down: true as const } : {}) };
     }
   } catch {
     // fall through
@@ -34,6 +35,7 @@ export function readWanted(ctx: Context): Wanted {
 }
 
 /** Written under daemon.lock by the command that expresses the user's intent. */
-export function writeWanted(ctx: Context, appServer: Wanted["appServer"]): void {
-  writeFileAtomic(ctx.layout.wantedFile, `${JSON.stringify({ appServer, since: new Date().toISOString() })}\n`);
+export function writeWanted(ctx: Context, appServer: Wanted["appServer"], options: { down?: boolean } = {}): void {
+  const wanted: Wanted = { appServer, since: new Date().toISOString(), ...(options.down ? { down: true as const } : {}) };
+  writeFileAtomic(ctx.layout.wantedFile, `${JSON.stringify(wanted)}\n`);
 }
