@@ -80,6 +80,17 @@ describe("daemon logs", () => {
     expect((await home.run(["version"])).json.status).toBe("running");
   }, 60_000);
 
+  test("logs -n N reaches into the newest rotated file when the live one is short", async () => {
+    const home = newHome();
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+    const log = home.path("daemon/app-server.log");
+    for (const line of ["a", "b", "c"]) appendLog(log, line);
+    appendLog(log, "d", { maxBytes: 1, keep: 3 });
+    const result = await home.run(["logs", "-n", "3"]);
+    expect(result.json.lines.map((line: string) => line.replace(ISO_LINE, ""))).toEqual(["b", "c", "d"]);
+  });
+
   test("logs --follow prints the first object, then one {line} per new line, across a rotation", async () => {
     const home = newHome();
     const log = home.path("daemon/app-server.log");

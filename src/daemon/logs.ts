@@ -70,7 +70,10 @@ export function logPathOf(ctx: Context, updater: boolean): string {
 export function readLogs(ctx: Context, options: { updater: boolean; lines: number; follow?: boolean }): { result: LogsResult; cursor?: LogCursor } {
   const path = logPathOf(ctx, options.updater);
   const { text, cursor } = readTail(path, options.follow === true);
-  return { result: { status: "logs", path, lines: lastLines(text, options.lines) }, ...(cursor ? { cursor } : {}) };
+  let lines = lastLines(text, options.lines);
+  // Just rotated: the rest of the last N lines are at the end of the newest rotated file.
+  if (lines.length < options.lines) lines = [...lastLines(readTail(`${path}.1`, false).text, options.lines - lines.length), ...lines];
+  return { result: { status: "logs", path, lines }, ...(cursor ? { cursor } : {}) };
 }
 
 /**
