@@ -127,7 +127,10 @@ describe("keeper", () => {
       expect(await eventually(() => readJson(home.path("daemon/keeper.json")).restarts === crash)).toBe(true);
       expect(readJson(home.path("daemon/keeper.json")).crashes.length).toBe(crash);
     }
-    expect((await home.run(["status"])).json.appServer).toMatchObject({ state: "running", restarts: 2 });
+    const status = (await home.run(["status"])).json.appServer;
+    expect(status).toMatchObject({ state: "running", restarts: 2 });
+    // The second server was the keeper's own child: it knows how it ended.
+    expect(status.lastExit).toMatchObject({ exitCode: null, signal: "SIGKILL" });
     expect(readJson(home.path("daemon/keeper.json")).crashes.length).toBe(2);
     expect(serversOf(home)).toEqual([pid]);
   }, 60_000);
@@ -141,6 +144,7 @@ describe("keeper", () => {
     expect(await eventually(async () => (await home.run(["status"])).json.appServer.state === "failed", 40_000, 200)).toBe(true);
     const status = await home.run(["status"]);
     expect(status.json.appServer.lastExit.logTail).toContain("fatal: cannot open the database");
+    expect(status.json.appServer.lastExit).toMatchObject({ exitCode: 3, signal: null });
     expect(readJson(home.path("daemon/keeper.json")).crashes.length).toBe(5);
     const log = readFileSync(home.path("daemon/updater.log"), "utf8");
     expect(log).toContain("giving up");

@@ -9,7 +9,7 @@ import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 import { CLI_VERSION } from "../version.ts";
-import { ExitedAtLaunch, PidBackend, waitUntil, type StopOutcome } from "./backend.ts";
+import { ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
 import { refuseAdoption } from "./adoption.ts";
 import { assertManagedBinary, checkExistingStateDirs, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
@@ -139,7 +139,7 @@ function notReady(ctx: Context, what: string): BerthError {
 type Running = { pid?: number; managed: boolean; info?: InitializeResult };
 
 /** Under daemon.lock: make sure our app-server runs and answers. */
-async function ensureRunning(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
+async function ensureRunning(ctx: Context, settings: Settings, onExit?: LaunchSpec["onExit"]): Promise<{ started: boolean; running: Running }> {
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
@@ -166,6 +166,7 @@ async function ensureRunning(ctx: Context, settings: Settings): Promise<{ starte
       cwd: ctx.layout.home,
       env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
       logPath: ctx.layout.appServerLog,
+      ...(onExit ? { onExit } : {}),
     });
   } catch (error) {
     if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");

@@ -18,6 +18,9 @@ import { processIdentity } from "../platform/process.ts";
 
 /** How often the keeper looks at the recorded app-server (a read of /proc/<pid>/stat). */
 export const KEEPER_POLL_MS = 250;
+/** A server the keeper launched is its child: wait this long for the runtime to report its exit status. */
+const EXIT_STATUS_WAIT_MS = 200;
+const MAX_REMEMBERED_EXITS = 8;
 const LAST_EXIT_TAIL_BYTES = 1_024;
 
 type Log = (line: string) => void;
@@ -32,6 +35,11 @@ export class Keeper {
   private state: KeeperState;
   private lastSeen: PidRecord | undefined;
   private nextAttemptAt = 0;
+  /** Exit statuses of the servers this keeper launched (its children), by pid; bounded to the last few. */
+  private readonly exits = new Map<number, { exitCode: number | null; signal: string | null }>();
+  private lastLaunchedPid: number | undefined;
+  /** How many exits of launched servers were reported so far; a failed restart waits for the next one. */
+  private exitCount = 0;
 
   constructor(
     private readonly ctx: Context,
@@ -98,12 +106,23 @@ export class Keeper {
     await this.underLock();
   }
 
+  /**
+   * The exit status of a server this keeper launched (its child); null fields
+   * for one it did not launch (`start` did): only a parent learns how its
+   * child ended.
+   */
+  private async exitStatusOf(pid: number | undefined): Promise<{ exitCode: number | null; signal: string | null }> {
+    if (pid === undefined || pid !== this.lastLaunchedPid) return { exitCode: null, signal: null };
+    const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
+    while (!this.exits.has(pid) && Date.now() < deadline) await Bun.sleep(10);
+    return this.exits.get(pid) ?? { exitCode: null, signal: null };
+  }
+
   /** Counts one crash (`exited`: the record that went away, never counted twice) and decides what comes next. */
-  private crashed(what: string, exited?: PidRecord): void {
+  private crashed(what: string, exited?: PidRecord, status: { exitCode: number | null; signal: string | null } = { exitCode: null, signal: null }): void {
     const now = Date.now();
     const crashes = [...recentCrashes(this.state.crashes, now), now];
-    // The keeper is not the parent of a server `start` launched, so exit code and signal are not known to it.
-    const lastExit = { at: new Date(now).toISOString(), exitCode: null, signal: null, logTail: logTail(this.ctx.layout.appServerLog, LAST_EXIT_TAIL_BYTES) };
+    const lastExit = { at: new Date(now).toISOString(), ...status, logTail: logTail(this.ctx.layout.appServerLog, LAST_EXIT_TAIL_BYTES) };
     if (exited) this.state = { ...this.state, exited };
     const decision = restartDecision(crashes, now);
     if (decision.action === "giveUp") {
@@ -133,7 +152,8 @@ export class Keeper {
         return;
       }
       if (this.lastSeen) {
-        this.crashed(`app-server pid ${this.lastSeen.pid} exited unasked`, this.lastSeen);
+        const exited = this.lastSeen;
+        this.crashed(`app-server pid ${exited.pid} exited unasked`, exited, await this.exitStatusOf(exited.pid));
         this.lastSeen = undefined;
       }
       if (this.state.state === "failed" || Date.now() < this.nextAttemptAt) return;
@@ -143,16 +163,29 @@ export class Keeper {
     }
   }
 
+  private recordExit(pid: number, exitCode: number | null, signal: string | null): void {
+    this.exits.delete(pid);
+    this.exits.set(pid, { exitCode, signal });
+    this.exitCount += 1;
+    while (this.exits.size > MAX_REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value as number);
+  }
+
   private async restart(): Promise<void> {
     assertManagedBinary(this.ctx);
     prepareStateDirs(this.ctx);
     let result;
+    const exitsBefore = this.exitCount;
     try {
-      result = await ensureRunning(this.ctx, settingsOf(this.ctx));
+      result = await ensureRunning(this.ctx, settingsOf(this.ctx), (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal));
     } catch (error) {
-      this.crashed(`restart failed: ${describeError(error).split("\n")[0]}`);
+      // A server that died before answering was our child: its status arrives as it is reaped.
+      const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
+      while (this.exitCount === exitsBefore && Date.now() < deadline) await Bun.sleep(10);
+      const status = this.exitCount !== exitsBefore ? [...this.exits.values()].pop() : undefined;
+      this.crashed(`restart failed: ${describeError(error).split("\n")[0]}`, undefined, status);
       return;
     }
+    this.lastLaunchedPid = result.started ? result.running.pid : this.lastLaunchedPid;
     if (!result.running.managed) {
       this.save({ state: "unmanaged", nextRestartAt: undefined });
       return;
