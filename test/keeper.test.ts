@@ -3,7 +3,7 @@
  * killed with real signals, a real daemon.lock held by another process.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { appServerState, CRASH_WINDOW_MS, restartDecision } from "../src/daemon/keeper.ts";
 import { probeInitialize } from "../src/server/client.ts";
 import { eventually, homesPerTest, installRelease, isAlive, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
@@ -158,6 +158,17 @@ describe("keeper", () => {
     expect(started.json.status).toBe("started");
     expect(await eventually(async () => (await home.run(["status"])).json.appServer.state === "running")).toBe(true);
   }, 90_000);
+
+  test("the managed binary gone: restarts fail like crashes, the keeper gives up instead of looping", async () => {
+    const home = newHome();
+    const boot = await bootstrapKeeper(home);
+    rmSync(home.path("packages/standalone/current"));
+    process.kill(boot.pid, "SIGKILL");
+    expect(await eventually(() => readJson(home.path("daemon/keeper.json")).state === "failed", 30_000)).toBe(true);
+    const keeperLines = readFileSync(home.path("daemon/updater.log"), "utf8").split("\n").filter((line) => line.includes("keeper:"));
+    expect(keeperLines.filter((line) => line.includes("is missing")).length).toBe(4);
+    expect(keeperLines.length).toBeLessThan(10);
+  }, 60_000);
 
   test("stop while the keeper is in backoff: stays stopped", async () => {
     const home = newHome();

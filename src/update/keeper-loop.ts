@@ -21,6 +21,8 @@ export const KEEPER_POLL_MS = 250;
 /** A server the keeper launched is its child: wait this long for the runtime to report its exit status. */
 const EXIT_STATUS_WAIT_MS = 200;
 const MAX_REMEMBERED_EXITS = 8;
+/** While a server the keeper does not own answers on the socket, it looks again this often. */
+const UNMANAGED_RECHECK_MS = 5_000;
 const LAST_EXIT_TAIL_BYTES = 1_024;
 
 type Log = (line: string) => void;
@@ -49,11 +51,16 @@ export class Keeper {
   }
 
   async run(): Promise<never> {
+    let lastError: string | undefined;
     for (;;) {
       try {
         await this.tick();
+        lastError = undefined;
       } catch (error) {
-        this.log(`keeper: ${describeError(error).split("\n")[0]}`);
+        // A lasting problem (an unreadable state file) is logged once, not every tick.
+        const message = describeError(error).split("\n")[0];
+        if (message !== lastError) this.log(`keeper: ${message}`);
+        lastError = message;
       }
       await Bun.sleep(KEEPER_POLL_MS);
     }
@@ -171,11 +178,12 @@ export class Keeper {
   }
 
   private async restart(): Promise<void> {
-    assertManagedBinary(this.ctx);
-    prepareStateDirs(this.ctx);
     let result;
     const exitsBefore = this.exitCount;
     try {
+      // A missing binary or an unsafe folder fails this restart like a crash: backoff, then give up.
+      assertManagedBinary(this.ctx);
+      prepareStateDirs(this.ctx);
       result = await ensureRunning(this.ctx, settingsOf(this.ctx), (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal));
     } catch (error) {
       // A server that died before answering was our child: its status arrives as it is reaped.
@@ -187,6 +195,8 @@ export class Keeper {
     }
     this.lastLaunchedPid = result.started ? result.running.pid : this.lastLaunchedPid;
     if (!result.running.managed) {
+      // Someone else's server holds the socket: look again now and then, not every tick.
+      this.nextAttemptAt = Date.now() + UNMANAGED_RECHECK_MS;
       this.save({ state: "unmanaged", nextRestartAt: undefined });
       return;
     }
