@@ -181,6 +181,19 @@ describe("uninstall", () => {
     expect(existsSync(home.home)).toBe(false);
   }, 120_000);
 
+  test("a BERTH_HOME holding files berth did not create keeps them (and itself)", async () => {
+    const home = newHome();
+    expect((await home.run(["bootstrap", "--no-auto-update"])).json.status).toBe("bootstrapped");
+    writeFileSync(home.path("notes.txt"), "mine\n");
+    const result = await home.run(["uninstall"]);
+    expect(result.json.status).toBe("uninstalled");
+    expect(readFileSync(home.path("notes.txt"), "utf8")).toBe("mine\n");
+    expect(existsSync(home.path("packages"))).toBe(false);
+    expect(existsSync(home.path("daemon"))).toBe(false);
+    expect(result.json.kept.join("\n")).toContain("notes.txt");
+    expect(processesOf(home.home)).toEqual([]);
+  }, 60_000);
+
   test("--keep-data keeps settings and token only", async () => {
     const home = newHome({ install: false });
     const env = { SHELL: "/bin/bash" };

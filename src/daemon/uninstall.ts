@@ -19,6 +19,8 @@ import { disableStartup } from "./startup.ts";
 const PROFILE_NAMES = [".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zshenv"];
 /** Kept by --keep-data, relative to BERTH_HOME. */
 const DATA_FILES = [join("daemon", "settings.json"), join("daemon", "remote-control.token")];
+/** What berth creates at the top of BERTH_HOME (`.bun`: Bun's cache when berth runs from source). Nothing else is removed. */
+const HOME_ENTRIES = new Set(["packages", "daemon", ".bun"]);
 
 export type UninstallResult = {
   status: "uninstalled";
@@ -103,8 +105,24 @@ function removeHome(ctx: Context, keepData: boolean, removed: string[], kept: st
   const home = ctx.layout.home;
   if (!existsSync(home)) return;
   if (!keepData) {
-    rmSync(home, { recursive: true, force: true });
-    removed.push(home);
+    // Only what berth made: a BERTH_HOME pointed at a folder with other files (even $HOME) loses nothing else.
+    const others: string[] = [];
+    const gone: string[] = [];
+    for (const entry of readdirSync(home)) {
+      if (!HOME_ENTRIES.has(entry)) {
+        others.push(entry);
+        continue;
+      }
+      rmSync(join(home, entry), { recursive: true, force: true });
+      gone.push(join(home, entry));
+    }
+    if (others.length === 0) {
+      rmSync(home, { recursive: true, force: true });
+      removed.push(home);
+    } else {
+      removed.push(...gone);
+      kept.push(`${home} (holds files berth did not create: ${others.slice(0, 5).join(", ")}${others.length > 5 ? ", …" : ""})`);
+    }
     return;
   }
   const keep = new Set(DATA_FILES.map((file) => join(home, file)));
