@@ -129,6 +129,7 @@ function removeHome(ctx: Context, keepData: boolean, removed: string[], kept: st
   const walk = (dir: string) => {
     for (const entry of readdirSync(dir)) {
       const path = join(dir, entry);
+      if (dir === home && !HOME_ENTRIES.has(entry)) continue;
       if (keep.has(path)) {
         kept.push(path);
         continue;
