@@ -8,7 +8,7 @@ import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
 import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
 import { deferredSignals, deferTerminalSignals } from "./signals.ts";
-import { followOf, type Follow } from "./stream.ts";
+import { isStreamingResult } from "./streaming.ts";
 import { closestMatch } from "./suggest.ts";
 import { CLI_VERSION } from "./version.ts";
 
@@ -24,7 +24,7 @@ export const INTERRUPTIBLE_COMMANDS: ReadonlySet<string> = new Set([
   "serve", "update-loop", "version", "status", "connect", "logs", "doctor", "remote",
 ]);
 
-type Output = { stdout: string; stderr?: string; exitCode: number; follow?: Follow };
+type Output = { stdout: string; stderr?: string; exitCode: number };
 
 async function rootCommand(): Promise<CommandDef<any>> {
   const subCommands: Record<string, CommandDef<any>> = {};
@@ -107,9 +107,13 @@ async function execute(argv: string[]): Promise<Output> {
   const { result } = await runCommand(command, { rawArgs: rest });
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
+  if (isStreamingResult(result)) {
+    // The first line is the command's JSON object; after it the stream owns stdout and picks the exit code.
+    writeOutput(1, renderJson(result.firstLine));
+    return { stdout: "", exitCode: await result.run() };
+  }
   const body = { ...(result as object), ...(warnings.length > 0 ? { warnings } : {}) };
-  const follow = followOf(result);
-  return { stdout: renderJson(body), exitCode: 0, ...(follow ? { follow } : {}) };
+  return { stdout: renderJson(body), exitCode: 0 };
 }
 
 /** Runs one command; never throws, whatever happened to stdout or stderr. */
@@ -128,11 +132,5 @@ export async function runCli(argv: string[]): Promise<number> {
   const signals = deferredSignals();
   if (signals.length > 0) logger.warn(`${signals.join(" and ")} arrived while berth was changing state; it finished first.`);
   writeOutput(1, output.stdout);
-  // Streaming commands (logs --follow): one more JSON line per object, until interrupted or the reader goes away.
-  if (output.follow) {
-    await output.follow(async (value) => {
-      if (!writeOutput(1, renderJson(value))) throw new Error("stdout closed");
-    }).catch(() => undefined);
-  }
   return output.exitCode;
 }

@@ -22,4 +22,5 @@ export const commands: Record<string, LazyCommand> = {
   startup: () => import("./startup.ts").then((m) => m.default),
   keep: () => import("./_keep.ts").then((m) => m.default),
   doctor: () => import("./doctor.ts").then((m) => m.default),
+  connect: () => import("./connect.ts").then((m) => m.default),
 };

@@ -1,8 +1,9 @@
 import { defineCommand } from "citty";
-import { describe } from "./_shared.ts";
 import { openContext } from "../daemon/context.ts";
 import { followLog, parseLineCount, readLogs } from "../daemon/logs.ts";
-import { FOLLOW } from "../stream.ts";
+import { renderJson, writeOutput } from "../output.ts";
+import type { StreamingResult } from "../streaming.ts";
+import { describe } from "./_shared.ts";
 
 export default defineCommand({
   meta: {
@@ -23,6 +24,17 @@ export default defineCommand({
     const lines = parseLineCount(args.n === undefined ? undefined : String(args.n));
     const { result, cursor } = readLogs(openContext(), { updater: Boolean(args.updater), lines, follow: Boolean(args.follow) });
     if (!args.follow) return result;
-    return { ...result, [FOLLOW]: (emit: (value: object) => Promise<void>) => followLog(result.path, cursor, (line) => emit({ line })) };
+    const follow: StreamingResult = {
+      streaming: true,
+      firstLine: result,
+      // Until interrupted, or until the reader goes away (a write that fails ends it).
+      run: async () => {
+        await followLog(result.path, cursor, async (line) => {
+          if (!writeOutput(1, renderJson({ line }))) throw new Error("stdout closed");
+        }).catch(() => undefined);
+        return 0;
+      },
+    };
+    return follow;
   },
 });

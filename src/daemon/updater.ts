@@ -24,7 +24,11 @@ export type UpdaterCheck = {
   code?: string;
 };
 
+/** A restart onto `version` the loop holds back while session processes run (src/update/defer.ts). */
+export type PendingRestart = { version: string; since: string; runningProcesses: number };
+
 export type UpdaterState = {
+  pendingRestart?: PendingRestart;
   lastCheck?: UpdaterCheck;
   nextCheckAt?: string;
   quarantined: string[];
@@ -35,6 +39,7 @@ export type UpdaterState = {
 };
 
 export type UpdaterReport = {
+  pendingRestart?: PendingRestart;
   state: "running" | "starting" | "stopped";
   pid?: number;
   version?: string;
@@ -76,6 +81,7 @@ export function updaterReport(ctx: Context): UpdaterReport {
     ...(saved.nextCheckAt && pidState.kind === "running" ? { nextCheckAt: saved.nextCheckAt } : {}),
     quarantined: saved.quarantined,
     logPath: ctx.layout.updaterLog,
+    ...(saved.pendingRestart && pidState.kind === "running" ? { pendingRestart: saved.pendingRestart } : {}),
   };
 }
 
