@@ -69,6 +69,8 @@ export class ManagedProcess {
   terminalSize: TerminalSize | null;
   proc!: Subprocess<"pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore">;
   terminal?: Terminal;
+  /** Boot id + start time of the leader, taken right after the spawn (for the ledger). */
+  identity?: string;
   private readonly subscribers = new Map<number, Subscriber>();
   private readonly closeHooked = new Set<number>();
   private readonly exitListeners: Array<() => void> = [];
