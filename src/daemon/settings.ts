@@ -2,6 +2,7 @@
 import { defu } from "defu";
 import { BerthError } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
+import { BUILT_IN_BASE_URL } from "../version.ts";
 
 export type Settings = {
   remoteControlEnabled: boolean;
@@ -20,7 +21,7 @@ export function defaultSettings(): Settings {
   return {
     remoteControlEnabled: false,
     autoUpdate: false,
-    releaseBaseUrl: "",
+    releaseBaseUrl: BUILT_IN_BASE_URL,
     startTimeoutMs: 10_000,
     stopGraceMs: 60_000,
     update: { initialDelayMs: 300_000, intervalMs: 3_600_000, maxRestartDeferMs: 86_400_000 },
