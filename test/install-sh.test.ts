@@ -196,10 +196,18 @@ function expectInstalled(r: RunResult, version: string, args: string[]) {
   }
 }
 
-function expectFailed(r: RunResult, pattern: RegExp) {
+/** Exactly one stdout line, the spec's error object (what a client over SSH reads last). */
+function expectErrorObject(r: RunResult, code: string, pattern: RegExp) {
+  const lines = r.stdout.trimEnd().split("\n");
+  expect(lines).toHaveLength(1);
+  const object = JSON.parse(lines[0]!);
+  expect(object).toEqual({ status: "error", error: { code, message: expect.stringMatching(pattern) } });
+}
+
+function expectFailed(r: RunResult, pattern: RegExp, code = "INSTALL_FAILED") {
   expect(r.code).not.toBe(0);
   expect(r.marker).toBeNull();
-  expect(r.stdout).toBe("");
+  expectErrorObject(r, code, pattern);
   // only our own lines (no raw curl/wget noise), the last one saying what went wrong
   const lines = r.stderr.trimEnd().split("\n");
   for (const line of lines) expect(line).toMatch(/^berth-install: /);
@@ -267,20 +275,34 @@ for (const shell of SHELLS) {
 
     test.skipIf(absent)("a missing version fails and installs nothing", async () => {
       const r = await runInstall({ shell: shell.cmd, baseUrl: server.url, args: ["--release", "9.9.9"] });
-      expectFailed(r, /could not download .*9\.9\.9/);
+      expectFailed(r, /could not download .*9\.9\.9/, "DOWNLOAD_FAILED");
+    });
+
+    test.skipIf(absent)("a base URL nobody serves: the error object is the last stdout line", async () => {
+      const s = await serveDirectory(release);
+      await s.stop();
+      const r = await runInstall({ shell: shell.cmd, baseUrl: `${s.url}/nowhere` });
+      expect(r.code).toBe(1);
+      expectFailed(r, /could not download .*\/nowhere\/latest\.json/, "DOWNLOAD_FAILED");
+    });
+
+    test.skipIf(absent)("a message with quotes and backslashes stays valid JSON", async () => {
+      const r = await runInstall({ shell: shell.cmd, baseUrl: 'ftp://a"b\\c\tq' });
+      expectFailed(r, /BERTH_RELEASE_BASE_URL='ftp:\/\/a"b\\c\sq' must start with/);
     });
 
     test.skipIf(absent)("a corrupt binary fails the checksum", async () => {
       const dir = buildRelease();
       writeFileSync(join(dir, LATEST, "berth-linux-x64.gz"), gz(fakeBerth(LATEST) + "# tampered\n"));
       const r = await runInstall({ shell: shell.cmd, baseUrl: `file://${dir}` });
-      expectFailed(r, /checksum mismatch/);
+      expectFailed(r, /checksum mismatch/, "CHECKSUM_MISMATCH");
     });
 
-    test.skipIf(absent)("an unknown flag exits 2", async () => {
+    test.skipIf(absent)("an unknown flag exits 2 with the USAGE object", async () => {
       const r = await runInstall({ shell: shell.cmd, baseUrl: server.url, args: ["--bootstrap", "--frobnicate"] });
       expect(r.code).toBe(2);
       expect(r.stderr).toBe("berth-install: unknown option '--frobnicate'; run with --help to see the options.\n");
+      expectErrorObject(r, "USAGE", /unknown option '--frobnicate'/);
       expect(r.marker).toBeNull();
     });
 
@@ -289,6 +311,7 @@ for (const shell of SHELLS) {
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("Usage:");
       expect(r.stdout).toContain("--release VERSION");
+      expect(r.stdout).toMatch(/BERTH_INSTALL_DIR +the folder for the command link/);
       expect(r.stderr).toBe("");
       expect(r.marker).toBeNull();
     });
@@ -365,14 +388,26 @@ describe("install.sh release resolution", () => {
     const dir = buildRelease();
     writeFileSync(join(dir, "latest.json"), '{"version":"../../etc"}');
     const r = await runInstall({ baseUrl: `file://${dir}` });
-    expectFailed(r, /latest\.json does not name a valid version/);
+    expectFailed(r, /latest\.json does not name a valid version/, "DOWNLOAD_FAILED");
   });
 
-  test("the binary's exit code is passed on and the temp folder still removed", async () => {
+  test("the binary's exit code is passed on, an error object is last, and the temp folder still removed", async () => {
     const r = await runInstall({ baseUrl: server.url, env: { FAKE_BERTH_EXIT: "3" } });
     expect(r.code).toBe(3);
-    expect(r.stdout).toBe(FAKE_STDOUT);
+    const lines = r.stdout.trimEnd().split("\n");
+    expect(lines[0]).toBe(FAKE_STDOUT.trim());
+    expect(JSON.parse(lines.at(-1)!)).toEqual({ status: "error", error: { code: "INSTALL_FAILED", message: expect.stringContaining("status 3") } });
     expect(r.args).toEqual(["install"]);
+  });
+
+  test("the binary's own error object is passed on alone", async () => {
+    const dir = buildRelease();
+    const failing = fakeBerth(LATEST).replace(`'{"status":"installed"}'`, `'{"status":"error","error":{"code":"UNSAFE_STATE","message":"x"}}'`);
+    writeFileSync(join(dir, LATEST, "berth-linux-x64.gz"), gz(failing));
+    writeFileSync(join(dir, LATEST, "SHA256SUMS"), `${sha256(gz(failing))}  berth-linux-x64.gz\n`);
+    const r = await runInstall({ baseUrl: `file://${dir}`, env: { FAKE_BERTH_EXIT: "1" } });
+    expect(r.code).toBe(1);
+    expectErrorObject(r, "UNSAFE_STATE", /^x$/);
   });
 });
 
@@ -384,7 +419,7 @@ describe("install.sh failures change nothing", () => {
         args: ["--release", "7.7.7", "--bootstrap"],
         env: { BERTH_DOWNLOADER: downloader },
       });
-      expectFailed(r, /could not download http:\/\/127\.0\.0\.1:\d+\/7\.7\.7\/berth-linux-x64/);
+      expectFailed(r, /could not download http:\/\/127\.0\.0\.1:\d+\/7\.7\.7\/berth-linux-x64/, "DOWNLOAD_FAILED");
     });
 
     test.skipIf(!has(downloader))(`server down (${downloader})`, async () => {
@@ -392,7 +427,7 @@ describe("install.sh failures change nothing", () => {
       const url = s.url;
       await s.stop();
       const r = await runInstall({ baseUrl: url, env: { BERTH_DOWNLOADER: downloader } });
-      expectFailed(r, /could not download .*latest\.json/);
+      expectFailed(r, /could not download .*latest\.json/, "DOWNLOAD_FAILED");
     });
   }
 
@@ -401,14 +436,14 @@ describe("install.sh failures change nothing", () => {
     rmSync(join(dir, "latest.json"));
     const s = await serve(dir);
     const r = await runInstall({ baseUrl: s.url });
-    expectFailed(r, /could not download .*latest\.json/);
+    expectFailed(r, /could not download .*latest\.json/, "DOWNLOAD_FAILED");
   });
 
   test("missing SHA256SUMS", async () => {
     const dir = buildRelease();
     rmSync(join(dir, LATEST, "SHA256SUMS"));
     const r = await runInstall({ baseUrl: `file://${dir}` });
-    expectFailed(r, /could not download .*SHA256SUMS/);
+    expectFailed(r, /could not download .*SHA256SUMS/, "DOWNLOAD_FAILED");
   });
 
   for (const tool of SHA_TOOLS) {
@@ -420,7 +455,7 @@ describe("install.sh failures change nothing", () => {
       const r = await runInstall({ baseUrl: s.url, env: { BERTH_SHA256_TOOL: tool } });
       const expected = sha256(gz(fakeBerth(LATEST)));
       const actual = sha256(gz(tampered));
-      expectFailed(r, new RegExp(`checksum mismatch for berth-linux-x64\\.gz: expected ${expected}, got ${actual}`));
+      expectFailed(r, new RegExp(`checksum mismatch for berth-linux-x64\\.gz: expected ${expected}, got ${actual}`), "CHECKSUM_MISMATCH");
     });
 
     test.skipIf(!has(tool))(`wrong SHA256SUMS (${tool})`, async () => {
@@ -428,7 +463,7 @@ describe("install.sh failures change nothing", () => {
       const sums = TARGETS.map((t) => `${sha256("something else " + t)}  berth-${t}.gz`).join("\n") + "\n";
       writeFileSync(join(dir, LATEST, "SHA256SUMS"), sums);
       const r = await runInstall({ baseUrl: `file://${dir}`, env: { BERTH_SHA256_TOOL: tool } });
-      expectFailed(r, /checksum mismatch for berth-linux-x64\.gz: expected [0-9a-f]{64}, got [0-9a-f]{64}/);
+      expectFailed(r, /checksum mismatch for berth-linux-x64\.gz: expected [0-9a-f]{64}, got [0-9a-f]{64}/, "CHECKSUM_MISMATCH");
     });
   }
 
@@ -440,7 +475,7 @@ describe("install.sh failures change nothing", () => {
       .join("\n");
     writeFileSync(join(dir, LATEST, "SHA256SUMS"), sums);
     const r = await runInstall({ baseUrl: `file://${dir}` });
-    expectFailed(r, /checksum mismatch: .*no entry for berth-linux-x64\.gz/);
+    expectFailed(r, /checksum mismatch: .*no entry for berth-linux-x64\.gz/, "CHECKSUM_MISMATCH");
   });
 
   test("no curl or wget", async () => {
@@ -537,7 +572,7 @@ describe("install.sh target detection", () => {
       } else {
         const s = await serve(release);
         const r = await runInstall({ baseUrl: s.url, env });
-        expectFailed(r, c.target);
+        expectFailed(r, c.target, "UNSUPPORTED_PLATFORM");
         expect(s.requests).toEqual([]);
       }
     });
@@ -588,7 +623,7 @@ describe("install.sh release signatures", () => {
       expectInstalled(both, LATEST, ["install"]);
     });
 
-    const refusals: { name: string; make: () => string; message: RegExp }[] = [
+    const refusals: { name: string; make: () => string; message: RegExp; code?: string }[] = [
       { name: "signed with an untrusted key", make: () => signedRelease(KEY_B), message: /signature check failed: .*manifest\.json is not signed by a key this installer trusts/ },
       {
         name: "a manifest edited after signing",
@@ -638,12 +673,13 @@ describe("install.sh release signatures", () => {
           return dir;
         },
         message: /SHA256SUMS of release .* disagrees with its signed manifest/,
+        code: "CHECKSUM_MISMATCH",
       },
     ];
     for (const refusal of refusals) {
       test.skipIf(skip)(`${shell.name}: ${refusal.name} → refused before anything downloaded runs`, async () => {
         const r = await runInstall({ shell: shell.cmd, baseUrl: `file://${refusal.make()}`, script: scriptTrusting([KEY_A]), args: ["--bootstrap"] });
-        expectFailed(r, refusal.message);
+        expectFailed(r, refusal.message, refusal.code ?? "SIGNATURE_INVALID");
       });
     }
   }

@@ -2,9 +2,8 @@
  * The updater process as the daemon sees it: a pidfile-backed process group,
  * plus the outcome of its last check (written by the loop in src/update/).
  */
-import { readFileSync } from "node:fs";
 import { errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { PidBackend } from "./backend.ts";
 import type { Context } from "./context.ts";
 
@@ -40,7 +39,9 @@ export function updaterBackend(ctx: Context): PidBackend {
 
 export function readUpdaterState(path: string): UpdaterState {
   try {
-    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<UpdaterState>;
+    const parsed = JSON.parse(readStateFile(path) ?? "{}") as unknown;
+    // `null`, a number or an array holds no history: treat it as empty rather than crash the loop.
+    const value = (parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {}) as Partial<UpdaterState>;
     return { ...value, quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [] };
   } catch (error) {
     // Missing is normal; a damaged state file only loses history, never settings.
