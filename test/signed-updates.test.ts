@@ -4,7 +4,7 @@
  * host that counts requests and answers conditionally, real `update` runs and
  * a real detached loop.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,6 +17,8 @@ import { newKey, publishLatest, publishSigned, signature, type TestKey } from ".
 
 const UPDATE_WAIT_MS = 30_000;
 const SLOW_TEST_MS = 120_000;
+// Every test here installs and updates real 100 MB binaries; under load that is seconds, not milliseconds.
+setDefaultTimeout(60_000);
 const GIB = 1024 ** 3;
 const KEY_A = newKey();
 const KEY_B = newKey();
@@ -84,6 +86,8 @@ beforeAll(async () => {
     bin[name] = join(workDir, `berth-${name}`);
     await compile({ version, outfile: bin[name], trustedKeys: keys.map((k) => k.spki) });
   }
+  // Gzip each binary once, here, rather than inside the first test that publishes it.
+  for (const binary of [bin.oldA, bin.newA]) publishSigned(join(workDir, "warm-up"), "0.0.0", binary, { key: KEY_A, target: TARGET, cacheDir: workDir });
   host.server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
