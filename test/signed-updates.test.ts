@@ -11,7 +11,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { inRollout, planUpdate, rolloutBucket, type PlanInput } from "../src/update/decide.ts";
+import { parseLatest, selectAsset } from "../src/update/release.ts";
 import { decodeSignature } from "../src/update/signature.ts";
+import { validatorsOf } from "../src/update/update.ts";
 import { eventually, makeHome, parseLastJsonLine, TARGET, type TestHome } from "./helpers/berth.ts";
 import { newKey, publishLatest, publishSigned, signature, type TestKey } from "./helpers/signed-release.ts";
 
@@ -255,6 +257,54 @@ describe("signatures", () => {
   });
 });
 
+describe("metadata shapes (pure)", () => {
+  test("parseLatest: a version, and rolloutPercent only as a number from 0 to 100", () => {
+    const cases: [unknown, object | string][] = [
+      [{ version: "1.2.3" }, { version: "1.2.3" }],
+      [{ version: "1.2.3", rolloutPercent: 0 }, { version: "1.2.3", rolloutPercent: 0 }],
+      [{ version: "1.2.3", rolloutPercent: 100 }, { version: "1.2.3", rolloutPercent: 100 }],
+      [{ version: "1.2.3", rolloutPercent: 101 }, "rolloutPercent"],
+      [{ version: "1.2.3", rolloutPercent: "50" }, "rolloutPercent"],
+      [{ version: "../x" }, "does not name a version"],
+      [null, "does not name a version"],
+    ];
+    for (const [value, expected] of cases) {
+      if (typeof expected === "string") expect(() => parseLatest("u", value)).toThrow(expected);
+      else expect(parseLatest("u", value)).toEqual(expected as never);
+    }
+  });
+
+  test("selectAsset: another version is SIGNATURE_INVALID; a malformed entry is DOWNLOAD_FAILED", () => {
+    const asset = { target: "linux-x64", file: "berth-linux-x64.gz", sha256: "a".repeat(64), size: 10, binarySha256: "b".repeat(64), binarySize: 20 };
+    expect(selectAsset({ version: "1.0.0", assets: [asset] }, "1.0.0", "linux-x64")).toEqual(asset);
+    const cases: [unknown, string][] = [
+      [{ version: "0.9.0", assets: [asset] }, "SIGNATURE_INVALID"],
+      [{ version: "1.0.0", assets: [{ ...asset, binarySha256: undefined }] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0", assets: [{ ...asset, size: -1 }] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0", assets: [{ ...asset, file: "../berth" }] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0", assets: [] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0" }, "DOWNLOAD_FAILED"],
+    ];
+    for (const [manifest, code] of cases) {
+      let thrown: any;
+      try {
+        selectAsset(manifest, "1.0.0", "linux-x64");
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown?.code).toBe(code);
+    }
+  });
+
+  test("validatorsOf: only a well-formed saved entry is used for a conditional request", () => {
+    const good = { url: "http://h/latest.json", etag: '"x"', latest: { version: "1.0.0" } };
+    expect(validatorsOf(good)).toEqual(good);
+    for (const bad of [null, undefined, 3, { url: 1, latest: { version: "1.0.0" } }, { url: "u" }, { ...good, etag: 5 }, { ...good, latest: { version: "1.0.0", rolloutPercent: "9" } }]) {
+      expect(validatorsOf(bad)).toBeUndefined();
+    }
+  });
+});
+
 describe("phased rollout", () => {
   test("planUpdate: the loop waits for its bucket, a manual update and --release do not", () => {
     const base: PlanInput = { installed: "1.0.0", candidate: "1.1.0", explicit: false, quarantined: [] };
@@ -295,6 +345,9 @@ describe("phased rollout", () => {
     publish("1.1.0", KEY_A, { rolloutPercent: 0 });
     expect(await eventually(() => (updaterLog(t).match(/check: notInRollout: 1\.1\.0 is available/g) ?? []).length >= 2, UPDATE_WAIT_MS, 100)).toBe(true);
     expectNothingInstalled(t);
+    // The loop asks conditionally too: after the first fetch of this latest.json, 304s.
+    const answers = host.hits.filter((h) => h.path === "/latest.json").map((h) => h.status);
+    expect(answers.slice(answers.indexOf(200) + 1)).toContain(304);
     const status = (await t.berth(["status"])).json;
     expect(status.updater.lastCheck).toMatchObject({ outcome: "notInRollout", latestVersion: "1.1.0" });
     expect(status.updater.lastCheck.message).toMatch(/not in its 0 % rollout yet/);
@@ -317,6 +370,17 @@ describe("phased rollout", () => {
 });
 
 describe("conditional checks", () => {
+  test("a file:// release host is signature-checked too", async () => {
+    const t = await installed(bin.oldA);
+    publish("1.1.0", KEY_A);
+    const env = { ...ENV, BERTH_RELEASE_BASE_URL: `file://${host.root}` };
+    const managed = t.home.path("packages/standalone/current/berth");
+    expect((await t.home.exec([managed, "update", "--check"], { env })).json).toMatchObject({ status: "updateAvailable", latestVersion: "1.1.0" });
+    publish("1.1.0", KEY_B);
+    expect((await t.home.exec([managed, "update"], { env })).json.error?.code).toBe("SIGNATURE_INVALID");
+    expectNothingInstalled(t);
+  });
+
   test("ten checks of an unchanged latest.json fetch its body once, then get 304s; a change is fetched again", async () => {
     const t = await installed(bin.oldA);
     host.hits.length = 0;
