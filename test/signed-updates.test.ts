@@ -5,11 +5,11 @@
  * a real detached loop.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compile } from "../build.ts";
+import { buildKeys, compile } from "../build.ts";
 import { inRollout, planUpdate, rolloutBucket, type PlanInput } from "../src/update/decide.ts";
 import { parseLatest, selectAsset } from "../src/update/release.ts";
 import { decodeSignature } from "../src/update/signature.ts";
@@ -254,6 +254,24 @@ describe("signatures", () => {
       ["", false],
     ];
     for (const [text, ok] of cases) expect(decodeSignature(text) !== undefined).toBe(ok);
+  });
+});
+
+describe("build keys", () => {
+  test("BERTH_SIGNING_KEY signs and is trusted; every BERTH_TRUSTED_KEYS PEM is trusted too; a non-Ed25519 key is refused", () => {
+    const dir = join(workDir, "keys");
+    mkdirSync(dir, { recursive: true });
+    const signing = join(dir, "signing.pem");
+    writeFileSync(signing, KEY_A.privatePem);
+    writeFileSync(join(dir, "b.pem"), KEY_B.publicPem);
+    const third = newKey();
+    writeFileSync(join(dir, "c.pem"), third.publicPem);
+    const keys = buildKeys({ BERTH_SIGNING_KEY: signing, BERTH_TRUSTED_KEYS: `${join(dir, "b.pem")}:${join(dir, "c.pem")}` });
+    expect(keys.signing).toMatchObject({ path: signing, dev: false });
+    expect(keys.trusted).toEqual([KEY_A.spki, KEY_B.spki, third.spki]);
+    writeFileSync(join(dir, "rsa.pem"), generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs8", format: "pem" }));
+    expect(() => buildKeys({ BERTH_SIGNING_KEY: join(dir, "rsa.pem") })).toThrow("is not an Ed25519 private key");
+    expect(() => buildKeys({ BERTH_SIGNING_KEY: signing, BERTH_TRUSTED_KEYS: join(dir, "missing.pem") })).toThrow("cannot be read");
   });
 });
 
