@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { versionFromReleaseDir } from "../src/daemon/context.ts";
 import { loadSettings, UPDATE_INTERVAL_FLOOR_MS } from "../src/daemon/settings.ts";
 import { readUpdaterState } from "../src/daemon/updater.ts";
-import { eventually, installRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { eventually, installRelease, isAlive, killProcessesOf, makeHome, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
 import { newKey, writeSigned } from "./helpers/signed-release.ts";
@@ -148,6 +148,8 @@ describe("item 9: small faults, each with a documented answer", () => {
     const started = await home.run(["start"]);
     const link = join(dirname(home.home), "home-link");
     symlinkSync(home.home, link);
+    // Processes started through the link carry BERTH_HOME=<link>, which the home's own cleanup does not match.
+    cleanups.push(() => killProcessesOf(link));
     const version = await home.run(["version"], { env: { BERTH_HOME: link } });
     expect(version.json.status).toBe("running");
     expect(version.json.pid).toBe(started.json.pid);
