@@ -168,8 +168,8 @@ describe("restart on a terminal that hangs up", () => {
 });
 
 describe("Ctrl-C on the terminal during start", () => {
-  // ^C while start waits for daemon.lock (held by another process, so no child of start exists yet and the
-  // moment is not a race): start must not die of SIGINT; it ends as it would have, here with LOCK_TIMEOUT.
+  // ^C while start waits for daemon.lock (held by another process for longer than start waits, so no child
+  // of start exists yet and the moment is not a race): start must not die of SIGINT; it ends as it would have, here with LOCK_TIMEOUT.
   test("a real ^C (SIGINT to the foreground group) is deferred: start ends with its own result, not the signal", async () => {
     const home = newHome();
     mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
@@ -181,14 +181,16 @@ describe("Ctrl-C on the terminal during start", () => {
         env: { ...home.env, BERTH_LOCK_WAIT_MS: String(LOCK_WAIT_FOR_CTRL_C_MS) },
         terminal: { data: (_terminal, data) => void (screen += new TextDecoder().decode(data)) },
       });
-      // Waiting on the lock means it runs the command (signal handlers in place) and has opened daemon.lock.
-      const waiting = await eventually(() => {
+      // It runs the command once it catches SIGHUP and SIGINT (bits 0 and 1 of SigCgt); the held lock keeps it waiting.
+      const catchesBoth = () => {
         try {
-          return readdirSync(`/proc/${child.pid}/fd`).some((fd) => readlinkSync(`/proc/${child.pid}/fd/${fd}`) === lockPath);
+          const mask = /SigCgt:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))?.[1] ?? "0";
+          return (Number.parseInt(mask.slice(-2), 16) & 0b11) === 0b11;
         } catch {
           return false;
         }
-      }, COMMAND_EXIT_DEADLINE_MS, 1);
+      };
+      const waiting = await eventually(catchesBoth, COMMAND_EXIT_DEADLINE_MS, 1);
       expect(waiting).toBe(true);
       child.terminal?.write("\x03");
       const ended = () => child.exitCode !== null || child.signalCode !== null;
