@@ -3,6 +3,7 @@
  * exactly one JSON line on stdout, human text on stderr, exit 0/1/2.
  */
 import { defineCommand, renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
+import { isInteractiveExit, SELF_PARSING_COMMANDS } from "./commands/_shared.ts";
 import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
@@ -53,8 +54,9 @@ async function execute(argv: string[]): Promise<{ stdout: string; exitCode: numb
     return { stdout: `${await renderUsage(command, await rootCommand())}\n`, exitCode: 0 };
   }
   const defs = ((typeof command.args === "function" ? await command.args() : await command.args) ?? {}) as ArgsDef;
-  checkArgs(rest, defs, name);
+  if (!SELF_PARSING_COMMANDS.has(name)) checkArgs(rest, defs, name);
   const { result } = await runCommand(command, { rawArgs: rest });
+  if (isInteractiveExit(result)) return { stdout: "", exitCode: result.exitCode };
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
   const body = { ...(result as object), ...(warnings.length > 0 ? { warnings } : {}) };
@@ -72,6 +74,6 @@ export async function runCli(argv: string[]): Promise<number> {
     else logger.error(object.error.message);
     output = { stdout: renderJson(object), exitCode: exitCodeFor(error) };
   }
-  await Bun.write(Bun.stdout, output.stdout);
+  if (output.stdout) await Bun.write(Bun.stdout, output.stdout);
   return output.exitCode;
 }

@@ -15,6 +15,7 @@ export type ErrorCode =
   | "CHECKSUM_MISMATCH"
   | "INSTALL_FAILED"
   | "UPDATE_FAILED"
+  | "SSH_FAILED"
   | "INTERNAL";
 
 /** The one error class of berth: what failed, where, and what to do next. */

@@ -1,0 +1,20 @@
+import { defineCommand } from "citty";
+import { parseRemoteArgs, REMOTE_USAGE } from "../client/args.ts";
+
+/**
+ * `berth remote HOST <subcommand> …`: the client side, run on the user's own
+ * machine. Parses its own arguments (host before subcommand); the engine is
+ * src/client/.
+ */
+export default defineCommand({
+  meta: { name: "remote", description: `Bootstrap and use berth on a host over SSH. ${REMOTE_USAGE.replace(/^usage: /, "")}` },
+  async run({ rawArgs }) {
+    const args = parseRemoteArgs(rawArgs);
+    switch (args.command) {
+      case "bootstrap":
+        return (await import("../client/bootstrap.ts")).remoteBootstrap(args.host, { remoteControl: args.remoteControl });
+      default:
+        return (await import("../client/commands.ts")).runRemote(args);
+    }
+  },
+});
