@@ -1,5 +1,8 @@
 import { createConsola, type ConsolaReporter } from "consola/core";
 import { BerthError, describeError } from "./errors.ts";
+import { writeOutput } from "./stdio.ts";
+
+export { writeOutput };
 
 /**
  * consola's core with a plain stderr reporter: its default entry loads tty and
@@ -10,7 +13,7 @@ const stderrReporter: ConsolaReporter = {
   log(entry) {
     const label = entry.type === "info" || entry.type === "log" ? "" : `${entry.type}: `;
     const text = entry.args.map((arg) => (arg instanceof Error ? (arg.stack ?? arg.message) : String(arg))).join(" ");
-    process.stderr.write(`${label}${text}\n`);
+    writeOutput(2, `${label}${text}\n`);
   },
 };
 

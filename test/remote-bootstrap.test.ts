@@ -5,7 +5,7 @@
  * nothing; a host that cannot download gets the binary uploaded over ssh.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildRelease } from "../build.ts";
@@ -73,19 +73,19 @@ describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
     expect(first.stdout.trim().split("\n")).toHaveLength(1);
     expect(first.json).toMatchObject({ status: "bootstrapped", host: host.alias, target: TARGET, action: "installed", method: "download", previousVersion: null, version: VERSION });
     expect(first.json.remote).toMatchObject({ status: "bootstrapped", managedVersion: VERSION, appServerVersion: VERSION });
-    expect(server!.requests).toContain(`/${VERSION}/berth-${TARGET}`);
+    expect(server!.requests.filter((path) => path.startsWith(`/${VERSION}/berth-${TARGET}`))).toHaveLength(1);
     expect(readlinkSync(join(host.farBerthHome, "packages", "standalone", "current"))).toBe(`releases/${VERSION}-${TARGET}`);
     const pid = first.json.remote.pid as number;
     expect(isAlive(pid)).toBe(true);
     // The host remembers where its updates come from.
     expect(readJson(join(host.farBerthHome, "daemon", "settings.json")).releaseBaseUrl).toBe(server!.url);
 
-    const downloads = server!.requests.filter((path) => path.endsWith(`berth-${TARGET}`)).length;
+    const downloads = server!.requests.filter((path) => path.startsWith(`/${VERSION}/berth-${TARGET}`)).length;
     const second = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: server!.url });
     expect(second.code).toBe(0);
     expect(second.json).toMatchObject({ status: "bootstrapped", action: "alreadyInstalled", previousVersion: VERSION, version: VERSION });
     expect(second.json.method).toBeUndefined();
-    expect(server!.requests.filter((path) => path.endsWith(`berth-${TARGET}`)).length).toBe(downloads);
+    expect(server!.requests.filter((path) => path.startsWith(`/${VERSION}/berth-${TARGET}`)).length).toBe(downloads);
     // Same app-server: bootstrap with unchanged settings does not restart it.
     expect(second.json.remote.pid).toBe(pid);
   });
@@ -110,6 +110,19 @@ describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
     expect(result.code).toBe(0);
     expect(result.json).toMatchObject({ action: "installed", method: "upload", version: VERSION });
     expect(await eventually(() => isAlive(result.json.remote.pid))).toBe(true);
+  });
+
+  test("an upload from a release whose manifest signature does not verify is refused; the host is untouched", async () => {
+    const host = await newHost();
+    const tampered = mkdtempSync(join(tmpdir(), "berth-remote-tampered-"));
+    clientDirs.push(tampered);
+    cpSync(releaseDir, tampered, { recursive: true });
+    const manifest = join(tampered, VERSION, "manifest.json");
+    writeFileSync(manifest, readFileSync(manifest, "utf8").replace(`"version"`, ` "version"`));
+    const result = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: `file://${tampered}` });
+    expect(result.code).toBe(1);
+    expect(result.json.error.code).toBe("SIGNATURE_INVALID");
+    expect(existsSync(host.farBerthHome)).toBe(false);
   });
 
   test("ssh failures are SSH_FAILED with ssh's own last line: nothing listening, key refused", async () => {

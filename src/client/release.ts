@@ -4,9 +4,9 @@
  * cannot download it themselves. A `file://` base is a release folder on this
  * machine (what `bun run build.ts --release` writes); an http(s) base is
  * downloaded once into `${XDG_CACHE_HOME:-~/.cache}/berth/releases/<version>/`.
- * Assets are checked against the version's manifest.json (sha256 of the file,
- * and binarySha256 of a gzipped asset once unpacked); nothing is held whole
- * in memory.
+ * The version's manifest.json must carry a signature this berth trusts (the
+ * same check as `update`); assets are checked against it (sha256 of the file,
+ * binarySha256 once unpacked); nothing is held whole in memory.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
@@ -18,6 +18,7 @@ import { createGunzip } from "node:zlib";
 import { BerthError, describeError } from "../errors.ts";
 import { isVersion } from "../install/semver.ts";
 import type { Target } from "../platform/paths.ts";
+import { assertSigned } from "../update/signature.ts";
 
 /** A small release document (latest.json, manifest.json) must arrive within this. */
 const METADATA_TIMEOUT_MS = 20_000;
@@ -100,11 +101,18 @@ async function download(url: string, dest: string): Promise<void> {
  */
 export async function localBinary(base: string, version: string, target: Target, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   const where = `${base}/${version}/manifest.json`;
-  let asset: Asset | undefined;
+  let manifestText: string;
   try {
-    asset = assetFor(JSON.parse(await fetchText(where)), target);
+    manifestText = await fetchText(where);
   } catch (error) {
     throw new BerthError("DOWNLOAD_FAILED", `cannot read ${where} from this machine (${describeError(error)}), so berth cannot be uploaded to a host that cannot download it.`);
+  }
+  await assertSigned(where, new TextEncoder().encode(manifestText), await fetchText(`${where}.sig`).catch(() => undefined));
+  let asset: Asset | undefined;
+  try {
+    asset = assetFor(JSON.parse(manifestText), target);
+  } catch (error) {
+    throw new BerthError("DOWNLOAD_FAILED", `${where} is not JSON (${describeError(error)}).`);
   }
   if (!asset) throw new BerthError("DOWNLOAD_FAILED", `${where} has no asset for ${target}; nothing to upload.`);
   const gzipped = asset.file.endsWith(".gz");
