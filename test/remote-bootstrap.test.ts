@@ -125,6 +125,14 @@ describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
     expect(existsSync(host.farBerthHome)).toBe(false);
   });
 
+  test("a host without berth: `remote HOST ps` says so and names the bootstrap command", async () => {
+    const host = await newHost({ bashrc: "echo noise" });
+    const result = await remote(host, [host.alias, "ps"]);
+    expect(result.code).toBe(1);
+    expect(result.json.error.code).toBe("NOT_INSTALLED");
+    expect(result.json.error.message).toContain(`berth remote ${host.alias} bootstrap`);
+  });
+
   test("ssh failures are SSH_FAILED with ssh's own last line: nothing listening, key refused", async () => {
     const host = await newHost();
     const closed = await remote(host, ["-oPort=1", "bootstrap"], { BERTH_RELEASE_BASE_URL: server!.url, BERTH_SSH: `ssh -F ${host.configPath} -p ${freePort()} -o HostName=127.0.0.1 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null` });

@@ -168,6 +168,19 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     expect(numbers).toEqual(Array.from({ length: numbers.length }, (_, i) => i + 1));
   }, 180_000);
 
+  test("a command the host cannot start is START_FAILED, one JSON object, before anything streams", async () => {
+    const host = await newHost();
+    const run = spawnPiped(host, ["run", "--", "/nonexistent/program"]);
+    expect(await run.proc.exited).toBe(1);
+    await run.done;
+    expect(run.out.stdout.trim().split("\n")).toHaveLength(1);
+    expect(parseLastJsonLine(run.out.stdout).error.code).toBe("START_FAILED");
+    const attach = spawnPiped(host, ["attach", "nothing-here"]);
+    expect(await attach.proc.exited).toBe(1);
+    await attach.done;
+    expect(parseLastJsonLine(attach.out.stdout).error.code).toBe("NOT_RUNNING");
+  }, 60_000);
+
   test("forward carries a local TCP port to a loopback HTTP server on the far side over tunnel/*", async () => {
     const host = await newHost();
     const far = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => new Response(`far side says hi to ${new URL(req.url).pathname}`) });

@@ -27,6 +27,18 @@ export function exitStatusOf(outcome: Outcome): number {
   return number ? 128 + number : 1;
 }
 
+/** What the app-server answered to a spawn or attach, as an error a person understands. */
+function startFailure(host: string, error: unknown): unknown {
+  if (!(error instanceof RpcError)) return error;
+  if (error.code === API_NOT_FOUND) return new BerthError("NOT_RUNNING", `${host}: ${error.message}; \`berth remote ${host} ps\` lists the processes.`);
+  return new BerthError("START_FAILED", `${host} refused to start it: ${error.message}`);
+}
+
+/** The first spawn/attach of a follower, with the app-server's refusals turned into BerthErrors. */
+function firstOrFail(host: string, first: (conn: Connection) => Promise<RemoteProcess>) {
+  return (conn: Connection) => first(conn).catch((error) => Promise.reject(startFailure(host, error)));
+}
+
 /** Finds a process by id or (running first) by name. */
 async function findProcess(conn: Connection, target: string): Promise<RemoteProcess> {
   const { processes } = await conn.call<{ processes: RemoteProcess[] }>("process/list", {});
@@ -68,7 +80,7 @@ async function interactive(host: string, first: (conn: Connection) => Promise<Re
   const follower = await followProcess({
     connection: conn,
     open: () => connect(host),
-    first,
+    first: firstOrFail(host, first),
     onOutput: (_stream, data) => process.stdout.write(data),
     onNotice: notice(true),
     // After a reconnect the window may have changed meanwhile.
@@ -102,7 +114,7 @@ async function streaming(host: string, first: (conn: Connection) => Promise<Remo
   const follower: Follower = await followProcess({
     connection: conn,
     open: () => connect(host),
-    first,
+    first: firstOrFail(host, first),
     onOutput: (stream, data) => (stream === "stderr" ? process.stderr : process.stdout).write(data),
     onNotice: notice(false),
   });

@@ -1,13 +1,14 @@
 /**
  * This machine's terminal for `remote shell|attach`: raw mode that is undone
  * on every way out (normal return, exceptions, SIGTERM/SIGHUP/SIGQUIT, process
- * exit), the window size, and SIGWINCH.
+ * exit; SIGINT/SIGTERM/SIGHUP/SIGQUIT), the window size, and SIGWINCH.
  */
 import { type ReadStream } from "node:tty";
 
 export type TerminalSize = { cols: number; rows: number };
 const FALLBACK_SIZE: TerminalSize = { cols: 80, rows: 24 };
-const EXIT_SIGNALS = ["SIGTERM", "SIGHUP", "SIGQUIT"] as const;
+/** In raw mode the keyboard sends no signals; these come from elsewhere (kill, a closed terminal). */
+const EXIT_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const;
 
 export function terminalSize(): TerminalSize {
   const cols = process.stdout.columns;
