@@ -28,15 +28,15 @@ export function exitStatusOf(outcome: Outcome): number {
 }
 
 /** What the app-server answered to a spawn or attach, as an error a person understands. */
-function startFailure(host: string, error: unknown): unknown {
+function startFailure(host: string, error: unknown, kind: "spawn" | "attach"): unknown {
   if (!(error instanceof RpcError)) return error;
-  if (error.code === API_NOT_FOUND) return new BerthError("NOT_RUNNING", `${host}: ${error.message}; \`berth remote ${host} ps\` lists the processes.`);
+  if (kind === "attach" && error.code === API_NOT_FOUND) return new BerthError("NOT_RUNNING", `${host}: ${error.message}; \`berth remote ${host} ps\` lists the processes.`);
   return new BerthError("START_FAILED", `${host} refused to start it: ${error.message}`);
 }
 
 /** The first spawn/attach of a follower, with the app-server's refusals turned into BerthErrors. */
-function firstOrFail(host: string, first: (conn: Connection) => Promise<RemoteProcess>) {
-  return (conn: Connection) => first(conn).catch((error) => Promise.reject(startFailure(host, error)));
+function firstOrFail(host: string, kind: "spawn" | "attach", first: (conn: Connection) => Promise<RemoteProcess>) {
+  return (conn: Connection) => first(conn).catch((error) => Promise.reject(startFailure(host, error, kind)));
 }
 
 /** Finds a process by id or (running first) by name. */
@@ -73,14 +73,14 @@ async function attachOrSpawnShell(conn: Connection, name: string): Promise<Remot
 }
 
 /** A terminal process on this terminal: raw mode, keystrokes, window size, the detach key. */
-async function interactive(host: string, first: (conn: Connection) => Promise<RemoteProcess>, howToReattach: (p: RemoteProcess) => string) {
+async function interactive(host: string, kind: "spawn" | "attach", first: (conn: Connection) => Promise<RemoteProcess>, howToReattach: (p: RemoteProcess) => string) {
   const detachKey = parseDetachKey(process.env.BERTH_DETACH_KEY);
   const conn = await connect(host);
   let attachedFollower: Follower | undefined;
   const follower = await followProcess({
     connection: conn,
     open: () => connect(host),
-    first: firstOrFail(host, first),
+    first: firstOrFail(host, kind, first),
     onOutput: (_stream, data) => process.stdout.write(data),
     onNotice: notice(true),
     // After a reconnect the window may have changed meanwhile.
@@ -109,12 +109,12 @@ async function interactive(host: string, first: (conn: Connection) => Promise<Re
 }
 
 /** A process with stdout/stderr streamed to ours; Ctrl-C detaches. */
-async function streaming(host: string, first: (conn: Connection) => Promise<RemoteProcess>) {
+async function streaming(host: string, kind: "spawn" | "attach", first: (conn: Connection) => Promise<RemoteProcess>) {
   const conn = await connect(host);
   const follower: Follower = await followProcess({
     connection: conn,
     open: () => connect(host),
-    first: firstOrFail(host, first),
+    first: firstOrFail(host, kind, first),
     onOutput: (stream, data) => (stream === "stderr" ? process.stderr : process.stdout).write(data),
     onNotice: notice(false),
   });
@@ -150,16 +150,16 @@ export async function runRemote(args: RemoteArgs): Promise<object> {
   const { host } = args;
   switch (args.command) {
     case "shell":
-      return interactive(host, (conn) => attachOrSpawnShell(conn, args.name), (p) => `\`berth remote ${host} shell ${p.name ?? p.processId}\``);
+      return interactive(host, "spawn", (conn) => attachOrSpawnShell(conn, args.name), (p) => `\`berth remote ${host} shell ${p.name ?? p.processId}\``);
     case "run":
-      return streaming(host, async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { argv: args.argv, ...(args.name ? { name: args.name } : {}) })).process);
+      return streaming(host, "spawn", async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { argv: args.argv, ...(args.name ? { name: args.name } : {}) })).process);
     case "attach": {
       const conn = await connect(host);
       const found = await findProcess(conn, args.target).finally(() => conn.close());
       const first = (c: Connection) => attachTo(c, found.processId);
       return found.terminal
-        ? interactive(host, first, (p) => `\`berth remote ${host} attach ${p.name ?? p.processId}\``)
-        : streaming(host, first);
+        ? interactive(host, "attach", first, (p) => `\`berth remote ${host} attach ${p.name ?? p.processId}\``)
+        : streaming(host, "attach", first);
     }
     case "ps":
       return withConnection(host, async (conn) => ({ status: "ok", host, processes: (await conn.call<{ processes: RemoteProcess[] }>("process/list", {})).processes }));
