@@ -129,7 +129,8 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
 
   async function reconnect(): Promise<void> {
     options.onNotice?.(`connection to ${conn.host} lost; reconnecting…`);
-    for (let attempt = 1; !finished; attempt += 1) {
+    // The first try is immediate: a killed ssh on a working network is back at once.
+    for (let attempt = 0; !finished; attempt += 1) {
       await Bun.sleep(reconnectDelayMs(attempt));
       if (finished) return;
       let next: Connection;

@@ -45,7 +45,7 @@ export async function forward(host: string, spec: Forward) {
       byTunnel.clear();
       if (stopping || c !== conn) return;
       process.stderr.write(`berth: connection to ${host} lost; reconnecting…\n`);
-      for (let attempt = 1; !stopping; attempt += 1) {
+      for (let attempt = 0; !stopping; attempt += 1) {
         await Bun.sleep(reconnectDelayMs(attempt));
         try {
           conn = await connect(host);

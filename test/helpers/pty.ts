@@ -11,6 +11,7 @@ export class PtyProcess {
   output = "";
   readonly proc: Subprocess;
   private readonly decoder = new TextDecoder();
+  private readonly watchers = new Set<() => void>();
 
   constructor(cmd: string[], env: Record<string, string>, size = { cols: 120, rows: 40 }) {
     this.proc = Bun.spawn(cmd, {
@@ -20,6 +21,7 @@ export class PtyProcess {
         rows: size.rows,
         data: (_terminal, data) => {
           this.output += this.decoder.decode(data, { stream: true });
+          for (const watcher of this.watchers) watcher();
         },
       },
     });
@@ -44,6 +46,24 @@ export class PtyProcess {
       return typeof pattern === "string" ? text.includes(pattern) : pattern.test(text);
     };
     return eventually(matches, timeoutMs, 20);
+  }
+
+  /** Resolves as soon as output from `from` on contains `text` (checked on every chunk: for timing), or rejects at the deadline. */
+  until(text: string, from: number, timeoutMs = PTY_WAIT_MS): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!this.output.includes(text, from)) return;
+        clearTimeout(timer);
+        this.watchers.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.watchers.delete(check);
+        reject(new Error(`no ${JSON.stringify(text)} within ${timeoutMs} ms; output ends ${JSON.stringify(this.output.slice(-300))}`));
+      }, timeoutMs);
+      this.watchers.add(check);
+      check();
+    });
   }
 
   async exited(timeoutMs = PTY_WAIT_MS): Promise<number | null> {
