@@ -69,9 +69,17 @@ async function timeToPrompt(cmd: string[]): Promise<number> {
 
 /** Starts `cat` behind `p` and waits until it echoes; returns the per-key round trips. */
 async function echoTimes(p: PtyProcess): Promise<number[]> {
-  const mark = p.output.length;
-  p.type("ready\r");
-  await p.until("ready\r\nready", mark, STEP_TIMEOUT_MS);
+  // Keys typed while a shell is still handing the terminal to cat can be taken by the shell: retry until cat answers.
+  for (let attempt = 0; ; attempt += 1) {
+    const mark = p.output.length;
+    p.type("ready\r");
+    try {
+      await p.until("\nready", mark, 1_000);
+      break;
+    } catch (error) {
+      if (attempt > 20) throw error;
+    }
+  }
   const times: number[] = [];
   for (let i = 0; i < KEYS; i += 1) {
     const from = p.output.length;

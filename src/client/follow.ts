@@ -120,6 +120,12 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     if (tracker.reached(ends)) finish(exitedAt.outcome);
   };
 
+  const keepOffline = (data: Uint8Array) => {
+    if (offlineBytes + data.length > OFFLINE_INPUT_MAX_BYTES) return;
+    offline.push(data);
+    offlineBytes += data.length;
+  };
+
   const send = (method: string, params: object) => {
     if (conn.isClosed) return;
     conn.call(method, params).catch(() => {
@@ -178,14 +184,12 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     },
     write(data) {
       if (finished || data.length === 0) return;
-      if (conn.isClosed) {
-        if (offlineBytes + data.length <= OFFLINE_INPUT_MAX_BYTES) {
-          offline.push(data);
-          offlineBytes += data.length;
-        }
-        return;
-      }
-      send("process/write", { processId, data: encode(data) });
+      if (conn.isClosed) return keepOffline(data);
+      // A write the server did not answer (the connection died before we noticed: EPIPE, closed)
+      // is sent again after the reconnect; a refusal by the server (RpcError) is final.
+      conn.call("process/write", { processId, data: encode(data) }).catch((error) => {
+        if (!(error instanceof RpcError)) keepOffline(data);
+      });
     },
     resize(cols, rows) {
       send("process/resize", { processId, cols, rows });
