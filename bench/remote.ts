@@ -10,13 +10,13 @@
  * Prints a markdown table with the targets of issue 13; never fails a build.
  * Run: `bun run bench/remote.ts`. Env: BENCH_RUNS (default 15), BENCH_KEYS (default 100).
  */
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { installRelease, killProcessesOf } from "../test/helpers/berth.ts";
 import { PtyProcess } from "../test/helpers/pty.ts";
-import { descendantsOf, sshdUnavailable, startSshd } from "../test/helpers/sshd.ts";
+import { connectSshUnder, sshdUnavailable, startSshd } from "../test/helpers/sshd.ts";
 
 const VERSION = "0.0.0-bench";
 const RUNS = Number(process.env.BENCH_RUNS) || 15;
@@ -92,17 +92,6 @@ async function echoTimes(p: PtyProcess): Promise<number[]> {
   return times;
 }
 
-function sshUnder(root: number): number | undefined {
-  return descendantsOf(root).find((pid) => {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      return cmdline[0]?.endsWith("ssh") && cmdline.some((w) => w.includes("connect"));
-    } catch {
-      return false;
-    }
-  });
-}
-
 const rows: string[] = [];
 try {
   // Bootstrapped host: the app-server is up before anything is timed.
@@ -126,7 +115,7 @@ try {
 
   const resume: number[] = [];
   for (let i = 0; i < RESUMES; i += 1) {
-    const pid = sshUnder(shell.pid);
+    const pid = connectSshUnder(shell.pid);
     if (!pid) throw new Error("no ssh under the berth client");
     const from = shell.output.length;
     const key = String.fromCharCode(65 + i);

@@ -5,12 +5,12 @@
  * The ssh process is SIGKILLed mid-stream to stand for a dropped network.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commands } from "../src/commands/index.ts";
 import { BUN, eventually, installRelease, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
-import { descendantsOf, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
+import { connectSshUnder, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const LINES = 400;
 // These need `berth connect` and process/* (issue 9) on the far side; say so until they are merged.
@@ -54,18 +54,6 @@ function ptyClient(host: SshHost, args: string[]): PtyProcess {
   return client;
 }
 
-/** The ssh carrying `berth connect` among a client's descendants. */
-function sshOf(rootPid: number): number | undefined {
-  return descendantsOf(rootPid).find((pid) => {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      return cmdline[0]?.endsWith("ssh") && cmdline.some((word) => word.includes("connect"));
-    } catch {
-      return false;
-    }
-  });
-}
-
 function spawnPiped(host: SshHost, args: string[]) {
   const proc = Bun.spawn([BUN, MAIN, "remote", host.alias, ...args], { env: clientEnv(host), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   clients.push({ kill: () => proc.exitCode === null && proc.kill("SIGKILL") });
@@ -90,7 +78,7 @@ describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () =>
     const mark = client.output.length;
     client.type(`for i in $(seq 1 ${LINES}); do echo line-$i; sleep 0.01; done; echo done-$((1+1))\r`);
     if (!(await client.waitFor(/line-40\r*\n/, 20_000, mark))) throw new Error(`no line-40 in: ${JSON.stringify(client.output.slice(-2000))}`);
-    const ssh = sshOf(client.pid);
+    const ssh = connectSshUnder(client.pid);
     expect(ssh).toBeDefined();
     process.kill(ssh as number, "SIGKILL");
     expect(client.output.slice(mark)).not.toContain("done-2"); // it really died mid-stream

@@ -178,6 +178,18 @@ export function descendantsOf(root: number): number[] {
   return out;
 }
 
+/** The ssh carrying `berth connect` among the descendants of a client process (to kill it: a dropped network). */
+export function connectSshUnder(root: number): number | undefined {
+  return descendantsOf(root).find((pid) => {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      return cmdline[0]?.endsWith("ssh") && cmdline.some((word) => word.includes("connect"));
+    } catch {
+      return false;
+    }
+  });
+}
+
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
