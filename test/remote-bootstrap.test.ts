@@ -14,6 +14,7 @@ import { serveDirectory, type DirectoryServer } from "./helpers/release-server.t
 import { freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const VERSION = "3.2.1";
+const NEWER = "3.3.0";
 const RELEASE_BUILD_TIMEOUT_MS = 180_000;
 const reason = sshdUnavailable();
 if (reason) console.warn(`SKIPPING remote bootstrap tests: ${reason}`);
@@ -89,6 +90,26 @@ describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
     // Same app-server: bootstrap with unchanged settings does not restart it.
     expect(second.json.remote.pid).toBe(pid);
   });
+
+  test("an older berth on the host is updated to the latest release, and its app-server restarted on it", async () => {
+    const host = await newHost();
+    const first = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: server!.url });
+    expect(first.json).toMatchObject({ action: "installed", version: VERSION });
+    const newerDir = mkdtempSync(join(tmpdir(), "berth-remote-newer-"));
+    clientDirs.push(newerDir);
+    cpSync(releaseDir, newerDir, { recursive: true });
+    await buildRelease({ version: NEWER, targets: [TARGET], outdir: newerDir });
+    const newer = await serveDirectory(newerDir);
+    try {
+      const second = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: newer.url });
+      expect(second.code).toBe(0);
+      expect(second.json).toMatchObject({ action: "updated", method: "download", previousVersion: VERSION, version: NEWER });
+      expect(second.json.remote).toMatchObject({ managedVersion: NEWER, appServerVersion: NEWER });
+      expect(second.json.remote.pid).not.toBe(first.json.remote.pid);
+    } finally {
+      await newer.stop();
+    }
+  }, RELEASE_BUILD_TIMEOUT_MS);
 
   test("a host that cannot download (its proxy refuses): the binary is uploaded over ssh and installed", async () => {
     const deadPort = freePort();
