@@ -114,15 +114,26 @@ describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
   test("a host that cannot download (its proxy refuses): the binary is uploaded over ssh and installed", async () => {
     const deadPort = freePort();
     const host = await newHost({ farEnv: { http_proxy: `http://127.0.0.1:${deadPort}`, https_proxy: `http://127.0.0.1:${deadPort}` } });
-    const result = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: server!.url });
+    const clientHome = mkdtempSync(join(tmpdir(), "berth-remote-client-"));
+    clientDirs.push(clientHome);
+    const assetRequests = () => server!.requests.filter((path) => path.startsWith(`/${VERSION}/berth-${TARGET}`)).length;
+    const before = assetRequests();
+    const result = await remote(host, [host.alias, "bootstrap", "--remote-control"], { BERTH_RELEASE_BASE_URL: server!.url, HOME: clientHome });
     expect(result.code).toBe(0);
     expect(result.json).toMatchObject({ status: "bootstrapped", action: "installed", method: "upload", version: VERSION });
+    expect(result.json.remote.remoteControlEnabled).toBe(true);
     expect(result.json.downloadError).toContain("install.sh");
     expect(isAlive(result.json.remote.pid)).toBe(true);
     expect(existsSync(managedBinary(host))).toBe(true);
-    // The client downloaded once into its cache; the far side holds no upload leftovers.
+    // The far side holds no upload leftovers.
     const leftovers = await host.ssh("ls -d ${TMPDIR:-/tmp}/berth-upload.* 2>/dev/null | wc -l");
     expect(leftovers.stdout.trim()).toBe("0");
+    // The client downloaded the asset once: a second such host is served from its cache.
+    expect(assetRequests()).toBe(before + 1);
+    const other = await newHost({ farEnv: { http_proxy: `http://127.0.0.1:${deadPort}`, https_proxy: `http://127.0.0.1:${deadPort}` } });
+    const again = await remote(other, [other.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: server!.url, HOME: clientHome });
+    expect(again.json).toMatchObject({ action: "installed", method: "upload", version: VERSION });
+    expect(assetRequests()).toBe(before + 1);
   });
 
   test("a file:// release on this machine is uploaded (the host cannot read it)", async () => {
