@@ -7,7 +7,14 @@ import { parseRemoteArgs, REMOTE_USAGE } from "../client/args.ts";
  * src/client/.
  */
 export default defineCommand({
-  meta: { name: "remote", description: `Bootstrap and use berth on a host over SSH. ${REMOTE_USAGE.replace(/^usage: /, "")}` },
+  meta: {
+    name: "remote",
+    description: `Bootstrap and use berth on a host over SSH (BERTH_SSH overrides ssh; in \`shell\`, Ctrl-\\ detaches, BERTH_DETACH_KEY=^X changes it). ${REMOTE_USAGE.replace(/^usage: /, "")}`,
+  },
+  args: {
+    host: { type: "positional", required: false, description: "anything ssh accepts (an alias of ~/.ssh/config included)" },
+    subcommand: { type: "positional", required: false, description: "bootstrap | shell | run | attach | ps | kill | forward" },
+  },
   async run({ rawArgs }) {
     const args = parseRemoteArgs(rawArgs);
     switch (args.command) {
