@@ -7,6 +7,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { connect } from "../src/client/connection.ts";
 import { commands } from "../src/commands/index.ts";
 import { BUN, eventually, installRelease, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
@@ -123,6 +124,28 @@ describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () =>
     client.type("exit 0\r");
     expect(await client.waitFor("client-exit=0")).toBe(true);
   }, 120_000);
+});
+
+describe.skipIf(Boolean(reason))("src/client as a library", () => {
+  test("connect skips shell noise, calls are typed, notifications reach their listener, close ends `connect` with 0", async () => {
+    const host = await newHost();
+    const env = { ...clientEnv(host) };
+    const conn = await connect(host.alias, { env });
+    expect(conn.info).toMatchObject({ status: "connected", protocol: 1 });
+    expect(conn.server).toMatchObject({ serverInfo: { name: "berth" }, berthHome: host.farBerthHome });
+    const info = await conn.call<{ home: string }>("system/info", {});
+    expect(info.home).toBe(host.farHome);
+    const outputs: string[] = [];
+    const exited = new Promise<any>((resolve) => conn.on("process/exited", resolve));
+    conn.on("process/output", (p) => outputs.push(Buffer.from(p.data, "base64").toString()));
+    const { process: spawned } = await conn.call("process/spawn", { argv: ["sh", "-c", "echo from-the-library; exit 3"] });
+    expect(await exited).toMatchObject({ processId: spawned.processId, exitCode: 3 });
+    expect(outputs.join("")).toBe("from-the-library\n");
+    await expect(conn.call("process/attach", { processId: "no-such-process" })).rejects.toMatchObject({ code: -32004 });
+    const closed = await conn.close();
+    expect(closed.code).toBe(0);
+    expect(conn.isClosed).toBe(true);
+  }, 60_000);
 });
 
 describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => {

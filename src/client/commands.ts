@@ -16,6 +16,11 @@ import { rawTerminal, terminalSize } from "./terminal.ts";
 
 const API_NOT_FOUND = -32004;
 
+/** Writes to our stdout/stderr; when its buffer is full, the promise of its drain (the caller stops reading the host). */
+function writeOut(stream: NodeJS.WriteStream, data: Uint8Array): Promise<unknown> | undefined {
+  return stream.write(data) ? undefined : new Promise((resolve) => stream.once("drain", resolve));
+}
+
 const notice = (raw: boolean) => (text: string) => process.stderr.write(`berth: ${text}${raw ? "\r\n" : "\n"}`);
 
 /** Pure: the exit status for a remote process's end (a signal: 128 + its number, as a shell reports it). */
@@ -81,7 +86,7 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
     connection: conn,
     open: () => connect(host),
     first: firstOrFail(host, kind, first),
-    onOutput: (_stream, data) => process.stdout.write(data),
+    onOutput: (_stream, data) => writeOut(process.stdout, data),
     onNotice: notice(true),
     // After a reconnect the window may have changed meanwhile.
     onAttached: () => attachedFollower?.resize(terminalSize().cols, terminalSize().rows),
@@ -115,7 +120,7 @@ async function streaming(host: string, kind: "spawn" | "attach", first: (conn: C
     connection: conn,
     open: () => connect(host),
     first: firstOrFail(host, kind, first),
-    onOutput: (stream, data) => (stream === "stderr" ? process.stderr : process.stdout).write(data),
+    onOutput: (stream, data) => writeOut(stream === "stderr" ? process.stderr : process.stdout, data),
     onNotice: notice(false),
   });
   const onInterrupt = () => void follower.detach();

@@ -128,6 +128,12 @@ export class Connection {
   }
 
   private stderrDone: Promise<void> = Promise.resolve();
+  private readonly held: Promise<unknown>[] = [];
+
+  /** Stops reading from the host until `until` settles (backpressure from whoever consumes notifications). */
+  holdReading(until: Promise<unknown>): void {
+    this.held.push(until.catch(() => undefined));
+  }
 
   /** The ssh process (tests kill it to simulate a dropped network). */
   get sshPid(): number {
@@ -155,6 +161,8 @@ export class Connection {
             if (!ready) ready = onPreamble(line);
             else this.receive(line);
           }
+          // A slow consumer (a terminal) holds reading: ssh, `connect` and the server's ring absorb the rest.
+          while (this.held.length > 0) await this.held.shift();
         }
       } catch {
         this.child.kill("SIGKILL");

@@ -42,7 +42,8 @@ export type FollowOptions = {
   open: () => Promise<Connection>;
   /** The first attach or spawn on a fresh connection; returns the process object of the answer. */
   first: (conn: Connection) => Promise<RemoteProcess>;
-  onOutput: (stream: string, data: Uint8Array) => void;
+  /** Delivers output; a returned promise holds reading from the host until it settles (backpressure). */
+  onOutput: (stream: string, data: Uint8Array) => void | Promise<unknown>;
   /** One-line human notices (connection lost, reconnected); the caller prints them on stderr. */
   onNotice?: (text: string) => void;
   /** Runs after every (re)attach, e.g. to send the current window size. */
@@ -89,7 +90,10 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
   const deliver = (p: { processId: string; stream: string; offset: number; data: string }) => {
     const { fresh, lost } = tracker.accept(p.stream, p.offset, decode(p.data));
     if (lost > 0) options.onNotice?.(`${lost} bytes of ${p.stream} were no longer kept on the host`);
-    if (fresh.length > 0) options.onOutput(p.stream, fresh);
+    if (fresh.length > 0) {
+      const drained = options.onOutput(p.stream, fresh);
+      if (drained) conn.holdReading(drained);
+    }
     if (exitedAt && tracker.reached(exitedAt.ends)) finish(exitedAt.outcome);
   };
 
