@@ -157,6 +157,17 @@ describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
     expect(existsSync(host.farBerthHome)).toBe(false);
   });
 
+  test("no way to install (neither the host nor this machine reaches the release): DOWNLOAD_FAILED saying both", async () => {
+    const host = await newHost();
+    const dead = `http://127.0.0.1:${freePort()}`;
+    const result = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: dead });
+    expect(result.code).toBe(1);
+    expect(result.json.error.code).toBe("DOWNLOAD_FAILED");
+    expect(result.json.error.message).toContain("could not fetch");
+    expect(result.json.error.message).toContain("cannot be read from this machine");
+    expect(existsSync(host.farBerthHome)).toBe(false);
+  });
+
   test("a host without berth: `remote HOST ps` says so and names the bootstrap command", async () => {
     const host = await newHost({ bashrc: "echo noise" });
     const result = await remote(host, [host.alias, "ps"]);
