@@ -104,6 +104,10 @@ describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () =>
     // The terminal is back in cooked mode with echo.
     expect(await again.waitFor(/\bicanon\b/, 20_000, before)).toBe(true);
     expect(again.output.slice(before)).toMatch(/(^|\s)echo(\s|$)/m);
+    expect(again.output.slice(before)).toMatch(/(^|\s)opost(\s|$)/m);
+    // In raw mode the remote terminal's line endings pass through untouched.
+    expect(client.output).toContain("hello-42\r\n");
+    expect(client.output).not.toContain("hello-42\r\r\n");
   }, 180_000);
 
   test("the window size goes to the remote terminal at attach and on SIGWINCH", async () => {

@@ -16,6 +16,15 @@ export function terminalSize(): TerminalSize {
   return cols && rows ? { cols, rows } : FALLBACK_SIZE;
 }
 
+/** `stty [-]opost` on our terminal (stdin); best effort: a missing stty only leaves doubled carriage returns. */
+function setOutputProcessing(on: boolean): void {
+  try {
+    Bun.spawnSync(["stty", on ? "opost" : "-opost"], { stdin: "inherit", stdout: "ignore", stderr: "ignore" });
+  } catch {
+    // no stty
+  }
+}
+
 export type RawTerminal = {
   /** Undoes raw mode and every handler; safe to call more than once. */
   restore(): void;
@@ -29,7 +38,11 @@ export type RawTerminal = {
 export function rawTerminal(handlers: { onInput(data: Uint8Array): void; onResize(size: TerminalSize): void; onSignal(signal: string): void }): RawTerminal {
   const stdin = process.stdin as ReadStream;
   const wasRaw = stdin.isTTY ? stdin.isRaw : false;
-  if (stdin.isTTY) stdin.setRawMode(true);
+  if (stdin.isTTY) {
+    stdin.setRawMode(true);
+    // Node's raw mode keeps output processing (\n → \r\n): the remote terminal already did that.
+    setOutputProcessing(false);
+  }
   const onData = (chunk: Buffer) => handlers.onInput(new Uint8Array(chunk));
   const onWinch = () => handlers.onResize(terminalSize());
   const signalHandlers = EXIT_SIGNALS.map((signal) => {
@@ -49,7 +62,10 @@ export function rawTerminal(handlers: { onInput(data: Uint8Array): void; onResiz
     process.off("SIGWINCH", onWinch);
     process.off("exit", restore);
     for (const [signal, handler] of signalHandlers) process.off(signal, handler);
-    if (stdin.isTTY) stdin.setRawMode(wasRaw);
+    if (stdin.isTTY) {
+      stdin.setRawMode(wasRaw);
+      setOutputProcessing(true);
+    }
   }
   process.on("SIGWINCH", onWinch);
   process.on("exit", restore);
