@@ -29,6 +29,12 @@ const CLOSE_GRACE_MS = 5_000;
 const MAX_LINE_BYTES = 16 * 1024 * 1024;
 /** Shell noise kept for an error message, at most. */
 const NOISE_MAX_BYTES = 64 * 1024;
+/**
+ * ssh options of a connection: a silent network (a sleeping laptop, a
+ * changed Wi-Fi) is noticed within 15 s, and a connect attempt that hangs
+ * gives up after 10 s, so reconnect tries stay at most ~10 s apart.
+ */
+const CONNECTION_SSH_OPTIONS = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10"];
 /** `berth connect` exit status meaning "the server closed the connection: reconnect". */
 export const EXIT_RECONNECT = 75;
 
@@ -273,7 +279,7 @@ export async function connect(host: string, options: ConnectOptions = {}): Promi
   let child: ReturnType<typeof Bun.spawn<"pipe", "pipe", "pipe">>;
   try {
     child = Bun.spawn({
-      cmd: [ssh as string, ...sshArgs, "-T", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "--", host, command],
+      cmd: [ssh as string, ...sshArgs, "-T", ...CONNECTION_SSH_OPTIONS, "--", host, command],
       env: env as Record<string, string>,
       stdin: "pipe",
       stdout: "pipe",
