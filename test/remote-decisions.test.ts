@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { parseForward, parseRemoteArgs, parseSignal } from "../src/client/args.ts";
 import { remoteResult } from "../src/client/bootstrap.ts";
 import { exitStatusOf } from "../src/client/commands.ts";
-import { classifyPreamble, LineSplitter } from "../src/client/connection.ts";
+import { classifyPreamble, LineSplitter } from "../src/client/lines.ts";
 import { OffsetTracker, parseDetachKey, reconnectDelayMs, RECONNECT_MAX_DELAY_MS, splitAtDetachKey } from "../src/client/offsets.ts";
 import { parseProbe, planInstall, targetOf } from "../src/client/probe.ts";
 import { assetFor } from "../src/client/release.ts";

@@ -17,6 +17,7 @@
  */
 import { BerthError, type ErrorCode } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
+import { classifyPreamble, LineSplitter, type Connected } from "./lines.ts";
 import { lastLine, remoteBerthCommand, sshCommandWords, sshFailed, SSH_CONNECTION_FAILED } from "./ssh.ts";
 
 /** From spawning ssh to the `connected` line (authentication and an app-server start included). */
@@ -25,8 +26,6 @@ export const CONNECT_TIMEOUT_MS = 60_000;
 export const CALL_TIMEOUT_MS = 30_000;
 /** After stdin EOF, ssh gets this long to exit before it is killed. */
 const CLOSE_GRACE_MS = 5_000;
-/** A line from the bridge longer than this is a broken stream: the connection is dropped. */
-const MAX_LINE_BYTES = 16 * 1024 * 1024;
 /** Shell noise kept for an error message, at most. */
 const NOISE_MAX_BYTES = 64 * 1024;
 /**
@@ -38,6 +37,8 @@ const CONNECTION_SSH_OPTIONS = ["-o", "ServerAliveInterval=5", "-o", "ServerAliv
 /** `berth connect` exit status meaning "the server closed the connection: reconnect". */
 export const EXIT_RECONNECT = 75;
 
+export type { Connected };
+
 export type ConnectOptions = {
   env?: NodeJS.ProcessEnv;
   /** `connect --no-start`: fail with NOT_RUNNING instead of starting the app-server. */
@@ -46,7 +47,6 @@ export type ConnectOptions = {
   timeoutMs?: number;
 };
 
-export type Connected = { status: "connected"; protocol: number; pid: number; appServerVersion: string; cliVersion: string; socketPath: string };
 
 export type Closed = { code: number | null; signal: string | null; stderr: string };
 
@@ -72,36 +72,6 @@ export class ConnectionClosed extends Error {
 
 type Pending = { resolve(value: unknown): void; reject(error: Error): void; timer: ReturnType<typeof setTimeout> };
 type Listener = (params: any) => void;
-
-/** Pure: splits a byte stream into lines, keeping the unfinished tail; throws past the bound. */
-export class LineSplitter {
-  private tail = "";
-  private readonly decoder = new TextDecoder();
-  constructor(private readonly maxBytes = MAX_LINE_BYTES) {}
-  push(chunk: Uint8Array): string[] {
-    const text = this.tail + this.decoder.decode(chunk, { stream: true });
-    const lines = text.split("\n");
-    this.tail = lines.pop() as string;
-    if (this.tail.length > this.maxBytes) throw new Error(`a line from the host passed ${this.maxBytes} bytes`);
-    return lines;
-  }
-}
-
-/** Pure: is this line the `connected` line, an error object of the remote berth, or noise? */
-export function classifyPreamble(line: string): { kind: "connected"; value: Connected } | { kind: "error"; code: string; message: string } | { kind: "noise" } {
-  const trimmed = line.trim();
-  if (!trimmed.startsWith("{")) return { kind: "noise" };
-  try {
-    const value = JSON.parse(trimmed) as { status?: unknown; error?: { code?: unknown; message?: unknown } };
-    if (value.status === "connected" && typeof (value as Connected).pid === "number") return { kind: "connected", value: value as Connected };
-    if (value.status === "error" && typeof value.error?.code === "string") {
-      return { kind: "error", code: value.error.code, message: String(value.error.message ?? "") };
-    }
-  } catch {
-    // a shell that prints braces
-  }
-  return { kind: "noise" };
-}
 
 export class Connection {
   /** What the far side's `connect` said when it was ready. */
