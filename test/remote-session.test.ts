@@ -8,14 +8,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../src/client/connection.ts";
-import { commands } from "../src/commands/index.ts";
 import { BUN, eventually, installRelease, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
 import { connectSshUnder, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const LINES = 400;
-// These need `berth connect` and process/* (issue 9) on the far side; say so until they are merged.
-const reason = sshdUnavailable() ?? ("connect" in commands ? undefined : "this build has no `berth connect` yet (the sessions branch)");
+const reason = sshdUnavailable();
 if (reason) console.warn(`SKIPPING remote session tests: ${reason}`);
 
 const hosts: SshHost[] = [];
