@@ -31,7 +31,7 @@ function stats(samples: number[]): Stats {
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
   return { median: at(0.5), p90: at(0.9), min: sorted[0] as number };
 }
-const fmt = (s: Stats) => `${s.median.toFixed(1)} | ${s.p90.toFixed(1)} | ${s.min.toFixed(1)}`;
+const fmt = (s: Stats) => `${s.median.toFixed(2)} | ${s.p90.toFixed(2)} | ${s.min.toFixed(2)}`;
 
 const reason = sshdUnavailable();
 if (reason) {
