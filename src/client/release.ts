@@ -19,6 +19,7 @@ import { BerthError, describeError } from "../errors.ts";
 import { isVersion } from "../install/semver.ts";
 import type { Target } from "../platform/paths.ts";
 import { assertSigned } from "../update/signature.ts";
+import { BUILT_IN_BASE_URL } from "../version.ts";
 
 /** A small release document (latest.json, manifest.json) must arrive within this. */
 const METADATA_TIMEOUT_MS = 20_000;
@@ -28,11 +29,11 @@ const METADATA_MAX_BYTES = 1 << 20;
 
 export type Asset = { target: string; file: string; sha256: string; size?: number; binarySha256?: string };
 
-/** The base URL releases come from: BERTH_RELEASE_BASE_URL, without a trailing slash. */
+/** The base URL releases come from: BERTH_RELEASE_BASE_URL, else the one built into this berth; no trailing slash. */
 export function releaseBaseUrl(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.BERTH_RELEASE_BASE_URL?.trim();
+  const base = env.BERTH_RELEASE_BASE_URL?.trim() || BUILT_IN_BASE_URL;
   if (!base) {
-    throw new BerthError("USAGE", "no release base URL: set BERTH_RELEASE_BASE_URL to where berth releases are served (http(s):// or file:// of a folder from `bun run build.ts --release`).");
+    throw new BerthError("USAGE", "no release base URL: this berth was built without one; set BERTH_RELEASE_BASE_URL to where berth releases are served (http(s):// or file:// of a folder from `bun run build.ts --release`).");
   }
   return base.replace(/\/+$/, "");
 }
