@@ -19,6 +19,8 @@ import { OffsetTracker, reconnectDelayMs } from "./offsets.ts";
 
 /** Keystrokes typed while disconnected are kept up to this and sent after the reconnect. */
 const OFFLINE_INPUT_MAX_BYTES = 64 * 1024;
+/** Output notifications that arrive before the spawn/attach answer names our process, at most. */
+const EARLY_MAX_ITEMS = 1_024;
 const API_NOT_FOUND = -32004;
 
 export type RemoteProcess = {
@@ -79,6 +81,8 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
   let exitedAt: { ends: Record<string, number>; outcome: Outcome } | undefined;
   let offlineBytes = 0;
   const early: { stream: string; offset: number; data: string; processId: string }[] = [];
+  /** False from a drop until the re-attach has sent the keys typed meanwhile, so keys keep their order. */
+  let online = true;
 
   const finish = (outcome: Outcome) => {
     if (finished) return;
@@ -100,8 +104,9 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
   /** Subscribes on a connection before any call, so no notification is missed. */
   const wire = (c: Connection) => {
     c.on("process/output", (p) => {
-      if (processId === undefined) early.push(p);
-      else if (p.processId === processId) deliver(p);
+      if (processId === undefined) {
+        if (early.length < EARLY_MAX_ITEMS) early.push(p);
+      } else if (p.processId === processId) deliver(p);
     });
     c.on("process/exited", (p) => {
       if (p.processId === processId) finish({ kind: "exited", exitCode: p.exitCode ?? null, signal: p.signal ?? null });
@@ -117,6 +122,7 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     for (const p of early.splice(0)) if (p.processId === processId) deliver(p);
     for (const data of offline.splice(0)) send("process/write", { processId, data: encode(data) });
     offlineBytes = 0;
+    online = true;
     options.onAttached?.(process);
     const ends = Object.fromEntries(Object.entries(process.streams).map(([stream, range]) => [stream, range.end]));
     if (process.state !== "exited") return;
@@ -138,6 +144,7 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
   };
 
   async function reconnect(): Promise<void> {
+    online = false;
     options.onNotice?.(`connection to ${conn.host} lost; reconnecting…`);
     // The first try is immediate: a killed ssh on a working network is back at once.
     for (let attempt = 0; !finished; attempt += 1) {
@@ -188,7 +195,7 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     },
     write(data) {
       if (finished || data.length === 0) return;
-      if (conn.isClosed) return keepOffline(data);
+      if (!online || conn.isClosed) return keepOffline(data);
       // A write the server did not answer (the connection died before we noticed: EPIPE, closed)
       // is sent again after the reconnect; a refusal by the server (RpcError) is final.
       conn.call("process/write", { processId, data: encode(data) }).catch((error) => {
