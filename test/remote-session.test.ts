@@ -108,6 +108,31 @@ describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () =>
     expect(client.output).not.toContain("hello-42\r\r\n");
   }, 180_000);
 
+  test("keys typed while the connection is down arrive after the reconnect, once and in order", async () => {
+    const host = await newHost();
+    const client = ptyClient(host, ["shell", "typing"]);
+    expect(await client.waitFor("far$ ")).toBe(true);
+    client.type("cat\r");
+    // cat is ready once it echoes a line back.
+    expect(await eventually(async () => {
+      const mark = client.output.length;
+      client.type("ping\r");
+      return client.waitFor(/ping\r\n.*ping/s, 1_000, mark);
+    }, 20_000)).toBe(true);
+    const ssh = connectSshUnder(client.pid);
+    expect(ssh).toBeDefined();
+    const mark = client.output.length;
+    process.kill(ssh as number, "SIGKILL");
+    for (const key of "typed-offline-123") client.type(key);
+    client.type("\r");
+    expect(await client.waitFor("reconnected", 30_000, mark)).toBe(true);
+    // The terminal echoes the keys, then cat prints the line: two copies, nothing else.
+    expect(await client.waitFor(/typed-offline-123\r\ntyped-offline-123\r\n/, 20_000, mark)).toBe(true);
+    expect(client.output.slice(mark).split("typed-offline-123").length - 1).toBe(2);
+    client.type("\x04exit 0\r");
+    expect(await client.waitFor("client-exit=0", 20_000, mark)).toBe(true);
+  }, 120_000);
+
   test("the window size goes to the remote terminal at attach and on SIGWINCH", async () => {
     const host = await newHost();
     const client = ptyClient(host, ["shell", "sized"]);
