@@ -94,7 +94,9 @@ async function execute(argv: string[]): Promise<Output> {
   if (HELP_FLAGS.has(name) || name === "help") return { stdout: `${await renderUsage(await rootCommand())}\n`, exitCode: 0 };
   if (VERSION_FLAGS.has(name)) return { stdout: `${CLI_VERSION}\n`, exitCode: 0 };
   const command = await loadCommand(name);
-  if (rest.some((arg) => HELP_FLAGS.has(arg))) {
+  // After `--` the words belong to another program (`remote HOST run -- ls --help`).
+  const ownArgs = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  if (ownArgs.some((arg) => HELP_FLAGS.has(arg))) {
     return { stdout: `${await renderUsage(command, await rootCommand())}\n`, exitCode: 0 };
   }
   const defs = ((typeof command.args === "function" ? await command.args() : await command.args) ?? {}) as ArgsDef;

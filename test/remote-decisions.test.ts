@@ -1,6 +1,8 @@
 // The pure decisions of `berth remote`, as tables: argument parsing, shell
 // words, the probe, targets, install plans, offsets and backoff, detach keys.
 import { describe, expect, test } from "bun:test";
+import { tmpdir } from "node:os";
+import { MAIN } from "./helpers/berth.ts";
 import { parseForward, parseRemoteArgs, parseSignal } from "../src/client/args.ts";
 import { remoteResult } from "../src/client/bootstrap.ts";
 import { exitStatusOf } from "../src/client/commands.ts";
@@ -222,5 +224,20 @@ describe("offsets: every byte once, in order", () => {
     expect(exitStatusOf({ kind: "exited", exitCode: null, signal: "SIGKILL" })).toBe(137);
     expect(exitStatusOf({ kind: "detached" })).toBe(0);
     expect(exitStatusOf({ kind: "lost", reason: "x" })).toBe(1);
+  });
+});
+
+describe("the remote command line", () => {
+  test("--help after -- belongs to the remote command; a failing ssh before `connected` is SSH_FAILED with its words", async () => {
+    const child = Bun.spawn([process.execPath, MAIN, "remote", "somehost", "run", "--", "ls", "--help"], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: tmpdir(), BERTH_SSH: "sh -c 'echo no route to somehost >&2; exit 1' sh", NO_COLOR: "1" },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+    expect(code).toBe(1);
+    const object = JSON.parse(stdout);
+    expect(object.error.code).toBe("SSH_FAILED");
+    expect(object.error.message).toContain("no route to somehost");
   });
 });
