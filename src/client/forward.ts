@@ -2,12 +2,13 @@
  * `berth remote HOST forward [LOCALHOST:]LOCALPORT:REMOTEHOST:REMOTEPORT`:
  * a local TCP listener whose connections are carried by `tunnel/*` inside
  * the berth connection (so it works where sshd forbids port forwarding).
- * Prints one JSON line once listening, then runs until SIGINT/SIGTERM. When
+ * Its JSON line comes once it listens (a StreamingResult for cli.ts); it then
+ * runs until SIGINT/SIGTERM/SIGHUP and exits 0. When
  * the connection drops, open tunnels end and it reconnects with backoff.
  */
 import type { Socket, TCPSocketListener } from "bun";
-import { interactiveExit } from "../commands/_shared.ts";
 import { BerthError } from "../errors.ts";
+import type { StreamingResult } from "../streaming.ts";
 import type { Forward } from "./args.ts";
 import { connect, type Connection } from "./connection.ts";
 import { reconnectDelayMs } from "./offsets.ts";
@@ -17,7 +18,7 @@ const LOCAL_BACKLOG_MAX_BYTES = 8 * 1024 * 1024;
 
 type Local = { tunnelId?: string; pending: Uint8Array[]; backlog: Uint8Array[]; backlogBytes: number; closed: boolean };
 
-export async function forward(host: string, spec: Forward) {
+export async function forward(host: string, spec: Forward): Promise<StreamingResult> {
   let conn: Connection = await connect(host);
   const byTunnel = new Map<string, Socket<Local>>();
   let stopping = false;
@@ -111,14 +112,17 @@ export async function forward(host: string, spec: Forward) {
     await conn.close();
     throw new BerthError("USAGE", `cannot listen on ${spec.localHost}:${spec.localPort}: ${(error as Error).message}`);
   }
-  process.stdout.write(
-    `${JSON.stringify({ status: "forwarding", host, local: `${spec.localHost}:${listener.port}`, remote: `${spec.remoteHost}:${spec.remotePort}` })}\n`,
-  );
-  await new Promise<void>((resolve) => {
-    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => resolve());
-  });
-  stopping = true;
-  listener.stop(true);
-  await conn.close();
-  return interactiveExit(0);
+  return {
+    streaming: true,
+    firstLine: { status: "forwarding", host, local: `${spec.localHost}:${listener.port}`, remote: `${spec.remoteHost}:${spec.remotePort}` },
+    async run() {
+      await new Promise<void>((resolve) => {
+        for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => resolve());
+      });
+      stopping = true;
+      listener.stop(true);
+      await conn.close();
+      return 0;
+    },
+  };
 }

@@ -27,6 +27,8 @@ export type LaunchSpec = {
   cwd: string;
   env: Record<string, string | undefined>;
   logPath: string;
+  /** Called with the exit status when the launched process ends while this launcher still runs (the keeper). */
+  onExit?: (pid: number, exitCode: number | null, signal: string | null) => void;
 };
 
 export type BackendOptions = {
@@ -224,6 +226,8 @@ function spawnDetached(spec: LaunchSpec): number {
       detached: true,
     });
     child.unref();
+    const onExit = spec.onExit;
+    if (onExit) void child.exited.then(() => onExit(child.pid, child.exitCode, child.signalCode == null ? null : String(child.signalCode)));
     return child.pid;
   } finally {
     closeSync(logFd);
