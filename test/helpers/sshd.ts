@@ -41,6 +41,8 @@ export type SshHost = {
   /** The far side's HOME and BERTH_HOME. */
   farHome: string;
   farBerthHome: string;
+  /** The far side's TMPDIR (inside `dir`, so nothing it leaves behind outlives stop()). */
+  farTmp: string;
   /** The temporary folder holding everything above. */
   dir: string;
   sshdPid: number;
@@ -205,14 +207,16 @@ export async function startSshd(options: StartOptions = {}): Promise<SshHost> {
   const dir = mkdtempSync(join(tmpdir(), "berth-sshd-"));
   const farHome = join(dir, "far-home");
   const farBerthHome = join(farHome, ".berth");
+  const farTmp = join(dir, "far-tmp");
   mkdirSync(farHome, { mode: 0o700 });
+  mkdirSync(farTmp, { mode: 0o700 });
   const keygen = (file: string) => {
     const result = spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f", join(dir, file)], { encoding: "utf8" });
     if (result.status !== 0) throw new Error(`ssh-keygen ${file}: ${result.stderr}`);
   };
   keygen("hostkey");
   keygen("userkey");
-  const farEnv: Record<string, string> = { HOME: farHome, BERTH_HOME: farBerthHome, ...options.farEnv };
+  const farEnv: Record<string, string> = { HOME: farHome, BERTH_HOME: farBerthHome, TMPDIR: farTmp, ...options.farEnv };
   const envOptions = Object.entries(farEnv).map(([key, value]) => `environment="${key}=${value}"`).join(",");
   const authorizedKeys = join(dir, "authorized_keys");
   writeFileSync(authorizedKeys, `${envOptions} ${readFileSync(join(dir, "userkey.pub"), "utf8")}`, { mode: 0o600 });
@@ -264,6 +268,7 @@ export async function startSshd(options: StartOptions = {}): Promise<SshHost> {
     configPath,
     farHome,
     farBerthHome,
+    farTmp,
     dir,
     sshdPid: sshdProcess.pid,
     async ssh(command, timeoutMs = 30_000) {
