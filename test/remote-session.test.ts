@@ -53,6 +53,14 @@ function ptyClient(host: SshHost, args: string[]): PtyProcess {
   return client;
 }
 
+/** A new host and `remote HOST shell [NAME]` on a pty, at its first prompt. */
+async function shellAtPrompt(name?: string): Promise<{ host: SshHost; client: PtyProcess }> {
+  const host = await newHost();
+  const client = ptyClient(host, name ? ["shell", name] : ["shell"]);
+  expect(await client.waitFor("far$ ")).toBe(true);
+  return { host, client };
+}
+
 function spawnPiped(host: SshHost, args: string[]) {
   const proc = Bun.spawn([BUN, MAIN, "remote", host.alias, ...args], { env: clientEnv(host), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   clients.push({ kill: () => proc.exitCode === null && proc.kill("SIGKILL") });
@@ -67,9 +75,7 @@ function spawnPiped(host: SshHost, args: string[]) {
 
 describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () => {
   test("type a command and see its output; a killed ssh resumes with every line once, in order; the detach key leaves it running; exit 7 → 7", async () => {
-    const host = await newHost();
-    const client = ptyClient(host, ["shell"]);
-    expect(await client.waitFor("far$ ")).toBe(true);
+    const { host, client } = await shellAtPrompt();
     client.type("echo hello-$((6*7))\r");
     expect(await client.waitFor("hello-42")).toBe(true);
 
@@ -109,16 +115,10 @@ describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () =>
   }, 180_000);
 
   test("keys typed while the connection is down arrive after the reconnect, once and in order", async () => {
-    const host = await newHost();
-    const client = ptyClient(host, ["shell", "typing"]);
-    expect(await client.waitFor("far$ ")).toBe(true);
+    const { client } = await shellAtPrompt("typing");
     client.type("cat\r");
     // cat is ready once it echoes a line back.
-    expect(await eventually(async () => {
-      const mark = client.output.length;
-      client.type("ping\r");
-      return client.waitFor(/ping\r\n.*ping/s, 1_000, mark);
-    }, 20_000)).toBe(true);
+    expect(await client.retypeUntil("ping\r", /ping\r\n.*ping/s)).toBe(true);
     const ssh = connectSshUnder(client.pid);
     expect(ssh).toBeDefined();
     const mark = client.output.length;
@@ -134,20 +134,12 @@ describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () =>
   }, 120_000);
 
   test("the window size goes to the remote terminal at attach and on SIGWINCH", async () => {
-    const host = await newHost();
-    const client = ptyClient(host, ["shell", "sized"]);
-    expect(await client.waitFor("far$ ")).toBe(true);
+    const { client } = await shellAtPrompt("sized");
     client.type("stty size\r");
     expect(await client.waitFor("40 120")).toBe(true);
     client.resize(90, 33);
-    const mark = client.output.length;
     // SIGWINCH reaches the client; the resize is a request, so poll until the far side sees it.
-    expect(
-      await eventually(async () => {
-        client.type("stty size\r");
-        return client.waitFor("33 90", 1_000, mark);
-      }, 20_000),
-    ).toBe(true);
+    expect(await client.retypeUntil("stty size\r", "33 90")).toBe(true);
     client.type("exit 0\r");
     expect(await client.waitFor("client-exit=0")).toBe(true);
   }, 120_000);

@@ -48,6 +48,15 @@ export class PtyProcess {
     return eventually(matches, timeoutMs, 20);
   }
 
+  /** Types `keys` again every second until the output after the first try matches (for state that settles: a program starting, a resize). */
+  async retypeUntil(keys: string, pattern: string | RegExp, timeoutMs = PTY_WAIT_MS): Promise<boolean> {
+    const from = this.output.length;
+    return eventually(async () => {
+      this.type(keys);
+      return this.waitFor(pattern, 1_000, from);
+    }, timeoutMs);
+  }
+
   /** Resolves as soon as output from `from` on contains `text` (checked on every chunk: for timing), or rejects at the deadline. */
   until(text: string, from: number, timeoutMs = PTY_WAIT_MS): Promise<void> {
     return new Promise((resolve, reject) => {
