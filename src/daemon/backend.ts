@@ -8,6 +8,7 @@ import { FILE_MODE } from "../platform/fs.ts";
 import { isProcessGroupAlive, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
 import { FileLock } from "./lock.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
+import { READY_FD, READY_FD_ENV, waitForReady, type ReadyWait } from "./ready.ts";
 
 /** How long to wait for the pidfile lock held by a concurrent starter. */
 export const PID_LOCK_WAIT_MS = 15_000;
@@ -24,6 +25,8 @@ export type LaunchSpec = {
   cwd: string;
   env: Record<string, string | undefined>;
   logPath: string;
+  /** Hand the process a readiness pipe as fd 3 (see ready.ts); `launch` then returns its `ready` wait. */
+  notifyReady?: boolean;
 };
 
 export type BackendOptions = {
@@ -70,14 +73,15 @@ export class PidBackend {
    * Reserve → spawn → publish. Returns the running record instead when one
    * already exists. A failed spawn removes the reservation (START_FAILED).
    */
-  async launch(spec: LaunchSpec): Promise<{ kind: "started" | "running"; record: PidRecord }> {
+  async launch(spec: LaunchSpec): Promise<{ kind: "started" | "running"; record: PidRecord; ready?: ReadyWait }> {
     const lock = await FileLock.acquire(this.pidFile.lockPath, PID_LOCK_WAIT_MS);
     try {
       const reservation = this.pidFile.reserve(lock);
       if (reservation.kind === "running") return reservation;
       let pid: number;
+      let ready: ReadyWait | undefined;
       try {
-        pid = spawnDetached(spec);
+        ({ pid, ready } = spawnDetached(spec));
       } catch (error) {
         this.pidFile.clearReservation();
         throw new BerthError(
@@ -87,6 +91,7 @@ export class PidBackend {
       }
       const identity = processIdentity(pid);
       if (identity === undefined) {
+        ready?.cancel();
         this.pidFile.clearReservation();
         throw new ExitedAtLaunch(`${spec.binary} exited immediately after launch (pid ${pid})`);
       }
@@ -96,10 +101,11 @@ export class PidBackend {
       } catch (error) {
         // Could not record it (disk full?): do not leave an untracked process behind.
         signalGroup(pid, "SIGKILL");
+        ready?.cancel();
         this.pidFile.clearReservation();
         throw new BerthError("START_FAILED", `launched pid ${pid} but could not write ${this.pidFile.path}: ${describeError(error)}`);
       }
-      return { kind: "started", record };
+      return { kind: "started", record, ...(ready ? { ready } : {}) };
     } finally {
       lock.release();
     }
@@ -187,21 +193,20 @@ function rotateLog(path: string): void {
  * the log, nothing else of ours inherited, so the caller (an SSH session) can
  * exit at once and its pipes reach EOF.
  */
-function spawnDetached(spec: LaunchSpec): number {
+function spawnDetached(spec: LaunchSpec): { pid: number; ready?: ReadyWait } {
   rotateLog(spec.logPath);
   const logFd = openSync(spec.logPath, "a", FILE_MODE);
   try {
     const child = Bun.spawn({
       cmd: [spec.binary, ...spec.args],
       cwd: spec.cwd,
-      env: spec.env,
-      stdin: "ignore",
-      stdout: logFd,
-      stderr: logFd,
+      env: spec.notifyReady ? { ...spec.env, [READY_FD_ENV]: String(READY_FD) } : spec.env,
+      stdio: ["ignore", logFd, logFd, ...(spec.notifyReady ? (["pipe"] as const) : [])],
       detached: true,
     });
     child.unref();
-    return child.pid;
+    const readFd = spec.notifyReady ? child.stdio[READY_FD] : undefined;
+    return { pid: child.pid, ...(typeof readFd === "number" ? { ready: waitForReady(readFd) } : {}) };
   } finally {
     closeSync(logFd);
   }

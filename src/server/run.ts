@@ -2,6 +2,7 @@
 import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
+import { notifyReady } from "../daemon/ready.ts";
 import { startServer } from "./serve.ts";
 import { ensureToken } from "./token.ts";
 
@@ -29,6 +30,8 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
       (identity.remoteControl.url ? ` and ${identity.remoteControl.url} (remote control)` : ""),
   );
   for (const signal of SHUTDOWN_SIGNALS) process.on(signal, () => server.shutdown());
+  // Listening and able to shut down cleanly: tell the starter (see daemon/ready.ts).
+  notifyReady();
   await server.closed;
   logger.info(`berth app-server pid ${identity.pid} stopped`);
   return { status: "stopped", pid: identity.pid, instanceId: identity.instanceId };
