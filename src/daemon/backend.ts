@@ -6,6 +6,7 @@ import { closeSync, openSync, renameSync, statSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
 import { FILE_MODE } from "../platform/fs.ts";
 import { isProcessGroupAlive, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
+import { sleepUntilExit } from "./exit-wait.ts";
 import { FileLock } from "./lock.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
 import { READY_FD, READY_FD_ENV, waitForReady, type ReadyWait } from "./ready.ts";
@@ -144,9 +145,9 @@ export class PidBackend {
     }
     const leaderGone = () => processIdentity(record.pid) !== record.processStartTime;
     const gone = this.options.trackGroup ? () => !this.isAlive(record) : leaderGone;
-    if (!(await waitUntil(gone, graceMs))) {
+    if (!(await waitForExit(record, gone, graceMs))) {
       this.killGroup(record);
-      if (!(await waitUntil(gone, STOP_KILL_WAIT_MS))) {
+      if (!(await waitForExit(record, gone, STOP_KILL_WAIT_MS))) {
         throw new BerthError(
           "STOP_TIMEOUT",
           `pid ${record.pid} still runs ${Math.round((graceMs + STOP_KILL_WAIT_MS) / 1000)} s after SIGTERM and SIGKILL; it may be stuck in the kernel (check \`cat /proc/${record.pid}/status\`).`,
@@ -178,6 +179,13 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
     await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())));
     pollMs = Math.min(pollMs * 2, STOP_POLL_MAX_MS);
   }
+}
+
+/** Sleeps on the leader's exit where the platform allows (exit-wait.ts), then polls what remains of `gone`. */
+async function waitForExit(record: PidRecord, gone: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  await sleepUntilExit(record, timeoutMs);
+  return waitUntil(gone, Math.max(0, deadline - Date.now()));
 }
 
 function rotateLog(path: string): void {
