@@ -9,9 +9,12 @@ if ((first === "--version" || first === "-V") && process.argv.length === 3) {
   console.log(version);
 } else {
   // Help text goes to pipes read by programs as often as to terminals: colour only for a terminal.
-  // isatty(1) through libc: `process.stdout.isTTY` would build Bun's stdout stream (~2× the floor).
-  const { isTerminal } = await import("./platform/ffi.ts");
-  if (!(isTerminal(1) ?? process.stdout.isTTY)) process.env.NO_COLOR ??= "1";
+  // `process.stdout.isTTY` would build Bun's stdout stream (~2× the floor): a pipe, file or socket (the SSH
+  // case) is told apart by fstat alone; only a character device costs an isatty(3) through libc.
+  const { fstatSync } = await import("node:fs");
+  const maybeTerminal = fstatSync(1, { throwIfNoEntry: false })?.isCharacterDevice() ?? false;
+  const terminal = maybeTerminal && ((await import("./platform/ffi.ts")).isTerminal(1) ?? process.stdout.isTTY);
+  if (!terminal) process.env.NO_COLOR ??= "1";
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);
   const { runCli } = await import("./cli.ts");
