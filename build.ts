@@ -4,19 +4,25 @@
  *   bun run build.ts                      dist/berth for this machine
  *   bun run build.ts --release            dist/release/: every target + the files a static host serves
  *   bun run build.ts --release --host     the same, for this machine's target only (fast; tests use it)
+ *   --rollout-percent N                   latest.json asks for a phased rollout to N % of machines
  * Options: --outdir DIR, --base-url URL (baked into install.sh), env BERTH_BUILD_VERSION (version override).
+ * Signing: BERTH_SIGNING_KEY = PKCS#8 PEM Ed25519 private key (else a development key in dist/, with a
+ * warning); BERTH_TRUSTED_KEYS = `:`-separated PEM public keys trusted besides the signing key's own.
  */
 import { createHash } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import packageJson from "./package.json" with { type: "json" };
 import { TARGETS, type Target } from "./src/platform/paths.ts";
+import { signBytes, signingKey, trustedKeysFor, type SigningKey } from "./src/update/keys.ts";
 import { CLI_TARGET } from "./src/version.ts";
 
 const ROOT = import.meta.dir;
 const ENTRY = join(ROOT, "src", "main.ts");
+const DIST = join(ROOT, "dist");
 const BASE_URL_PLACEHOLDER = "__BERTH_RELEASE_BASE_URL__";
+const PUBLIC_KEYS_PLACEHOLDER = "__BERTH_PUBLIC_KEYS__";
 
 /** Bun's compile target for each release target (x64 uses the baseline build: no AVX2 needed). */
 const BUN_TARGETS: Record<Target, Bun.Build.CompileTarget> = {
@@ -28,10 +34,18 @@ const BUN_TARGETS: Record<Target, Bun.Build.CompileTarget> = {
   "darwin-arm64": "bun-darwin-arm64",
 };
 
-export type BuildOptions = { version: string; target?: Target; outfile: string };
+/** `trustedKeys`: base64 SPKI Ed25519 keys compiled in; default: what this build's environment trusts. */
+export type BuildOptions = { version: string; target?: Target; outfile: string; trustedKeys?: readonly string[] };
+
+/** The signing key of this build (created in dist/ when none is configured) and the keys it trusts. */
+export function buildKeys(env: Record<string, string | undefined> = process.env): { signing: SigningKey; trusted: string[] } {
+  const signing = signingKey(env, DIST, true) as SigningKey;
+  return { signing, trusted: trustedKeysFor(env, signing) };
+}
 
 /** One compiled executable. No `target` means "this machine, with the bun running this script". */
-export async function compile({ version, target, outfile }: BuildOptions): Promise<void> {
+export async function compile({ version, target, outfile, trustedKeys }: BuildOptions): Promise<void> {
+  const keys = trustedKeys ?? buildKeys().trusted;
   const result = await Bun.build({
     entrypoints: [ENTRY],
     minify: true,
@@ -42,6 +56,7 @@ export async function compile({ version, target, outfile }: BuildOptions): Promi
     define: {
       BERTH_COMPILED_VERSION: JSON.stringify(version),
       BERTH_COMPILED_TARGET: JSON.stringify(target ?? CLI_TARGET ?? ""),
+      BERTH_COMPILED_TRUSTED_KEYS: JSON.stringify(keys.join(",")),
     },
     compile: {
       ...(target ? { target: BUN_TARGETS[target] } : {}),
@@ -64,33 +79,55 @@ export function buildVersion(): string {
   return process.env.BERTH_BUILD_VERSION || packageJson.version;
 }
 
-function sha256(path: string): string {
-  return createHash("sha256").update(readFileSync(path)).digest("hex");
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+export type ReleaseAsset = { target: Target; file: string; sha256: string; size: number; binarySha256: string; binarySize: number };
+
+/** The manifest text: one asset per line, so install.sh can pick its line with sed. */
+export function manifestText(version: string, assets: readonly ReleaseAsset[]): string {
+  return `{"version":${JSON.stringify(version)},"assets":[\n${assets.map((a) => JSON.stringify(a)).join(",\n")}\n]}\n`;
 }
 
-/** dist/release/: install.sh, latest.json, <version>/{manifest.json,SHA256SUMS,berth-<target>}. */
-export async function buildRelease(options: { version: string; targets: readonly Target[]; outdir: string; baseUrl?: string }) {
+/** Writes `path` and `path.sig` (base64 of the raw Ed25519 signature over exactly those bytes). */
+export async function writeSigned(path: string, text: string, privatePem: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  writeFileSync(path, bytes);
+  writeFileSync(`${path}.sig`, `${await signBytes(privatePem, bytes)}\n`);
+}
+
+/**
+ * dist/release/: install.sh, latest.json(.sig), <version>/{manifest.json(.sig), SHA256SUMS, berth-<target>.gz}.
+ * `rolloutPercent` goes into latest.json for a phased rollout.
+ */
+export async function buildRelease(options: { version: string; targets: readonly Target[]; outdir: string; baseUrl?: string; rolloutPercent?: number }) {
   const { version, targets, outdir } = options;
+  const { signing, trusted } = buildKeys();
+  if (signing.dev) console.error(`warning: signing with the development key ${signing.path}: this release is for testing only; set BERTH_SIGNING_KEY to sign a real one.`);
   const versionDir = join(outdir, version);
   rmSync(versionDir, { recursive: true, force: true });
   mkdirSync(versionDir, { recursive: true });
-  const assets = [];
+  const assets: ReleaseAsset[] = [];
   for (const target of targets) {
-    const file = `berth-${target}`;
-    const path = join(versionDir, file);
+    const file = `berth-${target}.gz`;
+    const binaryPath = join(versionDir, `berth-${target}`);
     const started = performance.now();
     // This machine's target is built with the running bun (no download); others are cross-compiled.
-    await compile({ version, target: target === CLI_TARGET ? undefined : target, outfile: path });
-    const asset = { target, file, sha256: sha256(path), size: statSync(path).size };
+    await compile({ version, target: target === CLI_TARGET ? undefined : target, outfile: binaryPath, trustedKeys: trusted });
+    const binary = readFileSync(binaryPath);
+    const gz = Bun.gzipSync(binary, { level: 9 });
+    writeFileSync(join(versionDir, file), gz);
+    rmSync(binaryPath);
+    const asset = { target, file, sha256: sha256(gz), size: gz.byteLength, binarySha256: sha256(binary), binarySize: binary.byteLength };
     assets.push(asset);
-    console.error(`built ${file} (${(asset.size / 1e6).toFixed(1)} MB) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    console.error(`built ${file} (${(asset.binarySize / 1e6).toFixed(1)} MB, ${(asset.size / 1e6).toFixed(1)} MB gzipped) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   }
-  writeFileSync(join(versionDir, "manifest.json"), `${JSON.stringify({ version, assets }, null, 2)}\n`);
+  await writeSigned(join(versionDir, "manifest.json"), manifestText(version, assets), signing.pem);
   writeFileSync(join(versionDir, "SHA256SUMS"), assets.map((a) => `${a.sha256}  ${a.file}\n`).join(""));
-  writeFileSync(join(outdir, "latest.json"), `${JSON.stringify({ version })}\n`);
-  const installer = readFileSync(join(ROOT, "install.sh"), "utf8");
-  const baked = options.baseUrl ? installer.replace(BASE_URL_PLACEHOLDER, options.baseUrl.replace(/\/+$/, "")) : installer;
-  writeFileSync(join(outdir, "install.sh"), baked, { mode: 0o755 });
+  const latest = options.rolloutPercent === undefined ? { version } : { version, rolloutPercent: options.rolloutPercent };
+  await writeSigned(join(outdir, "latest.json"), `${JSON.stringify(latest)}\n`, signing.pem);
+  let installer = readFileSync(join(ROOT, "install.sh"), "utf8").replace(PUBLIC_KEYS_PLACEHOLDER, trusted.join(" "));
+  if (options.baseUrl) installer = installer.replace(BASE_URL_PLACEHOLDER, options.baseUrl.replace(/\/+$/, ""));
+  writeFileSync(join(outdir, "install.sh"), installer, { mode: 0o755 });
   return { version, assets, outdir };
 }
 
@@ -102,6 +139,7 @@ if (import.meta.main) {
       host: { type: "boolean", default: false },
       outdir: { type: "string" },
       "base-url": { type: "string" },
+      "rollout-percent": { type: "string" },
     },
   });
   const version = buildVersion();
@@ -110,7 +148,15 @@ if (import.meta.main) {
     if (values.host && !CLI_TARGET) throw new Error("this machine is not a release target");
     const targets = values.host ? [CLI_TARGET as Target] : TARGETS;
     const outdir = resolve(values.outdir ?? join(ROOT, "dist", "release"));
-    await buildRelease({ version, targets, outdir, baseUrl: values["base-url"] ?? process.env.BERTH_RELEASE_BASE_URL });
+    const rollout = values["rollout-percent"];
+    if (rollout !== undefined && !/^(100|[1-9]?[0-9])$/.test(rollout)) throw new Error(`--rollout-percent ${rollout} is not a whole number from 0 to 100`);
+    await buildRelease({
+      version,
+      targets,
+      outdir,
+      baseUrl: values["base-url"] ?? process.env.BERTH_RELEASE_BASE_URL,
+      ...(rollout === undefined ? {} : { rolloutPercent: Number(rollout) }),
+    });
     console.error(`release ${version} for ${targets.join(", ")} in ${outdir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
   } else {
     const outfile = join(resolve(values.outdir ?? join(ROOT, "dist")), "berth");

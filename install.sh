@@ -1,6 +1,8 @@
 #!/bin/sh
-# berth installer: downloads the berth binary for this machine, verifies its
-# SHA-256 against the release's SHA256SUMS, and hands over to `berth install`.
+# berth installer: downloads the berth binary for this machine, verifies the
+# release's Ed25519-signed manifest (with openssl, where it supports Ed25519)
+# and the SHA-256 of the download, decompresses it and hands over to
+# `berth install`.
 #
 #   curl -fsSL <base>/install.sh | sh -s -- [--release VERSION] [--bootstrap]
 #                                            [--remote-control] [--no-modify-path]
@@ -25,19 +27,52 @@ set -eu
 
 # Substituted by the release build; must stay the only occurrence of the placeholder.
 BERTH_DEFAULT_BASE_URL="__BERTH_RELEASE_BASE_URL__"
+# Substituted by the release build: the trusted Ed25519 public keys (base64 SPKI, space-separated).
+BERTH_PUBLIC_KEYS="__BERTH_PUBLIC_KEYS__"
 
 say() {
   printf 'berth-install: %s\n' "$*" >&2
 }
 
-die() {
-  say "$*"
+# json_string TEXT: TEXT as the inside of a JSON string.
+json_string() {
+  printf '%s' "$1" | tr '\n\r\t' '   ' | tr -d '\000-\010\013\014\016-\037' | sed 's/\\/\\\\/g; s/"/\\"/g'
+}
+
+# report CODE MESSAGE: the message on stderr, and (once) the error object a
+# client over SSH reads as the last stdout line, as from berth itself.
+reported=0
+report() {
+  say "$2"
+  [ "$reported" = 0 ] || return 0
+  reported=1
+  printf '{"status":"error","error":{"code":"%s","message":"%s"}}\n' "$1" "$(json_string "$2")"
+}
+
+# fail CODE MESSAGE: report, then exit 1 (nothing was installed).
+fail() {
+  report "$1" "$2"
   exit 1
 }
 
+die() {
+  fail INSTALL_FAILED "$*"
+}
+
 usage_error() {
-  say "$*"
+  report USAGE "$*"
   exit 2
+}
+
+# Any other way out with a failure status (set -e, a signal) still leaves the error object last.
+# shellcheck disable=SC2317 # run by the EXIT trap
+on_exit() {
+  exit_status=$?
+  cleanup
+  if [ "$exit_status" != 0 ] && [ "$reported" = 0 ]; then
+    report INSTALL_FAILED "install.sh stopped with status $exit_status before berth was installed; see the messages above and run it again."
+  fi
+  exit "$exit_status"
 }
 
 usage() {
@@ -57,7 +92,7 @@ Options:
 Environment:
   BERTH_RELEASE_BASE_URL  release location (http://, https:// or file://)
   BERTH_HOME              berth's state folder (default ~/.berth)
-  BERTH_INSTALL_DIR       the command link (default ~/.local/bin/berth)
+  BERTH_INSTALL_DIR       the folder for the command link (default ~/.local/bin)
 EOF
 }
 
@@ -98,12 +133,12 @@ detect_target() {
   case $sys in
     Linux) os=linux ;;
     Darwin) os=darwin ;;
-    *) die "unsupported platform '$sys $machine': berth supports Linux and macOS on x64 and arm64." ;;
+    *) fail UNSUPPORTED_PLATFORM "unsupported platform '$sys $machine': berth supports Linux and macOS on x64 and arm64." ;;
   esac
   case $machine in
     x86_64 | amd64) arch=x64 ;;
     aarch64 | arm64) arch=arm64 ;;
-    *) die "unsupported platform '$sys $machine': berth supports Linux and macOS on x64 and arm64." ;;
+    *) fail UNSUPPORTED_PLATFORM "unsupported platform '$sys $machine': berth supports Linux and macOS on x64 and arm64." ;;
   esac
   suffix=""
   if [ "$os" = linux ] && is_musl; then
@@ -208,6 +243,55 @@ sha256_stdin() {
   printf '%s\n' "$sum_out" | tr 'A-F' 'a-f'
 }
 
+# Whether this openssl can verify a raw Ed25519 signature (OpenSSL 3; not LibreSSL).
+openssl_can_verify() {
+  has openssl || return 1
+  openssl pkeyutl -help 2>&1 | grep -q -- '-rawin' || return 1
+  printf -- '-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n' "$1" >"$tmp/probe.pem"
+  openssl pkey -pubin -in "$tmp/probe.pem" -noout >/dev/null 2>&1
+}
+
+# Downloads $version's manifest.json and its .sig and verifies the signature
+# against the keys built into this script. Sets signature_checked=1 when it
+# verified; dies when it could be checked and is missing or wrong; says on
+# stderr when it cannot be checked here.
+verify_manifest() {
+  signature_checked=0
+  case $BERTH_PUBLIC_KEYS in
+    __BERTH_*__ | "")
+      say "note: no signing key is built into this script; relying on HTTPS and SHA-256 only."
+      return 0
+      ;;
+  esac
+  # shellcheck disable=SC2086 # the keys are one word each
+  set -- $BERTH_PUBLIC_KEYS
+  if ! openssl_can_verify "$1"; then
+    say "note: no openssl with Ed25519 here; the release signature was not checked, relying on HTTPS and SHA-256 only."
+    return 0
+  fi
+  manifest_url=$base/$version/manifest.json
+  fetch "$manifest_url" "$tmp/manifest.json" ||
+    fail DOWNLOAD_FAILED "could not download $manifest_url ($fetch_error); check that release $version exists and that the server is reachable."
+  fetch "$manifest_url.sig" "$tmp/manifest.json.sig" ||
+    fail SIGNATURE_INVALID "signature check failed: could not download $manifest_url.sig ($fetch_error); nothing was installed."
+  if ! tr -d ' \r\n' <"$tmp/manifest.json.sig" | openssl base64 -d -A >"$tmp/manifest.sig.bin" 2>/dev/null ||
+    [ "$(wc -c <"$tmp/manifest.sig.bin")" -ne 64 ]; then
+    fail SIGNATURE_INVALID "signature check failed: $manifest_url.sig is not a base64 Ed25519 signature; nothing was installed."
+  fi
+  for key in "$@"; do
+    printf -- '-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n' "$key" >"$tmp/key.pem"
+    if openssl pkeyutl -verify -pubin -inkey "$tmp/key.pem" -rawin -in "$tmp/manifest.json" -sigfile "$tmp/manifest.sig.bin" >/dev/null 2>&1; then
+      signature_checked=1
+      break
+    fi
+  done
+  [ "$signature_checked" = 1 ] ||
+    fail SIGNATURE_INVALID "signature check failed: $manifest_url is not signed by a key this installer trusts; the release host may be compromised; nothing was installed."
+  signed_version=$(sed -n '1s/^{"version":"\([^"]*\)".*/\1/p' "$tmp/manifest.json")
+  [ "$signed_version" = "$version" ] ||
+    fail SIGNATURE_INVALID "signature check failed: the signed manifest at $manifest_url is for version '$signed_version', not $version; nothing was installed."
+}
+
 valid_version() {
   case $1 in
     '' | *[!0-9A-Za-z.-]*) return 1 ;;
@@ -224,6 +308,7 @@ cleanup() {
 }
 
 main() {
+  trap on_exit EXIT
   release=""
   print_target=0
   # Consume our own flags; rebuild "$@" with the ones for `berth install`.
@@ -272,13 +357,13 @@ main() {
     *) die "BERTH_RELEASE_BASE_URL='$base' must start with https://, http:// or file://." ;;
   esac
   pick_sha256_tool
+  has gzip || die "gzip is not installed; install it (busybox provides one) and run this again."
 
   if [ -n "$release" ]; then
     version=${release#v}
     valid_version "$version" || usage_error "--release '$release' is not a version like 1.4.0."
   fi
 
-  trap cleanup EXIT
   trap 'cleanup; exit 129' HUP
   trap 'cleanup; exit 130' INT
   trap 'cleanup; exit 143' TERM
@@ -286,32 +371,46 @@ main() {
 
   if [ -z "$release" ]; then
     fetch "$base/latest.json" "$tmp/latest.json" ||
-      die "could not download $base/latest.json ($fetch_error); check BERTH_RELEASE_BASE_URL and your network."
+      fail DOWNLOAD_FAILED "could not download $base/latest.json ($fetch_error); check BERTH_RELEASE_BASE_URL and your network."
     version=$(tr '\r\n\t' '   ' <"$tmp/latest.json" |
       sed -n 's/.*"version"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
     version=${version#v}
-    valid_version "$version" || die "$base/latest.json does not name a valid version."
+    valid_version "$version" || fail DOWNLOAD_FAILED "$base/latest.json does not name a valid version."
   fi
 
-  asset=berth-$target
+  verify_manifest
+
+  asset=berth-$target.gz
   say "installing berth $version ($target) from $base"
   fetch "$base/$version/$asset" "$tmp/$asset" ||
-    die "could not download $base/$version/$asset ($fetch_error); check that release $version exists for $target and that the server is reachable."
+    fail DOWNLOAD_FAILED "could not download $base/$version/$asset ($fetch_error); check that release $version exists for $target and that the server is reachable."
   fetch "$base/$version/SHA256SUMS" "$tmp/SHA256SUMS" ||
-    die "could not download $base/$version/SHA256SUMS ($fetch_error); check that release $version exists and that the server is reachable."
+    fail DOWNLOAD_FAILED "could not download $base/$version/SHA256SUMS ($fetch_error); check that release $version exists and that the server is reachable."
 
   expected=$(tr -d '\r' <"$tmp/SHA256SUMS" |
     sed -n "s/^\\([0-9A-Fa-f]\\{64\\}\\)[[:space:]][[:space:]]*\\*\\{0,1\\}$asset\$/\\1/p" |
     head -n 1 | tr 'A-F' 'a-f')
-  [ -n "$expected" ] || die "checksum mismatch: SHA256SUMS of release $version has no entry for $asset; nothing was installed."
+  [ -n "$expected" ] || fail CHECKSUM_MISMATCH "checksum mismatch: SHA256SUMS of release $version has no entry for $asset; nothing was installed."
   actual=$(sha256_stdin <"$tmp/$asset") || die "could not compute the SHA-256 of $asset with $sha_tool."
   [ "$actual" = "$expected" ] ||
-    die "checksum mismatch for $asset: expected $expected, got $actual; nothing was installed."
+    fail CHECKSUM_MISMATCH "checksum mismatch for $asset: expected $expected, got $actual; nothing was installed."
+  if [ "$signature_checked" = 1 ]; then
+    grep -F "\"file\":\"$asset\"" "$tmp/manifest.json" | grep -qF "\"sha256\":\"$expected\"" ||
+      fail CHECKSUM_MISMATCH "checksum mismatch: SHA256SUMS of release $version disagrees with its signed manifest for $asset; nothing was installed."
+  fi
+  gzip -dc "$tmp/$asset" >"$tmp/berth" 2>/dev/null ||
+    die "could not decompress $asset with gzip -d; nothing was installed."
 
-  chmod 755 "$tmp/$asset"
+  chmod 755 "$tmp/berth"
   rc=0
   # The binary records where releases come from, so its updater checks the same place.
-  BERTH_RELEASE_BASE_URL=$base "$tmp/$asset" install "$@" </dev/null || rc=$?
+  # Its one JSON line is passed on; if it failed without one, ours is last.
+  out=$(BERTH_RELEASE_BASE_URL=$base "$tmp/berth" install "$@" </dev/null) || rc=$?
+  [ -z "$out" ] || printf '%s\n' "$out"
+  case $out in
+    *'{"status":"error"'*) reported=1 ;;
+  esac
+  [ "$rc" = 0 ] || report INSTALL_FAILED "berth install exited with status $rc; see the messages above."
   cleanup
   exit "$rc"
 }

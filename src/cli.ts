@@ -6,11 +6,24 @@ import { defineCommand, renderUsage, runCommand, type ArgsDef, type CommandDef }
 import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
-import { errorObject, exitCodeFor, logger, renderJson } from "./output.ts";
+import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
+import { deferredSignals, deferTerminalSignals } from "./signals.ts";
+import { closestMatch } from "./suggest.ts";
 import { CLI_VERSION } from "./version.ts";
 
 const HELP_FLAGS = new Set(["--help", "-h"]);
 const VERSION_FLAGS = new Set(["--version", "-V"]);
+/**
+ * Commands that may die on SIGHUP/SIGINT as usual: they change nothing, or
+ * they stream (and a hangup is how they end), or they run in the foreground on
+ * purpose. Every other command — every mutating one, present or future —
+ * defers those signals until it has finished (see signals.ts).
+ */
+export const INTERRUPTIBLE_COMMANDS: ReadonlySet<string> = new Set([
+  "serve", "update-loop", "version", "status", "connect", "logs", "doctor", "remote",
+]);
+
+type Output = { stdout: string; stderr?: string; exitCode: number };
 
 async function rootCommand(): Promise<CommandDef<any>> {
   const subCommands: Record<string, CommandDef<any>> = {};
@@ -19,6 +32,21 @@ async function rootCommand(): Promise<CommandDef<any>> {
     meta: { name: "berth", version: CLI_VERSION, description: "Keeps a per-user app-server running on this machine" },
     subCommands,
   });
+}
+
+function didYouMean(input: string, candidates: readonly string[]): string {
+  const match = closestMatch(input, candidates);
+  return match === undefined ? "" : ` Did you mean ${JSON.stringify(match)}?`;
+}
+
+/** Names a user may type for a command's options, with their dashes. */
+function optionNames(defs: ArgsDef): string[] {
+  const names: string[] = [];
+  for (const [name, def] of Object.entries(defs)) {
+    names.push(`--${name}`);
+    if (def.type === "boolean") names.push(`--no-${name}`);
+  }
+  return names;
 }
 
 /** Pure: rejects flags and positionals a command does not define (citty itself is lenient). */
@@ -30,30 +58,46 @@ export function checkArgs(argv: string[], defs: ArgsDef, command: string): void 
     const [rawName, inlineValue] = token.replace(/^--?/, "").split(/=(.*)/s, 2) as [string, string | undefined];
     const negated = rawName.startsWith("no-") ? rawName.slice(3) : undefined;
     const def = defs[rawName] ?? (negated !== undefined && defs[negated]?.type === "boolean" ? defs[negated] : undefined);
-    if (!def) throw new BerthError("USAGE", `unknown option ${token} for \`berth ${command}\`; see \`berth ${command} --help\`.`);
-    if (def.type === "string" && inlineValue === undefined) {
-      const next = argv[i + 1];
-      if (next === undefined || next.startsWith("--")) throw new BerthError("USAGE", `option --${rawName} of \`berth ${command}\` needs a value.`);
-      i += 1;
+    if (!def) {
+      const typed = token.split("=")[0] as string;
+      throw new BerthError("USAGE", `unknown option ${typed} for \`berth ${command}\`.${didYouMean(typed, optionNames(defs))} See \`berth ${command} --help\`.`);
+    }
+    if (def.type === "string") {
+      const value = inlineValue ?? argv[i + 1];
+      if (value === undefined || value === "" || (inlineValue === undefined && value.startsWith("--"))) {
+        throw new BerthError("USAGE", `option --${rawName} of \`berth ${command}\` needs a value.`);
+      }
+      if (inlineValue === undefined) i += 1;
     }
   }
 }
 
-async function execute(argv: string[]): Promise<{ stdout: string; exitCode: number }> {
-  const [name, ...rest] = argv;
-  if (name === undefined || HELP_FLAGS.has(name) || name === "help") {
-    const root = await rootCommand();
-    return { stdout: `${await renderUsage(root)}\n`, exitCode: name === undefined ? 2 : 0 };
-  }
-  if (VERSION_FLAGS.has(name)) return { stdout: `${CLI_VERSION}\n`, exitCode: 0 };
+async function loadCommand(name: string): Promise<CommandDef<any>> {
   const load = commands[name];
-  if (!load) throw new BerthError("USAGE", `unknown command ${JSON.stringify(name)}; run \`berth --help\` for the list.`);
-  const command = await load();
+  if (!load) {
+    const visible = Object.keys(commands).filter((command) => !command.startsWith("_") && command !== "update-loop");
+    throw new BerthError("USAGE", `unknown command ${JSON.stringify(name)}.${didYouMean(name, visible)} Run \`berth --help\` for the list.`);
+  }
+  return load();
+}
+
+async function execute(argv: string[]): Promise<Output> {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    const help = await renderUsage(await rootCommand());
+    const object = errorObject(new BerthError("USAGE", "no command given; run `berth --help` for the list of commands."));
+    return { stdout: renderJson(object), stderr: `${help}\n`, exitCode: 2 };
+  }
+  if (name === "help" && rest[0] !== undefined) return execute([rest[0], "--help"]);
+  if (HELP_FLAGS.has(name) || name === "help") return { stdout: `${await renderUsage(await rootCommand())}\n`, exitCode: 0 };
+  if (VERSION_FLAGS.has(name)) return { stdout: `${CLI_VERSION}\n`, exitCode: 0 };
+  const command = await loadCommand(name);
   if (rest.some((arg) => HELP_FLAGS.has(arg))) {
     return { stdout: `${await renderUsage(command, await rootCommand())}\n`, exitCode: 0 };
   }
   const defs = ((typeof command.args === "function" ? await command.args() : await command.args) ?? {}) as ArgsDef;
   checkArgs(rest, defs, name);
+  if (!INTERRUPTIBLE_COMMANDS.has(name)) deferTerminalSignals();
   const { result } = await runCommand(command, { rawArgs: rest });
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
@@ -61,8 +105,9 @@ async function execute(argv: string[]): Promise<{ stdout: string; exitCode: numb
   return { stdout: renderJson(body), exitCode: 0 };
 }
 
+/** Runs one command; never throws, whatever happened to stdout or stderr. */
 export async function runCli(argv: string[]): Promise<number> {
-  let output: { stdout: string; exitCode: number };
+  let output: Output;
   try {
     output = await execute(argv);
   } catch (error) {
@@ -72,6 +117,9 @@ export async function runCli(argv: string[]): Promise<number> {
     else logger.error(object.error.message);
     output = { stdout: renderJson(object), exitCode: exitCodeFor(error) };
   }
-  await Bun.write(Bun.stdout, output.stdout);
+  if (output.stderr) writeOutput(2, output.stderr);
+  const signals = deferredSignals();
+  if (signals.length > 0) logger.warn(`${signals.join(" and ")} arrived while berth was changing state; it finished first.`);
+  writeOutput(1, output.stdout);
   return output.exitCode;
 }

@@ -15,9 +15,11 @@ async function stdoutIsTerminal(): Promise<boolean> {
 
 const argv = process.argv.slice(2);
 if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
-  // Loads nothing else (no CLI framework, no fs): about the Bun floor.
+  // Loads nothing else (no CLI framework, no fs) and opens no file: about the Bun floor.
   console.log(typeof BERTH_COMPILED_VERSION === "string" ? BERTH_COMPILED_VERSION : (await import("./version.ts")).CLI_VERSION);
 } else {
+  // A closed descriptor 0–2 would be reused by the next file berth opens.
+  (await import("./stdio.ts")).reopenClosedStdio();
   if (!(await stdoutIsTerminal())) process.env.NO_COLOR ??= "1";
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);

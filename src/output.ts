@@ -1,5 +1,8 @@
 import { createConsola, type ConsolaReporter } from "consola/core";
 import { BerthError, describeError } from "./errors.ts";
+import { writeOutput } from "./stdio.ts";
+
+export { writeOutput };
 
 /**
  * consola's core with a plain stderr reporter: its default entry loads tty and
@@ -10,8 +13,7 @@ const stderrReporter: ConsolaReporter = {
   log(entry) {
     const label = entry.type === "info" || entry.type === "log" ? "" : `${entry.type}: `;
     const text = entry.args.map((arg) => (arg instanceof Error ? (arg.stack ?? arg.message) : String(arg))).join(" ");
-    // console.error, not process.stderr: building Bun's Node stream for stderr costs ~2× the floor.
-    console.error(`${label}${text}`);
+    writeOutput(2, `${label}${text}\n`);
   },
 };
 

@@ -7,7 +7,7 @@
  * path; anything else (`serve --help`, other spellings) goes through cli.ts.
  */
 import { takeWarnings } from "./diagnostics.ts";
-import { errorObject, exitCodeFor, logger, renderJson } from "./output.ts";
+import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
 
 export type DaemonServe = { listen: string; remoteControl: boolean };
 
@@ -38,6 +38,6 @@ export async function runDaemonServe(args: DaemonServe): Promise<number> {
     stdout = renderJson(object);
     exitCode = exitCodeFor(error);
   }
-  await Bun.write(Bun.stdout, stdout);
+  writeOutput(1, stdout);
   return exitCode;
 }

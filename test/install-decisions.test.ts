@@ -4,6 +4,7 @@ import { installFailure, installStatus, linkAction, releasesToPrune, type LinkSt
 import {
   chooseProfile,
   isDirOnPath,
+  needsPathBlock,
   PATH_BLOCK_BEGIN,
   PATH_BLOCK_END,
   planProfileUpdate,
@@ -212,31 +213,50 @@ describe("installFailure", () => {
 describe("chooseProfile", () => {
   const home = "/home/ada";
   const dir = "/home/ada/.local/bin";
-  const cases: { shell?: string; platform?: string; zdotdir?: string; expected: string | RegExp }[] = [
-    { shell: "/bin/bash", expected: "/home/ada/.bashrc" },
-    { shell: "/usr/local/bin/bash", platform: "darwin", expected: "/home/ada/.bash_profile" },
-    { shell: "/bin/zsh", expected: "/home/ada/.zshrc" },
-    { shell: "/bin/zsh", platform: "darwin", expected: "/home/ada/.zshrc" },
-    { shell: "/bin/zsh", zdotdir: "/home/ada/.config/zsh", expected: "/home/ada/.config/zsh/.zshrc" },
-    { shell: "/bin/zsh", zdotdir: "relative", expected: "/home/ada/.zshrc" },
-    { shell: "/bin/sh", expected: "/home/ada/.profile" },
-    { shell: "/bin/dash", expected: "/home/ada/.profile" },
-    { shell: "/bin/ksh", expected: "/home/ada/.profile" },
-    { shell: "/bin/ash", expected: "/home/ada/.profile" },
-    { shell: "", expected: "/home/ada/.profile" },
-    { shell: undefined, expected: "/home/ada/.profile" },
+  const bash = [
+    { path: "/home/ada/.bashrc", placement: "top" },
+    { path: "/home/ada/.profile", placement: "end" },
+  ];
+  const profile = [{ path: "/home/ada/.profile", placement: "end" }];
+  const cases: { shell?: string; platform?: string; zdotdir?: string; expected: { path: string; placement: string }[] | RegExp }[] = [
+    { shell: "/bin/bash", expected: bash },
+    { shell: "/usr/local/bin/bash", platform: "darwin", expected: bash },
+    { shell: "-bash", expected: bash },
+    { shell: "/bin/zsh", expected: [{ path: "/home/ada/.zshenv", placement: "end" }] },
+    { shell: "/bin/zsh", platform: "darwin", expected: [{ path: "/home/ada/.zshenv", placement: "end" }] },
+    { shell: "/bin/zsh", zdotdir: "/home/ada/.config/zsh", expected: [{ path: "/home/ada/.config/zsh/.zshenv", placement: "end" }] },
+    { shell: "/bin/zsh", zdotdir: "relative", expected: [{ path: "/home/ada/.zshenv", placement: "end" }] },
+    { shell: "/bin/sh", expected: profile },
+    { shell: "/bin/dash", expected: profile },
+    { shell: "/bin/ksh", expected: profile },
+    { shell: "/bin/ash", expected: profile },
+    { shell: "", expected: profile },
+    { shell: undefined, expected: profile },
     { shell: "/usr/bin/fish", expected: /fish does not read POSIX shell profiles; run `fish_add_path \/home\/ada\/.local\/bin`/ },
     { shell: "/bin/tcsh", expected: /tcsh does not read POSIX shell profiles/ },
   ];
   for (const c of cases) {
     test(`SHELL=${c.shell}${c.platform ? ` on ${c.platform}` : ""}${c.zdotdir ? ` ZDOTDIR=${c.zdotdir}` : ""}`, () => {
       const choice = chooseProfile({ shell: c.shell, home, platform: c.platform ?? "linux", zdotdir: c.zdotdir, dir });
-      if (typeof c.expected === "string") expect(choice).toEqual({ kind: "profile", path: c.expected });
+      if (Array.isArray(c.expected)) expect(choice).toEqual({ kind: "profiles", targets: c.expected } as never);
       else {
         expect(choice.kind).toBe("unsupported");
         if (choice.kind === "unsupported") expect(choice.hint).toMatch(c.expected);
       }
     });
+  }
+});
+
+describe("needsPathBlock", () => {
+  const cases: { dir: string; path: string; needs: boolean }[] = [
+    // The installing shell's PATH says nothing about a non-interactive ssh command.
+    { dir: "/home/ada/.local/bin", path: "/home/ada/.local/bin:/usr/bin", needs: true },
+    { dir: "/home/ada/.local/bin", path: "/usr/bin", needs: true },
+    { dir: "/usr/local/bin", path: "/usr/local/bin:/usr/bin", needs: false },
+    { dir: "/opt/berth/bin", path: "/usr/bin", needs: true },
+  ];
+  for (const c of cases) {
+    test(`${c.dir} with PATH=${c.path} → ${c.needs}`, () => expect(needsPathBlock(c.dir, "/home/ada", c.path)).toBe(c.needs));
   }
 });
 
@@ -324,6 +344,31 @@ describe("the PATH block", () => {
         // whatever we write holds exactly one block, and applying it again changes nothing
         expect(plan.text.split("\n").filter((l) => l === PATH_BLOCK_BEGIN)).toHaveLength(1);
         expect(planProfileUpdate(plan.text, block)).toEqual({ action: "present" });
+      }
+    });
+  }
+
+  const guard = "# ~/.bashrc\n\n# If not running interactively, don't do anything\ncase $- in\n    *i*) ;;\n      *) return;;\nesac\nalias ll='ls -l'\n";
+  const topCases: { name: string; existing: string | undefined; plan: ReturnType<typeof planProfileUpdate> }[] = [
+    { name: "top: no profile yet", existing: undefined, plan: { action: "create", text: block } },
+    { name: "top: empty profile", existing: "", plan: { action: "prepend", text: block } },
+    { name: "top: before the interactive guard", existing: guard, plan: { action: "prepend", text: `${block}\n${guard}` } },
+    { name: "top: an old block after the guard is moved up", existing: `${guard}\n${block}`, plan: { action: "move", text: `${block}\n${guard}` } },
+    { name: "top: an old block mid-file is moved, lines around it kept", existing: `a=1\n${block}b=2\n`, plan: { action: "move", text: `${block}\na=1\nb=2\n` } },
+    { name: "top: already at the top", existing: `${block}\n${guard}`, plan: { action: "present" } },
+    { name: "top: below comments only counts as the top", existing: `# my bashrc\n\n${block}${guard}`, plan: { action: "present" } },
+    { name: "top: another folder's block at the top is replaced in place", existing: `${other}${guard}`, plan: { action: "replace", text: `${block}${guard}` } },
+  ];
+  for (const c of topCases) {
+    test(c.name, () => {
+      const plan = planProfileUpdate(c.existing, block, "top");
+      expect(plan).toEqual(c.plan);
+      if ("text" in plan) {
+        expect(plan.text.split("\n").filter((l) => l === PATH_BLOCK_BEGIN)).toHaveLength(1);
+        expect(planProfileUpdate(plan.text, block, "top")).toEqual({ action: "present" });
+        // every user line is kept
+        const userLines = (c.existing ?? "").split("\n").filter((l) => l.trim() !== "" && !block.includes(l) && !other.includes(l));
+        for (const line of userLines) expect(plan.text.split("\n")).toContain(line);
       }
     });
   }

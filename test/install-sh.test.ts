@@ -18,6 +18,7 @@ import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server";
+import { newKey, writeSigned, type TestKey } from "./helpers/signed-release";
 
 const SCRIPT = join(import.meta.dir, "..", "install.sh");
 const PLACEHOLDER = "__BERTH_RELEASE_BASE_URL__";
@@ -50,7 +51,9 @@ async function serve(root: string): Promise<DirectoryServer> {
   return server;
 }
 
-const sha256 = (data: string | Buffer) => createHash("sha256").update(data).digest("hex");
+const sha256 = (data: string | Uint8Array) => createHash("sha256").update(data).digest("hex");
+/** Release assets are gzip files (`berth-<target>.gz`); install.sh runs `gzip -d`. */
+const gz = (body: string) => Bun.gzipSync(Buffer.from(body));
 
 /** A stand-in for the berth binary: records argv, $0 and the env it got, prints one JSON line. */
 function fakeBerth(version: string): string {
@@ -78,8 +81,8 @@ function buildRelease(): string {
     const lines: string[] = [];
     for (const target of TARGETS) {
       const body = fakeBerth(version);
-      writeFileSync(join(dir, version, `berth-${target}`), body, { mode: 0o755 });
-      lines.push(`${sha256(body)}  berth-${target}`);
+      writeFileSync(join(dir, version, `berth-${target}.gz`), gz(body));
+      lines.push(`${sha256(gz(body))}  berth-${target}.gz`);
     }
     writeFileSync(join(dir, version, "SHA256SUMS"), lines.join("\n") + "\n");
   }
@@ -100,7 +103,7 @@ function binDir(links: string[], fakes: Record<string, string> = {}): string {
 }
 
 // What install.sh needs besides a downloader and a checksum tool.
-const BASE_TOOLS = ["uname", "mktemp", "rm", "cp", "chmod", "sed", "tr", "grep", "head", "cat", "ldd"];
+const BASE_TOOLS = ["uname", "mktemp", "rm", "cp", "chmod", "sed", "tr", "grep", "head", "cat", "ldd", "gzip", "wc"];
 
 interface RunOptions {
   shell?: string[];
@@ -193,10 +196,18 @@ function expectInstalled(r: RunResult, version: string, args: string[]) {
   }
 }
 
-function expectFailed(r: RunResult, pattern: RegExp) {
+/** Exactly one stdout line, the spec's error object (what a client over SSH reads last). */
+function expectErrorObject(r: RunResult, code: string, pattern: RegExp) {
+  const lines = r.stdout.trimEnd().split("\n");
+  expect(lines).toHaveLength(1);
+  const object = JSON.parse(lines[0]!);
+  expect(object).toEqual({ status: "error", error: { code, message: expect.stringMatching(pattern) } });
+}
+
+function expectFailed(r: RunResult, pattern: RegExp, code = "INSTALL_FAILED") {
   expect(r.code).not.toBe(0);
   expect(r.marker).toBeNull();
-  expect(r.stdout).toBe("");
+  expectErrorObject(r, code, pattern);
   // only our own lines (no raw curl/wget noise), the last one saying what went wrong
   const lines = r.stderr.trimEnd().split("\n");
   for (const line of lines) expect(line).toMatch(/^berth-install: /);
@@ -264,20 +275,34 @@ for (const shell of SHELLS) {
 
     test.skipIf(absent)("a missing version fails and installs nothing", async () => {
       const r = await runInstall({ shell: shell.cmd, baseUrl: server.url, args: ["--release", "9.9.9"] });
-      expectFailed(r, /could not download .*9\.9\.9/);
+      expectFailed(r, /could not download .*9\.9\.9/, "DOWNLOAD_FAILED");
+    });
+
+    test.skipIf(absent)("a base URL nobody serves: the error object is the last stdout line", async () => {
+      const s = await serveDirectory(release);
+      await s.stop();
+      const r = await runInstall({ shell: shell.cmd, baseUrl: `${s.url}/nowhere` });
+      expect(r.code).toBe(1);
+      expectFailed(r, /could not download .*\/nowhere\/latest\.json/, "DOWNLOAD_FAILED");
+    });
+
+    test.skipIf(absent)("a message with quotes and backslashes stays valid JSON", async () => {
+      const r = await runInstall({ shell: shell.cmd, baseUrl: 'ftp://a"b\\c\tq' });
+      expectFailed(r, /BERTH_RELEASE_BASE_URL='ftp:\/\/a"b\\c\sq' must start with/);
     });
 
     test.skipIf(absent)("a corrupt binary fails the checksum", async () => {
       const dir = buildRelease();
-      writeFileSync(join(dir, LATEST, "berth-linux-x64"), fakeBerth(LATEST) + "# tampered\n", { mode: 0o755 });
+      writeFileSync(join(dir, LATEST, "berth-linux-x64.gz"), gz(fakeBerth(LATEST) + "# tampered\n"));
       const r = await runInstall({ shell: shell.cmd, baseUrl: `file://${dir}` });
-      expectFailed(r, /checksum mismatch/);
+      expectFailed(r, /checksum mismatch/, "CHECKSUM_MISMATCH");
     });
 
-    test.skipIf(absent)("an unknown flag exits 2", async () => {
+    test.skipIf(absent)("an unknown flag exits 2 with the USAGE object", async () => {
       const r = await runInstall({ shell: shell.cmd, baseUrl: server.url, args: ["--bootstrap", "--frobnicate"] });
       expect(r.code).toBe(2);
       expect(r.stderr).toBe("berth-install: unknown option '--frobnicate'; run with --help to see the options.\n");
+      expectErrorObject(r, "USAGE", /unknown option '--frobnicate'/);
       expect(r.marker).toBeNull();
     });
 
@@ -286,6 +311,7 @@ for (const shell of SHELLS) {
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("Usage:");
       expect(r.stdout).toContain("--release VERSION");
+      expect(r.stdout).toMatch(/BERTH_INSTALL_DIR +the folder for the command link/);
       expect(r.stderr).toBe("");
       expect(r.marker).toBeNull();
     });
@@ -297,14 +323,14 @@ describe("install.sh release resolution", () => {
     const s = await serve(release);
     const r = await runInstall({ baseUrl: s.url, args: ["--no-modify-path"] });
     expectInstalled(r, LATEST, ["install", "--no-modify-path"]);
-    expect(s.requests).toEqual(["/latest.json", `/${LATEST}/berth-linux-x64`, `/${LATEST}/SHA256SUMS`]);
+    expect(s.requests).toEqual(["/latest.json", `/${LATEST}/berth-linux-x64.gz`, `/${LATEST}/SHA256SUMS`]);
   });
 
   test("--release skips latest.json (also as --release=VERSION)", async () => {
     const s = await serve(release);
     const r = await runInstall({ baseUrl: `${s.url}/`, args: [`--release=${OLDER}`] });
     expectInstalled(r, OLDER, ["install"]);
-    expect(s.requests).toEqual([`/${OLDER}/berth-linux-x64`, `/${OLDER}/SHA256SUMS`]);
+    expect(s.requests).toEqual([`/${OLDER}/berth-linux-x64.gz`, `/${OLDER}/SHA256SUMS`]);
   });
 
   test("file:// base works without curl or wget", async () => {
@@ -351,9 +377,9 @@ describe("install.sh release resolution", () => {
     const dir = buildRelease();
     mkdirSync(join(dir, "2.0.0-rc.1"));
     const body = fakeBerth("2.0.0-rc.1");
-    writeFileSync(join(dir, "2.0.0-rc.1", "berth-linux-x64"), body, { mode: 0o755 });
+    writeFileSync(join(dir, "2.0.0-rc.1", "berth-linux-x64.gz"), gz(body));
     // uppercase hex, a binary-mode marker and CRLF: all tolerated
-    writeFileSync(join(dir, "2.0.0-rc.1", "SHA256SUMS"), `${sha256(body).toUpperCase()} *berth-linux-x64\r\n`);
+    writeFileSync(join(dir, "2.0.0-rc.1", "SHA256SUMS"), `${sha256(gz(body)).toUpperCase()} *berth-linux-x64.gz\r\n`);
     const r = await runInstall({ baseUrl: `file://${dir}`, args: ["--release", "2.0.0-rc.1"] });
     expectInstalled(r, "2.0.0-rc.1", ["install"]);
   });
@@ -362,14 +388,26 @@ describe("install.sh release resolution", () => {
     const dir = buildRelease();
     writeFileSync(join(dir, "latest.json"), '{"version":"../../etc"}');
     const r = await runInstall({ baseUrl: `file://${dir}` });
-    expectFailed(r, /latest\.json does not name a valid version/);
+    expectFailed(r, /latest\.json does not name a valid version/, "DOWNLOAD_FAILED");
   });
 
-  test("the binary's exit code is passed on and the temp folder still removed", async () => {
+  test("the binary's exit code is passed on, an error object is last, and the temp folder still removed", async () => {
     const r = await runInstall({ baseUrl: server.url, env: { FAKE_BERTH_EXIT: "3" } });
     expect(r.code).toBe(3);
-    expect(r.stdout).toBe(FAKE_STDOUT);
+    const lines = r.stdout.trimEnd().split("\n");
+    expect(lines[0]).toBe(FAKE_STDOUT.trim());
+    expect(JSON.parse(lines.at(-1)!)).toEqual({ status: "error", error: { code: "INSTALL_FAILED", message: expect.stringContaining("status 3") } });
     expect(r.args).toEqual(["install"]);
+  });
+
+  test("the binary's own error object is passed on alone", async () => {
+    const dir = buildRelease();
+    const failing = fakeBerth(LATEST).replace(`'{"status":"installed"}'`, `'{"status":"error","error":{"code":"UNSAFE_STATE","message":"x"}}'`);
+    writeFileSync(join(dir, LATEST, "berth-linux-x64.gz"), gz(failing));
+    writeFileSync(join(dir, LATEST, "SHA256SUMS"), `${sha256(gz(failing))}  berth-linux-x64.gz\n`);
+    const r = await runInstall({ baseUrl: `file://${dir}`, env: { FAKE_BERTH_EXIT: "1" } });
+    expect(r.code).toBe(1);
+    expectErrorObject(r, "UNSAFE_STATE", /^x$/);
   });
 });
 
@@ -381,7 +419,7 @@ describe("install.sh failures change nothing", () => {
         args: ["--release", "7.7.7", "--bootstrap"],
         env: { BERTH_DOWNLOADER: downloader },
       });
-      expectFailed(r, /could not download http:\/\/127\.0\.0\.1:\d+\/7\.7\.7\/berth-linux-x64/);
+      expectFailed(r, /could not download http:\/\/127\.0\.0\.1:\d+\/7\.7\.7\/berth-linux-x64/, "DOWNLOAD_FAILED");
     });
 
     test.skipIf(!has(downloader))(`server down (${downloader})`, async () => {
@@ -389,7 +427,7 @@ describe("install.sh failures change nothing", () => {
       const url = s.url;
       await s.stop();
       const r = await runInstall({ baseUrl: url, env: { BERTH_DOWNLOADER: downloader } });
-      expectFailed(r, /could not download .*latest\.json/);
+      expectFailed(r, /could not download .*latest\.json/, "DOWNLOAD_FAILED");
     });
   }
 
@@ -398,34 +436,34 @@ describe("install.sh failures change nothing", () => {
     rmSync(join(dir, "latest.json"));
     const s = await serve(dir);
     const r = await runInstall({ baseUrl: s.url });
-    expectFailed(r, /could not download .*latest\.json/);
+    expectFailed(r, /could not download .*latest\.json/, "DOWNLOAD_FAILED");
   });
 
   test("missing SHA256SUMS", async () => {
     const dir = buildRelease();
     rmSync(join(dir, LATEST, "SHA256SUMS"));
     const r = await runInstall({ baseUrl: `file://${dir}` });
-    expectFailed(r, /could not download .*SHA256SUMS/);
+    expectFailed(r, /could not download .*SHA256SUMS/, "DOWNLOAD_FAILED");
   });
 
   for (const tool of SHA_TOOLS) {
     test.skipIf(!has(tool))(`binary changed after SHA256SUMS was written (${tool})`, async () => {
       const dir = buildRelease();
       const tampered = fakeBerth(LATEST).replace("printf '%s\\n' '{", "printf '%s\\n' '{\"evil\":1,");
-      writeFileSync(join(dir, LATEST, "berth-linux-x64"), tampered, { mode: 0o755 });
+      writeFileSync(join(dir, LATEST, "berth-linux-x64.gz"), gz(tampered));
       const s = await serve(dir);
       const r = await runInstall({ baseUrl: s.url, env: { BERTH_SHA256_TOOL: tool } });
-      const expected = sha256(fakeBerth(LATEST));
-      const actual = sha256(tampered);
-      expectFailed(r, new RegExp(`checksum mismatch for berth-linux-x64: expected ${expected}, got ${actual}`));
+      const expected = sha256(gz(fakeBerth(LATEST)));
+      const actual = sha256(gz(tampered));
+      expectFailed(r, new RegExp(`checksum mismatch for berth-linux-x64\\.gz: expected ${expected}, got ${actual}`), "CHECKSUM_MISMATCH");
     });
 
     test.skipIf(!has(tool))(`wrong SHA256SUMS (${tool})`, async () => {
       const dir = buildRelease();
-      const sums = TARGETS.map((t) => `${sha256("something else " + t)}  berth-${t}`).join("\n") + "\n";
+      const sums = TARGETS.map((t) => `${sha256("something else " + t)}  berth-${t}.gz`).join("\n") + "\n";
       writeFileSync(join(dir, LATEST, "SHA256SUMS"), sums);
       const r = await runInstall({ baseUrl: `file://${dir}`, env: { BERTH_SHA256_TOOL: tool } });
-      expectFailed(r, /checksum mismatch for berth-linux-x64: expected [0-9a-f]{64}, got [0-9a-f]{64}/);
+      expectFailed(r, /checksum mismatch for berth-linux-x64\.gz: expected [0-9a-f]{64}, got [0-9a-f]{64}/, "CHECKSUM_MISMATCH");
     });
   }
 
@@ -433,11 +471,11 @@ describe("install.sh failures change nothing", () => {
     const dir = buildRelease();
     const sums = readFileSync(join(dir, LATEST, "SHA256SUMS"), "utf8")
       .split("\n")
-      .filter((l) => !l.endsWith(" berth-linux-x64"))
+      .filter((l) => !l.endsWith(" berth-linux-x64.gz"))
       .join("\n");
     writeFileSync(join(dir, LATEST, "SHA256SUMS"), sums);
     const r = await runInstall({ baseUrl: `file://${dir}` });
-    expectFailed(r, /checksum mismatch: .*no entry for berth-linux-x64/);
+    expectFailed(r, /checksum mismatch: .*no entry for berth-linux-x64\.gz/, "CHECKSUM_MISMATCH");
   });
 
   test("no curl or wget", async () => {
@@ -495,7 +533,7 @@ describe("install.sh target detection", () => {
     const s = await serve(release);
     const r = await runInstall({ baseUrl: s.url, env: { BERTH_INSTALL_TARGET: undefined } });
     expectInstalled(r, LATEST, ["install"]);
-    expect(s.requests).toContain(`/${LATEST}/berth-${expected}`);
+    expect(s.requests).toContain(`/${LATEST}/berth-${expected}.gz`);
   });
 
   const uname = (s: string, m: string) => `case "$1" in -s) echo '${s}' ;; -m) echo '${m}' ;; *) echo '${s}' ;; esac`;
@@ -534,9 +572,122 @@ describe("install.sh target detection", () => {
       } else {
         const s = await serve(release);
         const r = await runInstall({ baseUrl: s.url, env });
-        expectFailed(r, c.target);
+        expectFailed(r, c.target, "UNSUPPORTED_PLATFORM");
         expect(s.requests).toEqual([]);
       }
     });
   }
+});
+
+describe("install.sh release signatures", () => {
+  const KEY_A = newKey();
+  const KEY_B = newKey();
+  const KEYS_PLACEHOLDER = "__BERTH_PUBLIC_KEYS__";
+  const opensslVerifies = (() => {
+    const help = Bun.spawnSync(["sh", "-c", "openssl pkeyutl -help 2>&1"], { stdin: "ignore" }).stdout.toString();
+    return has("openssl") && help.includes("-rawin");
+  })();
+
+  /** install.sh with these keys written in, as build.ts does. */
+  function scriptTrusting(keys: TestKey[]): string {
+    const dir = tempDir("keyed");
+    const text = readFileSync(SCRIPT, "utf8");
+    expect(text.split(KEYS_PLACEHOLDER)).toHaveLength(2);
+    writeFileSync(join(dir, "install.sh"), text.replace(KEYS_PLACEHOLDER, keys.map((k) => k.spki).join(" ")));
+    return join(dir, "install.sh");
+  }
+
+  /** A release whose manifests (one asset per line, as build.ts writes them) are signed with `key`. */
+  function signedRelease(key: TestKey): string {
+    const dir = buildRelease();
+    for (const version of [LATEST, OLDER]) {
+      const assets = TARGETS.map((target) => {
+        const body = gz(fakeBerth(version));
+        return JSON.stringify({ target, file: `berth-${target}.gz`, sha256: sha256(body), size: body.byteLength, binarySha256: sha256(fakeBerth(version)), binarySize: fakeBerth(version).length });
+      });
+      writeSigned(join(dir, version, "manifest.json"), `{"version":"${version}","assets":[\n${assets.join(",\n")}\n]}\n`, key);
+    }
+    return dir;
+  }
+
+  const signedShells = SHELLS.filter((sh) => ["dash", "busybox sh"].includes(sh.name));
+  for (const shell of signedShells) {
+    const skip = !opensslVerifies || !has(shell.cmd[0]!);
+    test.skipIf(skip)(`${shell.name}: a manifest signed by a trusted key installs; A+B trusted accepts B`, async () => {
+      const s = await serve(signedRelease(KEY_A));
+      const r = await runInstall({ shell: shell.cmd, baseUrl: s.url, script: scriptTrusting([KEY_A]) });
+      expectInstalled(r, LATEST, ["install"]);
+      expect(r.stderr).not.toContain("note:");
+      expect(s.requests).toEqual(["/latest.json", `/${LATEST}/manifest.json`, `/${LATEST}/manifest.json.sig`, `/${LATEST}/berth-linux-x64.gz`, `/${LATEST}/SHA256SUMS`]);
+      const both = await runInstall({ shell: shell.cmd, baseUrl: `file://${signedRelease(KEY_B)}`, script: scriptTrusting([KEY_A, KEY_B]) });
+      expectInstalled(both, LATEST, ["install"]);
+    });
+
+    const refusals: { name: string; make: () => string; message: RegExp; code?: string }[] = [
+      { name: "signed with an untrusted key", make: () => signedRelease(KEY_B), message: /signature check failed: .*manifest\.json is not signed by a key this installer trusts/ },
+      {
+        name: "a manifest edited after signing",
+        make: () => {
+          const dir = signedRelease(KEY_A);
+          const path = join(dir, LATEST, "manifest.json");
+          writeFileSync(path, readFileSync(path, "utf8").replace(/"sha256":"[0-9a-f]{64}"/, `"sha256":"${"1".repeat(64)}"`));
+          return dir;
+        },
+        message: /is not signed by a key this installer trusts/,
+      },
+      {
+        name: "a truncated signature",
+        make: () => {
+          const dir = signedRelease(KEY_A);
+          const path = join(dir, LATEST, "manifest.json.sig");
+          writeFileSync(path, readFileSync(path, "utf8").slice(0, 40));
+          return dir;
+        },
+        message: /manifest\.json\.sig is not a base64 Ed25519 signature/,
+      },
+      {
+        name: "a missing .sig",
+        make: () => {
+          const dir = signedRelease(KEY_A);
+          rmSync(join(dir, LATEST, "manifest.json.sig"));
+          return dir;
+        },
+        message: /signature check failed: could not download .*manifest\.json\.sig/,
+      },
+      {
+        name: "another version's signed manifest",
+        make: () => {
+          const dir = signedRelease(KEY_A);
+          for (const f of ["manifest.json", "manifest.json.sig"]) writeFileSync(join(dir, LATEST, f), readFileSync(join(dir, OLDER, f)));
+          return dir;
+        },
+        message: new RegExp(`signed manifest at .* is for version '${OLDER.replace(/\./g, "\\.")}', not ${LATEST.replace(/\./g, "\\.")}`),
+      },
+      {
+        name: "SHA256SUMS disagreeing with the signed manifest",
+        make: () => {
+          const dir = signedRelease(KEY_A);
+          const other = gz(fakeBerth(LATEST) + "# swapped\n");
+          writeFileSync(join(dir, LATEST, "berth-linux-x64.gz"), other);
+          writeFileSync(join(dir, LATEST, "SHA256SUMS"), `${sha256(other)}  berth-linux-x64.gz\n`);
+          return dir;
+        },
+        message: /SHA256SUMS of release .* disagrees with its signed manifest/,
+        code: "CHECKSUM_MISMATCH",
+      },
+    ];
+    for (const refusal of refusals) {
+      test.skipIf(skip)(`${shell.name}: ${refusal.name} → refused before anything downloaded runs`, async () => {
+        const r = await runInstall({ shell: shell.cmd, baseUrl: `file://${refusal.make()}`, script: scriptTrusting([KEY_A]), args: ["--bootstrap"] });
+        expectFailed(r, refusal.message, refusal.code ?? "SIGNATURE_INVALID");
+      });
+    }
+  }
+
+  test("without an openssl that verifies Ed25519 it says on stderr that it relied on HTTPS and SHA-256", async () => {
+    const path = binDir([...BASE_TOOLS, "sha256sum", "curl"]);
+    const r = await runInstall({ baseUrl: `file://${signedRelease(KEY_B)}`, script: scriptTrusting([KEY_A]), env: { PATH: path } });
+    expectInstalled(r, LATEST, ["install"]);
+    expect(r.stderr).toContain("berth-install: note: no openssl with Ed25519 here; the release signature was not checked, relying on HTTPS and SHA-256 only.");
+  });
 });

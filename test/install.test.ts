@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { compile } from "../build.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
-import { PATH_BLOCK_BEGIN } from "../src/install/profile.ts";
+import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../src/install/profile.ts";
 import { eventually, makeHome, parseLastJsonLine, TARGET, type RunResult, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { holdLock, type Holder } from "./helpers/holder.ts";
 
@@ -113,6 +113,7 @@ describe("berth install", () => {
         commandLink: linkOf(t),
         pathUpdated: true,
         profile: join(userHome(t), ".bashrc"),
+        profiles: [join(userHome(t), ".bashrc"), join(userHome(t), ".profile")],
         pruned: [],
         cliVersion: "1.0.0",
       });
@@ -124,8 +125,8 @@ describe("berth install", () => {
       expect(readlinkSync(linkOf(t))).toBe(pkg(t, "current", "berth"));
       for (const dir of [t.home, pkg(t), pkg(t, "releases"), pkg(t, "staging")]) expect(statSync(dir).mode & 0o777).toBe(0o700);
       expect(profileBlocks(join(userHome(t), ".bashrc"))).toBe(1);
-      expect(existsSync(join(userHome(t), ".profile"))).toBe(false);
-      expect(existsSync(join(userHome(t), ".zshrc"))).toBe(false);
+      expect(profileBlocks(join(userHome(t), ".profile"))).toBe(1);
+      expect(existsSync(join(userHome(t), ".zshenv"))).toBe(false);
       expectConsistent(t);
 
       const version = await t.exec([linkOf(t), "--version"]);
@@ -133,6 +134,38 @@ describe("berth install", () => {
       // the block really puts the link on PATH for bash
       const viaShell = await t.exec(["bash", "-c", `. "$HOME/.bashrc" && berth --version`], { env: SHELL_ENV });
       expect(viaShell.stdout).toBe("1.0.0\n");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "bash: a non-interactive ssh command finds berth past a Debian-style guard; every user line kept; an old block moved",
+    async () => {
+      const t = newHome();
+      const guard = "# ~/.bashrc\n\n# If not running interactively, don't do anything\ncase $- in\n    *i*) ;;\n      *) return;;\nesac\n\nalias ll='ls -l'\n";
+      // An earlier berth appended its block after the guard.
+      const oldBlock = `${PATH_BLOCK_BEGIN}\ncase ":$PATH:" in *:"$HOME/bin":*) ;; *) export PATH="$HOME/bin:$PATH" ;; esac\n${PATH_BLOCK_END}\n`;
+      writeFileSync(join(userHome(t), ".bashrc"), `${guard}\n${oldBlock}`);
+      writeFileSync(join(userHome(t), ".profile"), "umask 022\n");
+      const sshCommand = () =>
+        t.exec(["env", "-i", `HOME=${userHome(t)}`, "SSH_CLIENT=127.0.0.1 50000 22", "PATH=/usr/bin:/bin", "bash", "-c", "command -v berth"]);
+      const json = expectOk(await install(t, "1.0.0"));
+      expect(json.pathUpdated).toBe(true);
+      const bashrc = readFileSync(join(userHome(t), ".bashrc"), "utf8");
+      expect(bashrc).toStartWith(`${PATH_BLOCK_BEGIN}\n`);
+      expect(profileBlocks(join(userHome(t), ".bashrc"))).toBe(1);
+      for (const line of guard.split("\n").filter((l) => l !== "")) expect(bashrc.split("\n")).toContain(line);
+      expect(readFileSync(join(userHome(t), ".profile"), "utf8")).toStartWith("umask 022\n\n");
+      expect(profileBlocks(join(userHome(t), ".profile"))).toBe(1);
+      const found = await sshCommand();
+      expect({ code: found.code, out: found.stdout.trim() }).toEqual({ code: 0, out: linkOf(t) });
+      // a login shell (ssh without a command) finds it through ~/.profile
+      const login = await t.exec(["env", "-i", `HOME=${userHome(t)}`, "PATH=/usr/bin:/bin", "sh", "-c", '. "$HOME/.profile"; command -v berth']);
+      expect(login.stdout.trim()).toBe(linkOf(t));
+      // idempotent
+      const before = [readFileSync(join(userHome(t), ".bashrc"), "utf8"), readFileSync(join(userHome(t), ".profile"), "utf8")];
+      expect(expectOk(await install(t, "1.0.0")).pathUpdated).toBe(false);
+      expect([readFileSync(join(userHome(t), ".bashrc"), "utf8"), readFileSync(join(userHome(t), ".profile"), "utf8")]).toEqual(before);
     },
     TEST_TIMEOUT_MS,
   );
@@ -200,19 +233,29 @@ describe("berth install", () => {
     "the profile follows $SHELL; a folder already on PATH needs none; fish is told what to run",
     async () => {
       const zsh = newHome();
-      expect(expectOk(await install(zsh, "1.0.0", [], { SHELL: "/usr/bin/zsh" })).profile).toBe(join(userHome(zsh), ".zshrc"));
-      expect(profileBlocks(join(userHome(zsh), ".zshrc"))).toBe(1);
+      expect(expectOk(await install(zsh, "1.0.0", [], { SHELL: "/usr/bin/zsh" })).profile).toBe(join(userHome(zsh), ".zshenv"));
+      expect(profileBlocks(join(userHome(zsh), ".zshenv"))).toBe(1);
+      // a non-interactive zsh (what `ssh host berth …` runs) reads .zshenv
+      const zshCommand = await zsh.exec(["env", "-i", `HOME=${userHome(zsh)}`, "PATH=/usr/bin:/bin", "zsh", "-c", "command -v berth"]);
+      expect(zshCommand.stdout.trim()).toBe(linkOf(zsh));
 
       const sh = newHome();
       writeFileSync(join(userHome(sh), ".profile"), "umask 022");
       expect(expectOk(await install(sh, "1.0.0", [], { SHELL: "/bin/sh" })).profile).toBe(join(userHome(sh), ".profile"));
       expect(readFileSync(join(userHome(sh), ".profile"), "utf8")).toStartWith(`umask 022\n\n${PATH_BLOCK_BEGIN}\n`);
 
+      // A folder under HOME on this shell's PATH still gets the block: an ssh command starts from sshd's PATH.
       const onPath = newHome();
-      const json = expectOk(await install(onPath, "1.0.0", [], { PATH: `${onPath.env.BERTH_INSTALL_DIR}:/usr/bin:/bin` }));
+      const underHome = expectOk(await install(onPath, "1.0.0", [], { PATH: `${onPath.env.BERTH_INSTALL_DIR}:/usr/bin:/bin` }));
+      expect(underHome.pathUpdated).toBe(true);
+      // A system folder already on PATH needs none.
+      const system = newHome();
+      const systemDir = mkdtempSync(join(tmpdir(), "berth-sysbin-"));
+      const json = expectOk(await install(system, "1.0.0", [], { BERTH_INSTALL_DIR: systemDir, PATH: `${systemDir}:/usr/bin:/bin` }));
+      rmSync(systemDir, { recursive: true, force: true });
       expect(json.pathUpdated).toBe(false);
       expect(json.profile).toBeUndefined();
-      expect(existsSync(join(userHome(onPath), ".bashrc"))).toBe(false);
+      expect(existsSync(join(userHome(system), ".bashrc"))).toBe(false);
 
       const fish = newHome();
       const r = await install(fish, "1.0.0", [], { SHELL: "/usr/bin/fish" });

@@ -139,7 +139,27 @@ describe("pid backend", () => {
     expect(existsSync(backend.pidFile.path)).toBe(false);
   });
 
-  test("the updater is tracked as a group: alive while a member lives after its leader exited", async () => {
+  test("the updater is tracked as a group: stop ends the members of a live leader's group", async () => {
+    home = makeHome({ install: false });
+    const backend = new PidBackend({ pidPath: home.path("updater.pid"), trackGroup: true });
+    const launched = await backend.launch({
+      binary: "/bin/sh",
+      args: ["-c", "sleep 600 & echo $! > member.pid; while [ ! -e go ]; do sleep 0.01; done"],
+      cwd: home.home,
+      env: home.env,
+      logPath: home.path("updater.log"),
+    });
+    const memberPidFile = home.path("member.pid");
+    const { eventually } = await import("./helpers/berth.ts");
+    expect(await eventually(() => existsSync(memberPidFile) && readFileSync(memberPidFile, "utf8").trim() !== "")).toBe(true);
+    const member = Number(readFileSync(memberPidFile, "utf8"));
+    expect(backend.inspect()).toEqual({ kind: "running", record: launched.record });
+    expect(await backend.stop(launched.record, 2_000)).toBe("stopped");
+    expect(await eventually(() => !isAlive(member))).toBe(true);
+    expect(backend.inspect()).toEqual({ kind: "missing" });
+  });
+
+  test("once the leader has exited, its group id proves nothing: the record is stale and the survivor is not signalled", async () => {
     home = makeHome({ install: false });
     const backend = new PidBackend({ pidPath: home.path("updater.pid"), trackGroup: true });
     const launched = await backend.launch({
@@ -156,9 +176,9 @@ describe("pid backend", () => {
     const member = Number(readFileSync(memberPidFile, "utf8"));
     writeFileSync(home.path("go"), "");
     expect(await eventually(() => !isAlive(launched.record.pid))).toBe(true);
-    expect(backend.inspect()).toEqual({ kind: "running", record: launched.record });
-    expect(await backend.stop(launched.record, 2_000)).toBe("stopped");
-    expect(isAlive(member)).toBe(false);
     expect(backend.inspect()).toEqual({ kind: "missing" });
+    expect(await backend.stop(launched.record, 2_000)).toBe("notRunning");
+    expect(isAlive(member)).toBe(true);
+    process.kill(member, "SIGKILL");
   });
 });

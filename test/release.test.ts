@@ -2,7 +2,7 @@
 // a static host serves, and the built install.sh installs it under dash, bash
 // and busybox sh from a loopback HTTP server — or changes nothing when it fails.
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -11,7 +11,7 @@ import { serveDirectory, type DirectoryServer } from "./helpers/release-server.t
 
 const OLD = "1.0.0";
 const NEW = "1.1.0";
-const ASSET = `berth-${TARGET}`;
+const ASSET = `berth-${TARGET}.gz`;
 const SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
 const TEST_TIMEOUT_MS = 120_000;
 const has = (cmd: string) => Bun.which(cmd, { PATH: SYSTEM_PATH }) !== null;
@@ -42,6 +42,7 @@ afterAll(async () => {
 const outdir = tempDir("out");
 const server = await serve(outdir);
 const buildSeconds: Record<string, number> = {};
+let buildWarnings = "";
 for (const version of [OLD, NEW]) {
   const started = performance.now();
   const build = Bun.spawnSync({
@@ -54,7 +55,11 @@ for (const version of [OLD, NEW]) {
   });
   if (build.exitCode !== 0) throw new Error(`release build of ${version} failed: ${build.stderr.toString()}`);
   buildSeconds[version] = (performance.now() - started) / 1000;
+  buildWarnings += build.stderr.toString();
 }
+// Without BERTH_SIGNING_KEY the build signs with the development key it made in dist/ (and reuses).
+const devKey = createPublicKey(createPrivateKey(readFileSync(join(ROOT, "dist", "dev-signing-key.pem"))));
+const devPublicKey = devKey.export({ type: "spki", format: "der" }).toString("base64");
 
 function newHome(): TestHome {
   const t = makeHome({ install: false, prefix: "berth-release-" });
@@ -99,27 +104,44 @@ function brokenRelease(change: (dir: string) => void): string {
   const dir = tempDir("broken");
   writeFileSync(join(dir, "latest.json"), readFileSync(join(outdir, "latest.json")));
   mkdirSync(join(dir, NEW));
-  for (const file of [ASSET, "SHA256SUMS", "manifest.json"]) writeFileSync(join(dir, NEW, file), readFileSync(join(outdir, NEW, file)));
+  writeFileSync(join(dir, "latest.json.sig"), readFileSync(join(outdir, "latest.json.sig")));
+  for (const file of [ASSET, "SHA256SUMS", "manifest.json", "manifest.json.sig"]) writeFileSync(join(dir, NEW, file), readFileSync(join(outdir, NEW, file)));
   change(dir);
   return dir;
 }
 
 describe("bun run build.ts --release --host", () => {
-  test("writes install.sh, latest.json, the manifest, SHA256SUMS and the binary", () => {
+  test("writes install.sh, latest.json, the manifest, SHA256SUMS and the gzipped binary, each signed", () => {
     const script = readFileSync(SCRIPT, "utf8");
     expect(script).not.toContain("__BERTH_RELEASE_BASE_URL__");
     expect(script).toContain(`BERTH_DEFAULT_BASE_URL="${server.url}"`);
+    expect(script).toContain(`BERTH_PUBLIC_KEYS="${devPublicKey}"`);
     expect(lstatSync(SCRIPT).mode & 0o111).not.toBe(0);
     expect(JSON.parse(readFileSync(join(outdir, "latest.json"), "utf8"))).toEqual({ version: NEW });
+    expect(verify(null, readFileSync(join(outdir, "latest.json")), devKey, Buffer.from(readFileSync(join(outdir, "latest.json.sig"), "utf8"), "base64"))).toBe(true);
     for (const version of [OLD, NEW]) {
-      const binary = readFileSync(join(outdir, version, ASSET));
-      const manifest = JSON.parse(readFileSync(join(outdir, version, "manifest.json"), "utf8"));
-      expect(manifest).toEqual({ version, assets: [{ target: TARGET, file: ASSET, sha256: sha256(binary), size: binary.byteLength }] });
-      expect(readFileSync(join(outdir, version, "SHA256SUMS"), "utf8")).toBe(`${sha256(binary)}  ${ASSET}\n`);
-      const printed = Bun.spawnSync([join(outdir, version, ASSET), "--version"], { stdin: "ignore" });
+      const gz = readFileSync(join(outdir, version, ASSET));
+      const binary = Bun.gunzipSync(gz);
+      const manifestBytes = readFileSync(join(outdir, version, "manifest.json"));
+      expect(JSON.parse(manifestBytes.toString())).toEqual({
+        version,
+        assets: [{ target: TARGET, file: ASSET, sha256: sha256(gz), size: gz.byteLength, binarySha256: sha256(binary), binarySize: binary.byteLength }],
+      });
+      const sig = Buffer.from(readFileSync(join(outdir, version, "manifest.json.sig"), "utf8"), "base64");
+      expect(sig.byteLength).toBe(64);
+      expect(verify(null, manifestBytes, devKey, sig)).toBe(true);
+      expect(readFileSync(join(outdir, version, "SHA256SUMS"), "utf8")).toBe(`${sha256(gz)}  ${ASSET}\n`);
+      // gzip makes the download about half the binary
+      expect(gz.byteLength).toBeLessThan(binary.byteLength * 0.6);
+      console.error(`${version}: binary ${(binary.byteLength / 1e6).toFixed(1)} MB, ${ASSET} ${(gz.byteLength / 1e6).toFixed(1)} MB`);
+      const unpacked = join(tempDir("unpacked"), "berth");
+      writeFileSync(unpacked, binary, { mode: 0o755 });
+      const printed = Bun.spawnSync([unpacked, "--version"], { stdin: "ignore" });
       expect(printed.stdout.toString()).toBe(`${version}\n`);
+      expect(readdirSync(join(outdir, version)).sort()).toEqual([ASSET, "SHA256SUMS", "manifest.json", "manifest.json.sig"].sort());
     }
-    expect(readdirSync(outdir).sort()).toEqual([OLD, NEW, "install.sh", "latest.json"].sort());
+    expect(buildWarnings).toContain(`warning: signing with the development key ${join(ROOT, "dist", "dev-signing-key.pem")}: this release is for testing only`);
+    expect(readdirSync(outdir).sort()).toEqual([OLD, NEW, "install.sh", "latest.json", "latest.json.sig"].sort());
     console.error(`release builds (host target): ${OLD} ${buildSeconds[OLD]?.toFixed(1)} s, ${NEW} ${buildSeconds[NEW]?.toFixed(1)} s`);
   });
 });
@@ -199,9 +221,25 @@ describe("the built install.sh", () => {
       name: "a version the server does not have (404)",
       base: () => server.url,
       args: ["--release", "9.9.9"],
-      message: new RegExp(`could not download ${server.url}/9\\.9\\.9/${ASSET}`),
+      // the signed manifest is the first thing of a release install.sh asks for
+      message: new RegExp(`could not download ${server.url}/9\\.9\\.9/manifest\\.json`),
     },
     { name: "the server is down", base: () => downUrl, message: /could not download .*latest\.json/ },
+    {
+      name: "a manifest signature by another key",
+      base: async () => {
+        const other = generateKeyPairSync("ed25519").privateKey;
+        return (
+          await serve(
+            brokenRelease((dir) => {
+              const path = join(dir, NEW, "manifest.json");
+              writeFileSync(`${path}.sig`, `${sign(null, readFileSync(path), other).toString("base64")}\n`);
+            }),
+          )
+        ).url;
+      },
+      message: /signature check failed: .*manifest\.json is not signed by a key this installer trusts/,
+    },
   ];
   for (const f of failures) {
     for (const shell of SHELLS) {
@@ -215,7 +253,10 @@ describe("the built install.sh", () => {
           const current = readlinkSync(pkg(t, "current"));
           const r = await run(t, shell.cmd, [...(f.args ?? []), "--bootstrap"], { BERTH_RELEASE_BASE_URL: await f.base() });
           expect(r.code).not.toBe(0);
-          expect(r.stdout).toBe("");
+          // a client over SSH reads the last stdout line: one error object saying the same
+          const object = JSON.parse(r.stdout.trimEnd().split("\n").at(-1) as string);
+          expect(object.status).toBe("error");
+          expect(object.error.message).toMatch(f.message);
           expect(r.stderr.trimEnd().split("\n").at(-1)).toMatch(f.message);
           expect(snapshot(t)).toEqual(before);
           expect(readlinkSync(pkg(t, "current"))).toBe(current);

@@ -4,17 +4,19 @@
  * out by a detached `update-loop`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
-import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { eventually, isAlive, makeHome, readJson, runProcess, TARGET, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
+import { newKey, publishSigned } from "./helpers/signed-release.ts";
 
 const UPDATE_WAIT_MS = 30_000;
 let workDir: string;
 const binaries: Record<string, string> = {};
+/** The release key the binaries under test trust. */
+const KEY = newKey();
 
 /** A release host: a folder served over loopback HTTP; assets of `stalled` versions hang until released. */
 let host: { url: string; root: string; stalled: Set<string>; release(): void; server: ReturnType<typeof Bun.serve> };
@@ -23,7 +25,7 @@ beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), "berth-updater-"));
   for (const version of ["1.0.0", "1.1.0"]) {
     binaries[version] = join(workDir, `berth-${version}`);
-    await compile({ version, outfile: binaries[version] as string });
+    await compile({ version, outfile: binaries[version] as string, trustedKeys: [KEY.spki] });
   }
   const root = join(workDir, "host");
   mkdirSync(root);
@@ -60,21 +62,9 @@ afterAll(() => {
   rmSync(workDir, { recursive: true, force: true });
 });
 
-/** Publishes `file` as `version` for this machine's target and points latest.json at it. */
+/** Publishes `file` as `version` for this machine's target, signed with KEY, and points latest.json at it. */
 function publish(version: string, file: string, options: { corrupt?: boolean } = {}): void {
-  const dir = join(host.root, version);
-  mkdirSync(dir, { recursive: true });
-  const asset = `berth-${TARGET}`;
-  copyFileSync(file, join(dir, asset));
-  const bytes = readFileSync(join(dir, asset));
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  writeFileSync(join(dir, "manifest.json"), JSON.stringify({ version, assets: [{ target: TARGET, file: asset, sha256, size: bytes.length }] }));
-  writeFileSync(join(dir, "SHA256SUMS"), `${sha256}  ${asset}\n`);
-  if (options.corrupt) {
-    bytes[bytes.length - 100] = (bytes[bytes.length - 100] as number) ^ 0xff;
-    writeFileSync(join(dir, asset), bytes);
-  }
-  writeFileSync(join(host.root, "latest.json"), JSON.stringify({ version }));
+  publishSigned(host.root, version, file, { key: KEY, target: TARGET, cacheDir: workDir, ...options });
 }
 
 /** A release that answers --version but fails as a server: `exit` at once, or `hang` without listening. */

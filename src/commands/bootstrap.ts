@@ -9,5 +9,5 @@ export default defineCommand({
     ...remoteControlArgs,
     "auto-update": { type: "boolean", default: true, description: "Keep berth updated by the detached updater", negativeDescription: "Do not run the updater (stops a running one)" },
   },
-  run: ({ args }) => bootstrap(openContext(), { remoteControl: Boolean(args["remote-control"]), autoUpdate: args["auto-update"] !== false }),
+  run: ({ args }) => bootstrap(openContext(), { remoteControl: args["remote-control"] as boolean | undefined, autoUpdate: args["auto-update"] !== false }),
 });

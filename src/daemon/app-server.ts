@@ -2,14 +2,16 @@
  * Lifecycle of the app-server: start, stop, restart, version. Each returns a
  * result value and prints nothing; src/cli.ts renders it.
  */
-import { closeSync, openSync, readSync, rmSync, statSync } from "node:fs";
+import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
+import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { BerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 import { CLI_VERSION } from "../version.ts";
-import { ExitedAtLaunch, PidBackend, waitUntil } from "./backend.ts";
-import { assertManagedBinary, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { ExitedAtLaunch, PidBackend, waitUntil, type StopOutcome } from "./backend.ts";
+import { refuseAdoption } from "./adoption.ts";
+import { assertManagedBinary, checkExistingStateDirs, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { ReadyOutcome, ReadyWait } from "./ready.ts";
@@ -34,6 +36,8 @@ const LOG_TAIL_BYTES = 2_048;
 export type LifecycleStatus = "started" | "alreadyRunning" | "stopped" | "notRunning" | "restarted" | "running";
 
 export type LifecycleResult = {
+  /** `stop` only: descendants of the server that outlived it and could not be ended. */
+  notEnded?: { pid: number; reason: string }[];
   status: LifecycleStatus;
   backend: "pid" | null;
   pid?: number;
@@ -64,17 +68,17 @@ function result(ctx: Context, status: LifecycleStatus, running?: { pid?: number;
 /** The last lines of a log, for error messages. */
 export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
   try {
-    const size = statSync(path).size;
-    const length = Math.min(size, maxBytes);
-    const buffer = Buffer.alloc(length);
-    const fd = openSync(path, "r");
+    const fd = openStateFile(path, STATE_READ_FLAGS);
     try {
+      const size = fstatSync(fd).size;
+      const length = Math.min(size, maxBytes);
+      const buffer = Buffer.alloc(length);
       readSync(fd, buffer, 0, length, size - length);
+      const text = buffer.toString("utf8").trimEnd();
+      return text === "" ? "(log is empty)" : text;
     } finally {
       closeSync(fd);
     }
-    const text = buffer.toString("utf8").trimEnd();
-    return text === "" ? "(log is empty)" : text;
   } catch {
     return "(no log)";
   }
@@ -83,6 +87,21 @@ export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
 /** A berth app-server of this BERTH_HOME that answers, with the pid it claims. */
 function isOurServer(ctx: Context, probe: ProbeResult): probe is { kind: "berth"; info: InitializeResult } {
   return probe.kind === "berth" && probe.info.berthHome === ctx.layout.home;
+}
+
+/** A server that says it is ours but could not be proven to be (see adoption.ts): never adopted, never signalled. */
+function unprovenServerError(ctx: Context, pid: number, reason: string): BerthError {
+  return new BerthError(
+    "NOT_MANAGED",
+    `something on ${ctx.socket.path} answers as the berth app-server of ${ctx.layout.home} (pid ${pid}), but ${reason}; berth did not adopt or signal it. Stop it yourself, or remove the socket if it is not yours.`,
+  );
+}
+
+/** Records the server answering on our socket, only once it is proven ours; NOT_MANAGED otherwise. */
+async function adoptProven(ctx: Context, backend: PidBackend, pid: number): Promise<PidRecord | undefined> {
+  const refusal = refuseAdoption(ctx, pid);
+  if (refusal) throw unprovenServerError(ctx, pid, refusal);
+  return backend.adopt(pid);
 }
 
 function foreignServerError(ctx: Context, probe: ProbeResult): BerthError {
@@ -164,7 +183,7 @@ async function ensureRunning(ctx: Context, settings: Settings): Promise<{ starte
   }
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
-    const record = await backend.adopt(probe.info.pid);
+    const record = await adoptProven(ctx, backend, probe.info.pid);
     if (record) {
       warn(`adopted the running app-server pid ${record.pid}: its record was missing.`);
       return { started: false, running: { pid: record.pid, managed: true, info: probe.info } };
@@ -203,17 +222,22 @@ function removeLeftoverSocket(ctx: Context): void {
 
 /** Under daemon.lock: stop our app-server; NOT_MANAGED when a stranger answers. */
 async function ensureStopped(ctx: Context, settings: Settings): Promise<"stopped" | "notRunning"> {
+  return (await ensureStoppedTree(ctx, settings)).status;
+}
+
+/** ensureStopped, also saying which of the server's descendants could not be ended. */
+async function ensureStoppedTree(ctx: Context, settings: Settings): Promise<StopOutcome> {
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
-  if (state.kind === "running") return backend.stop(state.record, settings.stopGraceMs);
+  if (state.kind === "running") return backend.stopTree(state.record, settings.stopGraceMs);
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
-    const record = await backend.adopt(probe.info.pid);
-    if (record) return backend.stop(record, settings.stopGraceMs);
+    const record = await adoptProven(ctx, backend, probe.info.pid);
+    if (record) return backend.stopTree(record, settings.stopGraceMs);
   }
   if (probe.kind !== "absent") throw foreignServerError(ctx, probe);
   removeLeftoverSocket(ctx);
-  return "notRunning";
+  return { status: "notRunning", notEnded: [] };
 }
 
 /** Preflight shared by every mutating command, then the action under daemon.lock. */
@@ -234,7 +258,10 @@ export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
 export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(
     ctx,
-    async (settings) => result(ctx, await ensureStopped(ctx, settings)),
+    async (settings) => {
+      const outcome = await ensureStoppedTree(ctx, settings);
+      return { ...result(ctx, outcome.status), ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}) };
+    },
     false,
   );
 }
@@ -263,6 +290,7 @@ export { ensureRunning, ensureStopped, isOurServer, foreignServerError };
 
 /** No lock: asks the running app-server who it is. */
 export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
+  checkExistingStateDirs(ctx);
   const probe = await probeInitialize(ctx.socket.path, VERSION_PROBE_TIMEOUT_MS);
   if (probe.kind === "absent") {
     throw new BerthError("NOT_RUNNING", `no app-server answers on ${ctx.socket.path}; start it with \`berth start\`.`);

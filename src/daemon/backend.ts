@@ -2,14 +2,15 @@
  * The pid backend: launches a berth process detached and tracks it through a
  * pidfile (see pidfile.ts), and stops it without ever signalling a stranger.
  */
-import { closeSync, openSync, renameSync, statSync } from "node:fs";
+import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
-import { FILE_MODE } from "../platform/fs.ts";
-import { isProcessGroupAlive, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
-import { sleepUntilExit } from "./exit-wait.ts";
+import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
+import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
 import { FileLock } from "./lock.ts";
+import { sleepUntilExit } from "./exit-wait.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
 import { READY_FD, READY_FD_ENV, waitForReady, type ReadyWait } from "./ready.ts";
+import { TreeSnapshot, type Straggler } from "./tree.ts";
 
 /** How long to wait for the pidfile lock held by a concurrent starter. */
 export const PID_LOCK_WAIT_MS = 15_000;
@@ -17,6 +18,8 @@ export const PID_LOCK_WAIT_MS = 15_000;
 export const STOP_KILL_WAIT_MS = 10_000;
 /** A log larger than this is rotated to `<log>.1` before the next launch. */
 export const LOG_MAX_BYTES = 8 * 1024 * 1024;
+/** Descendants left behind by a stopped leader get at most this long between SIGTERM and SIGKILL. */
+export const DESCENDANT_GRACE_MS = 2_000;
 const STOP_POLL_MIN_MS = 2;
 const STOP_POLL_MAX_MS = 25;
 
@@ -36,6 +39,8 @@ export type BackendOptions = {
   trackGroup: boolean;
 };
 
+export type StopOutcome = { status: "stopped" | "notRunning"; notEnded: Straggler[] };
+
 /** The process exited before berth could record it. */
 export class ExitedAtLaunch extends Error {}
 
@@ -47,23 +52,22 @@ export class PidBackend {
   }
 
   /**
-   * Leader alive with its recorded identity; for group-tracked processes also
-   * any survivor of its group, as long as the leader's pid was not reused (a
-   * pid that names another process now means our group emptied out first: the
-   * kernel never reuses the pid of a live group).
+   * Leader alive with its recorded identity. A group-tracked record (the
+   * updater) is alive while its leader's pid is still held by the recorded
+   * process — running, or a zombie not yet reaped, which keeps the pid and so
+   * the group id from being reused — and some member of the group runs. A
+   * leader that is gone, or a pid now carrying another start time or another
+   * boot's id, proves nothing: the group with that id may be a stranger's.
    */
   isAlive(record: PidRecord): boolean {
-    const identity = processIdentity(record.pid);
-    if (identity === record.processStartTime) return true;
-    if (!this.options.trackGroup || identity !== undefined) return false;
-    return isProcessGroupAlive(record.pid);
+    if (processIdentity(record.pid) === record.processStartTime) return true;
+    if (!this.options.trackGroup) return false;
+    return this.leaderHoldsGroup(record) && isProcessGroupAlive(record.pid);
   }
 
-  /** True while members of the record's group other than a recorded-dead leader remain. */
-  private groupSurvives(record: PidRecord): boolean {
-    const identity = processIdentity(record.pid);
-    if (identity !== undefined && identity !== record.processStartTime) return false;
-    return isProcessGroupAlive(record.pid);
+  /** The recorded leader (alive or zombie) still occupies its pid, so group `pid` is the one it created. */
+  private leaderHoldsGroup(record: PidRecord): boolean {
+    return processEntryIdentity(record.pid)?.identity === record.processStartTime;
   }
 
   inspect(): PidFileState {
@@ -85,6 +89,7 @@ export class PidBackend {
         ({ pid, ready } = spawnDetached(spec));
       } catch (error) {
         this.pidFile.clearReservation();
+        if (error instanceof BerthError) throw error;
         throw new BerthError(
           "START_FAILED",
           `failed to spawn detached ${spec.args[0] ?? "process"} process using ${spec.binary}: ${describeError(error)}`,
@@ -131,43 +136,61 @@ export class PidBackend {
   /**
    * SIGTERM (to the group when group-tracked), wait `graceMs`, SIGKILL the
    * group, wait STOP_KILL_WAIT_MS, else STOP_TIMEOUT. Every signal is preceded
-   * by an identity check, so a reused pid is never hit.
+   * by an identity check, so a reused pid is never hit. While the leader is
+   * provably ours its whole tree (children that left the group included) is
+   * remembered; what of it outlives the leader is ended too, member by member,
+   * and whatever could not be ended is returned.
    */
   async stop(record: PidRecord, graceMs: number): Promise<"stopped" | "notRunning"> {
+    return (await this.stopTree(record, graceMs)).status;
+  }
+
+  async stopTree(record: PidRecord, graceMs: number): Promise<StopOutcome> {
     if (!this.isAlive(record)) {
       this.pidFile.removeIfHolds(record);
-      return "notRunning";
+      return { status: "notRunning", notEnded: [] };
     }
+    const leaderIsOurs = () => this.leaderHoldsGroup(record);
+    const tree = new TreeSnapshot(record.pid, leaderIsOurs);
+    tree.scan(true);
     if (this.options.trackGroup) {
-      if (this.isAlive(record)) signalGroup(record.pid, "SIGTERM");
+      if (leaderIsOurs()) signalGroup(record.pid, "SIGTERM");
     } else if (processIdentity(record.pid) === record.processStartTime) {
       signalProcess(record.pid, "SIGTERM");
     }
     const leaderGone = () => processIdentity(record.pid) !== record.processStartTime;
     const gone = this.options.trackGroup ? () => !this.isAlive(record) : leaderGone;
-    if (!(await waitForExit(record, gone, graceMs))) {
-      this.killGroup(record);
-      if (!(await waitForExit(record, gone, STOP_KILL_WAIT_MS))) {
+    const goneWatching = () => {
+      tree.scan();
+      return gone();
+    };
+    const scan = () => tree.scan();
+    if (!(await waitForExit(record, goneWatching, graceMs, scan))) {
+      tree.scan(true);
+      if (leaderIsOurs()) signalGroup(record.pid, "SIGKILL");
+      if (!(await waitForExit(record, goneWatching, STOP_KILL_WAIT_MS, scan))) {
         throw new BerthError(
           "STOP_TIMEOUT",
           `pid ${record.pid} still runs ${Math.round((graceMs + STOP_KILL_WAIT_MS) / 1000)} s after SIGTERM and SIGKILL; it may be stuck in the kernel (check \`cat /proc/${record.pid}/status\`).`,
         );
       }
     }
-    // Whatever the leader left in its own group is an orphan of ours: end it too.
-    if (this.groupSurvives(record)) {
-      this.killGroup(record);
-      await waitUntil(() => !this.groupSurvives(record), STOP_KILL_WAIT_MS);
-    }
+    const notEnded = await endStragglers(tree, Math.min(graceMs, DESCENDANT_GRACE_MS));
     this.pidFile.removeIfHolds(record);
-    return "stopped";
+    return { status: "stopped", notEnded };
   }
+}
 
-  private killGroup(record: PidRecord): void {
-    if (processIdentity(record.pid) === record.processStartTime || this.groupSurvives(record)) {
-      signalGroup(record.pid, "SIGKILL");
-    }
+/** What the leader left behind (its own group or children that left it): TERM, then KILL, then report. */
+async function endStragglers(tree: TreeSnapshot, graceMs: number): Promise<Straggler[]> {
+  if (tree.alive().length === 0) return [];
+  const refused = new Map<number, Straggler>();
+  for (const entry of tree.signal("SIGTERM")) refused.set(entry.pid, entry);
+  if (!(await waitUntil(() => tree.alive().length === 0, graceMs))) {
+    for (const entry of tree.signal("SIGKILL")) refused.set(entry.pid, entry);
+    await waitUntil(() => tree.alive().length === 0, STOP_KILL_WAIT_MS);
   }
+  return tree.alive().map((pid) => refused.get(pid) ?? { pid, reason: `still running ${Math.round(STOP_KILL_WAIT_MS / 1000)} s after SIGKILL` });
 }
 
 export async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
@@ -181,16 +204,21 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
   }
 }
 
-/** Sleeps on the leader's exit where the platform allows (exit-wait.ts), then polls what remains of `gone`. */
-async function waitForExit(record: PidRecord, gone: () => boolean, timeoutMs: number): Promise<boolean> {
+/**
+ * Sleeps on the leader's exit where the platform allows (exit-wait.ts; `between`
+ * runs before each slice of that sleep, as it would before each poll), then
+ * polls what remains of `gone`.
+ */
+async function waitForExit(record: PidRecord, gone: () => boolean, timeoutMs: number, between: () => void): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  await sleepUntilExit(record, timeoutMs);
+  await sleepUntilExit(record, timeoutMs, between);
   return waitUntil(gone, Math.max(0, deadline - Date.now()));
 }
 
 function rotateLog(path: string): void {
   try {
-    if (statSync(path).size > LOG_MAX_BYTES) renameSync(path, `${path}.1`);
+    const stat = lstatSync(path);
+    if (stat.isFile() && stat.size > LOG_MAX_BYTES) renameSync(path, `${path}.1`);
   } catch {
     // no log yet
   }
@@ -203,7 +231,7 @@ function rotateLog(path: string): void {
  */
 function spawnDetached(spec: LaunchSpec): { pid: number; ready?: ReadyWait } {
   rotateLog(spec.logPath);
-  const logFd = openSync(spec.logPath, "a", FILE_MODE);
+  const logFd = openStateFile(spec.logPath, STATE_APPEND_FLAGS);
   try {
     const child = Bun.spawn({
       cmd: [spec.binary, ...spec.args],

@@ -4,19 +4,27 @@
  */
 import { BerthError } from "../errors.ts";
 import { probeInitialize } from "../server/client.ts";
+import { planRemoteListen } from "../server/remote-listen.ts";
 import { ensureToken } from "../server/token.ts";
 import { CLI_VERSION } from "../version.ts";
 import { ensureRunning, ensureStopped, foreignServerError, isOurServer, logTail, underDaemonLock } from "./app-server.ts";
 import { ExitedAtLaunch } from "./backend.ts";
-import { managedInstall, type Context } from "./context.ts";
+import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { updateSettings, type Settings } from "./settings.ts";
+import { endUntrackedUpdaters } from "./orphans.ts";
 import { updaterBackend } from "./updater.ts";
+import { warn } from "../diagnostics.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 
 /** The updater gets this long to end on SIGTERM before its group is killed. */
 const UPDATER_STOP_GRACE_MS = 10_000;
 const PROBE_TIMEOUT_MS = 1_000;
 const STARTING_WAIT_MS = 15_000;
+
+/** Refuses, before anything is persisted, a remote-control listen address the app-server would refuse. */
+function checkRemoteListen(ctx: Context, settings: Settings): void {
+  planRemoteListen({ listen: settings.remoteControl.listen, tls: settings.remoteControl.tls, saved: undefined, settingsFile: ctx.layout.settingsFile });
+}
 
 /** Pure: does the running app-server differ from what the settings and install now say? */
 export function needsRestart(info: InitializeResult, settings: Settings, managedVersion: string | null): boolean {
@@ -39,8 +47,11 @@ async function applyToAppServer(ctx: Context, settings: Settings, force: boolean
 export async function stopUpdater(ctx: Context): Promise<boolean> {
   const backend = updaterBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
-  if (state.kind !== "running") return false;
-  return (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
+  const orphans = await endUntrackedUpdaters(ctx);
+  if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
+  return stopped || orphans.ended.length > 0;
 }
 
 /** Exactly one updater: stop whichever runs, then launch a new one from the managed binary. */
@@ -61,14 +72,16 @@ async function replaceUpdater(ctx: Context): Promise<number> {
   }
 }
 
-export async function bootstrap(ctx: Context, options: { remoteControl: boolean; autoUpdate: boolean }) {
+/** `remoteControl`: true turns it on, false (`--no-remote-control`) turns it off, undefined keeps the setting. */
+export async function bootstrap(ctx: Context, options: { remoteControl?: boolean; autoUpdate: boolean }) {
   return underDaemonLock(ctx, async () => {
     // Refuse before persisting anything when a stranger holds the socket.
     const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
     if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+    if (options.remoteControl) checkRemoteListen(ctx, settingsOf(ctx));
     const settings = updateSettings(ctx.layout.settingsFile, {
       autoUpdate: options.autoUpdate,
-      ...(options.remoteControl ? { remoteControlEnabled: true } : {}),
+      ...(options.remoteControl !== undefined ? { remoteControlEnabled: options.remoteControl } : {}),
     }, ctx.env);
     if (settings.remoteControlEnabled) ensureToken(ctx.layout.tokenFile);
     const running = await applyToAppServer(ctx, settings, false);
@@ -96,6 +109,7 @@ export async function setRemoteControl(ctx: Context, enabled: boolean) {
   return underDaemonLock(ctx, async (current) => {
     const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
     if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+    if (enabled) checkRemoteListen(ctx, current);
     const changed = current.remoteControlEnabled !== enabled;
     const settings = changed ? updateSettings(ctx.layout.settingsFile, { remoteControlEnabled: enabled }, ctx.env) : current;
     if (enabled) ensureToken(ctx.layout.tokenFile);

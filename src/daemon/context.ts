@@ -6,7 +6,7 @@
 import { existsSync, readlinkSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
-import { ensureSafeDir } from "../platform/fs.ts";
+import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
 import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";
 import { loadSettings, type Settings } from "./settings.ts";
 
@@ -39,14 +39,15 @@ export function openContext(env: NodeJS.ProcessEnv = process.env): Context {
 export function prepareStateDirs(ctx: Context): void {
   ensureSafeDir(ctx.layout.home);
   ensureSafeDir(ctx.layout.daemonDir);
-  if (ctx.socket.fallbackDir) ensureSafeDir(ctx.socket.fallbackDir);
+  if (ctx.socket.fallbackDir) ensurePrivateDir(ctx.socket.fallbackDir, true);
 }
 
 /** Read-only commands check what exists without creating anything. */
 export function checkExistingStateDirs(ctx: Context): void {
-  for (const dir of [ctx.layout.home, ctx.layout.daemonDir, ctx.socket.fallbackDir]) {
-    if (dir && existsSync(dir)) ensureSafeDir(dir);
+  for (const dir of [ctx.layout.home, ctx.layout.daemonDir]) {
+    if (existsSync(dir)) ensureSafeDir(dir);
   }
+  if (ctx.socket.fallbackDir) ensurePrivateDir(ctx.socket.fallbackDir, false);
 }
 
 export function settingsOf(ctx: Context): Settings {
@@ -88,5 +89,6 @@ export function assertManagedBinary(ctx: Context): ManagedInstall {
       `the managed berth binary ${install.binaryPath} ${what}. Install it with \`curl -fsSL <release-base>/install.sh | sh\` or, from a downloaded berth binary, \`./berth install\`.`,
     );
   }
+  assertTrustedBinary(ctx.layout.home, install.binaryPath);
   return install;
 }

@@ -9,8 +9,11 @@ import { openPidfd, pollReadable } from "../platform/ffi.ts";
 import { processIdentity } from "../platform/process.ts";
 import type { PidRecord } from "./pidfile.ts";
 
-/** poll(2) blocks this thread: wake at least this often so timers and signal handlers run. */
-const EXIT_WAIT_SLICE_MS = 50;
+/**
+ * poll(2) blocks this thread: wake at least this often so timers, signal
+ * handlers and the caller's `between` step run (the old poll loop's longest step).
+ */
+const EXIT_WAIT_SLICE_MS = 25;
 
 export type ExitWait = "exited" | "timeout" | "unsupported";
 
@@ -18,8 +21,8 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Sleeps until the recorded process (pid + identity) exits or `timeoutMs` passes. */
-export async function sleepUntilExit(record: PidRecord, timeoutMs: number): Promise<ExitWait> {
+/** Sleeps until the recorded process (pid + identity) exits or `timeoutMs` passes; `between` runs before each slice. */
+export async function sleepUntilExit(record: PidRecord, timeoutMs: number, between: () => void = () => {}): Promise<ExitWait> {
   const fd = openPidfd(record.pid);
   if (fd === undefined) return processIdentity(record.pid) === record.processStartTime ? "unsupported" : "exited";
   try {
@@ -29,6 +32,7 @@ export async function sleepUntilExit(record: PidRecord, timeoutMs: number): Prom
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) return "timeout";
+      between();
       if (pollReadable(fd, Math.min(left, EXIT_WAIT_SLICE_MS)) === "readable") return "exited";
       await nextTurn();
     }

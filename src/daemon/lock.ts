@@ -2,10 +2,10 @@
  * Locks are flock(2) on a file that stays on disk: the kernel drops them when
  * the holder dies, so a killed berth never leaves a lock behind.
  */
-import { closeSync, openSync } from "node:fs";
+import { closeSync } from "node:fs";
 import { BerthError, errnoCode } from "../errors.ts";
 import { flockTryExclusive, flockUnlock } from "../platform/ffi.ts";
-import { FILE_MODE } from "../platform/fs.ts";
+import { openStateFile, STATE_APPEND_FLAGS, STATE_READ_FLAGS } from "../platform/fs.ts";
 
 /** How long a second lifecycle command waits for the first (spec: 75 s). Tests may shorten it. */
 export const DAEMON_LOCK_WAIT_MS = Number(process.env.BERTH_LOCK_WAIT_MS) || 75_000;
@@ -20,7 +20,8 @@ export class FileLock {
 
   /** Takes the lock if it is free right now; undefined when someone else holds it. */
   static tryAcquire(path: string): FileLock | undefined {
-    const fd = openSync(path, "a", FILE_MODE);
+    // Never through a symlink: a planted daemon.lock link must not make berth create files elsewhere.
+    const fd = openStateFile(path, STATE_APPEND_FLAGS);
     try {
       if (flockTryExclusive(fd) === "acquired") return new FileLock(path, fd);
     } catch (error) {
@@ -70,7 +71,7 @@ export class FileLock {
 export function isLockHeld(path: string): boolean {
   let fd: number;
   try {
-    fd = openSync(path, "r");
+    fd = openStateFile(path, STATE_READ_FLAGS);
   } catch (error) {
     if (errnoCode(error) === "ENOENT") return false;
     throw error;

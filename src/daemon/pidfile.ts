@@ -7,10 +7,10 @@
  * recorded identity, and stale state is removed only under the lock and only
  * if the file still holds what was judged stale.
  */
-import { closeSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { closeSync, openSync, renameSync, rmSync } from "node:fs";
 import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
-import { FILE_MODE, writeFileAtomic } from "../platform/fs.ts";
+import { FILE_MODE, readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { FileLock, isLockHeld } from "./lock.ts";
 
 const STARTING_POLL_MS = 10;
@@ -83,12 +83,7 @@ export class PidFile {
   }
 
   readContent(): PidFileContent {
-    try {
-      return parsePidFile(readFileSync(this.path, "utf8"));
-    } catch (error) {
-      if (errnoCode(error) === "ENOENT") return parsePidFile(undefined);
-      throw error;
-    }
+    return parsePidFile(readStateFile(this.path));
   }
 
   /** The state of the pidfile, cleaning stale leftovers on the way. Never blocks. */

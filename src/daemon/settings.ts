@@ -1,8 +1,7 @@
 /** Persisted launch settings: loaded over defaults, saved atomically, unknown keys kept. */
-import { readFileSync } from "node:fs";
 import { defu } from "defu";
-import { BerthError, errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { BerthError } from "../errors.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 
 export type Settings = {
   remoteControlEnabled: boolean;
@@ -11,7 +10,8 @@ export type Settings = {
   startTimeoutMs: number;
   stopGraceMs: number;
   update: { initialDelayMs: number; intervalMs: number };
-  remoteControl: { listen: string };
+  /** `tls` (cert and key paths) is required for a non-loopback listen; see server/remote-listen.ts. */
+  remoteControl: { listen: string; tls?: { cert: string; key: string } };
   [unknownKey: string]: unknown;
 };
 
@@ -29,13 +29,8 @@ export function defaultSettings(): Settings {
 
 /** What is stored on disk, untouched by defaults or environment (so saving keeps it as the user wrote it). */
 export function readStoredSettings(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    if (errnoCode(error) === "ENOENT") return {};
-    throw error;
-  }
+  const text = readStateFile(path);
+  if (text === undefined) return {};
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -77,6 +72,11 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("update.initialDelayMs", settings.update?.initialDelayMs);
   positive("update.intervalMs", settings.update?.intervalMs);
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
+  // tunnels.allowHosts has no entry in defaultSettings: defu would append the defaults to the user's list (src/server/api/tunnel.ts holds them).
+  const allowHosts = (settings.tunnels as { allowHosts?: unknown } | undefined)?.allowHosts;
+  if (allowHosts !== undefined && !(Array.isArray(allowHosts) && allowHosts.every((h) => typeof h === "string"))) {
+    problems.push('tunnels.allowHosts must be an array of host names like ["127.0.0.1", "::1", "localhost"]');
+  }
   if (problems.length > 0) {
     throw new BerthError("STATE_CORRUPT", `${path}: ${problems.join("; ")}. Fix the file; it was left untouched.`);
   }

@@ -6,6 +6,7 @@ import { CLI_VERSION } from "../version.ts";
 import { appServerBackend, isOurServer } from "./app-server.ts";
 import { checkExistingStateDirs, managedInstall, settingsOf, versionFromReleaseDir, type Context } from "./context.ts";
 import type { PidFileState } from "./pidfile.ts";
+import { findUpdateLoops } from "./orphans.ts";
 import { updaterReport, type UpdaterReport } from "./updater.ts";
 
 const STATUS_PROBE_TIMEOUT_MS = 1_500;
@@ -29,16 +30,23 @@ export async function collectStatus(ctx: Context) {
       return undefined;
     }
   };
-  attempt("state folders", () => checkExistingStateDirs(ctx));
+  // An unsafe socket folder may hold someone else's socket: do not ask it anything.
+  const foldersSafe = attempt("state folders", () => (checkExistingStateDirs(ctx), true)) ?? false;
   const settings = attempt("settings", () => settingsOf(ctx));
   const pidState = attempt("app-server pidfile", () => appServerBackend(ctx).inspect()) ?? { kind: "missing" as const };
-  const probe = await probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS);
+  const probe: Awaited<ReturnType<typeof probeInitialize>> = foldersSafe
+    ? await probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS)
+    : { kind: "absent", detail: "not probed: the state folders are unsafe" };
   const answer = isOurServer(ctx, probe) ? "ours" : probe.kind === "absent" ? "none" : "foreign";
   const info = probe.kind === "berth" ? probe.info : undefined;
   const recordPid = pidState.kind === "running" ? pidState.record.pid : undefined;
   const state = appServerState(pidState.kind, answer);
   const install = managedInstall(ctx);
   const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
+  const untracked = (attempt("updater processes", () => findUpdateLoops(ctx)) ?? []).filter((loop) => loop.pid !== updater?.pid);
+  if (untracked.length > 0) {
+    problems.push(`updater: pid ${untracked.map((loop) => loop.pid).join(", ")} runs without a record (a bootstrap was interrupted); \`berth bootstrap\` ends it.`);
+  }
 
   return {
     status: state,

@@ -2,23 +2,26 @@
  * The updater process as the daemon sees it: a pidfile-backed process group,
  * plus the outcome of its last check (written by the loop in src/update/).
  */
-import { readFileSync } from "node:fs";
 import { errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { PidBackend } from "./backend.ts";
 import type { Context } from "./context.ts";
 
 export type UpdaterCheck = {
   at: string;
-  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined";
+  outcome: "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "failed" | "deferred" | "quarantined" | "notInRollout";
   message: string;
   latestVersion?: string;
+  /** The error code of a failed check (e.g. SIGNATURE_INVALID). */
+  code?: string;
 };
 
 export type UpdaterState = {
   lastCheck?: UpdaterCheck;
   nextCheckAt?: string;
   quarantined: string[];
+  /** ETag / Last-Modified of the last verified latest.json, for a conditional GET (src/update/release.ts). */
+  latestValidators?: unknown;
 };
 
 export type UpdaterReport = {
@@ -36,7 +39,9 @@ export function updaterBackend(ctx: Context): PidBackend {
 
 export function readUpdaterState(path: string): UpdaterState {
   try {
-    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<UpdaterState>;
+    const parsed = JSON.parse(readStateFile(path) ?? "{}") as unknown;
+    // `null`, a number or an array holds no history: treat it as empty rather than crash the loop.
+    const value = (parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {}) as Partial<UpdaterState>;
     return { ...value, quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [] };
   } catch (error) {
     // Missing is normal; a damaged state file only loses history, never settings.

@@ -504,6 +504,8 @@ export type InstallResult = {
   commandLink: string;
   pathUpdated: boolean;
   profile?: string;
+  /** Every profile that holds the block, when there is more than one (bash: ~/.bashrc and ~/.profile). */
+  profiles?: string[];
   pruned: string[];
   cliVersion: string;
   bootstrap?: Awaited<ReturnType<typeof bootstrap>>;
@@ -556,6 +558,7 @@ export async function install(options: InstallOptions = {}): Promise<InstallResu
     commandLink: link,
     pathUpdated: installed.path.pathUpdated,
     ...("profile" in installed.path && installed.path.profile ? { profile: installed.path.profile } : {}),
+    ...("profiles" in installed.path && installed.path.profiles ? { profiles: installed.path.profiles } : {}),
     pruned: installed.release.pruned,
     cliVersion: CLI_VERSION,
   };
@@ -579,5 +582,5 @@ export async function afterInstall(options: AfterInstallOptions): Promise<{ boot
     warn("--remote-control takes effect with --bootstrap (or run `berth bootstrap --remote-control`).");
   }
   if (!options.bootstrap) return {};
-  return { bootstrap: await bootstrap(ctx, { remoteControl: options.remoteControl, autoUpdate: true }) };
+  return { bootstrap: await bootstrap(ctx, { ...(options.remoteControl ? { remoteControl: true } : {}), autoUpdate: true }) };
 }

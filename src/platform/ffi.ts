@@ -1,6 +1,7 @@
 /**
  * Every foreign call berth makes lives here: flock(2) for locks that die with
- * their holder, and on macOS proc_pidinfo(2) for a process's kernel start time.
+ * their holder, on macOS proc_pidinfo(2) for a process's kernel start time, and
+ * the peer credentials of a Unix socket (who really listens on it).
  */
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 
@@ -29,12 +30,20 @@ const libcSymbols = {
   flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
   execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   sigprocmask: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  connect: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+  getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  close: { args: [FFIType.i32], returns: FFIType.i32 },
 } as const;
 
 type Libc = {
   flock(fd: number, op: number): number;
   execve(path: Pointer, argv: Pointer, envp: Pointer): number;
   sigprocmask(how: number, set: Pointer, old: null): number;
+  socket(domain: number, type: number, protocol: number): number;
+  connect(fd: number, address: Pointer, length: number): number;
+  getsockopt(fd: number, level: number, name: number, value: Pointer, length: Pointer): number;
+  close(fd: number): number;
   errno(): number;
   procPidInfo?(pid: number, buffer: Uint8Array): number;
 };
@@ -59,6 +68,10 @@ function openLibc(): Libc {
         flock: (fd, op) => symbols.flock!(fd, op) as number,
         execve: (path, argv, envp) => symbols.execve!(path, argv, envp) as number,
         sigprocmask: (how, set, old) => symbols.sigprocmask!(how, set, old) as number,
+        socket: (domain, type, protocol) => symbols.socket!(domain, type, protocol) as number,
+        connect: (fd, address, length) => symbols.connect!(fd, address, length) as number,
+        getsockopt: (fd, level, name, value, length) => symbols.getsockopt!(fd, level, name, value, length) as number,
+        close: (fd) => symbols.close!(fd) as number,
         errno: () => read.i32(symbols[errnoSymbol]!() as Pointer, 0),
         procPidInfo: symbols.proc_pidinfo
           ? (pid, buffer) => symbols.proc_pidinfo!(pid, PROC_PIDTBSDINFO, 0, buffer, buffer.byteLength) as number
@@ -138,6 +151,78 @@ export function execReplace(path: string, argv: string[], env: Record<string, st
   c.sigprocmask(SIG_SETMASK, ptr(emptySet), null);
   c.execve(ptr(pathBuffer), ptr(argvArray), ptr(envArray));
   throw new Error(`execve ${path} failed with errno ${c.errno()}`);
+}
+
+const AF_UNIX = 1;
+const SOCK_STREAM_LINUX = 1;
+const SOCK_STREAM_DARWIN = 1;
+const SOL_SOCKET_LINUX = 1;
+const SO_PEERCRED_LINUX = 17;
+const UCRED_SIZE_LINUX = 12;
+const SOL_LOCAL_DARWIN = 0;
+const LOCAL_PEERCRED_DARWIN = 1;
+const LOCAL_PEERPID_DARWIN = 2;
+const SUN_PATH_BYTES_LINUX = 108;
+const SUN_PATH_BYTES_DARWIN = 104;
+const XUCRED_SIZE_DARWIN = 76;
+const XUCRED_UID_OFFSET_DARWIN = 4;
+
+export type PeerCredentials = { pid: number; uid: number };
+
+function unixAddress(path: string): Uint8Array {
+  const bytes = Buffer.from(path);
+  const darwin = process.platform === "darwin";
+  const capacity = darwin ? SUN_PATH_BYTES_DARWIN : SUN_PATH_BYTES_LINUX;
+  if (bytes.byteLength >= capacity) throw new Error(`socket path ${path} is longer than ${capacity - 1} bytes`);
+  const address = new Uint8Array(2 + capacity);
+  if (darwin) {
+    address[0] = 2 + bytes.byteLength + 1; // sun_len
+    address[1] = AF_UNIX;
+  } else {
+    new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+  }
+  address.set(bytes, 2);
+  return address;
+}
+
+/**
+ * Connects to the Unix socket at `path` and asks the kernel who created the
+ * listening end (SO_PEERCRED on Linux; LOCAL_PEERPID + LOCAL_PEERCRED on
+ * macOS). Undefined when nothing accepts the connection. The kernel's answer,
+ * unlike anything said over the socket, cannot be forged by the peer.
+ */
+export function unixSocketPeer(path: string): PeerCredentials | undefined {
+  const c = openLibc();
+  const darwin = process.platform === "darwin";
+  const fd = c.socket(AF_UNIX, darwin ? SOCK_STREAM_DARWIN : SOCK_STREAM_LINUX, 0);
+  if (fd < 0) throw new Error(`socket(AF_UNIX) failed with errno ${c.errno()}`);
+  try {
+    const address = unixAddress(path);
+    if (c.connect(fd, ptr(address), address.byteLength) !== 0) return undefined;
+    const length = new Uint32Array(1);
+    if (!darwin) {
+      const cred = new Uint8Array(UCRED_SIZE_LINUX);
+      length[0] = UCRED_SIZE_LINUX;
+      if (c.getsockopt(fd, SOL_SOCKET_LINUX, SO_PEERCRED_LINUX, ptr(cred), ptr(length)) !== 0) {
+        throw new Error(`getsockopt(SO_PEERCRED) failed with errno ${c.errno()}`);
+      }
+      const view = new DataView(cred.buffer);
+      return { pid: view.getInt32(0, true), uid: view.getUint32(4, true) };
+    }
+    const pid = new Int32Array(1);
+    length[0] = 4;
+    if (c.getsockopt(fd, SOL_LOCAL_DARWIN, LOCAL_PEERPID_DARWIN, ptr(pid), ptr(length)) !== 0) {
+      throw new Error(`getsockopt(LOCAL_PEERPID) failed with errno ${c.errno()}`);
+    }
+    const xucred = new Uint8Array(XUCRED_SIZE_DARWIN);
+    length[0] = XUCRED_SIZE_DARWIN;
+    if (c.getsockopt(fd, SOL_LOCAL_DARWIN, LOCAL_PEERCRED_DARWIN, ptr(xucred), ptr(length)) !== 0) {
+      throw new Error(`getsockopt(LOCAL_PEERCRED) failed with errno ${c.errno()}`);
+    }
+    return { pid: pid[0] as number, uid: new DataView(xucred.buffer).getUint32(XUCRED_UID_OFFSET_DARWIN, true) };
+  } finally {
+    c.close(fd);
+  }
 }
 
 // ─── perf block (issue 11): isatty, pidfd_open + poll ──────────────────────────

@@ -1,6 +1,6 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { dirname, join, relative, sep } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 
 export const DIR_MODE = 0o700;
@@ -68,4 +68,145 @@ export function ensureSafeDir(path: string): void {
 
 export function ensureParentDir(path: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: DIR_MODE });
+}
+
+function ownerIsTrusted(uid: number): boolean {
+  const ours = process.getuid?.();
+  return ours === undefined || uid === ours || uid === 0;
+}
+
+/**
+ * Pure-ish walk: the managed binary, and every folder from BERTH_HOME down to
+ * it (after resolving links such as `current`), must be owned by the user or
+ * root and not writable by group or others; the first path that is not is
+ * UNSAFE_STATE. A binary resolving outside BERTH_HOME is refused too.
+ */
+export function assertTrustedBinary(home: string, binaryPath: string): void {
+  const realHome = realpathSync(home);
+  const realBinary = realpathSync(binaryPath);
+  const rel = relative(realHome, realBinary);
+  if (rel === "" || rel.startsWith("..") || rel.startsWith(sep)) {
+    throw new BerthError(
+      "UNSAFE_STATE",
+      `the managed binary ${binaryPath} resolves to ${realBinary}, outside ${realHome}; berth launches only what lives in BERTH_HOME. Reinstall with \`berth install\`.`,
+    );
+  }
+  let path = realHome;
+  const chain = [path];
+  for (const part of rel.split(sep)) {
+    path = join(path, part);
+    chain.push(path);
+  }
+  for (const entry of chain) {
+    const stat = lstatSync(entry);
+    if (!ownerIsTrusted(stat.uid)) {
+      throw new BerthError(
+        "UNSAFE_STATE",
+        `${entry} is owned by uid ${stat.uid}, neither you nor root, so berth will not launch ${binaryPath} through it. Fix its ownership (chown) or reinstall.`,
+      );
+    }
+    if ((stat.mode & 0o022) !== 0) {
+      const mode = (stat.mode & 0o777).toString(8).padStart(3, "0");
+      throw new BerthError(
+        "UNSAFE_STATE",
+        `${entry} is writable by group or others (mode ${mode}), so someone else could have replaced ${binaryPath}; berth did not launch it. Run \`chmod go-w ${entry}\` after checking its content, or reinstall.`,
+      );
+    }
+  }
+}
+
+/**
+ * The socket fallback folder lives in a shared place (/tmp): it must be a real
+ * folder (never a link someone planted), owned by the user, mode exactly 0700.
+ */
+export function ensurePrivateDir(path: string, create: boolean): void {
+  if (create) {
+    try {
+      mkdirSync(path, { mode: DIR_MODE });
+    } catch (error) {
+      if (errnoCode(error) !== "EEXIST") throw error;
+    }
+  }
+  let stat;
+  try {
+    stat = lstatSync(path);
+  } catch (error) {
+    if (!create && errnoCode(error) === "ENOENT") return;
+    throw error;
+  }
+  const uid = process.getuid?.();
+  const problem = stat.isSymbolicLink()
+    ? "is a symbolic link"
+    : !stat.isDirectory()
+      ? "is not a directory"
+      : uid !== undefined && stat.uid !== uid
+        ? `is owned by uid ${stat.uid}, not by you (uid ${uid})`
+        : (stat.mode & 0o777) !== DIR_MODE
+          ? `has mode ${(stat.mode & 0o777).toString(8).padStart(3, "0")}, not 700`
+          : undefined;
+  if (problem) {
+    throw new BerthError(
+      "UNSAFE_STATE",
+      `the socket folder ${path} ${problem}; someone else may have planted it. berth did not use it; remove it (check who made it first) and retry.`,
+    );
+  }
+}
+
+/** Flags for opening a state file: never through a symlink, never blocking on a FIFO. */
+export const STATE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+export const STATE_APPEND_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/** State files are small; anything larger is not ours. */
+export const STATE_FILE_MAX_BYTES = 1024 * 1024;
+
+/** UNSAFE_STATE for a state path that is a symlink (ELOOP under O_NOFOLLOW) or not a regular file. */
+function unsafeStateFile(path: string, what: string): BerthError {
+  return new BerthError("UNSAFE_STATE", `${path} ${what}; berth does not follow or read it. Move it away (check who made it first) and retry.`);
+}
+
+/**
+ * Opens a state file without following a symlink and refuses anything but a
+ * regular file (a FIFO would hang a reader). The caller closes the fd.
+ */
+export function openStateFile(path: string, flags: number, mode = FILE_MODE): number {
+  let fd: number;
+  try {
+    fd = openSync(path, flags, mode);
+  } catch (error) {
+    if (errnoCode(error) === "ELOOP") throw unsafeStateFile(path, "is a symbolic link");
+    if (errnoCode(error) === "EISDIR") throw unsafeStateFile(path, "is a directory");
+    if (errnoCode(error) === "ENXIO") throw unsafeStateFile(path, "is a FIFO or socket");
+    throw error;
+  }
+  const stat = fstatSync(fd);
+  if (!stat.isFile()) {
+    closeSync(fd);
+    const kind = stat.isDirectory() ? "a directory" : stat.isFIFO() ? "a FIFO" : stat.isSocket() ? "a socket" : "a device or other special file";
+    throw unsafeStateFile(path, `is ${kind}, not a regular file`);
+  }
+  return fd;
+}
+
+/** Reads a small state file safely (see openStateFile); undefined when missing. */
+export function readStateFile(path: string, maxBytes = STATE_FILE_MAX_BYTES): string | undefined {
+  let fd: number;
+  try {
+    fd = openStateFile(path, STATE_READ_FLAGS);
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return undefined;
+    throw error;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size > maxBytes) throw unsafeStateFile(path, `is ${size} bytes, larger than a state file can be (${maxBytes})`);
+    const buffer = Buffer.alloc(size);
+    let offset = 0;
+    while (offset < size) {
+      const read = readSync(fd, buffer, offset, size - offset, offset);
+      if (read === 0) break;
+      offset += read;
+    }
+    return buffer.subarray(0, offset).toString("utf8");
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -7,19 +7,21 @@ import { readdirSync, readFileSync } from "node:fs";
 import { errnoCode } from "../errors.ts";
 import { darwinProcessInfo } from "./ffi.ts";
 
-export type ProcStat = { state: string; pgrp: number; startTime: string };
+export type ProcStat = { state: string; ppid: number; pgrp: number; session: number; startTime: string };
 
 /** Parses /proc/<pid>/stat. The command name may hold spaces and parentheses, so split after the last ')'. */
 export function parseProcStat(text: string): ProcStat | undefined {
   const close = text.lastIndexOf(")");
   if (close < 0) return undefined;
   const fields = text.slice(close + 2).trim().split(/\s+/);
-  // fields[0] is field 3 (state) of proc(5); starttime is field 22, pgrp field 5.
+  // fields[0] is field 3 (state) of proc(5); ppid field 4, pgrp field 5, session field 6, starttime field 22.
   const state = fields[0];
+  const ppid = Number(fields[1]);
   const pgrp = Number(fields[2]);
+  const session = Number(fields[3]);
   const startTime = fields[19];
-  if (!state || !startTime || !/^\d+$/.test(startTime) || !Number.isInteger(pgrp)) return undefined;
-  return { state, pgrp, startTime };
+  if (!state || !startTime || !/^\d+$/.test(startTime) || ![ppid, pgrp, session].every(Number.isInteger)) return undefined;
+  return { state, ppid, pgrp, session, startTime };
 }
 
 /** Zombies and dead tasks have finished running: for us they are gone. */
@@ -55,6 +57,79 @@ export function processIdentity(pid: number): string | undefined {
   const stat = readLinuxStat(pid);
   if (!stat || isGoneState(stat.state)) return undefined;
   return `${linuxBootId()}/${stat.startTime}`;
+}
+
+/**
+ * The identity of whatever occupies pid, zombies included: a zombie still
+ * holds its pid (and its group's id), so it can prove a group is ours.
+ */
+export function processEntryIdentity(pid: number): { identity: string; zombie: boolean } | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  if (process.platform === "darwin") {
+    const info = darwinProcessInfo(pid);
+    return info ? { identity: `darwin/${info.startTime}`, zombie: info.zombie } : undefined;
+  }
+  const stat = readLinuxStat(pid);
+  if (!stat || stat.state === "X" || stat.state === "x") return undefined;
+  return { identity: `${linuxBootId()}/${stat.startTime}`, zombie: stat.state === "Z" };
+}
+
+export type ProcessEntry = { pid: number; ppid: number; pgrp: number; identity: string };
+
+/** Every live (non-zombie) process on Linux with its parent, group and identity. Empty elsewhere. */
+export function listProcesses(): ProcessEntry[] {
+  if (process.platform !== "linux") return [];
+  const entries: ProcessEntry[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    const stat = readLinuxStat(pid);
+    if (!stat || isGoneState(stat.state)) continue;
+    entries.push({ pid, ppid: stat.ppid, pgrp: stat.pgrp, identity: `${linuxBootId()}/${stat.startTime}` });
+  }
+  return entries;
+}
+
+/** Pure: the processes of `entries` that descend from `root` by parent links, or belong to group `root`. */
+export function treeOf(root: number, entries: ProcessEntry[]): ProcessEntry[] {
+  const children = new Map<number, ProcessEntry[]>();
+  for (const entry of entries) {
+    const list = children.get(entry.ppid) ?? [];
+    list.push(entry);
+    children.set(entry.ppid, list);
+  }
+  const found = new Map<number, ProcessEntry>();
+  const queue = [root];
+  while (queue.length > 0) {
+    for (const child of children.get(queue.pop() as number) ?? []) {
+      if (found.has(child.pid) || child.pid === root) continue;
+      found.set(child.pid, child);
+      queue.push(child.pid);
+    }
+  }
+  for (const entry of entries) if (entry.pgrp === root && entry.pid !== root) found.set(entry.pid, entry);
+  return [...found.values()];
+}
+
+/** argv of a process from /proc (Linux), undefined when unreadable or gone. */
+export function processArgv(pid: number): string[] | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return text.split("\0").filter((part, index, all) => part !== "" || index < all.length - 1);
+  } catch {
+    return undefined;
+  }
+}
+
+/** One variable of a process's initial environment (Linux, same user or root), undefined when unreadable. */
+export function processEnvValue(pid: number, name: string): string | undefined {
+  try {
+    const prefix = `${name}=`;
+    const found = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").find((entry) => entry.startsWith(prefix));
+    return found?.slice(prefix.length);
+  } catch {
+    return undefined;
+  }
 }
 
 /** True when the process recorded with this identity is still the one running under pid. */

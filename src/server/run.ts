@@ -3,10 +3,15 @@ import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
 import { notifyReady } from "../daemon/ready.ts";
-import { startServer } from "./serve.ts";
+import { listenOfUrl, planRemoteListen, readSavedListen, saveListen, savedListenPath } from "./remote-listen.ts";
+import { startServer, type ServeOptions } from "./serve.ts";
 import { ensureToken } from "./token.ts";
 
 const SHUTDOWN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+
+function parseListenPort(listen: string): number {
+  return Number(/:(\d+)$/.exec(listen)?.[1] ?? NaN);
+}
 
 export function socketPathFromListen(listen: string | undefined, fallback: string): string {
   if (listen === undefined || listen === "") return fallback;
@@ -20,11 +25,29 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   const ctx = openContext();
   const socketPath = socketPathFromListen(options.listen, ctx.socket.path);
   const settings = settingsOf(ctx);
-  const remoteControl = options.remoteControl
-    ? { listen: settings.remoteControl.listen, token: ensureToken(ctx.layout.tokenFile) }
+  const savedPath = savedListenPath(ctx.layout.daemonDir);
+  const plan = options.remoteControl
+    ? planRemoteListen({ listen: settings.remoteControl.listen, tls: settings.remoteControl.tls, saved: readSavedListen(savedPath), settingsFile: ctx.layout.settingsFile })
     : undefined;
-  const server = await startServer({ socketPath, berthHome: ctx.layout.home, remoteControl, settings });
+  const serveWith = (listen: string) =>
+    startServer({
+      socketPath,
+      berthHome: ctx.layout.home,
+      settings,
+      ...(plan ? { remoteControl: { listen, token: ensureToken(ctx.layout.tokenFile), ...(plan.tls ? { tls: plan.tls } : {}) } } : {}),
+    } satisfies ServeOptions);
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await serveWith(plan?.listen ?? "");
+  } catch (error) {
+    // The saved port was taken by someone else meanwhile: bind a new one (and save it) rather than not starting.
+    if (!plan?.reused || !(error instanceof BerthError) || error.code !== "START_FAILED") throw error;
+    logger.warn(`remote control could not listen on the saved ${plan.listen} again (${error.message}); binding ${settings.remoteControl.listen} instead.`);
+    server = await serveWith(settings.remoteControl.listen);
+  }
   const identity = server.identity();
+  const bound = identity.remoteControl.url ? listenOfUrl(identity.remoteControl.url) : undefined;
+  if (bound !== undefined && bound !== plan?.listen && parseListenPort(settings.remoteControl.listen) === 0) saveListen(savedPath, bound);
   logger.info(
     `berth app-server ${identity.serverInfo.version} pid ${identity.pid} listening on ${socketPath}` +
       (identity.remoteControl.url ? ` and ${identity.remoteControl.url} (remote control)` : ""),

@@ -23,7 +23,7 @@ const SOCKET_PROBE_TIMEOUT_MS = 1_000;
 export type ServeOptions = {
   socketPath: string;
   berthHome: string;
-  remoteControl?: { listen: string; token: string };
+  remoteControl?: { listen: string; token: string; tls?: { cert: string; key: string } };
   /** Loaded settings (processes.*, tunnels.*); defaults apply where absent. */
   settings?: Record<string, unknown>;
 };
@@ -121,6 +121,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       tcpServer = Bun.serve<Client>({
         hostname,
         port,
+        ...(options.remoteControl.tls ? { tls: { cert: Bun.file(options.remoteControl.tls.cert), key: Bun.file(options.remoteControl.tls.key) } } : {}),
         fetch(request, server) {
           if (!bearerMatches(request.headers.get("authorization"), token)) {
             return new Response("unauthorized\n", { status: 401, headers: { "www-authenticate": "Bearer" } });
@@ -135,7 +136,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw new BerthError("START_FAILED", `cannot listen on ${options.remoteControl.listen} for remote control: ${(error as Error).message}`);
     }
     const host = tcpServer.hostname?.includes(":") ? `[${tcpServer.hostname}]` : tcpServer.hostname;
-    remoteUrl = `ws://${host}:${tcpServer.port}/`;
+    remoteUrl = `${options.remoteControl.tls ? "wss" : "ws"}://${host}:${tcpServer.port}/`;
   }
 
   let resolveClosed!: () => void;

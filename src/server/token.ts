@@ -1,15 +1,36 @@
 /** The remote-control bearer token: created once, 0600, never logged. */
-import { readFileSync } from "node:fs";
+import { closeSync, fchmodSync, fstatSync, readFileSync } from "node:fs";
+import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { openStateFile, STATE_READ_FLAGS, writeFileAtomic } from "../platform/fs.ts";
 
+/**
+ * Reads the token without following a symlink; a token others could read
+ * (say 0644, made by hand or by an old tool) is tightened to 0600 before use,
+ * and one owned by someone else is refused.
+ */
 export function readToken(path: string): string | undefined {
+  let fd: number;
   try {
-    const token = readFileSync(path, "utf8").trim();
-    return token === "" ? undefined : token;
+    fd = openStateFile(path, STATE_READ_FLAGS);
   } catch (error) {
     if (errnoCode(error) === "ENOENT") return undefined;
     throw error;
+  }
+  try {
+    const stat = fstatSync(fd);
+    const uid = process.getuid?.();
+    if (uid !== undefined && stat.uid !== uid) {
+      throw new BerthError("UNSAFE_STATE", `${path} is owned by uid ${stat.uid}, not by you (uid ${uid}); berth will not use that token. Remove it and enable remote control again.`);
+    }
+    if ((stat.mode & 0o077) !== 0) {
+      fchmodSync(fd, 0o600);
+      warn(`${path} was readable by others (mode ${(stat.mode & 0o777).toString(8)}); tightened it to 0600. Consider rotating the token.`);
+    }
+    const token = readFileSync(fd, "utf8").trim();
+    return token === "" ? undefined : token;
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -4,7 +4,7 @@
  * validated restart re-executes itself from the new managed binary.
  */
 import { appendFileSync } from "node:fs";
-import { describeError } from "../errors.ts";
+import { describeError, isBerthError } from "../errors.ts";
 import { openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { readUpdaterState, writeUpdaterState } from "../daemon/updater.ts";
 import { execReplace } from "../platform/ffi.ts";
@@ -54,8 +54,9 @@ export async function runUpdateLoop(): Promise<never> {
       }
     } catch (error) {
       const message = describeError(error).split("\n")[0] ?? "unknown error";
-      logLine(ctx, `check: failed: ${message}`);
-      recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message }, nextAt(delayMs));
+      const code = isBerthError(error) ? error.code : "INTERNAL";
+      logLine(ctx, `check: failed: ${code}: ${message}`);
+      recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message, code }, nextAt(delayMs));
     }
     if (reexec) {
       logLine(ctx, `re-executing from ${ctx.layout.managedBinary}`);

@@ -16,13 +16,14 @@ import { flipCurrent, installRelease, withInstallLock } from "../install/install
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
-import { planUpdate, shouldRestart } from "./decide.ts";
+import { planUpdate, rolloutBucket, shouldRestart } from "./decide.ts";
+import { machineId } from "./machine-id.ts";
 import { critical } from "./termination.ts";
-import { downloadVerifiedAsset, fetchLatestVersion } from "./release.ts";
+import { downloadVerifiedAsset, fetchLatest, type Latest, type LatestValidators } from "./release.ts";
 
 const PROBE_TIMEOUT_MS = 2_000;
 
-export type UpdateStatus = "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "quarantined" | "deferred";
+export type UpdateStatus = "upToDate" | "updateAvailable" | "updated" | "rolledBack" | "quarantined" | "deferred" | "notInRollout";
 
 export type UpdateResult = {
   status: UpdateStatus;
@@ -123,7 +124,30 @@ export async function rolloutUnderLock(ctx: Context, settings: Settings, pending
   }
 }
 
-export type UpdateOptions = { check?: boolean; release?: string; explicit?: boolean };
+/** `manual`: `berth update` by hand, which ignores a phased rollout (the loop honours it). */
+export type UpdateOptions = { check?: boolean; release?: string; explicit?: boolean; manual?: boolean };
+
+/** Pure: the cached validators of the state file, if they have the expected shape. */
+export function validatorsOf(value: unknown): LatestValidators | undefined {
+  const v = value as Partial<LatestValidators> | null | undefined;
+  if (typeof v?.url !== "string" || typeof v.latest?.version !== "string") return undefined;
+  if (v.etag !== undefined && typeof v.etag !== "string") return undefined;
+  if (v.lastModified !== undefined && typeof v.lastModified !== "string") return undefined;
+  if (v.latest.rolloutPercent !== undefined && typeof v.latest.rolloutPercent !== "number") return undefined;
+  return v as LatestValidators;
+}
+
+/** latest.json, asked conditionally; a fresh verified answer's validators are kept for the next check. */
+async function latestRelease(ctx: Context, baseUrl: string): Promise<Latest> {
+  const cached = validatorsOf(readUpdaterState(ctx.layout.updaterState).latestValidators);
+  const { latest, notModified, validators } = await fetchLatest(baseUrl, cached);
+  if (!notModified) {
+    const state = readUpdaterState(ctx.layout.updaterState);
+    const { latestValidators: _old, ...rest } = state;
+    writeUpdaterState(ctx.layout.updaterState, validators ? { ...rest, latestValidators: validators } : rest);
+  }
+  return latest;
+}
 
 /**
  * Everything before the restart: which version, download, verify, install.
@@ -132,11 +156,25 @@ export type UpdateOptions = { check?: boolean; release?: string; explicit?: bool
 export async function prepareUpdate(ctx: Context, settings: Settings, options: UpdateOptions): Promise<{ result: UpdateResult; pending?: PendingRollout }> {
   const baseUrl = releaseBaseUrl(settings);
   const before = managedInstall(ctx).version;
-  const latest = options.release ?? (await fetchLatestVersion(baseUrl));
-  const plan = planUpdate({ installed: before, candidate: latest, explicit: Boolean(options.release), quarantined: readUpdaterState(ctx.layout.updaterState).quarantined });
+  const found: Latest = options.release ? { version: options.release } : await latestRelease(ctx, baseUrl);
+  const latest = found.version;
+  const bucket = found.rolloutPercent === undefined ? 0 : rolloutBucket(machineId(ctx.layout.daemonDir));
+  const plan = planUpdate({
+    installed: before,
+    candidate: latest,
+    explicit: Boolean(options.release),
+    quarantined: readUpdaterState(ctx.layout.updaterState).quarantined,
+    rollout: { bucket, ...(found.rolloutPercent === undefined ? {} : { percent: found.rolloutPercent }) },
+    manual: Boolean(options.manual),
+  });
   const base = { previousVersion: before, latestVersion: latest, managedVersion: before, restarted: false, cliVersion: CLI_VERSION };
   if (plan.action === "none") {
-    const message = plan.reason === "quarantined" ? `${latest} is quarantined after a failed rollout; not retrying it` : `${before} is up to date`;
+    const message =
+      plan.reason === "quarantined"
+        ? `${latest} is quarantined after a failed rollout; not retrying it`
+        : plan.reason === "notInRollout"
+          ? `${latest} is available but this machine (bucket ${bucket}) is not in its ${found.rolloutPercent} % rollout yet; \`berth update\` installs it now`
+          : `${before} is up to date`;
     return { result: { ...base, status: plan.reason, message } };
   }
   if (options.check) return { result: { ...base, status: "updateAvailable", message: `${latest} is available (installed: ${before ?? "none"})` } };
@@ -152,7 +190,7 @@ export async function updateNow(ctx: Context, options: UpdateOptions): Promise<U
   return underDaemonLock(
     ctx,
     async (settings) => {
-      const outcome = await updateWithRollout(ctx, settings, options, "held");
+      const outcome = await updateWithRollout(ctx, settings, { ...options, manual: true }, "held");
       recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
       return outcome;
     },
@@ -199,5 +237,7 @@ export function checkOutcome(status: UpdateStatus): UpdaterCheck["outcome"] {
       return "quarantined";
     case "deferred":
       return "deferred";
+    case "notInRollout":
+      return "notInRollout";
   }
 }

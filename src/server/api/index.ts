@@ -2,6 +2,9 @@
  * The app-server API: every family's table merged into one. A family is
  * added here and nowhere else.
  */
+import { createFsApi } from "./fs.ts";
+import { createSystemApi } from "./system.ts";
+import { createTunnelApi } from "./tunnel.ts";
 import type { ApiFamily, MethodTable } from "./types.ts";
 
 export type ApiOptions = {
@@ -33,6 +36,6 @@ export function composeApi(families: ApiFamily[]): Api {
 }
 
 /** The families the app-server serves. */
-export function createApi(_options: ApiOptions): Api {
-  return composeApi([]);
+export function createApi(options: ApiOptions): Api {
+  return composeApi([createFsApi(), createSystemApi(), createTunnelApi(options.settings)]);
 }

@@ -1,0 +1,65 @@
+/**
+ * Updaters whose record was lost: a bootstrap killed between spawning the
+ * `update-loop` and publishing updater.pid leaves one running that no record
+ * names. The next command finds it in /proc — by facts about the process
+ * itself, never by a group id — and ends it (or the caller adopts it).
+ */
+import { statSync } from "node:fs";
+import { listProcesses, processArgv, processEnvValue } from "../platform/process.ts";
+import type { StopOutcome } from "./backend.ts";
+import type { Context } from "./context.ts";
+import type { PidRecord } from "./pidfile.ts";
+import { updaterBackend } from "./updater.ts";
+
+/** An orphan updater gets this long to end on SIGTERM before SIGKILL. */
+export const ORPHAN_STOP_GRACE_MS = 5_000;
+
+export type ProcessFacts = { pid: number; uid: number | undefined; argv: string[] | undefined; berthHome: string | undefined };
+
+/** Pure: is this process an `update-loop` of this BERTH_HOME, run by us? */
+export function isUpdateLoopOf(home: string, ourUid: number, facts: ProcessFacts): boolean {
+  return (
+    facts.pid > 1 &&
+    facts.uid === ourUid &&
+    facts.berthHome === home &&
+    (facts.argv ?? []).includes("update-loop")
+  );
+}
+
+function ownerUid(pid: number): number | undefined {
+  try {
+    return statSync(`/proc/${pid}`).uid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every running update-loop of this BERTH_HOME (Linux /proc; none elsewhere), as records to check identity against. */
+export function findUpdateLoops(ctx: Context): PidRecord[] {
+  const ourUid = process.getuid?.() ?? 0;
+  const found: PidRecord[] = [];
+  for (const entry of listProcesses()) {
+    if (entry.pid === process.pid) continue;
+    const facts = { pid: entry.pid, uid: ownerUid(entry.pid), argv: processArgv(entry.pid), berthHome: processEnvValue(entry.pid, "BERTH_HOME") };
+    if (isUpdateLoopOf(ctx.layout.home, ourUid, facts)) found.push({ pid: entry.pid, processStartTime: entry.identity });
+  }
+  return found;
+}
+
+/**
+ * Ends every update-loop of this BERTH_HOME other than `keep` (the recorded
+ * one, if any): each is signalled only while it still carries the identity it
+ * was found with, its group only while it leads it.
+ */
+export async function endUntrackedUpdaters(ctx: Context, keep?: PidRecord): Promise<{ ended: number[]; notEnded: StopOutcome["notEnded"] }> {
+  const backend = updaterBackend(ctx);
+  const ended: number[] = [];
+  const notEnded: StopOutcome["notEnded"] = [];
+  for (const orphan of findUpdateLoops(ctx)) {
+    if (keep && orphan.pid === keep.pid && orphan.processStartTime === keep.processStartTime) continue;
+    const outcome = await backend.stopTree(orphan, ORPHAN_STOP_GRACE_MS);
+    if (outcome.status === "stopped") ended.push(orphan.pid);
+    notEnded.push(...outcome.notEnded);
+  }
+  return { ended, notEnded };
+}

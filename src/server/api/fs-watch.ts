@@ -1,0 +1,144 @@
+/**
+ * fs/watch and fs/unwatch: node:fs watch (inotify on Linux, recursive there
+ * and on macOS) with changes coalesced per path over 50 ms into one
+ * fs/changed notification. A watch belongs to the connection that made it and
+ * ends with it.
+ */
+import { lstatSync, statSync, watch, type FSWatcher } from "node:fs";
+import { absPath, bool, nonEmptyStr, optional, params } from "./params.ts";
+import { fsError, textField } from "./fs-errors.ts";
+import { API_LIMIT, API_NOT_FOUND, ApiError, method, type Conn, type MethodTable } from "./types.ts";
+
+/** Changes are gathered this long before one fs/changed goes out (spec). */
+export const COALESCE_MS = 50;
+/** At most this many watches per connection (each may hold many inotify watches when recursive). */
+export const WATCHES_PER_CONNECTION_MAX = 256;
+/** At most this many distinct paths in one fs/changed; the rest are dropped and `overflow: true` says so. */
+export const CHANGES_PER_BATCH_MAX = 10_000;
+
+export type ChangeKind = "created" | "modified" | "deleted";
+
+/** How two changes to one path inside one batch combine (a pure table). */
+export function mergeKind(previous: ChangeKind | undefined, next: ChangeKind): ChangeKind {
+  if (previous === "created" && next === "modified") return "created";
+  if (previous === "deleted" && next === "created") return "modified"; // replaced (atomic save)
+  return next;
+}
+
+/** One batch of changes keyed by path bytes, in first-seen order. */
+export class ChangeBatch {
+  private readonly changes = new Map<string, { path: Buffer; kind: ChangeKind }>();
+  overflow = false;
+
+  add(path: Buffer, kind: ChangeKind): void {
+    const key = path.toString("latin1");
+    const previous = this.changes.get(key);
+    if (!previous && this.changes.size >= CHANGES_PER_BATCH_MAX) {
+      this.overflow = true;
+      return;
+    }
+    this.changes.set(key, { path, kind: mergeKind(previous?.kind, kind) });
+  }
+
+  get size(): number {
+    return this.changes.size;
+  }
+
+  /** The notification's `changes`, paths given back by the non-UTF-8 rule. */
+  toJSON(): Array<Record<string, string>> {
+    return [...this.changes.values()].map(({ path, kind }) => ({ ...textField("path", path), kind }));
+  }
+}
+
+type Watch = { id: string; conn: Conn; watcher: FSWatcher; batch: ChangeBatch; timer?: ReturnType<typeof setTimeout> };
+
+function existsNoFollow(path: Buffer): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function createWatches() {
+  const watches = new Map<string, Watch>();
+  const perConn = new Map<number, number>();
+  let nextId = 1;
+
+  const close = (entry: Watch) => {
+    if (!watches.delete(entry.id)) return;
+    clearTimeout(entry.timer);
+    perConn.set(entry.conn.id, (perConn.get(entry.conn.id) ?? 1) - 1);
+    try {
+      entry.watcher.close();
+    } catch {
+      // already closed
+    }
+  };
+
+  const flush = (entry: Watch) => {
+    entry.timer = undefined;
+    if (entry.batch.size === 0 || !watches.has(entry.id)) return;
+    const batch = entry.batch;
+    entry.batch = new ChangeBatch();
+    entry.conn.notify("fs/changed", { watchId: entry.id, changes: batch.toJSON(), ...(batch.overflow ? { overflow: true } : {}) });
+  };
+
+  const start = (path: string, recursive: boolean, conn: Conn): string => {
+    if ((perConn.get(conn.id) ?? 0) >= WATCHES_PER_CONNECTION_MAX) {
+      throw new ApiError(API_LIMIT, `this connection already has ${WATCHES_PER_CONNECTION_MAX} watches; unwatch some first`);
+    }
+    let isDirectory: boolean;
+    try {
+      isDirectory = statSync(path).isDirectory();
+    } catch (error) {
+      throw fsError(error, "watching", path);
+    }
+    const root = Buffer.from(path.endsWith("/") && path.length > 1 ? path.slice(0, -1) : path);
+    const id = `w${nextId++}`;
+    let watcher: FSWatcher;
+    try {
+      watcher = watch(path, { recursive, encoding: "buffer" }, (event, name) => {
+        const entry = watches.get(id);
+        if (!entry) return;
+        // A file watch reports its own basename; a folder watch a path relative to it.
+        const full = !isDirectory || !name ? root : Buffer.concat([root, Buffer.from(root.length === 1 ? "" : "/"), name]);
+        const kind: ChangeKind = event === "change" ? "modified" : existsNoFollow(full) ? "created" : "deleted";
+        entry.batch.add(full, kind);
+        entry.timer ??= setTimeout(() => flush(entry), COALESCE_MS);
+      });
+    } catch (error) {
+      throw fsError(error, "watching", path);
+    }
+    const entry: Watch = { id, conn, watcher, batch: new ChangeBatch() };
+    // The watched folder going away (or any watcher failure) ends the watch; it never reaches the process.
+    watcher.on("error", () => close(entry));
+    watches.set(id, entry);
+    perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1);
+    conn.onClose(() => close(entry));
+    return id;
+  };
+
+  const methods: MethodTable = {
+    "fs/watch": method(params({ path: absPath, recursive: optional(bool) }), (p, conn) => ({
+      watchId: start(p.path, p.recursive ?? false, conn),
+    })),
+    "fs/unwatch": method(params({ watchId: nonEmptyStr }), (p, conn) => {
+      const entry = watches.get(p.watchId);
+      if (!entry || entry.conn.id !== conn.id) throw new ApiError(API_NOT_FOUND, `no watch ${JSON.stringify(p.watchId)} on this connection`);
+      close(entry);
+      return {};
+    }),
+  };
+
+  return {
+    methods,
+    /** Ends every watch (server shutdown). */
+    closeAll(): void {
+      for (const entry of [...watches.values()]) close(entry);
+    },
+    /** Watches open now (tests and status). */
+    count: () => watches.size,
+  };
+}

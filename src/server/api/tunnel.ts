@@ -1,0 +1,218 @@
+/**
+ * tunnel/*: TCP forwarding inside the API connection, for hosts whose sshd
+ * forbids port forwarding. Bytes from the TCP socket go out as tunnel/data;
+ * reading stops while the connection's backlog is over 1 MiB and resumes when
+ * it drains. Writes queue per tunnel up to a bound. Tunnels end with their
+ * connection.
+ */
+import type { Socket } from "bun";
+import { describeError } from "../../errors.ts";
+import { arrayOf, base64, int, nonEmptyStr, params, str } from "./params.ts";
+import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, method, type ApiFamily, type Conn } from "./types.ts";
+
+/** Reading a TCP socket pauses while the connection has more than this queued for the client (spec). */
+export const BACKLOG_PAUSE_BYTES = 1024 * 1024;
+/** A tunnel/write is answered once the tunnel's unsent bytes are at most this (flow control for the client). */
+export const WRITE_QUEUE_LOW_BYTES = 1024 * 1024;
+/** Unsent bytes one tunnel may hold; a write past it fails with -32001. */
+export const WRITE_QUEUE_MAX_BYTES = 8 * 1024 * 1024;
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** After tunnel/close, queued bytes get this long to reach a peer before the socket is cut. */
+export const CLOSE_FLUSH_TIMEOUT_MS = 10_000;
+export const TUNNELS_PER_CONNECTION_MAX = 256;
+export const DEFAULT_ALLOW_HOSTS = ["127.0.0.1", "::1", "localhost"];
+
+/** Whether `host` may be tunnelled to: an exact (case-insensitive) member of the allow list; brackets around IPv6 ignored. */
+export function hostAllowed(host: string, allowHosts: readonly string[]): boolean {
+  const bare = (h: string) => h.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  return allowHosts.some((allowed) => bare(allowed) === bare(host));
+}
+
+/** tunnels.allowHosts from settings, or the loopback default when absent. */
+export function allowHostsOf(settings: Record<string, unknown>): string[] {
+  const tunnels = settings.tunnels as { allowHosts?: unknown } | undefined;
+  if (tunnels?.allowHosts === undefined) return DEFAULT_ALLOW_HOSTS;
+  return arrayOf(str)(tunnels.allowHosts, "settings tunnels.allowHosts");
+}
+
+export type CloseReason = "remote" | "client" | "error" | "shutdown";
+
+class Tunnel {
+  private queue: Uint8Array[] = [];
+  private queued = 0;
+  private waiters: Array<() => void> = [];
+  private ending = false;
+  private terminated = false;
+  closed = false;
+  socket!: Socket<undefined>;
+  stopDrainListener: () => void = () => {};
+
+  constructor(
+    readonly id: string,
+    readonly conn: Conn,
+    private readonly onClosed: (tunnel: Tunnel) => void,
+  ) {}
+
+  /** Bytes from the TCP peer: forwarded, then reading pauses if the client's backlog is too deep. */
+  received(data: Buffer): void {
+    if (this.closed) return;
+    this.conn.notify("tunnel/data", { tunnelId: this.id, data: data.toString("base64") });
+    if (this.conn.backlog() > BACKLOG_PAUSE_BYTES) this.socket.pause();
+  }
+
+  /** The client's backlog drained: read again. */
+  clientDrained(): void {
+    if (!this.closed && this.conn.backlog() <= BACKLOG_PAUSE_BYTES) this.socket.resume();
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    if (this.ending) throw new ApiError(API_NOT_FOUND, `tunnel ${this.id} is closing`);
+    if (this.queued + data.length > WRITE_QUEUE_MAX_BYTES) {
+      throw new ApiError(API_LIMIT, `tunnel ${this.id} already has ${this.queued} bytes unsent (limit ${WRITE_QUEUE_MAX_BYTES}); wait for earlier writes to be answered`);
+    }
+    this.queue.push(data);
+    this.queued += data.length;
+    this.flush();
+    if (this.queued > WRITE_QUEUE_LOW_BYTES && !this.closed) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Writes what the socket takes; called again on the socket's drain. */
+  flush(): void {
+    while (this.queue.length > 0 && !this.terminated) {
+      const chunk = this.queue[0] as Uint8Array;
+      const written = this.socket.write(chunk);
+      if (written <= 0) break;
+      this.queued -= written;
+      if (written < chunk.length) {
+        this.queue[0] = chunk.subarray(written);
+        break;
+      }
+      this.queue.shift();
+    }
+    if (this.queued <= WRITE_QUEUE_LOW_BYTES) this.release();
+    if (this.ending && this.queue.length === 0 && !this.terminated) {
+      this.terminated = true;
+      this.socket.end();
+    }
+  }
+
+  private release(): void {
+    for (const resolve of this.waiters.splice(0)) resolve();
+  }
+
+  /** The client is done: send what is queued, then FIN. */
+  endFromClient(): void {
+    this.ending = true;
+    this.finish("client", undefined, false); // before flush: Bun may run the close handler inside end()
+    this.flush();
+    // A peer that never reads must not keep the socket forever.
+    if (!this.terminated) setTimeout(() => this.terminate(), CLOSE_FLUSH_TIMEOUT_MS).unref?.();
+  }
+
+  private terminate(): void {
+    if (this.terminated) return;
+    this.terminated = true;
+    try {
+      this.socket.terminate();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Ends the tunnel once; tells the client unless its connection is gone. */
+  finish(reason: CloseReason, message?: string, terminate = true): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopDrainListener();
+    this.release();
+    if (terminate) this.terminate();
+    this.onClosed(this);
+    this.conn.notify("tunnel/closed", { tunnelId: this.id, reason, ...(message ? { message } : {}) });
+  }
+}
+
+function connectFailure(host: string, port: number, error: unknown): ApiError {
+  const errno = (error as { code?: unknown })?.code;
+  const data = typeof errno === "string" ? { errno } : undefined;
+  const code = errno === "ETIMEDOUT" ? API_LIMIT : API_NOT_FOUND;
+  return new ApiError(code, `cannot connect to ${host}:${port}: ${describeError(error)}`, data);
+}
+
+export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
+  const allowHosts = allowHostsOf(settings);
+  const tunnels = new Map<string, Tunnel>();
+  const perConn = new Map<number, number>();
+  let nextId = 1;
+
+  const forget = (tunnel: Tunnel) => {
+    tunnels.delete(tunnel.id);
+    perConn.set(tunnel.conn.id, (perConn.get(tunnel.conn.id) ?? 1) - 1);
+  };
+
+  const open = async (host: string, port: number, conn: Conn) => {
+    if (!hostAllowed(host, allowHosts)) {
+      throw new ApiError(API_PERMISSION_DENIED, `tunnels to ${host} are not allowed; allowed hosts: ${allowHosts.join(", ")} (settings tunnels.allowHosts)`);
+    }
+    if ((perConn.get(conn.id) ?? 0) >= TUNNELS_PER_CONNECTION_MAX) {
+      throw new ApiError(API_LIMIT, `this connection already has ${TUNNELS_PER_CONNECTION_MAX} tunnels; close some first`);
+    }
+    const tunnel = new Tunnel(`t${nextId++}`, conn, forget);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const connecting = Bun.connect({
+      hostname: host,
+      port,
+      socket: {
+        data: (_socket, data) => tunnel.received(data),
+        drain: () => tunnel.flush(),
+        end: () => tunnel.finish("remote"),
+        close: () => tunnel.finish("remote"),
+        error: (_socket, error) => tunnel.finish("error", describeError(error)),
+      },
+    });
+    try {
+      tunnel.socket = await Promise.race([
+        connecting,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(Object.assign(new Error(`timed out after ${CONNECT_TIMEOUT_MS} ms`), { code: "ETIMEDOUT" })), CONNECT_TIMEOUT_MS);
+        }),
+      ]);
+    } catch (error) {
+      connecting.then((socket) => socket.terminate(), () => {});
+      throw connectFailure(host, port, error);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (conn.closed) {
+      tunnel.socket.terminate();
+      throw new ApiError(API_NOT_FOUND, "the connection closed while the tunnel was opening");
+    }
+    tunnels.set(tunnel.id, tunnel);
+    perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1);
+    tunnel.stopDrainListener = conn.onDrain(() => tunnel.clientDrained());
+    conn.onClose(() => tunnel.finish("shutdown"));
+    return { tunnelId: tunnel.id };
+  };
+
+  const find = (id: string, conn: Conn): Tunnel => {
+    const tunnel = tunnels.get(id);
+    if (!tunnel || tunnel.conn.id !== conn.id) throw new ApiError(API_NOT_FOUND, `no open tunnel ${JSON.stringify(id)} on this connection`);
+    return tunnel;
+  };
+
+  return {
+    methods: {
+      "tunnel/open": method(params({ host: nonEmptyStr, port: int(1, 65_535) }), (p, conn) => open(p.host, p.port, conn)),
+      "tunnel/write": method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
+        await find(p.tunnelId, conn).write(p.data);
+        return {};
+      }),
+      "tunnel/close": method(params({ tunnelId: nonEmptyStr }), (p, conn) => {
+        find(p.tunnelId, conn).endFromClient();
+        return {};
+      }),
+    },
+    shutdown: async () => {
+      for (const tunnel of [...tunnels.values()]) tunnel.finish("shutdown");
+    },
+  };
+}

@@ -1,0 +1,164 @@
+/**
+ * Output rules and CLI papercuts (issue 7): a reader that goes away, a closed
+ * stderr, no command, mistyped commands and flags, `help <command>`, empty
+ * option values, `bootstrap --no-remote-control`.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { closestMatch, editDistance } from "../src/suggest.ts";
+import { BUN, eventually, isAlive, MAIN, makeHome, parseLastJsonLine, readJson, runProcess, type TestHome } from "./helpers/berth.ts";
+
+const homes: TestHome[] = [];
+afterEach(async () => {
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+
+function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
+  const home = makeHome(options);
+  homes.push(home);
+  return home;
+}
+
+/** Runs a shell line in which `$BERTH` runs berth from source. */
+function shell(home: TestHome, line: string) {
+  return runProcess(["sh", "-c", line.replaceAll("$BERTH", '"$BUN" "$MAIN"')], { ...home.env, BUN, MAIN });
+}
+
+/** The app-server record matches a live server that answers as that pid. */
+async function expectRecordedServer(home: TestHome): Promise<number> {
+  const record = readJson(home.path("daemon/app-server.pid"));
+  expect(isAlive(record.pid)).toBe(true);
+  const version = await home.run(["version"]);
+  expect(version.json.pid).toBe(record.pid);
+  return record.pid;
+}
+
+describe("a reader that goes away", () => {
+  test("start through a pipe closed by its reader: no stack trace, exit 0, the server recorded", async () => {
+    const home = newHome();
+    const errFile = join(home.env.HOME as string, "start.err");
+    const rcFile = join(home.env.HOME as string, "start.rc");
+    // `| true`: the reader exits at once, so berth's JSON line meets EPIPE.
+    const r = await shell(home, `{ $BERTH start 2>'${errFile}'; echo $? >'${rcFile}'; } | true`);
+    expect(r.code).toBe(0);
+    expect(await eventually(() => existsSync(rcFile) && readFileSync(rcFile, "utf8").trim() !== "")).toBe(true);
+    const stderr = readFileSync(errFile, "utf8");
+    expect(stderr).not.toContain("EPIPE");
+    expect(stderr).not.toMatch(/^\s*at |^\d+ \| /m);
+    expect(readFileSync(rcFile, "utf8").trim()).toBe("0");
+    await expectRecordedServer(home);
+  });
+
+  test("an error object through a closed pipe: no stack trace, the usual exit code", async () => {
+    const home = newHome({ install: false });
+    const errFile = join(home.env.HOME as string, "e");
+    const rcFile = join(home.env.HOME as string, "rc");
+    await shell(home, `{ $BERTH start 2>'${errFile}'; echo $? >'${rcFile}'; } | true`);
+    expect(readFileSync(rcFile, "utf8").trim()).toBe("1");
+    expect(readFileSync(errFile, "utf8")).not.toContain("EPIPE");
+  });
+
+  test("start with stderr closed still starts, prints its JSON and exits 0", async () => {
+    const home = newHome();
+    const r = await shell(home, `$BERTH start 2>&-`);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split("\n")).toHaveLength(1);
+    expect(r.json.status).toBe("started");
+    await expectRecordedServer(home);
+  });
+
+  test("start with stdout and stderr closed still starts and exits 0", async () => {
+    const home = newHome();
+    const r = await shell(home, `$BERTH start >&- 2>&-; echo "rc=$?" >'${join(home.env.HOME as string, "rc")}'`);
+    expect(r.code).toBe(0);
+    expect(readFileSync(join(home.env.HOME as string, "rc"), "utf8").trim()).toBe("rc=0");
+    await expectRecordedServer(home);
+  });
+});
+
+describe("usage", () => {
+  test("no command: the USAGE object on stdout, help on stderr, exit 2", async () => {
+    const home = newHome({ install: false });
+    const r = await home.run([]);
+    expect(r.code).toBe(2);
+    expect(r.stdout.trim().split("\n")).toHaveLength(1);
+    expect(r.json).toMatchObject({ status: "error", error: { code: "USAGE" } });
+    expect(r.stderr).toContain("USAGE berth");
+  });
+
+  const mistakes: { args: string[]; suggestion: string }[] = [
+    { args: ["strat"], suggestion: '"start"' },
+    { args: ["stauts"], suggestion: '"status"' },
+    { args: ["update", "--releas", "1.0.0"], suggestion: '"--release"' },
+    { args: ["bootstrap", "--no-auto-updat"], suggestion: '"--no-auto-update"' },
+  ];
+  for (const { args, suggestion } of mistakes) {
+    test(`berth ${args.join(" ")}: USAGE with "did you mean ${suggestion}" on stderr`, async () => {
+      const home = newHome({ install: false });
+      const r = await home.run(args);
+      expect(r.code).toBe(2);
+      expect(r.json.error.code).toBe("USAGE");
+      expect(r.stderr).toContain(`Did you mean ${suggestion}?`);
+    });
+  }
+
+  test("berth help start shows start's help, not the root help", async () => {
+    const home = newHome({ install: false });
+    const r = await home.run(["help", "start"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("USAGE berth start");
+    const root = await home.run(["--help"]);
+    expect(r.stdout).not.toBe(root.stdout);
+  });
+
+  for (const args of [["update", "--release="], ["update", "--release", ""]]) {
+    test(`berth ${JSON.stringify(args)} is USAGE and installs nothing`, async () => {
+      const home = newHome({ install: false });
+      const r = await home.run(args, { env: { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9/none" } });
+      expect(r.code).toBe(2);
+      expect(r.json.error).toMatchObject({ code: "USAGE", message: expect.stringContaining("--release") });
+    });
+  }
+});
+
+describe("bootstrap --no-remote-control", () => {
+  test("turns remote control off", async () => {
+    const home = newHome({ settings: { remoteControlEnabled: true } });
+    const r = await home.run(["bootstrap", "--no-remote-control", "--no-auto-update"]);
+    expect(r.code).toBe(0);
+    expect(r.json.remoteControlEnabled).toBe(false);
+    expect(r.json.remoteControl).toBeUndefined();
+    expect(readJson(home.path("daemon/settings.json")).remoteControlEnabled).toBe(false);
+    const again = await home.run(["bootstrap", "--no-auto-update"]);
+    expect(again.json.remoteControlEnabled).toBe(false);
+  });
+});
+
+describe("did you mean (pure)", () => {
+  const distances: { a: string; b: string; d: number }[] = [
+    { a: "start", b: "start", d: 0 },
+    { a: "strat", b: "start", d: 1 },
+    { a: "stauts", b: "status", d: 1 },
+    { a: "--releas", b: "--release", d: 1 },
+    { a: "", b: "stop", d: 4 },
+    { a: "kitten", b: "sitting", d: 3 },
+  ];
+  for (const { a, b, d } of distances) test(`editDistance(${a}, ${b}) = ${d}`, () => expect(editDistance(a, b)).toBe(d));
+
+  const names = ["start", "stop", "restart", "status", "version", "update", "install"];
+  const cases: { input: string; match: string | undefined }[] = [
+    { input: "strat", match: "start" },
+    { input: "stauts", match: "status" },
+    { input: "sotp", match: "stop" },
+    { input: "versoin", match: "version" },
+    { input: "inst", match: "install" },
+    { input: "zzz", match: undefined },
+    { input: "deploy", match: undefined },
+  ];
+  for (const { input, match } of cases) test(`closestMatch(${input}) = ${match}`, () => expect(closestMatch(input, names)).toBe(match));
+});
+
+test("parseLastJsonLine sanity for the shell helper", () => {
+  expect(parseLastJsonLine('noise\n{"a":1}\n')).toEqual({ a: 1 });
+});

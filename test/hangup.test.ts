@@ -1,0 +1,199 @@
+/**
+ * A dropped `ssh -tt`: the command runs on a real pseudo-terminal whose master
+ * is closed at many points of `start`, `restart` and `install --bootstrap`
+ * (SIGHUP to the foreground group, then EIO on every write). Whatever the
+ * moment, the state afterwards is consistent: a running app-server has its
+ * record, the install layout is complete, and the updater runs when the
+ * settings want it.
+ */
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compile } from "../build.ts";
+import { BUN, eventually, isAlive, MAIN, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
+
+/** Moments (ms after spawn) at which the terminal goes away: from Bun's start-up to the end of the command. */
+const HANGUP_DELAYS_MS = [0, 15, 30, 45, 60, 90, 130];
+const COMMAND_EXIT_DEADLINE_MS = 60_000;
+const TEST_TIMEOUT_MS = 600_000;
+
+const homes: TestHome[] = [];
+afterEach(async () => {
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+
+function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
+  const home = makeHome({ prefix: "berth-hangup-", ...options });
+  homes.push(home);
+  return home;
+}
+
+type Exit = { code: number | null; signal: string | null; hungUp: boolean };
+/** When the terminal goes away: a time after spawn, or the first moment a piece of state appears. */
+type Moment = { name: string; delayMs?: number; when?: (home: TestHome) => boolean };
+
+/**
+ * Runs cmd on a fresh pty and closes the master at `moment` (polling the state
+ * every millisecond); resolves once the command has exited.
+ */
+async function runAndHangUp(cmd: string[], home: TestHome, env: Record<string, string>, moment: Moment): Promise<Exit> {
+  const child = Bun.spawn(cmd, { env, terminal: { data() {} } });
+  let hungUp = false;
+  const deadline = Date.now() + COMMAND_EXIT_DEADLINE_MS;
+  if (moment.delayMs !== undefined) await Bun.sleep(moment.delayMs);
+  while (moment.when && child.exitCode === null && child.signalCode === null && Date.now() < deadline && !moment.when(home)) await Bun.sleep(1);
+  if (child.exitCode === null && child.signalCode === null) {
+    hungUp = true;
+    child.terminal?.close();
+  }
+  const timer = setTimeout(() => child.kill("SIGKILL"), Math.max(1, deadline - Date.now()));
+  await child.exited;
+  clearTimeout(timer);
+  child.terminal?.close();
+  return { code: child.exitCode, signal: child.signalCode === null ? null : String(child.signalCode), hungUp };
+}
+
+const exists = (...parts: string[]) => (home: TestHome) => existsSync(home.path(...parts));
+const nonEmpty = (...parts: string[]) => (home: TestHome) => {
+  try {
+    return readdirSync(home.path(...parts)).length > 0;
+  } catch {
+    return false;
+  }
+};
+const serverCount = (home: TestHome) => processesOf(home.home).filter((pid) => cmdlineOf(pid).includes("serve")).length;
+const timed = (delayMs: number): Moment => ({ name: `${delayMs} ms`, delayMs });
+
+function cmdlineOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  } catch {
+    return [];
+  }
+}
+
+function recordOf(path: string): { pid: number } | undefined {
+  if (!existsSync(path)) return undefined;
+  const text = readFileSync(path, "utf8").trim();
+  return text === "" ? undefined : JSON.parse(text);
+}
+
+/** A running app-server has exactly one record naming it; no record means no server. */
+async function expectAppServerConsistent(home: TestHome, where: string): Promise<"running" | "stopped"> {
+  const servers = processesOf(home.home).filter((pid) => cmdlineOf(pid).includes("serve"));
+  const record = recordOf(home.path("daemon/app-server.pid"));
+  if (record === undefined) {
+    expect({ where, servers }).toEqual({ where, servers: [] });
+    return "stopped";
+  }
+  expect({ where, servers }).toEqual({ where, servers: [record.pid] });
+  const version = await home.run(["version"]);
+  expect({ where, pid: version.json?.pid }).toEqual({ where, pid: record.pid });
+  return "running";
+}
+
+async function expectUpdaterConsistent(home: TestHome, where: string): Promise<void> {
+  const settingsPath = home.path("daemon/settings.json");
+  const wanted = existsSync(settingsPath) && JSON.parse(readFileSync(settingsPath, "utf8")).autoUpdate === true;
+  const record = recordOf(home.path("daemon/updater.pid"));
+  const running = record !== undefined && isAlive(record.pid) && cmdlineOf(record.pid).includes("update-loop");
+  expect({ where, updaterRunning: running }).toEqual({ where, updaterRunning: wanted });
+}
+
+/** Either nothing was installed, or everything was: current → a release with its binary, the command link, no staging left. */
+function expectInstallConsistent(home: TestHome, where: string): "installed" | "absent" {
+  const current = home.path("packages/standalone/current");
+  const link = join(home.env.BERTH_INSTALL_DIR as string, "berth");
+  const staging = home.path("packages/standalone/staging");
+  const leftovers = existsSync(staging) ? readdirSync(staging) : [];
+  if (!existsSync(current)) {
+    expect({ where, link: existsSync(link) }).toEqual({ where, link: false });
+    return "absent";
+  }
+  expect({ where, binary: existsSync(join(current, "berth")), link: existsSync(link) && readlinkSync(link), leftovers }).toEqual({
+    where,
+    binary: true,
+    link: join(current, "berth"),
+    leftovers: [],
+  });
+  return "installed";
+}
+
+describe("start on a terminal that hangs up", () => {
+  test("the app-server never runs without its record", async () => {
+    const moments: Moment[] = [
+      ...HANGUP_DELAYS_MS.map(timed),
+      { name: "daemon.lock created", when: exists("daemon", "daemon.lock") },
+      { name: "reservation made", when: exists("daemon", "app-server.pid") },
+      { name: "server spawned", when: (home) => serverCount(home) > 0 },
+      { name: "socket bound", when: exists("daemon", "app-server.sock") },
+    ];
+    const outcomes: string[] = [];
+    for (const moment of moments) {
+      const home = newHome();
+      const exit = await runAndHangUp([BUN, MAIN, "start"], home, home.env, moment);
+      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${await expectAppServerConsistent(home, `start, hangup at ${moment.name}`)}`);
+      await home.cleanup();
+    }
+    console.error(`start hangups: ${outcomes.join(" ")}`);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("restart on a terminal that hangs up", () => {
+  test("the app-server never runs without its record", async () => {
+    const moments: Moment[] = [
+      ...HANGUP_DELAYS_MS.map(timed),
+      { name: "old server gone", when: (home) => serverCount(home) === 0 },
+      { name: "new reservation made", when: (home) => serverCount(home) === 0 && existsSync(home.path("daemon", "app-server.pid")) },
+      { name: "new server spawned", when: (home) => serverCount(home) === 0 ? false : recordOf(home.path("daemon/app-server.pid")) === undefined },
+    ];
+    const outcomes: string[] = [];
+    for (const moment of moments) {
+      const home = newHome();
+      const started = await home.run(["start"]);
+      expect(started.code).toBe(0);
+      const exit = await runAndHangUp([BUN, MAIN, "restart"], home, home.env, moment);
+      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${await expectAppServerConsistent(home, `restart, hangup at ${moment.name}`)}`);
+      await home.cleanup();
+    }
+    console.error(`restart hangups: ${outcomes.join(" ")}`);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("install --bootstrap on a terminal that hangs up", () => {
+  const binDir = mkdtempSync(join(tmpdir(), "berth-hangup-bin-"));
+  afterAll(() => rmSync(binDir, { recursive: true, force: true }));
+
+  test("layout complete, app-server recorded, updater running when settings want it", async () => {
+    const binary = join(binDir, "berth");
+    await compile({ version: "1.0.0", outfile: binary });
+    const moments: Moment[] = [
+      ...HANGUP_DELAYS_MS.map(timed),
+      { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
+      { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
+      { name: "current flipped", when: exists("packages", "standalone", "current") },
+      { name: "settings written", when: exists("daemon", "settings.json") },
+      { name: "server reserved", when: exists("daemon", "app-server.pid") },
+      { name: "server spawned", when: (home) => serverCount(home) > 0 },
+      { name: "updater reserved", when: exists("daemon", "updater.pid") },
+    ];
+    const outcomes: string[] = [];
+    for (const moment of moments) {
+      const home = newHome({ install: false });
+      const env = { ...home.env, SHELL: "/bin/bash" };
+      const exit = await runAndHangUp([binary, "install", "--bootstrap"], home, env, moment);
+      const where = `install --bootstrap, hangup at ${moment.name}`;
+      const layout = expectInstallConsistent(home, where);
+      const server = await expectAppServerConsistent(home, where);
+      await expectUpdaterConsistent(home, where);
+      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${layout}/${server}`);
+      await home.cleanup();
+    }
+    console.error(`install --bootstrap hangups: ${outcomes.join(" ")}`);
+  }, TEST_TIMEOUT_MS);
+});
+
+test("cleanup left nothing running", async () => {
+  expect(await eventually(() => homes.every((home) => processesOf(home.home).length === 0))).toBe(true);
+});

@@ -1,0 +1,69 @@
+/**
+ * Issue 8 item 5: a bootstrap killed between spawning the updater and
+ * publishing its record leaves an update-loop no record names. Reproduced as
+ * written in the issue, with strace killing bootstrap at its third rename.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { isUpdateLoopOf } from "../src/daemon/orphans.ts";
+import { BUN, MAIN, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
+
+const SLOW_TEST_MS = 120_000;
+const homes: TestHome[] = [];
+afterEach(async () => {
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+
+function updateLoops(home: TestHome): number[] {
+  return processesOf(home.home).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("update-loop");
+    } catch {
+      return false;
+    }
+  });
+}
+
+const hasStrace = spawnSync("sh", ["-c", "command -v strace"]).status === 0;
+
+describe("item 5: an updater whose record was lost is found and ended", () => {
+  // strace is what injects the kill at the exact rename; without it the fault cannot be placed.
+  test.skipIf(!hasStrace)(
+    "strace kills bootstrap at the updater's publish; the next bootstrap leaves exactly one loop, --no-auto-update none",
+    async () => {
+      const home = makeHome();
+      homes.push(home);
+      const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
+      const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
+      const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env });
+      expect(killed.code).not.toBe(0);
+      const [orphan] = updateLoops(home);
+      expect(orphan).toBeGreaterThan(1);
+      expect(readFileSync(home.path("daemon", "updater.pid"), "utf8")).toBe("");
+
+      const status = await home.run(["status"], { env });
+      expect(status.json.problems?.join("\n")).toContain(`pid ${orphan} runs without a record`);
+
+      const again = await home.run(["bootstrap"], { env });
+      expect(again.json.status).toBe("bootstrapped");
+      expect(again.json.warnings?.join("\n")).toContain(`ended updater pid ${orphan}`);
+      expect(updateLoops(home)).toEqual([again.json.updater.pid]);
+
+      const off = await home.run(["bootstrap", "--no-auto-update"], { env });
+      expect(off.json.status).toBe("bootstrapped");
+      expect(updateLoops(home)).toEqual([]);
+    },
+    SLOW_TEST_MS,
+  );
+
+  test("what counts as an update-loop of this BERTH_HOME (pure)", () => {
+    const loop = { pid: 50, uid: 0, argv: ["/h/berth", "update-loop"], berthHome: "/h" };
+    expect(isUpdateLoopOf("/h", 0, loop)).toBe(true);
+    expect(isUpdateLoopOf("/h", 0, { ...loop, berthHome: "/other" })).toBe(false);
+    expect(isUpdateLoopOf("/h", 0, { ...loop, uid: 1000 })).toBe(false);
+    expect(isUpdateLoopOf("/h", 0, { ...loop, argv: ["sleep", "1000"] })).toBe(false);
+    expect(isUpdateLoopOf("/h", 0, { ...loop, pid: 1 })).toBe(false);
+    expect(isUpdateLoopOf("/h", 0, { ...loop, argv: undefined })).toBe(false);
+  });
+});
