@@ -8,6 +8,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { CLI_TARGET } from "../src/version.ts";
+import { berthEnv } from "../test/helpers/berth.ts";
 
 export const VERSION = "0.0.0-bench";
 const COMMAND_TIMEOUT_MS = 90_000;
@@ -81,13 +82,7 @@ export async function makeBenchHome(prefix: string): Promise<BenchHome> {
   const base = mkdtempSync(join(tmpdir(), prefix));
   const home = join(base, "home");
   const binary = join(base, "berth");
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: base,
-    BERTH_HOME: home,
-    BERTH_INSTALL_DIR: join(base, "bin"),
-    NO_COLOR: "1",
-  };
+  const env = berthEnv(base, home);
   const timed = (cmd: string[], extraEnv: Record<string, string> = {}) => timedIn(env, cmd, extraEnv);
   let cleaned = false;
   const bench: BenchHome = {
