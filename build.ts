@@ -5,7 +5,7 @@
  *   bun run build.ts --release            dist/release/: every target + the files a static host serves
  *   bun run build.ts --release --host     the same, for this machine's target only (fast; tests use it)
  *   --rollout-percent N                   latest.json asks for a phased rollout to N % of machines
- * Options: --outdir DIR, --base-url URL (baked into install.sh), env BERTH_BUILD_VERSION (version override).
+ * Options: --outdir DIR, --base-url URL (baked into install.sh and the binaries), env BERTH_BUILD_VERSION (version override).
  * Signing: BERTH_SIGNING_KEY = PKCS#8 PEM Ed25519 private key (else a development key in dist/, with a
  * warning); BERTH_TRUSTED_KEYS = `:`-separated PEM public keys trusted besides the signing key's own.
  */
@@ -35,7 +35,7 @@ const BUN_TARGETS: Record<Target, Bun.Build.CompileTarget> = {
 };
 
 /** `trustedKeys`: base64 SPKI Ed25519 keys compiled in; default: what this build's environment trusts. */
-export type BuildOptions = { version: string; target?: Target; outfile: string; trustedKeys?: readonly string[] };
+export type BuildOptions = { version: string; target?: Target; outfile: string; trustedKeys?: readonly string[]; baseUrl?: string };
 
 /** The signing key of this build (created in dist/ when none is configured) and the keys it trusts. */
 export function buildKeys(env: Record<string, string | undefined> = process.env): { signing: SigningKey; trusted: string[] } {
@@ -44,7 +44,7 @@ export function buildKeys(env: Record<string, string | undefined> = process.env)
 }
 
 /** One compiled executable. No `target` means "this machine, with the bun running this script". */
-export async function compile({ version, target, outfile, trustedKeys }: BuildOptions): Promise<void> {
+export async function compile({ version, target, outfile, trustedKeys, baseUrl }: BuildOptions): Promise<void> {
   const keys = trustedKeys ?? buildKeys().trusted;
   const result = await Bun.build({
     entrypoints: [ENTRY],
@@ -57,6 +57,7 @@ export async function compile({ version, target, outfile, trustedKeys }: BuildOp
       BERTH_COMPILED_VERSION: JSON.stringify(version),
       BERTH_COMPILED_TARGET: JSON.stringify(target ?? CLI_TARGET ?? ""),
       BERTH_COMPILED_TRUSTED_KEYS: JSON.stringify(keys.join(",")),
+      BERTH_COMPILED_BASE_URL: JSON.stringify((baseUrl ?? "").replace(/\/+$/, "")),
     },
     compile: {
       ...(target ? { target: BUN_TARGETS[target] } : {}),
@@ -112,7 +113,7 @@ export async function buildRelease(options: { version: string; targets: readonly
     const binaryPath = join(versionDir, `berth-${target}`);
     const started = performance.now();
     // This machine's target is built with the running bun (no download); others are cross-compiled.
-    await compile({ version, target: target === CLI_TARGET ? undefined : target, outfile: binaryPath, trustedKeys: trusted });
+    await compile({ version, target: target === CLI_TARGET ? undefined : target, outfile: binaryPath, trustedKeys: trusted, baseUrl: options.baseUrl });
     const binary = readFileSync(binaryPath);
     const gz = Bun.gzipSync(binary, { level: 9 });
     writeFileSync(join(versionDir, file), gz);
@@ -160,7 +161,7 @@ if (import.meta.main) {
     console.error(`release ${version} for ${targets.join(", ")} in ${outdir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
   } else {
     const outfile = join(resolve(values.outdir ?? join(ROOT, "dist")), "berth");
-    await compile({ version, outfile });
+    await compile({ version, outfile, baseUrl: values["base-url"] ?? process.env.BERTH_RELEASE_BASE_URL });
     console.error(`built ${outfile} ${version} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
   }
 }

@@ -8,6 +8,7 @@ import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
 import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
 import { deferredSignals, deferTerminalSignals } from "./signals.ts";
+import { isStreamingResult } from "./streaming.ts";
 import { closestMatch } from "./suggest.ts";
 import { CLI_VERSION } from "./version.ts";
 
@@ -101,6 +102,11 @@ async function execute(argv: string[]): Promise<Output> {
   const { result } = await runCommand(command, { rawArgs: rest });
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
+  if (isStreamingResult(result)) {
+    // The first line is the command's JSON object; after it the stream owns stdout and picks the exit code.
+    writeOutput(1, renderJson(result.firstLine));
+    return { stdout: "", exitCode: await result.run() };
+  }
   const body = { ...(result as object), ...(warnings.length > 0 ? { warnings } : {}) };
   return { stdout: renderJson(body), exitCode: 0 };
 }

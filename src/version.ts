@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 // Replaced by build.ts (`define`) in compiled binaries; undeclared when running from source.
 declare const BERTH_COMPILED_VERSION: string | undefined;
 declare const BERTH_COMPILED_TARGET: string | undefined;
+declare const BERTH_COMPILED_BASE_URL: string | undefined;
 
 /** The version of this executable. From source, BERTH_BUILD_VERSION stands in for a build (tests use it). */
 export const CLI_VERSION: string =
@@ -30,3 +31,10 @@ function detectTarget(): Target | undefined {
 /** The release target this executable was built for (compiled) or would be built for (source). */
 export const CLI_TARGET: Target | undefined =
   typeof BERTH_COMPILED_TARGET === "string" && isTarget(BERTH_COMPILED_TARGET) ? BERTH_COMPILED_TARGET : detectTarget();
+
+/**
+ * Where this executable's releases come from (`build.ts --base-url`), so a
+ * binary downloaded by hand and run as `berth install` can update itself.
+ * Empty when built without one, and when running from source.
+ */
+export const BUILT_IN_BASE_URL: string = typeof BERTH_COMPILED_BASE_URL === "string" ? BERTH_COMPILED_BASE_URL.replace(/\/+$/, "") : "";

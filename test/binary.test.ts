@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { commands } from "../src/commands/index.ts";
-import { installRelease, isAlive, makeHome, processesOf, runProcess, type RunResult, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
+import { eventually, installRelease, isAlive, makeHome, processesOf, runProcess, type RunResult, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
+import { spawnConnect } from "./helpers/connect.ts";
 
 const VERSION = "9.8.7";
 const COMPILE_TIMEOUT_MS = 120_000;
@@ -176,4 +177,30 @@ describe("the compiled binary as the managed binary", () => {
     expect(existsSync(marker)).toBe(false);
     expect(existsSync("/nonexistent")).toBe(false);
   });
+
+  test("connect end to end: starts the compiled app-server, a terminal process survives the bridge, stop ends it (exit 75)", async () => {
+    const home = newHome({ install: false, settings: { stopGraceMs: 3_000 } });
+    installCompiled(home.home, VERSION);
+    const first = spawnConnect(["sh", "-c", 'echo "motd noise"; exec "$0" connect', berth], home.env);
+    const line = { ...(await first.waitConnected()) };
+    expect(first.noise).toEqual(["motd noise"]);
+    expect(line).toMatchObject({ status: "connected", protocol: 1, appServerVersion: VERSION, cliVersion: VERSION });
+    expect(readlinkSync(`/proc/${line.pid}/exe`)).toBe(realpathSync(home.path("packages/standalone/current/berth")));
+    await first.initialize();
+    const { process: p } = await first.call("process/spawn", { argv: ["sh"], terminal: { cols: 100, rows: 30 }, name: "main" });
+    first.send({ method: "process/write", params: { processId: p.processId, data: Buffer.from("stty size\n").toString("base64") } });
+    expect(await eventually(() => first.output(p.processId, "terminal").text.includes("30 100"), 15_000)).toBe(true);
+    first.proc.stdin.end();
+    expect(await first.exited).toBe(0);
+
+    const second = spawnConnect([berth, "connect", "--no-start"], home.env);
+    await second.waitConnected();
+    await second.initialize();
+    expect((await second.call("process/list")).processes).toEqual([expect.objectContaining({ name: "main", state: "running" })]);
+    const stopped = await home.exec([berth, "stop"]);
+    expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
+    expect(await second.exited).toBe(75);
+    expect(isAlive(p.pid)).toBe(false);
+    expect(processesOf(home.home)).toEqual([]);
+  }, 60_000);
 });

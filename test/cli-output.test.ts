@@ -6,7 +6,11 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { mkdirSync } from "node:fs";
+import { flockHolderFromProcLocks } from "../src/daemon/lock.ts";
 import { closestMatch, editDistance } from "../src/suggest.ts";
+import { holdLock } from "./helpers/holder.ts";
+import { serveDirectory } from "./helpers/release-server.ts";
 import { BUN, eventually, isAlive, MAIN, makeHome, parseLastJsonLine, readJson, runProcess, type TestHome } from "./helpers/berth.ts";
 
 const homes: TestHome[] = [];
@@ -132,6 +136,49 @@ describe("bootstrap --no-remote-control", () => {
     expect(readJson(home.path("daemon/settings.json")).remoteControlEnabled).toBe(false);
     const again = await home.run(["bootstrap", "--no-auto-update"]);
     expect(again.json.remoteControlEnabled).toBe(false);
+  });
+});
+
+describe("error messages that say what to do", () => {
+  test("update --release 9.9.9: DOWNLOAD_FAILED says it is not published at the base (file:// and http)", async () => {
+    const home = newHome();
+    const root = join(home.env.HOME as string, "releases");
+    mkdirSync(root);
+    const server = await serveDirectory(root);
+    try {
+      for (const base of [`file://${root}`, server.url]) {
+        const r = await home.run(["update", "--release", "9.9.9"], { env: { BERTH_RELEASE_BASE_URL: base } });
+        expect(r.json.error.code).toBe("DOWNLOAD_FAILED");
+        expect(r.json.error.message).toStartWith(`9.9.9 is not published at ${base}`);
+        expect(r.json.error.message).not.toContain("ENOENT");
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test.skipIf(process.platform !== "linux")("LOCK_TIMEOUT names the pid that holds the lock", async () => {
+    const home = newHome();
+    mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+    const holder = await holdLock(home.path("daemon/daemon.lock"));
+    try {
+      const r = await home.run(["start"], { env: { BERTH_LOCK_WAIT_MS: "300" } });
+      expect(r.json.error.code).toBe("LOCK_TIMEOUT");
+      expect(r.json.error.message).toContain(`(pid ${holder.pid}: `);
+      expect(r.json.error.message).toContain("hold-lock.ts");
+    } finally {
+      await holder.kill();
+    }
+  });
+
+  test("/proc/locks parsing (pure)", () => {
+    const dev = 0xfe00; // major 0xfe, minor 0
+    const text = "1: POSIX  ADVISORY  WRITE 99 fe:00:5678 0 EOF\n2: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF\n3: FLOCK  ADVISORY  WRITE 77 08:01:5678 0 EOF\n";
+    expect(flockHolderFromProcLocks(text, dev, 5678)).toBe(1234);
+    expect(flockHolderFromProcLocks(text, 0x0801, 5678)).toBe(77);
+    expect(flockHolderFromProcLocks(text, dev, 1)).toBeUndefined();
+    expect(flockHolderFromProcLocks("", dev, 5678)).toBeUndefined();
+    expect(flockHolderFromProcLocks("4: FLOCK  ADVISORY  WRITE 55 fe:00:5678 0 EOF\n5: -> FLOCK  ADVISORY  WRITE 66 fe:00:5678 0 EOF", dev, 5678)).toBe(55);
   });
 });
 

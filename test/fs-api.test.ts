@@ -227,6 +227,18 @@ test("special files and a vanishing watched folder do not hang or crash the serv
   }
 }, TEST_TIMEOUT_MS);
 
+test("malformed params to every method are -32602 naming the param; the server keeps answering", async () => {
+  const methods = ["fs/readFile", "fs/writeFile", "fs/getMetadata", "fs/readDirectory", "fs/createDirectory", "fs/remove", "fs/rename", "fs/watch", "fs/unwatch", "tunnel/open", "tunnel/write", "tunnel/close"];
+  for (const method of methods) {
+    for (const params of [[1, 2], "x", null, {}, { path: 7, from: "rel", to: 1, watchId: 3, host: 5, port: "80", tunnelId: {}, data: "%%" }]) {
+      const error = await client.callError(method, params);
+      expect([method, error.code]).toEqual([method, -32602]);
+      expect(error.message).toStartWith("invalid params: ");
+    }
+  }
+  expect((await client.call("system/info", { ignored: true })).hostname).toBeString();
+});
+
 test("system/info has every field of the spec", async () => {
   const info = await client.call("system/info");
   expect(Object.keys(info).sort()).toEqual(["arch", "cpus", "disk", "home", "hostname", "loadavg", "memory", "os", "release", "shell", "uptimeS"]);
@@ -275,6 +287,21 @@ describe("fs/watch", () => {
       await change(file, "deleted");
       writeFileSync(join(root, "sub", "deep.txt"), "x");
       await change(join(root, "sub", "deep.txt"), "created");
+      // A folder made after the watch started is watched too (once its own creation was seen).
+      mkdirSync(join(root, "later"));
+      await change(join(root, "later"), "created");
+      writeFileSync(join(root, "later", "inside.txt"), "x");
+      await change(join(root, "later", "inside.txt"), "created");
+
+      // A changed path that is not UTF-8 comes with pathBase64.
+      const rawPath = Buffer.concat([Buffer.from(`${root}/`), Buffer.from([0x6e, 0xff])]);
+      writeFileSync(rawPath, "x");
+      const raw = await client.waitNotification(
+        "fs/changed",
+        (p) => p.watchId === watchId && p.changes.some((c: any) => c.pathBase64 === rawPath.toString("base64")),
+        CHANGE_DEADLINE_MS,
+      );
+      expect(raw.changes.find((c: any) => c.pathBase64)).toEqual({ path: `${root}/n\uFFFD`, pathBase64: rawPath.toString("base64"), kind: "created" });
 
       await client.call("fs/unwatch", { watchId });
       expect((await client.callError("fs/unwatch", { watchId })).code).toBe(-32004);

@@ -19,6 +19,8 @@ const COMMAND_EXIT_DEADLINE_MS = 60_000;
 const TEST_TIMEOUT_MS = 600_000;
 
 const homes: TestHome[] = [];
+/** Every BERTH_HOME this file used, to prove at the end that nothing it started still runs. */
+const everyHome: string[] = [];
 afterEach(async () => {
   for (const home of homes.splice(0)) await home.cleanup();
 });
@@ -26,6 +28,7 @@ afterEach(async () => {
 function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
   const home = makeHome({ prefix: "berth-hangup-", ...options });
   homes.push(home);
+  everyHome.push(home.home);
   return home;
 }
 
@@ -161,39 +164,71 @@ describe("restart on a terminal that hangs up", () => {
   }, TEST_TIMEOUT_MS);
 });
 
+describe("Ctrl-C on the terminal during start", () => {
+  test("a real ^C (SIGINT to the foreground group) after the reservation: start finishes, server recorded, exit 0", async () => {
+    const home = newHome();
+    const child = Bun.spawn([BUN, MAIN, "start"], { env: home.env, terminal: { data() {} } });
+    const reserved = await eventually(() => existsSync(home.path("daemon", "app-server.pid")) || child.exitCode !== null, COMMAND_EXIT_DEADLINE_MS, 1);
+    expect(reserved).toBe(true);
+    const interrupted = child.exitCode === null;
+    child.terminal?.write("\x03");
+    const timer = setTimeout(() => child.kill("SIGKILL"), COMMAND_EXIT_DEADLINE_MS);
+    await child.exited;
+    clearTimeout(timer);
+    child.terminal?.close();
+    expect({ interrupted, exitCode: child.exitCode, signal: child.signalCode }).toEqual({ interrupted: true, exitCode: 0, signal: null });
+    expect(await expectAppServerConsistent(home, "start, ^C after the reservation")).toBe("running");
+  });
+});
+
 describe("install --bootstrap on a terminal that hangs up", () => {
   const binDir = mkdtempSync(join(tmpdir(), "berth-hangup-bin-"));
   afterAll(() => rmSync(binDir, { recursive: true, force: true }));
 
-  test("layout complete, app-server recorded, updater running when settings want it", async () => {
-    const binary = join(binDir, "berth");
-    await compile({ version: "1.0.0", outfile: binary });
-    const moments: Moment[] = [
-      ...HANGUP_DELAYS_MS.map(timed),
-      { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
-      { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
-      { name: "current flipped", when: exists("packages", "standalone", "current") },
-      { name: "settings written", when: exists("daemon", "settings.json") },
-      { name: "server reserved", when: exists("daemon", "app-server.pid") },
-      { name: "server spawned", when: (home) => serverCount(home) > 0 },
-      { name: "updater reserved", when: exists("daemon", "updater.pid") },
-    ];
-    const outcomes: string[] = [];
-    for (const moment of moments) {
-      const home = newHome({ install: false });
-      const env = { ...home.env, SHELL: "/bin/bash" };
-      const exit = await runAndHangUp([binary, "install", "--bootstrap"], home, env, moment);
-      const where = `install --bootstrap, hangup at ${moment.name}`;
-      const layout = expectInstallConsistent(home, where);
-      const server = await expectAppServerConsistent(home, where);
-      await expectUpdaterConsistent(home, where);
-      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${layout}/${server}`);
-      await home.cleanup();
-    }
-    console.error(`install --bootstrap hangups: ${outcomes.join(" ")}`);
-  }, TEST_TIMEOUT_MS);
+  const binary = join(binDir, "berth");
+  const compiled = compile({ version: "1.0.0", outfile: binary });
+  const moments: Moment[] = [
+    ...HANGUP_DELAYS_MS.map(timed),
+    { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
+    { name: "new binary answering --version", when: (home) => processesOf(home.home).some((pid) => cmdlineOf(pid).includes("--version")) },
+    { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
+    { name: "current flipped", when: exists("packages", "standalone", "current") },
+    { name: "settings written", when: exists("daemon", "settings.json") },
+    { name: "server reserved", when: exists("daemon", "app-server.pid") },
+    { name: "server spawned", when: (home) => serverCount(home) > 0 },
+    { name: "updater reserved", when: exists("daemon", "updater.pid") },
+  ];
+  // "direct": berth leads the terminal's session (what `ssh -tt host berth …` runs when the shell execs it);
+  // "shell": berth and its children are in the foreground group of a shell that dies first.
+  const ways: { name: string; cmd: (binary: string) => string[] }[] = [
+    { name: "direct", cmd: (b) => [b, "install", "--bootstrap"] },
+    { name: "shell", cmd: (b) => ["sh", "-c", '"$@"; exit $?', "sh", b, "install", "--bootstrap"] },
+  ];
+  for (const way of ways) {
+    test(`${way.name}: layout complete, app-server recorded, updater running when settings want it; once begun, the install finishes`, async () => {
+      await compiled;
+      const outcomes: string[] = [];
+      for (const moment of moments) {
+        const home = newHome({ install: false });
+        const env = { ...home.env, SHELL: "/bin/bash" };
+        const exit = await runAndHangUp(way.cmd(binary), home, env, moment);
+        // The shell may die first: wait for berth itself.
+        const berthDone = await eventually(() => !processesOf(home.home).some((pid) => cmdlineOf(pid).includes("install")), COMMAND_EXIT_DEADLINE_MS);
+        expect(berthDone).toBe(true);
+        const where = `install --bootstrap (${way.name}), hangup at ${moment.name}`;
+        const layout = expectInstallConsistent(home, where);
+        const server = await expectAppServerConsistent(home, where);
+        await expectUpdaterConsistent(home, where);
+        if (moment.when) expect({ where, layout, server }).toEqual({ where, layout: "installed", server: "running" });
+        outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${layout}/${server}`);
+        await home.cleanup();
+      }
+      console.error(`install --bootstrap (${way.name}) hangups: ${outcomes.join(" ")}`);
+    }, TEST_TIMEOUT_MS);
+  }
 });
 
-test("cleanup left nothing running", async () => {
-  expect(await eventually(() => homes.every((home) => processesOf(home.home).length === 0))).toBe(true);
+test("nothing started on a hung-up terminal is left running", async () => {
+  expect(everyHome.length).toBeGreaterThan(0);
+  expect(await eventually(() => everyHome.every((home) => processesOf(home).length === 0))).toBe(true);
 });

@@ -468,6 +468,22 @@ describe("berth install", () => {
     TEST_TIMEOUT_MS,
   );
 
+  test(
+    "--bootstrap --no-remote-control turns remote control off; --remote-control on",
+    async () => {
+      const t = newHome();
+      const on = expectOk(await install(t, "1.2.0", ["--bootstrap", "--remote-control", "--no-modify-path"]));
+      expect(on.bootstrap.remoteControlEnabled).toBe(true);
+      const off = expectOk(await install(t, "1.2.0", ["--bootstrap", "--no-remote-control", "--no-modify-path"]));
+      expect(off.bootstrap.remoteControlEnabled).toBe(false);
+      expect(JSON.parse(readFileSync(t.path("daemon", "settings.json"), "utf8")).remoteControlEnabled).toBe(false);
+      const kept = expectOk(await install(t, "1.2.0", ["--bootstrap", "--no-modify-path"]));
+      expect(kept.bootstrap.remoteControlEnabled).toBe(false);
+      expectOk(await t.exec([linkOf(t), "stop"]));
+    },
+    TEST_TIMEOUT_MS,
+  );
+
   test("install --help works in the compiled binary", async () => {
     const t = newHome();
     const r = await t.exec([bin["1.0.0"], "install", "--help"]);

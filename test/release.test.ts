@@ -6,7 +6,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { BUN, makeHome, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
+import { BUN, makeHome, processesOf, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
 
 const OLD = "1.0.0";
@@ -253,7 +253,8 @@ describe("the built install.sh", () => {
           const current = readlinkSync(pkg(t, "current"));
           const r = await run(t, shell.cmd, [...(f.args ?? []), "--bootstrap"], { BERTH_RELEASE_BASE_URL: await f.base() });
           expect(r.code).not.toBe(0);
-          // a client over SSH reads the last stdout line: one error object saying the same
+          // a client over SSH reads the last stdout line: one error object (the only line) saying the same
+          expect(r.stdout.trimEnd().split("\n")).toHaveLength(1);
           const object = JSON.parse(r.stdout.trimEnd().split("\n").at(-1) as string);
           expect(object.status).toBe("error");
           expect(object.error.message).toMatch(f.message);
@@ -266,4 +267,54 @@ describe("the built install.sh", () => {
       );
     }
   }
+});
+
+describe("the built install.sh on a terminal that hangs up", () => {
+  const EXIT_DEADLINE_MS = 60_000;
+  const cmdlineOf = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    } catch {
+      return [];
+    }
+  };
+  test(
+    "install.sh (leading the session) waits for berth through the hangup: layout complete, app-server and updater running",
+    async () => {
+      const t = newHome();
+      const staging = pkg(t, "staging");
+      // `sh install.sh` leads the terminal's session (what `ssh -tt host 'sh -c "$(curl …)"'` runs): the hangup
+      // signals it, and its HUP trap must not run (removing the temp folder) before berth install is done.
+      const child = Bun.spawn(["sh", SCRIPT, "--bootstrap", "--no-modify-path"], {
+        env: { ...t.env, SHELL: "/bin/sh", PATH: SYSTEM_PATH, BERTH_RELEASE_BASE_URL: server.url },
+        terminal: { data() {} },
+      });
+      const begun = await (async () => {
+        const deadline = Date.now() + EXIT_DEADLINE_MS;
+        while (Date.now() < deadline && child.exitCode === null) {
+          if (existsSync(staging) && readdirSync(staging).length > 0) return true;
+          await Bun.sleep(1);
+        }
+        return false;
+      })();
+      expect(begun).toBe(true);
+      child.terminal?.close();
+      await child.exited;
+      // install.sh may be gone already: wait for berth itself.
+      const deadline = Date.now() + EXIT_DEADLINE_MS;
+      const installing = () => processesOf(t.home).some((pid) => cmdlineOf(pid).includes("install"));
+      while (installing() && Date.now() < deadline) await Bun.sleep(20);
+      expect(installing()).toBe(false);
+      expect(readlinkSync(pkg(t, "current"))).toBe(`releases/${NEW}-${TARGET}`);
+      expect(readlinkSync(linkOf(t))).toBe(pkg(t, "current", "berth"));
+      expect(readdirSync(staging)).toEqual([]);
+      const status = await t.exec([linkOf(t), "status"]);
+      expect(status.json.appServer.state).toBe("running");
+      const appServer = JSON.parse(readFileSync(t.path("daemon", "app-server.pid"), "utf8"));
+      expect((await t.exec([linkOf(t), "version"])).json.pid).toBe(appServer.pid);
+      const record = JSON.parse(readFileSync(t.path("daemon", "updater.pid"), "utf8"));
+      expect(cmdlineOf(record.pid)).toContain("update-loop");
+    },
+    TEST_TIMEOUT_MS,
+  );
 });

@@ -180,11 +180,14 @@ test("the remote side closing first: its last bytes, then tunnel/closed reason r
     peer.socket.end();
   });
   const tunnel = follow(client);
-  const { tunnelId } = await client.call("tunnel/open", { host: "::1", port: target.port }).catch(async () =>
-    // ::1 may be unavailable on this machine's loopback; the same case over 127.0.0.1
-    client.call("tunnel/open", { host: "127.0.0.1", port: target.port }),
-  );
+  client.order = [];
+  const { tunnelId } = await client.call("tunnel/open", { host: "127.0.0.1", port: target.port });
   expect(await eventually(() => tunnel(tunnelId).closed !== undefined, WAIT_MS)).toBe(true);
+  // The client learns the tunnelId before any of its data or its close.
+  expect(client.order[0]).toStartWith("reply ");
+  expect(client.order.slice(1, -1).every((kind) => kind === "tunnel/data")).toBe(true);
+  expect(client.order.at(-1)).toBe("tunnel/closed");
+  client.order = undefined;
   expect(Buffer.concat(tunnel(tunnelId).chunks).toString()).toBe("last words");
   expect(tunnel(tunnelId).closed.reason).toBe("remote");
   expect((await client.callError("tunnel/close", { tunnelId })).code).toBe(-32004);
@@ -295,4 +298,26 @@ test("settings tunnels.allowHosts replaces the loopback default; a wrong type st
     await strictHome.cleanup();
     await badHome.cleanup();
   }
+}, TEST_TIMEOUT_MS);
+
+test("a TCP peer that never reads: writes beyond the per-tunnel queue bound fail with -32001, the server stays up", async () => {
+  const target = tcpServer((peer) => peer.socket.pause());
+  const other = await RpcClient.open(server.socket);
+  try {
+    const { tunnelId } = await other.call("tunnel/open", { host: "127.0.0.1", port: target.port });
+    const chunk = pattern(512 * 1024, "stuck").toString("base64");
+    // 64 MiB offered at once: kernel buffers take some, the tunnel's queue at most 8 MiB, the rest is refused.
+    const refused: any[] = [];
+    for (let i = 0; i < 128; i++) {
+      // Writes still waiting for the queue to drain are answered when the connection goes (rejected then: ignored).
+      other.request("tunnel/write", { tunnelId, data: chunk }, WAIT_MS).then((reply) => reply.error && refused.push(reply.error), () => {});
+    }
+    expect(await eventually(() => refused.length > 0, WAIT_MS)).toBe(true);
+    expect(refused[0]).toMatchObject({ code: -32001 });
+    expect(refused[0].message).toContain("unsent");
+    expect((await client.call("system/info")).hostname).toBeString();
+  } finally {
+    other.destroy();
+  }
+  expect(await eventually(() => target.peers.every((peer) => peer.closed), WAIT_MS)).toBe(true);
 }, TEST_TIMEOUT_MS);

@@ -16,4 +16,5 @@ export const commands: Record<string, LazyCommand> = {
   update: () => import("./update.ts").then((m) => m.default),
   "update-loop": () => import("./_update-loop.ts").then((m) => m.default),
   install: () => import("./install.ts").then((m) => m.default),
+  connect: () => import("./connect.ts").then((m) => m.default),
 };

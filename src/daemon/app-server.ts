@@ -3,7 +3,7 @@
  * result value and prints nothing; src/cli.ts renders it.
  */
 import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
-import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
+import { openStateFile, readStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { BerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
@@ -46,6 +46,8 @@ export type LifecycleResult = {
   socketPath: string;
   cliVersion: string;
   appServerVersion?: string;
+  /** stop/restart: how many session processes the app-server ended on its way out. */
+  processesEnded?: number;
 };
 
 export function appServerBackend(ctx: Context): PidBackend {
@@ -220,24 +222,49 @@ function removeLeftoverSocket(ctx: Context): void {
   }
 }
 
+export type StopReport = StopOutcome & { processesEnded: number };
+
+/**
+ * How many session processes the app-server with this pid ended: it writes
+ * daemon/app-server.shutdown.json just before it exits (src/server/run.ts).
+ * A server killed before it could write it reports 0.
+ */
+export function readProcessesEnded(ctx: Context, pid: number): number {
+  try {
+    const report = JSON.parse(readStateFile(ctx.layout.appServerShutdown) ?? "{}") as { pid?: unknown; processesEnded?: unknown };
+    return report.pid === pid && typeof report.processesEnded === "number" ? report.processesEnded : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<StopReport> {
+  rmSync(ctx.layout.appServerShutdown, { force: true });
+  const outcome = await backend.stopTree(record, settings.stopGraceMs);
+  return { ...outcome, processesEnded: outcome.status === "stopped" ? readProcessesEnded(ctx, record.pid) : 0 };
+}
+
 /** Under daemon.lock: stop our app-server; NOT_MANAGED when a stranger answers. */
 async function ensureStopped(ctx: Context, settings: Settings): Promise<"stopped" | "notRunning"> {
   return (await ensureStoppedTree(ctx, settings)).status;
 }
 
-/** ensureStopped, also saying which of the server's descendants could not be ended. */
-async function ensureStoppedTree(ctx: Context, settings: Settings): Promise<StopOutcome> {
+/**
+ * ensureStopped, also saying which of the server's descendants could not be
+ * ended and how many session processes the server ended on its way out.
+ */
+async function ensureStoppedTree(ctx: Context, settings: Settings): Promise<StopReport> {
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
-  if (state.kind === "running") return backend.stopTree(state.record, settings.stopGraceMs);
+  if (state.kind === "running") return stopRecorded(ctx, backend, state.record, settings);
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
     const record = await adoptProven(ctx, backend, probe.info.pid);
-    if (record) return backend.stopTree(record, settings.stopGraceMs);
+    if (record) return stopRecorded(ctx, backend, record, settings);
   }
   if (probe.kind !== "absent") throw foreignServerError(ctx, probe);
   removeLeftoverSocket(ctx);
-  return { status: "notRunning", notEnded: [] };
+  return { status: "notRunning", notEnded: [], processesEnded: 0 };
 }
 
 /** Preflight shared by every mutating command, then the action under daemon.lock. */
@@ -260,7 +287,11 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
     ctx,
     async (settings) => {
       const outcome = await ensureStoppedTree(ctx, settings);
-      return { ...result(ctx, outcome.status), ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}) };
+      return {
+        ...result(ctx, outcome.status),
+        processesEnded: outcome.processesEnded,
+        ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}),
+      };
     },
     false,
   );
@@ -269,9 +300,9 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
 /** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
 export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
-    await ensureStopped(ctx, settings);
+    const report = await ensureStoppedTree(ctx, settings);
     const { running } = await ensureRunning(ctx, settings);
-    return result(ctx, "restarted", running);
+    return { ...result(ctx, "restarted", running), processesEnded: report.processesEnded };
   });
 }
 
@@ -286,7 +317,7 @@ export async function restartIfRunning(ctx: Context, settings: Settings): Promis
   return (await ensureRunning(ctx, settings)).running;
 }
 
-export { ensureRunning, ensureStopped, isOurServer, foreignServerError };
+export { ensureRunning, ensureStopped, ensureStoppedTree, isOurServer, foreignServerError };
 
 /** No lock: asks the running app-server who it is. */
 export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {

@@ -9,6 +9,7 @@ import { BerthError, errnoCode } from "../errors.ts";
 import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
 import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";
 import { loadSettings, type Settings } from "./settings.ts";
+import { BUILT_IN_BASE_URL } from "../version.ts";
 
 export type Context = {
   layout: Layout;
@@ -76,6 +77,19 @@ export function managedInstall(ctx: Context): ManagedInstall {
   };
 }
 
+/** Where install.sh lives: the environment's base URL, else the settings' (which default to the compiled-in one). */
+function installBaseUrl(ctx: Context): string {
+  let base = ctx.env.BERTH_RELEASE_BASE_URL ?? "";
+  if (!base) {
+    try {
+      base = settingsOf(ctx).releaseBaseUrl;
+    } catch {
+      base = BUILT_IN_BASE_URL;
+    }
+  }
+  return base.replace(/\/+$/, "") || "<release base URL>";
+}
+
 /** NOT_INSTALLED with the way to fix it, when the managed binary is missing or not executable. */
 export function assertManagedBinary(ctx: Context): ManagedInstall {
   const install = managedInstall(ctx);
@@ -86,7 +100,7 @@ export function assertManagedBinary(ctx: Context): ManagedInstall {
     const what = errnoCode(error) === "ENOENT" ? "is missing" : "is not an executable file";
     throw new BerthError(
       "NOT_INSTALLED",
-      `the managed berth binary ${install.binaryPath} ${what}. Install it with \`curl -fsSL <release-base>/install.sh | sh\` or, from a downloaded berth binary, \`./berth install\`.`,
+      `the managed berth binary ${install.binaryPath} ${what}. Install it with \`curl -fsSL ${installBaseUrl(ctx)}/install.sh | sh\` or, from a downloaded berth binary, \`./berth install\`.`,
     );
   }
   assertTrustedBinary(ctx.layout.home, install.binaryPath);

@@ -2,7 +2,7 @@
  * Locks are flock(2) on a file that stays on disk: the kernel drops them when
  * the holder dies, so a killed berth never leaves a lock behind.
  */
-import { closeSync } from "node:fs";
+import { closeSync, readFileSync, statSync } from "node:fs";
 import { BerthError, errnoCode } from "../errors.ts";
 import { flockTryExclusive, flockUnlock } from "../platform/ffi.ts";
 import { openStateFile, STATE_APPEND_FLAGS, STATE_READ_FLAGS } from "../platform/fs.ts";
@@ -40,9 +40,10 @@ export class FileLock {
       const lock = FileLock.tryAcquire(path);
       if (lock) return lock;
       if (Date.now() >= deadline) {
+        const holder = describeLockHolder(path);
         throw new BerthError(
           "LOCK_TIMEOUT",
-          `another berth command still holds ${path} after ${Math.round(timeoutMs / 1000)} s; wait for it to finish and retry.`,
+          `another berth command${holder ? ` (${holder})` : ""} still holds ${path} after ${Math.round(timeoutMs / 1000)} s; wait for it to finish and retry.`,
         );
       }
       await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())));
@@ -93,5 +94,42 @@ export async function withLock<T>(path: string, timeoutMs: number, action: (lock
     return await action(lock);
   } finally {
     lock.release();
+  }
+}
+
+/**
+ * Pure: the pid holding a flock on the file with this device and inode, from
+ * the text of Linux's /proc/locks ("1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF";
+ * device as hex major:minor). Undefined when no such lock is listed.
+ */
+export function flockHolderFromProcLocks(text: string, dev: number, ino: number): number | undefined {
+  const major = Math.floor(dev / 256) & 0xfff;
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & ~0xff);
+  for (const line of text.split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    const kindAt = fields.indexOf("FLOCK");
+    if (kindAt < 0 || fields[kindAt + 3] === undefined) continue;
+    const pid = Number(fields[kindAt + 3]);
+    const [maj, min, inode] = (fields[kindAt + 4] ?? "").split(":");
+    if (Number(inode) === ino && Number.parseInt(maj ?? "", 16) === major && Number.parseInt(min ?? "", 16) === minor && pid > 0) return pid;
+  }
+  return undefined;
+}
+
+/** "pid 1234: berth start" for the process holding the lock, where the platform tells (Linux); never throws. */
+function describeLockHolder(path: string): string | undefined {
+  try {
+    const stat = statSync(path);
+    const pid = flockHolderFromProcLocks(readFileSync("/proc/locks", "utf8"), stat.dev, stat.ino);
+    if (pid === undefined) return undefined;
+    let command = "";
+    try {
+      command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).map((arg) => arg.split("/").pop()).join(" ").slice(0, 80);
+    } catch {
+      // exited meanwhile
+    }
+    return command ? `pid ${pid}: ${command}` : `pid ${pid}`;
+  } catch {
+    return undefined;
   }
 }

@@ -2,6 +2,7 @@
 import { defu } from "defu";
 import { BerthError } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
+import { BUILT_IN_BASE_URL } from "../version.ts";
 
 export type Settings = {
   remoteControlEnabled: boolean;
@@ -9,9 +10,10 @@ export type Settings = {
   releaseBaseUrl: string;
   startTimeoutMs: number;
   stopGraceMs: number;
-  update: { initialDelayMs: number; intervalMs: number };
+  update: { initialDelayMs: number; intervalMs: number; maxRestartDeferMs: number };
   /** `tls` (cert and key paths) is required for a non-loopback listen; see server/remote-listen.ts. */
   remoteControl: { listen: string; tls?: { cert: string; key: string } };
+  processes: { scrollbackBytes: number; max: number; retainExitedMs: number };
   [unknownKey: string]: unknown;
 };
 
@@ -19,11 +21,12 @@ export function defaultSettings(): Settings {
   return {
     remoteControlEnabled: false,
     autoUpdate: false,
-    releaseBaseUrl: "",
+    releaseBaseUrl: BUILT_IN_BASE_URL,
     startTimeoutMs: 10_000,
     stopGraceMs: 60_000,
-    update: { initialDelayMs: 300_000, intervalMs: 3_600_000 },
+    update: { initialDelayMs: 300_000, intervalMs: 3_600_000, maxRestartDeferMs: 86_400_000 },
     remoteControl: { listen: "127.0.0.1:0" },
+    processes: { scrollbackBytes: 2 * 1024 * 1024, max: 64, retainExitedMs: 86_400_000 },
   };
 }
 
@@ -71,6 +74,10 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("stopGraceMs", settings.stopGraceMs);
   positive("update.initialDelayMs", settings.update?.initialDelayMs);
   positive("update.intervalMs", settings.update?.intervalMs);
+  positive("update.maxRestartDeferMs", settings.update?.maxRestartDeferMs);
+  positive("processes.scrollbackBytes", settings.processes?.scrollbackBytes);
+  positive("processes.max", settings.processes?.max);
+  positive("processes.retainExitedMs", settings.processes?.retainExitedMs);
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
   // tunnels.allowHosts has no entry in defaultSettings: defu would append the defaults to the user's list (src/server/api/tunnel.ts holds them).
   const allowHosts = (settings.tunnels as { allowHosts?: unknown } | undefined)?.allowHosts;

@@ -60,6 +60,7 @@ export async function collectStatus(ctx: Context) {
       logPath: ctx.layout.appServerLog,
     },
     updater: updater ?? null,
+    ...(updater?.pendingRestart ? { pendingRestart: updater.pendingRestart } : {}),
     settings: settings ?? null,
     managedBinaryPath: install.binaryPath,
     managedVersion: install.version,

@@ -16,7 +16,11 @@ export type UpdaterCheck = {
   code?: string;
 };
 
+/** A restart onto `version` the loop holds back while session processes run (src/update/defer.ts). */
+export type PendingRestart = { version: string; since: string; runningProcesses: number };
+
 export type UpdaterState = {
+  pendingRestart?: PendingRestart;
   lastCheck?: UpdaterCheck;
   nextCheckAt?: string;
   quarantined: string[];
@@ -25,6 +29,7 @@ export type UpdaterState = {
 };
 
 export type UpdaterReport = {
+  pendingRestart?: PendingRestart;
   state: "running" | "starting" | "stopped";
   pid?: number;
   lastCheck?: UpdaterCheck;
@@ -64,5 +69,6 @@ export function updaterReport(ctx: Context): UpdaterReport {
     ...(saved.nextCheckAt && pidState.kind === "running" ? { nextCheckAt: saved.nextCheckAt } : {}),
     quarantined: saved.quarantined,
     logPath: ctx.layout.updaterLog,
+    ...(saved.pendingRestart && pidState.kind === "running" ? { pendingRestart: saved.pendingRestart } : {}),
   };
 }

@@ -45,7 +45,7 @@ import { assertSupportedPlatform, openContext, prepareStateDirs, versionFromRele
 import { DAEMON_LOCK_WAIT_MS, withLock } from "../daemon/lock.ts";
 import { ensureSafeDir, tempPathFor } from "../platform/fs.ts";
 import { installLinkFrom, releaseDirName, type Layout, type Target } from "../platform/paths.ts";
-import { CLI_TARGET, CLI_VERSION, IS_COMPILED } from "../version.ts";
+import { BUILT_IN_BASE_URL, CLI_TARGET, CLI_VERSION, IS_COMPILED } from "../version.ts";
 import { addPathBlock } from "./profile.ts";
 import { compareVersions, isVersion } from "./semver.ts";
 
@@ -274,6 +274,8 @@ function verifyBinary(path: string, version: string, env: NodeJS.ProcessEnv): vo
       stderr: "pipe",
       timeout: VERIFY_TIMEOUT_MS,
       env: { ...env, NO_COLOR: "1" },
+      // Its own session: a hangup or ^C on the installing terminal must not kill the check half-way.
+      detached: true,
     });
     output = {
       exitCode: result.exitCode,
@@ -562,10 +564,11 @@ export async function install(options: InstallOptions = {}): Promise<InstallResu
     pruned: installed.release.pruned,
     cliVersion: CLI_VERSION,
   };
-  return { ...result, ...(await afterInstall({ bootstrap: options.bootstrap === true, remoteControl: options.remoteControl === true, env })) };
+  return { ...result, ...(await afterInstall({ bootstrap: options.bootstrap === true, ...(options.remoteControl !== undefined ? { remoteControl: options.remoteControl } : {}), env })) };
 }
 
-export type AfterInstallOptions = { bootstrap: boolean; remoteControl: boolean; env: NodeJS.ProcessEnv };
+/** `remoteControl`: true (`--remote-control`) turns it on, false (`--no-remote-control`) off, undefined keeps it. */
+export type AfterInstallOptions = { bootstrap: boolean; remoteControl?: boolean; env: NodeJS.ProcessEnv };
 
 /**
  * After a successful install, with install.lock and daemon.lock released:
@@ -574,13 +577,14 @@ export type AfterInstallOptions = { bootstrap: boolean; remoteControl: boolean; 
  */
 export async function afterInstall(options: AfterInstallOptions): Promise<{ bootstrap?: Awaited<ReturnType<typeof bootstrap>> }> {
   const ctx = openContext(options.env);
-  const baseUrl = options.env.BERTH_RELEASE_BASE_URL;
+  const baseUrl = options.env.BERTH_RELEASE_BASE_URL || BUILT_IN_BASE_URL;
   if (baseUrl && !readStoredSettings(ctx.layout.settingsFile).releaseBaseUrl) {
     updateSettings(ctx.layout.settingsFile, { releaseBaseUrl: baseUrl.replace(/\/+$/, "") }, options.env);
   }
-  if (options.remoteControl && !options.bootstrap) {
-    warn("--remote-control takes effect with --bootstrap (or run `berth bootstrap --remote-control`).");
+  if (options.remoteControl !== undefined && !options.bootstrap) {
+    const flag = options.remoteControl ? "--remote-control" : "--no-remote-control";
+    warn(`${flag} takes effect with --bootstrap (or run \`berth bootstrap ${flag}\`).`);
   }
   if (!options.bootstrap) return {};
-  return { bootstrap: await bootstrap(ctx, { ...(options.remoteControl ? { remoteControl: true } : {}), autoUpdate: true }) };
+  return { bootstrap: await bootstrap(ctx, { ...(options.remoteControl !== undefined ? { remoteControl: options.remoteControl } : {}), autoUpdate: true }) };
 }

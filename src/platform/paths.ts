@@ -48,6 +48,7 @@ export function layoutFor(home: string) {
     daemonLock: join(daemonDir, "daemon.lock"),
     appServerPid: join(daemonDir, "app-server.pid"),
     appServerLog: join(daemonDir, "app-server.log"),
+    appServerShutdown: join(daemonDir, "app-server.shutdown.json"),
     updaterPid: join(daemonDir, "updater.pid"),
     updaterLog: join(daemonDir, "updater.log"),
     updaterState: join(daemonDir, "updater-state.json"),

@@ -105,3 +105,45 @@ export async function probeInitialize(socketPath: string, timeoutMs: number): Pr
   }
   return { kind: "absent", detail: `nothing answers on ${socketPath}` };
 }
+
+/**
+ * How many session processes the app-server on this socket runs (process/list),
+ * or undefined when no berth app-server answers within the deadline.
+ */
+export async function countRunningProcesses(socketPath: string, timeoutMs: number): Promise<number | undefined> {
+  if (!existsSync(socketPath)) return undefined;
+  return new Promise<number | undefined>((resolve) => {
+    let ws: WebSocket | undefined;
+    const finish = (value: number | undefined) => {
+      clearTimeout(timer);
+      try {
+        ws?.close();
+      } catch {
+        // never opened
+      }
+      resolve(value);
+    };
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    try {
+      ws = new WebSocket(`ws+unix://${socketPath}`);
+    } catch {
+      finish(undefined);
+      return;
+    }
+    ws.onopen = () => {
+      ws?.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { clientInfo: { name: "berth-cli", version: CLI_VERSION } } }));
+      ws?.send(JSON.stringify({ jsonrpc: "2.0", id: 2, method: "process/list" }));
+    };
+    ws.onmessage = (event) => {
+      try {
+        const reply = JSON.parse(String(event.data)) as { id?: unknown; result?: { processes?: Array<{ state?: unknown }> } };
+        if (reply.id !== 2) return;
+        const processes = reply.result?.processes;
+        finish(Array.isArray(processes) ? processes.filter((p) => p.state === "running").length : undefined);
+      } catch {
+        finish(undefined);
+      }
+    };
+    ws.onerror = ws.onclose = () => finish(undefined);
+  });
+}

@@ -3,6 +3,7 @@ import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
 import { notifyReady } from "../daemon/ready.ts";
+import { writeFileAtomic } from "../platform/fs.ts";
 import { listenOfUrl, planRemoteListen, readSavedListen, saveListen, savedListenPath } from "./remote-listen.ts";
 import { startServer, type ServeOptions } from "./serve.ts";
 import { ensureToken } from "./token.ts";
@@ -56,6 +57,13 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   // Listening and able to shut down cleanly: tell the starter (see daemon/ready.ts).
   notifyReady();
   await server.closed;
-  logger.info(`berth app-server pid ${identity.pid} stopped`);
+  const report = await server.shutdownReport;
+  // `stop` reads this after the process is gone to report processesEnded (see daemon/app-server.ts).
+  try {
+    writeFileAtomic(ctx.layout.appServerShutdown, `${JSON.stringify({ pid: identity.pid, instanceId: identity.instanceId, at: new Date().toISOString(), ...report })}\n`);
+  } catch (error) {
+    logger.warn(`could not record the shutdown report in ${ctx.layout.appServerShutdown}:`, error);
+  }
+  logger.info(`berth app-server pid ${identity.pid} stopped; ${JSON.stringify(report)}`);
   return { status: "stopped", pid: identity.pid, instanceId: identity.instanceId };
 }

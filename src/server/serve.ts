@@ -11,14 +11,18 @@ import { CLI_VERSION } from "../version.ts";
 import { socketAcceptsConnections } from "./client.ts";
 import { createApi } from "./api/index.ts";
 import { runMethod } from "./api/dispatch.ts";
-import type { Conn } from "./api/types.ts";
+import { SocketConn } from "./conn.ts";
 import { logger } from "../output.ts";
-import { routeRpcText, type InitializeResult, type RpcReply, type Session } from "./protocol.ts";
+import { routeRpcText, type InitializeResult, type Session } from "./protocol.ts";
 import { bearerMatches, parseListen } from "./token.ts";
 
 /** Frames larger than this close the offending connection (spec: 1 MiB). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 const SOCKET_PROBE_TIMEOUT_MS = 1_000;
+/** Concurrent connections served; the next upgrade gets 503 (each may hold up to 8 MiB of backlog). */
+export const MAX_CONNECTIONS = 512;
+/** Bun drops sends past its own limit; ours (8 MiB, conn.ts) must always act first. */
+const BUN_BACKPRESSURE_LIMIT_BYTES = 64 * 1024 * 1024;
 
 export type ServeOptions = {
   socketPath: string;
@@ -71,41 +75,52 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   const api = createApi({ settings: options.settings ?? {} });
   let nextConnId = 1;
-  const send = (ws: ServerWebSocket<Client>, reply: RpcReply) => {
-    if (ws.readyState === 1) ws.send(JSON.stringify(reply));
+  let connections = 0;
+  const onText = (ws: ServerWebSocket<Client>, text: string) => {
+    const conn = ws.data.conn as SocketConn;
+    const routed = routeRpcText(text, ws.data, identity, api.methods);
+    if (routed.kind === "reply") conn.send(JSON.stringify(routed.reply));
+    else if (routed.kind === "call") {
+      void runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
+        logger.error(`${method} failed:`, error),
+      ).then((reply) => {
+        if (reply) conn.send(JSON.stringify(reply));
+      });
+    }
   };
   const websocket = {
     maxPayloadLength: MAX_FRAME_BYTES,
+    backpressureLimit: BUN_BACKPRESSURE_LIMIT_BYTES,
+    closeOnBackpressureLimit: false,
     idleTimeout: 0,
     open(ws: ServerWebSocket<Client>) {
-      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws) };
+      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text)) };
     },
     message(ws: ServerWebSocket<Client>, message: string | Buffer) {
+      const conn = ws.data.conn as SocketConn;
       if (typeof message !== "string") {
-        send(ws, { jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } });
+        conn.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } }));
         return;
       }
-      const routed = routeRpcText(message, ws.data, identity, api.methods);
-      if (routed.kind === "reply") send(ws, routed.reply);
-      else if (routed.kind === "call") {
-        const conn = ws.data.conn as SocketConn;
-        void runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
-          logger.error(`${method} failed:`, error),
-        ).then((reply) => {
-          if (reply) send(ws, reply);
-        });
-      }
+      conn.receive(message);
     },
     drain(ws: ServerWebSocket<Client>) {
       ws.data.conn?.drained();
     },
     close(ws: ServerWebSocket<Client>) {
+      connections -= 1;
       ws.data.conn?.closedNow();
     },
   };
   const upgrade = (request: Request, server: Server<Client>): Response | undefined => {
     if (new URL(request.url).pathname !== "/") return new Response("not found\n", { status: 404 });
-    if (server.upgrade(request, { data: { initialized: false } })) return undefined;
+    if (connections >= MAX_CONNECTIONS) {
+      return new Response(`berth app-server: ${MAX_CONNECTIONS} connections already open; try again later\n`, { status: 503, headers: { "retry-after": "1" } });
+    }
+    if (server.upgrade(request, { data: { initialized: false } })) {
+      connections += 1;
+      return undefined;
+    }
     return new Response("berth app-server: WebSocket upgrade required\n", { status: 426 });
   };
 
@@ -164,52 +179,4 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     ).finally(resolveClosed);
   };
   return { identity, shutdown, closed, shutdownReport };
-}
-
-/** The API's view of one WebSocket connection. */
-class SocketConn implements Conn {
-  closed = false;
-  private readonly drainListeners = new Set<() => void>();
-  private readonly closeListeners: Array<() => void> = [];
-
-  constructor(
-    readonly id: number,
-    private readonly ws: ServerWebSocket<Client>,
-  ) {}
-
-  notify(method: string, params: unknown): void {
-    if (this.closed) return;
-    this.ws.send(JSON.stringify({ jsonrpc: "2.0", method, params }));
-  }
-
-  backlog(): number {
-    return this.closed ? 0 : this.ws.getBufferedAmount();
-  }
-
-  onDrain(listener: () => void): () => void {
-    this.drainListeners.add(listener);
-    return () => this.drainListeners.delete(listener);
-  }
-
-  onClose(cleanup: () => void): void {
-    if (this.closed) cleanup();
-    else this.closeListeners.push(cleanup);
-  }
-
-  drained(): void {
-    for (const listener of [...this.drainListeners]) listener();
-  }
-
-  closedNow(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.drainListeners.clear();
-    for (const cleanup of this.closeListeners.splice(0)) {
-      try {
-        cleanup();
-      } catch (error) {
-        logger.error("connection cleanup failed:", error);
-      }
-    }
-  }
 }

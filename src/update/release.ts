@@ -160,7 +160,12 @@ export function selectAsset(manifest: unknown, version: string, target: Target):
 
 export async function fetchManifestAsset(baseUrl: string, version: string, target: Target): Promise<Asset> {
   const url = joinUrl(baseUrl, `${version}/manifest.json`);
-  return selectAsset(parseJson(url, await fetchSigned(url)), version, target);
+  const opened = await open(url, METADATA_TIMEOUT_MS);
+  if (!opened) {
+    const base = baseUrl.replace(/\/+$/, "");
+    throw new BerthError("DOWNLOAD_FAILED", `${version} is not published at ${base} (no ${version}/manifest.json there); run \`berth update --check\` for the latest version.`);
+  }
+  return selectAsset(parseJson(url, await fetchSigned(url, opened)), version, target);
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {

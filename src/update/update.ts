@@ -16,6 +16,7 @@ import { flipCurrent, installRelease, withInstallLock } from "../install/install
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
+import { clearPendingRestart, restartWaitsForProcesses } from "./defer.ts";
 import { planUpdate, rolloutBucket, shouldRestart } from "./decide.ts";
 import { machineId } from "./machine-id.ts";
 import { critical } from "./termination.ts";
@@ -207,20 +208,32 @@ export async function updateWithRollout(ctx: Context, settings: Settings, option
   const { result, pending } = await prepareUpdate(ctx, settings, options);
   if (!pending) return result;
   const rollout = await tryRollout(ctx, pending, lock);
-  if (!rollout) return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: daemon.lock is busy`, pending };
+  if (!rollout) {
+    const waiting = readUpdaterState(ctx.layout.updaterState).pendingRestart;
+    const why = waiting?.version === pending.version ? `${waiting.runningProcesses} session process(es) run (since ${waiting.since})` : "daemon.lock is busy";
+    return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: ${why}`, pending };
+  }
   return { ...result, ...rollout, managedVersion: managedInstall(ctx).version };
 }
 
 /** Runs the rollout under daemon.lock, taken without waiting when `lock` is `try`; undefined when busy. */
 export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "held" | "try") {
-  if (lock === "held") return rolloutUnderLock(ctx, settingsOf(ctx), pending);
+  const settings = settingsOf(ctx);
+  if (lock === "held") return finishedRollout(ctx, await rolloutUnderLock(ctx, settings, pending));
+  // The loop holds the restart back while session processes run (a manual update does not).
+  if (await restartWaitsForProcesses(ctx, settings, pending.version)) return undefined;
   const daemonLock = FileLock.tryAcquire(ctx.layout.daemonLock);
   if (!daemonLock) return undefined;
   try {
-    return await rolloutUnderLock(ctx, settingsOf(ctx), pending);
+    return finishedRollout(ctx, await rolloutUnderLock(ctx, settings, pending));
   } finally {
     daemonLock.release();
   }
+}
+
+function finishedRollout<T>(ctx: Context, rollout: T): T {
+  clearPendingRestart(ctx);
+  return rollout;
 }
 
 export function checkOutcome(status: UpdateStatus): UpdaterCheck["outcome"] {

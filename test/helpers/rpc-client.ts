@@ -32,6 +32,8 @@ export class RpcClient {
   private nextId = 1;
   private readonly calls = new Map<number, { resolve: (reply: any) => void; reject: (error: Error) => void }>();
   private readonly handlers = new Map<string, (params: any) => void>();
+  /** When set, every message's kind in arrival order ("reply <id>" or the notification's method), for ordering checks. */
+  order: string[] | undefined;
   /** Notifications without a handler, oldest first. */
   readonly notifications: Notification[] = [];
 
@@ -59,6 +61,7 @@ export class RpcClient {
     const pending = this.ws.pending as string[];
     while (pending.length > 0) {
       const message = JSON.parse(pending.shift() as string);
+      this.order?.push(typeof message.method === "string" ? message.method : `reply ${message.id}`);
       if (typeof message.method === "string") {
         const handler = this.handlers.get(message.method);
         if (handler) handler(message.params);

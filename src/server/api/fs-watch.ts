@@ -15,6 +15,8 @@ export const COALESCE_MS = 50;
 export const WATCHES_PER_CONNECTION_MAX = 256;
 /** At most this many distinct paths in one fs/changed; the rest are dropped and `overflow: true` says so. */
 export const CHANGES_PER_BATCH_MAX = 10_000;
+/** While the client has more than this unread, changes keep gathering (bounded by the batch cap) instead of being sent. */
+export const WATCH_BACKLOG_MAX_BYTES = 1024 * 1024;
 
 export type ChangeKind = "created" | "modified" | "deleted";
 
@@ -80,6 +82,10 @@ export function createWatches() {
   const flush = (entry: Watch) => {
     entry.timer = undefined;
     if (entry.batch.size === 0 || !watches.has(entry.id)) return;
+    if (entry.conn.backlog() > WATCH_BACKLOG_MAX_BYTES) {
+      entry.timer = setTimeout(() => flush(entry), COALESCE_MS);
+      return;
+    }
     const batch = entry.batch;
     entry.batch = new ChangeBatch();
     entry.conn.notify("fs/changed", { watchId: entry.id, changes: batch.toJSON(), ...(batch.overflow ? { overflow: true } : {}) });

@@ -3,9 +3,16 @@
  * added here and nowhere else.
  */
 import { createFsApi } from "./fs.ts";
+import { processFamily } from "./process.ts";
 import { createSystemApi } from "./system.ts";
 import { createTunnelApi } from "./tunnel.ts";
 import type { ApiFamily, MethodTable } from "./types.ts";
+
+/**
+ * Processes get this share of the server's stopGraceMs to end on SIGTERM/SIGHUP
+ * before SIGKILL, so the server itself exits before `stop` loses patience with it.
+ */
+export const PROCESS_GRACE_SHARE = 0.8;
 
 export type ApiOptions = {
   /** Loaded settings of this BERTH_HOME (processes.*, tunnels.*). */
@@ -37,5 +44,13 @@ export function composeApi(families: ApiFamily[]): Api {
 
 /** The families the app-server serves. */
 export function createApi(options: ApiOptions): Api {
-  return composeApi([createFsApi(), createSystemApi(), createTunnelApi(options.settings)]);
+  const settings = options.settings;
+  const stopGraceMs = typeof settings.stopGraceMs === "number" ? settings.stopGraceMs : 60_000;
+  const limits = (settings.processes ?? {}) as Record<string, number>;
+  return composeApi([
+    processFamily({ limits, stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE) }),
+    createFsApi(),
+    createSystemApi(),
+    createTunnelApi(options.settings),
+  ]);
 }

@@ -44,6 +44,10 @@ class Tunnel {
   private ending = false;
   private terminated = false;
   closed = false;
+  /** False until the client has its tunnelId: earlier bytes and closes wait (the reply goes out first). */
+  private started = false;
+  private early: Buffer[] = [];
+  private pendingClose: { reason: CloseReason; message?: string } | undefined;
   socket!: Socket<undefined>;
   stopDrainListener: () => void = () => {};
 
@@ -55,9 +59,21 @@ class Tunnel {
 
   /** Bytes from the TCP peer: forwarded, then reading pauses if the client's backlog is too deep. */
   received(data: Buffer): void {
+    if (!this.started) {
+      this.early.push(data); // the socket is paused until start(): at most one read
+      return;
+    }
     if (this.closed) return;
     this.conn.notify("tunnel/data", { tunnelId: this.id, data: data.toString("base64") });
     if (this.conn.backlog() > BACKLOG_PAUSE_BYTES) this.socket.pause();
+  }
+
+  /** Called once the tunnel/open reply is on its way: early bytes, then an early close, else reading starts. */
+  start(): void {
+    this.started = true;
+    for (const data of this.early.splice(0)) this.received(data);
+    if (this.pendingClose) this.finish(this.pendingClose.reason, this.pendingClose.message);
+    else this.clientDrained();
   }
 
   /** The client's backlog drained: read again. */
@@ -121,6 +137,10 @@ class Tunnel {
 
   /** Ends the tunnel once; tells the client unless its connection is gone. */
   finish(reason: CloseReason, message?: string, terminate = true): void {
+    if (!this.started) {
+      this.pendingClose ??= { reason, ...(message ? { message } : {}) };
+      return;
+    }
     if (this.closed) return;
     this.closed = true;
     this.stopDrainListener();
@@ -156,12 +176,14 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
     if ((perConn.get(conn.id) ?? 0) >= TUNNELS_PER_CONNECTION_MAX) {
       throw new ApiError(API_LIMIT, `this connection already has ${TUNNELS_PER_CONNECTION_MAX} tunnels; close some first`);
     }
+    perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1); // reserved now, so concurrent opens cannot pass the cap
     const tunnel = new Tunnel(`t${nextId++}`, conn, forget);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const connecting = Bun.connect({
       hostname: host,
       port,
       socket: {
+        open: (socket) => socket.pause(),
         data: (_socket, data) => tunnel.received(data),
         drain: () => tunnel.flush(),
         end: () => tunnel.finish("remote"),
@@ -177,19 +199,17 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
         }),
       ]);
     } catch (error) {
+      perConn.set(conn.id, (perConn.get(conn.id) ?? 1) - 1);
       connecting.then((socket) => socket.terminate(), () => {});
       throw connectFailure(host, port, error);
     } finally {
       clearTimeout(timer);
     }
-    if (conn.closed) {
-      tunnel.socket.terminate();
-      throw new ApiError(API_NOT_FOUND, "the connection closed while the tunnel was opening");
-    }
     tunnels.set(tunnel.id, tunnel);
-    perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1);
     tunnel.stopDrainListener = conn.onDrain(() => tunnel.clientDrained());
-    conn.onClose(() => tunnel.finish("shutdown"));
+    conn.onClose(() => tunnel.finish("shutdown")); // runs at once if the connection is already gone
+    // The reply is sent in a microtask after this returns; setImmediate comes after it.
+    setImmediate(() => tunnel.start());
     return { tunnelId: tunnel.id };
   };
 

@@ -37,6 +37,8 @@ export interface Conn {
   /** Runs `cleanup` once when the connection closes (detach, unwatch, close tunnels). */
   onClose(cleanup: () => void): void;
   readonly closed: boolean;
+  /** Closes the connection with a WebSocket close code (e.g. 1008 past a backlog cap); the client reconnects. */
+  close?(code: number, reason: string): void;
 }
 
 export type Method<P = any> = {

@@ -1,0 +1,89 @@
+/**
+ * The `process/*` family: processes and terminals that outlive connections.
+ * The table only checks params and calls into src/server/process/.
+ */
+import { ProcessManager, DEFAULT_PROCESS_LIMITS, type ProcessLimits } from "../process/manager.ts";
+import type { ManagedProcess } from "../process/managed.ts";
+import { absPath, arrayOf, base64, int, nonEmptyStr, object, oneOf, optional, params, recordOf, str } from "./params.ts";
+import { API_INVALID_PARAMS, API_NOT_FOUND, ApiError, method, type ApiFamily } from "./types.ts";
+
+export const SIGNALS = ["SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGSTOP", "SIGWINCH"] as const;
+const MAX_ARGV = 4_096;
+const MAX_ENV_KEYS = 4_096;
+const MAX_TERMINAL_CELLS = 10_000;
+
+const terminalSize = object({ cols: int(1, MAX_TERMINAL_CELLS), rows: int(1, MAX_TERMINAL_CELLS) });
+const processId = { processId: nonEmptyStr };
+const envValue = (v: unknown, name: string) => {
+  const value = str(v, name);
+  if (value.includes("\0")) throw new ApiError(API_INVALID_PARAMS, `invalid params: ${name} must not contain NUL`);
+  return value;
+};
+const argvItem = (v: unknown, name: string) => envValue(v, name);
+const since = recordOf(int(0), { maxKeys: 3 });
+
+export type ProcessFamilyOptions = { limits?: Partial<ProcessLimits>; stopGraceMs?: number };
+
+function running(managed: ManagedProcess, what: string): ManagedProcess {
+  if (managed.state !== "running" || !managed.unreaped) {
+    throw new ApiError(API_NOT_FOUND, `process ${managed.processId} has exited; it can no longer ${what}`);
+  }
+  return managed;
+}
+
+export function processFamily(options: ProcessFamilyOptions = {}): ApiFamily & { manager: ProcessManager } {
+  const manager = new ProcessManager({ ...DEFAULT_PROCESS_LIMITS, ...options.limits });
+  const methods = {
+    "process/spawn": method(
+      params({
+        argv: optional(arrayOf(argvItem, { min: 1, max: MAX_ARGV })),
+        cwd: optional(absPath),
+        env: optional(recordOf(envValue, { maxKeys: MAX_ENV_KEYS })),
+        terminal: optional(terminalSize),
+        name: optional(nonEmptyStr),
+      }),
+      (p, conn) => {
+        const managed = manager.spawn(p);
+        managed.attach(conn);
+        return { process: managed.info() };
+      },
+    ),
+    "process/attach": method(params({ ...processId, since: optional(since) }), (p, conn) => {
+      const managed = manager.find(p.processId);
+      for (const stream of Object.keys(p.since ?? {})) {
+        if (!managed.rings.has(stream as never)) throw new ApiError(API_INVALID_PARAMS, `invalid params: since.${stream} names no stream of ${managed.processId}`);
+      }
+      managed.attach(conn, p.since);
+      return { process: managed.info() };
+    }),
+    "process/detach": method(params(processId), (p, conn) => ({ detached: manager.find(p.processId).detach(conn) })),
+    "process/write": method(params({ ...processId, data: base64 }), (p) => {
+      running(manager.find(p.processId), "take input").write(p.data);
+      return {};
+    }),
+    "process/closeStdin": method(params(processId), (p) => {
+      running(manager.find(p.processId), "take input").closeStdin();
+      return {};
+    }),
+    "process/resize": method(params({ ...processId, cols: int(1, MAX_TERMINAL_CELLS), rows: int(1, MAX_TERMINAL_CELLS) }), (p) => {
+      const managed = running(manager.find(p.processId), "be resized");
+      if (!managed.terminal) throw new ApiError(API_INVALID_PARAMS, `invalid params: process ${managed.processId} has no terminal to resize`);
+      managed.resize({ cols: p.cols, rows: p.rows });
+      return { process: managed.info() };
+    }),
+    "process/signal": method(params({ ...processId, signal: oneOf(SIGNALS) }), (p) => {
+      const managed = running(manager.find(p.processId), "be signalled");
+      return { delivered: managed.signalGroup(p.signal) };
+    }),
+    "process/list": method(params({}), () => ({ processes: manager.all().map((m) => m.info()) })),
+    "process/remove": method(params(processId), (p) => {
+      manager.remove(manager.find(p.processId));
+      return {};
+    }),
+  };
+  return {
+    manager,
+    methods,
+    shutdown: () => manager.shutdown(options.stopGraceMs ?? 0),
+  };
+}

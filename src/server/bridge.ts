@@ -1,0 +1,237 @@
+/**
+ * `berth connect`: stdin/stdout ⇄ the app-server's WebSocket, one JSON-RPC
+ * message per `\n`-terminated line each way. Bounded both ways: stdin is read
+ * only while the socket's send buffer is below BRIDGE_HIGH_WATER_BYTES, and
+ * the socket is paused while that much output waits for a slow stdout.
+ */
+import { BerthError, describeError } from "../errors.ts";
+import { foreignServerError, isOurServer, startAppServer } from "../daemon/app-server.ts";
+import type { Context } from "../daemon/context.ts";
+import { CLI_VERSION } from "../version.ts";
+import { probeInitialize } from "./client.ts";
+import { MAX_FRAME_BYTES } from "./serve.ts";
+
+/** Protocol version announced in the `connected` line. */
+export const BRIDGE_PROTOCOL = 1;
+/** Exit codes after the `connected` line (spec "Connecting"). */
+export const EXIT_STDIN_EOF = 0;
+export const EXIT_SERVER_CLOSED = 75;
+export const EXIT_LINE_TOO_LONG = 65;
+/** Stop reading stdin / the socket while this much waits to be written the other way. */
+export const BRIDGE_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+const BRIDGE_LOW_WATER_BYTES = 1024 * 1024;
+const CONNECT_TIMEOUT_MS = 5_000;
+const PROBE_TIMEOUT_MS = 3_000;
+/** After stdin EOF, wait this long for replies to requests already sent, then for the close handshake. */
+const CLOSE_WAIT_MS = 5_000;
+const SEND_POLL_MS = 2;
+
+export type ConnectedLine = {
+  status: "connected";
+  protocol: number;
+  pid: number;
+  appServerVersion: string;
+  cliVersion: string;
+  socketPath: string;
+};
+
+/** What `connect` hands the renderer: the first line, then the stream that decides the exit code. */
+export type Bridge = { firstLine: ConnectedLine; run(): Promise<number> };
+
+type PausableWebSocket = WebSocket & { pause(): boolean; resume(): boolean };
+
+/** Pure: the key of a request's id (undefined for notifications, replies and anything unparsable). */
+export function requestKey(text: string): string | undefined {
+  try {
+    const message = JSON.parse(text) as Record<string, unknown> | null;
+    if (typeof message !== "object" || message === null || !("id" in message)) return undefined;
+    return typeof message.method === "string" || !("result" in message || "error" in message) ? JSON.stringify(message.id) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pure: the id key of a reply (a message with an id and no method). */
+function replyKey(text: string): string | undefined {
+  // Notifications start with {"jsonrpc":"2.0","method" on this server: skip parsing those.
+  if (text.startsWith('{"jsonrpc":"2.0","method"')) return undefined;
+  try {
+    const message = JSON.parse(text) as Record<string, unknown> | null;
+    return typeof message === "object" && message !== null && "id" in message && !("method" in message) ? JSON.stringify(message.id) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pure: splits buffered stdin bytes into complete lines; the rest stays buffered. Throws nothing; reports an over-long line. */
+export function takeLines(buffer: Uint8Array, maxLineBytes: number): { lines: Uint8Array[]; rest: Uint8Array; tooLong: boolean } {
+  const lines: Uint8Array[] = [];
+  let start = 0;
+  for (let i = buffer.indexOf(10, start); i >= 0; i = buffer.indexOf(10, start)) {
+    const end = i > start && buffer[i - 1] === 13 ? i - 1 : i;
+    if (end - start > maxLineBytes) return { lines, rest: new Uint8Array(0), tooLong: true };
+    lines.push(buffer.subarray(start, end));
+    start = i + 1;
+  }
+  const rest = buffer.subarray(start);
+  return { lines, rest, tooLong: rest.length > maxLineBytes };
+}
+
+async function openSocket(socketPath: string): Promise<PausableWebSocket> {
+  const ws = new WebSocket(`ws+unix://${socketPath}`) as PausableWebSocket;
+  const opened = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), CONNECT_TIMEOUT_MS);
+    ws.onopen = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    ws.onerror = ws.onclose = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+  });
+  if (!opened) {
+    ws.close();
+    throw new BerthError("NOT_RUNNING", `the app-server did not accept a connection on ${socketPath}; check \`berth status\` and \`berth logs\`.`);
+  }
+  return ws;
+}
+
+/** Makes sure the app-server runs (unless `start` is false), connects, and returns the bridge. */
+export async function openBridge(ctx: Context, options: { start: boolean }): Promise<Bridge> {
+  // An app-server of ours that answers needs no lock: hundreds of connects must not queue on daemon.lock.
+  let probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  if (options.start && !isOurServer(ctx, probe)) {
+    await startAppServer(ctx);
+    probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  }
+  if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+  if (!isOurServer(ctx, probe)) {
+    const hint = options.start ? "check `berth status` and `berth logs`" : "start it with `berth start`, or run `berth connect` without --no-start";
+    throw new BerthError("NOT_RUNNING", `no app-server of ${ctx.layout.home} answers on ${ctx.socket.path}; ${hint}.`);
+  }
+  const ws = await openSocket(ctx.socket.path);
+  return {
+    firstLine: {
+      status: "connected",
+      protocol: BRIDGE_PROTOCOL,
+      pid: probe.info.pid,
+      appServerVersion: probe.info.serverInfo.version,
+      cliVersion: CLI_VERSION,
+      socketPath: ctx.socket.path,
+    },
+    run: () => runBridge(ws),
+  };
+}
+
+let stdoutSink: import("bun").FileSink | undefined;
+
+/**
+ * Writes to stdout in order through one FileSink, resolving once flushed.
+ * (Awaited Bun.write calls to a slow pipe were seen to lose the tail of a chunk
+ * under load in Bun 1.4.5; the sink keeps every byte in order.)
+ */
+async function writeAllToStdout(data: Uint8Array): Promise<void> {
+  stdoutSink ??= Bun.stdout.writer();
+  stdoutSink.write(data);
+  await stdoutSink.flush();
+}
+
+/** Pumps both ways until stdin ends (0), the server closes (75) or a line is too long (65). */
+export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(), write: (data: Uint8Array) => Promise<unknown> = writeAllToStdout): Promise<number> {
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((resolve) => (finish = resolve));
+  let closedByUs = false;
+  let outQueue: Uint8Array[] = [];
+  let outBytes = 0;
+  let writing: Promise<void> = Promise.resolve();
+  let paused = false;
+  const encoder = new TextEncoder();
+  /** Requests sent and not answered yet: at stdin EOF the bridge waits for them before closing. */
+  const outstanding = new Set<string>();
+
+  const flushOut = async () => {
+    while (outQueue.length > 0) {
+      const chunk = outQueue.length === 1 ? (outQueue[0] as Uint8Array) : Buffer.concat(outQueue);
+      outQueue = [];
+      try {
+        await write(chunk);
+      } catch {
+        // stdout is gone (EPIPE): nobody reads any more; end like EOF
+        closedByUs = true;
+        ws.close(1000);
+        finish(EXIT_STDIN_EOF);
+        return;
+      }
+      outBytes -= chunk.length;
+      if (paused && outBytes < BRIDGE_LOW_WATER_BYTES) {
+        paused = false;
+        ws.resume();
+      }
+    }
+  };
+  ws.onmessage = (event) => {
+    const text = String(event.data);
+    if (outstanding.size > 0) {
+      const id = replyKey(text);
+      if (id !== undefined) outstanding.delete(id);
+    }
+    const data = encoder.encode(`${text}\n`);
+    outQueue.push(data);
+    outBytes += data.length;
+    if (!paused && outBytes > BRIDGE_HIGH_WATER_BYTES) {
+      paused = true;
+      ws.pause();
+    }
+    if (outQueue.length === 1) writing = writing.then(flushOut);
+  };
+  ws.onclose = () => {
+    void writing.then(() => finish(closedByUs ? EXIT_STDIN_EOF : EXIT_SERVER_CLOSED));
+  };
+  ws.onerror = () => {};
+
+  void (async () => {
+    let pending: Uint8Array = new Uint8Array(0);
+    try {
+      for await (const chunk of stdin) {
+        const buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+        const { lines, rest, tooLong } = takeLines(buffer, MAX_FRAME_BYTES);
+        for (const line of lines) {
+          if (line.length === 0) continue;
+          if (ws.readyState !== WebSocket.OPEN) return;
+          const text = Buffer.from(line.buffer, line.byteOffset, line.length).toString("utf8");
+          const key = requestKey(text);
+          if (key !== undefined) outstanding.add(key);
+          ws.send(text);
+        }
+        if (tooLong) {
+          process.stderr.write(`berth connect: a stdin line is longer than ${MAX_FRAME_BYTES} bytes (the frame limit); closing.\n`);
+          closedByUs = true;
+          ws.close(1009, "line too long");
+          finish(EXIT_LINE_TOO_LONG);
+          return;
+        }
+        pending = rest.length === 0 ? new Uint8Array(0) : new Uint8Array(rest);
+        while (ws.readyState === WebSocket.OPEN && ws.bufferedAmount > BRIDGE_HIGH_WATER_BYTES) await Bun.sleep(SEND_POLL_MS);
+      }
+    } catch (error) {
+      process.stderr.write(`berth connect: reading stdin failed: ${describeError(error)}\n`);
+    }
+    if (ws.readyState !== WebSocket.OPEN) return;
+    // EOF: a last unterminated line still counts as a message.
+    if (pending.length > 0) {
+      const text = Buffer.from(pending).toString("utf8");
+      const key = requestKey(text);
+      if (key !== undefined) outstanding.add(key);
+      ws.send(text);
+    }
+    const deadline = Date.now() + CLOSE_WAIT_MS;
+    while (outstanding.size > 0 && ws.readyState === WebSocket.OPEN && Date.now() < deadline) await Bun.sleep(SEND_POLL_MS);
+    if (ws.readyState !== WebSocket.OPEN) return;
+    closedByUs = true;
+    ws.close(1000);
+    setTimeout(() => void writing.then(() => finish(EXIT_STDIN_EOF)), CLOSE_WAIT_MS).unref?.();
+  })();
+
+  return finished;
+}

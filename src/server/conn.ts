@@ -1,0 +1,126 @@
+/**
+ * One WebSocket connection as the API sees it, with explicit backpressure:
+ * - every send looks at Bun's buffered amount; past MAX_BACKLOG_BYTES of
+ *   unsent output the connection is closed with 1008 (the client reconnects
+ *   and re-attaches from its offsets); a send Bun drops closes it with 1013;
+ * - while PAUSE_READING_BYTES of output is unsent, requests are queued, not
+ *   handled (so a client that does not read its replies cannot make the server
+ *   produce more); past MAX_PENDING_REQUEST_BYTES of queued requests the
+ *   connection is closed with 1008.
+ */
+import type { ServerWebSocket } from "bun";
+import { logger } from "../output.ts";
+import type { Conn } from "./api/types.ts";
+
+/** Unsent output one connection may hold before it is closed (spec: 8 MiB). */
+export const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
+/** While this much output is unsent, the connection's requests wait. */
+export const PAUSE_READING_BYTES = 1024 * 1024;
+/** Requests one paused connection may queue before it is closed. */
+export const MAX_PENDING_REQUEST_BYTES = 8 * 1024 * 1024;
+/** A connection closed for its backlog gets this long for the close handshake, then is cut. */
+export const CLOSE_HANDSHAKE_MS = 1_000;
+export const CLOSE_POLICY = 1008;
+export const CLOSE_TRY_AGAIN = 1013;
+
+export class SocketConn implements Conn {
+  closed = false;
+  private readonly drainListeners = new Set<() => void>();
+  private readonly closeListeners: Array<() => void> = [];
+  private readonly pending: string[] = [];
+  private pendingBytes = 0;
+
+  constructor(
+    readonly id: number,
+    private readonly ws: ServerWebSocket<unknown>,
+    private readonly handle: (text: string) => void,
+  ) {}
+
+  /** Sends one message; closes the connection when its backlog passes the cap. */
+  send(text: string): void {
+    if (this.closed || this.ws.readyState !== 1) return;
+    const status = this.ws.send(text);
+    if (status === 0) this.shut(CLOSE_TRY_AGAIN, "message dropped under backpressure; reconnect");
+    else if (this.ws.getBufferedAmount() > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
+  }
+
+  notify(method: string, params: unknown): void {
+    this.send(JSON.stringify({ jsonrpc: "2.0", method, params }));
+  }
+
+  backlog(): number {
+    return this.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
+  /** A text frame from the client: handled now, or queued while replies are not drained. */
+  receive(text: string): void {
+    if (this.closed) return;
+    if (this.pending.length === 0 && this.backlog() < PAUSE_READING_BYTES) {
+      this.handle(text);
+      return;
+    }
+    this.pending.push(text);
+    this.pendingBytes += text.length;
+    if (this.pendingBytes > MAX_PENDING_REQUEST_BYTES) this.shut(CLOSE_POLICY, "too many requests while replies were not read");
+  }
+
+  onDrain(listener: () => void): () => void {
+    this.drainListeners.add(listener);
+    return () => this.drainListeners.delete(listener);
+  }
+
+  onClose(cleanup: () => void): void {
+    if (this.closed) cleanup();
+    else this.closeListeners.push(cleanup);
+  }
+
+  /** Bun's drain: handle queued requests while the backlog stays low, then tell the listeners. */
+  drained(): void {
+    while (!this.closed && this.pending.length > 0 && this.backlog() < PAUSE_READING_BYTES) {
+      const text = this.pending.shift() as string;
+      this.pendingBytes -= text.length;
+      this.handle(text);
+    }
+    for (const listener of [...this.drainListeners]) listener();
+  }
+
+  close(code: number, reason: string): void {
+    this.shut(code, reason);
+  }
+
+  /** Closes with a code; a client that does not read is cut after CLOSE_HANDSHAKE_MS. */
+  shut(code: number, reason: string): void {
+    if (this.closed) return;
+    logger.warn(`closing connection ${this.id}: ${reason} (${code})`);
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // already closing
+    }
+    this.closedNow();
+    const timer = setTimeout(() => {
+      try {
+        if (this.ws.readyState !== 3) this.ws.terminate();
+      } catch {
+        // gone
+      }
+    }, CLOSE_HANDSHAKE_MS);
+    timer.unref?.();
+  }
+
+  /** The connection is gone: detach it from everything, once. */
+  closedNow(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending.length = 0;
+    this.pendingBytes = 0;
+    this.drainListeners.clear();
+    for (const cleanup of this.closeListeners.splice(0)) {
+      try {
+        cleanup();
+      } catch (error) {
+        logger.error("connection cleanup failed:", error);
+      }
+    }
+  }
+}

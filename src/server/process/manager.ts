@@ -1,0 +1,161 @@
+/**
+ * The processes of one app-server run: spawn (pipes or a pseudo-terminal,
+ * each in its own process group), look up by id or name, forget exited ones
+ * after `retainExitedMs`, and end them all when the server stops.
+ */
+import { homedir, userInfo } from "node:os";
+import { errnoCode } from "../../errors.ts";
+import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_PARAMS } from "../api/types.ts";
+import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type TerminalSize } from "./managed.ts";
+import { endProcessTrees } from "./tree.ts";
+
+export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
+
+export const DEFAULT_PROCESS_LIMITS: ProcessLimits = { scrollbackBytes: 2 * 1024 * 1024, max: 64, retainExitedMs: 86_400_000 };
+export const TERMINAL_TERM = "xterm-256color";
+
+export type SpawnRequest = {
+  argv?: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  terminal?: TerminalSize;
+  name?: string;
+};
+
+/** Pure: the argv to run when the client gave none — the login shell. */
+export function loginShellArgv(shell: string | undefined): string[] {
+  return [shell && shell.startsWith("/") ? shell : "/bin/sh", "-l"];
+}
+
+function defaultShell(): string | undefined {
+  if (process.env.SHELL) return process.env.SHELL;
+  try {
+    return userInfo().shell ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class ProcessManager {
+  private readonly processes = new Map<string, ManagedProcess>();
+  private readonly forgetTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private nextNumber = 1;
+  private stopping = false;
+
+  constructor(readonly limits: ProcessLimits) {}
+
+  running(): ManagedProcess[] {
+    return [...this.processes.values()].filter((p) => p.state === "running");
+  }
+
+  all(): ManagedProcess[] {
+    return [...this.processes.values()];
+  }
+
+  /** By id, or by the name of a process (a running one first). */
+  find(idOrName: string): ManagedProcess {
+    const byId = this.processes.get(idOrName);
+    if (byId) return byId;
+    const named = this.all().filter((p) => p.name === idOrName);
+    const found = named.find((p) => p.state === "running") ?? named.at(-1);
+    if (!found) throw new ApiError(API_NOT_FOUND, `no process ${JSON.stringify(idOrName)}; process/list shows the ones this app-server knows`);
+    return found;
+  }
+
+  spawn(request: SpawnRequest): ManagedProcess {
+    if (this.stopping) throw new ApiError(API_LIMIT, "the app-server is stopping; reconnect and spawn again");
+    if (this.running().length >= this.limits.max) {
+      throw new ApiError(API_LIMIT, `${this.limits.max} processes already run (settings processes.max); end one first`);
+    }
+    if (request.name !== undefined && this.running().some((p) => p.name === request.name)) {
+      throw new ApiError(API_INVALID_PARAMS, `invalid params: name ${JSON.stringify(request.name)} is already used by a running process`);
+    }
+    const argv = request.argv ?? loginShellArgv(defaultShell());
+    const cwd = request.cwd ?? homedir();
+    const processId = `p${this.nextNumber++}-${crypto.randomUUID().slice(0, 8)}`;
+    const managed = new ManagedProcess(processId, argv, cwd, request.name, request.terminal, this.limits.scrollbackBytes);
+    const env = { ...process.env, ...(request.terminal ? { TERM: TERMINAL_TERM } : {}), ...request.env };
+    try {
+      if (request.terminal) {
+        managed.proc = Bun.spawn(argv, {
+          cwd,
+          env,
+          terminal: {
+            cols: request.terminal.cols,
+            rows: request.terminal.rows,
+            name: TERMINAL_TERM,
+            data: (_terminal, data) => managed.output("terminal", data),
+          },
+        });
+        managed.terminal = managed.proc.terminal;
+      } else {
+        managed.proc = Bun.spawn(argv, { cwd, env, stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true });
+      }
+    } catch (error) {
+      throw spawnError(error, argv[0] as string, cwd);
+    }
+    this.processes.set(processId, managed);
+    void this.follow(managed);
+    return managed;
+  }
+
+  /** Reads pipes into the rings; once exited and drained, records the exit and schedules forgetting. */
+  private async follow(managed: ManagedProcess): Promise<void> {
+    const pumps: Promise<void>[] = [];
+    if (!managed.terminal) {
+      pumps.push(readInto(managed, "stdout", managed.proc.stdout as ReadableStream<Uint8Array>));
+      pumps.push(readInto(managed, "stderr", managed.proc.stderr as ReadableStream<Uint8Array>));
+    }
+    await managed.proc.exited;
+    const drained = Promise.all(pumps);
+    await Promise.race([drained, Bun.sleep(OUTPUT_DRAIN_AFTER_EXIT_MS)]);
+    if (managed.terminal) {
+      // The pty's last bytes arrive through its data callback; give them a moment, then close it.
+      await Bun.sleep(Math.min(50, OUTPUT_DRAIN_AFTER_EXIT_MS));
+      managed.terminal.close();
+    }
+    const signal = managed.proc.signalCode;
+    managed.markExited(managed.proc.exitCode, typeof signal === "number" ? String(signal) : signal);
+    const timer = setTimeout(() => this.forget(managed.processId), this.limits.retainExitedMs);
+    timer.unref?.();
+    this.forgetTimers.set(managed.processId, timer);
+  }
+
+  remove(managed: ManagedProcess): void {
+    if (managed.state === "running") {
+      throw new ApiError(API_INVALID_PARAMS, `invalid params: process ${managed.processId} is still running; signal it and wait for process/exited first`);
+    }
+    this.forget(managed.processId);
+  }
+
+  private forget(processId: string): void {
+    clearTimeout(this.forgetTimers.get(processId));
+    this.forgetTimers.delete(processId);
+    this.processes.delete(processId);
+  }
+
+  /** Ends every running process (terminals SIGHUP, others SIGTERM, then SIGKILL after graceMs); returns how many ran. */
+  async shutdown(graceMs: number): Promise<{ processesEnded: number }> {
+    this.stopping = true;
+    const running = this.running();
+    await endProcessTrees(running, graceMs);
+    for (const timer of this.forgetTimers.values()) clearTimeout(timer);
+    return { processesEnded: running.length };
+  }
+}
+
+async function readInto(managed: ManagedProcess, stream: StreamName, readable: ReadableStream<Uint8Array>): Promise<void> {
+  try {
+    for await (const chunk of readable) managed.output(stream, chunk);
+  } catch {
+    // the pipe broke: the process is gone
+  }
+}
+
+function spawnError(error: unknown, program: string, cwd: string): ApiError {
+  const errno = errnoCode(error);
+  const what = `cannot start ${program} in ${cwd}: ${(error as Error).message}`;
+  if (errno === "ENOENT") return new ApiError(API_NOT_FOUND, what, { errno });
+  if (errno === "EACCES" || errno === "EPERM") return new ApiError(API_PERMISSION_DENIED, what, { errno });
+  return new ApiError(API_INVALID_PARAMS, `invalid params: ${what}`, errno ? { errno } : undefined);
+}

@@ -1,0 +1,62 @@
+// What happens to session processes when the app-server stops or restarts:
+// every one ends (terminal sessions by SIGHUP, other groups by SIGTERM, then
+// SIGKILL after the grace), including one that ignores SIGTERM and a
+// grandchild in its own session; `stop`/`restart` report processesEnded.
+import { describe, expect, test } from "bun:test";
+import { eventually, isAlive, processesOf } from "./helpers/berth.ts";
+import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
+
+const TEST_TIMEOUT_MS = 90_000;
+const fixtures = connectFixtures("berth-sessions-");
+
+async function connected(settings: object) {
+  const home = fixtures.home(settings);
+  const bridge = fixtures.connect(home);
+  await bridge.waitConnected();
+  await bridge.initialize();
+  return { home, bridge };
+}
+
+async function pidFromOutput(bridge: ConnectClient, processId: string, stream: string, pattern: RegExp): Promise<number> {
+  let match: RegExpMatchArray | null = null;
+  await eventually(() => (match = bridge.output(processId, stream).text.match(pattern)) !== null, CONNECT_WAIT_MS);
+  if (!match) throw new Error(`no ${pattern} in ${processId}/${stream}`);
+  return Number((match as RegExpMatchArray)[1]);
+}
+
+describe("session processes and the app-server's lifecycle", () => {
+  test("stop ends every process (one ignoring SIGTERM, a grandchild in its own session, a terminal) and reports processesEnded", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 3_000 });
+    const stubborn = (await bridge.call("process/spawn", { argv: ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"] })).process;
+    const parent = (await bridge.call("process/spawn", { argv: ["sh", "-c", "setsid sh -c 'echo gc=$$; exec sleep 1000' & wait"] })).process;
+    const terminal = (await bridge.call("process/spawn", { argv: ["sh"], terminal: { cols: 80, rows: 24 } })).process;
+    const plain = (await bridge.call("process/spawn", { argv: ["sleep", "1000"] })).process;
+    await eventually(() => bridge.output(stubborn.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS);
+    const grandchild = await pidFromOutput(bridge, parent.processId, "stdout", /gc=(\d+)/);
+    const pids = [stubborn.pid, parent.pid, terminal.pid, plain.pid, grandchild];
+    expect(pids.every(isAlive)).toBe(true);
+
+    const stopped = await home.run(["stop"]);
+    expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 4 });
+    expect(pids.filter(isAlive)).toEqual([]);
+    expect(await bridge.exited).toBe(75);
+    expect(processesOf(home.home)).toEqual([]);
+  }, TEST_TIMEOUT_MS);
+
+  test("restart reports processesEnded and the new server starts with none", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 3_000 });
+    const p = (await bridge.call("process/spawn", { argv: ["sleep", "1000"] })).process;
+    const restarted = await home.run(["restart"]);
+    expect(restarted.json).toMatchObject({ status: "restarted", processesEnded: 1 });
+    expect(isAlive(p.pid)).toBe(false);
+    expect(await bridge.exited).toBe(75);
+    const again = fixtures.connect(home);
+    await again.waitConnected();
+    await again.initialize();
+    expect((await again.call("process/list")).processes).toEqual([]);
+    again.proc.stdin.end();
+    expect(await again.exited).toBe(0);
+    const stopped = await home.run(["stop"]);
+    expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 0 });
+  }, TEST_TIMEOUT_MS);
+});
