@@ -28,7 +28,12 @@ type Output = { stdout: string; stderr?: string; exitCode: number };
 
 async function rootCommand(): Promise<CommandDef<any>> {
   const subCommands: Record<string, CommandDef<any>> = {};
-  for (const [name, load] of Object.entries(commands)) subCommands[name] = await load();
+  for (const [name, load] of Object.entries(commands)) {
+    const command = await load();
+    // The list shows each command's first line; its own --help shows the example, environment and output too.
+    const meta = (typeof command.meta === "function" ? await command.meta() : await command.meta) ?? {};
+    subCommands[name] = { ...command, meta: { ...meta, description: meta.description?.split("\n")[0] } };
+  }
   return defineCommand({
     meta: { name: "berth", version: CLI_VERSION, description: "Keeps a per-user app-server running on this machine" },
     subCommands,

@@ -9,13 +9,15 @@ import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 import { CLI_VERSION } from "../version.ts";
-import { ExitedAtLaunch, PidBackend, waitUntil, type StopOutcome } from "./backend.ts";
+import { ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
 import { refuseAdoption } from "./adoption.ts";
 import { assertManagedBinary, checkExistingStateDirs, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { ReadyOutcome, ReadyWait } from "./ready.ts";
 import type { Settings } from "./settings.ts";
+import { ensureKeeper } from "./updater.ts";
+import { writeWanted } from "./wanted.ts";
 
 /** One readiness probe may take this long before we try again. */
 const READY_PROBE_TIMEOUT_MS = 1_000;
@@ -176,7 +178,7 @@ function notReady(ctx: Context, what: string): BerthError {
 type Running = { pid?: number; managed: boolean; info?: InitializeResult };
 
 /** Under daemon.lock: make sure our app-server runs and answers. */
-async function ensureRunning(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
+async function ensureRunning(ctx: Context, settings: Settings, onExit?: LaunchSpec["onExit"]): Promise<{ started: boolean; running: Running }> {
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
@@ -204,6 +206,7 @@ async function ensureRunning(ctx: Context, settings: Settings): Promise<{ starte
       env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
       logPath: ctx.layout.appServerLog,
       notifyReady: true,
+      ...(onExit ? { onExit } : {}),
     });
   } catch (error) {
     if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");
@@ -278,6 +281,9 @@ export async function underDaemonLock<T>(ctx: Context, action: (settings: Settin
 export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
     const { started, running } = await ensureRunning(ctx, settings);
+    // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
+    writeWanted(ctx, "running");
+    await ensureKeeper(ctx);
     return result(ctx, started ? "started" : "alreadyRunning", running);
   });
 }
@@ -287,6 +293,7 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
     ctx,
     async (settings) => {
       const outcome = await ensureStoppedTree(ctx, settings);
+      writeWanted(ctx, "stopped");
       return {
         ...result(ctx, outcome.status),
         processesEnded: outcome.processesEnded,
@@ -302,6 +309,8 @@ export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
     const report = await ensureStoppedTree(ctx, settings);
     const { running } = await ensureRunning(ctx, settings);
+    writeWanted(ctx, "running");
+    await ensureKeeper(ctx);
     return { ...result(ctx, "restarted", running), processesEnded: report.processesEnded };
   });
 }

@@ -31,6 +31,8 @@ export type LaunchSpec = {
   logPath: string;
   /** Hand the process a readiness pipe as fd 3 (see ready.ts); `launch` then returns its `ready` wait. */
   notifyReady?: boolean;
+  /** Called with the exit status when the launched process ends while this launcher still runs (the keeper). */
+  onExit?: (pid: number, exitCode: number | null, signal: string | null) => void;
 };
 
 export type BackendOptions = {
@@ -241,6 +243,8 @@ function spawnDetached(spec: LaunchSpec): { pid: number; ready?: ReadyWait } {
       detached: true,
     });
     child.unref();
+    const onExit = spec.onExit;
+    if (onExit) void child.exited.then(() => onExit(child.pid, child.exitCode, child.signalCode == null ? null : String(child.signalCode)));
     const readFd = spec.notifyReady ? child.stdio[READY_FD] : undefined;
     return { pid: child.pid, ...(typeof readFd === "number" ? { ready: waitForReady(readFd) } : {}) };
   } finally {

@@ -171,3 +171,30 @@ export function treeSnapshot(root: string): string[] {
   walk(root);
   return out;
 }
+
+/** App-server processes of this home (the launcher execs, so one process each). */
+export function serversOf(home: TestHome): number[] {
+  return processesOf(home.home).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * `newHome` for a test file: every home it makes is cleaned up (its
+ * processes killed, its folder removed) after each test.
+ */
+export function homesPerTest(afterEach: (fn: () => Promise<void>) => void): (options?: Parameters<typeof makeHome>[0]) => TestHome {
+  const homes: TestHome[] = [];
+  afterEach(async () => {
+    for (const home of homes.splice(0)) await home.cleanup();
+  });
+  return (options) => {
+    const home = makeHome(options);
+    homes.push(home);
+    return home;
+  };
+}
