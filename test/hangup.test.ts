@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { BUN, eventually, isAlive, MAIN, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, installRelease, isAlive, MAIN, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
 
 /** Moments (ms after spawn) at which the terminal goes away: from Bun's start-up to the end of the command. */
 const HANGUP_DELAYS_MS = [0, 15, 30, 45, 60, 90, 130];
@@ -167,6 +167,9 @@ describe("restart on a terminal that hangs up", () => {
 describe("Ctrl-C on the terminal during start", () => {
   test("a real ^C (SIGINT to the foreground group) after the reservation: start finishes, server recorded, exit 0", async () => {
     const home = newHome();
+    // A server slow to become ready, so start is reliably still waiting when ^C arrives (readiness is
+    // notified, not polled: a fast start can otherwise finish before the test sees the pidfile).
+    installRelease(home.home, "0.1.0", `#!/bin/sh\nsleep 1\nBERTH_BUILD_VERSION=0.1.0 exec '${BUN}' '${MAIN}' "$@"\n`);
     const child = Bun.spawn([BUN, MAIN, "start"], { env: home.env, terminal: { data() {} } });
     const reserved = await eventually(() => existsSync(home.path("daemon", "app-server.pid")) || child.exitCode !== null, COMMAND_EXIT_DEADLINE_MS, 1);
     expect(reserved).toBe(true);
