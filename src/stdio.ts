@@ -8,6 +8,13 @@ import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 const OUTPUT_WRITE_DEADLINE_MS = 5_000;
 const OUTPUT_RETRY_SLEEP_MS = 5;
 
+/** Set by a daemon (serve, update-loop) so its output goes through its stamping, rotating log writer (src/daemon/log.ts). */
+let outputRoute: ((text: string) => boolean) | undefined;
+
+export function routeOutput(route: (text: string) => boolean): void {
+  outputRoute = route;
+}
+
 /**
  * Writes all of `text` to a descriptor and never throws: the reader may be
  * gone (EPIPE, a closed pipe), the terminal hung up (EIO), or the descriptor
@@ -16,6 +23,7 @@ const OUTPUT_RETRY_SLEEP_MS = 5;
  * Returns whether everything was written.
  */
 export function writeOutput(fd: number, text: string): boolean {
+  if (outputRoute && (fd === 1 || fd === 2)) return outputRoute(text);
   let bytes = Buffer.from(text);
   const deadline = Date.now() + OUTPUT_WRITE_DEADLINE_MS;
   while (bytes.length > 0) {

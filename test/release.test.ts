@@ -195,7 +195,7 @@ describe("the built install.sh", () => {
     TEST_TIMEOUT_MS,
   );
 
-  const failures: { name: string; base: () => Promise<string> | string; args?: string[]; message: RegExp }[] = [
+  const failures: { name: string; base: () => Promise<string> | string; args?: string[]; message: RegExp; code: string }[] = [
     {
       name: "a corrupted binary on the server",
       base: async () =>
@@ -211,11 +211,13 @@ describe("the built install.sh", () => {
           )
         ).url,
       message: new RegExp(`checksum mismatch for ${ASSET}: expected [0-9a-f]{64}, got [0-9a-f]{64}; nothing was installed`),
+      code: "CHECKSUM_MISMATCH",
     },
     {
       name: "a wrong SHA256SUMS",
       base: async () => (await serve(brokenRelease((dir) => writeFileSync(join(dir, NEW, "SHA256SUMS"), `${"0".repeat(64)}  ${ASSET}\n`)))).url,
       message: new RegExp(`checksum mismatch for ${ASSET}: expected 0{64}`),
+      code: "CHECKSUM_MISMATCH",
     },
     {
       name: "a version the server does not have (404)",
@@ -223,8 +225,9 @@ describe("the built install.sh", () => {
       args: ["--release", "9.9.9"],
       // the signed manifest is the first thing of a release install.sh asks for
       message: new RegExp(`could not download ${server.url}/9\\.9\\.9/manifest\\.json`),
+      code: "DOWNLOAD_FAILED",
     },
-    { name: "the server is down", base: () => downUrl, message: /could not download .*latest\.json/ },
+    { name: "the server is down", base: () => downUrl, message: /could not download .*latest\.json/, code: "DOWNLOAD_FAILED" },
     {
       name: "a manifest signature by another key",
       base: async () => {
@@ -239,6 +242,7 @@ describe("the built install.sh", () => {
         ).url;
       },
       message: /signature check failed: .*manifest\.json is not signed by a key this installer trusts/,
+      code: "SIGNATURE_INVALID",
     },
   ];
   for (const f of failures) {
@@ -253,11 +257,9 @@ describe("the built install.sh", () => {
           const current = readlinkSync(pkg(t, "current"));
           const r = await run(t, shell.cmd, [...(f.args ?? []), "--bootstrap"], { BERTH_RELEASE_BASE_URL: await f.base() });
           expect(r.code).not.toBe(0);
-          // a client over SSH reads the last stdout line: one error object (the only line) saying the same
+          // stdout: exactly the error object a client over SSH reads
           expect(r.stdout.trimEnd().split("\n")).toHaveLength(1);
-          const object = JSON.parse(r.stdout.trimEnd().split("\n").at(-1) as string);
-          expect(object.status).toBe("error");
-          expect(object.error.message).toMatch(f.message);
+          expect(r.json).toEqual({ status: "error", error: { code: f.code, message: expect.stringMatching(f.message) } });
           expect(r.stderr.trimEnd().split("\n").at(-1)).toMatch(f.message);
           expect(snapshot(t)).toEqual(before);
           expect(readlinkSync(pkg(t, "current"))).toBe(current);

@@ -314,7 +314,7 @@ describe("enable-remote-control / disable-remote-control", () => {
 });
 
 describe("bootstrap --remote-control", () => {
-  test("bootstrap --remote-control --no-auto-update: app-server on TCP, no updater", async () => {
+  test("bootstrap --remote-control --no-auto-update: app-server on TCP, the loop only keeps", async () => {
     const session = newSession({ settings: { myKey: "kept" } });
     const result = await session.run(["bootstrap", "--remote-control", "--no-auto-update"]);
     expect(result.code).toBe(0);
@@ -329,8 +329,8 @@ describe("bootstrap --remote-control", () => {
       appServerVersion: "0.1.0",
       remoteControl: { url, tokenPath: session.home.path("daemon/remote-control.token") },
     });
-    expect(result.json.updater).toBeUndefined();
-    expect(existsSync(session.home.path("daemon/updater.pid"))).toBe(false);
+    // Spec "Supervision": the loop is the keeper and runs whenever the app-server is wanted; with auto-update off it only keeps.
+    expect(result.json.updater).toMatchObject({ autoUpdate: false });
     const updateLoops = processesOf(session.home.home).filter((pid) => {
       try {
         return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("update-loop");
@@ -338,7 +338,7 @@ describe("bootstrap --remote-control", () => {
         return false;
       }
     });
-    expect(updateLoops).toEqual([]);
+    expect(updateLoops).toEqual([result.json.updater.pid]);
     expect(readJson(session.home.path("daemon/settings.json"))).toEqual({ myKey: "kept", autoUpdate: false, remoteControlEnabled: true });
     expect(statSync(session.home.path("daemon/remote-control.token")).mode & 0o777).toBe(0o600);
 
@@ -347,7 +347,8 @@ describe("bootstrap --remote-control", () => {
     expect(info).toMatchObject({ pid: appServerPid(session), remoteControl: { enabled: true, url } });
     const status = await session.run(["status"]);
     expect(status.json.appServer.remoteControl).toEqual({ enabled: true, url });
-    expect(status.json.updater?.state ?? "stopped").not.toBe("running");
+    expect(status.json.updater.state).toBe("running");
+    expect(status.json.updater.lastCheck).toBeUndefined();
     expectTokenNeverShown(session, token);
   });
 });

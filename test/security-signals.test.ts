@@ -102,7 +102,10 @@ describe("item 1: a foreign process group is never signalled", () => {
       const boot = await home.run(["bootstrap", "--no-auto-update"]);
       expect(boot.json.status).toBe("bootstrapped");
       for (const pid of sleeps) expect(isAlive(pid)).toBe(true);
-      expect(existsSync(home.path("daemon", "updater.pid"))).toBe(false);
+      // The stale record was replaced by the keeper's own (spec "Supervision": it runs also with auto-update off).
+      const record = JSON.parse(readFileSync(home.path("daemon", "updater.pid"), "utf8"));
+      expect(record.pid).toBe(boot.json.updater.pid);
+      expect(record.pid).not.toBe(pgid);
     },
     SLOW_TEST_MS,
   );

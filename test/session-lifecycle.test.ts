@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { eventually, isAlive, processesOf } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
+import { parseLedger } from "../src/server/process/ledger.ts";
 
 const TEST_TIMEOUT_MS = 90_000;
 const fixtures = connectFixtures("berth-sessions-");
@@ -23,6 +24,20 @@ async function pidFromOutput(bridge: ConnectClient, processId: string, stream: s
   if (!match) throw new Error(`no ${pattern} in ${processId}/${stream}`);
   return Number((match as RegExpMatchArray)[1]);
 }
+
+describe("parseLedger", () => {
+  const entry = { pid: 42, identity: "boot/123" };
+  const cases: Array<[string | undefined, unknown[]]> = [
+    [undefined, []],
+    ["", []],
+    ["not json", []],
+    ["null", []],
+    ['{"processes":{}}', []],
+    [JSON.stringify({ processes: [entry] }), [entry]],
+    [JSON.stringify({ processes: [entry, { pid: 1, identity: "x" }, { pid: "7", identity: "x" }, { pid: 9 }, null] }), [entry]],
+  ];
+  for (const [text, expected] of cases) test(String(text), () => expect(parseLedger(text)).toEqual(expected as never));
+});
 
 describe("session processes and the app-server's lifecycle", () => {
   test("stop ends every process (one ignoring SIGTERM, a grandchild in its own session, a terminal) and reports processesEnded", async () => {
@@ -58,5 +73,20 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(await again.exited).toBe(0);
     const stopped = await home.run(["stop"]);
     expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 0 });
+  }, TEST_TIMEOUT_MS);
+
+  test("an app-server killed with SIGKILL cannot end its processes: the next one does (and only those)", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 3_000 });
+    const serverPid = bridge.connected.pid as number;
+    const { process: p } = await bridge.call("process/spawn", { argv: ["sleep", "1000"] });
+    const stranger = Bun.spawn(["setsid", "sleep", "1000"], { stdio: ["ignore", "ignore", "ignore"] });
+    process.kill(serverPid, "SIGKILL");
+    expect(await bridge.exited).toBe(75);
+    expect(isAlive(p.pid)).toBe(true);
+    const started = await home.run(["start"]);
+    expect(started.json.status).toBe("started");
+    expect(await eventually(() => !isAlive(p.pid), 10_000)).toBe(true);
+    expect(isAlive(stranger.pid)).toBe(true);
+    stranger.kill("SIGKILL");
   }, TEST_TIMEOUT_MS);
 });

@@ -4,19 +4,23 @@
  * host that counts requests and answers conditionally, real `update` runs and
  * a real detached loop.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compile } from "../build.ts";
+import { buildKeys, compile } from "../build.ts";
 import { inRollout, planUpdate, rolloutBucket, type PlanInput } from "../src/update/decide.ts";
+import { parseLatest, selectAsset } from "../src/update/release.ts";
 import { decodeSignature } from "../src/update/signature.ts";
+import { validatorsOf } from "../src/update/update.ts";
 import { eventually, makeHome, parseLastJsonLine, TARGET, type TestHome } from "./helpers/berth.ts";
 import { newKey, publishLatest, publishSigned, signature, type TestKey } from "./helpers/signed-release.ts";
 
 const UPDATE_WAIT_MS = 30_000;
 const SLOW_TEST_MS = 120_000;
+// Every test here installs and updates real 100 MB binaries; under load that is seconds, not milliseconds.
+setDefaultTimeout(60_000);
 const GIB = 1024 ** 3;
 const KEY_A = newKey();
 const KEY_B = newKey();
@@ -84,6 +88,8 @@ beforeAll(async () => {
     bin[name] = join(workDir, `berth-${name}`);
     await compile({ version, outfile: bin[name], trustedKeys: keys.map((k) => k.spki) });
   }
+  // Gzip each binary once, here, rather than inside the first test that publishes it.
+  for (const binary of [bin.oldA, bin.newA]) publishSigned(join(workDir, "warm-up"), "0.0.0", binary, { key: KEY_A, target: TARGET, cacheDir: workDir });
   host.server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -251,6 +257,72 @@ describe("signatures", () => {
   });
 });
 
+describe("build keys", () => {
+  test("BERTH_SIGNING_KEY signs and is trusted; every BERTH_TRUSTED_KEYS PEM is trusted too; a non-Ed25519 key is refused", () => {
+    const dir = join(workDir, "keys");
+    mkdirSync(dir, { recursive: true });
+    const signing = join(dir, "signing.pem");
+    writeFileSync(signing, KEY_A.privatePem);
+    writeFileSync(join(dir, "b.pem"), KEY_B.publicPem);
+    const third = newKey();
+    writeFileSync(join(dir, "c.pem"), third.publicPem);
+    const keys = buildKeys({ BERTH_SIGNING_KEY: signing, BERTH_TRUSTED_KEYS: `${join(dir, "b.pem")}:${join(dir, "c.pem")}` });
+    expect(keys.signing).toMatchObject({ path: signing, dev: false });
+    expect(keys.trusted).toEqual([KEY_A.spki, KEY_B.spki, third.spki]);
+    writeFileSync(join(dir, "rsa.pem"), generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs8", format: "pem" }));
+    expect(() => buildKeys({ BERTH_SIGNING_KEY: join(dir, "rsa.pem") })).toThrow("is not an Ed25519 private key");
+    expect(() => buildKeys({ BERTH_SIGNING_KEY: signing, BERTH_TRUSTED_KEYS: join(dir, "missing.pem") })).toThrow("cannot be read");
+  });
+});
+
+describe("metadata shapes (pure)", () => {
+  test("parseLatest: a version, and rolloutPercent only as a number from 0 to 100", () => {
+    const cases: [unknown, object | string][] = [
+      [{ version: "1.2.3" }, { version: "1.2.3" }],
+      [{ version: "1.2.3", rolloutPercent: 0 }, { version: "1.2.3", rolloutPercent: 0 }],
+      [{ version: "1.2.3", rolloutPercent: 100 }, { version: "1.2.3", rolloutPercent: 100 }],
+      [{ version: "1.2.3", rolloutPercent: 101 }, "rolloutPercent"],
+      [{ version: "1.2.3", rolloutPercent: "50" }, "rolloutPercent"],
+      [{ version: "../x" }, "does not name a version"],
+      [null, "does not name a version"],
+    ];
+    for (const [value, expected] of cases) {
+      if (typeof expected === "string") expect(() => parseLatest("u", value)).toThrow(expected);
+      else expect(parseLatest("u", value)).toEqual(expected as never);
+    }
+  });
+
+  test("selectAsset: another version is SIGNATURE_INVALID; a malformed entry is DOWNLOAD_FAILED", () => {
+    const asset = { target: "linux-x64", file: "berth-linux-x64.gz", sha256: "a".repeat(64), size: 10, binarySha256: "b".repeat(64), binarySize: 20 };
+    expect(selectAsset({ version: "1.0.0", assets: [asset] }, "1.0.0", "linux-x64")).toEqual(asset);
+    const cases: [unknown, string][] = [
+      [{ version: "0.9.0", assets: [asset] }, "SIGNATURE_INVALID"],
+      [{ version: "1.0.0", assets: [{ ...asset, binarySha256: undefined }] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0", assets: [{ ...asset, size: -1 }] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0", assets: [{ ...asset, file: "../berth" }] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0", assets: [] }, "DOWNLOAD_FAILED"],
+      [{ version: "1.0.0" }, "DOWNLOAD_FAILED"],
+    ];
+    for (const [manifest, code] of cases) {
+      let thrown: any;
+      try {
+        selectAsset(manifest, "1.0.0", "linux-x64");
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown?.code).toBe(code);
+    }
+  });
+
+  test("validatorsOf: only a well-formed saved entry is used for a conditional request", () => {
+    const good = { url: "http://h/latest.json", etag: '"x"', latest: { version: "1.0.0" } };
+    expect(validatorsOf(good)).toEqual(good);
+    for (const bad of [null, undefined, 3, { url: 1, latest: { version: "1.0.0" } }, { url: "u" }, { ...good, etag: 5 }, { ...good, latest: { version: "1.0.0", rolloutPercent: "9" } }]) {
+      expect(validatorsOf(bad)).toBeUndefined();
+    }
+  });
+});
+
 describe("phased rollout", () => {
   test("planUpdate: the loop waits for its bucket, a manual update and --release do not", () => {
     const base: PlanInput = { installed: "1.0.0", candidate: "1.1.0", explicit: false, quarantined: [] };
@@ -291,6 +363,9 @@ describe("phased rollout", () => {
     publish("1.1.0", KEY_A, { rolloutPercent: 0 });
     expect(await eventually(() => (updaterLog(t).match(/check: notInRollout: 1\.1\.0 is available/g) ?? []).length >= 2, UPDATE_WAIT_MS, 100)).toBe(true);
     expectNothingInstalled(t);
+    // The loop asks conditionally too: after the first fetch of this latest.json, 304s.
+    const answers = host.hits.filter((h) => h.path === "/latest.json").map((h) => h.status);
+    expect(answers.slice(answers.indexOf(200) + 1)).toContain(304);
     const status = (await t.berth(["status"])).json;
     expect(status.updater.lastCheck).toMatchObject({ outcome: "notInRollout", latestVersion: "1.1.0" });
     expect(status.updater.lastCheck.message).toMatch(/not in its 0 % rollout yet/);
@@ -313,6 +388,17 @@ describe("phased rollout", () => {
 });
 
 describe("conditional checks", () => {
+  test("a file:// release host is signature-checked too", async () => {
+    const t = await installed(bin.oldA);
+    publish("1.1.0", KEY_A);
+    const env = { ...ENV, BERTH_RELEASE_BASE_URL: `file://${host.root}` };
+    const managed = t.home.path("packages/standalone/current/berth");
+    expect((await t.home.exec([managed, "update", "--check"], { env })).json).toMatchObject({ status: "updateAvailable", latestVersion: "1.1.0" });
+    publish("1.1.0", KEY_B);
+    expect((await t.home.exec([managed, "update"], { env })).json.error?.code).toBe("SIGNATURE_INVALID");
+    expectNothingInstalled(t);
+  });
+
   test("ten checks of an unchanged latest.json fetch its body once, then get 304s; a change is fetched again", async () => {
     const t = await installed(bin.oldA);
     host.hits.length = 0;

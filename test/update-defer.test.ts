@@ -36,39 +36,46 @@ describe("restartMustWait", () => {
   }
 });
 
+/** A loopback release host with 1.1.0 (a source launcher) ready to publish, a home on 1.0.0 with the loop running, and a connected bridge. */
+async function updaterWithSession(settings: object) {
+  const work = mkdtempSync(join(tmpdir(), "berth-defer-"));
+  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+  const key = newKey();
+  const keyFile = join(work, "release.pub.pem");
+  writeFileSync(keyFile, key.publicPem);
+  const launcher = join(work, "berth-1.1.0");
+  writeFileSync(launcher, `#!/bin/sh\nBERTH_BUILD_VERSION='1.1.0' exec '${BUN}' '${MAIN}' "$@"\n`);
+  chmodSync(launcher, 0o755);
+  const root = join(work, "host");
+  const host: DirectoryServer = await serveDirectory(root);
+  cleanups.push(() => host.stop());
+
+  const home: TestHome = makeHome({ version: "1.0.0", prefix: "berth-defer-", settings: { stopGraceMs: 3_000, ...settings } });
+  cleanups.push(async () => {
+    await home.run(["down"]).catch(() => undefined);
+    await home.cleanup();
+  });
+  const env = { BERTH_RELEASE_BASE_URL: host.url, BERTH_TRUSTED_KEYS: keyFile, BERTH_UPDATE_INITIAL_DELAY_MS: "0", BERTH_UPDATE_INTERVAL_MS: "300" };
+  const boot = await home.run(["bootstrap"], { env });
+  expect(boot.json).toMatchObject({ status: "bootstrapped", appServerVersion: "1.0.0" });
+
+  const bridge: ConnectClient = spawnConnect([BUN, MAIN, "connect"], { ...home.env, ...env });
+  cleanups.push(() => bridge.kill());
+  await bridge.waitConnected();
+  await bridge.initialize();
+  const status = async () => (await home.run(["status"], { env })).json;
+  return { home, bridge, status, publish: () => publishSigned(root, "1.1.0", launcher, { key, target: TARGET, cacheDir: work }) };
+}
+
 describe("updater and sessions", () => {
   test("the restart onto a new release waits while a process runs, then happens", async () => {
-    const work = mkdtempSync(join(tmpdir(), "berth-defer-"));
-    cleanups.push(() => rmSync(work, { recursive: true, force: true }));
-    const key = newKey();
-    const keyFile = join(work, "release.pub.pem");
-    writeFileSync(keyFile, key.publicPem);
-    const launcher = join(work, "berth-1.1.0");
-    writeFileSync(launcher, `#!/bin/sh\nBERTH_BUILD_VERSION='1.1.0' exec '${BUN}' '${MAIN}' "$@"\n`);
-    chmodSync(launcher, 0o755);
-    const root = join(work, "host");
-    const host: DirectoryServer = await serveDirectory(root);
-    cleanups.push(() => host.stop());
-
-    const home: TestHome = makeHome({ version: "1.0.0", prefix: "berth-defer-", settings: { stopGraceMs: 3_000 } });
-    cleanups.push(async () => {
-      await home.run(["down"]).catch(() => undefined);
-      await home.cleanup();
-    });
-    const env = { BERTH_RELEASE_BASE_URL: host.url, BERTH_TRUSTED_KEYS: keyFile, BERTH_UPDATE_INITIAL_DELAY_MS: "0", BERTH_UPDATE_INTERVAL_MS: "300" };
-    const boot = await home.run(["bootstrap"], { env });
-    expect(boot.json).toMatchObject({ status: "bootstrapped", appServerVersion: "1.0.0" });
-
-    const bridge: ConnectClient = spawnConnect([BUN, MAIN, "connect"], { ...home.env, ...env });
-    cleanups.push(() => bridge.kill());
-    await bridge.waitConnected();
-    await bridge.initialize();
+    const { bridge, status: readStatus, publish } = await updaterWithSession({});
     const { process: p } = await bridge.call("process/spawn", { argv: ["sh", "-c", "read line; echo bye"] });
 
-    publishSigned(root, "1.1.0", launcher, { key, target: TARGET, cacheDir: work });
+    publish();
     let status: any;
     const deferred = await eventually(async () => {
-      status = (await home.run(["status"], { env })).json;
+      status = await readStatus();
       return status?.pendingRestart?.version === "1.1.0";
     }, UPDATE_WAIT_MS, 200);
     expect(deferred).toBe(true);
@@ -79,10 +86,26 @@ describe("updater and sessions", () => {
     await bridge.call("process/write", { processId: p.processId, data: Buffer.from("done\n").toString("base64") });
     expect(await bridge.exited).toBe(75);
     const restarted = await eventually(async () => {
-      status = (await home.run(["status"], { env })).json;
+      status = await readStatus();
+      // The new server can answer a moment before the updater records that the restart is done.
+      return status?.appServer?.version === "1.1.0" && status?.pendingRestart === undefined;
+    }, UPDATE_WAIT_MS, 200);
+    expect(restarted).toBe(true);
+    expect(status.pendingRestart).toBeUndefined();
+  }, TEST_TIMEOUT_MS);
+
+  test("past update.maxRestartDeferMs the restart happens anyway and ends the process", async () => {
+    const { bridge, status: readStatus, publish } = await updaterWithSession({ update: { maxRestartDeferMs: 2_000 } });
+    const { process: p } = await bridge.call("process/spawn", { argv: ["sleep", "1000"] });
+    publish();
+    let status: any;
+    const restarted = await eventually(async () => {
+      status = await readStatus();
       return status?.appServer?.version === "1.1.0";
     }, UPDATE_WAIT_MS, 200);
     expect(restarted).toBe(true);
+    expect(await bridge.exited).toBe(75);
+    expect(isAlive(p.pid)).toBe(false);
     expect(status.pendingRestart).toBeUndefined();
   }, TEST_TIMEOUT_MS);
 });

@@ -253,3 +253,27 @@ describe("updater", () => {
     expect((await berth(["update"])).json.status).toBe("upToDate");
   });
 });
+
+describe("manual update and the loop", () => {
+  test("a manual update that installs a release replaces the running loop; status.updater.version says so", async () => {
+    const { home } = await installed();
+    const managed = home.path("packages/standalone/current/berth");
+    // A loop that would not check on its own for a long time: only the manual update moves it.
+    const env = { BERTH_RELEASE_BASE_URL: host.url, BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
+    const boot = await home.exec([managed, "bootstrap"], { env });
+    expect(boot.json.status).toBe("bootstrapped");
+    // The loop records its version as it starts.
+    expect(await eventually(async () => (await home.exec([managed, "status"], { env })).json.updater?.version === "1.0.0", 20_000, 100)).toBe(true);
+    const oldLoop = updaterPid(home);
+
+    publish("1.1.0", binaries["1.1.0"] as string);
+    const update = await home.exec([managed, "update"], { env });
+    expect(update.json).toMatchObject({ status: "updated", managedVersion: "1.1.0", updater: { replaced: true } });
+    expect(isAlive(oldLoop)).toBe(false);
+    const newLoop = updaterPid(home);
+    expect(update.json.updater.pid).toBe(newLoop);
+    expect(readlinkSync(`/proc/${newLoop}/exe`)).toContain(`releases/1.1.0-${TARGET}/berth`);
+    expect(await eventually(async () => (await home.exec([managed, "status"], { env })).json.updater?.version === "1.1.0", 20_000, 100)).toBe(true);
+    expect(updaterLog(home)).toMatch(/^\S+Z manual update \(pid \d+\): updated: /m);
+  }, 120_000);
+});

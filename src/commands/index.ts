@@ -16,5 +16,12 @@ export const commands: Record<string, LazyCommand> = {
   update: () => import("./update.ts").then((m) => m.default),
   "update-loop": () => import("./_update-loop.ts").then((m) => m.default),
   install: () => import("./install.ts").then((m) => m.default),
+  logs: () => import("./logs.ts").then((m) => m.default),
+  down: () => import("./down.ts").then((m) => m.default),
+  uninstall: () => import("./uninstall.ts").then((m) => m.default),
+  startup: () => import("./startup.ts").then((m) => m.default),
+  keep: () => import("./_keep.ts").then((m) => m.default),
+  doctor: () => import("./doctor.ts").then((m) => m.default),
   connect: () => import("./connect.ts").then((m) => m.default),
+  remote: () => import("./remote.ts").then((m) => m.default),
 };

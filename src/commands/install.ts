@@ -1,9 +1,17 @@
 import { defineCommand } from "citty";
 import { install } from "../install/install.ts";
-import { remoteControlArgs } from "./_shared.ts";
+import { describe, remoteControlArgs } from "./_shared.ts";
 
 export default defineCommand({
-  meta: { name: "install", description: "Install this executable as the managed berth (what install.sh runs)" },
+  meta: {
+    name: "install",
+    description: describe({
+      summary: 'Install the running executable into BERTH_HOME (what install.sh calls)',
+      example: './berth install --bootstrap',
+      env: ["BERTH_HOME", "BERTH_INSTALL_DIR", "BERTH_RELEASE_BASE_URL", "HOME", "SHELL", "ZDOTDIR"],
+      output: '{"status":"installed","version","target","managedBinaryPath","commandLink","pathUpdated","bootstrap?",…}',
+    }),
+  },
   args: {
     bootstrap: { type: "boolean", description: "Start the app-server after installing" },
     ...remoteControlArgs,

@@ -1,8 +1,17 @@
 import { defineCommand } from "citty";
+import { describe } from "./_shared.ts";
 import { appServerVersion } from "../daemon/app-server.ts";
 import { openContext } from "../daemon/context.ts";
 
 export default defineCommand({
-  meta: { name: "version", description: "Ask the running app-server its version (NOT_RUNNING when none answers)" },
+  meta: {
+    name: "version",
+    description: describe({
+      summary: 'Ask the running app-server who it is (NOT_RUNNING when none answers)',
+      example: 'berth version',
+      env: ["BERTH_HOME"],
+      output: '{"status":"running","backend","pid","appServerVersion","cliVersion",…}',
+    }),
+  },
   run: () => appServerVersion(openContext()),
 });

@@ -7,19 +7,14 @@ import { probeInitialize } from "../server/client.ts";
 import { planRemoteListen } from "../server/remote-listen.ts";
 import { ensureToken } from "../server/token.ts";
 import { CLI_VERSION } from "../version.ts";
-import { ensureRunning, ensureStopped, foreignServerError, isOurServer, logTail, underDaemonLock } from "./app-server.ts";
-import { ExitedAtLaunch } from "./backend.ts";
+import { ensureRunning, ensureStopped, foreignServerError, isOurServer, underDaemonLock } from "./app-server.ts";
 import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { updateSettings, type Settings } from "./settings.ts";
-import { endUntrackedUpdaters } from "./orphans.ts";
-import { updaterBackend } from "./updater.ts";
-import { warn } from "../diagnostics.ts";
+import { replaceUpdater } from "./updater.ts";
+import { writeWanted } from "./wanted.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 
-/** The updater gets this long to end on SIGTERM before its group is killed. */
-const UPDATER_STOP_GRACE_MS = 10_000;
 const PROBE_TIMEOUT_MS = 1_000;
-const STARTING_WAIT_MS = 15_000;
 
 /** Refuses, before anything is persisted, a remote-control listen address the app-server would refuse. */
 function checkRemoteListen(ctx: Context, settings: Settings): void {
@@ -44,34 +39,6 @@ async function applyToAppServer(ctx: Context, settings: Settings, force: boolean
   return (await ensureRunning(ctx, settings)).running;
 }
 
-export async function stopUpdater(ctx: Context): Promise<boolean> {
-  const backend = updaterBackend(ctx);
-  const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
-  const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
-  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
-  const orphans = await endUntrackedUpdaters(ctx);
-  if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
-  return stopped || orphans.ended.length > 0;
-}
-
-/** Exactly one updater: stop whichever runs, then launch a new one from the managed binary. */
-async function replaceUpdater(ctx: Context): Promise<number> {
-  await stopUpdater(ctx);
-  try {
-    const launched = await updaterBackend(ctx).launch({
-      binary: ctx.layout.managedBinary,
-      args: ["update-loop"],
-      cwd: ctx.layout.home,
-      env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
-      logPath: ctx.layout.updaterLog,
-    });
-    return launched.record.pid;
-  } catch (error) {
-    if (!(error instanceof ExitedAtLaunch)) throw error;
-    throw new BerthError("START_FAILED", `the updater exited at once. Last lines of ${ctx.layout.updaterLog}:\n${logTail(ctx.layout.updaterLog)}`);
-  }
-}
-
 /** `remoteControl`: true turns it on, false (`--no-remote-control`) turns it off, undefined keeps the setting. */
 export async function bootstrap(ctx: Context, options: { remoteControl?: boolean; autoUpdate: boolean }) {
   return underDaemonLock(ctx, async () => {
@@ -85,8 +52,10 @@ export async function bootstrap(ctx: Context, options: { remoteControl?: boolean
     }, ctx.env);
     if (settings.remoteControlEnabled) ensureToken(ctx.layout.tokenFile);
     const running = await applyToAppServer(ctx, settings, false);
-    const updaterPid = settings.autoUpdate ? await replaceUpdater(ctx) : undefined;
-    if (!settings.autoUpdate) await stopUpdater(ctx);
+    // The loop is also the keeper: it runs whenever the app-server is wanted (with auto-update off it only keeps).
+    const updaterPid = await replaceUpdater(ctx);
+    // Under daemon.lock, so the keeper (which acts only under it) sees the new intent with the new processes.
+    writeWanted(ctx, "running");
     return {
       status: "bootstrapped" as const,
       backend: running.managed ? ("pid" as const) : null,
@@ -99,7 +68,7 @@ export async function bootstrap(ctx: Context, options: { remoteControl?: boolean
       cliVersion: CLI_VERSION,
       appServerVersion: running.info?.serverInfo.version ?? null,
       ...(running.info?.remoteControl.url ? { remoteControl: { url: running.info.remoteControl.url, tokenPath: ctx.layout.tokenFile } } : {}),
-      ...(updaterPid !== undefined ? { updater: { pid: updaterPid } } : {}),
+      updater: { pid: updaterPid, autoUpdate: settings.autoUpdate },
     };
   });
 }

@@ -13,6 +13,7 @@ export type Settings = {
   update: { initialDelayMs: number; intervalMs: number; maxRestartDeferMs: number };
   /** `tls` (cert and key paths) is required for a non-loopback listen; see server/remote-listen.ts. */
   remoteControl: { listen: string; tls?: { cert: string; key: string } };
+  logs: { maxBytes: number; keep: number };
   processes: { scrollbackBytes: number; max: number; retainExitedMs: number };
   [unknownKey: string]: unknown;
 };
@@ -26,6 +27,7 @@ export function defaultSettings(): Settings {
     stopGraceMs: 60_000,
     update: { initialDelayMs: 300_000, intervalMs: 3_600_000, maxRestartDeferMs: 86_400_000 },
     remoteControl: { listen: "127.0.0.1:0" },
+    logs: { maxBytes: 8 * 1024 * 1024, keep: 3 },
     processes: { scrollbackBytes: 2 * 1024 * 1024, max: 64, retainExitedMs: 86_400_000 },
   };
 }
@@ -74,6 +76,8 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("stopGraceMs", settings.stopGraceMs);
   positive("update.initialDelayMs", settings.update?.initialDelayMs);
   positive("update.intervalMs", settings.update?.intervalMs);
+  positive("logs.maxBytes", settings.logs?.maxBytes);
+  if (!Number.isInteger(settings.logs?.keep) || settings.logs.keep < 0) problems.push("logs.keep must be a whole number (0 or more)");
   positive("update.maxRestartDeferMs", settings.update?.maxRestartDeferMs);
   positive("processes.scrollbackBytes", settings.processes?.scrollbackBytes);
   positive("processes.max", settings.processes?.max);

@@ -5,20 +5,14 @@ import { probeInitialize } from "../server/client.ts";
 import { CLI_VERSION } from "../version.ts";
 import { appServerBackend, isOurServer } from "./app-server.ts";
 import { checkExistingStateDirs, managedInstall, settingsOf, versionFromReleaseDir, type Context } from "./context.ts";
-import type { PidFileState } from "./pidfile.ts";
+import { appServerState, readKeeperState } from "./keeper.ts";
 import { findUpdateLoops } from "./orphans.ts";
 import { updaterReport, type UpdaterReport } from "./updater.ts";
+import { readWanted } from "./wanted.ts";
 
 const STATUS_PROBE_TIMEOUT_MS = 1_500;
 
-export type AppServerState = "running" | "starting" | "stopped" | "unmanaged";
-
-/** Pure: what to call the app-server, from its pidfile and from whoever answers on the socket. */
-export function appServerState(pid: PidFileState["kind"], answer: "ours" | "foreign" | "none"): AppServerState {
-  if (pid === "starting") return "starting";
-  if (pid === "running") return "running";
-  return answer === "none" ? "stopped" : "unmanaged";
-}
+export { appServerState, type AppServerState } from "./keeper.ts";
 
 export async function collectStatus(ctx: Context) {
   const problems: string[] = [];
@@ -40,7 +34,9 @@ export async function collectStatus(ctx: Context) {
   const answer = isOurServer(ctx, probe) ? "ours" : probe.kind === "absent" ? "none" : "foreign";
   const info = probe.kind === "berth" ? probe.info : undefined;
   const recordPid = pidState.kind === "running" ? pidState.record.pid : undefined;
-  const state = appServerState(pidState.kind, answer);
+  const wanted = attempt("wanted state", () => readWanted(ctx));
+  const keeper = attempt("keeper state", () => readKeeperState(ctx.layout.keeperState));
+  const state = appServerState({ pid: pidState.kind, answer, wanted: wanted?.appServer ?? "stopped", keeper: keeper?.state });
   const install = managedInstall(ctx);
   const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
   const untracked = (attempt("updater processes", () => findUpdateLoops(ctx)) ?? []).filter((loop) => loop.pid !== updater?.pid);
@@ -57,6 +53,10 @@ export async function collectStatus(ctx: Context) {
       ...(info ? { version: info.serverInfo.version, instanceId: info.instanceId, startedAt: info.startedAt, remoteControl: info.remoteControl } : {}),
       answering: answer === "ours" && (recordPid === undefined || recordPid === info?.pid),
       ...(probe.kind === "foreign" ? { answeredBy: probe.detail } : {}),
+      wanted: wanted?.appServer ?? null,
+      restarts: keeper?.restarts ?? 0,
+      ...(keeper?.lastExit ? { lastExit: keeper.lastExit } : {}),
+      ...(state === "crashed" && keeper?.nextRestartAt ? { nextRestartAt: keeper.nextRestartAt } : {}),
       logPath: ctx.layout.appServerLog,
     },
     updater: updater ?? null,

@@ -2,10 +2,18 @@
  * The updater process as the daemon sees it: a pidfile-backed process group,
  * plus the outcome of its last check (written by the loop in src/update/).
  */
-import { errnoCode } from "../errors.ts";
+import { warn } from "../diagnostics.ts";
+import { BerthError, errnoCode } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
-import { PidBackend } from "./backend.ts";
+import { logTail } from "./app-server.ts";
+import { ExitedAtLaunch, PidBackend } from "./backend.ts";
+import { endUntrackedUpdaters } from "./orphans.ts";
 import type { Context } from "./context.ts";
+import { readStoredSettings } from "./settings.ts";
+
+/** The updater gets this long to end on SIGTERM before its group is killed. */
+const UPDATER_STOP_GRACE_MS = 10_000;
+const STARTING_WAIT_MS = 15_000;
 
 export type UpdaterCheck = {
   at: string;
@@ -24,6 +32,8 @@ export type UpdaterState = {
   lastCheck?: UpdaterCheck;
   nextCheckAt?: string;
   quarantined: string[];
+  /** Written by the loop when it starts: its pid and the version of the binary it runs. */
+  loop?: { pid: number; version: string };
   /** ETag / Last-Modified of the last verified latest.json, for a conditional GET (src/update/release.ts). */
   latestValidators?: unknown;
 };
@@ -32,6 +42,7 @@ export type UpdaterReport = {
   pendingRestart?: PendingRestart;
   state: "running" | "starting" | "stopped";
   pid?: number;
+  version?: string;
   lastCheck?: UpdaterCheck;
   nextCheckAt?: string;
   quarantined: string[];
@@ -65,10 +76,57 @@ export function updaterReport(ctx: Context): UpdaterReport {
   return {
     state: pidState.kind === "running" ? "running" : pidState.kind === "starting" ? "starting" : "stopped",
     ...(pidState.kind === "running" ? { pid: pidState.record.pid } : {}),
+    ...(pidState.kind === "running" && saved.loop?.pid === pidState.record.pid ? { version: saved.loop.version } : {}),
     ...(saved.lastCheck ? { lastCheck: saved.lastCheck } : {}),
     ...(saved.nextCheckAt && pidState.kind === "running" ? { nextCheckAt: saved.nextCheckAt } : {}),
     quarantined: saved.quarantined,
     logPath: ctx.layout.updaterLog,
     ...(saved.pendingRestart && pidState.kind === "running" ? { pendingRestart: saved.pendingRestart } : {}),
   };
+}
+
+export async function stopUpdater(ctx: Context): Promise<boolean> {
+  const backend = updaterBackend(ctx);
+  const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
+  const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
+  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
+  const orphans = await endUntrackedUpdaters(ctx);
+  if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
+  return stopped || orphans.ended.length > 0;
+}
+
+/** Launches the loop from the managed binary unless one runs; returns its pid. */
+async function launchUpdater(ctx: Context): Promise<number> {
+  try {
+    const launched = await updaterBackend(ctx).launch({
+      binary: ctx.layout.managedBinary,
+      args: ["update-loop"],
+      cwd: ctx.layout.home,
+      env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
+      logPath: ctx.layout.updaterLog,
+    });
+    return launched.record.pid;
+  } catch (error) {
+    if (!(error instanceof ExitedAtLaunch)) throw error;
+    throw new BerthError("START_FAILED", `the updater exited at once. Last lines of ${ctx.layout.updaterLog}:\n${logTail(ctx.layout.updaterLog)}`);
+  }
+}
+
+/** Exactly one updater: stop whichever runs, then launch a new one from the managed binary. */
+export async function replaceUpdater(ctx: Context): Promise<number> {
+  await stopUpdater(ctx);
+  return launchUpdater(ctx);
+}
+
+/**
+ * Under daemon.lock, after `start`/`restart`: the keeper runs whenever the
+ * app-server is wanted. Only once `bootstrap` has set berth up (settings hold
+ * `autoUpdate`); a bare `start` on a hand-made install launches nothing more.
+ */
+export async function ensureKeeper(ctx: Context, options: { always?: boolean } = {}): Promise<{ pid?: number; launched: boolean }> {
+  if (!options.always && readStoredSettings(ctx.layout.settingsFile).autoUpdate === undefined) return { launched: false };
+  const state = updaterBackend(ctx).inspect();
+  if (state.kind === "running") return { pid: state.record.pid, launched: false };
+  if (state.kind === "starting") return { launched: false };
+  return { pid: await launchUpdater(ctx), launched: true };
 }

@@ -52,6 +52,9 @@ export function layoutFor(home: string) {
     updaterPid: join(daemonDir, "updater.pid"),
     updaterLog: join(daemonDir, "updater.log"),
     updaterState: join(daemonDir, "updater-state.json"),
+    wantedFile: join(daemonDir, "wanted.json"),
+    keeperState: join(daemonDir, "keeper.json"),
+    startupFile: join(daemonDir, "startup.json"),
     defaultSocket: join(daemonDir, "app-server.sock"),
     tokenFile: join(daemonDir, "remote-control.token"),
   };

@@ -7,6 +7,7 @@
 import { BerthError, describeError } from "../errors.ts";
 import { foreignServerError, isOurServer, startAppServer } from "../daemon/app-server.ts";
 import type { Context } from "../daemon/context.ts";
+import { logger } from "../output.ts";
 import { CLI_VERSION } from "../version.ts";
 import { probeInitialize } from "./client.ts";
 import { MAX_FRAME_BYTES } from "./serve.ts";
@@ -25,6 +26,8 @@ const PROBE_TIMEOUT_MS = 3_000;
 /** After stdin EOF, wait this long for replies to requests already sent, then for the close handshake. */
 const CLOSE_WAIT_MS = 5_000;
 const SEND_POLL_MS = 2;
+/** Unanswered request ids remembered for the wait at EOF; beyond this, later ones are not waited for. */
+const MAX_TRACKED_REQUESTS = 65_536;
 
 export type ConnectedLine = {
   status: "connected";
@@ -201,11 +204,11 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
           if (ws.readyState !== WebSocket.OPEN) return;
           const text = Buffer.from(line.buffer, line.byteOffset, line.length).toString("utf8");
           const key = requestKey(text);
-          if (key !== undefined) outstanding.add(key);
+          if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
           ws.send(text);
         }
         if (tooLong) {
-          process.stderr.write(`berth connect: a stdin line is longer than ${MAX_FRAME_BYTES} bytes (the frame limit); closing.\n`);
+          logger.error(`berth connect: a stdin line is longer than ${MAX_FRAME_BYTES} bytes (the frame limit); closing.`);
           closedByUs = true;
           ws.close(1009, "line too long");
           finish(EXIT_LINE_TOO_LONG);
@@ -215,14 +218,14 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
         while (ws.readyState === WebSocket.OPEN && ws.bufferedAmount > BRIDGE_HIGH_WATER_BYTES) await Bun.sleep(SEND_POLL_MS);
       }
     } catch (error) {
-      process.stderr.write(`berth connect: reading stdin failed: ${describeError(error)}\n`);
+      logger.error(`berth connect: reading stdin failed: ${describeError(error)}`);
     }
     if (ws.readyState !== WebSocket.OPEN) return;
     // EOF: a last unterminated line still counts as a message.
     if (pending.length > 0) {
       const text = Buffer.from(pending).toString("utf8");
       const key = requestKey(text);
-      if (key !== undefined) outstanding.add(key);
+      if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
       ws.send(text);
     }
     const deadline = Date.now() + CLOSE_WAIT_MS;
@@ -230,7 +233,7 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
     if (ws.readyState !== WebSocket.OPEN) return;
     closedByUs = true;
     ws.close(1000);
-    setTimeout(() => void writing.then(() => finish(EXIT_STDIN_EOF)), CLOSE_WAIT_MS).unref?.();
+    setTimeout(() => void writing.then(() => finish(EXIT_STDIN_EOF)), CLOSE_WAIT_MS);
   })();
 
   return finished;

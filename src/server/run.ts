@@ -2,6 +2,8 @@
 import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
+import { notifyReady } from "../daemon/ready.ts";
+import { captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import { writeFileAtomic } from "../platform/fs.ts";
 import { listenOfUrl, planRemoteListen, readSavedListen, saveListen, savedListenPath } from "./remote-listen.ts";
 import { startServer, type ServeOptions } from "./serve.ts";
@@ -25,6 +27,8 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   const ctx = openContext();
   const socketPath = socketPathFromListen(options.listen, ctx.socket.path);
   const settings = settingsOf(ctx);
+  // Launched as a daemon (stdout is its log): stamp and rotate every line from here on.
+  if (stdoutIsLog(ctx.layout.appServerLog)) captureStdio(ctx.layout.appServerLog, () => logLimitsOf(ctx));
   const savedPath = savedListenPath(ctx.layout.daemonDir);
   const plan = options.remoteControl
     ? planRemoteListen({ listen: settings.remoteControl.listen, tls: settings.remoteControl.tls, saved: readSavedListen(savedPath), settingsFile: ctx.layout.settingsFile })
@@ -53,6 +57,8 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
       (identity.remoteControl.url ? ` and ${identity.remoteControl.url} (remote control)` : ""),
   );
   for (const signal of SHUTDOWN_SIGNALS) process.on(signal, () => server.shutdown());
+  // Listening and able to shut down cleanly: tell the starter (see daemon/ready.ts).
+  notifyReady();
   await server.closed;
   const report = await server.shutdownReport;
   // `stop` reads this after the process is gone to report processesEnded (see daemon/app-server.ts).
@@ -64,3 +70,4 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   logger.info(`berth app-server pid ${identity.pid} stopped; ${JSON.stringify(report)}`);
   return { status: "stopped", pid: identity.pid, instanceId: identity.instanceId };
 }
+

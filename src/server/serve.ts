@@ -4,7 +4,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { release, type } from "node:os";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
 import { BerthError } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
@@ -73,7 +73,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     remoteControl: { enabled: Boolean(options.remoteControl), ...(remoteUrl ? { url: remoteUrl } : {}) },
   });
 
-  const api = createApi({ settings: options.settings ?? {} });
+  const api = createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
   let nextConnId = 1;
   let connections = 0;
   const onText = (ws: ServerWebSocket<Client>, text: string) => {

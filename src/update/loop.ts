@@ -3,12 +3,13 @@
  * the app-server onto the new release with a health check, and after a
  * validated restart re-executes itself from the new managed binary.
  */
-import { appendFileSync } from "node:fs";
 import { describeError, isBerthError } from "../errors.ts";
 import { openContext, settingsOf, type Context } from "../daemon/context.ts";
+import { appendLog, captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import { readUpdaterState, writeUpdaterState } from "../daemon/updater.ts";
 import { execReplace } from "../platform/ffi.ts";
 import { CLI_VERSION } from "../version.ts";
+import { Keeper } from "./keeper-loop.ts";
 import { exitOnTermination } from "./termination.ts";
 import { checkOutcome, recordCheck, tryRollout, updateWithRollout, type PendingRollout } from "./update.ts";
 
@@ -17,15 +18,22 @@ export const BUSY_RETRY_MS = 1_000;
 const FALLBACK_INTERVAL_MS = 3_600_000;
 
 function logLine(ctx: Context, line: string): void {
-  appendFileSync(ctx.layout.updaterLog, `${new Date().toISOString()} ${line}\n`);
+  try {
+    appendLog(ctx.layout.updaterLog, line, logLimitsOf(ctx));
+  } catch {
+    // a full disk must not end the keeper
+  }
 }
 
 export async function runUpdateLoop(): Promise<never> {
   const ctx = openContext();
   exitOnTermination();
+  if (stdoutIsLog(ctx.layout.updaterLog)) captureStdio(ctx.layout.updaterLog, () => logLimitsOf(ctx));
   let settings = settingsOf(ctx);
-  logLine(ctx, `updater pid ${process.pid} (berth ${CLI_VERSION}) started; first check in ${settings.update.initialDelayMs} ms`);
-  recordCheckTime(ctx, settings.update.initialDelayMs);
+  recordLoop(ctx);
+  logLine(ctx, `updater pid ${process.pid} (berth ${CLI_VERSION}) started; ${settings.autoUpdate ? `first check in ${settings.update.initialDelayMs} ms` : "auto-update is off: keeping the app-server only"}`);
+  void new Keeper(ctx, (line) => logLine(ctx, line)).run();
+  if (settings.autoUpdate) recordCheckTime(ctx, settings.update.initialDelayMs);
   await Bun.sleep(settings.update.initialDelayMs);
   let pending: PendingRollout | undefined;
   for (;;) {
@@ -34,7 +42,9 @@ export async function runUpdateLoop(): Promise<never> {
     try {
       settings = settingsOf(ctx);
       delayMs = settings.update.intervalMs;
-      if (pending) {
+      if (!settings.autoUpdate && !pending) {
+        // Keeper only: look again later in case auto-update is turned on.
+      } else if (pending) {
         const rollout = await tryRollout(ctx, pending, "try");
         if (rollout) {
           logLine(ctx, `check: ${rollout.status}: ${rollout.message}`);
@@ -72,6 +82,15 @@ export async function runUpdateLoop(): Promise<never> {
 
 function nextAt(delayMs: number): string {
   return new Date(Date.now() + delayMs).toISOString();
+}
+
+/** Which binary this loop runs, so `status.updater.version` can say it. */
+function recordLoop(ctx: Context): void {
+  try {
+    writeUpdaterState(ctx.layout.updaterState, { ...readUpdaterState(ctx.layout.updaterState), loop: { pid: process.pid, version: CLI_VERSION } });
+  } catch {
+    // status only loses the loop's version
+  }
 }
 
 function recordCheckTime(ctx: Context, delayMs: number): void {

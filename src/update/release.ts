@@ -83,9 +83,8 @@ async function readCapped(url: string, opened: Opened, max: number): Promise<Uin
   return Buffer.concat(chunks);
 }
 
-/** `url` and `url.sig`, the signature checked before the bytes are returned. */
-async function fetchSigned(url: string, opened?: Opened): Promise<Uint8Array> {
-  const body = opened ?? (await open(url, METADATA_TIMEOUT_MS));
+/** The body of `url` (already opened: undefined means 404) and `url.sig`, the signature checked before the bytes are returned. */
+async function readSigned(url: string, body: Opened | undefined): Promise<Uint8Array> {
   if (!body) throw new BerthError("DOWNLOAD_FAILED", `could not download ${url}: HTTP 404; check releaseBaseUrl and that the release exists.`);
   const bytes = await readCapped(url, body, METADATA_MAX_BYTES);
   const sig = await open(`${url}.sig`, METADATA_TIMEOUT_MS);
@@ -131,7 +130,7 @@ export async function fetchLatest(baseUrl: string, cached?: LatestValidators): P
     return { latest: usable.latest, notModified: true };
   }
   if (opened?.status === 304) throw new BerthError("DOWNLOAD_FAILED", `${url} answered 304 Not Modified to an unconditional request; the release host is misconfigured.`);
-  const latest = parseLatest(url, parseJson(url, await fetchSigned(url, opened)));
+  const latest = parseLatest(url, parseJson(url, await readSigned(url, opened)));
   const etag = opened?.headers.get("etag") ?? undefined;
   const lastModified = opened?.headers.get("last-modified") ?? undefined;
   const validators = etag || lastModified ? { url, ...(etag ? { etag } : {}), ...(lastModified ? { lastModified } : {}), latest } : undefined;
@@ -165,7 +164,7 @@ export async function fetchManifestAsset(baseUrl: string, version: string, targe
     const base = baseUrl.replace(/\/+$/, "");
     throw new BerthError("DOWNLOAD_FAILED", `${version} is not published at ${base} (no ${version}/manifest.json there); run \`berth update --check\` for the latest version.`);
   }
-  return selectAsset(parseJson(url, await fetchSigned(url, opened)), version, target);
+  return selectAsset(parseJson(url, await readSigned(url, opened)), version, target);
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {

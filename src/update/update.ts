@@ -11,7 +11,8 @@ import { ensureRunning, ensureStopped, isOurServer, underDaemonLock } from "../d
 import { managedInstall, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
 import { FileLock } from "../daemon/lock.ts";
 import type { Settings } from "../daemon/settings.ts";
-import { readUpdaterState, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
+import { appendLog, logLimitsOf } from "../daemon/log.ts";
+import { readUpdaterState, replaceUpdater, updaterBackend, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
 import { flipCurrent, installRelease, withInstallLock } from "../install/install.ts";
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
@@ -35,6 +36,8 @@ export type UpdateResult = {
   appServerVersion?: string;
   message: string;
   cliVersion: string;
+  /** A manual update that installed a release replaced the running loop with one from the new binary. */
+  updater?: { pid: number; replaced: boolean };
 };
 
 /** A rollout that still needs daemon.lock to restart the app-server (the loop retries it). */
@@ -193,6 +196,12 @@ export async function updateNow(ctx: Context, options: UpdateOptions): Promise<U
     async (settings) => {
       const outcome = await updateWithRollout(ctx, settings, { ...options, manual: true }, "held");
       recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
+      appendLog(ctx.layout.updaterLog, `manual update (pid ${process.pid}): ${outcome.status}: ${outcome.message}`, logLimitsOf(ctx));
+      // A running loop must not keep running the old binary: replace it from the new managed binary.
+      if ((outcome.status === "updated" || outcome.status === "rolledBack") && updaterBackend(ctx).inspect().kind === "running") {
+        const pid = await replaceUpdater(ctx);
+        return { ...outcome, updater: { pid, replaced: true } };
+      }
       return outcome;
     },
     false,

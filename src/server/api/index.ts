@@ -2,6 +2,7 @@
  * The app-server API: every family's table merged into one. A family is
  * added here and nowhere else.
  */
+import { join } from "node:path";
 import { createFsApi } from "./fs.ts";
 import { processFamily } from "./process.ts";
 import { createSystemApi } from "./system.ts";
@@ -13,10 +14,14 @@ import type { ApiFamily, MethodTable } from "./types.ts";
  * before SIGKILL, so the server itself exits before `stop` loses patience with it.
  */
 export const PROCESS_GRACE_SHARE = 0.8;
+/** In daemon/: the session processes that run (see src/server/process/ledger.ts). */
+export const PROCESS_LEDGER_FILE = "app-server.processes.json";
 
 export type ApiOptions = {
   /** Loaded settings of this BERTH_HOME (processes.*, tunnels.*). */
   settings: Record<string, unknown>;
+  /** The app-server's state folder (daemon/): where the process ledger lives. */
+  stateDir?: string;
 };
 
 export type Api = {
@@ -48,7 +53,11 @@ export function createApi(options: ApiOptions): Api {
   const stopGraceMs = typeof settings.stopGraceMs === "number" ? settings.stopGraceMs : 60_000;
   const limits = (settings.processes ?? {}) as Record<string, number>;
   return composeApi([
-    processFamily({ limits, stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE) }),
+    processFamily({
+      limits,
+      stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE),
+      ...(options.stateDir ? { ledgerPath: join(options.stateDir, PROCESS_LEDGER_FILE) } : {}),
+    }),
     createFsApi(),
     createSystemApi(),
     createTunnelApi(options.settings),

@@ -3,6 +3,7 @@
  * The table only checks params and calls into src/server/process/.
  */
 import { ProcessManager, DEFAULT_PROCESS_LIMITS, type ProcessLimits } from "../process/manager.ts";
+import { endLeftovers } from "../process/ledger.ts";
 import type { ManagedProcess } from "../process/managed.ts";
 import { absPath, arrayOf, base64, int, nonEmptyStr, object, oneOf, optional, params, recordOf, str } from "./params.ts";
 import { API_INVALID_PARAMS, API_NOT_FOUND, ApiError, method, type ApiFamily } from "./types.ts";
@@ -22,7 +23,12 @@ const envValue = (v: unknown, name: string) => {
 const argvItem = (v: unknown, name: string) => envValue(v, name);
 const since = recordOf(int(0), { maxKeys: 3 });
 
-export type ProcessFamilyOptions = { limits?: Partial<ProcessLimits>; stopGraceMs?: number };
+export type ProcessFamilyOptions = {
+  limits?: Partial<ProcessLimits>;
+  stopGraceMs?: number;
+  /** Where running processes are recorded; leftovers of a previous app-server found there are ended first. */
+  ledgerPath?: string;
+};
 
 function running(managed: ManagedProcess, what: string): ManagedProcess {
   if (managed.state !== "running" || !managed.unreaped) {
@@ -32,7 +38,8 @@ function running(managed: ManagedProcess, what: string): ManagedProcess {
 }
 
 export function processFamily(options: ProcessFamilyOptions = {}): ApiFamily & { manager: ProcessManager } {
-  const manager = new ProcessManager({ ...DEFAULT_PROCESS_LIMITS, ...options.limits });
+  if (options.ledgerPath) endLeftovers(options.ledgerPath);
+  const manager = new ProcessManager({ ...DEFAULT_PROCESS_LIMITS, ...options.limits }, options.ledgerPath);
   const methods = {
     "process/spawn": method(
       params({

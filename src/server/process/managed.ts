@@ -24,6 +24,8 @@ export const OUTPUT_PAUSE_BYTES = 1024 * 1024;
  */
 export const MAX_OWED_BYTES = 8 * 1024 * 1024;
 export const CLOSE_BACKLOG_CODE = 1008;
+/** While output waits for a drain, the socket's backlog is also rechecked this often. */
+const DRAIN_RECHECK_MS = 50;
 
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;
@@ -69,6 +71,8 @@ export class ManagedProcess {
   terminalSize: TerminalSize | null;
   proc!: Subprocess<"pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore">;
   terminal?: Terminal;
+  /** Boot id + start time of the leader, taken right after the spawn (for the ledger). */
+  identity?: string;
   private readonly subscribers = new Map<number, Subscriber>();
   private readonly closeHooked = new Set<number>();
   private readonly exitListeners: Array<() => void> = [];
@@ -202,12 +206,21 @@ export class ManagedProcess {
       }
       return;
     }
-    const stop = sub.conn.onDrain(() => {
-      stop();
+    // Resume on Bun's drain; the recheck covers a drain that came before we listened.
+    const resume = () => {
+      sub.stopDrainWait?.();
       sub.stopDrainWait = undefined;
       this.pumpAll(sub);
-    });
-    sub.stopDrainWait = stop;
+    };
+    const stopListening = sub.conn.onDrain(resume);
+    const recheck = setInterval(() => {
+      if (!sub.conn.closed && sub.conn.backlog() < OUTPUT_PAUSE_BYTES) resume();
+    }, DRAIN_RECHECK_MS);
+    recheck.unref?.();
+    sub.stopDrainWait = () => {
+      stopListening();
+      clearInterval(recheck);
+    };
   }
 
   private caughtUp(sub: Subscriber): boolean {

@@ -8,6 +8,8 @@ import { errnoCode } from "../../errors.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_PARAMS } from "../api/types.ts";
 import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type TerminalSize } from "./managed.ts";
 import { endProcessTrees } from "./tree.ts";
+import { writeLedger, type LedgerEntry } from "./ledger.ts";
+import { processIdentity } from "../../platform/process.ts";
 
 export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
 
@@ -42,7 +44,18 @@ export class ProcessManager {
   private nextNumber = 1;
   private stopping = false;
 
-  constructor(readonly limits: ProcessLimits) {}
+  /** `ledgerPath`: where the running processes are recorded for the next app-server (see ledger.ts). */
+  constructor(
+    readonly limits: ProcessLimits,
+    private readonly ledgerPath?: string,
+  ) {}
+
+  private recordRunning(): void {
+    if (!this.ledgerPath) return;
+    const entries: LedgerEntry[] = [];
+    for (const p of this.running()) if (p.identity && p.unreaped) entries.push({ pid: p.pid, identity: p.identity });
+    writeLedger(this.ledgerPath, entries);
+  }
 
   running(): ManagedProcess[] {
     return [...this.processes.values()].filter((p) => p.state === "running");
@@ -94,7 +107,9 @@ export class ProcessManager {
     } catch (error) {
       throw spawnError(error, argv[0] as string, cwd);
     }
+    managed.identity = processIdentity(managed.pid);
     this.processes.set(processId, managed);
+    this.recordRunning();
     void this.follow(managed);
     return managed;
   }
@@ -116,6 +131,7 @@ export class ProcessManager {
     }
     const signal = managed.proc.signalCode;
     managed.markExited(managed.proc.exitCode, typeof signal === "number" ? String(signal) : signal);
+    if (!this.stopping) this.recordRunning();
     const timer = setTimeout(() => this.forget(managed.processId), this.limits.retainExitedMs);
     timer.unref?.();
     this.forgetTimers.set(managed.processId, timer);
@@ -139,6 +155,7 @@ export class ProcessManager {
     this.stopping = true;
     const running = this.running();
     await endProcessTrees(running, graceMs);
+    this.recordRunning();
     for (const timer of this.forgetTimers.values()) clearTimeout(timer);
     return { processesEnded: running.length };
   }

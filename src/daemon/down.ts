@@ -1,0 +1,30 @@
+/** `down` and the hidden `keep`: the keeper and the app-server together. */
+import { ensureStopped, underDaemonLock } from "./app-server.ts";
+import type { Context } from "./context.ts";
+import { ensureKeeper, stopUpdater } from "./updater.ts";
+import { readWanted, writeWanted } from "./wanted.ts";
+
+export type DownResult = { status: "down"; appServer: "stopped" | "notRunning"; keeper: "stopped" | "notRunning"; socketPath: string };
+
+/** Under daemon.lock: stop the app-server, want it stopped, stop the keeper. Nothing comes back until start/bootstrap. */
+export async function down(ctx: Context): Promise<DownResult> {
+  return underDaemonLock(
+    ctx,
+    async (settings) => {
+      const appServer = await ensureStopped(ctx, settings);
+      writeWanted(ctx, "stopped", { down: true });
+      const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
+      return { status: "down", appServer, keeper, socketPath: ctx.socket.path };
+    },
+    false,
+  );
+}
+
+/** What the startup entry runs: make sure the keeper runs; it starts the app-server if it is wanted. After `down`, nothing. */
+export async function keep(ctx: Context) {
+  return underDaemonLock(ctx, async () => {
+    if (readWanted(ctx).down) return { status: "down" as const, logPath: ctx.layout.updaterLog };
+    const keeper = await ensureKeeper(ctx, { always: true });
+    return { status: keeper.launched ? "started" : "alreadyRunning", ...(keeper.pid !== undefined ? { pid: keeper.pid } : {}), logPath: ctx.layout.updaterLog };
+  });
+}

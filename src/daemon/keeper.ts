@@ -1,0 +1,92 @@
+/**
+ * The keeper's decisions and its state file. The keeper itself (the polling
+ * loop inside `update-loop`) lives in src/update/keeper-loop.ts; everything
+ * here is pure or a plain read/write of `daemon/keeper.json`.
+ */
+import { readFileSync } from "node:fs";
+import { errnoCode } from "../errors.ts";
+import { writeFileAtomic } from "../platform/fs.ts";
+
+/** Crashes older than this no longer count towards giving up. */
+export const CRASH_WINDOW_MS = 10 * 60_000;
+/** This many crashes within the window and the keeper stops trying. */
+export const MAX_CRASHES = 5;
+export const MAX_BACKOFF_MS = 60_000;
+
+export type RestartDecision = { action: "restart"; delayMs: number } | { action: "giveUp" };
+
+/**
+ * Pure: after a crash at `now`, with `crashTimes` (ms, including this one),
+ * restart at once the first time, then after 1, 2, 4 … 60 s; give up at the
+ * MAX_CRASHES-th crash within CRASH_WINDOW_MS.
+ */
+export function restartDecision(crashTimes: number[], now: number): RestartDecision {
+  const recent = crashTimes.filter((at) => at <= now && now - at < CRASH_WINDOW_MS).length;
+  if (recent >= MAX_CRASHES) return { action: "giveUp" };
+  if (recent <= 1) return { action: "restart", delayMs: 0 };
+  return { action: "restart", delayMs: Math.min(1_000 * 2 ** (recent - 2), MAX_BACKOFF_MS) };
+}
+
+/** Pure: the crash times still worth remembering. */
+export function recentCrashes(crashTimes: number[], now: number): number[] {
+  return crashTimes.filter((at) => now - at < CRASH_WINDOW_MS);
+}
+
+export type LastExit = { at: string; exitCode: number | null; signal: string | null; logTail: string };
+
+export type KeeperState = {
+  /** What the keeper last concluded about the app-server. */
+  state: "running" | "stopped" | "crashed" | "failed" | "unmanaged";
+  restarts: number;
+  crashes: number[];
+  lastExit?: LastExit;
+  failedAt?: string;
+  nextRestartAt?: string;
+  /** The record whose exit was last counted, so a pidfile still naming it is not counted again. */
+  exited?: { pid: number; processStartTime: string };
+};
+
+export function emptyKeeperState(): KeeperState {
+  return { state: "stopped", restarts: 0, crashes: [] };
+}
+
+export function readKeeperState(path: string): KeeperState {
+  try {
+    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<KeeperState>;
+    const states = ["running", "stopped", "crashed", "failed", "unmanaged"];
+    return {
+      ...emptyKeeperState(),
+      ...value,
+      state: states.includes(value.state as string) ? (value.state as KeeperState["state"]) : "stopped",
+      restarts: Number.isInteger(value.restarts) ? (value.restarts as number) : 0,
+      crashes: Array.isArray(value.crashes) ? value.crashes.filter((v) => typeof v === "number") : [],
+    };
+  } catch (error) {
+    // Missing or damaged: the keeper only loses its history.
+    if (errnoCode(error) !== "ENOENT" && !(error instanceof SyntaxError)) throw error;
+    return emptyKeeperState();
+  }
+}
+
+export function writeKeeperState(path: string, state: KeeperState): void {
+  writeFileAtomic(path, `${JSON.stringify(state)}\n`);
+}
+
+export type AppServerState = "running" | "starting" | "stopped" | "crashed" | "failed" | "unmanaged";
+
+/**
+ * Pure: what `status` calls the app-server, from its pidfile, whoever answers
+ * on the socket, the wanted state and the keeper's verdict.
+ */
+export function appServerState(input: {
+  pid: "missing" | "starting" | "running";
+  answer: "ours" | "foreign" | "none";
+  wanted: "running" | "stopped";
+  keeper?: KeeperState["state"];
+}): AppServerState {
+  if (input.pid === "starting") return "starting";
+  if (input.pid === "running") return "running";
+  if (input.answer !== "none") return "unmanaged";
+  if (input.wanted === "stopped") return "stopped";
+  return input.keeper === "failed" ? "failed" : "crashed";
+}

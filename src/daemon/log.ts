@@ -1,0 +1,120 @@
+/**
+ * The daemons' logs: every line starts with an ISO-8601 time, and a log is
+ * rotated by the process that writes it once it passes `logs.maxBytes`
+ * (`log` → `log.1` → … → `log.<keep>`, the oldest dropped).
+ *
+ * The launcher still points a daemon's stdout/stderr at its log, so what the
+ * runtime prints before berth's code runs (a crash at start-up, a module that
+ * fails to load) is kept. Once running, the daemon routes its own stdout and
+ * stderr through `captureStdio`, which stamps and rotates; the inherited
+ * descriptors are then only used by the runtime itself on a fatal error.
+ */
+import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { FILE_MODE } from "../platform/fs.ts";
+import { routeOutput } from "../stdio.ts";
+import { settingsOf, type Context } from "./context.ts";
+
+export type LogLimits = { maxBytes: number; keep: number };
+
+export const LOG_DEFAULT_LIMITS: LogLimits = { maxBytes: 8 * 1024 * 1024, keep: 3 };
+/** A running daemon re-reads logs.maxBytes/keep from settings at most this often. */
+const LIMITS_REFRESH_MS = 5_000;
+/** A partial line (no newline yet) is flushed once it grows past this. */
+const PARTIAL_LINE_MAX_BYTES = 64 * 1024;
+
+/** The log limits of the settings, or the defaults while settings.json cannot be read. */
+export function logLimitsOf(ctx: Context): LogLimits {
+  try {
+    return settingsOf(ctx).logs;
+  } catch {
+    return LOG_DEFAULT_LIMITS;
+  }
+}
+
+/** Pure: the files of a rotation, oldest first, as [from, to] renames; `to` undefined means delete. */
+export function rotationPlan(path: string, keep: number): Array<[string, string | undefined]> {
+  const steps: Array<[string, string | undefined]> = [];
+  if (keep <= 0) return [[path, undefined]];
+  steps.push([`${path}.${keep}`, undefined]);
+  for (let i = keep - 1; i >= 1; i -= 1) steps.push([`${path}.${i}`, `${path}.${i + 1}`]);
+  steps.push([path, `${path}.1`]);
+  return steps;
+}
+
+export function rotate(path: string, keep: number): void {
+  for (const [from, to] of rotationPlan(path, keep)) {
+    try {
+      if (to === undefined) rmSync(from, { force: true });
+      else renameSync(from, to);
+    } catch {
+      // a missing older file is normal
+    }
+  }
+}
+
+/** Pure: `text` with an ISO time at the start of every line. */
+export function stampLines(text: string, now: Date): string {
+  const stamp = now.toISOString();
+  return text
+    .split("\n")
+    .map((line) => `${stamp} ${line}\n`)
+    .join("");
+}
+
+/** Appends whole lines (stamped) to a log, rotating first when it would pass the limit. */
+export function appendLog(path: string, text: string, limits: LogLimits = LOG_DEFAULT_LIMITS, now = new Date()): void {
+  const bytes = Buffer.from(stampLines(text.replace(/\n$/, ""), now));
+  try {
+    if (statSync(path).size > 0 && statSync(path).size + bytes.byteLength > limits.maxBytes) rotate(path, limits.keep);
+  } catch {
+    // no log yet
+  }
+  const fd = openSync(path, "a", FILE_MODE);
+  try {
+    let offset = 0;
+    while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** True when this process's stdout is the log file itself (launched as a daemon, not run in a terminal). */
+export function stdoutIsLog(path: string): boolean {
+  try {
+    const out = fstatSync(1);
+    const log = statSync(path);
+    return out.ino === log.ino && out.dev === log.dev;
+  } catch {
+    return false;
+  }
+}
+
+/** Routes this process's stdout and stderr (both `process.*.write` and berth's own writeOutput) through `appendLog`, line by line. */
+export function captureStdio(path: string, readLimits: () => LogLimits): void {
+  let partial = "";
+  let cached: { limits: LogLimits; at: number } | undefined;
+  const limits = () => {
+    if (!cached || Date.now() - cached.at > LIMITS_REFRESH_MS) cached = { limits: readLimits(), at: Date.now() };
+    return cached.limits;
+  };
+  const write = (chunk: unknown, encoding?: unknown, callback?: unknown): boolean => {
+    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("utf8");
+    partial += text;
+    const end = partial.lastIndexOf("\n");
+    if (end >= 0 || partial.length > PARTIAL_LINE_MAX_BYTES) {
+      const whole = end >= 0 ? partial.slice(0, end) : partial;
+      partial = end >= 0 ? partial.slice(end + 1) : "";
+      try {
+        appendLog(path, whole, limits());
+      } catch {
+        // a full disk must not take the daemon down
+      }
+    }
+    const done = typeof encoding === "function" ? encoding : callback;
+    if (typeof done === "function") done();
+    return true;
+  };
+  process.stdout.write = write as typeof process.stdout.write;
+  process.stderr.write = write as typeof process.stderr.write;
+  routeOutput((text) => write(text));
+}

@@ -1,0 +1,208 @@
+/**
+ * The keeper: inside `update-loop`, watches the app-server and restarts it
+ * when it exits unasked while it is wanted (see src/daemon/keeper.ts for the
+ * decisions). It restarts only under daemon.lock taken without waiting, so a
+ * user's start/stop/restart always wins and two app-servers never run, and it
+ * re-reads the wanted state under that lock. It never signals a process: a
+ * restart goes through the same ensureRunning as `start`, whose pid backend
+ * checks identities.
+ */
+import { describeError } from "../errors.ts";
+import { appServerBackend, ensureRunning, logTail } from "../daemon/app-server.ts";
+import { assertManagedBinary, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
+import { readKeeperState, recentCrashes, restartDecision, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
+import { FileLock } from "../daemon/lock.ts";
+import { sameRecord, type PidRecord } from "../daemon/pidfile.ts";
+import { readWanted } from "../daemon/wanted.ts";
+import { processIdentity } from "../platform/process.ts";
+
+/** How often the keeper looks at the recorded app-server (a read of /proc/<pid>/stat). */
+export const KEEPER_POLL_MS = 250;
+/** A server the keeper launched is its child: wait this long for the runtime to report its exit status. */
+const EXIT_STATUS_WAIT_MS = 200;
+const MAX_REMEMBERED_EXITS = 8;
+/** While a server the keeper does not own answers on the socket, it looks again this often. */
+const UNMANAGED_RECHECK_MS = 5_000;
+const LAST_EXIT_TAIL_BYTES = 1_024;
+
+type Log = (line: string) => void;
+
+/** Pure-ish: whether an identity was recorded on this boot (Linux identities start with the boot id). */
+function sameBoot(identity: string): boolean {
+  const own = processIdentity(process.pid) ?? "";
+  return identity.split("/")[0] === own.split("/")[0];
+}
+
+export class Keeper {
+  private state: KeeperState;
+  private lastSeen: PidRecord | undefined;
+  private nextAttemptAt = 0;
+  /** Exit statuses of the servers this keeper launched (its children), by pid; bounded to the last few. */
+  private readonly exits = new Map<number, { exitCode: number | null; signal: string | null }>();
+  private lastLaunchedPid: number | undefined;
+  /** How many exits of launched servers were reported so far; a failed restart waits for the next one. */
+  private exitCount = 0;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly log: Log,
+  ) {
+    this.state = readKeeperState(ctx.layout.keeperState);
+  }
+
+  async run(): Promise<never> {
+    let lastError: string | undefined;
+    for (;;) {
+      try {
+        await this.tick();
+        lastError = undefined;
+      } catch (error) {
+        // A lasting problem (an unreadable state file) is logged once, not every tick.
+        const message = describeError(error).split("\n")[0];
+        if (message !== lastError) this.log(`keeper: ${message}`);
+        lastError = message;
+      }
+      await Bun.sleep(KEEPER_POLL_MS);
+    }
+  }
+
+  private save(change: Partial<KeeperState>): void {
+    const next = { ...this.state, ...change };
+    if (JSON.stringify(next) === JSON.stringify(this.state)) return;
+    this.state = next;
+    writeKeeperState(this.ctx.layout.keeperState, next);
+  }
+
+  /**
+   * The recorded app-server if it runs as recorded; "starting" while a starter
+   * holds the reservation. A record of this boot whose process is gone (the
+   * keeper was not yet watching when it died) becomes the one last seen, so
+   * that exit counts as a crash too.
+   */
+  private observe(): PidRecord | "starting" | undefined {
+    const content = appServerBackend(this.ctx).pidFile.readContent();
+    if (content.kind === "empty") return "starting";
+    if (content.kind !== "record") return undefined;
+    if (processIdentity(content.record.pid) === content.record.processStartTime) return content.record;
+    const counted = this.state.exited && sameRecord(this.state.exited, content.record);
+    if (!this.lastSeen && !counted && sameBoot(content.record.processStartTime)) this.lastSeen = content.record;
+    return undefined;
+  }
+
+  async tick(): Promise<void> {
+    const wanted = readWanted(this.ctx);
+    if (wanted.appServer !== "running") {
+      this.lastSeen = undefined;
+      this.nextAttemptAt = 0;
+      this.save({ state: "stopped", nextRestartAt: undefined });
+      return;
+    }
+    if (this.state.state === "failed" && this.state.failedAt && wanted.since > this.state.failedAt) {
+      this.save({ state: "stopped", crashes: [], failedAt: undefined });
+    }
+    const seen = this.observe();
+    if (seen === "starting") return;
+    if (seen) {
+      if (!this.lastSeen || this.lastSeen.pid !== seen.pid) this.log(`keeper: watching app-server pid ${seen.pid}`);
+      this.lastSeen = seen;
+      this.save({ state: "running", failedAt: undefined, nextRestartAt: undefined });
+      return;
+    }
+    if (this.state.state === "failed") return;
+    if (!this.lastSeen && Date.now() < this.nextAttemptAt) return;
+    await this.underLock();
+  }
+
+  /**
+   * The exit status of a server this keeper launched (its child); null fields
+   * for one it did not launch (`start` did): only a parent learns how its
+   * child ended.
+   */
+  private async exitStatusOf(pid: number | undefined): Promise<{ exitCode: number | null; signal: string | null }> {
+    if (pid === undefined || pid !== this.lastLaunchedPid) return { exitCode: null, signal: null };
+    const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
+    while (!this.exits.has(pid) && Date.now() < deadline) await Bun.sleep(10);
+    return this.exits.get(pid) ?? { exitCode: null, signal: null };
+  }
+
+  /** Counts one crash (`exited`: the record that went away, never counted twice) and decides what comes next. */
+  private crashed(what: string, exited?: PidRecord, status: { exitCode: number | null; signal: string | null } = { exitCode: null, signal: null }): void {
+    const now = Date.now();
+    const crashes = [...recentCrashes(this.state.crashes, now), now];
+    const lastExit = { at: new Date(now).toISOString(), ...status, logTail: logTail(this.ctx.layout.appServerLog, LAST_EXIT_TAIL_BYTES) };
+    if (exited) this.state = { ...this.state, exited };
+    const decision = restartDecision(crashes, now);
+    if (decision.action === "giveUp") {
+      this.log(`keeper: ${what}; ${crashes.length} crashes within 10 minutes: giving up (run \`berth start\` once it is fixed)`);
+      this.save({ state: "failed", crashes, lastExit, failedAt: new Date(now).toISOString(), nextRestartAt: undefined });
+      return;
+    }
+    this.nextAttemptAt = now + decision.delayMs;
+    this.log(`keeper: ${what}; restarting ${decision.delayMs === 0 ? "now" : `in ${decision.delayMs} ms`}`);
+    this.save({ state: "crashed", crashes, lastExit, nextRestartAt: new Date(this.nextAttemptAt).toISOString() });
+  }
+
+  /**
+   * A crash is confirmed, and a restart made, only under daemon.lock taken
+   * without waiting: a busy lock means a user command (or a rollout) acts, so
+   * look again next tick. The wanted state is re-read under the lock.
+   */
+  private async underLock(): Promise<void> {
+    const lock = FileLock.tryAcquire(this.ctx.layout.daemonLock);
+    if (!lock) return;
+    try {
+      if (readWanted(this.ctx).appServer !== "running") return;
+      const seen = this.observe();
+      if (seen === "starting") return;
+      if (seen) {
+        this.lastSeen = seen;
+        return;
+      }
+      if (this.lastSeen) {
+        const exited = this.lastSeen;
+        this.crashed(`app-server pid ${exited.pid} exited unasked`, exited, await this.exitStatusOf(exited.pid));
+        this.lastSeen = undefined;
+      }
+      if (this.state.state === "failed" || Date.now() < this.nextAttemptAt) return;
+      await this.restart();
+    } finally {
+      lock.release();
+    }
+  }
+
+  private recordExit(pid: number, exitCode: number | null, signal: string | null): void {
+    this.exits.delete(pid);
+    this.exits.set(pid, { exitCode, signal });
+    this.exitCount += 1;
+    while (this.exits.size > MAX_REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value as number);
+  }
+
+  private async restart(): Promise<void> {
+    let result;
+    const exitsBefore = this.exitCount;
+    try {
+      // A missing binary or an unsafe folder fails this restart like a crash: backoff, then give up.
+      assertManagedBinary(this.ctx);
+      prepareStateDirs(this.ctx);
+      result = await ensureRunning(this.ctx, settingsOf(this.ctx), (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal));
+    } catch (error) {
+      // A server that died before answering was our child: its status arrives as it is reaped.
+      const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
+      while (this.exitCount === exitsBefore && Date.now() < deadline) await Bun.sleep(10);
+      const status = this.exitCount !== exitsBefore ? [...this.exits.values()].pop() : undefined;
+      this.crashed(`restart failed: ${describeError(error).split("\n")[0]}`, undefined, status);
+      return;
+    }
+    this.lastLaunchedPid = result.started ? result.running.pid : this.lastLaunchedPid;
+    if (!result.running.managed) {
+      // Someone else's server holds the socket: look again now and then, not every tick.
+      this.nextAttemptAt = Date.now() + UNMANAGED_RECHECK_MS;
+      this.save({ state: "unmanaged", nextRestartAt: undefined });
+      return;
+    }
+    const record = this.observe();
+    this.lastSeen = record && record !== "starting" ? record : undefined;
+    this.log(`keeper: app-server pid ${result.running.pid} answers`);
+    this.save({ state: "running", restarts: this.state.restarts + (result.started ? 1 : 0), nextRestartAt: undefined });
+  }
+}
