@@ -16,6 +16,7 @@ export type ErrorCode =
   | "SIGNATURE_INVALID"
   | "INSTALL_FAILED"
   | "UPDATE_FAILED"
+  | "SSH_FAILED"
   | "INTERNAL";
 
 /** The one error class of berth: what failed, where, and what to do next. */

@@ -16,6 +16,7 @@ import { adoptProven } from "./adoption.ts";
 import { assertManagedBinary, checkExistingStateDirs, managedInstall, sameHome, settingsOrDefaults, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
+import type { ReadyOutcome, ReadyWait } from "./ready.ts";
 import type { Settings } from "./settings.ts";
 import { ensureKeeper } from "./updater.ts";
 import { writeWanted } from "./wanted.ts";
@@ -23,6 +24,13 @@ import { writeWanted } from "./wanted.ts";
 /** One readiness probe may take this long before we try again. */
 const READY_PROBE_TIMEOUT_MS = 1_000;
 const READY_POLL_MS = 10;
+/**
+ * With a readiness pipe the starter probes only once notified; these bound the
+ * back-off of the fallback probes for a server that never writes to the pipe
+ * (a release older than the notification).
+ */
+const READY_FALLBACK_FIRST_MS = 200;
+const READY_FALLBACK_MAX_MS = 1_000;
 /** `version` waits this long for an answer. */
 export const VERSION_PROBE_TIMEOUT_MS = 3_000;
 /** A server that failed readiness gets this long to exit on SIGTERM before SIGKILL. */
@@ -99,18 +107,48 @@ export function appServerArgs(ctx: Context, settings: Settings): string[] {
   return ["serve", "--listen", `unix://${ctx.socket.path}`, ...(settings.remoteControlEnabled ? ["--remote-control"] : [])];
 }
 
-/** Waits for our pid to answer `initialize`; on failure leaves nothing running and reports NOT_READY. */
-async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings, fresh = true): Promise<InitializeResult> {
+/** Resolves with the notification's outcome, or "later" after `ms`. */
+async function notifiedWithin(ready: ReadyWait, ms: number): Promise<ReadyOutcome | "later"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const later = new Promise<"later">((resolve) => (timer = setTimeout(() => resolve("later"), ms)));
+  try {
+    return await Promise.race([ready.outcome, later]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits for our pid to answer `initialize`; on failure leaves nothing running
+ * and reports NOT_READY. Given the launch's readiness pipe, it sleeps on the
+ * pipe and probes once notified (or, for a server that never notifies, after a
+ * backing-off fallback delay); without one, or once the pipe has ended, it
+ * polls every READY_POLL_MS. `fresh`: we just launched it (a server that already
+ * ran and is only slow is never stopped here).
+ */
+async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings, ready?: ReadyWait, fresh = true): Promise<InitializeResult> {
   const deadline = Date.now() + settings.startTimeoutMs;
+  let pending = ready;
+  let fallbackMs = READY_FALLBACK_FIRST_MS;
   let exited = false;
-  while (Date.now() < deadline) {
-    if (!backend.isAlive(record)) {
-      exited = true;
-      break;
+  try {
+    while (Date.now() < deadline) {
+      if (!backend.isAlive(record)) {
+        exited = true;
+        break;
+      }
+      if (pending) {
+        const outcome = await notifiedWithin(pending, Math.min(fallbackMs, Math.max(1, deadline - Date.now())));
+        if (outcome === "later") fallbackMs = Math.min(fallbackMs * 2, READY_FALLBACK_MAX_MS);
+        else pending = undefined;
+        if (!backend.isAlive(record)) continue;
+      }
+      const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
+      if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
+      if (!pending) await Bun.sleep(READY_POLL_MS);
     }
-    const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
-    if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
-    await Bun.sleep(READY_POLL_MS);
+  } finally {
+    ready?.cancel();
   }
   // A server we just launched and that never answered is ours to clean up; one that
   // already ran (stopped with SIGSTOP, or just slow) is slow, not broken: leave it.
@@ -144,7 +182,7 @@ async function ensureRunning(ctx: Context, settings: Settings, onExit?: LaunchSp
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
-    const info = await awaitReady(ctx, backend, state.record, settings, false);
+    const info = await awaitReady(ctx, backend, state.record, settings, undefined, false);
     return { started: false, running: { pid: state.record.pid, managed: true, info } };
   }
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
@@ -167,13 +205,14 @@ async function ensureRunning(ctx: Context, settings: Settings, onExit?: LaunchSp
       cwd: ctx.layout.home,
       env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
       logPath: ctx.layout.appServerLog,
+      notifyReady: true,
       ...(onExit ? { onExit } : {}),
     });
   } catch (error) {
     if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");
     throw error;
   }
-  const info = await awaitReady(ctx, backend, launched.record, settings);
+  const info = await awaitReady(ctx, backend, launched.record, settings, launched.ready);
   return { started: launched.kind === "started", running: { pid: launched.record.pid, managed: true, info } };
 }
 
