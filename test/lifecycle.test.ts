@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, eventually, installRelease, isAlive, makeHome, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, installFixtureRelease, installRelease, isAlive, makeHome, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 const homes: TestHome[] = [];
@@ -205,7 +205,7 @@ describe("crashes and strangers", () => {
 
   test("a server that ignores SIGTERM, and its child, are both gone after stopGraceMs", async () => {
     const home = newHome({ settings: { stopGraceMs: 300 } });
-    installRelease(home.home, "0.1.0", `#!/bin/sh\nexec '${BUN}' '${join(import.meta.dir, "fixtures/stubborn-server.ts")}' "$@"\n`);
+    installFixtureRelease(home.home, join(import.meta.dir, "fixtures/stubborn-server.ts"));
     const started = await home.run(["start"]);
     expect(started.json.status).toBe("started");
     const log = () => readFileSync(home.path("daemon/app-server.log"), "utf8");
@@ -245,6 +245,10 @@ describe("crashes and strangers", () => {
   test("the server SIGKILLed: version says NOT_RUNNING, start cleans the stale record and socket", async () => {
     const home = newHome();
     const started = await home.run(["start"]);
+    // Without its keeper (which would restart it: spec "Supervision"), so that `start` meets the stale record.
+    const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
+    process.kill(-keeper, "SIGKILL");
+    expect(await eventually(() => !isAlive(keeper))).toBe(true);
     process.kill(started.json.pid, "SIGKILL");
     expect(await eventually(() => !isAlive(started.json.pid))).toBe(true);
     expect(existsSync(home.path("daemon/app-server.sock"))).toBe(true);

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { readyFdFrom } from "../src/daemon/ready.ts";
 import { probeInitialize } from "../src/server/client.ts";
-import { BUN, MAIN, installRelease, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, installRelease, makeHome, nonKeeperProcessesOf, type TestHome } from "./helpers/berth.ts";
 
 const SERVER_TIMEOUT_MS = 20_000;
 
@@ -79,7 +79,8 @@ describe("readiness pipe", () => {
   test("start hands the server the pipe as fd 3 and names it in BERTH_READY_FD", async () => {
     const home = newHome();
     const seen = join(home.home, "seen");
-    installWrapper(home, `printf '%s %s\\n' "$BERTH_READY_FD" "$(readlink /proc/self/fd/3)" > '${seen}'`);
+    // Only the app-server's launch (the keeper, launched after it, runs the same wrapper without the pipe).
+    installWrapper(home, `[ "$1" = serve ] && printf '%s %s\\n' "$BERTH_READY_FD" "$(readlink /proc/self/fd/3)" > '${seen}'`);
     const start = await home.run(["start"]);
     expect(start.json).toMatchObject({ status: "started" });
     expect(readFileSync(seen, "utf8")).toMatch(/^3 (pipe|socket):\[\d+\]\n$/);
@@ -104,6 +105,6 @@ describe("readiness pipe", () => {
     const start = await home.run(["start"]);
     expect(start.json).toMatchObject({ status: "started", appServerVersion: "0.1.0" });
     expect((await home.run(["stop"])).json).toMatchObject({ status: "stopped" });
-    expect(processesOf(home.home)).toEqual([]);
+    expect(nonKeeperProcessesOf(home)).toEqual([]);
   }, 30_000);
 });

@@ -10,7 +10,7 @@ import { adoptionRefusal } from "../src/daemon/adoption.ts";
 import { PidBackend } from "../src/daemon/backend.ts";
 import { layoutFor } from "../src/platform/paths.ts";
 import { processEntryIdentity, treeOf } from "../src/platform/process.ts";
-import { BUN, ROOT, eventually, installRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, eventually, installFixtureRelease, installRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
 const homes: TestHome[] = [];
@@ -202,7 +202,7 @@ describe("item 10: stop ends descendants that left the group", () => {
     "a server child that called setsid is ended by stop",
     async () => {
       const home = newHome({ install: false });
-      installRelease(home.home, "0.1.0", `#!/bin/sh\nBERTH_BUILD_VERSION='0.1.0' exec '${BUN}' '${join(ROOT, "test", "fixtures", "tree-server.ts")}' "$@"\n`);
+      installFixtureRelease(home.home, join(ROOT, "test", "fixtures", "tree-server.ts"));
       const start = await home.run(["start"]);
       expect(start.json.status).toBe("started");
       const server = start.json.pid as number;

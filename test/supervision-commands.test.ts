@@ -12,7 +12,7 @@ import { newKey, writeSigned } from "./helpers/signed-release.ts";
 import { removePathBlocks } from "../src/daemon/uninstall.ts";
 import { cronLine, withoutCronLine } from "../src/daemon/startup.ts";
 import { parseWanted } from "../src/daemon/wanted.ts";
-import { eventually, homesPerTest, isAlive, processesOf, readJson, serversOf } from "./helpers/berth.ts";
+import { eventually, homesPerTest, isAlive, keepersOf, processesOf, readJson, serversOf } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
 
@@ -80,6 +80,36 @@ describe("down", () => {
     expect((await home.run(["start"])).json.status).toBe("started");
     expect(await eventually(async () => (await home.run(["status"])).json.updater.state === "running")).toBe(true);
   }, 60_000);
+});
+
+describe("the keeper after a bare start (no bootstrap)", () => {
+  test("start launches the keeper, which restarts a crashed server; stop leaves the keeper; down ends both; restart brings it back", async () => {
+    const home = newHome();
+    const started = await home.run(["start"]);
+    expect(started.json.status).toBe("started");
+    // Its record is published before `start` returns.
+    const keeper = readJson(home.path("daemon", "updater.pid")).pid as number;
+    expect(keepersOf(home)).toEqual([keeper]);
+
+    process.kill(started.json.pid, "SIGKILL");
+    const restarted = async () => {
+      const status = (await home.run(["status"])).json;
+      return status.appServer.state === "running" && status.appServer.pid !== started.json.pid && status.appServer.answering === true;
+    };
+    expect(await eventually(restarted, 20_000, 200)).toBe(true);
+
+    const stopped = await home.run(["stop"]);
+    expect(stopped.json.status).toBe("stopped");
+    expect(serversOf(home)).toEqual([]);
+    expect(keepersOf(home)).toEqual([keeper]);
+    expect((await home.run(["status"])).json.updater.state).toBe("running");
+
+    expect((await home.run(["down"])).json).toMatchObject({ status: "down", appServer: "notRunning", keeper: "stopped" });
+    expect(await eventually(() => processesOf(home.home).length === 0, 10_000)).toBe(true);
+
+    expect((await home.run(["restart"])).json.status).toBe("restarted");
+    expect(keepersOf(home)).toEqual([readJson(home.path("daemon", "updater.pid")).pid]);
+  }, 90_000);
 });
 
 describe("startup", () => {

@@ -4,7 +4,7 @@
  */
 import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
 import { openStateFile, readStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
-import { BerthError, errnoCode } from "../errors.ts";
+import { BerthError, describeError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
@@ -283,12 +283,25 @@ export async function underDaemonLock<T>(ctx: Context, action: (settings: Settin
   return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, () => action(settingsOf(ctx) ?? settings));
 }
 
+/**
+ * The keeper runs whenever the app-server is wanted (spec "Supervision"). It is
+ * launched after the server answers and not waited for; failing to launch it
+ * does not fail a start whose server runs: a warning, and `status` shows it stopped.
+ */
+async function keeperAfterStart(ctx: Context): Promise<void> {
+  try {
+    await ensureKeeper(ctx);
+  } catch (error) {
+    warn(`the app-server runs, but its keeper (which restarts it after a crash) could not be launched: ${describeError(error)} Run \`berth start\` again to retry.`);
+  }
+}
+
 export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
     const { started, running } = await ensureRunning(ctx, settings);
     // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
     writeWanted(ctx, "running");
-    await ensureKeeper(ctx);
+    await keeperAfterStart(ctx);
     return result(ctx, started ? "started" : "alreadyRunning", running);
   });
 }
@@ -320,7 +333,7 @@ export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
     const report = await ensureStoppedTree(ctx, settings);
     const { running } = await ensureRunning(ctx, settings);
     writeWanted(ctx, "running");
-    await ensureKeeper(ctx);
+    await keeperAfterStart(ctx);
     return { ...result(ctx, "restarted", running), processesEnded: report.processesEnded };
   });
 }

@@ -24,7 +24,7 @@ export async function down(ctx: Context): Promise<DownResult> {
 export async function keep(ctx: Context) {
   return underDaemonLock(ctx, async () => {
     if (readWanted(ctx).down) return { status: "down" as const, logPath: ctx.layout.updaterLog };
-    const keeper = await ensureKeeper(ctx, { always: true });
+    const keeper = await ensureKeeper(ctx);
     return { status: keeper.launched ? "started" : "alreadyRunning", ...(keeper.pid !== undefined ? { pid: keeper.pid } : {}), logPath: ctx.layout.updaterLog };
   });
 }

@@ -9,7 +9,6 @@ import { logTail } from "./app-server.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
 import { endUntrackedUpdaters } from "./orphans.ts";
 import type { Context } from "./context.ts";
-import { readStoredSettings } from "./settings.ts";
 
 /** The updater gets this long to end on SIGTERM before its group is killed. */
 const UPDATER_STOP_GRACE_MS = 10_000;
@@ -119,12 +118,13 @@ export async function replaceUpdater(ctx: Context): Promise<number> {
 }
 
 /**
- * Under daemon.lock, after `start`/`restart`: the keeper runs whenever the
- * app-server is wanted. Only once `bootstrap` has set berth up (settings hold
- * `autoUpdate`); a bare `start` on a hand-made install launches nothing more.
+ * Under daemon.lock, after `start`/`restart` (and `connect` starting one) and
+ * from `keep`: the keeper runs whenever the app-server is wanted, also with
+ * auto-update off and on a hand-made install (spec "Supervision"). Launched
+ * detached with no readiness wait: only its record is published before this
+ * returns, so `start` pays one spawn, not a second start-up.
  */
-export async function ensureKeeper(ctx: Context, options: { always?: boolean } = {}): Promise<{ pid?: number; launched: boolean }> {
-  if (!options.always && readStoredSettings(ctx.layout.settingsFile).autoUpdate === undefined) return { launched: false };
+export async function ensureKeeper(ctx: Context): Promise<{ pid?: number; launched: boolean }> {
   const state = updaterBackend(ctx).inspect();
   if (state.kind === "running") return { pid: state.record.pid, launched: false };
   if (state.kind === "starting") return { launched: false };

@@ -40,6 +40,19 @@ export function installRelease(home: string, version = "0.1.0", script?: string)
   return binary;
 }
 
+/**
+ * A managed release whose app-server is `fixture` (a misbehaving server under
+ * test/fixtures/) while every other command, the keeper's `update-loop`
+ * included, is the real berth from source.
+ */
+export function installFixtureRelease(home: string, fixture: string, version = "0.1.0"): string {
+  return installRelease(
+    home,
+    version,
+    `#!/bin/sh\nexport BERTH_BUILD_VERSION='${version}'\nif [ "$1" = serve ]; then exec '${BUN}' '${fixture}' "$@"; fi\nexec '${BUN}' '${MAIN}' "$@"\n`,
+  );
+}
+
 export function parseLastJsonLine(stdout: string): any {
   const line = stdout.trimEnd().split("\n").pop() ?? "";
   try {
@@ -181,6 +194,26 @@ export function serversOf(home: TestHome): number[] {
       return false;
     }
   });
+}
+
+/** Keeper (`update-loop`) processes of this home. */
+export function keepersOf(home: TestHome): number[] {
+  return processesOf(home.home).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("update-loop");
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Processes of this home other than the keeper: what `stop` must leave none
+ * of (spec "Supervision": the keeper stays running after `stop`).
+ */
+export function nonKeeperProcessesOf(home: TestHome): number[] {
+  const keepers = new Set(keepersOf(home));
+  return processesOf(home.home).filter((pid) => !keepers.has(pid));
 }
 
 /**
