@@ -3,7 +3,7 @@
 // SIGKILL after the grace), including one that ignores SIGTERM and a
 // grandchild in its own session; `stop`/`restart` report processesEnded.
 import { describe, expect, test } from "bun:test";
-import { eventually, isAlive, nonKeeperProcessesOf } from "./helpers/berth.ts";
+import { eventually, isAlive, nonKeeperProcessesOf, processesOf } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 import { parseLedger } from "../src/server/process/ledger.ts";
 
@@ -73,6 +73,18 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(await again.exited).toBe(0);
     const stopped = await home.run(["stop"]);
     expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 0 });
+  }, TEST_TIMEOUT_MS);
+
+  test("down ends every process too and reports processesEnded, like stop", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 3_000 });
+    const plain = (await bridge.call("process/spawn", { argv: ["sleep", "1000"] })).process;
+    const terminal = (await bridge.call("process/spawn", { argv: ["sh"], terminal: { cols: 80, rows: 24 } })).process;
+    const down = await home.run(["down"]);
+    expect(down.json).toMatchObject({ status: "down", appServer: "stopped", keeper: "stopped", processesEnded: 2 });
+    expect([plain.pid, terminal.pid].filter(isAlive)).toEqual([]);
+    expect(await bridge.exited).toBe(75);
+    expect(await eventually(() => processesOf(home.home).length === 0, 10_000)).toBe(true);
+    expect((await home.run(["down"])).json).toMatchObject({ status: "down", appServer: "notRunning", processesEnded: 0 });
   }, TEST_TIMEOUT_MS);
 
   test("an app-server killed with SIGKILL cannot end its processes: the next one does (and only those)", async () => {

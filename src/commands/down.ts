@@ -10,7 +10,7 @@ export default defineCommand({
       summary: "Stop the app-server and its keeper; nothing comes back until start or bootstrap",
       example: "berth down",
       env: ["BERTH_HOME", "BERTH_LOCK_WAIT_MS"],
-      output: '{"status":"down","appServer":"stopped"|"notRunning","keeper":"stopped"|"notRunning","socketPath"}',
+      output: '{"status":"down","appServer":"stopped"|"notRunning","keeper":"stopped"|"notRunning","socketPath","processesEnded","notEnded?"}',
     }),
   },
   run: () => down(openContext()),

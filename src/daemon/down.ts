@@ -1,20 +1,36 @@
 /** `down` and the hidden `keep`: the keeper and the app-server together. */
-import { ensureStopped, underDaemonLock } from "./app-server.ts";
+import { ensureStoppedTree, underDaemonLock } from "./app-server.ts";
 import type { Context } from "./context.ts";
 import { ensureKeeper, stopUpdater } from "./updater.ts";
 import { readWanted, writeWanted } from "./wanted.ts";
 
-export type DownResult = { status: "down"; appServer: "stopped" | "notRunning"; keeper: "stopped" | "notRunning"; socketPath: string };
+export type DownResult = {
+  status: "down";
+  appServer: "stopped" | "notRunning";
+  keeper: "stopped" | "notRunning";
+  socketPath: string;
+  /** Like `stop`: how many session processes the app-server ended on its way out. */
+  processesEnded: number;
+  /** Like `stop`: descendants of the server that outlived it and could not be ended. */
+  notEnded?: { pid: number; reason: string }[];
+};
 
 /** Under daemon.lock: stop the app-server, want it stopped, stop the keeper. Nothing comes back until start/bootstrap. */
 export async function down(ctx: Context): Promise<DownResult> {
   return underDaemonLock(
     ctx,
     async (settings) => {
-      const appServer = await ensureStopped(ctx, settings);
+      const report = await ensureStoppedTree(ctx, settings);
       writeWanted(ctx, "stopped", { down: true });
       const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
-      return { status: "down", appServer, keeper, socketPath: ctx.socket.path };
+      return {
+        status: "down",
+        appServer: report.status,
+        keeper,
+        socketPath: ctx.socket.path,
+        processesEnded: report.processesEnded,
+        ...(report.notEnded.length > 0 ? { notEnded: report.notEnded } : {}),
+      };
     },
     false,
   );
