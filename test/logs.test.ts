@@ -3,11 +3,11 @@
  * and `logs --follow` across a rotation. Real processes, real files.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { appendLog, rotationPlan, stampLines } from "../src/daemon/log.ts";
 import { lastLines } from "../src/daemon/logs.ts";
-import { BUN, eventually, homesPerTest, installRelease, MAIN } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installRelease, MAIN, readJson } from "./helpers/berth.ts";
 
 const ISO_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /;
 const TICKER = join(import.meta.dir, "fixtures", "log-ticker.ts");
@@ -32,6 +32,43 @@ describe("pure parts", () => {
   test("every line gets the time", () => {
     expect(stampLines("a\nb", new Date(0))).toBe("1970-01-01T00:00:00.000Z a\n1970-01-01T00:00:00.000Z b\n");
   });
+});
+
+describe("a symlink planted at a log's path", () => {
+  test("appendLog refuses it (UNSAFE_STATE), rotating or not; the file it points at is untouched", () => {
+    const home = newHome({ install: false });
+    const outside = join(home.home, "..", "outside.txt");
+    writeFileSync(outside, "precious\n");
+    const log = home.path("updater.log");
+    symlinkSync(outside, log);
+    expect(() => appendLog(log, "line")).toThrow(expect.objectContaining({ code: "UNSAFE_STATE" }));
+    expect(() => appendLog(log, "line", { maxBytes: 1, keep: 2 })).toThrow(expect.objectContaining({ code: "UNSAFE_STATE" }));
+    expect(readFileSync(outside, "utf8")).toBe("precious\n");
+    expect(lstatSync(log).isSymbolicLink()).toBe(true);
+    expect(existsSync(`${log}.1`)).toBe(false);
+  });
+
+  test("the running keeper writes nothing through a symlinked updater.log, and keeps the app-server", async () => {
+    const home = newHome();
+    const boot = await home.run(["bootstrap", "--no-auto-update"]);
+    expect(boot.json.status).toBe("bootstrapped");
+    const log = home.path("daemon/updater.log");
+    expect(await eventually(() => readFileSync(log, "utf8").includes("watching"), 20_000)).toBe(true);
+    const outside = join(home.home, "..", "outside.log");
+    writeFileSync(outside, "");
+    renameSync(log, `${log}.moved`);
+    symlinkSync(outside, log);
+    // A crash makes the keeper log ("restarting now", "answers"), which must not land in `outside`.
+    process.kill(boot.json.pid, "SIGKILL");
+    const answersAgain = async () => {
+      const status = (await home.run(["status"])).json;
+      return status.appServer.state === "running" && status.appServer.pid !== boot.json.pid && status.appServer.answering === true;
+    };
+    expect(await eventually(answersAgain, 20_000, 200)).toBe(true);
+    expect(readFileSync(outside, "utf8")).toBe("");
+    expect(readJson(home.path("daemon/updater.pid")).pid).toBe(boot.json.updater.pid);
+    rmSync(log);
+  }, 60_000);
 });
 
 describe("daemon logs", () => {

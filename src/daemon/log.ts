@@ -9,8 +9,8 @@
  * stderr through `captureStdio`, which stamps and rotates; the inherited
  * descriptors are then only used by the runtime itself on a fatal error.
  */
-import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
-import { FILE_MODE } from "../platform/fs.ts";
+import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { routeOutput } from "../stdio.ts";
 import { settingsOf, type Context } from "./context.ts";
 
@@ -61,20 +61,27 @@ export function stampLines(text: string, now: Date): string {
     .join("");
 }
 
-/** Appends whole lines (stamped) to a log, rotating first when it would pass the limit. */
+/**
+ * Appends whole lines (stamped) to a log, rotating first when it would pass
+ * the limit. Opened like every state file (openStateFile): a symlink planted
+ * at the log's path is refused (UNSAFE_STATE), so nothing outside BERTH_HOME
+ * is ever written through it.
+ */
 export function appendLog(path: string, text: string, limits: LogLimits = LOG_DEFAULT_LIMITS, now = new Date()): void {
   const bytes = Buffer.from(stampLines(text.replace(/\n$/, ""), now));
+  let fd = openStateFile(path, STATE_APPEND_FLAGS);
   try {
-    if (statSync(path).size > 0 && statSync(path).size + bytes.byteLength > limits.maxBytes) rotate(path, limits.keep);
-  } catch {
-    // no log yet
-  }
-  const fd = openSync(path, "a", FILE_MODE);
-  try {
+    const size = fstatSync(fd).size;
+    if (size > 0 && size + bytes.byteLength > limits.maxBytes) {
+      closeSync(fd);
+      fd = -1;
+      rotate(path, limits.keep);
+      fd = openStateFile(path, STATE_APPEND_FLAGS);
+    }
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
   } finally {
-    closeSync(fd);
+    if (fd >= 0) closeSync(fd);
   }
 }
 
