@@ -5,7 +5,7 @@
 import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
-import { logTail } from "./app-server.ts";
+import { logTail } from "./await-ready.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
 import { endUntrackedUpdaters } from "./orphans.ts";
 import type { Context } from "./context.ts";

@@ -8,7 +8,8 @@
  * checks identities.
  */
 import { describeError } from "../errors.ts";
-import { appServerBackend, ensureRunning, logTail } from "../daemon/app-server.ts";
+import { appServerBackend, ensureRunning } from "../daemon/app-server.ts";
+import { logTail } from "../daemon/await-ready.ts";
 import { assertManagedBinary, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
 import { readKeeperState, recentCrashes, restartDecision, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
 import { FileLock } from "../daemon/lock.ts";
