@@ -1,15 +1,20 @@
 /**
- * The app-server's own launch line, run without the CLI framework: the
- * daemon is started thousands of times more often than a human types
- * `berth serve`, and citty's load (node:util) costs it ~1.2× the floor in
- * time-to-ready and ~2.6 MB of resident memory (measured in bench/). Only the
- * exact argv that `appServerArgs` (daemon/app-server.ts) produces takes this
- * path; anything else (`serve --help`, other spellings) goes through cli.ts.
+ * The daemons' own launch lines, run without the CLI framework: the
+ * app-server and the keeper are started thousands of times more often than a
+ * human types `berth serve`, and citty with every command's module (cli.ts
+ * loads them all) costs the app-server ~1.2× the floor in time-to-ready and
+ * ~2.6 MB of resident memory, and the keeper more (measured in bench/). Only
+ * the exact argv that `appServerArgs` (daemon/app-server.ts) and
+ * `launchUpdater` (daemon/updater.ts) produce takes this path; anything else
+ * (`serve --help`, other spellings) goes through cli.ts.
  */
 import { takeWarnings } from "./diagnostics.ts";
 import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
 
 export type DaemonServe = { listen: string; remoteControl: boolean };
+
+/** The keeper's launch line, after the binary: `launchUpdater` and the loop's re-exec use exactly this. */
+export const UPDATE_LOOP_ARGV: readonly string[] = ["update-loop"];
 
 /** Pure: `serve --listen unix://PATH [--remote-control]`, exactly, or undefined. */
 export function daemonServeArgs(argv: readonly string[]): DaemonServe | undefined {
@@ -20,13 +25,22 @@ export function daemonServeArgs(argv: readonly string[]): DaemonServe | undefine
   return undefined;
 }
 
-/** Runs the app-server; the same output contract as cli.ts: one JSON line on stdout, exit 0/1/2. */
-export async function runDaemonServe(args: DaemonServe): Promise<number> {
+/** Pure: what a daemon's exact launch line runs (`serve --listen …` or `update-loop`), or undefined for anything else. */
+export function daemonAction(argv: readonly string[]): (() => Promise<object>) | undefined {
+  const serveArgs = daemonServeArgs(argv);
+  if (serveArgs) return async () => (await import("./server/run.ts")).serve(serveArgs);
+  if (argv.length === UPDATE_LOOP_ARGV.length && argv.every((arg, i) => arg === UPDATE_LOOP_ARGV[i])) {
+    return async () => (await import("./update/loop.ts")).runUpdateLoop();
+  }
+  return undefined;
+}
+
+/** Runs a daemon; the same output contract as cli.ts: one JSON line on stdout, exit 0/1/2. */
+export async function runDaemon(action: () => Promise<object>): Promise<number> {
   let stdout: string;
   let exitCode = 0;
   try {
-    const { serve } = await import("./server/run.ts");
-    const result = await serve(args);
+    const result = await action();
     const warnings = takeWarnings();
     for (const warning of warnings) logger.warn(warning);
     stdout = renderJson({ ...result, ...(warnings.length > 0 ? { warnings } : {}) });

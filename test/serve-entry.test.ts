@@ -5,8 +5,9 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { appServerArgs } from "../src/daemon/app-server.ts";
-import { daemonServeArgs } from "../src/serve-entry.ts";
-import { makeHome, type TestHome } from "./helpers/berth.ts";
+import { daemonAction, daemonServeArgs, UPDATE_LOOP_ARGV } from "../src/serve-entry.ts";
+import { readFileSync } from "node:fs";
+import { eventually, keepersOf, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
 
 const homes: TestHome[] = [];
 afterEach(async () => {
@@ -36,6 +37,33 @@ describe("daemon serve fast path", () => {
       expect(daemonServeArgs(appServerArgs(ctx, settings))).toEqual({ listen: "unix:///run/x.sock", remoteControl: remoteControlEnabled });
     }
   });
+
+  test("daemonAction: the keeper's exact `update-loop` and the serve line take the fast path, nothing else", () => {
+    const table: [string[], boolean][] = [
+      [["update-loop"], true],
+      [[...UPDATE_LOOP_ARGV], true],
+      [["serve", "--listen", "unix:///s"], true],
+      [["update-loop", "--help"], false],
+      [["update-loop", "x"], false],
+      [["serve"], false],
+      [["status"], false],
+      [[], false],
+    ];
+    for (const [argv, fast] of table) expect([argv, daemonAction(argv) !== undefined]).toEqual([argv, fast]);
+  });
+
+  test("the keeper that start launches runs the fast path's exact argv", async () => {
+    const home = makeHome();
+    homes.push(home);
+    expect((await home.run(["start"])).json.status).toBe("started");
+    const keeper = readJson(home.path("daemon", "updater.pid")).pid as number;
+    expect(keepersOf(home)).toEqual([keeper]);
+    // The launcher execs `bun src/main.ts "$@"`: the argv after the script is what main.ts sees.
+    const argv = readFileSync(`/proc/${keeper}/cmdline`, "utf8").split("\0").filter(Boolean).slice(2);
+    expect(argv).toEqual([...UPDATE_LOOP_ARGV]);
+    expect(daemonAction(argv)).toBeDefined();
+    expect(await eventually(() => readFileSync(home.path("daemon", "updater.log"), "utf8").includes("keeping the app-server only"), 20_000)).toBe(true);
+  }, 30_000);
 
   test("a bad --listen on the fast path: exit 2, exactly one JSON line with USAGE", async () => {
     const home = makeHome();

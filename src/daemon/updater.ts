@@ -5,6 +5,7 @@
 import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
+import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { logTail } from "./await-ready.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
 import { endUntrackedUpdaters } from "./orphans.ts";
@@ -99,7 +100,7 @@ async function launchUpdater(ctx: Context): Promise<number> {
   try {
     const launched = await updaterBackend(ctx).launch({
       binary: ctx.layout.managedBinary,
-      args: ["update-loop"],
+      args: [...UPDATE_LOOP_ARGV],
       cwd: ctx.layout.home,
       env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
       logPath: ctx.layout.updaterLog,

@@ -8,6 +8,7 @@ import { openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { appendLog, captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import { readUpdaterState, writeUpdaterState } from "../daemon/updater.ts";
 import { execReplace } from "../platform/ffi.ts";
+import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { CLI_VERSION } from "../version.ts";
 import { Keeper } from "./keeper-loop.ts";
 import { exitOnTermination } from "./termination.ts";
@@ -71,7 +72,7 @@ export async function runUpdateLoop(): Promise<never> {
     if (reexec) {
       logLine(ctx, `re-executing from ${ctx.layout.managedBinary}`);
       try {
-        execReplace(ctx.layout.managedBinary, [ctx.layout.managedBinary, "update-loop"], { ...ctx.env, BERTH_HOME: ctx.layout.home });
+        execReplace(ctx.layout.managedBinary, [ctx.layout.managedBinary, ...UPDATE_LOOP_ARGV], { ...ctx.env, BERTH_HOME: ctx.layout.home });
       } catch (error) {
         logLine(ctx, `re-exec failed, carrying on with this binary: ${describeError(error)}`);
       }
