@@ -12,7 +12,14 @@ import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { CLI_VERSION } from "../version.ts";
 import { Keeper } from "./keeper-loop.ts";
 import { exitOnTermination } from "./termination.ts";
-import { checkOutcome, recordCheck, tryRollout, updateWithRollout, type PendingRollout } from "./update.ts";
+import type { PendingRollout } from "./update.ts";
+
+/**
+ * The updater proper (installer, downloads, signatures) is loaded at the first
+ * check, not at launch: a keeper with auto-update off, or waiting for its
+ * first check, keeps none of it resident.
+ */
+const updater = () => import("./update.ts");
 
 /** While a restart waits for daemon.lock, try again this often. */
 export const BUSY_RETRY_MS = 1_000;
@@ -46,6 +53,7 @@ export async function runUpdateLoop(): Promise<never> {
       if (!settings.autoUpdate && !pending) {
         // Keeper only: look again later in case auto-update is turned on.
       } else if (pending) {
+        const { recordCheck, tryRollout } = await updater();
         const rollout = await tryRollout(ctx, pending, "try");
         if (rollout) {
           logLine(ctx, `check: ${rollout.status}: ${rollout.message}`);
@@ -56,6 +64,7 @@ export async function runUpdateLoop(): Promise<never> {
           delayMs = BUSY_RETRY_MS;
         }
       } else {
+        const { checkOutcome, recordCheck, updateWithRollout } = await updater();
         const outcome = await updateWithRollout(ctx, settings, {}, "try");
         pending = outcome.pending;
         if (pending) delayMs = BUSY_RETRY_MS;
@@ -67,7 +76,7 @@ export async function runUpdateLoop(): Promise<never> {
       const message = describeError(error).split("\n")[0] ?? "unknown error";
       const code = isBerthError(error) ? error.code : "INTERNAL";
       logLine(ctx, `check: failed: ${code}: ${message}`);
-      recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message, code }, nextAt(delayMs));
+      (await updater()).recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message, code }, nextAt(delayMs));
     }
     if (reexec) {
       logLine(ctx, `re-executing from ${ctx.layout.managedBinary}`);
