@@ -185,26 +185,25 @@ export function treeSnapshot(root: string): string[] {
   return out;
 }
 
-/** App-server processes of this home (the launcher execs, so one process each). */
-export function serversOf(home: TestHome): number[] {
+/** Processes of this home whose argv has `word` as one of its arguments. */
+function processesWithArg(home: TestHome, word: string): number[] {
   return processesOf(home.home).filter((pid) => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(word);
     } catch {
       return false;
     }
   });
 }
 
+/** App-server processes of this home (the launcher execs, so one process each). */
+export function serversOf(home: TestHome): number[] {
+  return processesWithArg(home, "serve");
+}
+
 /** Keeper (`update-loop`) processes of this home. */
 export function keepersOf(home: TestHome): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("update-loop");
-    } catch {
-      return false;
-    }
-  });
+  return processesWithArg(home, "update-loop");
 }
 
 /**
