@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { commands } from "../src/commands/index.ts";
-import { eventually, installRelease, isAlive, makeHome, processesOf, runProcess, type RunResult, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
+import { eventually, installRelease, isAlive, keepersOf, makeHome, nonKeeperProcessesOf, runProcess, type RunResult, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
 import { spawnConnect } from "./helpers/connect.ts";
 
 const VERSION = "9.8.7";
@@ -143,7 +143,11 @@ describe("the compiled binary as the managed binary", () => {
     expect(stopped.code).toBe(0);
     expect(stopped.json).toMatchObject({ status: "stopped" });
     expect(isAlive(newPid)).toBe(false);
-    expect(processesOf(home.home)).toEqual([]);
+    // Only the keeper stays after `stop` (spec "Supervision"), itself the compiled file on its lean launch line.
+    const keepers = keepersOf(home);
+    expect(keepers).toHaveLength(1);
+    expect(readlinkSync(`/proc/${keepers[0]}/exe`)).toBe(realpathSync(managed));
+    expect(nonKeeperProcessesOf(home)).toEqual([]);
     expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
   });
 
@@ -201,6 +205,6 @@ describe("the compiled binary as the managed binary", () => {
     expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
     expect(await second.exited).toBe(75);
     expect(isAlive(p.pid)).toBe(false);
-    expect(processesOf(home.home)).toEqual([]);
+    expect(nonKeeperProcessesOf(home)).toEqual([]);
   }, 60_000);
 });
