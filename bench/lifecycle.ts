@@ -121,7 +121,12 @@ async function main(bench: BenchHome): Promise<void> {
   };
   await floorHalf();
   await row(rows, { name: "`--version` (CLI cold start)", target: { ratio: 1.3 } }, () => sample(RUNS, async () => {}, () => versionFlag(bench)));
-  await row(rows, { name: "`start` (nothing → ready)", target: { ratio: 3 } }, () =>
+  // After `down` nothing runs, so `start` also launches the keeper (spec "Supervision"); after `stop` the keeper stays.
+  const down = () => berth(["down"], ["down"]);
+  await row(rows, { name: "`start` (nothing → ready, keeper launched too)", target: { ratio: 3 } }, () =>
+    sample(RUNS, down, () => berth(["start"], ["started"])),
+  );
+  await row(rows, { name: "`start` after `stop` (keeper already running)", target: { ratio: 3 } }, () =>
     sample(RUNS, stop, () => berth(["start"], ["started"])),
   );
   await row(rows, { name: "`version` (server running)", target: { ratio: 1.5 } }, async () => {
