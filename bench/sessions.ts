@@ -155,7 +155,31 @@ async function pipeThroughput(total: number): Promise<number> {
   return bytes / 1024 / 1024 / ((performance.now() - first) / 1000);
 }
 
-async function terminalThroughput(total: number): Promise<{ mbps: number; closed: boolean; lostBytes: number }> {
+/** The same command and bytes through a bare pseudo-terminal in this process (no berth): what a pty itself allows. */
+async function bareTerminalThroughput(total: number): Promise<number> {
+  let bytes = 0;
+  let first = 0;
+  let done!: () => void;
+  const all = new Promise<void>((resolve) => (done = resolve));
+  const child = Bun.spawn(["sh", "-c", `stty raw; head -c ${total} /dev/zero`], {
+    terminal: {
+      cols: 80,
+      rows: 24,
+      data: (_terminal, data) => {
+        if (bytes === 0) first = performance.now();
+        bytes += data.length;
+        if (bytes >= total) done();
+      },
+    },
+  });
+  await Promise.race([all, child.exited.then(() => Bun.sleep(1_000))]);
+  const mbps = bytes / 1024 / 1024 / ((performance.now() - first) / 1000);
+  child.terminal?.close();
+  await child.exited;
+  return mbps;
+}
+
+async function terminalThroughput(total: number, terminal = true): Promise<{ mbps: number; closed: boolean; lostBytes: number }> {
   const bridge = await new Bridge().open();
   let end = 0;
   let received = 0;
@@ -168,7 +192,8 @@ async function terminalThroughput(total: number): Promise<{ mbps: number; closed
     received += length;
     end = m.params.offset + length;
   };
-  await bridge.call("process/spawn", { argv: ["sh", "-c", `stty raw; head -c ${total} /dev/zero`], terminal: { cols: 80, rows: 24 } });
+  const argv = ["sh", "-c", `stty raw${terminal ? "" : " 2>/dev/null"}; head -c ${total} /dev/zero`];
+  await bridge.call("process/spawn", terminal ? { argv, terminal: { cols: 80, rows: 24 } } : { argv });
   await until(() => end >= total || bridge.proc.exitCode !== null, "the terminal output");
   const seconds = (performance.now() - started) / 1000;
   const closed = bridge.proc.exitCode !== null;
@@ -244,17 +269,27 @@ async function main() {
     const keys = await keystrokeRoundTrip();
     row(`keystroke round trip via connect (n=${keys.n})`, `median ${keys.median.toFixed(2)} ms, p99 ${keys.p99.toFixed(2)} ms`, "≤ 1 ms");
     const pipes: number[] = [];
-    const bursts: Array<{ mbps: number; closed: boolean; lostBytes: number }> = [];
+    const ptys: number[] = [];
+    type Run = { mbps: number; closed: boolean; lostBytes: number };
+    const bursts: Run[] = [];
+    const piped: Run[] = [];
     for (let i = 0; i < THROUGHPUT_RUNS; i++) {
       pipes.push(await pipeThroughput(BURST_BYTES));
+      ptys.push(await bareTerminalThroughput(BURST_BYTES));
       bursts.push(await terminalThroughput(BURST_BYTES));
+      piped.push(await terminalThroughput(BURST_BYTES, false));
     }
     const pipe = stats(pipes).median;
-    const burst = bursts.sort((a, b) => a.mbps - b.mbps)[Math.floor(THROUGHPUT_RUNS / 2)] as (typeof bursts)[number];
+    const pty = stats(ptys).median;
+    const middle = (runs: Run[]) => runs.sort((a, b) => a.mbps - b.mbps)[Math.floor(THROUGHPUT_RUNS / 2)] as Run;
+    const burst = middle(bursts);
+    const pipedBurst = middle(piped);
     const flood = await terminalThroughput(FLOOD_BYTES);
     const closed = (t: { closed: boolean; lostBytes: number }) =>
       t.closed ? " (client closed at the 8 MiB backlog cap)" : t.lostBytes > 0 ? ` (${(t.lostBytes / 1024 / 1024).toFixed(1)} MiB skipped as truncated)` : "";
-    row(`terminal output to a client via connect, 6 MiB burst (median of ${THROUGHPUT_RUNS})`, `${burst.mbps.toFixed(0)} MB/s (ratio ${(burst.mbps / pipe).toFixed(2)})${closed(burst)}`, "≥ 0.5× pipe");
+    row(`terminal output to a client via connect, 6 MiB burst (median of ${THROUGHPUT_RUNS})`, `${burst.mbps.toFixed(0)} MB/s (ratio ${(burst.mbps / pipe).toFixed(2)} to the pipe, ${(burst.mbps / pty).toFixed(2)} to a bare pty)${closed(burst)}`, "≥ 0.5× pipe");
+    row(`process output with pipes (no terminal) via connect, 6 MiB (median of ${THROUGHPUT_RUNS})`, `${pipedBurst.mbps.toFixed(0)} MB/s (ratio ${(pipedBurst.mbps / pipe).toFixed(2)})${closed(pipedBurst)}`, "≥ 0.5× pipe");
+    row(`the same 6 MiB through a bare pty, no berth (same run, median of ${THROUGHPUT_RUNS})`, `${pty.toFixed(0)} MB/s (ratio ${(pty / pipe).toFixed(2)} to the pipe)`, "what a terminal allows");
     row(`the same 6 MiB through a plain pipe (same run, median of ${THROUGHPUT_RUNS})`, `${pipe.toFixed(0)} MB/s`, "reference");
     row("32 MiB flood, more than the 8 MiB backlog cap (received bytes / time)", `${flood.mbps.toFixed(0)} MB/s${closed(flood)}`, "the client is cut or skips; the process is not slowed");
     const replay = await reattachReplay();
