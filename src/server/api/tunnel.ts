@@ -16,12 +16,6 @@ export const BACKLOG_PAUSE_BYTES = 1024 * 1024;
 export const WRITE_QUEUE_LOW_BYTES = 1024 * 1024;
 /** Unsent bytes one tunnel may hold; a write past it fails with -32001. */
 export const WRITE_QUEUE_MAX_BYTES = 8 * 1024 * 1024;
-/**
- * TCP reads of one event-loop turn go out together, in tunnel/data of at most
- * this many bytes (base64 plus envelope stays under the 1 MiB frame limit):
- * fewer, larger notifications are what make a tunnel fast.
- */
-export const TUNNEL_DATA_CHUNK_BYTES = 512 * 1024;
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** After tunnel/close, queued bytes get this long to reach a peer before the socket is cut. */
 export const CLOSE_FLUSH_TIMEOUT_MS = 10_000;
@@ -53,10 +47,6 @@ class Tunnel {
   /** False until the client has its tunnelId: earlier bytes and closes wait (the reply goes out first). */
   private started = false;
   private early: Buffer[] = [];
-  /** Bytes read from the TCP peer and not yet sent as tunnel/data (sent at the end of this turn, or once a chunk is full). */
-  private unsent: Buffer[] = [];
-  private unsentBytes = 0;
-  private sendScheduled = false;
   private pendingClose: { reason: CloseReason; message?: string } | undefined;
   socket!: Socket<undefined>;
   stopDrainListener: () => void = () => {};
@@ -74,29 +64,8 @@ class Tunnel {
       return;
     }
     if (this.closed) return;
-    this.unsent.push(data);
-    this.unsentBytes += data.length;
-    if (this.unsentBytes >= TUNNEL_DATA_CHUNK_BYTES) this.sendUnsent();
-    else if (!this.sendScheduled) {
-      this.sendScheduled = true;
-      setImmediate(() => {
-        this.sendScheduled = false;
-        this.sendUnsent();
-      });
-    }
-  }
-
-  /** Sends what was read as tunnel/data (in order, before any tunnel/closed); pauses reading if the client's backlog is deep. */
-  private sendUnsent(): void {
-    while (this.unsentBytes > 0 && !this.closed) {
-      const all = this.unsent.length === 1 ? (this.unsent[0] as Buffer) : Buffer.concat(this.unsent);
-      const data = all.subarray(0, TUNNEL_DATA_CHUNK_BYTES);
-      const rest = all.subarray(data.length);
-      this.unsent = rest.length > 0 ? [rest] : [];
-      this.unsentBytes = rest.length;
-      this.conn.notify("tunnel/data", { tunnelId: this.id, data: data.toString("base64") });
-    }
-    if (!this.closed && this.conn.backlog() > BACKLOG_PAUSE_BYTES) this.socket.pause();
+    this.conn.notify("tunnel/data", { tunnelId: this.id, data: data.toString("base64") });
+    if (this.conn.backlog() > BACKLOG_PAUSE_BYTES) this.socket.pause();
   }
 
   /** Called once the tunnel/open reply is on its way: early bytes, then an early close, else reading starts. */
@@ -173,7 +142,6 @@ class Tunnel {
       return;
     }
     if (this.closed) return;
-    this.sendUnsent(); // what the peer sent before it closed still reaches the client first
     this.closed = true;
     this.stopDrainListener();
     this.release();
