@@ -6,7 +6,7 @@
  * backlog cap by serve.ts, and it re-attaches from its offsets).
  */
 import type { Subprocess, Terminal } from "bun";
-import type { Conn } from "../api/types.ts";
+import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
 import { ByteRing } from "./ring.ts";
 
 /** Output sent to a client in notifications of at most this many bytes. */
@@ -26,6 +26,14 @@ export const MAX_OWED_BYTES = 8 * 1024 * 1024;
 export const CLOSE_BACKLOG_CODE = 1008;
 /** While output waits for a drain, the socket's backlog is also rechecked this often. */
 const DRAIN_RECHECK_MS = 50;
+
+/**
+ * Input written to a process and not yet taken by its stdin pipe or pty is
+ * buffered by Bun; past this much a process/write is refused with -32001 (the
+ * client waits and retries), so a process that never reads its input cannot
+ * make the server grow.
+ */
+export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
 
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;
@@ -76,6 +84,8 @@ export class ManagedProcess {
   private readonly subscribers = new Map<number, Subscriber>();
   private readonly closeHooked = new Set<number>();
   private readonly exitListeners: Array<() => void> = [];
+  /** Bytes given to Bun for the process's input and not yet flushed to it. */
+  private pendingInput = 0;
 
   constructor(
     readonly processId: string,
@@ -270,12 +280,35 @@ export class ManagedProcess {
   }
 
   write(data: Uint8Array): void {
-    if (this.terminal) this.terminal.write(data);
-    else {
-      const stdin = this.proc.stdin as import("bun").FileSink | undefined;
-      stdin?.write(data);
-      void stdin?.flush();
+    if (this.pendingInput + data.length > MAX_PENDING_INPUT_BYTES) {
+      throw new ApiError(
+        API_LIMIT,
+        `process ${this.processId} has not read ${this.pendingInput} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`,
+      );
     }
+    if (this.terminal) {
+      // Counted until the terminal's drain (inputDrained) says Bun's buffer is empty.
+      this.pendingInput += data.length;
+      this.terminal.write(data);
+      return;
+    }
+    const stdin = this.proc.stdin as import("bun").FileSink | undefined;
+    if (!stdin) return;
+    // A promise from write or flush means Bun kept bytes back: they count until it resolves.
+    const wrote = stdin.write(data);
+    const flushed = stdin.flush();
+    const pending = wrote instanceof Promise ? wrote : flushed instanceof Promise ? flushed : undefined;
+    if (!pending) return;
+    this.pendingInput += data.length;
+    const settle = () => {
+      this.pendingInput = Math.max(0, this.pendingInput - data.length);
+    };
+    pending.then(settle, settle);
+  }
+
+  /** The terminal's drain: everything written to it has reached the pty. */
+  inputDrained(): void {
+    this.pendingInput = 0;
   }
 
   closeStdin(): void {

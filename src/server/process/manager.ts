@@ -98,6 +98,7 @@ export class ProcessManager {
             rows: request.terminal.rows,
             name: TERMINAL_TERM,
             data: (_terminal, data) => managed.output("terminal", data),
+            drain: () => managed.inputDrained(),
           },
         });
         managed.terminal = managed.proc.terminal;
