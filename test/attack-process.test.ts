@@ -110,3 +110,25 @@ describe("attack: process/*", () => {
     expect(second.error?.code).not.toBe(-32603);
   }, TEST_TIMEOUT_MS);
 });
+
+describe("attack: signals and leftovers", () => {
+  test("once the leader is reaped, process/signal signals nothing; its orphaned group member is still ended when the server stops", async () => {
+    const s = await server();
+    const { ws, out } = await client(s);
+    const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", "sleep 1000 & echo $!; wait"] });
+    await out.waitText(p.processId, "stdout", (t) => t.endsWith("\n"));
+    const orphan = Number(out.text(p.processId, "stdout").trim());
+    strangers.push(orphan);
+    expect(isAlive(orphan)).toBe(true);
+    // Someone else kills the leader; Bun reaps it; the sleep is reparented away from the server.
+    process.kill(p.pid, "SIGKILL");
+    expect(await out.waitExited(p.processId)).toEqual({ exitCode: null, signal: "SIGKILL" });
+    const signalled = await rpc(ws, "process/signal", { processId: p.processId, signal: "SIGTERM" });
+    expect(signalled.error?.code).toBe(-32004);
+    expect(isAlive(orphan)).toBe(true);
+    // The app-server stops: nothing a session started may outlive it.
+    s.proc.kill("SIGTERM");
+    expect(await eventually(() => s.proc.exitCode !== null, WAIT_MS)).toBe(true);
+    expect(await eventually(() => !isAlive(orphan), WAIT_MS)).toBe(true);
+  }, TEST_TIMEOUT_MS);
+});

@@ -6,6 +6,7 @@
  * backlog cap by serve.ts, and it re-attaches from its offsets).
  */
 import type { Subprocess, Terminal } from "bun";
+import type { ProcessEntry } from "../../platform/process.ts";
 import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
 import { ByteRing } from "./ring.ts";
 
@@ -81,6 +82,8 @@ export class ManagedProcess {
   terminal?: Terminal;
   /** Boot id + start time of the leader, taken right after the spawn (for the ledger). */
   identity?: string;
+  /** What the leader left in its group when it was reaped (tree.ts leftBehind), ended when the server stops. */
+  leftovers: ProcessEntry[] = [];
   private readonly subscribers = new Map<number, Subscriber>();
   private readonly closeHooked = new Set<number>();
   private readonly exitListeners: Array<() => void> = [];

@@ -7,7 +7,7 @@ import { homedir, userInfo } from "node:os";
 import { errnoCode } from "../../errors.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_PARAMS } from "../api/types.ts";
 import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type TerminalSize } from "./managed.ts";
-import { endProcessTrees } from "./tree.ts";
+import { endProcessTrees, leftBehind } from "./tree.ts";
 import { writeLedger, type LedgerEntry } from "./ledger.ts";
 import { processIdentity } from "../../platform/process.ts";
 
@@ -123,6 +123,8 @@ export class ProcessManager {
       pumps.push(readInto(managed, "stderr", managed.proc.stderr as ReadableStream<Uint8Array>));
     }
     await managed.proc.exited;
+    // Reaped just now: record what it left in its group before the pid can be reused.
+    managed.leftovers = leftBehind(managed.pid);
     const drained = Promise.all(pumps);
     await Promise.race([drained, Bun.sleep(OUTPUT_DRAIN_AFTER_EXIT_MS)]);
     if (managed.terminal) {
@@ -155,7 +157,7 @@ export class ProcessManager {
   async shutdown(graceMs: number): Promise<{ processesEnded: number }> {
     this.stopping = true;
     const running = this.running();
-    await endProcessTrees(running, graceMs);
+    await endProcessTrees(running, graceMs, this.all().flatMap((p) => p.leftovers));
     this.recordRunning();
     for (const timer of this.forgetTimers.values()) clearTimeout(timer);
     return { processesEnded: running.length };
