@@ -13,6 +13,9 @@ const TEST_TIMEOUT_MS = 120_000;
 const FLOOD_WRITES = 600;
 /** Unbounded buffering grows the server by more than the 300 MiB offered; bounded, by the 4 MiB cap plus garbage. */
 const FLOOD_RSS_GROWTH_MAX_MIB = 150;
+/** 100 processes each leaving 2 MiB of scrollback: 200 MiB if every exited one is kept for retainExitedMs. */
+const EXITED_SPAWNS = 100;
+const EXITED_RSS_GROWTH_MAX_MIB = 100;
 const servers: ServeProcess[] = [];
 const clients: RawWs[] = [];
 const strangers: number[] = [];
@@ -130,5 +133,44 @@ describe("attack: signals and leftovers", () => {
     s.proc.kill("SIGTERM");
     expect(await eventually(() => s.proc.exitCode !== null, WAIT_MS)).toBe(true);
     expect(await eventually(() => !isAlive(orphan), WAIT_MS)).toBe(true);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("attack: exited processes", () => {
+  test("short processes spawned without end do not pile up their scrollback in the server", async () => {
+    const max = 4;
+    const s = await server({ processes: { max, scrollbackBytes: 2 * 1024 * 1024 } });
+    const { ws } = await client(s);
+    const before = rssMiB(s.proc.pid);
+    for (let i = 0; i < EXITED_SPAWNS; i++) {
+      // Each fills its 2 MiB stdout ring and exits; the client detaches at once (it never reads the output).
+      const { process: p } = await call(ws, "process/spawn", { argv: ["head", "-c", String(2 * 1024 * 1024), "/dev/zero"] });
+      await call(ws, "process/detach", { processId: p.processId });
+      expect(await eventually(async () => (await call(ws, "process/list")).processes.every((q: any) => q.state === "exited"), WAIT_MS, 20)).toBe(true);
+    }
+    const { processes } = await call(ws, "process/list");
+    const after = rssMiB(s.proc.pid);
+    console.log(`${EXITED_SPAWNS} exited processes of 2 MiB output: ${processes.length} kept, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
+    // The newest are kept (the oldest forgotten first), at most processes.max of them.
+    expect(processes.length).toBeLessThanOrEqual(max);
+    expect(processes.at(-1).streams.stdout.end).toBe(2 * 1024 * 1024);
+    expect(after - before).toBeLessThan(EXITED_RSS_GROWTH_MAX_MIB);
+  }, TEST_TIMEOUT_MS);
+
+  test("a long-lived connection does not keep the processes it attached to alive once they are forgotten", async () => {
+    const s = await server({ processes: { retainExitedMs: 1, scrollbackBytes: 2 * 1024 * 1024 } });
+    const { ws } = await client(s);
+    const before = rssMiB(s.proc.pid);
+    for (let i = 0; i < EXITED_SPAWNS; i++) {
+      // 2 MiB of output, then it waits for its stdin to close.
+      const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", "head -c 2097152 /dev/zero; read x"] });
+      // Re-attached from the end, never detached: the connection still follows it when it exits and is forgotten.
+      await call(ws, "process/attach", { processId: p.processId, since: { stdout: 2 * 1024 * 1024, stderr: 0 } });
+      await call(ws, "process/closeStdin", { processId: p.processId });
+      expect(await eventually(async () => (await call(ws, "process/list")).processes.length === 0, WAIT_MS, 20)).toBe(true);
+    }
+    const after = rssMiB(s.proc.pid);
+    console.log(`${EXITED_SPAWNS} processes forgotten on one open connection: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
+    expect(after - before).toBeLessThan(EXITED_RSS_GROWTH_MAX_MIB);
   }, TEST_TIMEOUT_MS);
 });

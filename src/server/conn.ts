@@ -26,7 +26,7 @@ export const CLOSE_TRY_AGAIN = 1013;
 export class SocketConn implements Conn {
   closed = false;
   private readonly drainListeners = new Set<() => void>();
-  private readonly closeListeners: Array<() => void> = [];
+  private readonly closeListeners = new Set<() => void>();
   private readonly pending: string[] = [];
   private pendingBytes = 0;
 
@@ -69,9 +69,15 @@ export class SocketConn implements Conn {
     return () => this.drainListeners.delete(listener);
   }
 
-  onClose(cleanup: () => void): void {
-    if (this.closed) cleanup();
-    else this.closeListeners.push(cleanup);
+  onClose(cleanup: () => void): () => void {
+    if (this.closed) {
+      cleanup();
+      return () => {};
+    }
+    // Wrapped so that registering one function twice still gives two independent entries.
+    const entry = () => cleanup();
+    this.closeListeners.add(entry);
+    return () => this.closeListeners.delete(entry);
   }
 
   /** Bun's drain: handle queued requests while the backlog stays low, then tell the listeners. */
@@ -115,7 +121,9 @@ export class SocketConn implements Conn {
     this.pending.length = 0;
     this.pendingBytes = 0;
     this.drainListeners.clear();
-    for (const cleanup of this.closeListeners.splice(0)) {
+    const cleanups = [...this.closeListeners];
+    this.closeListeners.clear();
+    for (const cleanup of cleanups) {
       try {
         cleanup();
       } catch (error) {

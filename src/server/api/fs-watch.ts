@@ -52,7 +52,7 @@ export class ChangeBatch {
   }
 }
 
-type Watch = { id: string; conn: Conn; watcher: FSWatcher; batch: ChangeBatch; timer?: ReturnType<typeof setTimeout> };
+type Watch = { id: string; conn: Conn; watcher: FSWatcher; batch: ChangeBatch; timer?: ReturnType<typeof setTimeout>; stopCloseListener?: () => void };
 
 function existsNoFollow(path: Buffer): boolean {
   try {
@@ -71,7 +71,10 @@ export function createWatches() {
   const close = (entry: Watch) => {
     if (!watches.delete(entry.id)) return;
     clearTimeout(entry.timer);
-    perConn.set(entry.conn.id, (perConn.get(entry.conn.id) ?? 1) - 1);
+    const left = (perConn.get(entry.conn.id) ?? 1) - 1;
+    if (left > 0) perConn.set(entry.conn.id, left);
+    else perConn.delete(entry.conn.id);
+    entry.stopCloseListener?.();
     try {
       entry.watcher.close();
     } catch {
@@ -122,7 +125,7 @@ export function createWatches() {
     watcher.on("error", () => close(entry));
     watches.set(id, entry);
     perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1);
-    conn.onClose(() => close(entry));
+    entry.stopCloseListener = conn.onClose(() => close(entry));
     return id;
   };
 

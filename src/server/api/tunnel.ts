@@ -50,6 +50,7 @@ class Tunnel {
   private pendingClose: { reason: CloseReason; message?: string } | undefined;
   socket!: Socket<undefined>;
   stopDrainListener: () => void = () => {};
+  stopCloseListener: () => void = () => {};
 
   constructor(
     readonly id: string,
@@ -144,6 +145,7 @@ class Tunnel {
     if (this.closed) return;
     this.closed = true;
     this.stopDrainListener();
+    this.stopCloseListener();
     this.release();
     if (terminate) this.terminate();
     this.onClosed(this);
@@ -166,7 +168,13 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
 
   const forget = (tunnel: Tunnel) => {
     tunnels.delete(tunnel.id);
-    perConn.set(tunnel.conn.id, (perConn.get(tunnel.conn.id) ?? 1) - 1);
+    release(tunnel.conn.id);
+  };
+  /** One tunnel of connection `connId` ended (or failed to open); a connection with none leaves no entry. */
+  const release = (connId: number) => {
+    const left = (perConn.get(connId) ?? 1) - 1;
+    if (left > 0) perConn.set(connId, left);
+    else perConn.delete(connId);
   };
 
   const open = async (host: string, port: number, conn: Conn) => {
@@ -199,7 +207,7 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
         }),
       ]);
     } catch (error) {
-      perConn.set(conn.id, (perConn.get(conn.id) ?? 1) - 1);
+      release(conn.id);
       connecting.then((socket) => socket.terminate(), () => {});
       throw connectFailure(host, port, error);
     } finally {
@@ -207,7 +215,7 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
     }
     tunnels.set(tunnel.id, tunnel);
     tunnel.stopDrainListener = conn.onDrain(() => tunnel.clientDrained());
-    conn.onClose(() => tunnel.finish("shutdown")); // runs at once if the connection is already gone
+    tunnel.stopCloseListener = conn.onClose(() => tunnel.finish("shutdown")); // runs at once if the connection is already gone
     // The reply is sent in a microtask after this returns; setImmediate comes after it.
     setImmediate(() => tunnel.start());
     return { tunnelId: tunnel.id };

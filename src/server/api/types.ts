@@ -34,8 +34,12 @@ export interface Conn {
   backlog(): number;
   /** Runs `listener` whenever the backlog drains; returns the unsubscribe. */
   onDrain(listener: () => void): () => void;
-  /** Runs `cleanup` once when the connection closes (detach, unwatch, close tunnels). */
-  onClose(cleanup: () => void): void;
+  /**
+   * Runs `cleanup` once when the connection closes (detach, unwatch, close
+   * tunnels); returns the unsubscribe, to call when the thing ends first (a
+   * long-lived connection must not keep every ended thing alive).
+   */
+  onClose(cleanup: () => void): () => void;
   readonly closed: boolean;
   /** Closes the connection with a WebSocket close code (e.g. 1008 past a backlog cap); the client reconnects. */
   close?(code: number, reason: string): void;

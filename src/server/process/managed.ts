@@ -85,7 +85,8 @@ export class ManagedProcess {
   /** What the leader left in its group when it was reaped (tree.ts leftBehind), ended when the server stops. */
   leftovers: ProcessEntry[] = [];
   private readonly subscribers = new Map<number, Subscriber>();
-  private readonly closeHooked = new Set<number>();
+  /** Per attached connection: removes our hook from its close listeners. */
+  private readonly closeHooks = new Map<number, () => void>();
   private readonly exitListeners: Array<() => void> = [];
   /** Bytes given to Bun for the process's input and not yet flushed to it. */
   private pendingInput = 0;
@@ -150,16 +151,22 @@ export class ManagedProcess {
     sub.unsubscribe = () => {
       detached = true;
       sub.stopDrainWait?.();
-      if (this.subscribers.get(conn.id) === sub) this.subscribers.delete(conn.id);
+      if (this.subscribers.get(conn.id) !== sub) return;
+      this.subscribers.delete(conn.id);
+      // Detached: the connection must no longer hold this process (and its rings) alive.
+      this.closeHooks.get(conn.id)?.();
+      this.closeHooks.delete(conn.id);
     };
     this.subscribers.set(conn.id, sub);
     // One close hook per connection, however often it re-attaches.
-    if (!this.closeHooked.has(conn.id)) {
-      this.closeHooked.add(conn.id);
-      conn.onClose(() => {
-        this.closeHooked.delete(conn.id);
-        this.subscribers.get(conn.id)?.unsubscribe();
-      });
+    if (!this.closeHooks.has(conn.id)) {
+      this.closeHooks.set(
+        conn.id,
+        conn.onClose(() => {
+          this.closeHooks.delete(conn.id);
+          this.subscribers.get(conn.id)?.unsubscribe();
+        }),
+      );
     }
     // The reply to process/attach is sent after this handler returns; the replay follows it.
     setTimeout(() => {
@@ -174,6 +181,11 @@ export class ManagedProcess {
     const sub = this.subscribers.get(conn.id);
     sub?.unsubscribe();
     return sub !== undefined;
+  }
+
+  /** The process is forgotten: detach every connection. */
+  release(): void {
+    for (const sub of [...this.subscribers.values()]) sub.unsubscribe();
   }
 
   isAttached(conn: Conn): boolean {

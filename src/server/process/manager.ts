@@ -138,6 +138,13 @@ export class ProcessManager {
     const timer = setTimeout(() => this.forget(managed.processId), this.limits.retainExitedMs);
     timer.unref?.();
     this.forgetTimers.set(managed.processId, timer);
+    this.forgetOldestExited();
+  }
+
+  /** Exited processes keep their scrollback: at most `max` of them are kept, the oldest forgotten first. */
+  private forgetOldestExited(): void {
+    const exited = this.all().filter((p) => p.state === "exited");
+    for (const old of exited.slice(0, Math.max(0, exited.length - this.limits.max))) this.forget(old.processId);
   }
 
   remove(managed: ManagedProcess): void {
@@ -150,6 +157,7 @@ export class ProcessManager {
   private forget(processId: string): void {
     clearTimeout(this.forgetTimers.get(processId));
     this.forgetTimers.delete(processId);
+    this.processes.get(processId)?.release();
     this.processes.delete(processId);
   }
 
