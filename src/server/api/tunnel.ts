@@ -22,10 +22,14 @@ export const CLOSE_FLUSH_TIMEOUT_MS = 10_000;
 export const TUNNELS_PER_CONNECTION_MAX = 256;
 export const DEFAULT_ALLOW_HOSTS = ["127.0.0.1", "::1", "localhost"];
 
-/** Whether `host` may be tunnelled to: an exact (case-insensitive) member of the allow list; brackets around IPv6 ignored. */
+/**
+ * Whether `host` may be tunnelled to: an exact (case-insensitive) member of
+ * the allow list; brackets around IPv6 ignored. The host is not trimmed: it
+ * is what gets resolved, and " localhost" is a DNS question, not localhost.
+ */
 export function hostAllowed(host: string, allowHosts: readonly string[]): boolean {
-  const bare = (h: string) => h.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1");
-  return allowHosts.some((allowed) => bare(allowed) === bare(host));
+  const bare = (h: string) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  return allowHosts.some((allowed) => bare(allowed.trim()) === bare(host));
 }
 
 /** tunnels.allowHosts from settings, or the loopback default when absent. */
