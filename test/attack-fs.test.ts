@@ -132,4 +132,32 @@ describe("attack: fs/*", () => {
     expect(Buffer.from(dotted.data, "base64").toString()).toBe("x");
     expect(readFileSync(s.home.path("f"), "utf8")).toBe("f");
   }, TEST_TIMEOUT_MS);
+
+  test("a recursive watch of / is refused with -32001 without freezing the server; the total is bounded; small ones work", async () => {
+    const s = await server();
+    const ws = await client(s);
+    const other = await client(s);
+    let watching = true;
+    let slowest = 0;
+    const watched = rpc(ws, "fs/watch", { path: "/", recursive: true }).finally(() => (watching = false));
+    // Another client keeps being served meanwhile.
+    while (watching) {
+      const started = Date.now();
+      await call(other, "process/list");
+      slowest = Math.max(slowest, Date.now() - started);
+      await Bun.sleep(5);
+    }
+    const reply = await watched;
+    console.log(`fs/watch / recursive: ${JSON.stringify(reply.error ?? reply.result)}; slowest reply to another client ${slowest} ms`);
+    expect(reply.error?.code).toBe(-32001);
+    // Trees of 6 000 folders: one fits, the total stops the ninth.
+    const tree = s.home.path("tree");
+    for (let i = 0; i < 60; i++) for (let j = 0; j < 99; j++) mkdirSync(`${tree}/${i}/${j}`, { recursive: true });
+    const many = await Promise.all(Array.from({ length: 9 }, () => rpc(ws, "fs/watch", { path: tree, recursive: true })));
+    expect(many.filter((r) => r.result).length).toBe(8);
+    expect(many.find((r) => r.error)?.error?.code).toBe(-32001);
+    // Unwatching gives the folders back.
+    await call(ws, "fs/unwatch", { watchId: many.find((r) => r.result)?.result.watchId });
+    expect((await rpc(ws, "fs/watch", { path: tree, recursive: true })).result?.watchId).toBeString();
+  }, TEST_TIMEOUT_MS);
 });
