@@ -3,7 +3,7 @@
 // bounded, errors are the documented ones, and nothing is signalled that is
 // not proven ours.
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { eventually, isAlive } from "./helpers/berth.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
 import { apiClient, call, OutputCollector, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
@@ -172,5 +172,69 @@ describe("attack: exited processes", () => {
     const after = rssMiB(s.proc.pid);
     console.log(`${EXITED_SPAWNS} processes forgotten on one open connection: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
     expect(after - before).toBeLessThan(EXITED_RSS_GROWTH_MAX_MIB);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("attack: bad spawns, resizes and attach storms", () => {
+  test("cwd a file or missing, argv with NUL, an argument past MAX_ARG_STRLEN, a missing program: documented errors, never -32603", async () => {
+    const s = await server();
+    const { ws } = await client(s);
+    writeFileSync(s.home.path("plain"), "x");
+    const cases: Array<[string, object, number]> = [
+      ["cwd is a file", { argv: ["true"], cwd: s.home.path("plain") }, -32602],
+      ["cwd is missing", { argv: ["true"], cwd: s.home.path("nowhere") }, -32004],
+      ["argv with NUL", { argv: ["echo", "a\u0000b"] }, -32602],
+      ["env with NUL", { argv: ["true"], env: { X: "a\u0000b" } }, -32602],
+      ["missing program", { argv: ["/nonexistent/prog"] }, -32004],
+      ["empty argv", { argv: [] }, -32602],
+      ["one argument past MAX_ARG_STRLEN", { argv: ["true", "z".repeat(200_000)] }, -32602],
+    ];
+    for (const [what, params, code] of cases) {
+      const reply = await rpc(ws, "process/spawn", params);
+      expect({ what, code: reply.error?.code }).toEqual({ what, code });
+    }
+    const { process: p } = await call(ws, "process/spawn", { argv: ["sh"], terminal: { cols: 80, rows: 24 } });
+    for (const [cols, rows] of [[0, 24], [80, 0], [100_000, 24], [80, 1e9], [-1, 5], [1.5, 5]]) {
+      expect((await rpc(ws, "process/resize", { processId: p.processId, cols, rows })).error?.code).toBe(-32602);
+    }
+    expect((await call(ws, "process/resize", { processId: p.processId, cols: 10_000, rows: 10_000 })).process.terminal).toEqual({ cols: 10_000, rows: 10_000 });
+    expect((await call(ws, "process/list")).processes.length).toBe(1);
+  }, TEST_TIMEOUT_MS);
+
+  test("1 000 attach/detach pairs on one connection, 100 connections attaching and vanishing: nothing accumulates", async () => {
+    const s = await server();
+    const { ws, out } = await client(s);
+    const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", "while :; do echo tick; sleep 0.01; done"] });
+    const before = rssMiB(s.proc.pid);
+    for (let i = 0; i < 500; i++) {
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id: `a${i}`, method: "process/attach", params: { processId: p.processId, since: { stdout: 0 } } }));
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id: `d${i}`, method: "process/detach", params: { processId: p.processId } }));
+    }
+    await call(ws, "process/attach", { processId: p.processId });
+    const others: RawWs[] = [];
+    for (let i = 0; i < 100; i++) {
+      const other = await apiClient(s.socket);
+      others.push(other);
+      await call(other, "process/attach", { processId: p.processId });
+    }
+    for (const other of others) other.destroy();
+    expect(await eventually(async () => (await call(ws, "process/list")).processes[0].attached === 1, WAIT_MS)).toBe(true);
+    await out.waitText(p.processId, "stdout", (t) => t.split("tick").length > 5);
+    const after = rssMiB(s.proc.pid);
+    console.log(`attach storm: RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
+    expect(after - before).toBeLessThan(100);
+  }, TEST_TIMEOUT_MS);
+
+  test("concurrent spawns from many connections never pass processes.max; a name taken concurrently goes to one", async () => {
+    const s = await server({ processes: { max: 4 } });
+    const conns = await Promise.all(Array.from({ length: 8 }, () => client(s)));
+    const replies = await Promise.all(conns.flatMap(({ ws }) => Array.from({ length: 10 }, () => rpc(ws, "process/spawn", { argv: ["sleep", "1000"] }))));
+    expect(replies.filter((r) => r.result).length).toBe(4);
+    expect(new Set(replies.filter((r) => r.error).map((r) => r.error?.code))).toEqual(new Set([-32001]));
+    for (const r of replies) if (r.result) await call(conns[0]!.ws, "process/signal", { processId: r.result.process.processId, signal: "SIGKILL" });
+    expect(await eventually(async () => (await call(conns[0]!.ws, "process/list")).processes.every((q: any) => q.state === "exited"), WAIT_MS)).toBe(true);
+    const named = await Promise.all(conns.map(({ ws }) => rpc(ws, "process/spawn", { argv: ["sleep", "1000"], name: "only" })));
+    expect(named.filter((r) => r.result).length).toBe(1);
+    expect(named.filter((r) => r.error?.code === -32602).length).toBe(7);
   }, TEST_TIMEOUT_MS);
 });
