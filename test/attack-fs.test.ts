@@ -11,6 +11,9 @@ const MIB = 1024 * 1024;
 /** 100 pipelined 4 MiB reads: all in flight at once cost over 1 GiB; bounded, a few reads' worth. */
 const PIPELINED_READS = 100;
 const READS_RSS_GROWTH_MAX_MIB = 300;
+/** 1 500 pipelined 700 KiB writes (1 GiB offered): all in flight took the server +709 MiB; bounded, +259 (garbage high water). */
+const PIPELINED_WRITES = 1_500;
+const WRITES_RSS_GROWTH_MAX_MIB = 450;
 const servers: ServeProcess[] = [];
 const clients: RawWs[] = [];
 
@@ -159,5 +162,22 @@ describe("attack: fs/*", () => {
     // Unwatching gives the folders back.
     await call(ws, "fs/unwatch", { watchId: many.find((r) => r.result)?.result.watchId });
     expect((await rpc(ws, "fs/watch", { path: tree, recursive: true })).result?.watchId).toBeString();
+  }, TEST_TIMEOUT_MS);
+
+  test("pipelined 700 KiB writes are not all held at once: the client is slowed by TCP backpressure, not closed", async () => {
+    const s = await server();
+    const ws = await client(s);
+    const data = Buffer.alloc(700 * 1024, 7).toString("base64");
+    const before = rssMiB(s.proc.pid);
+    const stop = rssPeak(s.proc.pid);
+    for (let i = 0; i < PIPELINED_WRITES; i++) {
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id: i, method: "fs/writeFile", params: { path: s.home.path(`f${i % 10}`), data } }));
+    }
+    let errors = 0;
+    for (let i = 0; i < PIPELINED_WRITES; i++) if ((await ws.nextMessage(WAIT_MS)).error) errors += 1;
+    const peak = stop();
+    console.log(`${PIPELINED_WRITES} pipelined 700 KiB writes: ${errors} errors; RSS ${before.toFixed(1)} → peak ${peak.toFixed(1)} MiB`);
+    expect(errors).toBe(0);
+    expect(peak - before).toBeLessThan(WRITES_RSS_GROWTH_MAX_MIB);
   }, TEST_TIMEOUT_MS);
 });
