@@ -11,6 +11,8 @@ import { CLOSE_FLUSH_TIMEOUT_MS, DEFAULT_ALLOW_HOSTS, hostAllowed, TUNNELS_PER_C
 
 const TEST_TIMEOUT_MS = 120_000;
 const BLACK_HOLE_WRITES = 200;
+/** Tunnels whose peer never reads, each with writes withheld: together far over the connection's 16 MiB in flight. */
+const STUCK_TUNNELS = 24;
 /** tunnel.ts cuts a closed tunnel's socket after CLOSE_FLUSH_TIMEOUT_MS (10 s); generous for a loaded machine. */
 const CLOSE_WAIT_MS = CLOSE_FLUSH_TIMEOUT_MS + 20_000;
 const servers: ServeProcess[] = [];
@@ -157,5 +159,18 @@ describe("attack: tunnel/*", () => {
     const fds = tcpSockets(s.proc.pid);
     await call(ws, "tunnel/close", { tunnelId });
     expect(await eventually(() => tcpSockets(s.proc.pid) < fds, CLOSE_WAIT_MS, 100)).toBe(true);
+  }, TEST_TIMEOUT_MS);
+
+  test("writes withheld by tunnel flow control on many stuck tunnels never block the connection's other requests", async () => {
+    const s = await server();
+    const ws = await client(s);
+    const hole = blackHole();
+    const chunk = Buffer.alloc(700 * 1024, 0x63).toString("base64");
+    const ids: string[] = [];
+    for (let i = 0; i < STUCK_TUNNELS; i++) ids.push((await call(ws, "tunnel/open", { host: "127.0.0.1", port: hole.port })).tunnelId);
+    // Enough per tunnel to pass the kernel's buffers and the 1 MiB low mark: the last writes are withheld.
+    for (const tunnelId of ids) for (let i = 0; i < 12; i++) ws.send(JSON.stringify({ jsonrpc: "2.0", id: `${tunnelId}-${i}`, method: "tunnel/write", params: { tunnelId, data: chunk } }));
+    expect((await call(ws, "process/list")).processes).toEqual([]);
+    for (const tunnelId of ids) await call(ws, "tunnel/close", { tunnelId });
   }, TEST_TIMEOUT_MS);
 });

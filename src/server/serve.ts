@@ -82,11 +82,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (routed.kind === "reply") conn.send(JSON.stringify(routed.reply));
     else if (routed.kind === "call") {
       // Returned so the connection counts the request in flight until its reply is sent.
-      return runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
+      const done = runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
         logger.error(`${method} failed:`, error),
       ).then((reply) => {
         if (reply) conn.send(JSON.stringify(reply));
       });
+      return routed.entry.flowControlled ? undefined : done;
     }
     return undefined;
   };

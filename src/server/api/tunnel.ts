@@ -234,10 +234,13 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
   return {
     methods: {
       "tunnel/open": method(params({ host: nonEmptyStr, port: int(1, 65_535) }), (p, conn) => open(p.host, p.port, conn)),
-      "tunnel/write": method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
-        await find(p.tunnelId, conn).write(p.data);
-        return {};
-      }),
+      "tunnel/write": {
+        ...method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
+          await find(p.tunnelId, conn).write(p.data);
+          return {};
+        }),
+        flowControlled: true, // its data is in the tunnel's queue, bounded there
+      },
       "tunnel/close": method(params({ tunnelId: nonEmptyStr }), (p, conn) => {
         find(p.tunnelId, conn).endFromClient();
         return {};

@@ -49,6 +49,12 @@ export type Method<P = any> = {
   /** Checks and normalises raw params; throws ApiError(API_INVALID_PARAMS) naming the bad param. */
   params: (raw: unknown) => P;
   handle: (params: P, conn: Conn) => unknown | Promise<unknown>;
+  /**
+   * The reply may be withheld for flow control (tunnel/write) while the family
+   * bounds what the call holds itself: it does not count toward the
+   * connection's requests in flight (conn.ts), so it cannot block the others.
+   */
+  flowControlled?: boolean;
 };
 
 export type MethodTable = Record<string, Method>;
