@@ -3,6 +3,7 @@
  * exactly one JSON line on stdout, human text on stderr, exit 0/1/2.
  */
 import { defineCommand, renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
+import { isInteractiveExit, SELF_PARSING_COMMANDS } from "./commands/_shared.ts";
 import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
@@ -98,13 +99,16 @@ async function execute(argv: string[]): Promise<Output> {
   if (HELP_FLAGS.has(name) || name === "help") return { stdout: `${await renderUsage(await rootCommand())}\n`, exitCode: 0 };
   if (VERSION_FLAGS.has(name)) return { stdout: `${CLI_VERSION}\n`, exitCode: 0 };
   const command = await loadCommand(name);
-  if (rest.some((arg) => HELP_FLAGS.has(arg))) {
+  // After `--` the words belong to another program (`remote HOST run -- ls --help`).
+  const ownArgs = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  if (ownArgs.some((arg) => HELP_FLAGS.has(arg))) {
     return { stdout: `${await renderUsage(command, await rootCommand())}\n`, exitCode: 0 };
   }
   const defs = ((typeof command.args === "function" ? await command.args() : await command.args) ?? {}) as ArgsDef;
-  checkArgs(rest, defs, name);
+  if (!SELF_PARSING_COMMANDS.has(name)) checkArgs(rest, defs, name);
   if (!INTERRUPTIBLE_COMMANDS.has(name)) deferTerminalSignals();
   const { result } = await runCommand(command, { rawArgs: rest });
+  if (isInteractiveExit(result)) return { stdout: "", exitCode: result.exitCode };
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);
   if (isStreamingResult(result)) {
@@ -131,6 +135,6 @@ export async function runCli(argv: string[]): Promise<number> {
   if (output.stderr) writeOutput(2, output.stderr);
   const signals = deferredSignals();
   if (signals.length > 0) logger.warn(`${signals.join(" and ")} arrived while berth was changing state; it finished first.`);
-  writeOutput(1, output.stdout);
+  if (output.stdout) writeOutput(1, output.stdout);
   return output.exitCode;
 }

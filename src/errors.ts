@@ -16,6 +16,7 @@ export type ErrorCode =
   | "SIGNATURE_INVALID"
   | "INSTALL_FAILED"
   | "UPDATE_FAILED"
+  | "SSH_FAILED"
   | "INTERNAL";
 
 /** The one error class of berth: what failed, where, and what to do next. */
@@ -42,4 +43,26 @@ export function errnoCode(error: unknown): string | undefined {
 
 export function describeError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Storage failures a user can fix, with what to do for each. */
+const STORAGE_ERRORS: Record<string, string> = {
+  EROFS: "the file system is read-only; remount it read-write or choose another BERTH_HOME",
+  ENOSPC: "the disk is full; free some space and retry",
+  EDQUOT: "your disk quota is exhausted; free some space and retry",
+  EISDIR: "a folder is where a file belongs; move it away and retry",
+  ENOTDIR: "a file is where a folder belongs; move it away and retry",
+};
+
+/**
+ * A storage failure (read-only disk, full disk, a folder where a file belongs)
+ * as a documented code instead of INTERNAL: UNSAFE_STATE, because berth's
+ * state cannot be kept safely there. Undefined for anything else.
+ */
+export function storageError(error: unknown): BerthError | undefined {
+  const code = errnoCode(error);
+  const advice = code ? STORAGE_ERRORS[code] : undefined;
+  if (!advice) return undefined;
+  const path = (error as { path?: unknown }).path;
+  return new BerthError("UNSAFE_STATE", `cannot use ${typeof path === "string" ? path : "a state file"} (${code}): ${advice}.`, { cause: error });
 }

@@ -1,12 +1,31 @@
 #!/usr/bin/env bun
-import { reopenClosedStdio } from "./stdio.ts";
+// Replaced by build.ts (`define`) in compiled binaries; undeclared when running from source.
+declare const BERTH_COMPILED_VERSION: string | undefined;
 
-// A closed descriptor 0–2 would be reused by the next file berth opens.
-reopenClosedStdio();
-// Help text goes to pipes read by programs as often as to terminals: colour only for a terminal.
-if (!process.stdout.isTTY) process.env.NO_COLOR ??= "1";
-// Everything berth creates, and everything it launches, is private to the user.
-process.umask(0o077);
-const { runCli } = await import("./cli.ts");
-process.exit(await runCli(process.argv.slice(2)));
+/**
+ * Help text goes to pipes read by programs as often as to terminals: colour only for a terminal.
+ * `process.stdout.isTTY` would build Bun's stdout stream (~2× the floor): a pipe, file or socket (the SSH
+ * case) is told apart by fstat alone; only a character device costs an isatty(3) through libc.
+ */
+async function stdoutIsTerminal(): Promise<boolean> {
+  const { fstatSync } = await import("node:fs");
+  if (!(fstatSync(1, { throwIfNoEntry: false })?.isCharacterDevice() ?? false)) return false;
+  return (await import("./platform/ffi.ts")).isTerminal(1) ?? process.stdout.isTTY;
+}
+
+const argv = process.argv.slice(2);
+if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
+  // Loads nothing else (no CLI framework, no fs) and opens no file: about the Bun floor.
+  console.log(typeof BERTH_COMPILED_VERSION === "string" ? BERTH_COMPILED_VERSION : (await import("./version.ts")).CLI_VERSION);
+} else {
+  // A closed descriptor 0–2 would be reused by the next file berth opens.
+  (await import("./stdio.ts")).reopenClosedStdio();
+  if (!(await stdoutIsTerminal())) process.env.NO_COLOR ??= "1";
+  // Everything berth creates, and everything it launches, is private to the user.
+  process.umask(0o077);
+  // The app-server's own launch line skips the CLI framework (see serve-entry.ts); everything else is cli.ts.
+  const entry = argv[0] === "serve" ? await import("./serve-entry.ts") : undefined;
+  const daemon = entry?.daemonServeArgs(argv);
+  process.exit(entry && daemon ? await entry.runDaemonServe(daemon) : await (await import("./cli.ts")).runCli(argv));
+}
 export {};

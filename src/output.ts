@@ -1,5 +1,5 @@
 import { createConsola, type ConsolaReporter } from "consola/core";
-import { BerthError, describeError } from "./errors.ts";
+import { BerthError, describeError, storageError } from "./errors.ts";
 import { writeOutput } from "./stdio.ts";
 
 export { writeOutput };
@@ -29,6 +29,8 @@ export function exitCodeFor(error: unknown): number {
 
 export function errorObject(error: unknown): ErrorObject {
   if (error instanceof BerthError) return { status: "error", error: { code: error.code, message: error.message } };
+  const storage = storageError(error);
+  if (storage) return { status: "error", error: { code: storage.code, message: storage.message } };
   return { status: "error", error: { code: "INTERNAL", message: `internal error: ${describeError(error)}` } };
 }
 

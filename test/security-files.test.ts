@@ -10,12 +10,14 @@ import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
 import { readToken } from "../src/server/token.ts";
-import { TARGET, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, TARGET, eventually, makeHome, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
 const homes: TestHome[] = [];
 const runtimes: string[] = [];
+const afterFake: (() => void)[] = [];
 afterEach(async () => {
+  for (const kill of afterFake.splice(0)) kill();
   for (const dir of runtimes.splice(0)) rmSync(dir, { recursive: true, force: true });
   for (const home of homes.splice(0)) await home.cleanup();
 });
@@ -107,12 +109,25 @@ describe("item 4: the socket fallback folder and state files are never followed 
       const elsewhere = join(runtime, "attacker");
       mkdirSync(elsewhere, { mode: 0o700 });
       symlinkSync(elsewhere, fallbackDir);
+      // The attacker's server listens behind the link, answering as this home's app-server.
+      const fake = Bun.spawn({
+        cmd: [BUN, join(ROOT, "test", "fixtures", "fake-server.ts"), join(elsewhere, "app-server.sock")],
+        env: { ...home.env, FAKE_CLAIM_PID: "12345" },
+        stdin: "ignore",
+        stdout: "ignore",
+        stderr: "ignore",
+      });
+      afterFake.push(() => fake.kill("SIGKILL"));
+      expect(await eventually(() => existsSync(join(elsewhere, "app-server.sock")))).toBe(true);
       for (const command of ["start", "stop", "version"]) {
         const result = await home.run([command]);
         expect(result.json.error.code).toBe("UNSAFE_STATE");
         expect(result.json.error.message).toContain(`${fallbackDir} is a symbolic link`);
       }
-      expect(existsSync(join(elsewhere, "app-server.sock"))).toBe(false);
+      // Even if a fake server listened behind the link, status does not ask it anything.
+      const status = await home.run(["status"]);
+      expect(status.json.problems.join("\n")).toContain(`${fallbackDir} is a symbolic link`);
+      expect(status.json.appServer.answering).toBe(false);
     },
     SLOW_TEST_MS,
   );

@@ -3,7 +3,7 @@
 // under test: handshake, JSON-RPC errors, oversized frames, bad clients,
 // SIGTERM, leftover sockets, a second server, many clients.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { BUN, MAIN, eventually, isAlive, makeHome, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
 import { connect, encodeFrame, OP_BINARY, OP_TEXT, rawConnect, type RawWs } from "./helpers/raw-ws.ts";
@@ -338,14 +338,19 @@ describe("berth serve", () => {
   );
 
   test(
-    "a leftover plain file at the socket path is removed and the server starts",
+    "a plain file where the socket belongs is never removed: serve fails with START_FAILED naming it",
     async () => {
       const home = newHome();
       const socket = home.path("stale.sock");
       writeFileSync(socket, "not a socket\n");
-      const server = await startServe(home, socket);
-      expect(statSync(socket).isSocket()).toBe(true);
-      await expectStillServing(server);
+      const server = spawnServe(home, socket);
+      const code = await exitCode(server.proc);
+      expect(code).not.toBe("timeout");
+      expect(code).not.toBe(0);
+      const json = parseLastJsonLine(await server.stdout);
+      expect(json?.error?.code).toBe("START_FAILED");
+      expect(json.error.message).toContain(`${socket} exists and is not a socket`);
+      expect(readFileSync(socket, "utf8")).toBe("not a socket\n");
     },
     TEST_TIMEOUT_MS,
   );

@@ -23,4 +23,5 @@ export const commands: Record<string, LazyCommand> = {
   keep: () => import("./_keep.ts").then((m) => m.default),
   doctor: () => import("./doctor.ts").then((m) => m.default),
   connect: () => import("./connect.ts").then((m) => m.default),
+  remote: () => import("./remote.ts").then((m) => m.default),
 };

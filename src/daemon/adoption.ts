@@ -3,9 +3,12 @@
  * berth records (adopts) it and so may later signal it. What a peer says about
  * itself over the socket is a claim; the kernel's peer credentials are a fact.
  */
+import { BerthError } from "../errors.ts";
 import { unixSocketPeer } from "../platform/ffi.ts";
 import { processArgv, processEnvValue } from "../platform/process.ts";
-import type { Context } from "./context.ts";
+import type { PidBackend } from "./backend.ts";
+import { sameHome, type Context } from "./context.ts";
+import type { PidRecord } from "./pidfile.ts";
 
 export type AdoptionFacts = {
   claimedPid: number;
@@ -29,10 +32,11 @@ export function adoptionRefusal(ctx: Pick<Context, "layout" | "socket">, facts: 
   if (platform !== "linux") return undefined;
   const argv = facts.argv ?? [];
   const listen = argv.indexOf("--listen");
-  if (!argv.includes("serve") || listen < 0 || argv[listen + 1] !== `unix://${ctx.socket.path}`) {
+  const listenArg = listen >= 0 ? (argv[listen + 1] ?? "") : "";
+  if (!argv.includes("serve") || !listenArg.startsWith("unix://") || !sameHome(listenArg.slice("unix://".length), ctx.socket.path)) {
     return `pid ${peer.pid} is not a berth \`serve --listen unix://${ctx.socket.path}\` (its command line is ${JSON.stringify(argv.join(" ").slice(0, 200))})`;
   }
-  if (facts.berthHome !== ctx.layout.home) return `pid ${peer.pid} runs with BERTH_HOME=${facts.berthHome ?? "(unset)"}, not ${ctx.layout.home}`;
+  if (facts.berthHome === undefined || !sameHome(facts.berthHome, ctx.layout.home)) return `pid ${peer.pid} runs with BERTH_HOME=${facts.berthHome ?? "(unset)"}, not ${ctx.layout.home}`;
   return undefined;
 }
 
@@ -52,4 +56,19 @@ export function refuseAdoption(ctx: Context, claimedPid: number): string | undef
     argv: processArgv(pid),
     berthHome: processEnvValue(pid, "BERTH_HOME"),
   });
+}
+
+/** A server that says it is ours but could not be proven to be (see adoption.ts): never adopted, never signalled. */
+function unprovenServerError(ctx: Context, pid: number, reason: string): BerthError {
+  return new BerthError(
+    "NOT_MANAGED",
+    `something on ${ctx.socket.path} answers as the berth app-server of ${ctx.layout.home} (pid ${pid}), but ${reason}; berth did not adopt or signal it. Stop it yourself, or remove the socket if it is not yours.`,
+  );
+}
+
+/** Records the server answering on our socket, only once it is proven ours; NOT_MANAGED otherwise. */
+export async function adoptProven(ctx: Context, backend: PidBackend, pid: number): Promise<PidRecord | undefined> {
+  const refusal = refuseAdoption(ctx, pid);
+  if (refusal) throw unprovenServerError(ctx, pid, refusal);
+  return backend.adopt(pid);
 }

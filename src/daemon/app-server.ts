@@ -4,16 +4,19 @@
  */
 import { closeSync, fstatSync, readSync, rmSync } from "node:fs";
 import { openStateFile, readStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
-import { BerthError } from "../errors.ts";
+import { BerthError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 import { CLI_VERSION } from "../version.ts";
 import { ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
-import { refuseAdoption } from "./adoption.ts";
-import { assertManagedBinary, checkExistingStateDirs, managedInstall, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { unixSocketPeer } from "../platform/ffi.ts";
+import { processState } from "../platform/process.ts";
+import { adoptProven } from "./adoption.ts";
+import { assertManagedBinary, checkExistingStateDirs, managedInstall, sameHome, settingsOrDefaults, prepareStateDirs, settingsOf, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
+import type { ReadyOutcome, ReadyWait } from "./ready.ts";
 import type { Settings } from "./settings.ts";
 import { ensureKeeper } from "./updater.ts";
 import { writeWanted } from "./wanted.ts";
@@ -21,6 +24,13 @@ import { writeWanted } from "./wanted.ts";
 /** One readiness probe may take this long before we try again. */
 const READY_PROBE_TIMEOUT_MS = 1_000;
 const READY_POLL_MS = 10;
+/**
+ * With a readiness pipe the starter probes only once notified; these bound the
+ * back-off of the fallback probes for a server that never writes to the pipe
+ * (a release older than the notification).
+ */
+const READY_FALLBACK_FIRST_MS = 200;
+const READY_FALLBACK_MAX_MS = 1_000;
 /** `version` waits this long for an answer. */
 export const VERSION_PROBE_TIMEOUT_MS = 3_000;
 /** A server that failed readiness gets this long to exit on SIGTERM before SIGKILL. */
@@ -82,22 +92,7 @@ export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
 
 /** A berth app-server of this BERTH_HOME that answers, with the pid it claims. */
 function isOurServer(ctx: Context, probe: ProbeResult): probe is { kind: "berth"; info: InitializeResult } {
-  return probe.kind === "berth" && probe.info.berthHome === ctx.layout.home;
-}
-
-/** A server that says it is ours but could not be proven to be (see adoption.ts): never adopted, never signalled. */
-function unprovenServerError(ctx: Context, pid: number, reason: string): BerthError {
-  return new BerthError(
-    "NOT_MANAGED",
-    `something on ${ctx.socket.path} answers as the berth app-server of ${ctx.layout.home} (pid ${pid}), but ${reason}; berth did not adopt or signal it. Stop it yourself, or remove the socket if it is not yours.`,
-  );
-}
-
-/** Records the server answering on our socket, only once it is proven ours; NOT_MANAGED otherwise. */
-async function adoptProven(ctx: Context, backend: PidBackend, pid: number): Promise<PidRecord | undefined> {
-  const refusal = refuseAdoption(ctx, pid);
-  if (refusal) throw unprovenServerError(ctx, pid, refusal);
-  return backend.adopt(pid);
+  return probe.kind === "berth" && sameHome(probe.info.berthHome, ctx.layout.home);
 }
 
 function foreignServerError(ctx: Context, probe: ProbeResult): BerthError {
@@ -112,22 +107,64 @@ export function appServerArgs(ctx: Context, settings: Settings): string[] {
   return ["serve", "--listen", `unix://${ctx.socket.path}`, ...(settings.remoteControlEnabled ? ["--remote-control"] : [])];
 }
 
-/** Waits for our pid to answer `initialize`; on failure leaves nothing running and reports NOT_READY. */
-async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<InitializeResult> {
-  const deadline = Date.now() + settings.startTimeoutMs;
-  let exited = false;
-  while (Date.now() < deadline) {
-    if (!backend.isAlive(record)) {
-      exited = true;
-      break;
-    }
-    const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
-    if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
-    await Bun.sleep(READY_POLL_MS);
+/** Resolves with the notification's outcome, or "later" after `ms`. */
+async function notifiedWithin(ready: ReadyWait, ms: number): Promise<ReadyOutcome | "later"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const later = new Promise<"later">((resolve) => (timer = setTimeout(() => resolve("later"), ms)));
+  try {
+    return await Promise.race([ready.outcome, later]);
+  } finally {
+    clearTimeout(timer);
   }
+}
+
+/**
+ * Waits for our pid to answer `initialize`; on failure leaves nothing running
+ * and reports NOT_READY. Given the launch's readiness pipe, it sleeps on the
+ * pipe and probes once notified (or, for a server that never notifies, after a
+ * backing-off fallback delay); without one, or once the pipe has ended, it
+ * polls every READY_POLL_MS. `fresh`: we just launched it (a server that already
+ * ran and is only slow is never stopped here).
+ */
+async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings, ready?: ReadyWait, fresh = true): Promise<InitializeResult> {
+  const deadline = Date.now() + settings.startTimeoutMs;
+  let pending = ready;
+  let fallbackMs = READY_FALLBACK_FIRST_MS;
+  let exited = false;
+  try {
+    while (Date.now() < deadline) {
+      if (!backend.isAlive(record)) {
+        exited = true;
+        break;
+      }
+      if (pending) {
+        const outcome = await notifiedWithin(pending, Math.min(fallbackMs, Math.max(1, deadline - Date.now())));
+        if (outcome === "later") fallbackMs = Math.min(fallbackMs * 2, READY_FALLBACK_MAX_MS);
+        else pending = undefined;
+        if (!backend.isAlive(record)) continue;
+      }
+      const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
+      if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
+      if (!pending) await Bun.sleep(READY_POLL_MS);
+    }
+  } finally {
+    ready?.cancel();
+  }
+  // A server we just launched and that never answered is ours to clean up; one that
+  // already ran (stopped with SIGSTOP, or just slow) is slow, not broken: leave it.
+  if (!exited && !fresh) throw slowServer(ctx, record);
   if (!exited) await backend.stop(record, FAILED_START_GRACE_MS);
   else backend.pidFile.removeIfHolds(record);
   throw notReady(ctx, exited ? `exited before answering initialize` : `did not answer initialize within ${settings.startTimeoutMs} ms and was stopped`);
+}
+
+/** NOT_READY for a recorded, running server that does not answer: never stopped for being slow. */
+function slowServer(ctx: Context, record: PidRecord): BerthError {
+  const state = processState(record.pid);
+  return new BerthError(
+    "NOT_READY",
+    `the recorded app-server pid ${record.pid} runs${state === "T" || state === "t" ? " but is stopped (SIGSTOP; resume it with `kill -CONT " + record.pid + "`)" : ""} and did not answer on ${ctx.socket.path} in time; berth left it running. Retry, or \`berth restart\` it.`,
+  );
 }
 
 function notReady(ctx: Context, what: string): BerthError {
@@ -145,7 +182,7 @@ async function ensureRunning(ctx: Context, settings: Settings, onExit?: LaunchSp
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
-    const info = await awaitReady(ctx, backend, state.record, settings);
+    const info = await awaitReady(ctx, backend, state.record, settings, undefined, false);
     return { started: false, running: { pid: state.record.pid, managed: true, info } };
   }
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
@@ -168,13 +205,14 @@ async function ensureRunning(ctx: Context, settings: Settings, onExit?: LaunchSp
       cwd: ctx.layout.home,
       env: { ...ctx.env, BERTH_HOME: ctx.layout.home },
       logPath: ctx.layout.appServerLog,
+      notifyReady: true,
       ...(onExit ? { onExit } : {}),
     });
   } catch (error) {
     if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");
     throw error;
   }
-  const info = await awaitReady(ctx, backend, launched.record, settings);
+  const info = await awaitReady(ctx, backend, launched.record, settings, launched.ready);
   return { started: launched.kind === "started", running: { pid: launched.record.pid, managed: true, info } };
 }
 
@@ -204,7 +242,12 @@ export function readProcessesEnded(ctx: Context, pid: number): number {
 }
 
 async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<StopReport> {
-  rmSync(ctx.layout.appServerShutdown, { force: true });
+  try {
+    rmSync(ctx.layout.appServerShutdown, { force: true });
+  } catch (error) {
+    // A read-only BERTH_HOME must not keep the server running; the report is matched by pid anyway.
+    if (errnoCode(error) !== "EROFS") throw error;
+  }
   const outcome = await backend.stopTree(record, settings.stopGraceMs);
   return { ...outcome, processesEnded: outcome.status === "stopped" ? readProcessesEnded(ctx, record.pid) : 0 };
 }
@@ -250,21 +293,26 @@ export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   });
 }
 
+/** Defaults stand in for a corrupt settings.json (see settingsOrDefaults). */
 export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
-  return underDaemonLock(
-    ctx,
-    async (settings) => {
-      const outcome = await ensureStoppedTree(ctx, settings);
+  prepareStateDirs(ctx);
+  return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => {
+    const outcome = await ensureStoppedTree(ctx, settingsOrDefaults(ctx));
+    try {
       writeWanted(ctx, "stopped");
-      return {
-        ...result(ctx, outcome.status),
-        processesEnded: outcome.processesEnded,
-        ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}),
-      };
-    },
-    false,
-  );
+    } catch (error) {
+      // The server is stopped; a read-only BERTH_HOME only loses the wish, which the keeper then cannot act on anyway.
+      if (errnoCode(error) !== "EROFS") throw error;
+      warn(`could not record the wanted state in ${ctx.layout.daemonDir}: the file system is read-only.`);
+    }
+    return {
+      ...result(ctx, outcome.status),
+      processesEnded: outcome.processesEnded,
+      ...(outcome.notEnded.length > 0 ? { notEnded: outcome.notEnded } : {}),
+    };
+  });
 }
+
 
 /** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
 export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
@@ -297,7 +345,14 @@ export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
   if (probe.kind === "absent") {
     throw new BerthError("NOT_RUNNING", `no app-server answers on ${ctx.socket.path}; start it with \`berth start\`.`);
   }
-  if (!isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
+  if (!isOurServer(ctx, probe)) {
+    // Something accepts but does not answer: if it is our recorded server (the kernel says so), it is slow, not foreign.
+    const recorded = appServerBackend(ctx).inspect();
+    if (probe.kind === "foreign" && recorded.kind === "running" && unixSocketPeer(ctx.socket.path)?.pid === recorded.record.pid) {
+      throw slowServer(ctx, recorded.record);
+    }
+    throw foreignServerError(ctx, probe);
+  }
   const state = appServerBackend(ctx).pidFile.readContent();
   const managed = state.kind === "record" && state.record.pid === probe.info.pid;
   return result(ctx, "running", { pid: probe.info.pid, managed, info: probe.info });

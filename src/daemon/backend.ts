@@ -7,7 +7,9 @@ import { BerthError, describeError } from "../errors.ts";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
 import { FileLock } from "./lock.ts";
+import { sleepUntilExit } from "./exit-wait.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
+import { READY_FD, READY_FD_ENV, waitForReady, type ReadyWait } from "./ready.ts";
 import { TreeSnapshot, type Straggler } from "./tree.ts";
 
 /** How long to wait for the pidfile lock held by a concurrent starter. */
@@ -27,6 +29,8 @@ export type LaunchSpec = {
   cwd: string;
   env: Record<string, string | undefined>;
   logPath: string;
+  /** Hand the process a readiness pipe as fd 3 (see ready.ts); `launch` then returns its `ready` wait. */
+  notifyReady?: boolean;
   /** Called with the exit status when the launched process ends while this launcher still runs (the keeper). */
   onExit?: (pid: number, exitCode: number | null, signal: string | null) => void;
 };
@@ -76,14 +80,15 @@ export class PidBackend {
    * Reserve → spawn → publish. Returns the running record instead when one
    * already exists. A failed spawn removes the reservation (START_FAILED).
    */
-  async launch(spec: LaunchSpec): Promise<{ kind: "started" | "running"; record: PidRecord }> {
+  async launch(spec: LaunchSpec): Promise<{ kind: "started" | "running"; record: PidRecord; ready?: ReadyWait }> {
     const lock = await FileLock.acquire(this.pidFile.lockPath, PID_LOCK_WAIT_MS);
     try {
       const reservation = this.pidFile.reserve(lock);
       if (reservation.kind === "running") return reservation;
       let pid: number;
+      let ready: ReadyWait | undefined;
       try {
-        pid = spawnDetached(spec);
+        ({ pid, ready } = spawnDetached(spec));
       } catch (error) {
         this.pidFile.clearReservation();
         if (error instanceof BerthError) throw error;
@@ -94,6 +99,7 @@ export class PidBackend {
       }
       const identity = processIdentity(pid);
       if (identity === undefined) {
+        ready?.cancel();
         this.pidFile.clearReservation();
         throw new ExitedAtLaunch(`${spec.binary} exited immediately after launch (pid ${pid})`);
       }
@@ -103,10 +109,11 @@ export class PidBackend {
       } catch (error) {
         // Could not record it (disk full?): do not leave an untracked process behind.
         signalGroup(pid, "SIGKILL");
+        ready?.cancel();
         this.pidFile.clearReservation();
         throw new BerthError("START_FAILED", `launched pid ${pid} but could not write ${this.pidFile.path}: ${describeError(error)}`);
       }
-      return { kind: "started", record };
+      return { kind: "started", record, ...(ready ? { ready } : {}) };
     } finally {
       lock.release();
     }
@@ -159,10 +166,11 @@ export class PidBackend {
       tree.scan();
       return gone();
     };
-    if (!(await waitUntil(goneWatching, graceMs))) {
+    const scan = () => tree.scan();
+    if (!(await waitForExit(record, goneWatching, graceMs, scan))) {
       tree.scan(true);
       if (leaderIsOurs()) signalGroup(record.pid, "SIGKILL");
-      if (!(await waitUntil(goneWatching, STOP_KILL_WAIT_MS))) {
+      if (!(await waitForExit(record, goneWatching, STOP_KILL_WAIT_MS, scan))) {
         throw new BerthError(
           "STOP_TIMEOUT",
           `pid ${record.pid} still runs ${Math.round((graceMs + STOP_KILL_WAIT_MS) / 1000)} s after SIGTERM and SIGKILL; it may be stuck in the kernel (check \`cat /proc/${record.pid}/status\`).`,
@@ -198,6 +206,17 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
   }
 }
 
+/**
+ * Sleeps on the leader's exit where the platform allows (exit-wait.ts; `between`
+ * runs before each slice of that sleep, as it would before each poll), then
+ * polls what remains of `gone`.
+ */
+async function waitForExit(record: PidRecord, gone: () => boolean, timeoutMs: number, between: () => void): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  await sleepUntilExit(record, timeoutMs, between);
+  return waitUntil(gone, Math.max(0, deadline - Date.now()));
+}
+
 function rotateLog(path: string): void {
   try {
     const stat = lstatSync(path);
@@ -212,23 +231,22 @@ function rotateLog(path: string): void {
  * the log, nothing else of ours inherited, so the caller (an SSH session) can
  * exit at once and its pipes reach EOF.
  */
-function spawnDetached(spec: LaunchSpec): number {
+function spawnDetached(spec: LaunchSpec): { pid: number; ready?: ReadyWait } {
   rotateLog(spec.logPath);
   const logFd = openStateFile(spec.logPath, STATE_APPEND_FLAGS);
   try {
     const child = Bun.spawn({
       cmd: [spec.binary, ...spec.args],
       cwd: spec.cwd,
-      env: spec.env,
-      stdin: "ignore",
-      stdout: logFd,
-      stderr: logFd,
+      env: spec.notifyReady ? { ...spec.env, [READY_FD_ENV]: String(READY_FD) } : spec.env,
+      stdio: ["ignore", logFd, logFd, ...(spec.notifyReady ? (["pipe"] as const) : [])],
       detached: true,
     });
     child.unref();
     const onExit = spec.onExit;
     if (onExit) void child.exited.then(() => onExit(child.pid, child.exitCode, child.signalCode == null ? null : String(child.signalCode)));
-    return child.pid;
+    const readFd = spec.notifyReady ? child.stdio[READY_FD] : undefined;
+    return { pid: child.pid, ...(typeof readFd === "number" ? { ready: waitForReady(readFd) } : {}) };
   } finally {
     closeSync(logFd);
   }

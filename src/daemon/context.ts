@@ -3,12 +3,13 @@
  * whether this platform is supported, whether the state folders are safe,
  * and which managed binary it would launch.
  */
-import { existsSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { basename } from "node:path";
-import { BerthError, errnoCode } from "../errors.ts";
+import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
 import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
 import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";
-import { loadSettings, type Settings } from "./settings.ts";
+import { defaultSettings, loadSettings, type Settings } from "./settings.ts";
+import { warn } from "../diagnostics.ts";
 import { BUILT_IN_BASE_URL } from "../version.ts";
 
 export type Context = {
@@ -51,13 +52,23 @@ export function checkExistingStateDirs(ctx: Context): void {
   if (ctx.socket.fallbackDir) ensurePrivateDir(ctx.socket.fallbackDir, false);
 }
 
+/** Two spellings of BERTH_HOME name the same folder (one may go through a symlink). */
+export function sameHome(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
+  }
+}
+
 export function settingsOf(ctx: Context): Settings {
   return loadSettings(ctx.layout.settingsFile, ctx.env);
 }
 
-/** Pure: `releases/1.4.0-linux-x64` → `1.4.0`. */
+/** Pure: `releases/1.4.0-linux-x64` → `1.4.0`; build metadata is kept (`2.0.0+b1-linux-x64` → `2.0.0+b1`). */
 export function versionFromReleaseDir(name: string): string | undefined {
-  const match = /^(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+?)?)-(linux|darwin)-(x64|arm64)(-musl)?$/.exec(name);
+  const match = /^(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+?)?(?:\+[0-9A-Za-z.-]+?)?)-(linux|darwin)-(x64|arm64)(-musl)?$/.exec(name);
   return match?.[1];
 }
 
@@ -105,4 +116,15 @@ export function assertManagedBinary(ctx: Context): ManagedInstall {
   }
   assertTrustedBinary(ctx.layout.home, install.binaryPath);
   return install;
+}
+
+/** Stopping needs no settings beyond defaults: a corrupt settings.json must not keep a server running. */
+export function settingsOrDefaults(ctx: Context): Settings {
+  try {
+    return settingsOf(ctx);
+  } catch (error) {
+    if (!isBerthError(error, "STATE_CORRUPT")) throw error;
+    warn(`${describeError(error)} Stopping with default settings.`);
+    return defaultSettings();
+  }
 }

@@ -12,6 +12,19 @@ export const DAEMON_LOCK_WAIT_MS = Number(process.env.BERTH_LOCK_WAIT_MS) || 75_
 const LOCK_POLL_MIN_MS = 2;
 const LOCK_POLL_MAX_MS = 50;
 
+/**
+ * flock needs only an open file, not a writable one: on a read-only BERTH_HOME
+ * (EROFS) an existing lock file is opened for reading, so `stop` still works.
+ */
+function openLockFile(path: string): number {
+  try {
+    return openStateFile(path, STATE_APPEND_FLAGS);
+  } catch (error) {
+    if (errnoCode(error) !== "EROFS") throw error;
+    return openStateFile(path, STATE_READ_FLAGS);
+  }
+}
+
 export class FileLock {
   private constructor(
     readonly path: string,
@@ -21,7 +34,7 @@ export class FileLock {
   /** Takes the lock if it is free right now; undefined when someone else holds it. */
   static tryAcquire(path: string): FileLock | undefined {
     // Never through a symlink: a planted daemon.lock link must not make berth create files elsewhere.
-    const fd = openStateFile(path, STATE_APPEND_FLAGS);
+    const fd = openLockFile(path);
     try {
       if (flockTryExclusive(fd) === "acquired") return new FileLock(path, fd);
     } catch (error) {

@@ -7,7 +7,7 @@
 import { statSync } from "node:fs";
 import { listProcesses, processArgv, processEnvValue } from "../platform/process.ts";
 import type { StopOutcome } from "./backend.ts";
-import type { Context } from "./context.ts";
+import { sameHome, type Context } from "./context.ts";
 import type { PidRecord } from "./pidfile.ts";
 import { updaterBackend } from "./updater.ts";
 
@@ -21,7 +21,8 @@ export function isUpdateLoopOf(home: string, ourUid: number, facts: ProcessFacts
   return (
     facts.pid > 1 &&
     facts.uid === ourUid &&
-    facts.berthHome === home &&
+    facts.berthHome !== undefined &&
+    sameHome(facts.berthHome, home) &&
     (facts.argv ?? []).includes("update-loop")
   );
 }

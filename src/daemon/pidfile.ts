@@ -207,6 +207,10 @@ export class PidFile {
     try {
       const now = this.readContent();
       if (now.kind === "record" && sameRecord(now.record, record)) rmSync(this.path, { force: true });
+    } catch (error) {
+      // The process is gone either way; a record left on a read-only disk is judged stale by the next reader.
+      if (errnoCode(error) !== "EROFS") throw error;
+      warn(`could not remove ${this.path}: the file system is read-only; the stale record will be cleaned up later.`);
     } finally {
       lock.release();
     }

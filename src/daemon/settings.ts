@@ -94,9 +94,16 @@ function checkTypes(path: string, settings: Settings): Settings {
   return settings;
 }
 
+/** The update loop never checks more often than this, whatever update.intervalMs says (0 would busy-loop). */
+export const UPDATE_INTERVAL_FLOOR_MS = 1_000;
+
 export function loadSettings(path: string, env: NodeJS.ProcessEnv = process.env): Settings {
   const stored = readStoredSettings(path);
-  return checkTypes(path, defu(envOverrides(env), stored, defaultSettings()) as Settings);
+  const settings = checkTypes(path, defu(envOverrides(env), stored, defaultSettings()) as Settings);
+  if (settings.update.intervalMs < UPDATE_INTERVAL_FLOOR_MS) {
+    settings.update = { ...settings.update, intervalMs: UPDATE_INTERVAL_FLOOR_MS };
+  }
+  return settings;
 }
 
 /** Applies a change to what is stored (keeping unknown keys) and writes it atomically. */

@@ -132,6 +132,12 @@ export function processEnvValue(pid: number, name: string): string | undefined {
   }
 }
 
+/** The one-letter state of a process (R, S, T, Z...) on Linux; undefined when gone or elsewhere. */
+export function processState(pid: number): string | undefined {
+  if (process.platform !== "linux") return undefined;
+  return readLinuxStat(pid)?.state;
+}
+
 /** True when the process recorded with this identity is still the one running under pid. */
 export function isSameProcess(pid: number, identity: string): boolean {
   return processIdentity(pid) === identity;

@@ -5,7 +5,6 @@
  * address other than loopback is refused unless `remoteControl.tls` names a
  * certificate and key; the app-server then serves TLS (wss://).
  */
-import { isIP } from "node:net";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { BerthError, errnoCode } from "../errors.ts";
@@ -19,11 +18,18 @@ export function savedListenPath(daemonDir: string): string {
   return join(daemonDir, "remote-control.listen");
 }
 
-/** Pure: 127.0.0.0/8, ::1 (also v4-mapped) and localhost. */
+/** A dotted-quad IPv4 address as node:net's isIP accepts it (no leading zeros). */
+const IPV4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/**
+ * Pure: 127.0.0.0/8, ::1 (also v4-mapped) and localhost. No node:net here: the
+ * app-server loads this module, and node:net costs it ~6.7 MB RSS and ~1× the
+ * floor's start-up (bench/README.md).
+ */
 export function isLoopbackHost(hostname: string): boolean {
   const host = hostname.toLowerCase().replace(/^::ffff:/, "");
   if (host === "localhost" || host === "::1") return true;
-  return isIP(host) === 4 && host.startsWith("127.");
+  return IPV4.test(host) && host.startsWith("127.");
 }
 
 function tlsOf(value: unknown): RemoteTls | undefined {

@@ -2,6 +2,7 @@
 import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
+import { notifyReady } from "../daemon/ready.ts";
 import { captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import { writeFileAtomic } from "../platform/fs.ts";
 import { listenOfUrl, planRemoteListen, readSavedListen, saveListen, savedListenPath } from "./remote-listen.ts";
@@ -56,6 +57,8 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
       (identity.remoteControl.url ? ` and ${identity.remoteControl.url} (remote control)` : ""),
   );
   for (const signal of SHUTDOWN_SIGNALS) process.on(signal, () => server.shutdown());
+  // Listening and able to shut down cleanly: tell the starter (see daemon/ready.ts).
+  notifyReady();
   await server.closed;
   const report = await server.shutdownReport;
   // `stop` reads this after the process is gone to report processesEnded (see daemon/app-server.ts).

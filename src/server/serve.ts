@@ -2,11 +2,11 @@
  * The app-server: JSON-RPC over WebSocket on the Unix control socket, and with
  * remote control the same API on TCP behind a bearer token.
  */
-import { chmodSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { release, type } from "node:os";
 import { dirname, join } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
-import { BerthError } from "../errors.ts";
+import { BerthError, errnoCode } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
 import { socketAcceptsConnections } from "./client.ts";
 import { createApi } from "./api/index.ts";
@@ -51,7 +51,17 @@ export function userAgent(): string {
 /** Removes a socket file nobody answers on; refuses to take over one that answers. */
 async function claimSocketPath(socketPath: string): Promise<void> {
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
-  if (!existsSync(socketPath)) return;
+  let entry;
+  try {
+    entry = lstatSync(socketPath);
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return;
+    throw error;
+  }
+  // Only a leftover socket is ours to replace: never unlink a file, link or folder that sits where we bind.
+  if (!entry.isSocket()) {
+    throw new BerthError("START_FAILED", `${socketPath} exists and is not a socket; berth only replaces a leftover socket. Move it away or listen elsewhere.`);
+  }
   if (await socketAcceptsConnections(socketPath, SOCKET_PROBE_TIMEOUT_MS)) {
     throw new BerthError("START_FAILED", `another server already answers on ${socketPath}; stop it first (berth stop).`);
   }

@@ -4,12 +4,13 @@
  * `berth install`, then roll the app-server onto it with a health check and
  * roll back (and quarantine the version) if it does not become ready.
  */
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BerthError, describeError, isBerthError } from "../errors.ts";
-import { ensureRunning, ensureStopped, isOurServer, underDaemonLock } from "../daemon/app-server.ts";
+import { ensureRunning, ensureStopped, isOurServer } from "../daemon/app-server.ts";
 import { managedInstall, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
-import { FileLock } from "../daemon/lock.ts";
+import { DAEMON_LOCK_WAIT_MS, FileLock, withLock } from "../daemon/lock.ts";
+import { isVersion } from "../install/semver.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { appendLog, logLimitsOf } from "../daemon/log.ts";
 import { readUpdaterState, replaceUpdater, updaterBackend, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
@@ -158,7 +159,12 @@ async function latestRelease(ctx: Context, baseUrl: string): Promise<Latest> {
  * Returns the result so far and, when something was installed, the rollout to do.
  */
 export async function prepareUpdate(ctx: Context, settings: Settings, options: UpdateOptions): Promise<{ result: UpdateResult; pending?: PendingRollout }> {
+  if (options.release !== undefined && !isVersion(options.release)) {
+    throw new BerthError("USAGE", `--release must be a version like 1.4.0, got ${JSON.stringify(options.release)}.`);
+  }
   const baseUrl = releaseBaseUrl(settings);
+  // Leftovers of downloads killed earlier go on every run, not only when a new download starts.
+  cleanStaleDownloads(join(ctx.layout.packagesDir, "downloads"));
   const before = managedInstall(ctx).version;
   const found: Latest = options.release ? { version: options.release } : await latestRelease(ctx, baseUrl);
   const latest = found.version;
@@ -189,32 +195,59 @@ export async function prepareUpdate(ctx: Context, settings: Settings, options: U
   };
 }
 
-/** `berth update`: holds daemon.lock for the whole update, like every mutating command. */
+/**
+ * `berth update`: downloads and installs without daemon.lock (the install lock
+ * guards the install), then takes daemon.lock, waiting like every mutating
+ * command, only to restart. Failures are recorded in status.lastCheck too.
+ */
 export async function updateNow(ctx: Context, options: UpdateOptions): Promise<UpdateResult> {
-  return underDaemonLock(
-    ctx,
-    async (settings) => {
-      const outcome = await updateWithRollout(ctx, settings, { ...options, manual: true }, "held");
-      recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
-      appendLog(ctx.layout.updaterLog, `manual update (pid ${process.pid}): ${outcome.status}: ${outcome.message}`, logLimitsOf(ctx));
-      // A running loop must not keep running the old binary: replace it from the new managed binary.
-      if ((outcome.status === "updated" || outcome.status === "rolledBack") && updaterBackend(ctx).inspect().kind === "running") {
-        const pid = await replaceUpdater(ctx);
-        return { ...outcome, updater: { pid, replaced: true } };
+  prepareStateDirs(ctx);
+  try {
+    const outcome = await updateWithRollout(ctx, settingsOf(ctx), { ...options, manual: true }, "wait");
+    recordCheck(ctx, { at: new Date().toISOString(), outcome: checkOutcome(outcome.status), message: outcome.message, latestVersion: outcome.latestVersion });
+    appendLog(ctx.layout.updaterLog, `manual update (pid ${process.pid}): ${outcome.status}: ${outcome.message}`, logLimitsOf(ctx));
+    // A running loop must not keep running the old binary: replace it from the new managed binary.
+    if ((outcome.status === "updated" || outcome.status === "rolledBack") && updaterBackend(ctx).inspect().kind === "running") {
+      const pid = await withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, () => replaceUpdater(ctx));
+      return { ...outcome, updater: { pid, replaced: true } };
+    }
+    return outcome;
+  } catch (error) {
+    if (!isBerthError(error, "USAGE")) {
+      try {
+        recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message: describeError(error).split("\n")[0] ?? "" });
+      } catch {
+        // Recording is best effort (a read-only BERTH_HOME); the error itself is what the user must see.
       }
-      return outcome;
-    },
-    false,
-  );
+    }
+    throw error;
+  }
 }
 
 /**
- * The update, with the restart done under daemon.lock: `held` when the caller
+ * An update killed after flipping `current` leaves our app-server on the old
+ * binary: when nothing new is to be installed but the server we run answers
+ * with another version than the installed one, the restart is still owed.
+ */
+async function owedRestart(ctx: Context): Promise<PendingRollout | undefined> {
+  const install = managedInstall(ctx);
+  if (!install.version || !CLI_TARGET) return undefined;
+  const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
+  if (!isOurServer(ctx, probe) || probe.info.serverInfo.version === install.version) return undefined;
+  const runningDir = `${probe.info.serverInfo.version}-${CLI_TARGET}`;
+  return { version: install.version, previousReleaseDir: existsSync(join(ctx.layout.releasesDir, runningDir)) ? runningDir : null };
+}
+
+/**
+ * The update, with the restart done under daemon.lock: `wait` for `berth update`,
  * holds it, `try` for the loop, which never waits for it (busy → `deferred`).
  */
-export async function updateWithRollout(ctx: Context, settings: Settings, options: UpdateOptions, lock: "held" | "try"): Promise<UpdateResult & { pending?: PendingRollout }> {
+export async function updateWithRollout(ctx: Context, settings: Settings, options: UpdateOptions, lock: "wait" | "try"): Promise<UpdateResult & { pending?: PendingRollout }> {
   prepareStateDirs(ctx);
-  const { result, pending } = await prepareUpdate(ctx, settings, options);
+  const prepared = await prepareUpdate(ctx, settings, options);
+  const { result } = prepared;
+  const owed = prepared.pending || options.check || result.status !== "upToDate" ? undefined : await owedRestart(ctx);
+  const pending = prepared.pending ?? owed;
   if (!pending) return result;
   const rollout = await tryRollout(ctx, pending, lock);
   if (!rollout) {
@@ -222,13 +255,21 @@ export async function updateWithRollout(ctx: Context, settings: Settings, option
     const why = waiting?.version === pending.version ? `${waiting.runningProcesses} session process(es) run (since ${waiting.since})` : "daemon.lock is busy";
     return { ...result, status: "deferred", message: `installed ${pending.version}; restart deferred: ${why}`, pending };
   }
+  if (owed && rollout.status === "updated") {
+    return { ...result, ...rollout, status: "updated", message: `${pending.version} was installed but the app-server still ran another version; finished the restart onto it` };
+  }
   return { ...result, ...rollout, managedVersion: managedInstall(ctx).version };
 }
 
-/** Runs the rollout under daemon.lock, taken without waiting when `lock` is `try`; undefined when busy. */
-export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "held" | "try") {
+/**
+ * Runs the rollout under daemon.lock: waited for (`wait`, manual update) or
+ * taken only if free (`try`, the loop; undefined when busy).
+ */
+export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "wait" | "try") {
   const settings = settingsOf(ctx);
-  if (lock === "held") return finishedRollout(ctx, await rolloutUnderLock(ctx, settings, pending));
+  if (lock === "wait") {
+    return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => finishedRollout(ctx, await rolloutUnderLock(ctx, settingsOf(ctx), pending)));
+  }
   // The loop holds the restart back while session processes run (a manual update does not).
   if (await restartWaitsForProcesses(ctx, settings, pending.version)) return undefined;
   const daemonLock = FileLock.tryAcquire(ctx.layout.daemonLock);

@@ -61,6 +61,17 @@ export async function runProcess(cmd: string[], env: Record<string, string>, tim
   return { code, stdout, stderr, json: parseLastJsonLine(stdout) };
 }
 
+/** The environment of a berth run inside temporary folder `base` (also used by bench/). */
+export function berthEnv(base: string, home: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: base,
+    BERTH_HOME: home,
+    BERTH_INSTALL_DIR: join(base, "bin"),
+    NO_COLOR: "1",
+  };
+}
+
 export function makeHome(options: { version?: string; install?: boolean; settings?: object; prefix?: string } = {}): TestHome {
   const base = mkdtempSync(join(tmpdir(), options.prefix ?? "berth-test-"));
   const home = join(base, "home");
@@ -70,13 +81,7 @@ export function makeHome(options: { version?: string; install?: boolean; setting
     mkdirSync(join(home, "daemon"), { recursive: true, mode: 0o700 });
     writeFileSync(join(home, "daemon", "settings.json"), JSON.stringify(options.settings));
   }
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: base,
-    BERTH_HOME: home,
-    BERTH_INSTALL_DIR: join(base, "bin"),
-    NO_COLOR: "1",
-  };
+  const env = berthEnv(base, home);
   const exec = (cmd: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}) =>
     runProcess(cmd, { ...env, ...opts.env }, opts.timeoutMs);
   return {

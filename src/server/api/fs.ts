@@ -3,7 +3,6 @@
  * handler turns an errno into the spec's code (fs-errors.ts); none can take
  * the server down. Watches live in fs-watch.ts.
  */
-import { randomBytes } from "node:crypto";
 import { constants, type Stats } from "node:fs";
 import { chown, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -93,7 +92,7 @@ async function writeWhole(path: string, data: Uint8Array): Promise<number> {
     });
   }
   const mode = target.stats ? target.stats.mode & 0o7777 : 0o666;
-  const temp = join(dirname(target.path), `.${basename(target.path)}.berth-${randomBytes(6).toString("hex")}.tmp`);
+  const temp = join(dirname(target.path), `.${basename(target.path)}.berth-${Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex")}.tmp`);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     try {

@@ -1,0 +1,294 @@
+/**
+ * A JSON-RPC connection to a host's app-server over `ssh HOST berth connect`.
+ *
+ * ```ts
+ * import { connect } from "berth/src/client/connection.ts";
+ * const conn = await connect("myhost");                     // ssh, skip shell noise, `connected`, initialize
+ * const { processes } = await conn.call("process/list", {});
+ * const off = conn.on("process/output", (params) => …);     // notifications by method
+ * conn.closed.then(({ code, stderr }) => …);                 // ssh ended (75: the server closed; reconnect)
+ * await conn.close();                                        // stdin EOF: `connect` exits 0
+ * ```
+ *
+ * One line of JSON per message in each direction (the `connect` bridge of
+ * the spec). Lines before `{"status":"connected",…}` are whatever the host's
+ * shell printed and are skipped; an error object there is the remote berth's
+ * failure. Every wait has a deadline; every buffer has a bound.
+ */
+import { BerthError, type ErrorCode } from "../errors.ts";
+import { CLI_VERSION } from "../version.ts";
+import { classifyPreamble, LineSplitter, type Connected } from "./lines.ts";
+import { lastLine, remoteBerthCommand, sshCommandWords, sshFailed, SSH_CONNECTION_FAILED } from "./ssh.ts";
+
+/** From spawning ssh to the `connected` line (authentication and an app-server start included). */
+export const CONNECT_TIMEOUT_MS = 60_000;
+/** A call without an answer in this long fails (the connection is then suspect). */
+export const CALL_TIMEOUT_MS = 30_000;
+/** After stdin EOF, ssh gets this long to exit before it is killed. */
+const CLOSE_GRACE_MS = 5_000;
+/** Shell noise kept for an error message, at most. */
+const NOISE_MAX_BYTES = 64 * 1024;
+/**
+ * ssh options of a connection: a silent network (a sleeping laptop, a
+ * changed Wi-Fi) is noticed within 15 s, and a connect attempt that hangs
+ * gives up after 10 s, so reconnect tries stay at most ~10 s apart.
+ */
+const CONNECTION_SSH_OPTIONS = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10"];
+/** `berth connect` exit status meaning "the server closed the connection: reconnect". */
+export const EXIT_RECONNECT = 75;
+
+export type { Connected };
+
+export type ConnectOptions = {
+  env?: NodeJS.ProcessEnv;
+  /** `connect --no-start`: fail with NOT_RUNNING instead of starting the app-server. */
+  noStart?: boolean;
+  clientName?: string;
+  timeoutMs?: number;
+};
+
+
+export type Closed = { code: number | null; signal: string | null; stderr: string };
+
+/** A JSON-RPC error answered by the app-server. */
+export class RpcError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+    this.name = "RpcError";
+  }
+}
+
+/** The connection ended before a call was answered. */
+export class ConnectionClosed extends Error {
+  constructor(readonly closedWith: Closed) {
+    super(`the connection closed (ssh exit ${closedWith.code ?? closedWith.signal})`);
+    this.name = "ConnectionClosed";
+  }
+}
+
+type Pending = { resolve(value: unknown): void; reject(error: Error): void; timer: ReturnType<typeof setTimeout> };
+type Listener = (params: any) => void;
+
+export class Connection {
+  /** What the far side's `connect` said when it was ready. */
+  info!: Connected;
+  /** The initialize result of the app-server. */
+  server!: Record<string, unknown>;
+  /** Resolves once, when ssh has exited. */
+  readonly closed: Promise<Closed>;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly listeners = new Map<string, Set<Listener>>();
+  private stderrTail = "";
+  private ended: Closed | undefined;
+
+  constructor(
+    readonly host: string,
+    private readonly child: ReturnType<typeof Bun.spawn<"pipe", "pipe", "pipe">>,
+  ) {
+    this.closed = child.exited.then(async (code) => {
+      await this.stderrDone;
+      const ended: Closed = { code: child.signalCode ? null : code, signal: child.signalCode ? String(child.signalCode) : null, stderr: this.stderrTail };
+      this.ended = ended;
+      for (const pending of this.pending.values()) {
+        clearTimeout(pending.timer);
+        pending.reject(new ConnectionClosed(ended));
+      }
+      this.pending.clear();
+      return ended;
+    });
+  }
+
+  private stderrDone: Promise<void> = Promise.resolve();
+  private readonly held: Promise<unknown>[] = [];
+
+  /** Stops reading from the host until `until` settles (backpressure from whoever consumes notifications). */
+  holdReading(until: Promise<unknown>): void {
+    this.held.push(until.catch(() => undefined));
+  }
+
+  /** The ssh process (tests kill it to simulate a dropped network). */
+  get sshPid(): number {
+    return this.child.pid;
+  }
+
+  get isClosed(): boolean {
+    return this.ended !== undefined;
+  }
+
+  /** @internal wires the streams; `connect()` calls it. */
+  start(onPreamble: (line: string) => boolean): void {
+    this.stderrDone = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of this.child.stderr) {
+        this.stderrTail = (this.stderrTail + decoder.decode(chunk, { stream: true })).slice(-NOISE_MAX_BYTES);
+      }
+    })().catch(() => {});
+    void (async () => {
+      const splitter = new LineSplitter();
+      let ready = false;
+      try {
+        for await (const chunk of this.child.stdout) {
+          for (const line of splitter.push(chunk)) {
+            if (!ready) ready = onPreamble(line);
+            else this.receive(line);
+          }
+          // A slow consumer (a terminal) holds reading: ssh, `connect` and the server's ring absorb the rest.
+          while (this.held.length > 0) await this.held.shift();
+        }
+      } catch {
+        this.child.kill("SIGKILL");
+      }
+    })();
+  }
+
+  private receive(line: string): void {
+    if (!line.trim()) return;
+    let message: { id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: { code: number; message: string; data?: unknown } };
+    try {
+      message = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (typeof message.method === "string") {
+      for (const listener of this.listeners.get(message.method) ?? []) listener(message.params);
+      for (const listener of this.listeners.get("*") ?? []) listener({ method: message.method, params: message.params });
+      return;
+    }
+    const pending = typeof message.id === "number" ? this.pending.get(message.id) : undefined;
+    if (!pending) return;
+    this.pending.delete(message.id as number);
+    clearTimeout(pending.timer);
+    if (message.error) pending.reject(new RpcError(message.error.code, message.error.message, message.error.data));
+    else pending.resolve(message.result);
+  }
+
+  private send(message: object): void {
+    if (this.ended) throw new ConnectionClosed(this.ended);
+    this.child.stdin.write(`${JSON.stringify(message)}\n`);
+    this.child.stdin.flush();
+  }
+
+  /** A JSON-RPC request; rejects with RpcError (the server's), ConnectionClosed or a timeout. */
+  call<T = any>(method: string, params: unknown = {}, timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${method} got no answer from ${this.host} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
+      try {
+        this.send({ jsonrpc: "2.0", id, method, params });
+      } catch (error) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(error as Error);
+      }
+    });
+  }
+
+  /** A JSON-RPC notification (no answer). */
+  notify(method: string, params?: unknown): void {
+    this.send({ jsonrpc: "2.0", method, ...(params === undefined ? {} : { params }) });
+  }
+
+  /** Subscribes to a notification method (`"*"`: all, as {method, params}); returns the unsubscribe. */
+  on(method: string, listener: Listener): () => void {
+    const set = this.listeners.get(method) ?? new Set<Listener>();
+    set.add(listener);
+    this.listeners.set(method, set);
+    return () => set.delete(listener);
+  }
+
+  /** Ends stdin (the bridge exits 0), waits for ssh; kills it past the grace period. */
+  async close(): Promise<Closed> {
+    if (!this.ended) {
+      try {
+        this.child.stdin.end();
+      } catch {
+        // already closed
+      }
+      const timer = setTimeout(() => this.child.kill("SIGKILL"), CLOSE_GRACE_MS);
+      await this.closed;
+      clearTimeout(timer);
+    }
+    return this.closed;
+  }
+
+  /** Drops the connection at once (SIGKILL to our ssh). */
+  kill(): void {
+    this.child.kill("SIGKILL");
+  }
+}
+
+const KNOWN_CODES = new Set(["NOT_INSTALLED", "NOT_RUNNING", "NOT_MANAGED", "LOCK_TIMEOUT", "START_FAILED", "NOT_READY", "STATE_CORRUPT", "UNSAFE_STATE", "UNSUPPORTED_PLATFORM"]);
+
+/** Pure: the error for an ssh that ended before the `connected` line. */
+export function preambleFailure(host: string, closed: Closed, noise: string): BerthError {
+  if (closed.code === SSH_CONNECTION_FAILED) return sshFailed(host, closed.stderr);
+  if (closed.code === 127) {
+    return new BerthError("NOT_INSTALLED", `berth is not installed on ${host} (${lastLine(closed.stderr) || "command not found"}); run \`berth remote ${host} bootstrap\`.`);
+  }
+  const said = lastLine(closed.stderr) || lastLine(noise) || "nothing";
+  return new BerthError("SSH_FAILED", `\`berth connect\` on ${host} ended (exit ${closed.code ?? closed.signal}) before it was connected; it said: ${said}`);
+}
+
+/**
+ * Opens a connection: spawns the system ssh running `berth connect` on the
+ * host, waits for the `connected` line, then does the `initialize` handshake.
+ */
+export async function connect(host: string, options: ConnectOptions = {}): Promise<Connection> {
+  const env = options.env ?? process.env;
+  const [ssh, ...sshArgs] = sshCommandWords(env);
+  const command = remoteBerthCommand(["connect", ...(options.noStart ? ["--no-start"] : [])]);
+  let child: ReturnType<typeof Bun.spawn<"pipe", "pipe", "pipe">>;
+  try {
+    child = Bun.spawn({
+      cmd: [ssh as string, ...sshArgs, "-T", ...CONNECTION_SSH_OPTIONS, "--", host, command],
+      env: env as Record<string, string>,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    }) as ReturnType<typeof Bun.spawn<"pipe", "pipe", "pipe">>;
+  } catch (error) {
+    throw new BerthError("SSH_FAILED", `cannot run ${ssh}: ${(error as Error).message}. Install OpenSSH's client or set BERTH_SSH.`);
+  }
+  const conn = new Connection(host, child);
+  let noise = "";
+  const preamble = new Promise<Connected>((resolve, reject) => {
+    conn.start((line) => {
+      const seen = classifyPreamble(line);
+      if (seen.kind === "connected") resolve(seen.value);
+      else if (seen.kind === "error") {
+        reject(new BerthError((KNOWN_CODES.has(seen.code) ? seen.code : "SSH_FAILED") as ErrorCode, `berth connect on ${host}: ${seen.message}`));
+      } else noise = (noise + line + "\n").slice(-NOISE_MAX_BYTES);
+      return seen.kind === "connected";
+    });
+    void conn.closed.then((closed) => reject(preambleFailure(host, closed, noise)));
+  });
+  const timeoutMs = options.timeoutMs ?? CONNECT_TIMEOUT_MS;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    conn.info = await Promise.race([
+      preamble,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new BerthError("SSH_FAILED", `no \`connected\` line from ${host} within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    conn.server = await conn.call("initialize", { clientInfo: { name: options.clientName ?? "berth-remote", version: CLI_VERSION } });
+    conn.notify("initialized");
+    return conn;
+  } catch (error) {
+    conn.kill();
+    await conn.closed;
+    if (error instanceof ConnectionClosed) throw preambleFailure(host, error.closedWith, noise);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}

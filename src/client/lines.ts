@@ -1,0 +1,40 @@
+/**
+ * Pure reading of the `berth connect` stream: bytes into bounded lines, and
+ * what a line before the `connected` line is (the line itself, the remote
+ * berth's error object, or shell noise to skip).
+ */
+
+/** A line from the bridge longer than this is a broken stream: the connection is dropped. */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+export type Connected = { status: "connected"; protocol: number; pid: number; appServerVersion: string; cliVersion: string; socketPath: string };
+
+/** Pure: splits a byte stream into lines, keeping the unfinished tail; throws past the bound. */
+export class LineSplitter {
+  private tail = "";
+  private readonly decoder = new TextDecoder();
+  constructor(private readonly maxBytes = MAX_LINE_BYTES) {}
+  push(chunk: Uint8Array): string[] {
+    const text = this.tail + this.decoder.decode(chunk, { stream: true });
+    const lines = text.split("\n");
+    this.tail = lines.pop() as string;
+    if (this.tail.length > this.maxBytes) throw new Error(`a line from the host passed ${this.maxBytes} bytes`);
+    return lines;
+  }
+}
+
+/** Pure: is this line the `connected` line, an error object of the remote berth, or noise? */
+export function classifyPreamble(line: string): { kind: "connected"; value: Connected } | { kind: "error"; code: string; message: string } | { kind: "noise" } {
+  const trimmed = line.trim();
+  if (!trimmed.startsWith("{")) return { kind: "noise" };
+  try {
+    const value = JSON.parse(trimmed) as { status?: unknown; error?: { code?: unknown; message?: unknown } };
+    if (value.status === "connected" && typeof (value as Connected).pid === "number") return { kind: "connected", value: value as Connected };
+    if (value.status === "error" && typeof value.error?.code === "string") {
+      return { kind: "error", code: value.error.code, message: String(value.error.message ?? "") };
+    }
+  } catch {
+    // a shell that prints braces
+  }
+  return { kind: "noise" };
+}
