@@ -1,10 +1,10 @@
 // Attacks on fs/* the way a broken or hostile client would make them, against
 // a real `berth serve`: pipelined reads, special files, odd paths and watch
 // storms. The server's memory stays bounded and errors are the documented ones.
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import type { RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { attackFixtures, rpc, rssMiB, rssPeak } from "./helpers/attack.ts";
+import { call, WAIT_MS } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 const MIB = 1024 * 1024;
@@ -14,53 +14,9 @@ const READS_RSS_GROWTH_MAX_MIB = 300;
 /** 2 500 pipelined 700 KiB writes (1.7 GiB offered): all in flight grows the server by about as much; bounded, the garbage high water stays under 500 MiB. */
 const PIPELINED_WRITES = 2_500;
 const WRITES_RSS_GROWTH_MAX_MIB = 700;
-const servers: ServeProcess[] = [];
-const clients: RawWs[] = [];
-
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
-});
-
-async function server() {
-  const s = await startServeProcess();
-  servers.push(s);
-  return s;
-}
-
-async function client(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
-  return ws;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:")) ?? "VmRSS: 0 kB";
-  return Number(line.split(/\s+/)[1]) / 1024;
-}
-
-/** Samples a process's RSS every few ms until stopped; returns the peak seen. */
-function rssPeak(pid: number) {
-  let peak = rssMiB(pid);
-  const timer = setInterval(() => {
-    try {
-      peak = Math.max(peak, rssMiB(pid));
-    } catch {
-      // gone
-    }
-  }, 5);
-  return () => {
-    clearInterval(timer);
-    return peak;
-  };
-}
-
-async function rpc(ws: RawWs, method: string, params: unknown) {
-  return (await ws.request({ method, params }, WAIT_MS)) as { result?: any; error?: { code: number; message: string; data?: any } };
-}
+const fx = attackFixtures();
+const server = () => fx.server();
+const client = fx.client;
 
 describe("attack: fs/*", () => {
   test("pipelined 4 MiB reads are not all held in memory at once", async () => {

@@ -2,59 +2,43 @@
 // against a real `berth serve` on a real socket: the server's memory stays
 // bounded, errors are the documented ones, and nothing is signalled that is
 // not proven ours.
-import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { attackFixtures, rpc, rssMiB } from "./helpers/attack.ts";
 import { eventually, isAlive } from "./helpers/berth.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, OutputCollector, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { apiClient, call, OutputCollector, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 /** 600 writes of 512 KiB: 300 MiB offered to a process that reads none of it. */
 const FLOOD_WRITES = 600;
 /** Unbounded buffering grows the server by more than the 300 MiB offered; bounded, by the 4 MiB cap plus garbage. */
 const FLOOD_RSS_GROWTH_MAX_MIB = 150;
+const FLOOD_CHUNK = Buffer.alloc(512 * 1024, 0x61).toString("base64");
 /** 100 processes each leaving 2 MiB of scrollback: 200 MiB if every exited one is kept for retainExitedMs. */
 const EXITED_SPAWNS = 100;
 const EXITED_RSS_GROWTH_MAX_MIB = 100;
-const servers: ServeProcess[] = [];
-const clients: RawWs[] = [];
-const strangers: number[] = [];
-
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
-  for (const pid of strangers.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
-});
-
-async function server(settings?: object) {
-  const s = await startServeProcess({ settings });
-  servers.push(s);
-  return s;
-}
+const fx = attackFixtures();
+const server = fx.server;
 
 async function client(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
+  const ws = await fx.client(s);
   return { ws, out: new OutputCollector(ws) };
 }
 
-/** Resident memory of a process in MiB (VmRSS). */
-export function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:")) ?? "VmRSS: 0 kB";
-  return Number(line.split(/\s+/)[1]) / 1024;
-}
-
-async function rpc(ws: RawWs, method: string, params: unknown) {
-  return (await ws.request({ method, params }, WAIT_MS)) as { result?: any; error?: { code: number; message: string; data?: any } };
+/** FLOOD_WRITES writes of 512 KiB to a process that reads none of them: the replies by code and the server's growth. */
+async function flood(s: ServeProcess, ws: RawWs, processId: string, what: string) {
+  const before = rssMiB(s.proc.pid);
+  const codes = new Map<number | string, number>();
+  for (let i = 0; i < FLOOD_WRITES; i++) {
+    const reply = await rpc(ws, "process/write", { processId, data: FLOOD_CHUNK });
+    const key = reply.error ? reply.error.code : "ok";
+    codes.set(key, (codes.get(key) ?? 0) + 1);
+  }
+  const after = rssMiB(s.proc.pid);
+  console.log(`${what} flood: 300 MiB offered, replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
+  expect(after - before).toBeLessThan(FLOOD_RSS_GROWTH_MAX_MIB);
+  expect(codes.get(-32603)).toBeUndefined();
 }
 
 describe("attack: process/*", () => {
@@ -63,42 +47,20 @@ describe("attack: process/*", () => {
     const { ws } = await client(s);
     // Reads nothing until SIGUSR1, then everything.
     const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", 'trap "exec cat >/dev/null" USR1; while :; do sleep 0.05; done'] });
-    const before = rssMiB(s.proc.pid);
-    const chunk = Buffer.alloc(512 * 1024, 0x61).toString("base64");
-    const codes = new Map<number | string, number>();
-    for (let i = 0; i < FLOOD_WRITES; i++) {
-      const reply = await rpc(ws, "process/write", { processId: p.processId, data: chunk });
-      const key = reply.error ? reply.error.code : "ok";
-      codes.set(key, (codes.get(key) ?? 0) + 1);
-    }
-    const after = rssMiB(s.proc.pid);
-    console.log(`stdin flood: 300 MiB offered, replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
-    expect(after - before).toBeLessThan(FLOOD_RSS_GROWTH_MAX_MIB);
-    expect(codes.get(-32603)).toBeUndefined();
+    await flood(s, ws, p.processId, "stdin");
     // The process and the connection are unharmed.
     expect(isAlive(p.pid)).toBe(true);
     expect((await call(ws, "process/list")).processes[0].state).toBe("running");
     // Once the process reads, its input is taken again.
     await call(ws, "process/signal", { processId: p.processId, signal: "SIGUSR1" });
-    expect(await eventually(async () => !(await rpc(ws, "process/write", { processId: p.processId, data: chunk })).error, WAIT_MS, 50)).toBe(true);
+    expect(await eventually(async () => !(await rpc(ws, "process/write", { processId: p.processId, data: FLOOD_CHUNK })).error, WAIT_MS, 50)).toBe(true);
   }, TEST_TIMEOUT_MS);
 
   test("the same flood into a terminal that never reads", async () => {
     const s = await server();
     const { ws } = await client(s);
     const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", "stty raw -echo; sleep 1000"], terminal: { cols: 80, rows: 24 } });
-    const before = rssMiB(s.proc.pid);
-    const chunk = Buffer.alloc(512 * 1024, 0x61).toString("base64");
-    const codes = new Map<number | string, number>();
-    for (let i = 0; i < FLOOD_WRITES; i++) {
-      const reply = await rpc(ws, "process/write", { processId: p.processId, data: chunk });
-      const key = reply.error ? reply.error.code : "ok";
-      codes.set(key, (codes.get(key) ?? 0) + 1);
-    }
-    const after = rssMiB(s.proc.pid);
-    console.log(`terminal flood: 300 MiB offered, replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
-    expect(after - before).toBeLessThan(FLOOD_RSS_GROWTH_MAX_MIB);
-    expect(codes.get(-32603)).toBeUndefined();
+    await flood(s, ws, p.processId, "terminal");
   }, TEST_TIMEOUT_MS);
 
   test("write after closeStdin is a documented error, not an internal one", async () => {
@@ -121,7 +83,7 @@ describe("attack: signals and leftovers", () => {
     const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", "sleep 1000 & echo $!; wait"] });
     await out.waitText(p.processId, "stdout", (t) => t.endsWith("\n"));
     const orphan = Number(out.text(p.processId, "stdout").trim());
-    strangers.push(orphan);
+    fx.strangers.push(orphan);
     expect(isAlive(orphan)).toBe(true);
     // Someone else kills the leader; Bun reaps it; the sleep is reparented away from the server.
     process.kill(p.pid, "SIGKILL");
@@ -213,7 +175,7 @@ describe("attack: bad spawns, resizes and attach storms", () => {
     await call(ws, "process/attach", { processId: p.processId });
     const others: RawWs[] = [];
     for (let i = 0; i < 100; i++) {
-      const other = await apiClient(s.socket);
+      const other = fx.track(await apiClient(s.socket));
       others.push(other);
       await call(other, "process/attach", { processId: p.processId });
     }

@@ -2,50 +2,24 @@
 // make them, against a real `berth serve`: malformed frames, odd ids, deep
 // nesting, batches, notifications before initialize, and a connection storm.
 // After each, another client is served and the server's memory is bounded.
-import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { describe, expect, test } from "bun:test";
+import { attackFixtures, rssMiB } from "./helpers/attack.ts";
 import { MAX_CONNECTIONS } from "../src/server/serve.ts";
 import { eventually } from "./helpers/berth.ts";
 import { connect, UpgradeRefused, type RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { call, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 const MIB = 1024 * 1024;
 const DEEP_ROUNDS = 20;
 /** The garbage of one deep frame is collected (high water about 200 MiB); kept, 20 rounds would pass 2 GiB. */
 const DEEP_RSS_GROWTH_MAX_MIB = 600;
-const servers: ServeProcess[] = [];
-const clients: RawWs[] = [];
-
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
-});
-
-async function server() {
-  const s = await startServeProcess();
-  servers.push(s);
-  return s;
-}
+const fx = attackFixtures();
+const server = () => fx.server();
+const initialized = fx.client;
 
 async function raw(s: ServeProcess) {
-  const ws = await connect(s.socket, { timeoutMs: WAIT_MS });
-  clients.push(ws);
-  return ws;
-}
-
-async function initialized(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
-  return ws;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:")) ?? "VmRSS: 0 kB";
-  return Number(line.split(/\s+/)[1]) / 1024;
+  return fx.track(await connect(s.socket, { timeoutMs: WAIT_MS }));
 }
 
 /** The server still serves a fresh client. */
@@ -140,7 +114,7 @@ describe("attack: the connection layer", () => {
         try {
           const ws = await connect(s.socket, { timeoutMs: WAIT_MS });
           open.push(ws);
-          clients.push(ws);
+          fx.track(ws);
         } catch (error) {
           expect(error).toBeInstanceOf(UpgradeRefused);
           expect((error as UpgradeRefused).status).toBe(503);

@@ -3,10 +3,10 @@
 // a tunnel storm on one connection, and a peer that accepts and never reads.
 import { afterEach, describe, expect, test } from "bun:test";
 import type { TCPSocketListener } from "bun";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readlinkSync } from "node:fs";
+import { attackFixtures, rpc, rssMiB } from "./helpers/attack.ts";
 import { eventually } from "./helpers/berth.ts";
-import type { RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { call, WAIT_MS } from "./helpers/session.ts";
 import { CLOSE_FLUSH_TIMEOUT_MS, DEFAULT_ALLOW_HOSTS, hostAllowed, TUNNELS_PER_CONNECTION_MAX } from "../src/server/api/tunnel.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
@@ -15,35 +15,14 @@ const BLACK_HOLE_WRITES = 200;
 const STUCK_TUNNELS = 24;
 /** tunnel.ts cuts a closed tunnel's socket after CLOSE_FLUSH_TIMEOUT_MS (10 s); generous for a loaded machine. */
 const CLOSE_WAIT_MS = CLOSE_FLUSH_TIMEOUT_MS + 20_000;
-const servers: ServeProcess[] = [];
-const clients: RawWs[] = [];
 const listeners: TCPSocketListener<unknown>[] = [];
+const fx = attackFixtures();
+const server = () => fx.server();
+const client = fx.client;
 
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
+afterEach(() => {
   for (const listener of listeners.splice(0)) listener.stop(true);
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
 });
-
-async function server() {
-  const s = await startServeProcess();
-  servers.push(s);
-  return s;
-}
-
-async function client(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
-  return ws;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:")) ?? "VmRSS: 0 kB";
-  return Number(line.split(/\s+/)[1]) / 1024;
-}
 
 /** Sockets a process holds open (tunnels are the only ones that come and go in these tests besides client connections). */
 function tcpSockets(pid: number): number {
@@ -58,9 +37,6 @@ function tcpSockets(pid: number): number {
   return count;
 }
 
-async function rpc(ws: RawWs, method: string, params: unknown) {
-  return (await ws.request({ method, params }, WAIT_MS)) as { result?: any; error?: { code: number; message: string; data?: any } };
-}
 
 /** A loopback TCP server that accepts and then never reads; counts connections accepted. */
 function blackHole() {
