@@ -35,6 +35,24 @@ describe("ByteRing", () => {
     });
   }
 
+  for (const c of cases) {
+    test(`view: ${c.name}`, () => {
+      const ring = new ByteRing(c.capacity);
+      for (const write of c.writes) ring.append(bytes(write));
+      const view = ring.view(c.since, c.max);
+      expect({ offset: view.offset, data: text(view.data), truncated: view.truncated, start: ring.start, end: ring.end }).toEqual(c.expected);
+    });
+  }
+
+  test("a view of contiguous bytes is not a copy; one across the wrap is", () => {
+    const ring = new ByteRing(4);
+    ring.append(bytes("abc"));
+    const view = ring.view();
+    ring.append(bytes("xy")); // overwrites position 0 ("a") after the wrap
+    expect(text(view.data)).toBe("ybc");
+    expect(text(ring.view(3).data)).toBe("xy");
+  });
+
   test("a read is a copy: later writes do not change it", () => {
     const ring = new ByteRing(4);
     ring.append(bytes("abcd"));

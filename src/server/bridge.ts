@@ -26,6 +26,8 @@ const PROBE_TIMEOUT_MS = 3_000;
 /** After stdin EOF, wait this long for replies to requests already sent, then for the close handshake. */
 const CLOSE_WAIT_MS = 5_000;
 const SEND_POLL_MS = 2;
+/** The stdout sink buffers up to this much before writing on its own (one large write instead of many). */
+const STDOUT_BATCH_BYTES = 1024 * 1024;
 /** Unanswered request ids remembered for the wait at EOF; beyond this, later ones are not waited for. */
 const MAX_TRACKED_REQUESTS = 65_536;
 
@@ -147,31 +149,34 @@ let stdoutSink: import("bun").FileSink | undefined;
  * (Awaited Bun.write calls to a slow pipe were seen to lose the tail of a chunk
  * under load in Bun 1.4.5; the sink keeps every byte in order.)
  */
-async function writeAllToStdout(data: Uint8Array): Promise<void> {
-  stdoutSink ??= Bun.stdout.writer();
-  stdoutSink.write(data);
+async function writeAllToStdout(lines: string[]): Promise<void> {
+  stdoutSink ??= Bun.stdout.writer({ highWaterMark: STDOUT_BATCH_BYTES });
+  for (const line of lines) stdoutSink.write(line);
   await stdoutSink.flush();
 }
 
 /** Pumps both ways until stdin ends (0), the server closes (75) or a line is too long (65). */
-export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(), write: (data: Uint8Array) => Promise<unknown> = writeAllToStdout): Promise<number> {
+export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(), write: (lines: string[]) => Promise<unknown> = writeAllToStdout): Promise<number> {
   let finish!: (code: number) => void;
   const finished = new Promise<number>((resolve) => (finish = resolve));
   let closedByUs = false;
-  let outQueue: Uint8Array[] = [];
+  /** Messages (each with its "\n") waiting for stdout, written as they came: no re-encoding or copying here. */
+  let outQueue: string[] = [];
+  /** Queued output, counted in UTF-16 units (bytes for the ASCII JSON the server sends; a bound either way). */
   let outBytes = 0;
   let writing: Promise<void> = Promise.resolve();
   let paused = false;
-  const encoder = new TextEncoder();
   /** Requests sent and not answered yet: at stdin EOF the bridge waits for them before closing. */
   const outstanding = new Set<string>();
 
   const flushOut = async () => {
     while (outQueue.length > 0) {
-      const chunk = outQueue.length === 1 ? (outQueue[0] as Uint8Array) : Buffer.concat(outQueue);
+      const batch = outQueue;
       outQueue = [];
+      let batchBytes = 0;
+      for (const line of batch) batchBytes += line.length;
       try {
-        await write(chunk);
+        await write(batch);
       } catch {
         // stdout is gone (EPIPE): nobody reads any more; end like EOF
         closedByUs = true;
@@ -179,7 +184,7 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
         finish(EXIT_STDIN_EOF);
         return;
       }
-      outBytes -= chunk.length;
+      outBytes -= batchBytes;
       if (paused && outBytes < BRIDGE_LOW_WATER_BYTES) {
         paused = false;
         ws.resume();
@@ -192,14 +197,13 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
       const id = replyKey(text);
       if (id !== undefined) outstanding.delete(id);
     }
-    const data = encoder.encode(`${text}\n`);
-    outQueue.push(data);
-    outBytes += data.length;
+    outQueue.push(text, "\n"); // not concatenated: that would copy a large message once more
+    outBytes += text.length + 1;
     if (!paused && outBytes > BRIDGE_HIGH_WATER_BYTES) {
       paused = true;
       ws.pause();
     }
-    if (outQueue.length === 1) writing = writing.then(flushOut);
+    if (outQueue.length === 2) writing = writing.then(flushOut);
   };
   ws.onclose = () => {
     void writing.then(() => finish(closedByUs ? EXIT_STDIN_EOF : EXIT_SERVER_CLOSED));

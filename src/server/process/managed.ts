@@ -10,8 +10,13 @@ import type { ProcessEntry } from "../../platform/process.ts";
 import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
 import { ByteRing } from "./ring.ts";
 
-/** Output sent to a client in notifications of at most this many bytes. */
-export const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/**
+ * Output sent to a client in notifications of at most this many bytes (its
+ * base64 plus the envelope stays well under the 1 MiB frame limit). Large
+ * frames are what make throughput: each notification costs a JSON envelope,
+ * a WebSocket frame, a bridge line and a client parse, whatever its size.
+ */
+export const OUTPUT_CHUNK_BYTES = 512 * 1024;
 /**
  * Output is sent to a connection only while less than this is unsent on its
  * socket; the rest waits in the ring and follows on drain. So a slow client
@@ -85,6 +90,8 @@ export class ManagedProcess {
   /** What the leader left in its group when it was reaped (tree.ts leftBehind), ended when the server stops. */
   leftovers: ProcessEntry[] = [];
   private readonly subscribers = new Map<number, Subscriber>();
+  /** Output arrived and subscribers have not been offered it yet (one pump per event-loop turn). */
+  private pumpScheduled = false;
   /** Per attached connection: removes our hook from its close listeners. */
   private readonly closeHooks = new Map<number, () => void>();
   private readonly exitListeners: Array<() => void> = [];
@@ -134,7 +141,15 @@ export class ManagedProcess {
   /** Output from the process: kept in the ring, then offered to every attached connection. */
   output(stream: StreamName, chunk: Uint8Array): void {
     this.rings.get(stream)?.append(chunk);
-    for (const sub of this.subscribers.values()) if (sub.ready) this.pump(sub, stream);
+    // Chunks read in the same event-loop turn go out together: one larger
+    // notification instead of one per pipe/pty read (setImmediate runs after
+    // this turn's I/O callbacks, so a lone keystroke echo is not delayed).
+    if (this.pumpScheduled || this.subscribers.size === 0) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      for (const sub of this.subscribers.values()) if (sub.ready) this.pumpAll(sub);
+    });
   }
 
   /**
@@ -212,7 +227,7 @@ export class ManagedProcess {
     }
     let from = sub.next.get(stream) ?? ring.start;
     while (from < ring.end && !sub.conn.closed && sub.conn.backlog() < OUTPUT_PAUSE_BYTES) {
-      const read = ring.read(from, OUTPUT_CHUNK_BYTES);
+      const read = ring.view(from, OUTPUT_CHUNK_BYTES);
       sub.conn.notify("process/output", {
         processId: this.processId,
         stream,

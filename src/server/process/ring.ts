@@ -53,4 +53,17 @@ export class ByteRing {
     if (first < length) data.set(this.buffer.subarray(0, length - first), first);
     return { offset: from, data, truncated };
   }
+
+  /**
+   * Like `read`, but without a copy where the bytes lie contiguously in the
+   * ring: the data is a view that the next `append` may overwrite, so use it
+   * at once (e.g. encode it) and keep nothing of it.
+   */
+  view(since = this.start, maxBytes = this.capacity): RingRead {
+    const from = Math.min(Math.max(since, this.start), this.total);
+    const length = Math.max(0, Math.min(this.total - from, maxBytes));
+    const at = from % this.capacity;
+    if (at + length > this.capacity) return this.read(since, maxBytes);
+    return { offset: from, data: this.buffer.subarray(at, at + length), truncated: since < this.start };
+  }
 }
