@@ -63,7 +63,7 @@ describe("attack: process/*", () => {
     await flood(s, ws, p.processId, "terminal");
   }, TEST_TIMEOUT_MS);
 
-  test("write after closeStdin is a documented error, not an internal one", async () => {
+  test("write and closeStdin again after closeStdin: answered, never an internal error (the bytes are dropped)", async () => {
     const s = await server();
     const { ws } = await client(s);
     const { process: p } = await call(ws, "process/spawn", { argv: ["sleep", "1000"] });
