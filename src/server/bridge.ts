@@ -68,6 +68,17 @@ function replyKey(text: string): string | undefined {
   }
 }
 
+/**
+ * Pure: a stdin line as the text frame it becomes (invalid UTF-8 replaced by
+ * U+FFFD), or undefined when that text is over `maxFrameBytes` — each invalid
+ * byte grows to three, so a line under the limit can make a frame over it.
+ */
+export function lineText(line: Uint8Array, maxFrameBytes: number): string | undefined {
+  const text = Buffer.from(line.buffer, line.byteOffset, line.length).toString("utf8");
+  if (line.length * 3 > maxFrameBytes && Buffer.byteLength(text, "utf8") > maxFrameBytes) return undefined;
+  return text;
+}
+
 /** Pure: splits buffered stdin bytes into complete lines; the rest stays buffered. Throws nothing; reports an over-long line. */
 export function takeLines(buffer: Uint8Array, maxLineBytes: number): { lines: Uint8Array[]; rest: Uint8Array; tooLong: boolean } {
   const lines: Uint8Array[] = [];
@@ -79,7 +90,9 @@ export function takeLines(buffer: Uint8Array, maxLineBytes: number): { lines: Ui
     start = i + 1;
   }
   const rest = buffer.subarray(start);
-  return { lines, rest, tooLong: rest.length > maxLineBytes };
+  // A CR at the end may be the first half of a CR LF whose LF comes with the next read.
+  const restLine = rest.length > 0 && rest[rest.length - 1] === 13 ? rest.length - 1 : rest.length;
+  return { lines, rest, tooLong: restLine > maxLineBytes };
 }
 
 async function openSocket(socketPath: string): Promise<PausableWebSocket> {
@@ -202,11 +215,16 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
     try {
       for await (const chunk of stdin) {
         const buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-        const { lines, rest, tooLong } = takeLines(buffer, MAX_FRAME_BYTES);
+        const { lines, rest, tooLong: restTooLong } = takeLines(buffer, MAX_FRAME_BYTES);
+        let tooLong = restTooLong;
         for (const line of lines) {
           if (line.length === 0) continue;
           if (ws.readyState !== WebSocket.OPEN) return;
-          const text = Buffer.from(line.buffer, line.byteOffset, line.length).toString("utf8");
+          const text = lineText(line, MAX_FRAME_BYTES);
+          if (text === undefined) {
+            tooLong = true;
+            break;
+          }
           const key = requestKey(text);
           if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
           ws.send(text);
@@ -227,7 +245,14 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
     if (ws.readyState !== WebSocket.OPEN) return;
     // EOF: a last unterminated line still counts as a message.
     if (pending.length > 0) {
-      const text = Buffer.from(pending).toString("utf8");
+      const text = lineText(pending, MAX_FRAME_BYTES);
+      if (text === undefined) {
+        logger.error(`berth connect: the last stdin line is longer than ${MAX_FRAME_BYTES} bytes as UTF-8 text (the frame limit); closing.`);
+        closedByUs = true;
+        ws.close(1009, "line too long");
+        finish(EXIT_LINE_TOO_LONG);
+        return;
+      }
       const key = requestKey(text);
       if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
       ws.send(text);

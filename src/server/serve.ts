@@ -86,17 +86,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const api = createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
   let nextConnId = 1;
   let connections = 0;
-  const onText = (ws: ServerWebSocket<Client>, text: string) => {
+  const onText = (ws: ServerWebSocket<Client>, text: string): Promise<unknown> | undefined => {
     const conn = ws.data.conn as SocketConn;
     const routed = routeRpcText(text, ws.data, identity, api.methods);
     if (routed.kind === "reply") conn.send(JSON.stringify(routed.reply));
     else if (routed.kind === "call") {
-      void runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
+      // Returned so the connection counts the request in flight until its reply is sent.
+      const done = runMethod(routed.id, routed.method, routed.entry, routed.params, conn, (method, error) =>
         logger.error(`${method} failed:`, error),
       ).then((reply) => {
         if (reply) conn.send(JSON.stringify(reply));
       });
+      return routed.entry.flowControlled ? undefined : done;
     }
+    return undefined;
   };
   const websocket = {
     maxPayloadLength: MAX_FRAME_BYTES,

@@ -142,9 +142,14 @@ export function killProcessesOf(home: string): void {
 export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 20): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (await condition()) return true;
+    try {
+      if (await condition()) return true;
+    } catch {
+      // not yet: a state file a daemon writes may not exist at the first looks
+    }
     await Bun.sleep(pollMs);
   }
+  // The last look may throw: then the test fails with that error, not a bare `false`.
   return Boolean(await condition());
 }
 

@@ -5,6 +5,8 @@
  * ends with it.
  */
 import { lstatSync, statSync, watch, type FSWatcher } from "node:fs";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
 import { absPath, bool, nonEmptyStr, optional, params } from "./params.ts";
 import { fsError, textField } from "./fs-errors.ts";
 import { API_LIMIT, API_NOT_FOUND, ApiError, method, type Conn, type MethodTable } from "./types.ts";
@@ -13,6 +15,14 @@ import { API_LIMIT, API_NOT_FOUND, ApiError, method, type Conn, type MethodTable
 export const COALESCE_MS = 50;
 /** At most this many watches per connection (each may hold many inotify watches when recursive). */
 export const WATCHES_PER_CONNECTION_MAX = 256;
+/**
+ * A recursive watch takes one inotify watch per folder, all made at once
+ * while the server waits (`/` here: 40 000 folders, 2.4 s frozen) and counted
+ * against the user's max_user_watches, shared with their editors: at most this
+ * many folders per recursive watch, and in all of them together (-32001 past it).
+ */
+export const RECURSIVE_WATCH_MAX_FOLDERS = 10_000;
+export const RECURSIVE_WATCH_TOTAL_MAX_FOLDERS = 50_000;
 /** At most this many distinct paths in one fs/changed; the rest are dropped and `overflow: true` says so. */
 export const CHANGES_PER_BATCH_MAX = 10_000;
 /** While the client has more than this unread, changes keep gathering (bounded by the batch cap) instead of being sent. */
@@ -52,7 +62,23 @@ export class ChangeBatch {
   }
 }
 
-type Watch = { id: string; conn: Conn; watcher: FSWatcher; batch: ChangeBatch; timer?: ReturnType<typeof setTimeout> };
+type Watch = { id: string; conn: Conn; watcher: FSWatcher; batch: ChangeBatch; timer?: ReturnType<typeof setTimeout>; stopCloseListener?: () => void; folders: number };
+
+/** Folders in the tree at `root` (itself included), without following symlinks; stops counting past `limit`. */
+export async function countFolders(root: string, limit: number): Promise<number> {
+  let count = 0;
+  const queue = [root];
+  while (queue.length > 0 && count <= limit) {
+    const folder = queue.pop() as string;
+    count += 1;
+    try {
+      for (const entry of await readdir(folder, { withFileTypes: true })) if (entry.isDirectory()) queue.push(join(folder, entry.name));
+    } catch {
+      // unreadable or gone: counted, not entered
+    }
+  }
+  return count;
+}
 
 function existsNoFollow(path: Buffer): boolean {
   try {
@@ -67,11 +93,17 @@ export function createWatches() {
   const watches = new Map<string, Watch>();
   const perConn = new Map<number, number>();
   let nextId = 1;
+  /** Folders covered by the recursive watches open now. */
+  let recursiveFolders = 0;
 
   const close = (entry: Watch) => {
     if (!watches.delete(entry.id)) return;
+    recursiveFolders -= entry.folders;
     clearTimeout(entry.timer);
-    perConn.set(entry.conn.id, (perConn.get(entry.conn.id) ?? 1) - 1);
+    const left = (perConn.get(entry.conn.id) ?? 1) - 1;
+    if (left > 0) perConn.set(entry.conn.id, left);
+    else perConn.delete(entry.conn.id);
+    entry.stopCloseListener?.();
     try {
       entry.watcher.close();
     } catch {
@@ -91,7 +123,20 @@ export function createWatches() {
     entry.conn.notify("fs/changed", { watchId: entry.id, changes: batch.toJSON(), ...(batch.overflow ? { overflow: true } : {}) });
   };
 
-  const start = (path: string, recursive: boolean, conn: Conn): string => {
+  /** Refuses a recursive watch over too many folders before any inotify watch is made; reserves and returns its count. */
+  const recursiveBudget = async (path: string): Promise<number> => {
+    const folders = await countFolders(path, RECURSIVE_WATCH_MAX_FOLDERS);
+    if (folders > RECURSIVE_WATCH_MAX_FOLDERS) {
+      throw new ApiError(API_LIMIT, `${path} holds more than ${RECURSIVE_WATCH_MAX_FOLDERS} folders; watch a smaller folder recursively`);
+    }
+    if (recursiveFolders + folders > RECURSIVE_WATCH_TOTAL_MAX_FOLDERS) {
+      throw new ApiError(API_LIMIT, `recursive watches already cover ${recursiveFolders} folders (limit ${RECURSIVE_WATCH_TOTAL_MAX_FOLDERS}); unwatch some first`);
+    }
+    recursiveFolders += folders; // reserved now, so concurrent watches cannot pass the total; close() gives it back
+    return folders;
+  };
+
+  const start = (path: string, recursive: boolean, conn: Conn, folders = 0): string => {
     if ((perConn.get(conn.id) ?? 0) >= WATCHES_PER_CONNECTION_MAX) {
       throw new ApiError(API_LIMIT, `this connection already has ${WATCHES_PER_CONNECTION_MAX} watches; unwatch some first`);
     }
@@ -117,19 +162,25 @@ export function createWatches() {
     } catch (error) {
       throw fsError(error, "watching", path);
     }
-    const entry: Watch = { id, conn, watcher, batch: new ChangeBatch() };
+    const entry: Watch = { id, conn, watcher, batch: new ChangeBatch(), folders };
     // The watched folder going away (or any watcher failure) ends the watch; it never reaches the process.
     watcher.on("error", () => close(entry));
     watches.set(id, entry);
     perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1);
-    conn.onClose(() => close(entry));
+    entry.stopCloseListener = conn.onClose(() => close(entry));
     return id;
   };
 
   const methods: MethodTable = {
-    "fs/watch": method(params({ path: absPath, recursive: optional(bool) }), (p, conn) => ({
-      watchId: start(p.path, p.recursive ?? false, conn),
-    })),
+    "fs/watch": method(params({ path: absPath, recursive: optional(bool) }), async (p, conn) => {
+      const folders = p.recursive ? await recursiveBudget(p.path) : 0;
+      try {
+        return { watchId: start(p.path, p.recursive ?? false, conn, folders) };
+      } catch (error) {
+        recursiveFolders -= folders;
+        throw error;
+      }
+    }),
     "fs/unwatch": method(params({ watchId: nonEmptyStr }), (p, conn) => {
       const entry = watches.get(p.watchId);
       if (!entry || entry.conn.id !== conn.id) throw new ApiError(API_NOT_FOUND, `no watch ${JSON.stringify(p.watchId)} on this connection`);

@@ -22,10 +22,14 @@ export const CLOSE_FLUSH_TIMEOUT_MS = 10_000;
 export const TUNNELS_PER_CONNECTION_MAX = 256;
 export const DEFAULT_ALLOW_HOSTS = ["127.0.0.1", "::1", "localhost"];
 
-/** Whether `host` may be tunnelled to: an exact (case-insensitive) member of the allow list; brackets around IPv6 ignored. */
+/**
+ * Whether `host` may be tunnelled to: an exact (case-insensitive) member of
+ * the allow list; brackets around IPv6 ignored. The host is not trimmed: it
+ * is what gets resolved, and " localhost" is a DNS question, not localhost.
+ */
 export function hostAllowed(host: string, allowHosts: readonly string[]): boolean {
-  const bare = (h: string) => h.trim().toLowerCase().replace(/^\[(.*)\]$/, "$1");
-  return allowHosts.some((allowed) => bare(allowed) === bare(host));
+  const bare = (h: string) => h.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  return allowHosts.some((allowed) => bare(allowed.trim()) === bare(host));
 }
 
 /** tunnels.allowHosts from settings, or the loopback default when absent. */
@@ -50,6 +54,7 @@ class Tunnel {
   private pendingClose: { reason: CloseReason; message?: string } | undefined;
   socket!: Socket<undefined>;
   stopDrainListener: () => void = () => {};
+  stopCloseListener: () => void = () => {};
 
   constructor(
     readonly id: string,
@@ -144,6 +149,7 @@ class Tunnel {
     if (this.closed) return;
     this.closed = true;
     this.stopDrainListener();
+    this.stopCloseListener();
     this.release();
     if (terminate) this.terminate();
     this.onClosed(this);
@@ -166,7 +172,13 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
 
   const forget = (tunnel: Tunnel) => {
     tunnels.delete(tunnel.id);
-    perConn.set(tunnel.conn.id, (perConn.get(tunnel.conn.id) ?? 1) - 1);
+    release(tunnel.conn.id);
+  };
+  /** One tunnel of connection `connId` ended (or failed to open); a connection with none leaves no entry. */
+  const release = (connId: number) => {
+    const left = (perConn.get(connId) ?? 1) - 1;
+    if (left > 0) perConn.set(connId, left);
+    else perConn.delete(connId);
   };
 
   const open = async (host: string, port: number, conn: Conn) => {
@@ -199,7 +211,7 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
         }),
       ]);
     } catch (error) {
-      perConn.set(conn.id, (perConn.get(conn.id) ?? 1) - 1);
+      release(conn.id);
       connecting.then((socket) => socket.terminate(), () => {});
       throw connectFailure(host, port, error);
     } finally {
@@ -207,7 +219,7 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
     }
     tunnels.set(tunnel.id, tunnel);
     tunnel.stopDrainListener = conn.onDrain(() => tunnel.clientDrained());
-    conn.onClose(() => tunnel.finish("shutdown")); // runs at once if the connection is already gone
+    tunnel.stopCloseListener = conn.onClose(() => tunnel.finish("shutdown")); // runs at once if the connection is already gone
     // The reply is sent in a microtask after this returns; setImmediate comes after it.
     setImmediate(() => tunnel.start());
     return { tunnelId: tunnel.id };
@@ -222,10 +234,13 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
   return {
     methods: {
       "tunnel/open": method(params({ host: nonEmptyStr, port: int(1, 65_535) }), (p, conn) => open(p.host, p.port, conn)),
-      "tunnel/write": method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
-        await find(p.tunnelId, conn).write(p.data);
-        return {};
-      }),
+      "tunnel/write": {
+        ...method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
+          await find(p.tunnelId, conn).write(p.data);
+          return {};
+        }),
+        flowControlled: true, // its data is in the tunnel's queue, bounded there
+      },
       "tunnel/close": method(params({ tunnelId: nonEmptyStr }), (p, conn) => {
         find(p.tunnelId, conn).endFromClient();
         return {};

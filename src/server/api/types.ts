@@ -34,8 +34,12 @@ export interface Conn {
   backlog(): number;
   /** Runs `listener` whenever the backlog drains; returns the unsubscribe. */
   onDrain(listener: () => void): () => void;
-  /** Runs `cleanup` once when the connection closes (detach, unwatch, close tunnels). */
-  onClose(cleanup: () => void): void;
+  /**
+   * Runs `cleanup` once when the connection closes (detach, unwatch, close
+   * tunnels); returns the unsubscribe, to call when the thing ends first (a
+   * long-lived connection must not keep every ended thing alive).
+   */
+  onClose(cleanup: () => void): () => void;
   readonly closed: boolean;
   /** Closes the connection with a WebSocket close code (e.g. 1008 past a backlog cap); the client reconnects. */
   close?(code: number, reason: string): void;
@@ -45,6 +49,12 @@ export type Method<P = any> = {
   /** Checks and normalises raw params; throws ApiError(API_INVALID_PARAMS) naming the bad param. */
   params: (raw: unknown) => P;
   handle: (params: P, conn: Conn) => unknown | Promise<unknown>;
+  /**
+   * The reply may be withheld for flow control (tunnel/write) while the family
+   * bounds what the call holds itself: it does not count toward the
+   * connection's requests in flight (conn.ts), so it cannot block the others.
+   */
+  flowControlled?: boolean;
 };
 
 export type MethodTable = Record<string, Method>;

@@ -6,7 +6,8 @@
  * backlog cap by serve.ts, and it re-attaches from its offsets).
  */
 import type { Subprocess, Terminal } from "bun";
-import type { Conn } from "../api/types.ts";
+import type { ProcessEntry } from "../../platform/process.ts";
+import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
 import { ByteRing } from "./ring.ts";
 
 /**
@@ -31,6 +32,14 @@ export const MAX_OWED_BYTES = 8 * 1024 * 1024;
 export const CLOSE_BACKLOG_CODE = 1008;
 /** While output waits for a drain, the socket's backlog is also rechecked this often. */
 const DRAIN_RECHECK_MS = 50;
+
+/**
+ * Input written to a process and not yet taken by its stdin pipe or pty is
+ * buffered by Bun; past this much a process/write is refused with -32001 (the
+ * client waits and retries), so a process that never reads its input cannot
+ * make the server grow.
+ */
+export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
 
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;
@@ -78,11 +87,16 @@ export class ManagedProcess {
   terminal?: Terminal;
   /** Boot id + start time of the leader, taken right after the spawn (for the ledger). */
   identity?: string;
+  /** What the leader left in its group when it was reaped (tree.ts leftBehind), ended when the server stops. */
+  leftovers: ProcessEntry[] = [];
   private readonly subscribers = new Map<number, Subscriber>();
   /** Output arrived and subscribers have not been offered it yet (one pump per event-loop turn). */
   private pumpScheduled = false;
-  private readonly closeHooked = new Set<number>();
+  /** Per attached connection: removes our hook from its close listeners. */
+  private readonly closeHooks = new Map<number, () => void>();
   private readonly exitListeners: Array<() => void> = [];
+  /** Bytes given to Bun for the process's input and not yet flushed to it. */
+  private pendingInput = 0;
 
   constructor(
     readonly processId: string,
@@ -152,16 +166,22 @@ export class ManagedProcess {
     sub.unsubscribe = () => {
       detached = true;
       sub.stopDrainWait?.();
-      if (this.subscribers.get(conn.id) === sub) this.subscribers.delete(conn.id);
+      if (this.subscribers.get(conn.id) !== sub) return;
+      this.subscribers.delete(conn.id);
+      // Detached: the connection must no longer hold this process (and its rings) alive.
+      this.closeHooks.get(conn.id)?.();
+      this.closeHooks.delete(conn.id);
     };
     this.subscribers.set(conn.id, sub);
     // One close hook per connection, however often it re-attaches.
-    if (!this.closeHooked.has(conn.id)) {
-      this.closeHooked.add(conn.id);
-      conn.onClose(() => {
-        this.closeHooked.delete(conn.id);
-        this.subscribers.get(conn.id)?.unsubscribe();
-      });
+    if (!this.closeHooks.has(conn.id)) {
+      this.closeHooks.set(
+        conn.id,
+        conn.onClose(() => {
+          this.closeHooks.delete(conn.id);
+          this.subscribers.get(conn.id)?.unsubscribe();
+        }),
+      );
     }
     // The reply to process/attach is sent after this handler returns; the replay follows it.
     setTimeout(() => {
@@ -176,6 +196,11 @@ export class ManagedProcess {
     const sub = this.subscribers.get(conn.id);
     sub?.unsubscribe();
     return sub !== undefined;
+  }
+
+  /** The process is forgotten: detach every connection. */
+  release(): void {
+    for (const sub of [...this.subscribers.values()]) sub.unsubscribe();
   }
 
   isAttached(conn: Conn): boolean {
@@ -285,12 +310,35 @@ export class ManagedProcess {
   }
 
   write(data: Uint8Array): void {
-    if (this.terminal) this.terminal.write(data);
-    else {
-      const stdin = this.proc.stdin as import("bun").FileSink | undefined;
-      stdin?.write(data);
-      void stdin?.flush();
+    if (this.pendingInput + data.length > MAX_PENDING_INPUT_BYTES) {
+      throw new ApiError(
+        API_LIMIT,
+        `process ${this.processId} has not read ${this.pendingInput} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`,
+      );
     }
+    if (this.terminal) {
+      // Counted until the terminal's drain (inputDrained) says Bun's buffer is empty.
+      this.pendingInput += data.length;
+      this.terminal.write(data);
+      return;
+    }
+    const stdin = this.proc.stdin as import("bun").FileSink | undefined;
+    if (!stdin) return;
+    // A promise from write or flush means Bun kept bytes back: they count until it resolves.
+    const wrote = stdin.write(data);
+    const flushed = stdin.flush();
+    const pending = wrote instanceof Promise ? wrote : flushed instanceof Promise ? flushed : undefined;
+    if (!pending) return;
+    this.pendingInput += data.length;
+    const settle = () => {
+      this.pendingInput = Math.max(0, this.pendingInput - data.length);
+    };
+    pending.then(settle, settle);
+  }
+
+  /** The terminal's drain: everything written to it has reached the pty. */
+  inputDrained(): void {
+    this.pendingInput = 0;
   }
 
   closeStdin(): void {

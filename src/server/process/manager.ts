@@ -7,7 +7,7 @@ import { homedir, userInfo } from "node:os";
 import { errnoCode } from "../../errors.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_PARAMS } from "../api/types.ts";
 import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type TerminalSize } from "./managed.ts";
-import { endProcessTrees } from "./tree.ts";
+import { endProcessTrees, leftBehind } from "./tree.ts";
 import { writeLedger, type LedgerEntry } from "./ledger.ts";
 import { processIdentity } from "../../platform/process.ts";
 
@@ -98,6 +98,7 @@ export class ProcessManager {
             rows: request.terminal.rows,
             name: TERMINAL_TERM,
             data: (_terminal, data) => managed.output("terminal", data),
+            drain: () => managed.inputDrained(),
           },
         });
         managed.terminal = managed.proc.terminal;
@@ -122,6 +123,8 @@ export class ProcessManager {
       pumps.push(readInto(managed, "stderr", managed.proc.stderr as ReadableStream<Uint8Array>));
     }
     await managed.proc.exited;
+    // Reaped just now: record what it left in its group before the pid can be reused.
+    managed.leftovers = leftBehind(managed.pid);
     const drained = Promise.all(pumps);
     await Promise.race([drained, Bun.sleep(OUTPUT_DRAIN_AFTER_EXIT_MS)]);
     if (managed.terminal) {
@@ -135,6 +138,13 @@ export class ProcessManager {
     const timer = setTimeout(() => this.forget(managed.processId), this.limits.retainExitedMs);
     timer.unref?.();
     this.forgetTimers.set(managed.processId, timer);
+    this.forgetOldestExited();
+  }
+
+  /** Exited processes keep their scrollback: at most `max` of them are kept, the oldest forgotten first. */
+  private forgetOldestExited(): void {
+    const exited = this.all().filter((p) => p.state === "exited");
+    for (const old of exited.slice(0, Math.max(0, exited.length - this.limits.max))) this.forget(old.processId);
   }
 
   remove(managed: ManagedProcess): void {
@@ -147,6 +157,7 @@ export class ProcessManager {
   private forget(processId: string): void {
     clearTimeout(this.forgetTimers.get(processId));
     this.forgetTimers.delete(processId);
+    this.processes.get(processId)?.release();
     this.processes.delete(processId);
   }
 
@@ -154,7 +165,7 @@ export class ProcessManager {
   async shutdown(graceMs: number): Promise<{ processesEnded: number }> {
     this.stopping = true;
     const running = this.running();
-    await endProcessTrees(running, graceMs);
+    await endProcessTrees(running, graceMs, this.all().flatMap((p) => p.leftovers));
     this.recordRunning();
     for (const timer of this.forgetTimers.values()) clearTimeout(timer);
     return { processesEnded: running.length };

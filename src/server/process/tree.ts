@@ -33,14 +33,36 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boo
   return true;
 }
 
-/** Ends `processes` and every descendant of this server; SIGKILL after graceMs. */
-export async function endProcessTrees(processes: ManagedProcess[], graceMs: number): Promise<void> {
+/**
+ * Called right after Bun reaped the leader `pid` of a session process: the
+ * processes it left in its group and their descendants (reparented away from
+ * this server, so the stop-time /proc walk would miss them), by identity.
+ * Empty when `pid` already names another process: nothing is provably ours.
+ */
+export function leftBehind(pid: number): ProcessEntry[] {
+  const table = listProcesses();
+  if (table.some((entry) => entry.pid === pid)) return [];
+  const found = new Map<number, ProcessEntry>();
+  for (const member of treeOf(pid, table)) {
+    found.set(member.pid, member);
+    for (const descendant of treeOf(member.pid, table)) found.set(descendant.pid, descendant);
+  }
+  return [...found.values()];
+}
+
+/**
+ * Ends `processes`, every descendant of this server, and `leftovers` (see
+ * leftBehind) still running as recorded; SIGKILL after graceMs.
+ */
+export async function endProcessTrees(processes: ManagedProcess[], graceMs: number, leftovers: ProcessEntry[] = []): Promise<void> {
   const table = listProcesses();
   const underTerminals = new Set<number>();
   for (const managed of processes) {
     if (managed.terminal && managed.unreaped) for (const entry of treeOf(managed.pid, table)) underTerminals.add(entry.pid);
   }
   const known: Known[] = treeOf(process.pid, table).map((entry) => ({ ...entry, signal: underTerminals.has(entry.pid) ? "SIGHUP" : "SIGTERM" }));
+  const seen = new Set(known.map((entry) => entry.pid));
+  for (const entry of leftovers) if (!seen.has(entry.pid)) known.push({ ...entry, signal: "SIGTERM" });
   for (const managed of processes) managed.signalGroup(managed.terminal ? "SIGHUP" : "SIGTERM");
   for (const entry of known) signalKnown(entry, entry.signal);
   const allGone = () => processes.every((p) => !p.unreaped) && known.every((k) => processIdentity(k.pid) !== k.identity);

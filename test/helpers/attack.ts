@@ -1,0 +1,78 @@
+/**
+ * Test helper for the attack tests: a real `berth serve` per test with its
+ * initialized clients, all ended after each test (by pid), plus the server's
+ * resident memory read from /proc.
+ */
+import { afterEach } from "bun:test";
+import { readFileSync } from "node:fs";
+import type { RawWs } from "./raw-ws.ts";
+import { apiClient, startServeProcess, WAIT_MS, type ServeProcess } from "./session.ts";
+
+export type RpcReply = { id?: unknown; result?: any; error?: { code: number; message: string; data?: any } };
+
+/** Resident memory of a process in MiB (VmRSS). */
+export function rssMiB(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:")) ?? "VmRSS: 0 kB";
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+/** Samples a process's RSS every few ms until the returned function is called; that returns the peak seen. */
+export function rssPeak(pid: number): () => number {
+  let peak = rssMiB(pid);
+  const timer = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssMiB(pid));
+    } catch {
+      // gone
+    }
+  }, 5);
+  return () => {
+    clearInterval(timer);
+    return peak;
+  };
+}
+
+/** One request; its reply, error included. */
+export async function rpc(ws: RawWs, method: string, params: unknown): Promise<RpcReply> {
+  return (await ws.request({ method, params }, WAIT_MS)) as RpcReply;
+}
+
+/** Servers and clients of one test file, ended after each test; `strangers` are pids to SIGKILL too. */
+export function attackFixtures() {
+  const servers: ServeProcess[] = [];
+  const clients: RawWs[] = [];
+  const strangers: number[] = [];
+  afterEach(async () => {
+    for (const ws of clients.splice(0)) ws.destroy();
+    for (const pid of strangers.splice(0)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    for (const server of servers.splice(0)) {
+      server.proc.kill("SIGKILL");
+      await server.home.cleanup();
+    }
+  });
+  return {
+    strangers,
+    async server(settings?: object): Promise<ServeProcess> {
+      const s = await startServeProcess({ settings });
+      servers.push(s);
+      return s;
+    },
+    /** An initialized client (initialize + initialized). */
+    async client(s: ServeProcess): Promise<RawWs> {
+      const ws = await apiClient(s.socket);
+      clients.push(ws);
+      return ws;
+    },
+    /** A client that is cleaned up but chose its own handshake. */
+    track(ws: RawWs): RawWs {
+      clients.push(ws);
+      return ws;
+    },
+  };
+}
