@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { commands } from "../src/commands/index.ts";
-import { eventually, installRelease, isAlive, keepersOf, makeHome, nonKeeperProcessesOf, runProcess, type RunResult, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, keepersOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { spawnConnect } from "./helpers/connect.ts";
 
 const VERSION = "9.8.7";
@@ -32,16 +32,7 @@ afterAll(() => {
   if (buildDir) rmSync(buildDir, { recursive: true, force: true });
 });
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 /** A minimal environment with no BERTH_HOME of the developer's leaking in. */
 function bareEnv(extra: Record<string, string> = {}): Record<string, string> {

@@ -11,18 +11,9 @@ import { flockHolderFromProcLocks } from "../src/daemon/lock.ts";
 import { closestMatch, editDistance } from "../src/suggest.ts";
 import { holdLock } from "./helpers/holder.ts";
 import { serveDirectory } from "./helpers/release-server.ts";
-import { BUN, eventually, isAlive, MAIN, makeHome, parseLastJsonLine, readJson, runProcess, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, isAlive, MAIN, parseLastJsonLine, readJson, runProcess, type TestHome } from "./helpers/berth.ts";
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 /** Runs a shell line in which `$BERTH` runs berth from source. */
 function shell(home: TestHome, line: string) {

@@ -6,19 +6,10 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, eventually, installFixtureRelease, installRelease, isAlive, makeHome, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 /** App-server processes of this home (the launcher execs, so one process each). */
 function serversOf(home: TestHome): number[] {

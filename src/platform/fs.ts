@@ -186,15 +186,20 @@ export function openStateFile(path: string, flags: number, mode = FILE_MODE): nu
   return fd;
 }
 
-/** Reads a small state file safely (see openStateFile); undefined when missing. */
-export function readStateFile(path: string, maxBytes = STATE_FILE_MAX_BYTES): string | undefined {
-  let fd: number;
+/** Opens an existing state file for reading (see openStateFile); undefined when it does not exist. */
+export function openExistingStateFile(path: string): number | undefined {
   try {
-    fd = openStateFile(path, STATE_READ_FLAGS);
+    return openStateFile(path, STATE_READ_FLAGS);
   } catch (error) {
     if (errnoCode(error) === "ENOENT") return undefined;
     throw error;
   }
+}
+
+/** Reads a small state file safely (see openStateFile); undefined when missing. */
+export function readStateFile(path: string, maxBytes = STATE_FILE_MAX_BYTES): string | undefined {
+  const fd = openExistingStateFile(path);
+  if (fd === undefined) return undefined;
   try {
     const size = fstatSync(fd).size;
     if (size > maxBytes) throw unsafeStateFile(path, `is ${size} bytes, larger than a state file can be (${maxBytes})`);

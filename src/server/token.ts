@@ -1,8 +1,8 @@
 /** The remote-control bearer token: created once, 0600, never logged. */
 import { closeSync, fchmodSync, fstatSync, readFileSync } from "node:fs";
 import { warn } from "../diagnostics.ts";
-import { BerthError, errnoCode } from "../errors.ts";
-import { openStateFile, STATE_READ_FLAGS, writeFileAtomic } from "../platform/fs.ts";
+import { BerthError } from "../errors.ts";
+import { openExistingStateFile, writeFileAtomic } from "../platform/fs.ts";
 
 /**
  * Reads the token without following a symlink; a token others could read
@@ -10,13 +10,8 @@ import { openStateFile, STATE_READ_FLAGS, writeFileAtomic } from "../platform/fs
  * and one owned by someone else is refused.
  */
 export function readToken(path: string): string | undefined {
-  let fd: number;
-  try {
-    fd = openStateFile(path, STATE_READ_FLAGS);
-  } catch (error) {
-    if (errnoCode(error) === "ENOENT") return undefined;
-    throw error;
-  }
+  const fd = openExistingStateFile(path);
+  if (fd === undefined) return undefined;
   try {
     const stat = fstatSync(fd);
     const uid = process.getuid?.();
