@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { compile } from "../build.ts";
+import { killAll, processesWithEnv } from "./harness.ts";
 import { CLI_TARGET } from "../src/version.ts";
 import { installRelease } from "../test/helpers/berth.ts";
 import { readLines } from "../test/helpers/lines.ts";
@@ -299,7 +300,9 @@ async function main() {
   } catch (error) {
     rows.push(`| error | ${(error as Error).message} | |`);
   } finally {
-    await Bun.spawn([binary, "stop"], { env, stdout: "ignore", stderr: "ignore" }).exited;
+    // `down` ends the app-server and the keeper `start` launched; then anything still carrying this BERTH_HOME.
+    await Bun.spawn([binary, "down"], { env, stdout: "ignore", stderr: "ignore" }).exited;
+    killAll(processesWithEnv(`BERTH_HOME=${env.BERTH_HOME}`));
     rmSync(base, { recursive: true, force: true });
   }
   console.log(`berth ${VERSION}, ${process.platform}-${process.arch}\n\n| measure | value | target |\n| --- | --- | --- |\n${rows.join("\n")}`);
