@@ -6,8 +6,9 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync, rmSync } from "node:fs";
 import { appServerState, CRASH_WINDOW_MS, restartDecision } from "../src/daemon/keeper.ts";
 import { probeInitialize } from "../src/server/client.ts";
-import { eventually, homesPerTest, installRelease, isAlive, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, readJson, serversOf, type TestHome, QUIET_WINDOW_MS } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
+
 
 const newHome = homesPerTest(afterEach);
 
@@ -150,7 +151,7 @@ describe("keeper", () => {
     expect(log).toContain("giving up");
     // It stays given up: no more attempts.
     const lines = log.split("\n").length;
-    await Bun.sleep(1_500);
+    await Bun.sleep(QUIET_WINDOW_MS);
     expect(readFileSync(home.path("daemon/updater.log"), "utf8").split("\n").length).toBe(lines);
     // Fixed release + start: running again, no longer failed.
     installRelease(home.home, "0.3.0");
@@ -187,7 +188,7 @@ describe("keeper", () => {
     expect(stopped.json.status).toBe("notRunning");
     installRelease(home.home, "0.3.0");
     const crashes = readJson(home.path("daemon/keeper.json")).crashes.length;
-    await Bun.sleep(5_000);
+    await Bun.sleep(QUIET_WINDOW_MS + 3_500 /* past the 2 s and 4 s backoffs too */);
     expect(serversOf(home)).toEqual([]);
     expect(readJson(home.path("daemon/keeper.json")).crashes.length).toBe(crashes);
     const status = await home.run(["status"]);
@@ -229,10 +230,10 @@ describe("keeper", () => {
     }
     // The last command decides.
     expect((await home.run(["stop"])).code).toBe(0);
-    await Bun.sleep(2_000);
+    await Bun.sleep(QUIET_WINDOW_MS);
     expect(serversOf(home)).toEqual([]);
     expect((await home.run(["start"])).code).toBe(0);
-    await Bun.sleep(1_000);
+    await Bun.sleep(QUIET_WINDOW_MS);
     expect(serversOf(home).length).toBe(1);
     sampling = false;
     await sampler;

@@ -8,7 +8,7 @@ import { PidBackend } from "../src/daemon/backend.ts";
 import { judgePidFile, parsePidFile, type PidFileContent, type PidFileVerdict } from "../src/daemon/pidfile.ts";
 import { isBerthError } from "../src/errors.ts";
 import { processIdentity } from "../src/platform/process.ts";
-import { isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 let home: TestHome;
@@ -140,19 +140,7 @@ describe("pid backend", () => {
   });
 
   test("the updater is tracked as a group: stop ends the members of a live leader's group", async () => {
-    home = makeHome({ install: false });
-    const backend = new PidBackend({ pidPath: home.path("updater.pid"), trackGroup: true });
-    const launched = await backend.launch({
-      binary: "/bin/sh",
-      args: ["-c", "sleep 600 & echo $! > member.pid; while [ ! -e go ]; do sleep 0.01; done"],
-      cwd: home.home,
-      env: home.env,
-      logPath: home.path("updater.log"),
-    });
-    const memberPidFile = home.path("member.pid");
-    const { eventually } = await import("./helpers/berth.ts");
-    expect(await eventually(() => existsSync(memberPidFile) && readFileSync(memberPidFile, "utf8").trim() !== "")).toBe(true);
-    const member = Number(readFileSync(memberPidFile, "utf8"));
+    const { backend, launched, member } = await launchGroupWithMember();
     expect(backend.inspect()).toEqual({ kind: "running", record: launched.record });
     expect(await backend.stop(launched.record, 2_000)).toBe("stopped");
     expect(await eventually(() => !isAlive(member))).toBe(true);
@@ -160,20 +148,7 @@ describe("pid backend", () => {
   });
 
   test("once the leader has exited, its group id proves nothing: the record is stale and the survivor is not signalled", async () => {
-    home = makeHome({ install: false });
-    const backend = new PidBackend({ pidPath: home.path("updater.pid"), trackGroup: true });
-    const launched = await backend.launch({
-      binary: "/bin/sh",
-      // The leader waits for "go" so it is surely alive when launch records it, then exits.
-      args: ["-c", "sleep 600 & echo $! > member.pid; while [ ! -e go ]; do sleep 0.01; done"],
-      cwd: home.home,
-      env: home.env,
-      logPath: home.path("updater.log"),
-    });
-    const memberPidFile = home.path("member.pid");
-    const { eventually } = await import("./helpers/berth.ts");
-    expect(await eventually(() => existsSync(memberPidFile) && readFileSync(memberPidFile, "utf8").trim() !== "")).toBe(true);
-    const member = Number(readFileSync(memberPidFile, "utf8"));
+    const { backend, launched, member } = await launchGroupWithMember();
     writeFileSync(home.path("go"), "");
     expect(await eventually(() => !isAlive(launched.record.pid))).toBe(true);
     expect(backend.inspect()).toEqual({ kind: "missing" });
@@ -182,3 +157,22 @@ describe("pid backend", () => {
     process.kill(member, "SIGKILL");
   });
 });
+
+/**
+ * An updater-style group: a leader that stays until a "go" file appears (so it is
+ * surely alive when launch records it), and a `sleep` member of its group.
+ */
+async function launchGroupWithMember() {
+  home = makeHome({ install: false });
+  const backend = new PidBackend({ pidPath: home.path("updater.pid"), trackGroup: true });
+  const launched = await backend.launch({
+    binary: "/bin/sh",
+    args: ["-c", "sleep 600 & echo $! > member.pid; while [ ! -e go ]; do sleep 0.01; done"],
+    cwd: home.home,
+    env: home.env,
+    logPath: home.path("updater.log"),
+  });
+  const memberPidFile = home.path("member.pid");
+  expect(await eventually(() => existsSync(memberPidFile) && readFileSync(memberPidFile, "utf8").trim() !== "")).toBe(true);
+  return { backend, launched, member: Number(readFileSync(memberPidFile, "utf8")) };
+}

@@ -2,6 +2,7 @@
 // processes, real pseudo-terminals, several clients, re-attach from offsets,
 // scrollback truncation, limits and bad params.
 import { afterEach, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
 import { eventually, isAlive } from "./helpers/berth.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
 import { apiClient, call, OutputCollector, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
@@ -80,8 +81,8 @@ describe("process/*", () => {
     await call(ws, "process/write", { processId: p.processId, data: b64("stty size\n") });
     await out.waitText(p.processId, "terminal", (t) => t.includes("40 120"));
     await call(ws, "process/write", { processId: p.processId, data: b64("sleep 1000; echo after-sleep\n") });
-    await eventually(() => out.text(p.processId, "terminal").includes("sleep 1000"), WAIT_MS);
-    await Bun.sleep(200);
+    // ^C must reach a running `sleep`: wait until the shell has really started it as its child.
+    expect(await eventually(() => childrenOf(p.pid).some((pid) => commandOf(pid) === "sleep 1000"), WAIT_MS)).toBe(true);
     await call(ws, "process/write", { processId: p.processId, data: b64("\x03") });
     await call(ws, "process/write", { processId: p.processId, data: b64('echo inter""rupted\n') });
     await out.waitText(p.processId, "terminal", (t) => t.includes("interrupted"));
@@ -228,3 +229,26 @@ describe("process/*", () => {
     expect(out.text(p.processId, "stdout")).toContain(`shell-ok in ${s.home.env.HOME}`);
   }, TEST_TIMEOUT_MS);
 });
+
+/** Pids whose parent is `ppid` (from /proc; the field after the parenthesised command name). */
+function childrenOf(ppid: number): number[] {
+  return readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .filter((name) => {
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === ppid;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+function commandOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
+  } catch {
+    return "";
+  }
+}

@@ -12,7 +12,8 @@ import { newKey, writeSigned } from "./helpers/signed-release.ts";
 import { removePathBlocks } from "../src/daemon/uninstall.ts";
 import { cronLine, withoutCronLine } from "../src/daemon/startup.ts";
 import { parseWanted } from "../src/daemon/wanted.ts";
-import { eventually, homesPerTest, isAlive, keepersOf, processesOf, readJson, serversOf } from "./helpers/berth.ts";
+import { eventually, homesPerTest, isAlive, keepersOf, processesOf, readJson, serversOf, QUIET_WINDOW_MS } from "./helpers/berth.ts";
+
 
 const newHome = homesPerTest(afterEach);
 
@@ -68,7 +69,7 @@ describe("down", () => {
     expect(result.json).toMatchObject({ status: "down", appServer: "stopped", keeper: "stopped" });
     expect(isAlive(boot.json.pid)).toBe(false);
     expect(isAlive(boot.json.updater.pid)).toBe(false);
-    await Bun.sleep(1_500);
+    await Bun.sleep(QUIET_WINDOW_MS);
     expect(processesOf(home.home)).toEqual([]);
     const status = await home.run(["status"]);
     expect(status.json.appServer.state).toBe("stopped");
@@ -203,7 +204,7 @@ describe("uninstall", () => {
     expect(bashrc).not.toContain("berth");
     for (const line of ["# my line before", "alias ll='ls -l'", "# my line after"]) expect(bashrc).toContain(line);
     expect(readFileSync(join(userHome, ".profile"), "utf8")).toContain("# my profile");
-    await Bun.sleep(1_000);
+    await Bun.sleep(QUIET_WINDOW_MS);
     expect(processesOf(home.home)).toEqual([]);
 
     const again = await home.exec([binary, "uninstall"], { env });

@@ -139,6 +139,12 @@ export function killProcessesOf(home: string): void {
 }
 
 /** Polls a condition until it holds or the deadline passes; returns whether it held. */
+/**
+ * Absence (no restart, nothing coming back) can only be observed over a window:
+ * longer than the keeper's 250 ms poll and its first 1 s backoff.
+ */
+export const QUIET_WINDOW_MS = 1_500;
+
 export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 20): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
