@@ -5,7 +5,9 @@
  * socket: tunnel throughput each way next to a direct loopback TCP copy in
  * the same run, fs/readFile of 4 MiB, and fs/changed latency after a write.
  * Prints a markdown table; never fails a build (always exits 0).
- * Run: `bun run bench/tunnel-fs.ts`. Env: BENCH_MIB (default 64), BENCH_RUNS (default 20).
+ * Run: `bun run bench/tunnel-fs.ts`. Env: BENCH_MIB (default 64), BENCH_RUNS (default 20),
+ * BENCH_ROUNDS (direct/tunnel pairs, default 5: medians of the rounds, each ratio from its own round),
+ * BENCH_PROFILE=<dir> (the app-server writes a markdown CPU profile there).
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -16,6 +18,7 @@ import type { Socket } from "bun";
 const MIB = 1024 * 1024;
 const TOTAL_BYTES = (Number(process.env.BENCH_MIB) || 64) * MIB;
 const RUNS = Number(process.env.BENCH_RUNS) || 20;
+const ROUNDS = Number(process.env.BENCH_ROUNDS) || 5;
 const READY_TIMEOUT_MS = 15_000;
 const CALL_TIMEOUT_MS = 30_000;
 const TRANSFER_TIMEOUT_MS = 120_000;
@@ -137,12 +140,14 @@ const clientCpuMs = () => {
   return (usage.user + usage.system) / 1000;
 };
 type Cost = { server: number; client: number };
-const costs: Record<string, Cost> = {};
-async function measured<T>(name: string, run: () => Promise<T>): Promise<T> {
+/** CPU summed over all rounds, per direction. */
+const costs: Record<string, Cost> = { up: { server: 0, client: 0 }, down: { server: 0, client: 0 } };
+async function measured<T>(name: "up" | "down", run: () => Promise<T>): Promise<T> {
   const server = serverCpuMs();
   const client = clientCpuMs();
   const result = await run();
-  costs[name] = { server: serverCpuMs() - server, client: clientCpuMs() - client };
+  costs[name]!.server += serverCpuMs() - server;
+  costs[name]!.client += clientCpuMs() - client;
   return result;
 }
 
@@ -249,7 +254,9 @@ async function changeLatencies(rpc: Rpc): Promise<number[]> {
 }
 
 async function main() {
-  const proc = Bun.spawn([process.execPath, join(import.meta.dir, "..", "src", "main.ts"), "serve", "--listen", `unix://${socketPath}`], {
+  // BENCH_PROFILE=<dir>: the app-server writes a markdown CPU profile there when it stops.
+  const profile = process.env.BENCH_PROFILE ? ["--cpu-prof-md", "--cpu-prof-interval=250", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  const proc = Bun.spawn([process.execPath, ...profile, join(import.meta.dir, "..", "src", "main.ts"), "serve", "--listen", `unix://${socketPath}`], {
     env,
     stdin: "ignore",
     stdout: "ignore",
@@ -264,9 +271,10 @@ async function main() {
       if (!rpc) await Bun.sleep(50);
     }
     if (!rpc) throw new Error("berth serve did not become ready");
-    console.error(`copying ${TOTAL_BYTES / MIB} MiB each way, direct then through a tunnel…`);
-    const direct = await directCopy();
-    const tunnel = await tunnelCopy(rpc);
+    console.error(`copying ${TOTAL_BYTES / MIB} MiB each way, direct then through a tunnel, ${ROUNDS} rounds…`);
+    const rounds: Array<{ direct: { up: number; down: number }; tunnel: { up: number; down: number } }> = [];
+    for (let round = 0; round < ROUNDS; round++) rounds.push({ direct: await directCopy(), tunnel: await tunnelCopy(rpc) });
+    const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
     console.error(`fs/readFile and fs/changed, ${RUNS} runs each…`);
     const reads = await readFileTimes(rpc);
     const changes = await changeLatencies(rpc);
@@ -274,13 +282,21 @@ async function main() {
     const f = (n: number) => n.toFixed(1);
     console.log(`| measure | value | reference |`);
     console.log(`| --- | --- | --- |`);
-    console.log(`| tunnel upload (client → TCP), ${TOTAL_BYTES / MIB} MiB | ${f(tunnel.up)} MB/s | direct ${f(direct.up)} MB/s → ${(tunnel.up / direct.up).toFixed(2)}× (target ≥ 0.3×) |`);
-    console.log(`| tunnel download (TCP → client), ${TOTAL_BYTES / MIB} MiB | ${f(tunnel.down)} MB/s | direct ${f(direct.down)} MB/s → ${(tunnel.down / direct.down).toFixed(2)}× (target ≥ 0.3×) |`);
-    const perMib = (c: Cost) => `app-server ${(c.server / (TOTAL_BYTES / MIB)).toFixed(2)} ms/MiB, bench process (client + TCP peer) ${(c.client / (TOTAL_BYTES / MIB)).toFixed(2)} ms/MiB`;
+    for (const way of ["up", "down"] as const) {
+      const ratios = rounds.map((r) => r.tunnel[way] / r.direct[way]);
+      const name = way === "up" ? "tunnel upload (client → TCP)" : "tunnel download (TCP → client)";
+      const range = `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`;
+      console.log(
+        `| ${name}, ${TOTAL_BYTES / MIB} MiB × ${ROUNDS} rounds (median) | ${f(median(rounds.map((r) => r.tunnel[way])))} MB/s | direct ${f(median(rounds.map((r) => r.direct[way])))} MB/s → ${median(ratios).toFixed(2)}× (rounds ${range}; target ≥ 0.3×) |`,
+      );
+    }
+    const mibMoved = (TOTAL_BYTES / MIB) * ROUNDS;
+    const perMib = (c: Cost) => `app-server ${(c.server / mibMoved).toFixed(2)} ms/MiB, bench process (client + TCP peer) ${(c.client / mibMoved).toFixed(2)} ms/MiB`;
     console.log(`| CPU per MiB, tunnel upload | ${perMib(costs.up!)} | |`);
     console.log(`| CPU per MiB, tunnel download | ${perMib(costs.down!)} | |`);
     console.log(`| fs/readFile 4 MiB (median / p90) | ${f(median(reads))} / ${f(p90(reads))} ms | ${f(mbps(4 * MIB, median(reads)))} MB/s |`);
     console.log(`| fs/changed after a write (median / p90) | ${f(median(changes))} / ${f(p90(changes))} ms | includes the 50 ms coalescing window |`);
+    console.log(`| load average after the tunnel rounds (1/5/15 min) | ${load} | 2 cores |`);
   } catch (error) {
     console.error(`bench failed: ${(error as Error).message}`);
   } finally {
