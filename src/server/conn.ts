@@ -15,6 +15,7 @@
  */
 import type { ServerWebSocket } from "bun";
 import { logger } from "../output.ts";
+import { dataNotificationText } from "../rpc-data.ts";
 import type { Conn } from "./api/types.ts";
 
 /** Unsent output one connection may hold before it is closed (spec: 8 MiB). */
@@ -59,6 +60,11 @@ export class SocketConn implements Conn {
 
   notify(method: string, params: unknown): void {
     this.send(JSON.stringify({ jsonrpc: "2.0", method, params }));
+  }
+
+  notifyData(method: string, params: Record<string, unknown>, bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.send(dataNotificationText(method, params, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("base64")));
   }
 
   backlog(): number {

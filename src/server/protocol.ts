@@ -2,6 +2,7 @@
  * The app-server's JSON-RPC 2.0 handling, free of sockets so it can be tested
  * as a table: one text frame in, at most one reply out.
  */
+import { parseRpcText } from "../rpc-data.ts";
 import type { Method, MethodTable } from "./api/types.ts";
 
 export const RPC_PARSE_ERROR = -32700;
@@ -56,7 +57,7 @@ export function routeRpcText(text: string, session: Session, identity: () => Ini
   const reply = (r: RpcReply | undefined): Routed => (r ? { kind: "reply", reply: r } : { kind: "none" });
   let message: unknown;
   try {
-    message = JSON.parse(text);
+    message = parseRpcText(text); // what JSON.parse returns, without running the parser over a big base64 `data`
   } catch {
     return reply(failure(null, RPC_PARSE_ERROR, "parse error: each frame must be one JSON-RPC message"));
   }

@@ -69,7 +69,7 @@ class Tunnel {
       return;
     }
     if (this.closed) return;
-    this.conn.notify("tunnel/data", { tunnelId: this.id, data: data.toString("base64") });
+    this.conn.notifyData("tunnel/data", { tunnelId: this.id }, data);
     if (this.conn.backlog() > BACKLOG_PAUSE_BYTES) this.socket.pause();
   }
 

@@ -30,6 +30,11 @@ export interface Conn {
   readonly id: number;
   /** Queues a notification for this client (counted in its backlog). */
   notify(method: string, params: unknown): void;
+  /**
+   * Queues the notification `{method, params: {...params, data: base64 of bytes}}`,
+   * its text built around the base64 (no JSON.stringify over the bulk).
+   */
+  notifyData(method: string, params: Record<string, unknown>, bytes: Uint8Array): void;
   /** Bytes queued for this client and not yet written to its socket. */
   backlog(): number;
   /** Runs `listener` whenever the backlog drains; returns the unsubscribe. */

@@ -228,13 +228,8 @@ export class ManagedProcess {
     let from = sub.next.get(stream) ?? ring.start;
     while (from < ring.end && !sub.conn.closed && sub.conn.backlog() < OUTPUT_PAUSE_BYTES) {
       const read = ring.view(from, OUTPUT_CHUNK_BYTES);
-      sub.conn.notify("process/output", {
-        processId: this.processId,
-        stream,
-        offset: read.offset,
-        data: Buffer.from(read.data.buffer, read.data.byteOffset, read.data.length).toString("base64"),
-        ...(read.truncated ? { truncated: true } : {}),
-      });
+      const params = { processId: this.processId, stream, offset: read.offset, ...(read.truncated ? { truncated: true } : {}) };
+      sub.conn.notifyData("process/output", params, read.data);
       from = read.offset + read.data.length;
       sub.next.set(stream, from);
     }
