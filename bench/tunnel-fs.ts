@@ -14,6 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
+import { dataRequestText, parseRpcText } from "../src/rpc-data.ts";
 
 const MIB = 1024 * 1024;
 const TOTAL_BYTES = (Number(process.env.BENCH_MIB) || 64) * MIB;
@@ -41,14 +42,19 @@ function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> 
   ]).finally(() => clearTimeout(timer));
 }
 
-/** A minimal JSON-RPC client on Bun's WebSocket (ws+unix). */
+/**
+ * A minimal JSON-RPC client on Bun's WebSocket (ws+unix), doing what berth's
+ * client library does with bulk data: frames are parsed with parseRpcText (no
+ * JSON parser run over a big base64 `data`) and tunnel/write texts are built
+ * around the base64 (dataRequestText) instead of stringified.
+ */
 class Rpc {
   private nextId = 1;
   private readonly calls = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   readonly handlers = new Map<string, (params: any) => void>();
   private constructor(private readonly ws: WebSocket) {
     ws.onmessage = (event) => {
-      const message = JSON.parse(String(event.data));
+      const message = parseRpcText(String(event.data)) as any;
       if (typeof message.method === "string") this.handlers.get(message.method)?.(message.params);
       else {
         const call = this.calls.get(message.id);
@@ -68,8 +74,17 @@ class Rpc {
   }
   call(method: string, params?: unknown): Promise<any> {
     const id = this.nextId++;
-    const reply = new Promise<any>((resolve, reject) => this.calls.set(id, { resolve, reject }));
     this.ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+    return this.reply(id, method);
+  }
+  /** A call whose params carry `base64` as `data`. */
+  callData(method: string, params: Record<string, unknown>, base64: string): Promise<any> {
+    const id = this.nextId++;
+    this.ws.send(dataRequestText(id, method, params, base64));
+    return this.reply(id, method);
+  }
+  private reply(id: number, method: string): Promise<any> {
+    const reply = new Promise<any>((resolve, reject) => this.calls.set(id, { resolve, reject }));
     return deadline(reply, CALL_TIMEOUT_MS, method);
   }
   close() {
@@ -193,7 +208,7 @@ async function tunnelCopy(rpc: Rpc): Promise<{ up: number; down: number }> {
     const got = peer.untilReceived(TOTAL_BYTES);
     const inFlight = new Set<Promise<unknown>>();
     for (let sent = 0; sent < TOTAL_BYTES; sent += UPLOAD_CHUNK_BYTES) {
-      const write = rpc.call("tunnel/write", { tunnelId, data: chunk }).finally(() => inFlight.delete(write));
+      const write = rpc.callData("tunnel/write", { tunnelId }, chunk).finally(() => inFlight.delete(write));
       inFlight.add(write);
       if (inFlight.size >= UPLOAD_WINDOW) await Promise.race(inFlight);
     }
