@@ -5,6 +5,7 @@
  * The ssh process is SIGKILLed mid-stream to stand for a dropped network.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../src/client/connection.ts";
@@ -213,7 +214,19 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
 
   test("forward carries a local TCP port to a loopback HTTP server on the far side over tunnel/*", async () => {
     const host = await newHost();
-    const far = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => new Response(`far side says hi to ${new URL(req.url).pathname}`) });
+    // Bulk both ways too: big tunnel/write and tunnel/data frames take the client's and the server's fast paths.
+    const big = randomBytes(3 * 1024 * 1024);
+    const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+    const far = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: async (req) => {
+        const path = new URL(req.url).pathname;
+        if (path === "/big") return new Response(big);
+        if (path === "/hash") return new Response(sha(new Uint8Array(await req.arrayBuffer())));
+        return new Response(`far side says hi to ${path}`);
+      },
+    });
     try {
       const localPort = freePort();
       const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
@@ -223,6 +236,8 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
         const response = await fetch(`http://127.0.0.1:${localPort}${path}`);
         expect(await response.text()).toBe(`far side says hi to ${path}`);
       }
+      expect(sha(new Uint8Array(await (await fetch(`http://127.0.0.1:${localPort}/big`)).arrayBuffer()))).toBe(sha(big));
+      expect(await (await fetch(`http://127.0.0.1:${localPort}/hash`, { method: "POST", body: big })).text()).toBe(sha(big));
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
     } finally {

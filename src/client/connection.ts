@@ -16,6 +16,7 @@
  * failure. Every wait has a deadline; every buffer has a bound.
  */
 import { BerthError, type ErrorCode } from "../errors.ts";
+import { dataRequestText, parseRpcText } from "../rpc-data.ts";
 import { CLI_VERSION } from "../version.ts";
 import { classifyPreamble, LineSplitter, type Connected } from "./lines.ts";
 import { lastLine, remoteBerthCommand, sshCommandWords, sshFailed, SSH_CONNECTION_FAILED } from "./ssh.ts";
@@ -150,7 +151,7 @@ export class Connection {
     if (!line.trim()) return;
     let message: { id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: { code: number; message: string; data?: unknown } };
     try {
-      message = JSON.parse(line);
+      message = parseRpcText(line) as typeof message; // a tunnel/data's base64 is not run through the JSON parser
     } catch {
       return;
     }
@@ -167,14 +168,24 @@ export class Connection {
     else pending.resolve(message.result);
   }
 
-  private send(message: object): void {
+  private send(message: object | string): void {
     if (this.ended) throw new ConnectionClosed(this.ended);
-    this.child.stdin.write(`${JSON.stringify(message)}\n`);
+    this.child.stdin.write(`${typeof message === "string" ? message : JSON.stringify(message)}\n`);
     this.child.stdin.flush();
   }
 
   /** A JSON-RPC request; rejects with RpcError (the server's), ConnectionClosed or a timeout. */
   call<T = any>(method: string, params: unknown = {}, timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
+    return this.request(method, (id) => ({ jsonrpc: "2.0", id, method, params }), timeoutMs);
+  }
+
+  /** A call whose params carry `bytes` as base64 `data` (tunnel/write, process/write, fs/writeFile), its text built around the base64. */
+  callData<T = any>(method: string, params: Record<string, unknown>, bytes: Uint8Array, timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
+    const base64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("base64");
+    return this.request(method, (id) => dataRequestText(id, method, params, base64), timeoutMs);
+  }
+
+  private request<T>(method: string, message: (id: number) => object | string, timeoutMs: number): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -183,7 +194,7 @@ export class Connection {
       }, timeoutMs);
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
       try {
-        this.send({ jsonrpc: "2.0", id, method, params });
+        this.send(message(id));
       } catch (error) {
         clearTimeout(timer);
         this.pending.delete(id);

@@ -27,7 +27,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
     c.on("tunnel/data", (p: { tunnelId: string; data: string }) => {
       const socket = byTunnel.get(p.tunnelId);
       if (!socket) return;
-      const bytes = new Uint8Array(Buffer.from(p.data, "base64"));
+      const bytes: Uint8Array = Buffer.from(p.data, "base64");
       const local = socket.data;
       if (local.backlog.length > 0) local.backlog.push(bytes);
       else {
@@ -62,6 +62,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
   wire(conn);
 
   const send = (method: string, params: object) => conn.call(method, params).catch(() => undefined);
+  const write = (tunnelId: string, bytes: Uint8Array) => conn.callData("tunnel/write", { tunnelId }, bytes).catch(() => undefined);
   let listener: TCPSocketListener<Local>;
   try {
     listener = Bun.listen<Local>({
@@ -76,7 +77,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
               if (socket.data.closed) return void send("tunnel/close", { tunnelId });
               socket.data.tunnelId = tunnelId;
               byTunnel.set(tunnelId, socket);
-              for (const chunk of socket.data.pending.splice(0)) void send("tunnel/write", { tunnelId, data: Buffer.from(chunk).toString("base64") });
+              for (const chunk of socket.data.pending.splice(0)) void write(tunnelId, chunk);
             })
             .catch((error) => {
               process.stderr.write(`berth: ${host} refused the tunnel to ${spec.remoteHost}:${spec.remotePort}: ${(error as Error).message}\n`);
@@ -86,7 +87,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
         data(socket, chunk) {
           const { tunnelId } = socket.data;
           if (tunnelId === undefined) socket.data.pending.push(new Uint8Array(chunk));
-          else void send("tunnel/write", { tunnelId, data: Buffer.from(chunk).toString("base64") });
+          else void write(tunnelId, chunk);
         },
         drain(socket) {
           const local = socket.data;
