@@ -14,7 +14,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
+import { raiseUnixSendBuffers } from "../src/platform/ffi.ts";
 import { dataRequestText, parseRpcText } from "../src/rpc-data.ts";
+import { UNIX_SEND_BUFFER_BYTES } from "../src/server/conn.ts";
 
 const MIB = 1024 * 1024;
 const TOTAL_BYTES = (Number(process.env.BENCH_MIB) || 64) * MIB;
@@ -46,7 +48,8 @@ function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> 
  * A minimal JSON-RPC client on Bun's WebSocket (ws+unix), doing what berth's
  * client library does with bulk data: frames are parsed with parseRpcText (no
  * JSON parser run over a big base64 `data`) and tunnel/write texts are built
- * around the base64 (dataRequestText) instead of stringified.
+ * around the base64 (dataRequestText) instead of stringified, and its socket's
+ * kernel send buffer is raised as `berth connect` raises its own on its first backlog.
  */
 class Rpc {
   private nextId = 1;
@@ -68,6 +71,7 @@ class Rpc {
     const ws = new WebSocket(`ws+unix://${path}`);
     await deadline(new Promise<void>((resolve, reject) => ((ws.onopen = () => resolve()), (ws.onerror = () => reject(new Error("connect failed"))))), 2_000, "connect");
     const rpc = new Rpc(ws);
+    raiseUnixSendBuffers(path, UNIX_SEND_BUFFER_BYTES);
     await rpc.call("initialize", { clientInfo: { name: "bench-tunnel-fs", version: "1" } });
     ws.send(JSON.stringify({ jsonrpc: "2.0", method: "initialized" }));
     return rpc;

@@ -1,9 +1,11 @@
 /**
  * Every foreign call berth makes lives here: flock(2) for locks that die with
- * their holder, on macOS proc_pidinfo(2) for a process's kernel start time, and
- * the peer credentials of a Unix socket (who really listens on it).
+ * their holder, on macOS proc_pidinfo(2) for a process's kernel start time,
+ * the peer credentials of a Unix socket (who really listens on it), and on
+ * Linux the send buffers of Unix sockets that carry bulk data.
  */
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { readdirSync } from "node:fs";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -307,3 +309,108 @@ export function pollReadable(fd: number, timeoutMs: number): "readable" | "timeo
   return count === 0 ? "timeout" : "interrupted";
 }
 // ─── end of perf block ─────────────────────────────────────────────────────────
+
+// ─── tunnel block (issue 12): Unix socket send buffers ─────────────────────────
+// Its own lazy dlopen, so a process that never moves bulk data never loads it.
+
+const SOL_SOCKET = 1; // Linux
+const SO_SNDBUF = 7;
+const SO_DOMAIN = 39;
+const SOCKADDR_UN_BYTES = 110;
+
+type SocketLibc = {
+  getsockopt(fd: number, level: number, name: number, value: Pointer, length: Pointer): number;
+  setsockopt(fd: number, level: number, name: number, value: Pointer, length: number): number;
+  getsockname(fd: number, address: Pointer, length: Pointer): number;
+  getpeername(fd: number, address: Pointer, length: Pointer): number;
+};
+
+let socketLibc: SocketLibc | null | undefined;
+
+function openSocketLibc(): SocketLibc | undefined {
+  if (socketLibc !== undefined) return socketLibc ?? undefined;
+  socketLibc = null;
+  if (process.platform !== "linux") return undefined;
+  for (const name of libcCandidates()) {
+    try {
+      const address = { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } as const;
+      const lib = dlopen(name, {
+        getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+        setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+        getsockname: address,
+        getpeername: address,
+      });
+      const symbols = lib.symbols as Record<string, (...args: unknown[]) => unknown>;
+      socketLibc = {
+        getsockopt: (fd, level, option, value, length) => symbols.getsockopt!(fd, level, option, value, length) as number,
+        setsockopt: (fd, level, option, value, length) => symbols.setsockopt!(fd, level, option, value, length) as number,
+        getsockname: (fd, addr, length) => symbols.getsockname!(fd, addr, length) as number,
+        getpeername: (fd, addr, length) => symbols.getpeername!(fd, addr, length) as number,
+      };
+      return socketLibc;
+    } catch {
+      // try the next name
+    }
+  }
+  return undefined;
+}
+
+function intOption(c: SocketLibc, fd: number, option: number): number | undefined {
+  const value = new Int32Array(1);
+  const length = new Uint32Array([4]);
+  return c.getsockopt(fd, SOL_SOCKET, option, ptr(value), ptr(length)) === 0 ? (value[0] as number) : undefined;
+}
+
+/** The path of a Unix socket address read by getsockname/getpeername, or undefined. */
+function socketPath(c: SocketLibc, fd: number, which: "getsockname" | "getpeername"): string | undefined {
+  const address = new Uint8Array(SOCKADDR_UN_BYTES);
+  const length = new Uint32Array([SOCKADDR_UN_BYTES]);
+  if (c[which](fd, ptr(address), ptr(length)) !== 0) return undefined;
+  const end = Math.min(length[0] as number, SOCKADDR_UN_BYTES);
+  if (end <= 2) return undefined;
+  const nul = address.indexOf(0, 2);
+  return Buffer.from(address.subarray(2, nul >= 0 && nul < end ? nul : end)).toString();
+}
+
+/** This process's Unix sockets bound or connected to `path` (accepted and client ends), by fd. */
+function unixSocketsOn(c: SocketLibc, path: string): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc/self/fd");
+  } catch {
+    return [];
+  }
+  const found: number[] = [];
+  for (const entry of entries) {
+    const fd = Number(entry);
+    if (intOption(c, fd, SO_DOMAIN) !== AF_UNIX) continue; // not a socket, or not a Unix one
+    if (socketPath(c, fd, "getsockname") === path || socketPath(c, fd, "getpeername") === path) found.push(fd);
+  }
+  return found;
+}
+
+/**
+ * Raises SO_SNDBUF to `bytes` on each of this process's Unix sockets bound or
+ * connected to `path` whose buffer is smaller (Linux; elsewhere nothing).
+ * Linux's default (208 KiB) splits every 700 KB data frame into several
+ * writes and wake-ups on both ends. Returns how many sockets were raised.
+ */
+export function raiseUnixSendBuffers(path: string, bytes: number): number {
+  const c = openSocketLibc();
+  if (!c) return 0;
+  let raised = 0;
+  for (const fd of unixSocketsOn(c, path)) {
+    // Linux reports twice what was set (its bookkeeping overhead).
+    if ((intOption(c, fd, SO_SNDBUF) ?? 0) >= bytes * 2) continue;
+    if (c.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, ptr(new Int32Array([bytes])), 4) === 0) raised += 1;
+  }
+  return raised;
+}
+
+/** SO_SNDBUF of each of this process's Unix sockets on `path`, as Linux reports it (empty elsewhere). */
+export function unixSendBufferBytes(path: string): number[] {
+  const c = openSocketLibc();
+  if (!c) return [];
+  return unixSocketsOn(c, path).map((fd) => intOption(c, fd, SO_SNDBUF) ?? 0);
+}
+// ─── end of tunnel block ───────────────────────────────────────────────────────

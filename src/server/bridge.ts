@@ -10,6 +10,9 @@ import type { Context } from "../daemon/context.ts";
 import { logger } from "../output.ts";
 import { CLI_VERSION } from "../version.ts";
 import { probeInitialize } from "./client.ts";
+import { raiseUnixSendBuffers } from "../platform/ffi.ts";
+import { parseRpcText } from "../rpc-data.ts";
+import { UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
 import { MAX_FRAME_BYTES } from "./serve.ts";
 
 /** Protocol version announced in the `connected` line. */
@@ -48,7 +51,7 @@ type PausableWebSocket = WebSocket & { pause(): boolean; resume(): boolean };
 /** Pure: the key of a request's id (undefined for notifications, replies and anything unparsable). */
 export function requestKey(text: string): string | undefined {
   try {
-    const message = JSON.parse(text) as Record<string, unknown> | null;
+    const message = parseRpcText(text) as Record<string, unknown> | null; // a big tunnel/write's base64 is not run through JSON.parse
     if (typeof message !== "object" || message === null || !("id" in message)) return undefined;
     return typeof message.method === "string" || !("result" in message || "error" in message) ? JSON.stringify(message.id) : undefined;
   } catch {
@@ -138,7 +141,7 @@ export async function openBridge(ctx: Context, options: { start: boolean }): Pro
       cliVersion: CLI_VERSION,
       socketPath: ctx.socket.path,
     },
-    run: () => runBridge(ws),
+    run: () => runBridge(ws, undefined, undefined, () => void raiseUnixSendBuffers(ctx.socket.path, UNIX_SEND_BUFFER_BYTES)),
   };
 }
 
@@ -156,7 +159,14 @@ async function writeAllToStdout(lines: string[]): Promise<void> {
 }
 
 /** Pumps both ways until stdin ends (0), the server closes (75) or a line is too long (65). */
-export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(), write: (lines: string[]) => Promise<unknown> = writeAllToStdout): Promise<number> {
+export async function runBridge(
+  ws: PausableWebSocket,
+  stdin: ReadableStream<Uint8Array> = Bun.stdin.stream(),
+  write: (lines: string[]) => Promise<unknown> = writeAllToStdout,
+  /** Runs once, the first time a send leaves bytes unsent (openBridge raises the socket's send buffer there, as the server does). */
+  onFirstBacklog: () => void = () => {},
+): Promise<number> {
+  let widen: (() => void) | undefined = onFirstBacklog;
   let finish!: (code: number) => void;
   const finished = new Promise<number>((resolve) => (finish = resolve));
   let closedByUs = false;
@@ -228,6 +238,10 @@ export async function runBridge(ws: PausableWebSocket, stdin: ReadableStream<Uin
           const key = requestKey(text);
           if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
           ws.send(text);
+          if (widen && ws.bufferedAmount > 0) {
+            widen();
+            widen = undefined;
+          }
         }
         if (tooLong) {
           logger.error(`berth connect: a stdin line is longer than ${MAX_FRAME_BYTES} bytes (the frame limit); closing.`);

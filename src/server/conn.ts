@@ -12,6 +12,9 @@
  *   queued and its socket is not read until they are done (TCP backpressure),
  *   so a client pipelining big writes cannot make the server hold all of
  *   them at once.
+ * - the first time a send leaves bytes unsent, `onFirstBacklog` runs once
+ *   (serve.ts raises the Unix socket's kernel send buffer there, so bulk
+ *   connections, and only they, write a data frame in one go).
  */
 import type { ServerWebSocket } from "bun";
 import { logger } from "../output.ts";
@@ -30,6 +33,14 @@ export const PAUSE_READING_BYTES = 1024 * 1024;
 export const MAX_IN_FLIGHT_REQUEST_BYTES = 16 * 1024 * 1024;
 /** Requests one paused connection may queue before it is closed. */
 export const MAX_PENDING_REQUEST_BYTES = 8 * 1024 * 1024;
+/**
+ * Kernel send buffer asked for a Unix-socket connection once it has a
+ * backlog. Linux's 208 KiB default cut each 700 KB data frame into four
+ * writes, each a wake-up on both ends; this lets one go out whole (tunnel
+ * download 0.28× → 0.39× a direct copy). Linux counts it twice: at most
+ * 2 MiB of kernel memory per such connection, beside MAX_BACKLOG_BYTES.
+ */
+export const UNIX_SEND_BUFFER_BYTES = 1024 * 1024;
 /** A connection closed for its backlog gets this long for the close handshake, then is cut. */
 export const CLOSE_HANDSHAKE_MS = 1_000;
 export const CLOSE_POLICY = 1008;
@@ -48,6 +59,7 @@ export class SocketConn implements Conn {
     private readonly ws: ServerWebSocket<unknown>,
     /** Handles one frame; a promise means its reply is still to come (the request counts as in flight until then). */
     private readonly handle: (text: string) => Promise<unknown> | undefined,
+    private onFirstBacklog?: () => void,
   ) {}
 
   /** Sends one message; closes the connection when its backlog passes the cap. */
@@ -56,6 +68,15 @@ export class SocketConn implements Conn {
     const status = this.ws.send(text);
     if (status === 0) this.shut(CLOSE_TRY_AGAIN, "message dropped under backpressure; reconnect");
     else if (this.ws.getBufferedAmount() > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
+    else if (status === -1 && this.onFirstBacklog) {
+      const hook = this.onFirstBacklog;
+      this.onFirstBacklog = undefined;
+      try {
+        hook();
+      } catch (error) {
+        logger.warn(`connection ${this.id}: ${String(error)}`);
+      }
+    }
   }
 
   notify(method: string, params: unknown): void {

@@ -11,7 +11,8 @@ import { CLI_VERSION } from "../version.ts";
 import { socketAcceptsConnections } from "./client.ts";
 import { createApi } from "./api/index.ts";
 import { runMethod } from "./api/dispatch.ts";
-import { SocketConn } from "./conn.ts";
+import { SocketConn, UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
+import { raiseUnixSendBuffers } from "../platform/ffi.ts";
 import { logger } from "../output.ts";
 import { routeRpcText, type InitializeResult, type Session } from "./protocol.ts";
 import { bearerMatches, parseListen } from "./token.ts";
@@ -107,7 +108,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     closeOnBackpressureLimit: false,
     idleTimeout: 0,
     open(ws: ServerWebSocket<Client>) {
-      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text)) };
+      // On its first backlog, a bulk connection gets a bigger kernel send buffer (a TCP one finds nothing on the path).
+      const widen = () => void raiseUnixSendBuffers(options.socketPath, UNIX_SEND_BUFFER_BYTES);
+      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen) };
     },
     message(ws: ServerWebSocket<Client>, message: string | Buffer) {
       const conn = ws.data.conn as SocketConn;
