@@ -321,3 +321,21 @@ test("a TCP peer that never reads: writes beyond the per-tunnel queue bound fail
   }
   expect(await eventually(() => target.peers.every((peer) => peer.closed), WAIT_MS)).toBe(true);
 }, TEST_TIMEOUT_MS);
+
+test("writes pipelined to a TCP peer that is not reading yet arrive intact once it reads (queued bytes are the client's, not a reused decode buffer)", async () => {
+  const target = tcpServer((peer) => peer.socket.pause());
+  const { tunnelId } = await client.call("tunnel/open", { host: "127.0.0.1", port: target.port });
+  expect(await eventually(() => target.peers.length === 1, WAIT_MS)).toBe(true);
+  const peer = target.peers[0]!;
+  // 6 MiB of distinct chunks, all sent before any reply: more than the kernel takes from a peer that does not read, less than the queue bound.
+  const chunks = Array.from({ length: 12 }, (_, i) => pattern(512 * 1024, `pipelined-${i}`));
+  const writes = chunks.map((chunk) => client.request("tunnel/write", { tunnelId, data: chunk.toString("base64") }, WAIT_MS * 3));
+  // Frames are handled in order: once this is answered, every write has been decoded and queued. Then the peer reads.
+  await client.call("system/info");
+  peer.socket.resume();
+  for (const reply of await Promise.all(writes)) expect(reply.error).toBeUndefined();
+  const total = 12 * 512 * 1024;
+  expect(await eventually(() => peer.bytes === total, WAIT_MS * 3)).toBe(true);
+  expect(peer.hash.digest("hex")).toBe(createHash("sha256").update(Buffer.concat(chunks)).digest("hex"));
+  await client.call("tunnel/close", { tunnelId });
+}, TEST_TIMEOUT_MS);

@@ -7,7 +7,7 @@
  */
 import type { Socket } from "bun";
 import { describeError } from "../../errors.ts";
-import { arrayOf, base64, int, nonEmptyStr, params, str } from "./params.ts";
+import { arrayOf, base64Transient, int, nonEmptyStr, params, str } from "./params.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, method, type ApiFamily, type Conn } from "./types.ts";
 
 /** Reading a TCP socket pauses while the connection has more than this queued for the client (spec). */
@@ -86,6 +86,7 @@ class Tunnel {
     if (!this.closed && this.conn.backlog() <= BACKLOG_PAUSE_BYTES) this.socket.resume();
   }
 
+  /** `data` may be reused by the caller once this returns its promise (params base64Transient): what stays queued is copied. */
   async write(data: Uint8Array): Promise<void> {
     if (this.ending) throw new ApiError(API_NOT_FOUND, `tunnel ${this.id} is closing`);
     if (this.queued + data.length > WRITE_QUEUE_MAX_BYTES) {
@@ -94,6 +95,8 @@ class Tunnel {
     this.queue.push(data);
     this.queued += data.length;
     this.flush();
+    const last = this.queue.length - 1;
+    if (last >= 0 && this.queue[last]!.buffer === data.buffer) this.queue[last] = new Uint8Array(this.queue[last]!); // a copy
     if (this.queued > WRITE_QUEUE_LOW_BYTES && !this.closed) await new Promise<void>((resolve) => this.waiters.push(resolve));
   }
 
@@ -235,7 +238,8 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
     methods: {
       "tunnel/open": method(params({ host: nonEmptyStr, port: int(1, 65_535) }), (p, conn) => open(p.host, p.port, conn)),
       "tunnel/write": {
-        ...method(params({ tunnelId: nonEmptyStr, data: base64 }), async (p, conn) => {
+        // Transient bytes: Tunnel.write writes them at once and copies only what the socket leaves.
+        ...method(params({ tunnelId: nonEmptyStr, data: base64Transient }), async (p, conn) => {
           await find(p.tunnelId, conn).write(p.data);
           return {};
         }),
