@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { raiseUnixSendBuffers } from "../src/platform/ffi.ts";
-import { dataRequestText, parseRpcText } from "../src/rpc-data.ts";
+import { dataRequestText, parseRpcText, reusableBase64Decoder } from "../src/rpc-data.ts";
 import { UNIX_SEND_BUFFER_BYTES } from "../src/server/conn.ts";
 
 const MIB = 1024 * 1024;
@@ -48,7 +48,8 @@ function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> 
  * A minimal JSON-RPC client on Bun's WebSocket (ws+unix), doing what berth's
  * client library does with bulk data: frames are parsed with parseRpcText (no
  * JSON parser run over a big base64 `data`) and tunnel/write texts are built
- * around the base64 (dataRequestText) instead of stringified, and its socket's
+ * around the base64 (dataRequestText) instead of stringified, tunnel/data is
+ * decoded into a reused buffer (reusableBase64Decoder, as remote forward does), and its socket's
  * kernel send buffer is raised as `berth connect` raises its own on its first backlog.
  */
 class Rpc {
@@ -200,8 +201,9 @@ async function tunnelCopy(rpc: Rpc): Promise<{ up: number; down: number }> {
   const peer = tcpPeer();
   let clientReceived = 0;
   let onClient: () => void = () => {};
+  const decode = reusableBase64Decoder(); // as remote forward does: the bytes go straight into a socket
   rpc.handlers.set("tunnel/data", (p) => {
-    clientReceived += Buffer.from(p.data, "base64").length;
+    clientReceived += decode(p.data).length;
     onClient();
   });
   const { tunnelId } = await rpc.call("tunnel/open", { host: "127.0.0.1", port: peer.port });

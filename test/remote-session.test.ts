@@ -5,6 +5,7 @@
  * The ssh process is SIGKILLed mid-stream to stand for a dropped network.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -242,6 +243,44 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       expect(await forward.proc.exited).toBe(0);
     } finally {
       await far.stop(true);
+    }
+  }, 120_000);
+
+  test("forward keeps every byte for a local reader that pauses while the far side sends (tunnel/data queued behind a slow socket)", async () => {
+    const host = await newHost();
+    const big = randomBytes(3 * 1024 * 1024);
+    let farSent = 0;
+    // A far TCP server that sends `big` to whoever connects, honouring backpressure.
+    const pump = (socket: Socket<undefined>) => {
+      while (farSent < big.length) {
+        const written = socket.write(big.subarray(farSent));
+        if (written <= 0) return;
+        farSent += written;
+      }
+      socket.end();
+    };
+    const far = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: pump, drain: pump, data() {} } });
+    const received: Buffer[] = [];
+    let closed = false;
+    try {
+      const localPort = freePort();
+      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
+      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const local = await Bun.connect({
+        hostname: "127.0.0.1",
+        port: localPort,
+        socket: { data: (_s, d) => void received.push(Buffer.from(d)), close: () => void (closed = true) },
+      });
+      local.pause();
+      // Everything has left the far side: most of it now waits in the forward's queue for the paused reader.
+      expect(await eventually(() => farSent === big.length, 30_000)).toBe(true);
+      local.resume();
+      expect(await eventually(() => closed, 30_000)).toBe(true);
+      expect(createHash("sha256").update(Buffer.concat(received)).digest("hex")).toBe(createHash("sha256").update(big).digest("hex"));
+      forward.proc.kill("SIGINT");
+      expect(await forward.proc.exited).toBe(0);
+    } finally {
+      far.stop(true);
     }
   }, 120_000);
 });

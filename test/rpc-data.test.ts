@@ -3,7 +3,15 @@
 // and take the fast path where it is meant to; the built texts must parse to
 // the object JSON.stringify would have written.
 import { describe, expect, test } from "bun:test";
-import { dataNotificationText, dataRequestText, FAST_PARSE_MIN_CHARS, FAST_PARSE_REST_MAX_CHARS, parseDataFrame, parseRpcText } from "../src/rpc-data.ts";
+import {
+  dataNotificationText,
+  dataRequestText,
+  FAST_PARSE_MIN_CHARS,
+  FAST_PARSE_REST_MAX_CHARS,
+  parseDataFrame,
+  parseRpcText,
+  reusableBase64Decoder,
+} from "../src/rpc-data.ts";
 
 /** Base64 long enough for the fast path on its own (a frame of at least FAST_PARSE_MIN_CHARS). */
 const BIG = Buffer.alloc(FAST_PARSE_MIN_CHARS, 0xa7).toString("base64");
@@ -115,5 +123,17 @@ describe("texts built around the base64", () => {
         expect(JSON.parse(text)).toEqual({ jsonrpc: "2.0", id, method: "tunnel/write", params: { ...params, data: "AAAA" } });
       });
     }
+  }
+});
+
+test("reusableBase64Decoder gives Buffer.from's bytes, in one buffer reused by the next call", () => {
+  const decode = reusableBase64Decoder();
+  const inputs = [BIG, "", "Zm9v", "Zm8", "Zg==", "Zm9!v", "ab-_", "Zm9v\nYg==", Buffer.alloc(700 * 1024, 9).toString("base64"), "QQ"];
+  let previous: Uint8Array | undefined;
+  for (const text of inputs) {
+    const bytes = decode(text);
+    expect(Buffer.from(bytes).equals(Buffer.from(text, "base64"))).toBe(true);
+    if (previous && text.length <= BIG.length) expect(bytes.buffer).toBe(previous.buffer); // no new allocation below the largest size seen
+    previous = bytes;
   }
 });

@@ -10,15 +10,18 @@ import type { Socket, TCPSocketListener } from "bun";
 import { BerthError } from "../errors.ts";
 import type { StreamingResult } from "../streaming.ts";
 import type { Forward } from "./args.ts";
+import { reusableBase64Decoder } from "../rpc-data.ts";
 import { connect, type Connection } from "./connection.ts";
+import { SocketQueue } from "./socket-queue.ts";
 import { reconnectDelayMs } from "./offsets.ts";
 
 /** Bytes from the far side waiting for a slow local socket; past this the local socket is closed. */
 const LOCAL_BACKLOG_MAX_BYTES = 8 * 1024 * 1024;
 
-type Local = { tunnelId?: string; pending: Uint8Array[]; backlog: Uint8Array[]; backlogBytes: number; closed: boolean };
+type Local = { tunnelId?: string; pending: Uint8Array[]; backlog: SocketQueue; closed: boolean };
 
 export async function forward(host: string, spec: Forward): Promise<StreamingResult> {
+  const decode = reusableBase64Decoder();
   let conn: Connection = await connect(host);
   const byTunnel = new Map<string, Socket<Local>>();
   let stopping = false;
@@ -27,15 +30,8 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
     c.on("tunnel/data", (p: { tunnelId: string; data: string }) => {
       const socket = byTunnel.get(p.tunnelId);
       if (!socket) return;
-      const bytes: Uint8Array = Buffer.from(p.data, "base64");
-      const local = socket.data;
-      if (local.backlog.length > 0) local.backlog.push(bytes);
-      else {
-        const written = socket.write(bytes);
-        if (written < bytes.length) local.backlog.push(bytes.subarray(written));
-      }
-      local.backlogBytes = local.backlog.reduce((sum, chunk) => sum + chunk.length, 0);
-      if (local.backlogBytes > LOCAL_BACKLOG_MAX_BYTES) socket.end();
+      // decode() reuses its buffer; the queue copies what the socket does not take.
+      if (socket.data.backlog.push(socket, decode(p.data)) > LOCAL_BACKLOG_MAX_BYTES) socket.end();
     });
     c.on("tunnel/closed", (p: { tunnelId: string }) => {
       byTunnel.get(p.tunnelId)?.end();
@@ -70,7 +66,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
       port: spec.localPort,
       socket: {
         open(socket) {
-          socket.data = { pending: [], backlog: [], backlogBytes: 0, closed: false };
+          socket.data = { pending: [], backlog: new SocketQueue(), closed: false };
           conn
             .call<{ tunnelId: string }>("tunnel/open", { host: spec.remoteHost, port: spec.remotePort })
             .then(({ tunnelId }) => {
@@ -90,17 +86,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
           else void write(tunnelId, chunk);
         },
         drain(socket) {
-          const local = socket.data;
-          while (local.backlog.length > 0) {
-            const chunk = local.backlog[0] as Uint8Array;
-            const written = socket.write(chunk);
-            if (written < chunk.length) {
-              local.backlog[0] = chunk.subarray(written);
-              break;
-            }
-            local.backlog.shift();
-          }
-          local.backlogBytes = local.backlog.reduce((sum, chunk) => sum + chunk.length, 0);
+          socket.data.backlog.drain(socket);
         },
         close(socket) {
           socket.data.closed = true;

@@ -4,6 +4,7 @@
  * ApiError(-32602) whose message names the param.
  */
 import { isAbsolute } from "node:path";
+import { reusableBase64Decoder } from "../../rpc-data.ts";
 import { API_INVALID_PARAMS, ApiError } from "./types.ts";
 
 export type Check<T> = (value: unknown, name: string) => T;
@@ -49,8 +50,8 @@ export const absPath: Check<string> = (v, name) => {
  */
 export const base64: Check<Uint8Array> = (v, name) => checkedBase64(v, name, (text) => Buffer.from(text, "base64"));
 
-/** Reused by base64Transient; grows to the largest data seen (at most a frame's worth, 768 KiB). */
-let scratch = Buffer.allocUnsafe(0);
+/** Its buffer grows to the largest data seen: at most a frame's worth, 768 KiB. */
+const decodeTransient = reusableBase64Decoder();
 
 /**
  * base64, by the same rules, decoded into one buffer reused by the next
@@ -58,12 +59,7 @@ let scratch = Buffer.allocUnsafe(0);
  * awaits, and a handler must copy what it keeps. For tunnel/write, whose
  * bytes usually go straight into a socket: a 512 KiB allocation less per call.
  */
-export const base64Transient: Check<Uint8Array> = (v, name) =>
-  checkedBase64(v, name, (text) => {
-    const most = Math.ceil((text.length * 3) / 4);
-    if (scratch.length < most) scratch = Buffer.allocUnsafe(most);
-    return scratch.subarray(0, scratch.write(text, 0, "base64"));
-  });
+export const base64Transient: Check<Uint8Array> = (v, name) => checkedBase64(v, name, decodeTransient);
 
 function checkedBase64(v: unknown, name: string, decode: (text: string) => Uint8Array): Uint8Array {
   if (typeof v !== "string") throw invalid(name, "base64 data");
