@@ -5,13 +5,13 @@
  * The ssh process is SIGKILLed mid-stream to stand for a dropped network.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import type { Socket } from "bun";
 import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../src/client/connection.ts";
 import { BUN, eventually, installRelease, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
+import { tcpSender } from "./helpers/tcp-sender.ts";
 import { connectSshUnder, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const LINES = 400;
@@ -249,17 +249,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
   test("forward keeps every byte for a local reader that pauses while the far side sends (tunnel/data queued behind a slow socket)", async () => {
     const host = await newHost();
     const big = randomBytes(3 * 1024 * 1024);
-    let farSent = 0;
-    // A far TCP server that sends `big` to whoever connects, honouring backpressure.
-    const pump = (socket: Socket<undefined>) => {
-      while (farSent < big.length) {
-        const written = socket.write(big.subarray(farSent));
-        if (written <= 0) return;
-        farSent += written;
-      }
-      socket.end();
-    };
-    const far = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: pump, drain: pump, data() {} } });
+    const far = tcpSender(big, { end: true });
     const received: Buffer[] = [];
     let closed = false;
     try {
@@ -273,14 +263,14 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       });
       local.pause();
       // Everything has left the far side: most of it now waits in the forward's queue for the paused reader.
-      expect(await eventually(() => farSent === big.length, 30_000)).toBe(true);
+      expect(await eventually(() => far.sent() === big.length, 30_000)).toBe(true);
       local.resume();
       expect(await eventually(() => closed, 30_000)).toBe(true);
       expect(createHash("sha256").update(Buffer.concat(received)).digest("hex")).toBe(createHash("sha256").update(big).digest("hex"));
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
     } finally {
-      far.stop(true);
+      far.stop();
     }
   }, 120_000);
 });

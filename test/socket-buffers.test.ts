@@ -4,11 +4,11 @@
 // backlog (seen from outside with `ss`, as the kernel reports it).
 import { afterAll, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
-import type { Socket } from "bun";
 import { raiseUnixSendBuffers, unixSendBufferBytes } from "../src/platform/ffi.ts";
 import { UNIX_SEND_BUFFER_BYTES } from "../src/server/conn.ts";
 import { eventually, makeHome, type TestHome } from "./helpers/berth.ts";
 import { connectFixtures } from "./helpers/connect.ts";
+import { tcpSender } from "./helpers/tcp-sender.ts";
 import { RpcClient, startAppServer, type AppServer } from "./helpers/rpc-client.ts";
 
 const WAIT_MS = 20_000;
@@ -72,17 +72,7 @@ test.skipIf(!ssAvailable)("the app-server raises a connection's send buffer when
   homes.push(home);
   let server: AppServer | undefined;
   let client: RpcClient | undefined;
-  // A TCP peer that sends 4 MiB, honouring its socket's backpressure.
-  const payload = Buffer.alloc(4 * MIB, 7);
-  let sent = 0;
-  const pump = (socket: Socket<undefined>) => {
-    while (sent < payload.length) {
-      const written = socket.write(payload.subarray(sent));
-      if (written <= 0) return;
-      sent += written;
-    }
-  };
-  const peer = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: pump, drain: pump, data() {} } });
+  const peer = tcpSender(Buffer.alloc(4 * MIB, 7));
   try {
     server = await startAppServer(home);
     client = await RpcClient.open(server.socket);
@@ -102,7 +92,7 @@ test.skipIf(!ssAvailable)("the app-server raises a connection's send buffer when
   } finally {
     client?.destroy();
     await server?.stop();
-    peer.stop(true);
+    peer.stop();
   }
 }, 60_000);
 
