@@ -36,9 +36,10 @@ export const MAX_PENDING_REQUEST_BYTES = 8 * 1024 * 1024;
 /**
  * Kernel send buffer asked for a Unix-socket connection once it has a
  * backlog. Linux's 208 KiB default cut each 700 KB data frame into four
- * writes, each a wake-up on both ends; this lets one go out whole (tunnel
- * download 0.28× → 0.39× a direct copy). Linux counts it twice: at most
- * 2 MiB of kernel memory per such connection, beside MAX_BACKLOG_BYTES.
+ * writes, each a wake-up on both ends; this lets one go out whole (the
+ * largest single gain in bench/README.md's tunnel rows). Linux counts it
+ * twice: at most 2 MiB of kernel memory per such connection, beside
+ * MAX_BACKLOG_BYTES.
  */
 export const UNIX_SEND_BUFFER_BYTES = 1024 * 1024;
 /** A connection closed for its backlog gets this long for the close handshake, then is cut. */
