@@ -80,15 +80,15 @@ test.skipIf(!ssAvailable)("the app-server raises a connection's send buffer when
     const pid = server.pid;
     // Small replies leave no backlog: the default buffer stays.
     await client.call("system/info", {});
-    const before = sendBuffersOf(pid, socketPath);
-    expect(before).toHaveLength(1);
-    expect(before[0]).toBeLessThan(UNIX_SEND_BUFFER_BYTES * 2);
+    const before = sendBuffersOf(pid, socketPath); // ours, and perhaps the readiness probe's if not yet closed
+    expect(before.length).toBeGreaterThan(0);
+    expect(Math.max(...before)).toBeLessThan(UNIX_SEND_BUFFER_BYTES * 2);
 
     let received = 0;
     client.on("tunnel/data", (p) => (received += Buffer.from(p.data, "base64").length));
     await client.call("tunnel/open", { host: "127.0.0.1", port: peer.port });
     expect(await eventually(() => received >= 4 * MIB, WAIT_MS)).toBe(true);
-    expect(await eventually(() => (sendBuffersOf(pid, socketPath)[0] ?? 0) >= UNIX_SEND_BUFFER_BYTES * 2, WAIT_MS)).toBe(true);
+    expect(await eventually(() => Math.min(...sendBuffersOf(pid, socketPath)) >= UNIX_SEND_BUFFER_BYTES * 2, WAIT_MS)).toBe(true);
   } finally {
     client?.destroy();
     await server?.stop();
