@@ -181,6 +181,26 @@ describe("the connection preamble", () => {
     expect(splitter.push(new Uint8Array([...euro.subarray(1), 10]))).toEqual(["b€"]);
     expect(() => splitter.push(bytes("x".repeat(100)))).toThrow();
   });
+  test("LineSplitter gives the lines of the whole stream however it is cut", () => {
+    const stream = bytes(`one\n\ntwo €\n${"x".repeat(5_000)}\n€€\nthree\nunfinished €`);
+    const whole = new TextDecoder().decode(stream).split("\n").slice(0, -1);
+    let seed = 7;
+    const random = (n: number) => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) % n;
+    for (const most of [1, 2, 3, 7, 64, 4_096, stream.length]) {
+      const splitter = new LineSplitter(10_000);
+      const lines: string[] = [];
+      for (let at = 0; at < stream.length; ) {
+        const size = 1 + random(most);
+        lines.push(...splitter.push(stream.subarray(at, at + size)));
+        at += size;
+      }
+      expect(lines).toEqual(whole);
+    }
+    // The bound counts the unfinished line across pushes.
+    const bounded = new LineSplitter(10);
+    expect(bounded.push(bytes("12345"))).toEqual([]);
+    expect(() => bounded.push(bytes("678901"))).toThrow();
+  });
 });
 
 describe("offsets: every byte once, in order", () => {

@@ -9,16 +9,38 @@ const MAX_LINE_BYTES = 16 * 1024 * 1024;
 
 export type Connected = { status: "connected"; protocol: number; pid: number; appServerVersion: string; cliVersion: string; socketPath: string };
 
-/** Pure: splits a byte stream into lines, keeping the unfinished tail; throws past the bound. */
+/**
+ * Pure: splits a byte stream into lines, keeping the unfinished tail; throws
+ * past the bound. The pieces of an unfinished line are kept apart and joined
+ * once its newline comes: a 700 KB tunnel/data line arriving in 64 KiB reads
+ * is copied once, not once per read.
+ */
 export class LineSplitter {
-  private tail = "";
+  private pieces: string[] = [];
+  private held = 0;
   private readonly decoder = new TextDecoder();
   constructor(private readonly maxBytes = MAX_LINE_BYTES) {}
   push(chunk: Uint8Array): string[] {
-    const text = this.tail + this.decoder.decode(chunk, { stream: true });
-    const lines = text.split("\n");
-    this.tail = lines.pop() as string;
-    if (this.tail.length > this.maxBytes) throw new Error(`a line from the host passed ${this.maxBytes} bytes`);
+    const text = this.decoder.decode(chunk, { stream: true });
+    let newline = text.indexOf("\n");
+    const lines: string[] = [];
+    let from = 0;
+    if (newline >= 0) {
+      this.pieces.push(text.slice(0, newline));
+      lines.push(this.pieces.join(""));
+      this.pieces = [];
+      this.held = 0;
+      from = newline + 1;
+      while ((newline = text.indexOf("\n", from)) >= 0) {
+        lines.push(text.slice(from, newline));
+        from = newline + 1;
+      }
+    }
+    if (from < text.length) {
+      this.pieces.push(from === 0 ? text : text.slice(from));
+      this.held += text.length - from;
+    }
+    if (this.held > this.maxBytes) throw new Error(`a line from the host passed ${this.maxBytes} bytes`);
     return lines;
   }
 }
