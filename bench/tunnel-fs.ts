@@ -14,6 +14,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
+import { Connection } from "../src/client/connection.ts";
+import { classifyPreamble } from "../src/client/lines.ts";
 import { raiseUnixSendBuffers } from "../src/platform/ffi.ts";
 import { dataRequestText, parseRpcText, reusableBase64Decoder } from "../src/rpc-data.ts";
 import { UNIX_SEND_BUFFER_BYTES } from "../src/server/conn.ts";
@@ -197,24 +199,79 @@ async function directCopy(): Promise<{ up: number; down: number }> {
   return result;
 }
 
-async function tunnelCopy(rpc: Rpc): Promise<{ up: number; down: number }> {
+/** What a tunnel copy needs of a client. */
+type TunnelClient = {
+  call(method: string, params: object): Promise<any>;
+  /** tunnel/write of `bytes` (whose base64 is `base64`), answered when the server took it. */
+  write(tunnelId: string, bytes: Uint8Array, base64: string): Promise<unknown>;
+  /** Each tunnel/data's base64; returns the unsubscribe. */
+  onData(listener: (base64: string) => void): () => void;
+};
+
+/** The bench's WebSocket client: one chunk encoded once, its text built around the base64. */
+function rpcClient(rpc: Rpc): TunnelClient {
+  return {
+    call: (method, params) => rpc.call(method, params),
+    write: (tunnelId, _bytes, base64) => rpc.callData("tunnel/write", { tunnelId }, base64),
+    onData: (listener) => {
+      rpc.handlers.set("tunnel/data", (p) => listener(p.data));
+      return () => rpc.handlers.delete("tunnel/data");
+    },
+  };
+}
+
+/** berth's client library over `berth connect` (what remote forward uses, minus ssh): each write encoded as forward does. */
+function libraryClient(conn: Connection): TunnelClient {
+  return {
+    call: (method, params) => conn.call(method, params),
+    write: (tunnelId, bytes) => conn.callData("tunnel/write", { tunnelId }, bytes),
+    onData: (listener) => conn.on("tunnel/data", (p) => listener(p.data)),
+  };
+}
+
+/** `berth connect --no-start` as a child, its pipes driven by the client library's Connection. */
+async function openLibraryConnection(): Promise<Connection> {
+  const child = Bun.spawn([process.execPath, join(import.meta.dir, "..", "src", "main.ts"), "connect", "--no-start"], {
+    env,
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const conn = new Connection("bench", child);
+  const connected = new Promise<void>((resolve) =>
+    conn.start((line) => {
+      const ready = classifyPreamble(line).kind === "connected";
+      if (ready) resolve();
+      return ready;
+    }),
+  );
+  await deadline(connected, READY_TIMEOUT_MS, "berth connect");
+  await conn.call("initialize", { clientInfo: { name: "bench-tunnel-fs", version: "1" } });
+  conn.notify("initialized");
+  return conn;
+}
+
+/** One tunnel, TOTAL_BYTES up then down; `track`: add the CPU used to `costs`. */
+async function tunnelCopy(client: TunnelClient, track: boolean): Promise<{ up: number; down: number }> {
   const peer = tcpPeer();
   let clientReceived = 0;
   let onClient: () => void = () => {};
   const decode = reusableBase64Decoder(); // as remote forward does: the bytes go straight into a socket
-  rpc.handlers.set("tunnel/data", (p) => {
-    clientReceived += decode(p.data).length;
+  const stop = client.onData((base64) => {
+    clientReceived += decode(base64).length;
     onClient();
   });
-  const { tunnelId } = await rpc.call("tunnel/open", { host: "127.0.0.1", port: peer.port });
+  const { tunnelId } = await client.call("tunnel/open", { host: "127.0.0.1", port: peer.port });
   const server = await peer.connected();
-  const chunk = randomBytes(UPLOAD_CHUNK_BYTES).toString("base64");
+  const bytes = randomBytes(UPLOAD_CHUNK_BYTES);
+  const chunk = bytes.toString("base64");
+  const timed = (way: "up" | "down", run: () => Promise<void>) => (track ? measured(way, run) : run());
   let start = performance.now();
-  await measured("up", async () => {
+  await timed("up", async () => {
     const got = peer.untilReceived(TOTAL_BYTES);
     const inFlight = new Set<Promise<unknown>>();
     for (let sent = 0; sent < TOTAL_BYTES; sent += UPLOAD_CHUNK_BYTES) {
-      const write = rpc.callData("tunnel/write", { tunnelId }, chunk).finally(() => inFlight.delete(write));
+      const write = client.write(tunnelId, bytes, chunk).finally(() => inFlight.delete(write));
       inFlight.add(write);
       if (inFlight.size >= UPLOAD_WINDOW) await Promise.race(inFlight);
     }
@@ -223,13 +280,14 @@ async function tunnelCopy(rpc: Rpc): Promise<{ up: number; down: number }> {
   });
   const up = mbps(TOTAL_BYTES, performance.now() - start);
   start = performance.now();
-  await measured("down", async () => {
+  await timed("down", async () => {
     const down = deadline(new Promise<void>((r) => (onClient = () => clientReceived >= TOTAL_BYTES && r())), TRANSFER_TIMEOUT_MS, "tunnel download");
     await pump(server, TOTAL_BYTES, peer.drained);
     await down;
   });
   const result = { up, down: mbps(TOTAL_BYTES, performance.now() - start) };
-  await rpc.call("tunnel/close", { tunnelId });
+  await client.call("tunnel/close", { tunnelId });
+  stop();
   peer.stop();
   return result;
 }
@@ -293,8 +351,13 @@ async function main() {
     }
     if (!rpc) throw new Error("berth serve did not become ready");
     console.error(`copying ${TOTAL_BYTES / MIB} MiB each way, direct then through a tunnel, ${ROUNDS} rounds…`);
-    const rounds: Array<{ direct: { up: number; down: number }; tunnel: { up: number; down: number } }> = [];
-    for (let round = 0; round < ROUNDS; round++) rounds.push({ direct: await directCopy(), tunnel: await tunnelCopy(rpc) });
+    type Rates = { up: number; down: number };
+    const rounds: Array<{ direct: Rates; tunnel: Rates; connect: Rates }> = [];
+    const library = await openLibraryConnection();
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds.push({ direct: await directCopy(), tunnel: await tunnelCopy(rpcClient(rpc), true), connect: await tunnelCopy(libraryClient(library), false) });
+    }
+    await library.close();
     const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
     console.error(`fs/readFile and fs/changed, ${RUNS} runs each…`);
     const reads = await readFileTimes(rpc);
@@ -303,13 +366,16 @@ async function main() {
     const f = (n: number) => n.toFixed(1);
     console.log(`| measure | value | reference |`);
     console.log(`| --- | --- | --- |`);
-    for (const way of ["up", "down"] as const) {
-      const ratios = rounds.map((r) => r.tunnel[way] / r.direct[way]);
-      const name = way === "up" ? "tunnel upload (client → TCP)" : "tunnel download (TCP → client)";
-      const range = `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`;
-      console.log(
-        `| ${name}, ${TOTAL_BYTES / MIB} MiB × ${ROUNDS} rounds (median) | ${f(median(rounds.map((r) => r.tunnel[way])))} MB/s | direct ${f(median(rounds.map((r) => r.direct[way])))} MB/s → ${median(ratios).toFixed(2)}× (rounds ${range}; target ≥ 0.3×) |`,
-      );
+    for (const [path, label] of [["tunnel", ""], ["connect", " via `berth connect` + client library"]] as const) {
+      for (const way of ["up", "down"] as const) {
+        const ratios = rounds.map((r) => r[path][way] / r.direct[way]);
+        const name = way === "up" ? `tunnel upload${label} (client → TCP)` : `tunnel download${label} (TCP → client)`;
+        const range = `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`;
+        const target = path === "tunnel" ? "; target ≥ 0.3×" : "";
+        console.log(
+          `| ${name}, ${TOTAL_BYTES / MIB} MiB × ${ROUNDS} rounds (median) | ${f(median(rounds.map((r) => r[path][way])))} MB/s | direct ${f(median(rounds.map((r) => r.direct[way])))} MB/s → ${median(ratios).toFixed(2)}× (rounds ${range}${target}) |`,
+        );
+      }
     }
     const mibMoved = (TOTAL_BYTES / MIB) * ROUNDS;
     const perMib = (c: Cost) => `app-server ${(c.server / mibMoved).toFixed(2)} ms/MiB, bench process (client + TCP peer) ${(c.client / mibMoved).toFixed(2)} ms/MiB`;
