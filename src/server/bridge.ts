@@ -222,9 +222,20 @@ export async function runBridge(
 
   void (async () => {
     let pending: Uint8Array = new Uint8Array(0);
+    /** Reads after `pending` with no line end in them: joined once the line ends (a 700 KB line in 64 KiB reads is copied once, not per read). */
+    let held: Uint8Array[] = [];
+    let heldBytes = 0;
     try {
       for await (const chunk of stdin) {
-        const buffer = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+        // Within the limit and no newline: takeLines would find nothing, so only keep it.
+        if (chunk.indexOf(10) < 0 && pending.length + heldBytes + chunk.length <= MAX_FRAME_BYTES) {
+          held.push(new Uint8Array(chunk));
+          heldBytes += chunk.length;
+          continue;
+        }
+        const buffer = pending.length + heldBytes === 0 ? chunk : Buffer.concat([pending, ...held, chunk]);
+        held = [];
+        heldBytes = 0;
         const { lines, rest, tooLong: restTooLong } = takeLines(buffer, MAX_FRAME_BYTES);
         let tooLong = restTooLong;
         for (const line of lines) {
@@ -257,6 +268,7 @@ export async function runBridge(
       logger.error(`berth connect: reading stdin failed: ${describeError(error)}`);
     }
     if (ws.readyState !== WebSocket.OPEN) return;
+    if (heldBytes > 0) pending = Buffer.concat([pending, ...held]);
     // EOF: a last unterminated line still counts as a message.
     if (pending.length > 0) {
       const text = lineText(pending, MAX_FRAME_BYTES);
