@@ -83,7 +83,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     remoteControl: { enabled: Boolean(options.remoteControl), ...(remoteUrl ? { url: remoteUrl } : {}) },
   });
 
-  const api = createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
+  const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
   let nextConnId = 1;
   let connections = 0;
   const onText = (ws: ServerWebSocket<Client>, text: string): Promise<unknown> | undefined => {
