@@ -5,9 +5,10 @@
  *
  * The launcher still points a daemon's stdout/stderr at its log, so what the
  * runtime prints before berth's code runs (a crash at start-up, a module that
- * fails to load) is kept. Once running, the daemon routes its own stdout and
- * stderr through `captureStdio`, which stamps and rotates; the inherited
- * descriptors are then only used by the runtime itself on a fatal error.
+ * fails to load) is kept. Once running, the daemon routes berth's own output
+ * (`writeOutput`, which the logger and every renderer use) through
+ * `captureStdio`, which stamps and rotates; the inherited descriptors are then
+ * only used by the runtime itself (a fatal error, `console.*`), unstamped.
  */
 import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
@@ -96,7 +97,15 @@ export function stdoutIsLog(path: string): boolean {
   }
 }
 
-/** Routes this process's stdout and stderr (both `process.*.write` and berth's own writeOutput) through `appendLog`, line by line. */
+/**
+ * Routes this process's stdout and stderr as berth writes them (writeOutput,
+ * src/stdio.ts) through `appendLog`, line by line. `process.stdout`/`stderr`
+ * are deliberately left alone: touching either makes Bun build both Node
+ * streams (so does defining a property on `process`), ~2.4 MB of a daemon's
+ * idle RSS (bench/README.md); no berth code writes through them
+ * (test/daemon-output.test.ts keeps it so), and like `console.*` they would
+ * still reach the log, only unstamped.
+ */
 export function captureStdio(path: string, readLimits: () => LogLimits): void {
   let partial = "";
   let cached: { limits: LogLimits; at: number } | undefined;
@@ -104,8 +113,7 @@ export function captureStdio(path: string, readLimits: () => LogLimits): void {
     if (!cached || Date.now() - cached.at > LIMITS_REFRESH_MS) cached = { limits: readLimits(), at: Date.now() };
     return cached.limits;
   };
-  const write = (chunk: unknown, encoding?: unknown, callback?: unknown): boolean => {
-    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("utf8");
+  routeOutput((text) => {
     partial += text;
     const end = partial.lastIndexOf("\n");
     if (end >= 0 || partial.length > PARTIAL_LINE_MAX_BYTES) {
@@ -117,11 +125,6 @@ export function captureStdio(path: string, readLimits: () => LogLimits): void {
         // a full disk must not take the daemon down
       }
     }
-    const done = typeof encoding === "function" ? encoding : callback;
-    if (typeof done === "function") done();
     return true;
-  };
-  process.stdout.write = write as typeof process.stdout.write;
-  process.stderr.write = write as typeof process.stderr.write;
-  routeOutput((text) => write(text));
+  });
 }

@@ -3,7 +3,6 @@
  * The table only checks params and calls into src/server/process/.
  */
 import { ProcessManager, DEFAULT_PROCESS_LIMITS, type ProcessLimits } from "../process/manager.ts";
-import { endLeftovers } from "../process/ledger.ts";
 import type { ManagedProcess } from "../process/managed.ts";
 import { absPath, arrayOf, base64, int, nonEmptyStr, object, oneOf, optional, params, recordOf, str } from "./params.ts";
 import { API_INVALID_PARAMS, API_NOT_FOUND, ApiError, method, type ApiFamily } from "./types.ts";
@@ -26,7 +25,7 @@ const since = recordOf(int(0), { maxKeys: 3 });
 export type ProcessFamilyOptions = {
   limits?: Partial<ProcessLimits>;
   stopGraceMs?: number;
-  /** Where running processes are recorded; leftovers of a previous app-server found there are ended first. */
+  /** Where running processes are recorded (createApi ends a previous app-server's leftovers found there at start). */
   ledgerPath?: string;
 };
 
@@ -38,7 +37,6 @@ function running(managed: ManagedProcess, what: string): ManagedProcess {
 }
 
 export function processFamily(options: ProcessFamilyOptions = {}): ApiFamily & { manager: ProcessManager } {
-  if (options.ledgerPath) endLeftovers(options.ledgerPath);
   const manager = new ProcessManager({ ...DEFAULT_PROCESS_LIMITS, ...options.limits }, options.ledgerPath);
   const methods = {
     "process/spawn": method(

@@ -26,9 +26,11 @@ export function parseLedger(text: string | undefined): LedgerEntry[] {
   }
 }
 
+/** Records the running processes; none means no file, so the next app-server need not load this module at all (api/index.ts). */
 export function writeLedger(path: string, entries: LedgerEntry[]): void {
   try {
-    writeFileAtomic(path, `${JSON.stringify({ processes: entries })}\n`);
+    if (entries.length === 0) rmSync(path, { force: true });
+    else writeFileAtomic(path, `${JSON.stringify({ processes: entries })}\n`);
   } catch (error) {
     logger.warn(`could not record the running processes in ${path}: ${describeError(error)}`);
   }
