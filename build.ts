@@ -52,6 +52,11 @@ export async function compile({ version, target, outfile, trustedKeys, baseUrl }
     // Each dynamic import becomes its own chunk inside the executable, so a command loads (and pays the
     // start-up cost of the builtins it imports, e.g. node:util ≈ 0.5× the floor) only what its path needs.
     splitting: true,
+    // Ahead-of-time JSC bytecode for our chunks and the node: builtins they load, so nothing is parsed at
+    // start-up (`version` 11.3 → 6.8 ms, floor 2.7 ms). Needs ESM output, which the compile embeds with its
+    // import metadata.
+    bytecode: true,
+    format: "esm",
     sourcemap: "none",
     define: {
       BERTH_COMPILED_VERSION: JSON.stringify(version),
