@@ -76,13 +76,19 @@ export function processEntryIdentity(pid: number): { identity: string; zombie: b
 
 export type ProcessEntry = { pid: number; ppid: number; pgrp: number; identity: string };
 
+/** Every pid in /proc (Linux; empty elsewhere), zombies included: a cheap first pass before reading any process's files. */
+export function listPids(): number[] {
+  if (process.platform !== "linux") return [];
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) if (/^\d+$/.test(name)) pids.push(Number(name));
+  return pids;
+}
+
 /** Every live (non-zombie) process on Linux with its parent, group and identity. Empty elsewhere. */
 export function listProcesses(): ProcessEntry[] {
   if (process.platform !== "linux") return [];
   const entries: ProcessEntry[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of listPids()) {
     const stat = readLinuxStat(pid);
     if (!stat || isGoneState(stat.state)) continue;
     entries.push({ pid, ppid: stat.ppid, pgrp: stat.pgrp, identity: `${linuxBootId()}/${stat.startTime}` });
