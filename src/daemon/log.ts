@@ -8,6 +8,13 @@
  * fails to load) is kept. Once running, the daemon routes its own stdout and
  * stderr through `captureStdio`, which stamps and rotates; the inherited
  * descriptors are then only used by the runtime itself on a fatal error.
+ *
+ * Only berth's own writes are routed (writeOutput, and through it the
+ * logger): Bun prints its own fatal errors natively to fd 2, never through
+ * `process.stderr.write`, and nothing in the daemons writes to the Node
+ * streams. Replacing their `write` would build them (node:stream, ~0.4× the
+ * floor before the app-server could signal readiness, measured in bench/),
+ * and anything that did write to them still lands in the log, unstamped.
  */
 import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
@@ -96,7 +103,7 @@ export function stdoutIsLog(path: string): boolean {
   }
 }
 
-/** Routes this process's stdout and stderr (both `process.*.write` and berth's own writeOutput) through `appendLog`, line by line. */
+/** Routes this process's own output (writeOutput, the logger) through `appendLog`, line by line. */
 export function captureStdio(path: string, readLimits: () => LogLimits): void {
   let partial = "";
   let cached: { limits: LogLimits; at: number } | undefined;
@@ -104,8 +111,7 @@ export function captureStdio(path: string, readLimits: () => LogLimits): void {
     if (!cached || Date.now() - cached.at > LIMITS_REFRESH_MS) cached = { limits: readLimits(), at: Date.now() };
     return cached.limits;
   };
-  const write = (chunk: unknown, encoding?: unknown, callback?: unknown): boolean => {
-    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("utf8");
+  routeOutput((text) => {
     partial += text;
     const end = partial.lastIndexOf("\n");
     if (end >= 0 || partial.length > PARTIAL_LINE_MAX_BYTES) {
@@ -117,11 +123,6 @@ export function captureStdio(path: string, readLimits: () => LogLimits): void {
         // a full disk must not take the daemon down
       }
     }
-    const done = typeof encoding === "function" ? encoding : callback;
-    if (typeof done === "function") done();
     return true;
-  };
-  process.stdout.write = write as typeof process.stdout.write;
-  process.stderr.write = write as typeof process.stderr.write;
-  routeOutput((text) => write(text));
+  });
 }
