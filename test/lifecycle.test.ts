@@ -43,6 +43,7 @@ describe("start, version, stop", () => {
     expect(started.stdout.trim().split("\n")).toHaveLength(1);
     const pid = started.json.pid as number;
     expect(readJson(home.path("daemon/app-server.pid")).pid).toBe(pid);
+    expect(readJson(home.path("daemon/wanted.json")).appServer).toBe("running");
 
     // Detached: own session and group, stdin /dev/null, log for stdout+stderr, cwd BERTH_HOME, umask 077.
     expect(Number(statField(pid, 2))).toBe(pid); // pgrp
@@ -66,6 +67,7 @@ describe("start, version, stop", () => {
     expect(isAlive(pid)).toBe(false);
     expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
     expect(existsSync(home.path("daemon/app-server.sock"))).toBe(false);
+    expect(readJson(home.path("daemon/wanted.json")).appServer).toBe("stopped");
 
     const stoppedAgain = await home.run(["stop"]);
     expect(stoppedAgain.json).toMatchObject({ status: "notRunning", backend: null });
