@@ -270,7 +270,7 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
       try {
         wish.write();
       } catch (error) {
-        // The server is stopped; a read-only BERTH_HOME only loses the wish, which the keeper then cannot act on anyway.
+        // The server is being stopped; a read-only BERTH_HOME only loses the wish, which the keeper then cannot act on anyway.
         if (errnoCode(error) !== "EROFS") throw error;
         warn(`could not record the wanted state in ${ctx.layout.daemonDir}: the file system is read-only.`);
       }
