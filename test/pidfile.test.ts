@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { PidBackend } from "../src/daemon/backend.ts";
 import { judgePidFile, parsePidFile, type PidFileContent, type PidFileVerdict } from "../src/daemon/pidfile.ts";
 import { isBerthError } from "../src/errors.ts";
-import { parseProcStat, processIdentity } from "../src/platform/process.ts";
+import { parseProcStat, processArgv, processIdentity } from "../src/platform/process.ts";
 import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
@@ -80,6 +80,15 @@ describe("/proc/<pid>/stat (pure)", () => {
   for (const { input, output } of cases) {
     test(JSON.stringify(input.slice(0, 30)), () => expect(parseProcStat(input)).toEqual(output));
   }
+  test("argv from /proc/<pid>/cmdline keeps empty arguments inside, drops only the end", async () => {
+    const cmd = ["sh", "-c", "sleep 600; :", "", "x"];
+    const child = Bun.spawn({ cmd, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    spawned.push(child);
+    expect(await eventually(() => processArgv(child.pid)?.[0] === "sh")).toBe(true);
+    expect(processArgv(child.pid)).toEqual(cmd);
+    expect(processArgv(2 ** 22 + 1)).toBeUndefined();
+  });
+
   test("this process's own line", () => {
     const own = parseProcStat(readFileSync(`/proc/${process.pid}/stat`, "utf8"));
     expect(own?.ppid).toBe(process.ppid);

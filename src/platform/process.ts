@@ -124,8 +124,10 @@ export function treeOf(root: number, entries: ProcessEntry[]): ProcessEntry[] {
 /** argv of a process from /proc (Linux), undefined when unreadable or gone. */
 export function processArgv(pid: number): string[] | undefined {
   try {
-    const text = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return text.split("\0").filter((part, index, all) => part !== "" || index < all.length - 1);
+    const parts = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    // Each argument ends with a NUL: drop the empty string after the last one (empty arguments inside stay).
+    if (parts[parts.length - 1] === "") parts.pop();
+    return parts;
   } catch {
     return undefined;
   }
