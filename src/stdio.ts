@@ -15,6 +15,11 @@ export function routeOutput(route: (text: string) => boolean): void {
   outputRoute = route;
 }
 
+/** Whether writeOutput to stdout/stderr goes through a daemon's log writer yet. */
+export function outputIsRouted(): boolean {
+  return outputRoute !== undefined;
+}
+
 /**
  * Writes all of `text` to a descriptor and never throws: the reader may be
  * gone (EPIPE, a closed pipe), the terminal hung up (EIO), or the descriptor

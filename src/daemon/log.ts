@@ -5,16 +5,10 @@
  *
  * The launcher still points a daemon's stdout/stderr at its log, so what the
  * runtime prints before berth's code runs (a crash at start-up, a module that
- * fails to load) is kept. Once running, the daemon routes its own stdout and
- * stderr through `captureStdio`, which stamps and rotates; the inherited
- * descriptors are then only used by the runtime itself on a fatal error.
- *
- * Only berth's own writes are routed (writeOutput, and through it the
- * logger): Bun prints its own fatal errors natively to fd 2, never through
- * `process.stderr.write`, and nothing in the daemons writes to the Node
- * streams. Replacing their `write` would build them (node:stream, ~0.4× the
- * floor before the app-server could signal readiness, measured in bench/),
- * and anything that did write to them still lands in the log, unstamped.
+ * fails to load) is kept. Once running, the daemon routes berth's own output
+ * (`writeOutput`, which the logger and every renderer use) through
+ * `captureStdio`, which stamps and rotates; the inherited descriptors are then
+ * only used by the runtime itself (a fatal error, `console.*`), unstamped.
  */
 import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
@@ -103,7 +97,15 @@ export function stdoutIsLog(path: string): boolean {
   }
 }
 
-/** Routes this process's own output (writeOutput, the logger) through `appendLog`, line by line. */
+/**
+ * Routes this process's stdout and stderr as berth writes them (writeOutput,
+ * src/stdio.ts) through `appendLog`, line by line. `process.stdout`/`stderr`
+ * are deliberately left alone: touching either makes Bun build both Node
+ * streams (so does defining a property on `process`), ~2.4 MB of a daemon's
+ * idle RSS (bench/README.md); no berth code writes through them
+ * (test/daemon-output.test.ts keeps it so), and like `console.*` they would
+ * still reach the log, only unstamped.
+ */
 export function captureStdio(path: string, readLimits: () => LogLimits): void {
   let partial = "";
   let cached: { limits: LogLimits; at: number } | undefined;
