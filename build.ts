@@ -43,6 +43,14 @@ export function buildKeys(env: Record<string, string | undefined> = process.env)
   return { signing, trusted: trustedKeysFor(env, signing) };
 }
 
+/**
+ * Targets whose bytecode build has been run and tested (binary, lifecycle suites) on such a machine.
+ * JSC bytecode is produced by the building machine's engine; Bun accepts it for other targets, but a
+ * binary that may not run is not worth a few milliseconds: add a target here once it has been run there.
+ * The build for this very machine (no `target`) always gets it.
+ */
+const BYTECODE_VERIFIED_TARGETS: ReadonlySet<Target> = new Set(["linux-x64"]);
+
 /** One compiled executable. No `target` means "this machine, with the bun running this script". */
 export async function compile({ version, target, outfile, trustedKeys, baseUrl }: BuildOptions): Promise<void> {
   const keys = trustedKeys ?? buildKeys().trusted;
@@ -52,6 +60,11 @@ export async function compile({ version, target, outfile, trustedKeys, baseUrl }
     // Each dynamic import becomes its own chunk inside the executable, so a command loads (and pays the
     // start-up cost of the builtins it imports, e.g. node:util ≈ 0.5× the floor) only what its path needs.
     splitting: true,
+    // Ahead-of-time JSC bytecode for our chunks and the node: builtins they load, so nothing is parsed at
+    // start-up (`version` 11.3 → 6.8 ms, floor 2.7 ms). Needs ESM output, which the compile embeds with its
+    // import metadata.
+    bytecode: target === undefined || BYTECODE_VERIFIED_TARGETS.has(target),
+    format: "esm",
     sourcemap: "none",
     define: {
       BERTH_COMPILED_VERSION: JSON.stringify(version),

@@ -2,8 +2,8 @@
  * The one place that turns a command's result (or failure) into output:
  * exactly one JSON line on stdout, human text on stderr, exit 0/1/2.
  */
-import { defineCommand, renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
-import { isInteractiveExit, SELF_PARSING_COMMANDS } from "./commands/_shared.ts";
+import type { ArgsDef, CommandDef, ParsedArgs } from "citty";
+import { defineCommand, isInteractiveExit, SELF_PARSING_COMMANDS } from "./commands/_shared.ts";
 import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
@@ -39,6 +39,24 @@ async function rootCommand(): Promise<CommandDef<any>> {
     meta: { name: "berth", version: CLI_VERSION, description: "Keeps a per-user app-server running on this machine" },
     subCommands,
   });
+}
+
+/** citty's help renderer, loaded only for help (its module loads node:util). */
+async function renderUsage(command: CommandDef<any>, parent?: CommandDef<any>): Promise<string> {
+  return (await import("citty")).renderUsage(command, parent);
+}
+
+/**
+ * What citty's `runCommand` returns, without loading citty when there is
+ * nothing for it to do: a command given no arguments that defines none, and
+ * has no hooks or subcommands, is just its `run` with empty `args` — the
+ * lifecycle commands, run thousands of times by clients, skip the ~0.15× floor
+ * of citty's node:util. Anything else goes through citty.
+ */
+async function runParsed(command: CommandDef<any>, defs: ArgsDef, rawArgs: string[]): Promise<{ result: unknown }> {
+  const plain = rawArgs.length === 0 && Object.keys(defs).length === 0 && !command.subCommands && !command.setup && !command.cleanup && !command.plugins;
+  if (!plain) return (await import("citty")).runCommand(command, { rawArgs });
+  return { result: await command.run?.({ rawArgs, args: { _: [] } as unknown as ParsedArgs, cmd: command, data: undefined }) };
 }
 
 function didYouMean(input: string, candidates: readonly string[]): string {
@@ -107,7 +125,7 @@ async function execute(argv: string[]): Promise<Output> {
   const defs = ((typeof command.args === "function" ? await command.args() : await command.args) ?? {}) as ArgsDef;
   if (!SELF_PARSING_COMMANDS.has(name)) checkArgs(rest, defs, name);
   if (!INTERRUPTIBLE_COMMANDS.has(name)) deferTerminalSignals();
-  const { result } = await runCommand(command, { rawArgs: rest });
+  const { result } = await runParsed(command, defs, rest);
   if (isInteractiveExit(result)) return { stdout: "", exitCode: result.exitCode };
   const warnings = takeWarnings();
   for (const warning of warnings) logger.warn(warning);

@@ -7,9 +7,8 @@ declare const BERTH_COMPILED_VERSION: string | undefined;
  * `process.stdout.isTTY` would build Bun's stdout stream (~2× the floor): a pipe, file or socket (the SSH
  * case) is told apart by fstat alone; only a character device costs an isatty(3) through libc.
  */
-async function stdoutIsTerminal(): Promise<boolean> {
-  const { fstatSync } = await import("node:fs");
-  if (!(fstatSync(1, { throwIfNoEntry: false })?.isCharacterDevice() ?? false)) return false;
+async function stdoutIsTerminal(stdio: typeof import("./stdio.ts")): Promise<boolean> {
+  if (!stdio.isCharacterDevice(1)) return false;
   return (await import("./platform/ffi.ts")).isTerminal(1) ?? process.stdout.isTTY;
 }
 
@@ -19,8 +18,9 @@ if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   console.log(typeof BERTH_COMPILED_VERSION === "string" ? BERTH_COMPILED_VERSION : (await import("./version.ts")).CLI_VERSION);
 } else {
   // A closed descriptor 0–2 would be reused by the next file berth opens.
-  (await import("./stdio.ts")).reopenClosedStdio();
-  if (!(await stdoutIsTerminal())) process.env.NO_COLOR ??= "1";
+  const stdio = await import("./stdio.ts");
+  stdio.reopenClosedStdio();
+  if (!(await stdoutIsTerminal(stdio))) process.env.NO_COLOR ??= "1";
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);
   // The daemons' own launch lines (app-server, keeper) skip the CLI framework (see serve-entry.ts); everything else is cli.ts.

@@ -1,4 +1,4 @@
-import { createConsola, type ConsolaReporter } from "consola/core";
+import { createConsola, type ConsolaInstance, type ConsolaReporter } from "consola/core";
 import { BerthError, describeError, storageError } from "./errors.ts";
 import { writeOutput } from "./stdio.ts";
 
@@ -17,8 +17,16 @@ const stderrReporter: ConsolaReporter = {
   },
 };
 
+let consola: ConsolaInstance | undefined;
+/** Made on first use: creating it costs ~0.06× the floor, which a command that logs nothing need not pay. */
+const instance = () => (consola ??= createConsola({ reporters: [stderrReporter] }));
+
 /** Human output: always stderr, so stdout carries exactly one JSON object. */
-export const logger = createConsola({ reporters: [stderrReporter] });
+export const logger = {
+  info: (message: unknown, ...args: unknown[]) => instance().info(message, ...args),
+  warn: (message: unknown, ...args: unknown[]) => instance().warn(message, ...args),
+  error: (message: unknown, ...args: unknown[]) => instance().error(message, ...args),
+};
 
 export type ErrorObject = { status: "error"; error: { code: string; message: string } };
 

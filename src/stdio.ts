@@ -43,6 +43,11 @@ export function writeOutput(fd: number, text: string): boolean {
   return true;
 }
 
+/** True for a terminal, /dev/null and other character devices (one fstat, no stream objects). */
+export function isCharacterDevice(fd: number): boolean {
+  return fstatSync(fd, { throwIfNoEntry: false })?.isCharacterDevice() ?? false;
+}
+
 /**
  * A closed stdin/stdout/stderr (`berth start >&-`) would let the next opened
  * file (a lock, a socket) take descriptor 1 and receive the JSON line. Give each

@@ -43,6 +43,7 @@ describe("start, version, stop", () => {
     expect(started.stdout.trim().split("\n")).toHaveLength(1);
     const pid = started.json.pid as number;
     expect(readJson(home.path("daemon/app-server.pid")).pid).toBe(pid);
+    expect(readJson(home.path("daemon/wanted.json")).appServer).toBe("running");
 
     // Detached: own session and group, stdin /dev/null, log for stdout+stderr, cwd BERTH_HOME, umask 077.
     expect(Number(statField(pid, 2))).toBe(pid); // pgrp
@@ -66,6 +67,7 @@ describe("start, version, stop", () => {
     expect(isAlive(pid)).toBe(false);
     expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
     expect(existsSync(home.path("daemon/app-server.sock"))).toBe(false);
+    expect(readJson(home.path("daemon/wanted.json")).appServer).toBe("stopped");
 
     const stoppedAgain = await home.run(["stop"]);
     expect(stoppedAgain.json).toMatchObject({ status: "notRunning", backend: null });
@@ -210,9 +212,12 @@ describe("crashes and strangers", () => {
     expect(log()).toContain("ignoring SIGTERM");
   });
 
-  test("a server that never answers initialize: NOT_READY with the log tail, nothing left running", async () => {
+  test("a server that never answers initialize: NOT_READY with the log tail, nothing left running, the wanted state as it was", async () => {
     const home = newHome({ settings: { startTimeoutMs: 800 } });
     installRelease(home.home, "0.1.0", `#!/bin/sh\necho "booting but never listening" >&2\nexec sleep 600\n`);
+    // start records "running" while the server starts up; a failed start puts the file back as it was.
+    const wanted = `{"appServer":"stopped","since":"2020-01-01T00:00:00.000Z"}\n`;
+    writeFileSync(home.path("daemon/wanted.json"), wanted);
     const result = await home.run(["start"]);
     expect(result.code).toBe(1);
     expect(result.json.error.code).toBe("NOT_READY");
@@ -222,6 +227,13 @@ describe("crashes and strangers", () => {
     expect(result.stderr).toContain("booting but never listening");
     expect(await eventually(() => processesOf(home.home).length === 0, 5_000)).toBe(true);
     expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
+    expect(readFileSync(home.path("daemon/wanted.json"), "utf8")).toBe(wanted);
+    // With no wanted state before, none after.
+    const fresh = newHome({ settings: { startTimeoutMs: 800 } });
+    installRelease(fresh.home, "0.1.0", `#!/bin/sh\nexec sleep 600\n`);
+    expect((await fresh.run(["start"])).json.error.code).toBe("NOT_READY");
+    expect(existsSync(fresh.path("daemon/wanted.json"))).toBe(false);
+    expect(await eventually(() => processesOf(fresh.home).length === 0, 5_000)).toBe(true);
   });
 
   test("a server that exits at once: NOT_READY quickly, with its last words", async () => {
@@ -254,6 +266,10 @@ describe("crashes and strangers", () => {
   test("a server whose record was lost is adopted, then stopped normally", async () => {
     const home = newHome();
     const started = await home.run(["start"]);
+    // Without its keeper, which adopts a recordless server on its own tick and would race this test's `start`.
+    const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
+    process.kill(-keeper, "SIGKILL");
+    expect(await eventually(() => !isAlive(keeper))).toBe(true);
     const { rmSync } = await import("node:fs");
     rmSync(home.path("daemon/app-server.pid"));
     const again = await home.run(["start"]);

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { PidBackend } from "../src/daemon/backend.ts";
 import { judgePidFile, parsePidFile, type PidFileContent, type PidFileVerdict } from "../src/daemon/pidfile.ts";
 import { isBerthError } from "../src/errors.ts";
-import { processIdentity } from "../src/platform/process.ts";
+import { parseProcStat, processArgv, processIdentity } from "../src/platform/process.ts";
 import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
@@ -60,6 +60,40 @@ describe("pidfile state (pure)", () => {
   for (const { text, kind } of parses) {
     test(`parses ${JSON.stringify(text)} as ${kind}`, () => expect(parsePidFile(text).kind).toBe(kind));
   }
+});
+
+describe("/proc/<pid>/stat (pure)", () => {
+  // pid (comm) state ppid pgrp session, 15 more fields, starttime (field 22), then the rest of proc(5)'s fields.
+  const line = (comm: string, head: string, start: string, rest = " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0") =>
+    `4711 (${comm}) ${head} ${"0 ".repeat(15)}${start}${rest}\n`;
+  const cases: Array<{ input: string; output: ReturnType<typeof parseProcStat> }> = [
+    { input: line("berth", "S 1 123 123", "4242"), output: { state: "S", ppid: 1, pgrp: 123, session: 123, startTime: "4242" } },
+    // A name with spaces and parentheses: split after the last ')'.
+    { input: line("a) b (c)", "Z 5 6 7", "99"), output: { state: "Z", ppid: 5, pgrp: 6, session: 7, startTime: "99" } },
+    { input: line("x", "R 2 3 4", "77", ""), output: { state: "R", ppid: 2, pgrp: 3, session: 4, startTime: "77" } },
+    { input: "9 (x) R 2 3 4 0 0\n", output: undefined },
+    { input: line("x", "R 2 x 4", "77"), output: undefined },
+    { input: line("x", "R 2 3 4", "-1"), output: undefined },
+    { input: "garbage", output: undefined },
+    { input: "", output: undefined },
+  ];
+  for (const { input, output } of cases) {
+    test(JSON.stringify(input.slice(0, 30)), () => expect(parseProcStat(input)).toEqual(output));
+  }
+  test("argv from /proc/<pid>/cmdline keeps empty arguments inside, drops only the end", async () => {
+    const cmd = ["sh", "-c", "sleep 600; :", "", "x"];
+    const child = Bun.spawn({ cmd, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    spawned.push(child);
+    expect(await eventually(() => processArgv(child.pid)?.[0] === "sh")).toBe(true);
+    expect(processArgv(child.pid)).toEqual(cmd);
+    expect(processArgv(2 ** 22 + 1)).toBeUndefined();
+  });
+
+  test("this process's own line", () => {
+    const own = parseProcStat(readFileSync(`/proc/${process.pid}/stat`, "utf8"));
+    expect(own?.ppid).toBe(process.ppid);
+    expect(own?.state).toMatch(/^[RS]$/);
+  });
 });
 
 describe("pid backend", () => {

@@ -1,4 +1,14 @@
-import type { ArgsDef } from "citty";
+import type { ArgsDef, CommandDef } from "citty";
+
+/**
+ * citty's `defineCommand` (the identity, typed), so that loading a command does
+ * not load citty: its module imports node:util (parseArgs), about 0.15× the
+ * floor in a compiled binary, which a command given no arguments never needs
+ * (see `runParsed` in cli.ts).
+ */
+export function defineCommand<const T extends ArgsDef = ArgsDef>(def: CommandDef<T>): CommandDef<T> {
+  return def;
+}
 
 export const remoteControlArgs = {
   "remote-control": { type: "boolean", description: "Also serve the API over TCP behind a bearer token" },

@@ -1,7 +1,6 @@
-import { defineCommand } from "citty";
 import { bootstrap } from "../daemon/bootstrap.ts";
 import { openContext } from "../daemon/context.ts";
-import { describe, remoteControlArgs } from "./_shared.ts";
+import { defineCommand, describe, remoteControlArgs } from "./_shared.ts";
 
 export default defineCommand({
   meta: {

@@ -1,7 +1,6 @@
-import { defineCommand } from "citty";
 import { openContext } from "../daemon/context.ts";
 import type { StreamingResult } from "../streaming.ts";
-import { describe } from "./_shared.ts";
+import { defineCommand, describe } from "./_shared.ts";
 
 export default defineCommand({
   meta: {

@@ -1,5 +1,4 @@
-import { defineCommand } from "citty";
-import { describe } from "./_shared.ts";
+import { defineCommand, describe } from "./_shared.ts";
 import { setRemoteControl } from "../daemon/bootstrap.ts";
 import { openContext } from "../daemon/context.ts";
 

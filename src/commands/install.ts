@@ -1,6 +1,5 @@
-import { defineCommand } from "citty";
 import { install } from "../install/install.ts";
-import { describe, remoteControlArgs } from "./_shared.ts";
+import { defineCommand, describe, remoteControlArgs } from "./_shared.ts";
 
 export default defineCommand({
   meta: {

@@ -1,9 +1,8 @@
-import { defineCommand } from "citty";
 import { openContext } from "../daemon/context.ts";
 import { followLog, parseLineCount, readLogs } from "../daemon/logs.ts";
 import { renderJson, writeOutput } from "../output.ts";
 import type { StreamingResult } from "../streaming.ts";
-import { describe } from "./_shared.ts";
+import { defineCommand, describe } from "./_shared.ts";
 
 export default defineCommand({
   meta: {

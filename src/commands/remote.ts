@@ -1,6 +1,5 @@
-import { defineCommand } from "citty";
 import { parseRemoteArgs, REMOTE_USAGE } from "../client/args.ts";
-import { describe } from "./_shared.ts";
+import { defineCommand, describe } from "./_shared.ts";
 
 /**
  * `berth remote HOST <subcommand> …`: the client side, run on the user's own

@@ -1,6 +1,5 @@
-import { defineCommand } from "citty";
 import { serve } from "../server/run.ts";
-import { describe, remoteControlArgs } from "./_shared.ts";
+import { defineCommand, describe, remoteControlArgs } from "./_shared.ts";
 
 export default defineCommand({
   meta: {

@@ -5,7 +5,7 @@
  * itself, never by a group id — and ends it (or the caller adopts it).
  */
 import { statSync } from "node:fs";
-import { listProcesses, processArgv, processEnvValue } from "../platform/process.ts";
+import { listPids, processArgv, processEnvValue, processIdentity } from "../platform/process.ts";
 import type { StopOutcome } from "./backend.ts";
 import { sameHome, type Context } from "./context.ts";
 import type { PidRecord } from "./pidfile.ts";
@@ -39,10 +39,17 @@ function ownerUid(pid: number): number | undefined {
 export function findUpdateLoops(ctx: Context): PidRecord[] {
   const ourUid = process.getuid?.() ?? 0;
   const found: PidRecord[] = [];
-  for (const entry of listProcesses()) {
-    if (entry.pid === process.pid) continue;
-    const facts = { pid: entry.pid, uid: ownerUid(entry.pid), argv: processArgv(entry.pid), berthHome: processEnvValue(entry.pid, "BERTH_HOME") };
-    if (isUpdateLoopOf(ctx.layout.home, ourUid, facts)) found.push({ pid: entry.pid, processStartTime: entry.identity });
+  for (const pid of listPids()) {
+    if (pid === process.pid) continue;
+    // Cheapest facts first (a stat, then the short cmdline): they rule out nearly every process before its
+    // environment and stat files are read. The decision itself is isUpdateLoopOf, over all the facts.
+    const uid = ownerUid(pid);
+    if (uid !== ourUid) continue;
+    const argv = processArgv(pid);
+    if (!argv?.includes("update-loop")) continue;
+    const facts = { pid, uid, argv, berthHome: processEnvValue(pid, "BERTH_HOME") };
+    const identity = processIdentity(pid);
+    if (identity !== undefined && isUpdateLoopOf(ctx.layout.home, ourUid, facts)) found.push({ pid, processStartTime: identity });
   }
   return found;
 }

@@ -3,9 +3,9 @@
  * process) knows whether an exit was asked for: `start`, `restart` and
  * `bootstrap` want it running; `stop` and `down` want it stopped.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 
 /** `down`: the keeper is not wanted either, so the startup entry brings nothing back until start/bootstrap. */
@@ -38,4 +38,39 @@ export function readWanted(ctx: Context): Wanted {
 export function writeWanted(ctx: Context, appServer: Wanted["appServer"], options: { down?: boolean } = {}): void {
   const wanted: Wanted = { appServer, since: new Date().toISOString(), ...(options.down ? { down: true as const } : {}) };
   writeFileAtomic(ctx.layout.wantedFile, `${JSON.stringify(wanted)}\n`);
+}
+
+export type WantedChange = {
+  /** writeWanted(ctx, appServer), remembering that it was written. */
+  write(): void;
+  /** After a failed command: puts back the file as it was before `write` (nothing when `write` never ran). */
+  undo(): void;
+};
+
+/**
+ * A change of the wanted state that the command can take back if it then
+ * fails (under daemon.lock, so the keeper never sees the in-between). What
+ * was there is kept byte for byte; a file that could not be read meant
+ * "stopped" (parseWanted) and is put back as that.
+ */
+export function wantedChange(ctx: Context, appServer: Wanted["appServer"]): WantedChange {
+  let previous: { text: string | undefined } | undefined;
+  try {
+    previous = { text: readStateFile(ctx.layout.wantedFile) };
+  } catch {
+    // unreadable: undo writes "stopped", what it meant
+  }
+  let written = false;
+  return {
+    write() {
+      writeWanted(ctx, appServer);
+      written = true;
+    },
+    undo() {
+      if (!written) return;
+      if (!previous) writeWanted(ctx, "stopped");
+      else if (previous.text === undefined) rmSync(ctx.layout.wantedFile, { force: true });
+      else writeFileAtomic(ctx.layout.wantedFile, previous.text);
+    },
+  };
 }

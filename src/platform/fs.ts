@@ -15,8 +15,11 @@ export function tempPathFor(path: string): string {
 /**
  * Writes a file so readers see either the old content or the new, never a
  * half: write a sibling temp file, fsync it, rename it over the target.
+ * `durable: false` skips the fsync, for state that means nothing after a
+ * reboot anyway (a pid record names this boot's processes): readers still
+ * never see half a file; a power cut may leave the old one, or an empty one.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE): void {
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE, options: { durable?: boolean } = {}): void {
   const temp = tempPathFor(path);
   let fd: number | undefined;
   try {
@@ -24,7 +27,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
-    fsyncSync(fd);
+    if (options.durable !== false) fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
     renameSync(temp, path);

@@ -9,17 +9,21 @@ import { darwinProcessInfo } from "./ffi.ts";
 
 export type ProcStat = { state: string; ppid: number; pgrp: number; session: number; startTime: string };
 
-/** Parses /proc/<pid>/stat. The command name may hold spaces and parentheses, so split after the last ')'. */
+/**
+ * Parses /proc/<pid>/stat. The command name may hold spaces and parentheses, so split after the last ')'.
+ * The kernel separates fields by single spaces; only the first 20 after the name are split out (a /proc
+ * scan parses every process's line: half the time of a regex split of all ~50).
+ */
 export function parseProcStat(text: string): ProcStat | undefined {
   const close = text.lastIndexOf(")");
   if (close < 0) return undefined;
-  const fields = text.slice(close + 2).trim().split(/\s+/);
+  const fields = text.slice(close + 2).split(" ", 20);
   // fields[0] is field 3 (state) of proc(5); ppid field 4, pgrp field 5, session field 6, starttime field 22.
   const state = fields[0];
   const ppid = Number(fields[1]);
   const pgrp = Number(fields[2]);
   const session = Number(fields[3]);
-  const startTime = fields[19];
+  const startTime = fields[19]?.trimEnd();
   if (!state || !startTime || !/^\d+$/.test(startTime) || ![ppid, pgrp, session].every(Number.isInteger)) return undefined;
   return { state, ppid, pgrp, session, startTime };
 }
@@ -76,13 +80,19 @@ export function processEntryIdentity(pid: number): { identity: string; zombie: b
 
 export type ProcessEntry = { pid: number; ppid: number; pgrp: number; identity: string };
 
+/** Every pid in /proc (Linux; empty elsewhere), zombies included: a cheap first pass before reading any process's files. */
+export function listPids(): number[] {
+  if (process.platform !== "linux") return [];
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) if (/^\d+$/.test(name)) pids.push(Number(name));
+  return pids;
+}
+
 /** Every live (non-zombie) process on Linux with its parent, group and identity. Empty elsewhere. */
 export function listProcesses(): ProcessEntry[] {
   if (process.platform !== "linux") return [];
   const entries: ProcessEntry[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of listPids()) {
     const stat = readLinuxStat(pid);
     if (!stat || isGoneState(stat.state)) continue;
     entries.push({ pid, ppid: stat.ppid, pgrp: stat.pgrp, identity: `${linuxBootId()}/${stat.startTime}` });
@@ -114,8 +124,10 @@ export function treeOf(root: number, entries: ProcessEntry[]): ProcessEntry[] {
 /** argv of a process from /proc (Linux), undefined when unreadable or gone. */
 export function processArgv(pid: number): string[] | undefined {
   try {
-    const text = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return text.split("\0").filter((part, index, all) => part !== "" || index < all.length - 1);
+    const parts = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    // Each argument ends with a NUL: drop the empty string after the last one (empty arguments inside stay).
+    if (parts[parts.length - 1] === "") parts.pop();
+    return parts;
   } catch {
     return undefined;
   }
