@@ -8,10 +8,10 @@
  * children it reaped), all from one run. Prints a markdown table.
  * Run: `bun run bench/keeper.ts`. Env: BENCH_CPU_WINDOW_MS (default 30000).
  */
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CLI_TARGET } from "../src/version.ts";
-import { machineLine, makeBenchHome, stats, VERSION, type BenchHome, type Stats } from "./harness.ts";
+import { groupMembers, machineLine, makeBenchHome, stats, VERSION, type BenchHome, type Stats } from "./harness.ts";
 
 const IDLE_BEFORE_SAMPLES_MS = 2_000;
 const SAMPLES = 10;
@@ -28,17 +28,6 @@ function statFields(pid: number): string[] | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Every live member of process group `pgid`. */
-export function groupMembers(pgid: number): number[] {
-  return readdirSync("/proc")
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => {
-      const fields = statFields(pid);
-      return fields !== undefined && fields[0] !== "Z" && Number(fields[2]) === pgid;
-    });
 }
 
 function memoryMb(pid: number, field: "Rss" | "Pss"): number {

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { keeperShellArgv, KEEPER_SCRIPT, verdictLine } from "../src/update/keeper-sh.ts";
+import { firstLine, keeperShellArgv, KEEPER_SCRIPT, updateVerdictLine, verdictLine } from "../src/update/keeper-sh.ts";
 import { wakeAtCs } from "../src/update/loop.ts";
 import { processIdentity } from "../src/platform/process.ts";
 import { probeInitialize } from "../src/server/client.ts";
@@ -75,8 +75,16 @@ describe("pure parts", () => {
     expect(result.status).toBe(0);
   });
 
-  test("its argv names it as the update-loop for /proc checks", () => {
-    expect(keeperShellArgv("/h/berth", "1.0.0").slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0"]);
+  test("its argv names it as the update-loop for /proc checks, then where the setup's first step left off", () => {
+    const watched = { seen: '{"pid":42}', watch: { pid: 42, processStartTime: "b/777" }, wakeAtCs: 10.5, updateAtCs: 3_000 };
+    expect(keeperShellArgv("/h/berth", "1.0.0", watched).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", '{"pid":42}', "42", "777", "11", "3000"]);
+    expect(keeperShellArgv("/h/berth", "1.0.0", { seen: "", wakeAtCs: 5, updateAtCs: 6 }).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", "", "0", "0", "5", "6"]);
+  });
+
+  test("the update verdict and the pidfile line as `read -r` sees it", () => {
+    expect(updateVerdictLine({ token: "u.1", wakeAtCs: 99.1, version: "fallback" })).toBe("u.1 100 fallback\n");
+    const cases: [string | undefined, string][] = [[undefined, ""], ["", ""], ['{"pid":1}\n', '{"pid":1}'], [" \t{\"a\"} \nnext", '{"a"}']];
+    for (const [text, line] of cases) expect(firstLine(text)).toBe(line);
   });
 });
 
@@ -98,7 +106,9 @@ describe("the sh keeper", () => {
       return next !== undefined && next !== server;
     }, ANSWER_WAIT_MS, 10)).toBe(true);
     expect(serversOf(home)).toEqual([next as number]);
-    expect(readJson(home.path("daemon/keeper.json"))).toMatchObject({ state: "running", restarts: 1 });
+    // The step writes its verdict once the new server answered.
+    expect(await eventually(() => readJson(home.path("daemon/keeper.json")).restarts === 1)).toBe(true);
+    expect(readJson(home.path("daemon/keeper.json"))).toMatchObject({ state: "running", watching: { pid: next } });
   }, SLOW_TEST_MS);
 
   test("SIGTERM to the loop alone: gone at once, its sleep too; the app-server stays", async () => {
@@ -152,9 +162,9 @@ describe("the sh keeper", () => {
     const marker = join(home.home, "..", "runs");
     writeFileSync(marker, "");
     markedRelease(home, "0.2.0", marker);
-    // No event but the check's deadline: the step that runs it is 0.2.0's, and it records the check.
+    // No event but the check's deadline: the update step that runs it is 0.2.0's, and it records the check.
     expect(await eventually(() => /check: failed: /.test(readFileSync(home.path("daemon/updater.log"), "utf8")), ANSWER_WAIT_MS)).toBe(true);
-    const steps = readFileSync(marker, "utf8").split("\n").filter((line) => line.endsWith(" keeper-step"));
+    const steps = readFileSync(marker, "utf8").split("\n").filter((line) => line.endsWith(" update-step"));
     expect(steps.length).toBeGreaterThanOrEqual(1);
     expect(Number((steps[0] as string).split(" ")[1])).toBe(keeper);
     expect((await home.run(["status"])).json.updater.lastCheck).toMatchObject({ outcome: "failed" });
@@ -184,7 +194,8 @@ describe("the sh keeper", () => {
     process.kill(keeper, "SIGTERM");
     expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
     const own = realpathSync(home.path("packages/standalone/current/berth"));
-    const [, ...rest] = keeperShellArgv(own, "0.1.0");
+    // "-" as the line seen: its first tick runs a keeper step; no update step for an hour.
+    const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 });
     const ash = Bun.spawn({ cmd: ["busybox", "sh", ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
     try {
       expect(await eventually(() => readFileSync(home.path("daemon/keeper-next"), "utf8").includes(` ${server} `), ANSWER_WAIT_MS)).toBe(true);

@@ -47,6 +47,8 @@ describe("daemon serve fast path", () => {
       [["update-loop", "x"], false],
       [["keeper-step"], true],
       [["keeper-step", "x"], false],
+      [["update-step"], true],
+      [["update-step", "--help"], false],
       [["serve"], false],
       [["status"], false],
       [[], false],

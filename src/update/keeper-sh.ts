@@ -4,20 +4,23 @@
  * same start time, so updater.pid's identity still holds). Idle it forks
  * only `sleep`, and reads with builtins: the app-server's pidfile and, for
  * the record it watches, /proc/<pid>/stat (state and start time, field 22).
- * When the record changes, the watched server is gone or changed, or the
- * deadline of the last step has come, it runs one `keeper-step` of the
- * current managed binary (src/update/loop.ts), which decides and acts (keeper
- * and updater) and writes back what to watch and when to be called again
- * (`daemon/keeper-next`). A step run by another version than the loop's own
- * re-executes `update-loop` from the current binary, so the loop always runs
- * the newest working release; a current binary that cannot run a step is
- * replaced for that step by the loop's own (which then fails restarts like
- * crashes, as the spec wants).
  *
- * SIGTERM/INT/HUP end the loop at once: the sleep is killed, a running step is
- * told too and waited for (a step stops at once except while it flips
- * `current` back and restarts, src/update/termination.ts). Both are children
- * of this shell, checked by parent pid before the signal.
+ * It runs the current managed binary for everything else (src/update/loop.ts):
+ * - `keeper-step` when the record changed, the watched server is gone or
+ *   changed, or the keeper's deadline (backoff) came: the keeper's decision
+ *   and restart; it writes back what to watch and when (`daemon/keeper-next`).
+ * - `update-step` in the background when the updater's deadline came (the
+ *   first check, every interval, a deferred restart's retry), so a long
+ *   download never keeps the loop from noticing a crash; it writes back when
+ *   it is due again (`daemon/update-next`).
+ * A step of another version than the loop's re-executes `update-loop` from the
+ * current binary (once no update step runs), so the loop runs the newest
+ * working release; a current binary that cannot run a step is replaced for
+ * that step by the loop's own (which then fails restarts like crashes).
+ *
+ * SIGTERM/INT/HUP end the loop at once: it signals its own group (the sleep,
+ * the steps and what they run) and waits for the steps, which end at once
+ * except while one flips `current` back and restarts (termination.ts).
  */
 import { join } from "node:path";
 import type { PidRecord } from "../daemon/pidfile.ts";
@@ -26,36 +29,63 @@ import type { PidRecord } from "../daemon/pidfile.ts";
 export const LOOP_NAME = "update-loop";
 /** The loop's tick: a crash is noticed within this (spec: 1 s). Integer `sleep 1` where `sleep` takes no fraction. */
 export const TICK_SECONDS = "0.5";
-/** When neither binary could run a step, try again this much later (centiseconds). */
+/** When neither binary could run a step, try again this much later (centiseconds, the loop's clock). */
 const STEP_FAILED_RETRY_CS = 1_000;
+/** A step must say it started (berth's code runs) within this, else it is killed: a broken binary that hangs. */
+const STEP_ANNOUNCE_CS = 1_000;
+/** A keeper step's whole deadline (a restart: the pidfile lock, then the start timeout, are far shorter). */
+const KEEPER_STEP_MAX_CS = 30_000;
+/** An update step's (a download of a release on a slow link included; each of its waits has its own). */
+const UPDATE_STEP_MAX_CS = 360_000;
+/** Past its deadline a step gets SIGTERM (it ends at once, except in the middle of a rollback), then after this SIGKILL. */
+const STEP_KILL_GRACE_CS = 6_000;
 
 export const SHELL = "/bin/sh";
 
-/** The verdict file a step writes (temp+rename) and the loop reads with `read`. */
-export function verdictPath(daemonDir: string): string {
+/** The files steps write (temp+rename) and the loop reads with `read`. */
+export function keeperVerdictPath(daemonDir: string): string {
   return join(daemonDir, "keeper-next");
 }
 
-// The script: $0 = update-loop, $1 = the binary that exec'd this loop, $2 = its version; BERTH_HOME in the environment.
+export function updateVerdictPath(daemonDir: string): string {
+  return join(daemonDir, "update-next");
+}
+
+// The script: $0 = update-loop, $1 = the binary that exec'd this loop, $2 = its version, then where the
+// setup's own first step left off (keeperShellArgv); BERTH_HOME in the environment.
 // shellcheck-clean as `sh` (test/keeper-sh.test.ts runs shellcheck on it).
 export const KEEPER_SCRIPT = `set -u
 self=$1
 version=$2
+seen=$3
+wpid=$4
+wstart=$5
+wake=$6
+uwake=$7
 bin=$BERTH_HOME/packages/standalone/current/berth
 pidfile=$BERTH_HOME/daemon/app-server.pid
-verdict=$BERTH_HOME/daemon/keeper-next
+kverdict=$BERTH_HOME/daemon/keeper-next
+uverdict=$BERTH_HOME/daemon/update-next
 nap=${TICK_SECONDS}
 sleep 0.01 2>/dev/null || nap=1
 napper=
-stepper=
-seen=-
-wpid=0
-wstart=0
-wake=0
+kpid=
+ktoken=
+kann=0
+kfb=0
+kdeadline=0
+upid=
+utoken=
+uann=0
+ufb=0
+udeadline=0
+reexec=0
 n=0
 now=0
 up=0
 rec=
+s=
+v=
 
 # Uptime in centiseconds (monotonic), read with a builtin.
 clock() {
@@ -63,12 +93,17 @@ clock() {
   now=\${up%.*}\${up#*.}
 }
 
-# The process runs (no zombie) with start time $2 (field 22 of /proc/<pid>/stat, counted after the last ')').
-alive() {
-  want=$2
+# Fields of /proc/$1/stat after the command name (which may hold spaces and parentheses), in $s.
+stat_of() {
   s=
   { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 1
   s=\${s##*) }
+}
+
+# The process runs (no zombie) with start time $2 (field 22).
+alive() {
+  want=$2
+  stat_of "$1" || return 1
   # shellcheck disable=SC2086
   set -- $s
   case $1 in Z | X | x) return 1 ;; esac
@@ -76,23 +111,19 @@ alive() {
   [ "$1" = "$want" ]
 }
 
-# A child of this shell, not yet reaped (so its pid was not reused): parent pid, field 4, is ours.
-ours() {
+# A child of this shell that has not exited (not reaped, so its pid was not reused).
+running() {
   [ -n "$1" ] || return 1
-  s=
-  { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 1
-  s=\${s##*) }
+  stat_of "$1" || return 1
   # shellcheck disable=SC2086
   set -- $s
+  case $1 in Z | X | x) return 1 ;; esac
   [ "$2" = "$$" ]
 }
 
-# Leading its own group (launched detached: its own session), every member is a descendant: the
-# sleep, a step and what the step runs. Otherwise only the two children are ours to signal.
+# Leading its own group (launched detached, in its own session), every member descends from it.
 leads_group() {
-  s=
-  { read -r s </proc/$$/stat; } 2>/dev/null || return 1
-  s=\${s##*) }
+  stat_of "$$" || return 1
   # shellcheck disable=SC2086
   set -- $s
   [ "$3" = "$$" ]
@@ -103,56 +134,124 @@ finish() {
   if leads_group; then
     kill -s TERM 0 2>/dev/null
   else
-    if ours "$napper"; then kill -s TERM "$napper" 2>/dev/null; fi
-    if ours "$stepper"; then kill -s TERM "$stepper" 2>/dev/null; fi
+    for child in "$napper" "$kpid" "$upid"; do
+      if running "$child"; then kill -s TERM "$child" 2>/dev/null; fi
+    done
   fi
-  # A step ends at once on SIGTERM, except while it flips 'current' back and restarts: wait for it.
-  [ -z "$stepper" ] || wait "$stepper"
+  # Steps end at once on SIGTERM, except while one flips 'current' back and restarts: wait for them.
+  wait
   exit 0
 }
 trap finish TERM INT HUP
 
-verdict_of() {
+# The step with token $2 has written its first line (started, or its verdict) to file $1.
+announced() {
   v=
-  { read -r v vpid vstart vwake vversion <"$verdict"; } 2>/dev/null || return 1
-  [ "$v" = "$token" ] || return 1
-  wpid=$vpid
-  wstart=$vstart
-  wake=$vwake
+  { read -r v _ <"$1"; } 2>/dev/null
+  [ "$v" = "$2" ]
 }
 
-# One step: the current binary, else (it failed to run one) the loop's own.
-step() {
-  n=$((n + 1))
-  token=$$.$started.$n
-  BERTH_KEEPER_TOKEN=$token "$bin" keeper-step >/dev/null &
-  stepper=$!
-  wait "$stepper"
-  code=$?
-  stepper=
-  if verdict_of; then
-    [ "$vversion" = "$version" ] || exec "$bin" update-loop
-    return 0
+# While step $1 runs: status 0, after signalling it when past its deadline $3 (SIGKILL if it never
+# said it started, $2 = 0: no berth code runs; else SIGTERM, and SIGKILL after a grace). 1 once it ended.
+supervise() {
+  running "$1" || return 1
+  [ "$now" -ge "$3" ] || return 0
+  if [ "$2" = 0 ] || [ "$now" -ge $(($3 + ${STEP_KILL_GRACE_CS})) ]; then
+    kill -s KILL "$1" 2>/dev/null
+  else
+    kill -s TERM "$1" 2>/dev/null
   fi
-  BERTH_KEEPER_TOKEN=$token BERTH_KEEPER_FALLBACK="$bin exited $code" "$self" keeper-step >/dev/null &
-  stepper=$!
-  wait "$stepper"
-  stepper=
-  verdict_of && return 0
-  wpid=0
-  clock
-  wake=$((now + ${STEP_FAILED_RETRY_CS}))
+  return 0
+}
+
+# A keeper step of binary $1 ($2: why not the current one, or empty).
+keeper_start() {
+  n=$((n + 1))
+  ktoken=k.$$.$started.$n
+  kann=0
+  kdeadline=$((now + ${STEP_ANNOUNCE_CS}))
+  BERTH_KEEPER_TOKEN=$ktoken BERTH_KEEPER_FALLBACK=$2 "$1" keeper-step >/dev/null &
+  kpid=$!
+}
+
+keeper_poll() {
+  if [ "$kann" = 0 ] && announced "$kverdict" "$ktoken"; then
+    kann=1
+    kdeadline=$((now + ${KEEPER_STEP_MAX_CS}))
+  fi
+  supervise "$kpid" "$kann" "$kdeadline" && return 0
+  wait "$kpid"
+  code=$?
+  kpid=
+  v=
+  { read -r v vpid vstart vwake vversion <"$kverdict"; } 2>/dev/null
+  if [ "$v" = "$ktoken" ] && [ "$vpid" != started ]; then
+    wpid=$vpid
+    wstart=$vstart
+    wake=$vwake
+    [ "$vversion" = fallback ] || [ "$vversion" = "$version" ] || reexec=1
+  elif [ "$kfb" = 0 ]; then
+    kfb=1
+    keeper_start "$self" "$bin exited $code"
+  else
+    wpid=0
+    wake=$((now + ${STEP_FAILED_RETRY_CS}))
+  fi
+}
+
+# An update step of binary $1 ($2: why not the current one, or empty).
+update_start() {
+  n=$((n + 1))
+  utoken=u.$$.$started.$n
+  uann=0
+  udeadline=$((now + ${STEP_ANNOUNCE_CS}))
+  BERTH_KEEPER_TOKEN=$utoken BERTH_KEEPER_FALLBACK=$2 "$1" update-step >/dev/null &
+  upid=$!
+}
+
+update_poll() {
+  if [ "$uann" = 0 ] && announced "$uverdict" "$utoken"; then
+    uann=1
+    udeadline=$((now + ${UPDATE_STEP_MAX_CS}))
+  fi
+  supervise "$upid" "$uann" "$udeadline" && return 0
+  wait "$upid"
+  code=$?
+  upid=
+  v=
+  { read -r v uw uversion <"$uverdict"; } 2>/dev/null
+  if [ "$v" = "$utoken" ] && [ "$uw" != started ]; then
+    uwake=$uw
+    [ "$uversion" = fallback ] || [ "$uversion" = "$version" ] || reexec=1
+  elif [ "$ufb" = 0 ]; then
+    ufb=1
+    update_start "$self" "$bin exited $code"
+  else
+    uwake=$((now + ${STEP_FAILED_RETRY_CS}))
+  fi
 }
 
 clock
 started=$now
+code=0
 while :; do
   rec=
   { read -r rec <"$pidfile"; } 2>/dev/null
   clock
-  if [ "$rec" != "$seen" ] || [ "$now" -ge "$wake" ] || { [ "$wpid" != 0 ] && ! alive "$wpid" "$wstart"; }; then
-    seen=$rec
-    step
+  [ -z "$kpid" ] || keeper_poll
+  [ -z "$upid" ] || update_poll
+  # A step ran another release than this loop's: the loop starts over from it, between steps.
+  if [ "$reexec" = 1 ] && [ -z "$kpid" ] && [ -z "$upid" ]; then exec "$bin" update-loop; fi
+  if [ -z "$kpid" ]; then
+    if [ "$rec" != "$seen" ] || [ "$now" -ge "$wake" ] || { [ "$wpid" != 0 ] && ! alive "$wpid" "$wstart"; }; then
+      seen=$rec
+      kfb=0
+      keeper_start "$bin" ""
+    fi
+  fi
+  if [ -z "$upid" ] && [ "$now" -ge "$uwake" ]; then
+    ufb=0
+    update_start "$bin" ""
   fi
   sleep "$nap" &
   napper=$!
@@ -161,13 +260,27 @@ while :; do
 done
 `;
 
-/** The loop's argv: `sh -c SCRIPT update-loop <own binary> <version>`. */
-export function keeperShellArgv(ownBinary: string, version: string): string[] {
-  return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version];
+/** Where the loop starts: the pidfile line the first keeper step saw, its verdict, and when the first update step is due. */
+export type LoopStart = { seen: string; watch?: PidRecord; wakeAtCs: number; updateAtCs: number };
+
+/** The loop's argv: `sh -c SCRIPT update-loop <own binary> <version> <seen> <pid> <start> <wake> <update wake>`. */
+export function keeperShellArgv(ownBinary: string, version: string, start: LoopStart): string[] {
+  const [, pid, startTime, wake] = verdictLine({ token: "-", ...(start.watch ? { watch: start.watch } : {}), wakeAtCs: start.wakeAtCs, version }).split(" ");
+  return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version, start.seen, pid as string, startTime as string, wake as string, String(Math.ceil(start.updateAtCs))];
 }
 
-/** Pure: the line a step leaves for the loop: token, what to watch (pid and kernel start time, or 0 0), wake-up uptime (cs), version. */
+/** Pure: the pidfile's first line as the loop's `read -r` sees it (surrounding blanks dropped). */
+export function firstLine(text: string | undefined): string {
+  return (text ?? "").split("\n")[0]?.replace(/^[ \t]+|[ \t]+$/g, "") ?? "";
+}
+
+/** Pure: the line a keeper step leaves for the loop: token, what to watch (pid and kernel start time, or 0 0), wake-up uptime (cs), version. */
 export function verdictLine(input: { token: string; watch?: PidRecord; wakeAtCs: number; version: string }): string {
   const start = input.watch?.processStartTime.split("/").pop() ?? "0";
   return `${input.token} ${input.watch ? input.watch.pid : 0} ${input.watch ? start : 0} ${Math.ceil(input.wakeAtCs)} ${input.version}\n`;
+}
+
+/** Pure: the line an update step leaves: token, wake-up uptime (cs), version. */
+export function updateVerdictLine(input: { token: string; wakeAtCs: number; version: string }): string {
+  return `${input.token} ${Math.ceil(input.wakeAtCs)} ${input.version}\n`;
 }

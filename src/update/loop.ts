@@ -19,7 +19,7 @@ import { processIdentity } from "../platform/process.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { CLI_VERSION } from "../version.ts";
 import { Keeper, type KeeperVerdict } from "./keeper-loop.ts";
-import { keeperShellArgv, SHELL, verdictLine, verdictPath } from "./keeper-sh.ts";
+import { firstLine, keeperShellArgv, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, type LoopStart } from "./keeper-sh.ts";
 import { exitOnTermination } from "./termination.ts";
 
 /**
@@ -81,12 +81,29 @@ export async function runUpdateLoop(): Promise<never> {
   if (process.platform === "linux" && !ctx.env[IN_PROCESS_ENV] && existsSync(SHELL) && existsSync("/proc/self/stat")) {
     try {
       const own = realpathSync(ctx.layout.managedBinary);
-      execReplace(SHELL, keeperShellArgv(own, version), { ...ctx.env, BERTH_HOME: ctx.layout.home });
+      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, settings.update.initialDelayMs)), { ...ctx.env, BERTH_HOME: ctx.layout.home });
     } catch (error) {
       logLine(ctx, `loop: cannot run the sh loop (${describeError(error).split("\n")[0]}); keeping in this process`);
     }
   }
   return runInProcess(ctx);
+}
+
+/**
+ * The keeper's first look, done here before the exec (this process has the
+ * code loaded already), so the sh loop starts watching without a step of its own.
+ */
+async function firstStep(ctx: Context, updateInMs: number): Promise<LoopStart> {
+  const seen = firstLine(readStateFile(ctx.layout.appServerPid));
+  const now = uptimeCs();
+  try {
+    const verdict = await keeperStep(ctx);
+    return { seen, ...(verdict.watch ? { watch: verdict.watch } : {}), wakeAtCs: wakeAtCs(now, verdict.wakeInMs), updateAtCs: wakeAtCs(now, updateInMs) };
+  } catch (error) {
+    logLine(ctx, `keeper: ${describeError(error).split("\n")[0]}`);
+    // "-" is never a pidfile line: the loop's first tick runs a step.
+    return { seen: "-", wakeAtCs: now, updateAtCs: wakeAtCs(now, updateInMs) };
+  }
 }
 
 /** Pure: uptime (centiseconds, /proc/uptime's clock) at which the loop must call the next step. */
@@ -104,23 +121,49 @@ function uptimeCs(): number {
   }
 }
 
-/** `berth keeper-step` (run by the sh loop): one step; leaves its verdict for the loop in daemon/keeper-next. */
-export async function runKeeperStep(): Promise<object> {
+/** Environment the sh loop sets for a step only; never passed on to an app-server a step launches. */
+const STEP_ENV = ["BERTH_KEEPER_TOKEN", "BERTH_KEEPER_FALLBACK"] as const;
+
+/**
+ * A step's context: what the loop told it, taken out of the environment it
+ * hands on. It first tells the loop it started (berth's code runs), which
+ * lengthens its deadline there from seconds to minutes.
+ */
+function openStepContext(verdictPathOf: (daemonDir: string) => string): { ctx: Context; token: string; fallback?: string } {
+  const token = process.env.BERTH_KEEPER_TOKEN ?? "-";
+  const fallback = process.env.BERTH_KEEPER_FALLBACK;
+  for (const name of STEP_ENV) delete process.env[name];
   const ctx = openContext();
   exitOnTermination();
-  const fallback = ctx.env.BERTH_KEEPER_FALLBACK;
-  if (fallback) logLine(ctx, `loop: ${fallback} instead of a step; this step runs berth ${CLI_VERSION}`);
-  const verdict = await oneStep(ctx);
-  const line = verdictLine({ token: ctx.env.BERTH_KEEPER_TOKEN ?? "-", watch: verdict.watch, wakeAtCs: wakeAtCs(uptimeCs(), verdict.wakeInMs), version: managedVersion(ctx) });
-  writeFileAtomic(verdictPath(ctx.layout.daemonDir), line);
-  return { status: "stepped", watch: verdict.watch?.pid ?? null, wakeInMs: Number.isFinite(verdict.wakeInMs) ? verdict.wakeInMs : null };
+  writeFileAtomic(verdictPathOf(ctx.layout.daemonDir), `${token} started\n`);
+  if (fallback) logLine(ctx, `loop: ${fallback}; this step runs berth ${CLI_VERSION} instead`);
+  return { ctx, token, ...(fallback ? { fallback } : {}) };
 }
 
-/** The keeper's look, then the updater's check when due; the earlier of their wake-ups. */
-async function oneStep(ctx: Context): Promise<KeeperVerdict & { restartedOnNew: boolean }> {
-  const kept = await new Keeper(ctx, (line) => logLine(ctx, line)).step();
-  const update = await updateStep(ctx);
-  return { ...(kept.watch ? { watch: kept.watch } : {}), wakeInMs: Math.min(kept.wakeInMs, update.delayMs), restartedOnNew: update.restartedOnNew };
+/** The version a step reports to the loop: a fallback step must never make it re-execute (from a broken current). */
+function reportedVersion(ctx: Context, fallback: string | undefined): string {
+  return fallback ? "fallback" : managedVersion(ctx);
+}
+
+/** `berth keeper-step` (run by the sh loop): the keeper's look; leaves what to watch next in daemon/keeper-next. */
+export async function runKeeperStep(): Promise<object> {
+  const { ctx, token, fallback } = openStepContext(keeperVerdictPath);
+  const verdict = await keeperStep(ctx);
+  const line = verdictLine({ token, watch: verdict.watch, wakeAtCs: wakeAtCs(uptimeCs(), verdict.wakeInMs), version: reportedVersion(ctx, fallback) });
+  writeFileAtomic(keeperVerdictPath(ctx.layout.daemonDir), line);
+  return { status: "kept", watch: verdict.watch?.pid ?? null };
+}
+
+/** `berth update-step` (run by the sh loop in the background): a check when due; leaves when the next is due in daemon/update-next. */
+export async function runUpdateStep(): Promise<object> {
+  const { ctx, token, fallback } = openStepContext(updateVerdictPath);
+  const { delayMs } = await updateStep(ctx);
+  writeFileAtomic(updateVerdictPath(ctx.layout.daemonDir), updateVerdictLine({ token, wakeAtCs: wakeAtCs(uptimeCs(), delayMs), version: reportedVersion(ctx, fallback) }));
+  return { status: "checked" };
+}
+
+function keeperStep(ctx: Context): Promise<KeeperVerdict> {
+  return new Keeper(ctx, (line) => logLine(ctx, line)).step();
 }
 
 /**
@@ -188,26 +231,40 @@ function nextAt(delayMs: number): string {
 }
 
 /**
- * Where no sh loop runs: the same steps in this process, woken like the sh
- * loop (the record changed, the watched server gone, the deadline come); after
- * a validated restart onto a new release, re-executes from it.
+ * Where no sh loop runs: the same steps in this process, as two loops like
+ * the sh loop's: the keeper woken by its events (the record changed, the
+ * watched server gone, its deadline), the updater by its deadline; after a
+ * validated restart onto a new release, re-executes from it.
  */
 async function runInProcess(ctx: Context): Promise<never> {
+  void keepInProcess(ctx);
   for (;;) {
-    let verdict: KeeperVerdict & { restartedOnNew?: boolean } = { wakeInMs: BUSY_RETRY_MS };
-    const record = readStateFile(ctx.layout.appServerPid);
+    let next = { delayMs: BUSY_RETRY_MS, restartedOnNew: false };
     try {
-      verdict = await oneStep(ctx);
+      next = await updateStep(ctx);
     } catch (error) {
-      logLine(ctx, `loop: step failed: ${describeError(error).split("\n")[0]}`);
+      logLine(ctx, `loop: update step failed: ${describeError(error).split("\n")[0]}`);
     }
-    if (verdict.restartedOnNew) {
+    if (next.restartedOnNew) {
       logLine(ctx, `re-executing from ${ctx.layout.managedBinary}`);
       try {
         execReplace(ctx.layout.managedBinary, [ctx.layout.managedBinary, ...UPDATE_LOOP_ARGV], { ...ctx.env, BERTH_HOME: ctx.layout.home });
       } catch (error) {
         logLine(ctx, `re-exec failed, carrying on with this binary: ${describeError(error)}`);
       }
+    }
+    await Bun.sleep(next.delayMs);
+  }
+}
+
+async function keepInProcess(ctx: Context): Promise<never> {
+  for (;;) {
+    let verdict: KeeperVerdict = { wakeInMs: BUSY_RETRY_MS };
+    const record = readStateFile(ctx.layout.appServerPid);
+    try {
+      verdict = await keeperStep(ctx);
+    } catch (error) {
+      logLine(ctx, `keeper: step failed: ${describeError(error).split("\n")[0]}`);
     }
     const wakeAt = Date.now() + (Number.isFinite(verdict.wakeInMs) ? verdict.wakeInMs : FALLBACK_INTERVAL_MS);
     const watch = verdict.watch;
