@@ -170,6 +170,29 @@ describe("the sh keeper", () => {
     expect((await home.run(["status"])).json.updater.lastCheck).toMatchObject({ outcome: "failed" });
   }, SLOW_TEST_MS);
 
+  test("a current release that hangs instead of running a step: killed at the step's deadline, the loop's own binary keeps", async () => {
+    const home = newHome({ settings: { startTimeoutMs: 1_500 } });
+    const { server, keeper } = await bootstrapped(home);
+    const marker = join(home.home, "..", "runs");
+    writeFileSync(marker, "");
+    // Neither its steps nor its server ever get to berth's code.
+    installRelease(home.home, "0.2.0", `#!/bin/sh\necho "$$ $*" >> '${marker}'\nexec sleep 600\n`);
+    process.kill(server, "SIGKILL");
+    const log = () => readFileSync(home.path("daemon/updater.log"), "utf8");
+    // The hung step is killed; the loop's own 0.1.0 runs that step: it restarts 0.2.0, which hangs as a
+    // server too, so the restart fails like a crash (backoff), and nothing hung is left behind.
+    expect(await eventually(() => /loop: \S+ exited 137; this step runs berth 0\.1\.0 instead/.test(log()), 40_000)).toBe(true);
+    expect(await eventually(() => readJson(home.path("daemon/keeper.json")).crashes.length >= 2, 40_000)).toBe(true);
+    const hung = readFileSync(marker, "utf8").split("\n").filter((line) => line.endsWith(" keeper-step")).map((line) => Number(line.split(" ")[0]));
+    expect(hung.length).toBeGreaterThanOrEqual(1);
+    expect(await eventually(() => hung.every((pid) => !isAlive(pid)), 20_000)).toBe(true);
+    expect(isAlive(keeper)).toBe(true);
+    // A working release again: the next attempt brings the app-server back.
+    installRelease(home.home, "0.3.0");
+    expect(await eventually(async () => (await answeringPid(home)) !== undefined, 60_000, 100)).toBe(true);
+    expect(readJson(home.path("daemon/updater.pid")).pid).toBe(keeper);
+  }, 150_000);
+
   test.skipIf(!has("strace"))("idle, the loop forks nothing but sleep", async () => {
     const home = newHome();
     const { keeper } = await bootstrapped(home);

@@ -239,6 +239,23 @@ describe("updater", () => {
     expect(currentRelease(home)).toBe(`releases/1.1.0-${TARGET}`);
   });
 
+  test("a crash during a stalled download is still restarted at once: checks do not blind the keeper", async () => {
+    const { home, berth } = await installed();
+    const boot = await berth(["bootstrap"]);
+    host.stalled.add("1.1.0");
+    publish("1.1.0", binaries["1.1.0"] as string);
+    expect(await eventually(() => existsSync(home.path("packages/standalone/downloads")), UPDATE_WAIT_MS, 50)).toBe(true);
+    process.kill(boot.json.pid as number, "SIGKILL");
+    expect(await eventually(async () => {
+      const now = (await berth(["version"])).json;
+      return now?.status === "running" && now.pid !== boot.json.pid;
+    }, UPDATE_WAIT_MS, 100)).toBe(true);
+    // The download still hangs: nothing was installed meanwhile.
+    expect(currentRelease(home)).toBe(`releases/1.0.0-${TARGET}`);
+    host.release();
+    expect(await eventually(async () => (await appServerVersion(berth)) === "1.1.0", UPDATE_WAIT_MS, 100)).toBe(true);
+  });
+
   test("update --check reports without installing; --release installs a chosen version", async () => {
     const { home, berth } = await installed();
     publish("1.1.0", binaries["1.1.0"] as string);
