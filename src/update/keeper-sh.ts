@@ -29,8 +29,13 @@ import type { PidRecord } from "../daemon/pidfile.ts";
 export const LOOP_NAME = "update-loop";
 /** The loop's tick: a crash is noticed within this (spec: 1 s). Integer `sleep 1` where `sleep` takes no fraction. */
 export const TICK_SECONDS = "0.5";
-/** When neither binary could run a step, try again this much later (centiseconds, the loop's clock). */
+/**
+ * When neither binary could run a step, try again this much later (centiseconds, the loop's clock),
+ * times the failures in a row, up to STEP_FAILED_MAX_TIMES: a lasting problem (an unsafe state folder)
+ * costs a few starts an hour, not one every few seconds.
+ */
 const STEP_FAILED_RETRY_CS = 1_000;
+const STEP_FAILED_MAX_TIMES = 30;
 /** A step must say it started (berth's code runs) within this, else it is killed: a broken binary that hangs. */
 const STEP_ANNOUNCE_CS = 1_000;
 /** A keeper step's whole deadline (a restart: the pidfile lock, then the start timeout, are far shorter). */
@@ -73,11 +78,13 @@ kpid=
 ktoken=
 kann=0
 kfb=0
+kfails=0
 kdeadline=0
 upid=
 utoken=
 uann=0
 ufb=0
+ufails=0
 udeadline=0
 reexec=0
 n=0
@@ -193,10 +200,14 @@ keeper_poll() {
   elif [ "$kfb" = 0 ]; then
     kfb=1
     keeper_start "$self" "$bin exited $code"
+    return 0
   else
+    kfails=$((kfails < ${STEP_FAILED_MAX_TIMES} ? kfails + 1 : kfails))
     wpid=0
-    wake=$((now + ${STEP_FAILED_RETRY_CS}))
+    wake=$((now + kfails * ${STEP_FAILED_RETRY_CS}))
+    return 0
   fi
+  kfails=0
 }
 
 # An update step of binary $1 ($2: why not the current one, or empty).
@@ -226,9 +237,13 @@ update_poll() {
   elif [ "$ufb" = 0 ]; then
     ufb=1
     update_start "$self" "$bin exited $code"
+    return 0
   else
-    uwake=$((now + ${STEP_FAILED_RETRY_CS}))
+    ufails=$((ufails < ${STEP_FAILED_MAX_TIMES} ? ufails + 1 : ufails))
+    uwake=$((now + ufails * ${STEP_FAILED_RETRY_CS}))
+    return 0
   fi
+  ufails=0
 }
 
 clock

@@ -1,12 +1,12 @@
 /**
  * `berth update-loop`: the detached updater and keeper. It sets up (records
- * its version, schedules the first check) and then, on Linux, replaces itself
- * with the small POSIX-sh loop of keeper-sh.ts, which stays resident and runs
- * one `berth keeper-step` of the current managed binary per event. Elsewhere
- * (no /proc to read identities from a shell) the same steps run in this
- * process. A step: the keeper's look (keeper-loop.ts), then, when due, one
- * update check (install, roll out with a health check, roll back), and what
- * to watch and when to be called next.
+ * its version, schedules the first check, takes the keeper's first look) and
+ * then, on Linux, replaces itself with the small POSIX-sh loop of
+ * keeper-sh.ts, which stays resident and runs the current managed binary for
+ * each step: `keeper-step` (the keeper's look and restart, keeper-loop.ts) on
+ * an event, `update-step` (one check: install, roll out with a health check,
+ * roll back) when one is due. Elsewhere (no /proc to read identities from a
+ * shell) the same steps run in this process.
  */
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { describeError, isBerthError } from "../errors.ts";
@@ -68,20 +68,23 @@ export async function runUpdateLoop(): Promise<never> {
   const settings = settingsOf(ctx);
   const version = managedVersion(ctx);
   const firstRunAt = new Date(Date.now() + settings.update.initialDelayMs).toISOString();
-  // Which binary exec'd the loop (status.updater.version), when the first check runs, and a pending
-  // rollout only while it is still for the release installed now.
-  updateState(ctx, ({ pendingRollout, nextCheckAt: _old, ...state }) => ({
+  // A rollout deferred by the loop this one replaces is retried at once, while it is still for the release installed now.
+  const resumed = readUpdaterState(ctx.layout.updaterState).pendingRollout;
+  const pendingRollout = resumed?.version === version ? resumed : undefined;
+  const updateInMs = pendingRollout ? 0 : settings.update.initialDelayMs;
+  // Which binary exec'd the loop (status.updater.version) and when the first check runs.
+  updateState(ctx, ({ pendingRollout: _stale, nextCheckAt: _old, ...state }) => ({
     ...state,
     loop: { pid: process.pid, version: CLI_VERSION },
-    nextRunAt: pendingRollout?.version === version ? new Date().toISOString() : firstRunAt,
-    ...(pendingRollout?.version === version ? { pendingRollout } : {}),
+    nextRunAt: new Date(Date.now() + updateInMs).toISOString(),
+    ...(pendingRollout ? { pendingRollout } : {}),
     ...(settings.autoUpdate ? { nextCheckAt: firstRunAt } : {}),
   }));
   logLine(ctx, `updater pid ${process.pid} (berth ${CLI_VERSION}) started; ${settings.autoUpdate ? `first check in ${settings.update.initialDelayMs} ms` : "auto-update is off: keeping the app-server only"}`);
   if (process.platform === "linux" && !ctx.env[IN_PROCESS_ENV] && existsSync(SHELL) && existsSync("/proc/self/stat")) {
     try {
       const own = realpathSync(ctx.layout.managedBinary);
-      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, settings.update.initialDelayMs)), { ...ctx.env, BERTH_HOME: ctx.layout.home });
+      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs)), { ...ctx.env, BERTH_HOME: ctx.layout.home });
     } catch (error) {
       logLine(ctx, `loop: cannot run the sh loop (${describeError(error).split("\n")[0]}); keeping in this process`);
     }
