@@ -141,7 +141,7 @@ export function killProcessesOf(home: string): void {
 /** Polls a condition until it holds or the deadline passes; returns whether it held. */
 /**
  * Absence (no restart, nothing coming back) can only be observed over a window:
- * longer than the keeper's 250 ms poll and its first 1 s backoff.
+ * longer than the keeper loop's 0.5 s tick and its first 1 s backoff.
  */
 export const QUIET_WINDOW_MS = 1_500;
 
