@@ -210,29 +210,34 @@ describe("the sh keeper", () => {
     for (const line of execs) expect(line).toMatch(/execve\("[^"]*\/sleep", \["sleep", "0\.5"\]/);
   }, SLOW_TEST_MS);
 
-  test.skipIf(!has("busybox"))("the same loop under busybox ash keeps the app-server", async () => {
-    const home = newHome();
-    const { server, keeper } = await bootstrapped(home);
-    // Replace the dash loop by the same script under busybox (its own group, as a launch would give it).
-    process.kill(keeper, "SIGTERM");
-    expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
-    const own = realpathSync(home.path("packages/standalone/current/berth"));
-    // "-" as the line seen: its first tick runs a keeper step; no update step for an hour.
-    const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 });
-    const ash = Bun.spawn({ cmd: ["busybox", "sh", ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
-    try {
-      expect(await eventually(() => readFileSync(home.path("daemon/keeper-next"), "utf8").includes(` ${server} `), ANSWER_WAIT_MS)).toBe(true);
-      process.kill(server, "SIGKILL");
-      expect(await eventually(async () => {
-        const next = await answeringPid(home);
-        return next !== undefined && next !== server;
-      }, ANSWER_WAIT_MS, 10)).toBe(true);
-    } finally {
-      ash.kill("SIGTERM");
-      await ash.exited;
-    }
-    expect(await eventually(() => groupMembers(ash.pid).length === 0, 5_000)).toBe(true);
-  }, SLOW_TEST_MS);
+  for (const shell of [["busybox", "sh"], ["bash", "--posix"]]) {
+    test.skipIf(!has(shell[0] as string))(`the same loop under ${shell.join(" ")} keeps the app-server`, async () => {
+      const home = newHome();
+      const { server, keeper } = await bootstrapped(home);
+      // Replace the dash loop by the same script under another shell (its own group, as a launch would give it).
+      process.kill(keeper, "SIGTERM");
+      expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
+      const own = realpathSync(home.path("packages/standalone/current/berth"));
+      // "-" as the line seen: its first tick runs a keeper step; no update step for an hour.
+      const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 });
+      const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+      try {
+        // Its own first step (the token names its pid) watches the server.
+        const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
+        expect(await eventually(() => verdict().startsWith(`k.${loop.pid}.`) && !verdict().includes("started"), ANSWER_WAIT_MS)).toBe(true);
+        expect(verdict()).toMatch(new RegExp(`^k\\.${loop.pid}\\.\\d+\\.\\d+ ${server} \\d+ \\d+ 0\\.1\\.0\\n$`));
+        process.kill(server, "SIGKILL");
+        expect(await eventually(async () => {
+          const next = await answeringPid(home);
+          return next !== undefined && next !== server;
+        }, ANSWER_WAIT_MS, 10)).toBe(true);
+      } finally {
+        loop.kill("SIGTERM");
+        await loop.exited;
+      }
+      expect(await eventually(() => groupMembers(loop.pid).length === 0, 5_000)).toBe(true);
+    }, SLOW_TEST_MS);
+  }
 
   test("where no sh loop runs (BERTH_KEEPER_IN_PROCESS, as on macOS) the same steps keep the app-server in Bun", async () => {
     const home = newHome();
