@@ -44,6 +44,8 @@ export class Keeper {
   private state: KeeperState;
   /** When this step found a busy lock or a starting server: look again soon. */
   private again = false;
+  /** keeper.json as last read or written, so an unchanged state is not rewritten. */
+  private written: string;
   /** Exit statuses of the servers this keeper launched (its children), by pid; bounded to the last few. */
   private readonly exits = new Map<number, { exitCode: number | null; signal: string | null }>();
   private lastLaunchedPid: number | undefined;
@@ -55,6 +57,7 @@ export class Keeper {
     private readonly log: Log,
   ) {
     this.state = readKeeperState(ctx.layout.keeperState);
+    this.written = JSON.stringify(this.state);
   }
 
   /** The record last seen running (kept in keeper.json between steps). */
@@ -80,23 +83,30 @@ export class Keeper {
    * shortly, like a busy lock.
    */
   async step(): Promise<KeeperVerdict> {
-    const before = JSON.stringify(this.state);
     try {
       await this.tick();
+      this.persist();
     } catch (error) {
       this.log(`keeper: ${describeError(error).split("\n")[0]}`);
       this.again = true;
     }
-    if (JSON.stringify(this.state) !== before) writeKeeperState(this.ctx.layout.keeperState, this.state);
     const watch = this.state.state === "running" ? this.lastSeen : undefined;
     if (this.again) return { ...(watch ? { watch } : {}), wakeInMs: KEEPER_RETRY_MS };
     const retryIn = this.state.state === "crashed" || this.state.state === "unmanaged" ? this.nextAttemptAt - Date.now() : Infinity;
     return { ...(watch ? { watch } : {}), wakeInMs: Math.max(0, retryIn) };
   }
 
-  /** Changes are written once, at the end of the step. */
+  /** A verdict is written at once (status reads it, and a step may be cut short); the rest at the end of the step. */
   private save(change: Partial<KeeperState>): void {
     this.state = { ...this.state, ...change };
+    this.persist();
+  }
+
+  private persist(): void {
+    const text = JSON.stringify(this.state);
+    if (text === this.written) return;
+    writeKeeperState(this.ctx.layout.keeperState, this.state);
+    this.written = text;
   }
 
   /**
