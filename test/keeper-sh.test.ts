@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { firstLine, keeperShellArgv, KEEPER_SCRIPT, updateVerdictLine, verdictLine } from "../src/update/keeper-sh.ts";
+import { firstLine, keeperShellArgv, keeperStepMaxMs, KEEPER_SCRIPT, updateVerdictLine, verdictLine } from "../src/update/keeper-sh.ts";
 import { wakeAtCs } from "../src/update/loop.ts";
 import { processIdentity } from "../src/platform/process.ts";
 import { probeInitialize } from "../src/server/client.ts";
@@ -77,8 +77,11 @@ describe("pure parts", () => {
 
   test("its argv names it as the update-loop for /proc checks, then where the setup's first step left off", () => {
     const watched = { seen: '{"pid":42}', watch: { pid: 42, processStartTime: "b/777" }, wakeAtCs: 10.5, updateAtCs: 3_000 };
-    expect(keeperShellArgv("/h/berth", "1.0.0", watched).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", '{"pid":42}', "42", "777", "11", "3000"]);
-    expect(keeperShellArgv("/h/berth", "1.0.0", { seen: "", wakeAtCs: 5, updateAtCs: 6 }).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", "", "0", "0", "5", "6"]);
+    expect(keeperShellArgv("/h/berth", "1.0.0", watched, 300_000).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", '{"pid":42}', "42", "777", "11", "3000", "30000"]);
+    expect(keeperShellArgv("/h/berth", "1.0.0", { seen: "", wakeAtCs: 5, updateAtCs: 6 }, 1_001).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", "", "0", "0", "5", "6", "101"]);
+    // A keeper step may restart once: the pidfile lock's wait and the start timeout, with room to spare; never under 5 min.
+    expect(keeperStepMaxMs(10_000)).toBe(300_000);
+    expect(keeperStepMaxMs(600_000)).toBe(600_000 + 15_000 + 60_000);
   });
 
   test("the update verdict and the pidfile line as `read -r` sees it", () => {
@@ -219,7 +222,7 @@ describe("the sh keeper", () => {
       expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
       const own = realpathSync(home.path("packages/standalone/current/berth"));
       // "-" as the line seen: its first tick runs a keeper step; no update step for an hour.
-      const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 });
+      const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000));
       const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
       try {
         // Its own first step (the token names its pid) watches the server.

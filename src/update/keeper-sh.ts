@@ -23,6 +23,7 @@
  * except while one flips `current` back and restarts (termination.ts).
  */
 import { join } from "node:path";
+import { PID_LOCK_WAIT_MS } from "../daemon/backend.ts";
 import type { PidRecord } from "../daemon/pidfile.ts";
 
 /** argv[0] of the loop, so /proc/<pid>/cmdline still names it (daemon/orphans.ts, tests). */
@@ -38,8 +39,10 @@ const STEP_FAILED_RETRY_CS = 1_000;
 const STEP_FAILED_MAX_TIMES = 30;
 /** A step must say it started (berth's code runs) within this, else it is killed: a broken binary that hangs. */
 const STEP_ANNOUNCE_CS = 1_000;
-/** A keeper step's whole deadline (a restart: the pidfile lock, then the start timeout, are far shorter). */
-const KEEPER_STEP_MAX_CS = 30_000;
+/** A keeper step's whole deadline, at least (a restart waits for the pidfile lock, then up to startTimeoutMs). */
+const KEEPER_STEP_MIN_MAX_MS = 300_000;
+/** Over the restart's own waits, a keeper step may take this much more before it is stopped. */
+const KEEPER_STEP_SLACK_MS = 60_000;
 /** An update step's (a download of a release on a slow link included; each of its waits has its own). */
 const UPDATE_STEP_MAX_CS = 360_000;
 /** Past its deadline a step gets SIGTERM (it ends at once, except in the middle of a rollback), then after this SIGKILL. */
@@ -57,7 +60,7 @@ export function updateVerdictPath(daemonDir: string): string {
 }
 
 // The script: $0 = update-loop, $1 = the binary that exec'd this loop, $2 = its version, then where the
-// setup's own first step left off (keeperShellArgv); BERTH_HOME in the environment.
+// setup's own first step left off and the keeper step's deadline (keeperShellArgv); BERTH_HOME in the environment.
 // shellcheck-clean as `sh` (test/keeper-sh.test.ts runs shellcheck on it).
 export const KEEPER_SCRIPT = `set -u
 self=$1
@@ -67,6 +70,7 @@ wpid=$4
 wstart=$5
 wake=$6
 uwake=$7
+kmax=$8
 bin=$BERTH_HOME/packages/standalone/current/berth
 pidfile=$BERTH_HOME/daemon/app-server.pid
 kverdict=$BERTH_HOME/daemon/keeper-next
@@ -184,7 +188,7 @@ keeper_start() {
 keeper_poll() {
   if [ "$kann" = 0 ] && announced "$kverdict" "$ktoken"; then
     kann=1
-    kdeadline=$((now + ${KEEPER_STEP_MAX_CS}))
+    kdeadline=$((now + kmax))
   fi
   supervise "$kpid" "$kann" "$kdeadline" && return 0
   wait "$kpid"
@@ -278,10 +282,19 @@ done
 /** Where the loop starts: the pidfile line the first keeper step saw, its verdict, and when the first update step is due. */
 export type LoopStart = { seen: string; watch?: PidRecord; wakeAtCs: number; updateAtCs: number };
 
-/** The loop's argv: `sh -c SCRIPT update-loop <own binary> <version> <seen> <pid> <start> <wake> <update wake>`. */
-export function keeperShellArgv(ownBinary: string, version: string, start: LoopStart): string[] {
+/** Pure: how long a keeper step (one restart at most) may run, for a given start timeout. */
+export function keeperStepMaxMs(startTimeoutMs: number): number {
+  return Math.max(KEEPER_STEP_MIN_MAX_MS, startTimeoutMs + PID_LOCK_WAIT_MS + KEEPER_STEP_SLACK_MS);
+}
+
+/**
+ * The loop's argv: `sh -c SCRIPT update-loop <own binary> <version> <seen> <pid> <start> <wake>
+ * <update wake> <keeper step deadline>` (times in centiseconds).
+ */
+export function keeperShellArgv(ownBinary: string, version: string, start: LoopStart, keeperStepMs: number): string[] {
   const [, pid, startTime, wake] = verdictLine({ token: "-", ...(start.watch ? { watch: start.watch } : {}), wakeAtCs: start.wakeAtCs, version }).split(" ");
-  return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version, start.seen, pid as string, startTime as string, wake as string, String(Math.ceil(start.updateAtCs))];
+  const tail = [start.seen, pid as string, startTime as string, wake as string, String(Math.ceil(start.updateAtCs)), String(Math.ceil(keeperStepMs / 10))];
+  return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version, ...tail];
 }
 
 /** Pure: the pidfile's first line as the loop's `read -r` sees it (surrounding blanks dropped). */

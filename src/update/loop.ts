@@ -19,7 +19,7 @@ import { processIdentity } from "../platform/process.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { CLI_VERSION } from "../version.ts";
 import { Keeper, type KeeperVerdict } from "./keeper-loop.ts";
-import { firstLine, keeperShellArgv, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, type LoopStart } from "./keeper-sh.ts";
+import { firstLine, keeperShellArgv, keeperStepMaxMs, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, type LoopStart } from "./keeper-sh.ts";
 import { exitOnTermination } from "./termination.ts";
 
 /**
@@ -84,7 +84,7 @@ export async function runUpdateLoop(): Promise<never> {
   if (process.platform === "linux" && !ctx.env[IN_PROCESS_ENV] && existsSync(SHELL) && existsSync("/proc/self/stat")) {
     try {
       const own = realpathSync(ctx.layout.managedBinary);
-      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs)), { ...ctx.env, BERTH_HOME: ctx.layout.home });
+      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs), keeperStepMaxMs(settings.startTimeoutMs)), { ...ctx.env, BERTH_HOME: ctx.layout.home });
     } catch (error) {
       logLine(ctx, `loop: cannot run the sh loop (${describeError(error).split("\n")[0]}); keeping in this process`);
     }
