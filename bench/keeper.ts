@@ -5,11 +5,13 @@
  * it has running at the moment of the sample, e.g. its `sleep`), of the
  * app-server, of an idle compiled empty Bun program (the floor), and the
  * keeper group's CPU over a window (utime+stime of its members, plus the
- * children it reaped), all from one run. Prints a markdown table.
+ * children it reaped), all from one run; then how long after a SIGKILL of the
+ * app-server a new one answers (spec: 2 s). Prints a markdown table.
  * Run: `bun run bench/keeper.ts`. Env: BENCH_CPU_WINDOW_MS (default 30000).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { probeInitialize } from "../src/server/client.ts";
 import { CLI_TARGET } from "../src/version.ts";
 import { groupMembers, machineLine, makeBenchHome, stats, VERSION, type BenchHome, type Stats } from "./harness.ts";
 
@@ -19,6 +21,9 @@ const SAMPLE_INTERVAL_MS = 300;
 const CPU_WINDOW_MS = Number(process.env.BENCH_CPU_WINDOW_MS) || 30_000;
 const UPDATER_IDLE_DELAY_MS = 3_600_000;
 const CLOCK_TICKS_PER_S = 100;
+const ANSWER_AGAIN_DEADLINE_MS = 20_000;
+const ANSWER_POLL_MS = 5;
+const PROBE_TIMEOUT_MS = 500;
 
 /** Fields of /proc/<pid>/stat after the command name (index 0 = field 3, state). */
 function statFields(pid: number): string[] | undefined {
@@ -59,6 +64,20 @@ function groupTicks(pgid: number): number {
   return ticks;
 }
 
+/** SIGKILL of the app-server until a new one answers `initialize` on the socket. */
+async function answersAgainMs(bench: BenchHome, server: number): Promise<number> {
+  const socket = join(bench.home, "daemon", "app-server.sock");
+  const killedAt = performance.now();
+  process.kill(server, "SIGKILL");
+  const deadline = killedAt + ANSWER_AGAIN_DEADLINE_MS;
+  while (performance.now() < deadline) {
+    const probe = await probeInitialize(socket, PROBE_TIMEOUT_MS);
+    if (probe.kind === "berth" && probe.info.pid !== server) return performance.now() - killedAt;
+    await Bun.sleep(ANSWER_POLL_MS);
+  }
+  throw new Error(`no app-server answered within ${ANSWER_AGAIN_DEADLINE_MS} ms of the crash`);
+}
+
 async function main(bench: BenchHome): Promise<void> {
   const floorBinary = join(bench.base, "empty");
   const emptyEntry = join(bench.base, "empty.ts");
@@ -92,6 +111,7 @@ async function main(bench: BenchHome): Promise<void> {
       console.log(`| ${name} | ${s.median.toFixed(2)} MB | ${(s.median / floorRss.median).toFixed(2)}× | ${(s.median / floorPss.median).toFixed(2)}× | ${s.min.toFixed(2)} MB | ${s.p90.toFixed(2)} MB |`);
     }
     console.log(`| keeper idle CPU over ${CPU_WINDOW_MS / 1000} s | ${cpu.toFixed(2)} % of a core | | | | |`);
+    console.log(`| first crash (SIGKILL) → app-server answers again | ${(await answersAgainMs(bench, server)).toFixed(0)} ms | | | | spec: ≤ 2 s |`);
   } finally {
     idleFloor.kill("SIGKILL");
     await idleFloor.exited;
