@@ -5,8 +5,8 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { firstLine, keeperShellArgv, keeperStepMaxMs, KEEPER_SCRIPT, updateVerdictLine, verdictLine } from "../src/update/keeper-sh.ts";
 import { wakeAtCs } from "../src/update/loop.ts";
 import { processIdentity } from "../src/platform/process.ts";
@@ -77,8 +77,8 @@ describe("pure parts", () => {
 
   test("its argv names it as the update-loop for /proc checks, then where the setup's first step left off", () => {
     const watched = { seen: '{"pid":42}', watch: { pid: 42, processStartTime: "b/777" }, wakeAtCs: 10.5, updateAtCs: 3_000 };
-    expect(keeperShellArgv("/h/berth", "1.0.0", watched, 300_000).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", '{"pid":42}', "42", "777", "11", "3000", "30000"]);
-    expect(keeperShellArgv("/h/berth", "1.0.0", { seen: "", wakeAtCs: 5, updateAtCs: 6 }, 1_001).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", "", "0", "0", "5", "6", "101"]);
+    expect(keeperShellArgv("/h/berth", "1.0.0", watched, 300_000, 1000).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", '{"pid":42}', "42", "777", "11", "3000", "30000", "1000"]);
+    expect(keeperShellArgv("/h/berth", "1.0.0", { seen: "", wakeAtCs: 5, updateAtCs: 6 }, 1_001, 0).slice(3)).toEqual(["update-loop", "/h/berth", "1.0.0", "", "0", "0", "5", "6", "101", "0"]);
     // A keeper step may restart once: the pidfile lock's wait and the start timeout, with room to spare; never under 5 min.
     expect(keeperStepMaxMs(10_000)).toBe(300_000);
     expect(keeperStepMaxMs(600_000)).toBe(600_000 + 15_000 + 60_000);
@@ -196,6 +196,26 @@ describe("the sh keeper", () => {
     expect(readJson(home.path("daemon/updater.pid")).pid).toBe(keeper);
   }, 150_000);
 
+  test("a current release someone else could have replaced is never run by the loop; its own binary keeps", async () => {
+    const home = newHome();
+    const { server, keeper } = await bootstrapped(home);
+    const marker = join(home.home, "..", "planted-ran");
+    const planted = installRelease(home.home, "0.2.0", `#!/bin/sh\ntouch '${marker}'\nexec sleep 600\n`);
+    chmodSync(dirname(planted), 0o777);
+    process.kill(server, "SIGKILL");
+    const log = () => readFileSync(home.path("daemon/updater.log"), "utf8");
+    // The loop's own 0.1.0 ran the step; its restart refused the unsafe binary (UNSAFE_STATE), a failed start.
+    expect(await eventually(() => /loop: \S+ is missing or not safe to run; this step runs berth 0\.1\.0 instead/.test(log()), ANSWER_WAIT_MS)).toBe(true);
+    expect(await eventually(() => /restart failed: .*writable by group or others/.test(log()), ANSWER_WAIT_MS)).toBe(true);
+    expect(existsSync(marker)).toBe(false);
+    expect(isAlive(keeper)).toBe(true);
+    // Fixed (mode 0755 again, after checking its content): the current release runs again, and brings the server back.
+    rmSync(marker, { force: true });
+    installRelease(home.home, "0.3.0");
+    expect(await eventually(async () => (await answeringPid(home)) !== undefined, 60_000, 100)).toBe(true);
+    expect(existsSync(marker)).toBe(false);
+  }, SLOW_TEST_MS);
+
   test.skipIf(!has("strace"))("idle, the loop forks nothing but sleep", async () => {
     const home = newHome();
     const { keeper } = await bootstrapped(home);
@@ -222,7 +242,7 @@ describe("the sh keeper", () => {
       expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
       const own = realpathSync(home.path("packages/standalone/current/berth"));
       // "-" as the line seen: its first tick runs a keeper step; no update step for an hour.
-      const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000));
+      const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
       const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
       try {
         // Its own first step (the token names its pid) watches the server.

@@ -60,7 +60,8 @@ export function updateVerdictPath(daemonDir: string): string {
 }
 
 // The script: $0 = update-loop, $1 = the binary that exec'd this loop, $2 = its version, then where the
-// setup's own first step left off and the keeper step's deadline (keeperShellArgv); BERTH_HOME in the environment.
+// setup's own first step left off, the keeper step's deadline and the user's uid (keeperShellArgv); BERTH_HOME
+// in the environment.
 // shellcheck-clean as `sh` (test/keeper-sh.test.ts runs shellcheck on it).
 export const KEEPER_SCRIPT = `set -u
 self=$1
@@ -71,6 +72,7 @@ wstart=$5
 wake=$6
 uwake=$7
 kmax=$8
+uid=$9
 bin=$BERTH_HOME/packages/standalone/current/berth
 pidfile=$BERTH_HOME/daemon/app-server.pid
 kverdict=$BERTH_HOME/daemon/keeper-next
@@ -89,6 +91,7 @@ utoken=
 uann=0
 ufb=0
 ufails=0
+bad=
 udeadline=0
 reexec=0
 n=0
@@ -175,14 +178,38 @@ supervise() {
   return 0
 }
 
-# A keeper step of binary $1 ($2: why not the current one, or empty).
+# Berth launches only a binary that it and every folder from BERTH_HOME down to it belong to the user
+# (or root) and that no one else can write (platform/fs.ts assertTrustedBinary): find(1) checks $1, its
+# folder and the folders above, links followed to what they name, right before each launch.
+trusted() {
+  bad=$(find -L "$BERTH_HOME" "$BERTH_HOME/packages" "$BERTH_HOME/packages/standalone" "$BERTH_HOME/packages/standalone/releases" "\${1%/*}" "$1" -prune \\( -perm -0020 -o -perm -0002 -o ! \\( -user "$uid" -o -user 0 \\) \\) -print 2>&1) || return 1
+  [ -z "$bad" ]
+}
+
+# A keeper step: of the current binary ($1 empty), else of the loop's own ($1: why not the current one).
 keeper_start() {
   n=$((n + 1))
   ktoken=k.$$.$started.$n
   kann=0
   kdeadline=$((now + ${STEP_ANNOUNCE_CS}))
-  BERTH_KEEPER_TOKEN=$ktoken BERTH_KEEPER_FALLBACK=$2 "$1" keeper-step >/dev/null &
+  if [ -z "$1" ] && trusted "$bin"; then
+    kfb=0
+    BERTH_KEEPER_TOKEN=$ktoken "$bin" keeper-step >/dev/null &
+  elif trusted "$self"; then
+    kfb=1
+    BERTH_KEEPER_TOKEN=$ktoken BERTH_KEEPER_FALLBACK="\${1:-$bin is missing or not safe to run}" "$self" keeper-step >/dev/null &
+  else
+    kpid=
+    keeper_failed
+    return 0
+  fi
   kpid=$!
+}
+
+keeper_failed() {
+  kfails=$((kfails < ${STEP_FAILED_MAX_TIMES} ? kfails + 1 : kfails))
+  wpid=0
+  wake=$((now + kfails * ${STEP_FAILED_RETRY_CS}))
 }
 
 keeper_poll() {
@@ -197,31 +224,41 @@ keeper_poll() {
   v=
   { read -r v vpid vstart vwake vversion <"$kverdict"; } 2>/dev/null
   if [ "$v" = "$ktoken" ] && [ "$vpid" != started ]; then
+    kfails=0
     wpid=$vpid
     wstart=$vstart
     wake=$vwake
     [ "$vversion" = fallback ] || [ "$vversion" = "$version" ] || reexec=1
   elif [ "$kfb" = 0 ]; then
-    kfb=1
-    keeper_start "$self" "$bin exited $code"
-    return 0
+    keeper_start "$bin exited $code"
   else
-    kfails=$((kfails < ${STEP_FAILED_MAX_TIMES} ? kfails + 1 : kfails))
-    wpid=0
-    wake=$((now + kfails * ${STEP_FAILED_RETRY_CS}))
-    return 0
+    keeper_failed
   fi
-  kfails=0
 }
 
-# An update step of binary $1 ($2: why not the current one, or empty).
+# An update step: of the current binary ($1 empty), else of the loop's own ($1: why not the current one).
 update_start() {
   n=$((n + 1))
   utoken=u.$$.$started.$n
   uann=0
   udeadline=$((now + ${STEP_ANNOUNCE_CS}))
-  BERTH_KEEPER_TOKEN=$utoken BERTH_KEEPER_FALLBACK=$2 "$1" update-step >/dev/null &
+  if [ -z "$1" ] && trusted "$bin"; then
+    ufb=0
+    BERTH_KEEPER_TOKEN=$utoken "$bin" update-step >/dev/null &
+  elif trusted "$self"; then
+    ufb=1
+    BERTH_KEEPER_TOKEN=$utoken BERTH_KEEPER_FALLBACK="\${1:-$bin is missing or not safe to run}" "$self" update-step >/dev/null &
+  else
+    upid=
+    update_failed
+    return 0
+  fi
   upid=$!
+}
+
+update_failed() {
+  ufails=$((ufails < ${STEP_FAILED_MAX_TIMES} ? ufails + 1 : ufails))
+  uwake=$((now + ufails * ${STEP_FAILED_RETRY_CS}))
 }
 
 update_poll() {
@@ -236,18 +273,14 @@ update_poll() {
   v=
   { read -r v uw uversion <"$uverdict"; } 2>/dev/null
   if [ "$v" = "$utoken" ] && [ "$uw" != started ]; then
+    ufails=0
     uwake=$uw
     [ "$uversion" = fallback ] || [ "$uversion" = "$version" ] || reexec=1
   elif [ "$ufb" = 0 ]; then
-    ufb=1
-    update_start "$self" "$bin exited $code"
-    return 0
+    update_start "$bin exited $code"
   else
-    ufails=$((ufails < ${STEP_FAILED_MAX_TIMES} ? ufails + 1 : ufails))
-    uwake=$((now + ufails * ${STEP_FAILED_RETRY_CS}))
-    return 0
+    update_failed
   fi
-  ufails=0
 }
 
 clock
@@ -260,18 +293,17 @@ while :; do
   [ -z "$kpid" ] || keeper_poll
   [ -z "$upid" ] || update_poll
   # A step ran another release than this loop's: the loop starts over from it, between steps.
-  if [ "$reexec" = 1 ] && [ -z "$kpid" ] && [ -z "$upid" ]; then exec "$bin" update-loop; fi
+  if [ "$reexec" = 1 ] && [ -z "$kpid" ] && [ -z "$upid" ]; then
+    reexec=0
+    if trusted "$bin"; then exec "$bin" update-loop; fi
+  fi
   if [ -z "$kpid" ]; then
     if [ "$rec" != "$seen" ] || [ "$now" -ge "$wake" ] || { [ "$wpid" != 0 ] && ! alive "$wpid" "$wstart"; }; then
       seen=$rec
-      kfb=0
-      keeper_start "$bin" ""
+      keeper_start ""
     fi
   fi
-  if [ -z "$upid" ] && [ "$now" -ge "$uwake" ]; then
-    ufb=0
-    update_start "$bin" ""
-  fi
+  if [ -z "$upid" ] && [ "$now" -ge "$uwake" ]; then update_start ""; fi
   sleep "$nap" &
   napper=$!
   wait "$napper"
@@ -289,11 +321,11 @@ export function keeperStepMaxMs(startTimeoutMs: number): number {
 
 /**
  * The loop's argv: `sh -c SCRIPT update-loop <own binary> <version> <seen> <pid> <start> <wake>
- * <update wake> <keeper step deadline>` (times in centiseconds).
+ * <update wake> <keeper step deadline> <uid>` (times in centiseconds; the uid whose files it trusts, with root's).
  */
-export function keeperShellArgv(ownBinary: string, version: string, start: LoopStart, keeperStepMs: number): string[] {
+export function keeperShellArgv(ownBinary: string, version: string, start: LoopStart, keeperStepMs: number, uid: number): string[] {
   const [, pid, startTime, wake] = verdictLine({ token: "-", ...(start.watch ? { watch: start.watch } : {}), wakeAtCs: start.wakeAtCs, version }).split(" ");
-  const tail = [start.seen, pid as string, startTime as string, wake as string, String(Math.ceil(start.updateAtCs)), String(Math.ceil(keeperStepMs / 10))];
+  const tail = [start.seen, pid as string, startTime as string, wake as string, String(Math.ceil(start.updateAtCs)), String(Math.ceil(keeperStepMs / 10)), String(uid)];
   return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version, ...tail];
 }
 

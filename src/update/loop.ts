@@ -84,7 +84,7 @@ export async function runUpdateLoop(): Promise<never> {
   if (process.platform === "linux" && !ctx.env[IN_PROCESS_ENV] && existsSync(SHELL) && existsSync("/proc/self/stat")) {
     try {
       const own = realpathSync(ctx.layout.managedBinary);
-      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs), keeperStepMaxMs(settings.startTimeoutMs)), { ...ctx.env, BERTH_HOME: ctx.layout.home });
+      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs), keeperStepMaxMs(settings.startTimeoutMs), process.getuid?.() ?? 0), { ...ctx.env, BERTH_HOME: ctx.layout.home });
     } catch (error) {
       logLine(ctx, `loop: cannot run the sh loop (${describeError(error).split("\n")[0]}); keeping in this process`);
     }
