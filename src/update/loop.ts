@@ -33,6 +33,8 @@ export const BUSY_RETRY_MS = 1_000;
 const FALLBACK_INTERVAL_MS = 3_600_000;
 /** The in-process loop (no sh loop) looks at the record this often, like the sh loop's tick. */
 const IN_PROCESS_TICK_MS = 500;
+/** What the sh loop runs besides berth: `sleep` each tick, `find` before each launch. */
+const SHELL_LOOP_PROGRAMS = ["sleep", "find"] as const;
 /** Set by tests to keep the loop in Bun (the in-process driver) where the sh loop would run. */
 const IN_PROCESS_ENV = "BERTH_KEEPER_IN_PROCESS";
 
@@ -81,7 +83,7 @@ export async function runUpdateLoop(): Promise<never> {
     ...(settings.autoUpdate ? { nextCheckAt: firstRunAt } : {}),
   }));
   logLine(ctx, `updater pid ${process.pid} (berth ${CLI_VERSION}) started; ${settings.autoUpdate ? `first check in ${settings.update.initialDelayMs} ms` : "auto-update is off: keeping the app-server only"}`);
-  if (process.platform === "linux" && !ctx.env[IN_PROCESS_ENV] && existsSync(SHELL) && existsSync("/proc/self/stat")) {
+  if (shellLoopRuns(ctx)) {
     try {
       const own = realpathSync(ctx.layout.managedBinary);
       execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs), keeperStepMaxMs(settings.startTimeoutMs), process.getuid?.() ?? 0), { ...ctx.env, BERTH_HOME: ctx.layout.home });
@@ -90,6 +92,13 @@ export async function runUpdateLoop(): Promise<never> {
     }
   }
   return runInProcess(ctx);
+}
+
+/** The sh loop needs /proc (identities), the shell, and the two programs it runs besides berth. */
+function shellLoopRuns(ctx: Context): boolean {
+  if (process.platform !== "linux" || ctx.env[IN_PROCESS_ENV] || !existsSync(SHELL) || !existsSync("/proc/self/stat")) return false;
+  const path = ctx.env.PATH ?? "/usr/bin:/bin";
+  return SHELL_LOOP_PROGRAMS.every((program) => Bun.which(program, { PATH: path }) !== null);
 }
 
 /**
