@@ -15,8 +15,11 @@
  *   it is due again (`daemon/update-next`).
  * A step of another version than the loop's re-executes `update-loop` from the
  * current binary (once no update step runs), so the loop runs the newest
- * working release; a current binary that cannot run a step is replaced for
- * that step by the loop's own (which then fails restarts like crashes).
+ * working release. Before each launch the loop checks the binary's ownership
+ * and modes as berth does (find -L). A current binary that is not safe to
+ * run, or cannot run a step (exits without a verdict, or hangs before berth's
+ * code runs: each step has deadlines), is replaced for that step by the
+ * loop's own, which then fails the restart like a crash.
  *
  * SIGTERM/INT/HUP end the loop at once: it signals its own group (the sleep,
  * the steps and what they run) and waits for the steps, which end at once
@@ -43,7 +46,7 @@ const STEP_ANNOUNCE_CS = 1_000;
 const KEEPER_STEP_MIN_MAX_MS = 300_000;
 /** Over the restart's own waits, a keeper step may take this much more before it is stopped. */
 const KEEPER_STEP_SLACK_MS = 60_000;
-/** An update step's (a download of a release on a slow link included; each of its waits has its own). */
+/** An update step's whole deadline (a download of a release on a slow link included; each of its waits has its own). */
 const UPDATE_STEP_MAX_CS = 360_000;
 /** Past its deadline a step gets SIGTERM (it ends at once, except in the middle of a rollback), then after this SIGKILL. */
 const STEP_KILL_GRACE_CS = 6_000;
