@@ -95,6 +95,8 @@ uann=0
 ufb=0
 ufails=0
 bad=
+launched=
+fallback=0
 udeadline=0
 reexec=0
 n=0
@@ -189,24 +191,34 @@ trusted() {
   [ -z "$bad" ]
 }
 
-# A keeper step: of the current binary ($1 empty), else of the loop's own ($1: why not the current one).
+# Launches $1 (keeper-step or update-step) with token $2: the current binary ($3 empty), else the loop's
+# own ($3: why not the current one). Sets $launched and $fallback; fails when neither is safe to run.
+launch() {
+  if [ -z "$3" ] && trusted "$bin"; then
+    fallback=0
+    BERTH_KEEPER_TOKEN=$2 "$bin" "$1" >/dev/null &
+  elif trusted "$self"; then
+    fallback=1
+    BERTH_KEEPER_TOKEN=$2 BERTH_KEEPER_FALLBACK="\${3:-$bin is missing or not safe to run}" "$self" "$1" >/dev/null &
+  else
+    return 1
+  fi
+  launched=$!
+}
+
+# A keeper step ($1 as for launch); neither binary safe to run counts as a failed step.
 keeper_start() {
   n=$((n + 1))
   ktoken=k.$$.$started.$n
   kann=0
   kdeadline=$((now + ${STEP_ANNOUNCE_CS}))
-  if [ -z "$1" ] && trusted "$bin"; then
-    kfb=0
-    BERTH_KEEPER_TOKEN=$ktoken "$bin" keeper-step >/dev/null &
-  elif trusted "$self"; then
-    kfb=1
-    BERTH_KEEPER_TOKEN=$ktoken BERTH_KEEPER_FALLBACK="\${1:-$bin is missing or not safe to run}" "$self" keeper-step >/dev/null &
+  kpid=
+  if launch keeper-step "$ktoken" "$1"; then
+    kpid=$launched
+    kfb=$fallback
   else
-    kpid=
     keeper_failed
-    return 0
   fi
-  kpid=$!
 }
 
 keeper_failed() {
@@ -239,24 +251,19 @@ keeper_poll() {
   fi
 }
 
-# An update step: of the current binary ($1 empty), else of the loop's own ($1: why not the current one).
+# An update step, in the background of the keeper's ($1 as for launch).
 update_start() {
   n=$((n + 1))
   utoken=u.$$.$started.$n
   uann=0
   udeadline=$((now + ${STEP_ANNOUNCE_CS}))
-  if [ -z "$1" ] && trusted "$bin"; then
-    ufb=0
-    BERTH_KEEPER_TOKEN=$utoken "$bin" update-step >/dev/null &
-  elif trusted "$self"; then
-    ufb=1
-    BERTH_KEEPER_TOKEN=$utoken BERTH_KEEPER_FALLBACK="\${1:-$bin is missing or not safe to run}" "$self" update-step >/dev/null &
+  upid=
+  if launch update-step "$utoken" "$1"; then
+    upid=$launched
+    ufb=$fallback
   else
-    upid=
     update_failed
-    return 0
   fi
-  upid=$!
 }
 
 update_failed() {
