@@ -42,6 +42,25 @@ function lastJson(run: Run): any {
 }
 
 /** Every live process whose environment holds `entry` (e.g. BERTH_HOME=…), except this one. */
+/**
+ * Every live member of process group `pgid`: the keeper is its group (the sh
+ * loop and what it runs at that moment, e.g. its `sleep`), so its memory is theirs summed.
+ */
+export function groupMembers(pgid: number): number[] {
+  const members: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (fields[0] !== "Z" && Number(fields[2]) === pgid) members.push(Number(name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return members;
+}
+
 export function processesWithEnv(entry: string): number[] {
   const pids: number[] = [];
   for (const name of readdirSync("/proc")) {

@@ -24,7 +24,7 @@ if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);
   // The daemons' own launch lines (app-server, keeper) skip the CLI framework (see serve-entry.ts); everything else is cli.ts.
-  const entry = argv[0] === "serve" || argv[0] === "update-loop" ? await import("./serve-entry.ts") : undefined;
+  const entry = ["serve", "update-loop", "keeper-step", "update-step"].includes(argv[0] as string) ? await import("./serve-entry.ts") : undefined;
   const daemon = entry?.daemonAction(argv);
   process.exit(entry && daemon ? await entry.runDaemon(daemon) : await (await import("./cli.ts")).runCli(argv));
 }

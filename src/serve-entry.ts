@@ -15,6 +15,9 @@ export type DaemonServe = { listen: string; remoteControl: boolean };
 
 /** The keeper's launch line, after the binary: `launchUpdater` and the loop's re-exec use exactly this. */
 export const UPDATE_LOOP_ARGV: readonly string[] = ["update-loop"];
+/** What the keeper's sh loop runs for each step (src/update/keeper-sh.ts): only ever these exact lines. */
+export const KEEPER_STEP_COMMAND = "keeper-step";
+export const UPDATE_STEP_COMMAND = "update-step";
 
 /** Pure: `serve --listen unix://PATH [--remote-control]`, exactly, or undefined. */
 export function daemonServeArgs(argv: readonly string[]): DaemonServe | undefined {
@@ -25,13 +28,15 @@ export function daemonServeArgs(argv: readonly string[]): DaemonServe | undefine
   return undefined;
 }
 
-/** Pure: what a daemon's exact launch line runs (`serve --listen …` or `update-loop`), or undefined for anything else. */
+/** Pure: what a daemon's exact launch line runs (`serve --listen …`, `update-loop`, `keeper-step`, `update-step`), or undefined for anything else. */
 export function daemonAction(argv: readonly string[]): (() => Promise<object>) | undefined {
   const serveArgs = daemonServeArgs(argv);
   if (serveArgs) return async () => (await import("./server/run.ts")).serve(serveArgs);
   if (argv.length === UPDATE_LOOP_ARGV.length && argv.every((arg, i) => arg === UPDATE_LOOP_ARGV[i])) {
     return async () => (await import("./update/loop.ts")).runUpdateLoop();
   }
+  if (argv.length === 1 && argv[0] === KEEPER_STEP_COMMAND) return async () => (await import("./update/loop.ts")).runKeeperStep();
+  if (argv.length === 1 && argv[0] === UPDATE_STEP_COMMAND) return async () => (await import("./update/loop.ts")).runUpdateStep();
   return undefined;
 }
 

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { commands } from "../src/commands/index.ts";
-import { eventually, homesPerTest, installRelease, isAlive, keepersOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { spawnConnect } from "./helpers/connect.ts";
 
 const VERSION = "9.8.7";
@@ -134,10 +134,11 @@ describe("the compiled binary as the managed binary", () => {
     expect(stopped.code).toBe(0);
     expect(stopped.json).toMatchObject({ status: "stopped" });
     expect(isAlive(newPid)).toBe(false);
-    // Only the keeper stays after `stop` (spec "Supervision"), itself the compiled file on its lean launch line.
+    // Only the keeper stays after `stop` (spec "Supervision"): the sh loop the compiled file exec'd into.
     const keepers = keepersOf(home);
     expect(keepers).toHaveLength(1);
-    expect(readlinkSync(`/proc/${keepers[0]}/exe`)).toBe(realpathSync(managed));
+    expect(await eventually(() => loopBinaryOf(keepers[0] as number) === realpathSync(managed))).toBe(true);
+    expect(readlinkSync(`/proc/${keepers[0]}/exe`)).toBe(realpathSync("/bin/sh"));
     expect(nonKeeperProcessesOf(home)).toEqual([]);
     expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
   });

@@ -6,8 +6,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { appServerArgs } from "../src/daemon/app-server.ts";
 import { daemonAction, daemonServeArgs, UPDATE_LOOP_ARGV } from "../src/serve-entry.ts";
-import { readFileSync } from "node:fs";
-import { eventually, keepersOf, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
+import { readFileSync, realpathSync } from "node:fs";
+import { eventually, keepersOf, loopBinaryOf, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
 
 const homes: TestHome[] = [];
 afterEach(async () => {
@@ -45,6 +45,10 @@ describe("daemon serve fast path", () => {
       [["serve", "--listen", "unix:///s"], true],
       [["update-loop", "--help"], false],
       [["update-loop", "x"], false],
+      [["keeper-step"], true],
+      [["keeper-step", "x"], false],
+      [["update-step"], true],
+      [["update-step", "--help"], false],
       [["serve"], false],
       [["status"], false],
       [[], false],
@@ -52,17 +56,18 @@ describe("daemon serve fast path", () => {
     for (const [argv, fast] of table) expect([argv, daemonAction(argv) !== undefined]).toEqual([argv, fast]);
   });
 
-  test("the keeper that start launches runs the fast path's exact argv", async () => {
+  test("the keeper that start launches runs the fast path's exact argv, then becomes the sh loop", async () => {
     const home = makeHome();
     homes.push(home);
+    // What launchUpdater runs after the binary (daemon/updater.ts) is the line the fast path takes.
+    expect(daemonAction([...UPDATE_LOOP_ARGV])).toBeDefined();
     expect((await home.run(["start"])).json.status).toBe("started");
     const keeper = readJson(home.path("daemon", "updater.pid")).pid as number;
     expect(keepersOf(home)).toEqual([keeper]);
-    // The launcher execs `bun src/main.ts "$@"`: the argv after the script is what main.ts sees.
-    const argv = readFileSync(`/proc/${keeper}/cmdline`, "utf8").split("\0").filter(Boolean).slice(2);
-    expect(argv).toEqual([...UPDATE_LOOP_ARGV]);
-    expect(daemonAction(argv)).toBeDefined();
     expect(await eventually(() => readFileSync(home.path("daemon", "updater.log"), "utf8").includes("keeping the app-server only"), 20_000)).toBe(true);
+    // The same pid, now `sh -c SCRIPT update-loop <the release's binary> <version>`.
+    expect(await eventually(() => loopBinaryOf(keeper) === realpathSync(home.path("packages/standalone/current/berth")), 20_000)).toBe(true);
+    expect(keepersOf(home)).toEqual([keeper]);
   }, 30_000);
 
   test("a bad --listen on the fast path: exit 2, exactly one JSON line with USAGE", async () => {

@@ -4,11 +4,11 @@
  * out by a detached `update-loop`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { eventually, isAlive, makeHome, readJson, runProcess, TARGET, type TestHome } from "./helpers/berth.ts";
+import { eventually, isAlive, loopBinaryOf, makeHome, pgrpOf, readJson, runProcess, TARGET, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 import { newKey, publishSigned } from "./helpers/signed-release.ts";
 
@@ -117,11 +117,6 @@ async function appServerVersion(berth: Installed["berth"]): Promise<string | und
   return (await berth(["version"])).json?.appServerVersion;
 }
 
-function pgrpOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-}
-
 describe("updater", () => {
   test("bootstrap runs the app-server and exactly one updater, each in its own group; stop leaves the updater", async () => {
     const { home, berth } = await installed();
@@ -161,9 +156,11 @@ describe("updater", () => {
     const rolloutMs = Date.now() - published;
     console.error(`publish → app-server answering 1.1.0: ${rolloutMs} ms (interval 1 s)`);
     expect(currentRelease(home)).toBe(`releases/1.1.0-${TARGET}`);
-    // Same pid (execve), new image.
-    expect(await eventually(() => readlinkSync(`/proc/${updater}/exe`).includes(`1.1.0-${TARGET}`))).toBe(true);
+    // Same pid (execve): the sh loop, now exec'd by the 1.1.0 binary, and status says so.
+    expect(await eventually(() => (loopBinaryOf(updater) ?? "").includes(`1.1.0-${TARGET}`))).toBe(true);
+    expect(realpathSync(`/proc/${updater}/exe`)).toBe(realpathSync("/bin/sh"));
     expect(updaterPid(home)).toBe(updater);
+    expect(await eventually(async () => (await berth(["status"])).json.updater?.version === "1.1.0")).toBe(true);
     expect(updaterLog(home)).toContain("check: updated: installed 1.1.0");
     const status = (await berth(["status"])).json;
     expect(status.updater).toMatchObject({ state: "running", pid: updater });
@@ -242,6 +239,23 @@ describe("updater", () => {
     expect(currentRelease(home)).toBe(`releases/1.1.0-${TARGET}`);
   });
 
+  test("a crash during a stalled download is still restarted at once: checks do not blind the keeper", async () => {
+    const { home, berth } = await installed();
+    const boot = await berth(["bootstrap"]);
+    host.stalled.add("1.1.0");
+    publish("1.1.0", binaries["1.1.0"] as string);
+    expect(await eventually(() => existsSync(home.path("packages/standalone/downloads")), UPDATE_WAIT_MS, 50)).toBe(true);
+    process.kill(boot.json.pid as number, "SIGKILL");
+    expect(await eventually(async () => {
+      const now = (await berth(["version"])).json;
+      return now?.status === "running" && now.pid !== boot.json.pid;
+    }, UPDATE_WAIT_MS, 100)).toBe(true);
+    // The download still hangs: nothing was installed meanwhile.
+    expect(currentRelease(home)).toBe(`releases/1.0.0-${TARGET}`);
+    host.release();
+    expect(await eventually(async () => (await appServerVersion(berth)) === "1.1.0", UPDATE_WAIT_MS, 100)).toBe(true);
+  });
+
   test("update --check reports without installing; --release installs a chosen version", async () => {
     const { home, berth } = await installed();
     publish("1.1.0", binaries["1.1.0"] as string);
@@ -272,7 +286,7 @@ describe("manual update and the loop", () => {
     expect(isAlive(oldLoop)).toBe(false);
     const newLoop = updaterPid(home);
     expect(update.json.updater.pid).toBe(newLoop);
-    expect(readlinkSync(`/proc/${newLoop}/exe`)).toContain(`releases/1.1.0-${TARGET}/berth`);
+    expect(await eventually(() => loopBinaryOf(newLoop) === realpathSync(home.path(`packages/standalone/releases/1.1.0-${TARGET}/berth`)))).toBe(true);
     expect(await eventually(async () => (await home.exec([managed, "status"], { env })).json.updater?.version === "1.1.0", 20_000, 100)).toBe(true);
     expect(updaterLog(home)).toMatch(/^\S+Z manual update \(pid \d+\): updated: /m);
   }, 120_000);

@@ -1,7 +1,8 @@
 /**
- * The keeper's decisions and its state file. The keeper itself (the polling
- * loop inside `update-loop`) lives in src/update/keeper-loop.ts; everything
- * here is pure or a plain read/write of `daemon/keeper.json`.
+ * The keeper's decisions and its state file. The keeper itself (one step per
+ * event of the `update-loop`) lives in src/update/keeper-loop.ts; everything
+ * here is pure or a plain read/write of `daemon/keeper.json`, which carries
+ * the keeper's memory from one step (one short-lived process) to the next.
  */
 import { readFileSync } from "node:fs";
 import { errnoCode } from "../errors.ts";
@@ -44,7 +45,16 @@ export type KeeperState = {
   nextRestartAt?: string;
   /** The record whose exit was last counted, so a pidfile still naming it is not counted again. */
   exited?: { pid: number; processStartTime: string };
+  /** The record the keeper watches (seen running): its disappearance is a crash. Kept between steps. */
+  watching?: { pid: number; processStartTime: string };
+  /** Epoch ms before which no restart is attempted (backoff, or a foreign server's recheck). */
+  retryAt?: number;
 };
+
+function isRecord(value: unknown): value is { pid: number; processStartTime: string } {
+  const v = value as { pid?: unknown; processStartTime?: unknown } | null | undefined;
+  return Number.isInteger(v?.pid) && typeof v?.processStartTime === "string";
+}
 
 export function emptyKeeperState(): KeeperState {
   return { state: "stopped", restarts: 0, crashes: [] };
@@ -60,6 +70,9 @@ export function readKeeperState(path: string): KeeperState {
       state: states.includes(value.state as string) ? (value.state as KeeperState["state"]) : "stopped",
       restarts: Number.isInteger(value.restarts) ? (value.restarts as number) : 0,
       crashes: Array.isArray(value.crashes) ? value.crashes.filter((v) => typeof v === "number") : [],
+      exited: isRecord(value.exited) ? value.exited : undefined,
+      watching: isRecord(value.watching) ? value.watching : undefined,
+      retryAt: typeof value.retryAt === "number" ? value.retryAt : undefined,
     };
   } catch (error) {
     // Missing or damaged: the keeper only loses its history.

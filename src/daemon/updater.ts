@@ -36,6 +36,10 @@ export type UpdaterState = {
   loop?: { pid: number; version: string };
   /** ETag / Last-Modified of the last verified latest.json, for a conditional GET (src/update/release.ts). */
   latestValidators?: unknown;
+  /** The loop's own schedule: when its next check (or rollout retry) is due, kept between its steps. */
+  nextRunAt?: string;
+  /** An installed release whose restart waits for daemon.lock or session processes (the loop retries it). */
+  pendingRollout?: { version: string; previousReleaseDir: string | null };
 };
 
 export type UpdaterReport = {
@@ -58,7 +62,14 @@ export function readUpdaterState(path: string): UpdaterState {
     const parsed = JSON.parse(readStateFile(path) ?? "{}") as unknown;
     // `null`, a number or an array holds no history: treat it as empty rather than crash the loop.
     const value = (parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {}) as Partial<UpdaterState>;
-    return { ...value, quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [] };
+    const { pendingRollout, ...rest } = value;
+    const rollout = pendingRollout as { version?: unknown; previousReleaseDir?: unknown } | undefined;
+    const validRollout = typeof rollout?.version === "string" && (rollout.previousReleaseDir === null || typeof rollout.previousReleaseDir === "string");
+    return {
+      ...rest,
+      ...(validRollout ? { pendingRollout } : {}),
+      quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [],
+    };
   } catch (error) {
     // Missing is normal; a damaged state file only loses history, never settings.
     if (errnoCode(error) !== "ENOENT" && !(error instanceof SyntaxError)) throw error;

@@ -1,11 +1,14 @@
 /**
- * The keeper: inside `update-loop`, watches the app-server and restarts it
- * when it exits unasked while it is wanted (see src/daemon/keeper.ts for the
- * decisions). It restarts only under daemon.lock taken without waiting, so a
- * user's start/stop/restart always wins and two app-servers never run, and it
- * re-reads the wanted state under that lock. It never signals a process: a
- * restart goes through the same ensureRunning as `start`, whose pid backend
- * checks identities.
+ * The keeper: one step of it per event of `update-loop` (the record changed,
+ * the watched app-server is gone, a deadline came; see keeper-sh.ts), in a
+ * short-lived process: it looks at the recorded app-server and restarts it
+ * when it exited unasked while it is wanted (see src/daemon/keeper.ts for the
+ * decisions). Its memory between steps (what it watches, when it may retry)
+ * lives in keeper.json. It restarts only under daemon.lock taken without
+ * waiting, so a user's start/stop/restart always wins and two app-servers
+ * never run, and it re-reads the wanted state under that lock. It never
+ * signals a process: a restart goes through the same ensureRunning as
+ * `start`, whose pid backend checks identities.
  */
 import { describeError } from "../errors.ts";
 import { appServerBackend, ensureRunning } from "../daemon/app-server.ts";
@@ -17,8 +20,8 @@ import { sameRecord, type PidRecord } from "../daemon/pidfile.ts";
 import { readWanted } from "../daemon/wanted.ts";
 import { processIdentity } from "../platform/process.ts";
 
-/** How often the keeper looks at the recorded app-server (a read of /proc/<pid>/stat). */
-export const KEEPER_POLL_MS = 250;
+/** While a starter holds the reservation or daemon.lock is busy, look again this soon. */
+export const KEEPER_RETRY_MS = 500;
 /** A server the keeper launched is its child: wait this long for the runtime to report its exit status. */
 const EXIT_STATUS_WAIT_MS = 200;
 const MAX_REMEMBERED_EXITS = 8;
@@ -28,6 +31,9 @@ const LAST_EXIT_TAIL_BYTES = 1_024;
 
 type Log = (line: string) => void;
 
+/** What the loop watches after a step, and how soon (ms; Infinity: only on an event) it must call the next. */
+export type KeeperVerdict = { watch?: PidRecord; wakeInMs: number };
+
 /** Pure-ish: whether an identity was recorded on this boot (Linux identities start with the boot id). */
 function sameBoot(identity: string): boolean {
   const own = processIdentity(process.pid) ?? "";
@@ -36,8 +42,10 @@ function sameBoot(identity: string): boolean {
 
 export class Keeper {
   private state: KeeperState;
-  private lastSeen: PidRecord | undefined;
-  private nextAttemptAt = 0;
+  /** When this step found a busy lock or a starting server: look again soon. */
+  private again = false;
+  /** keeper.json as last read or written, so an unchanged state is not rewritten. */
+  private written: string;
   /** Exit statuses of the servers this keeper launched (its children), by pid; bounded to the last few. */
   private readonly exits = new Map<number, { exitCode: number | null; signal: string | null }>();
   private lastLaunchedPid: number | undefined;
@@ -49,29 +57,56 @@ export class Keeper {
     private readonly log: Log,
   ) {
     this.state = readKeeperState(ctx.layout.keeperState);
+    this.written = JSON.stringify(this.state);
   }
 
-  async run(): Promise<never> {
-    let lastError: string | undefined;
-    for (;;) {
-      try {
-        await this.tick();
-        lastError = undefined;
-      } catch (error) {
-        // A lasting problem (an unreadable state file) is logged once, not every tick.
-        const message = describeError(error).split("\n")[0];
-        if (message !== lastError) this.log(`keeper: ${message}`);
-        lastError = message;
-      }
-      await Bun.sleep(KEEPER_POLL_MS);
+  /** The record last seen running (kept in keeper.json between steps). */
+  private get lastSeen(): PidRecord | undefined {
+    return this.state.watching;
+  }
+
+  private set lastSeen(record: PidRecord | undefined) {
+    this.state = { ...this.state, watching: record };
+  }
+
+  private get nextAttemptAt(): number {
+    return this.state.retryAt ?? 0;
+  }
+
+  private set nextAttemptAt(at: number) {
+    this.state = { ...this.state, retryAt: at > 0 ? at : undefined };
+  }
+
+  /**
+   * One look (and, if due, one restart); then what to watch and when to be
+   * called again. A failure (an unreadable state file) is logged and retried
+   * shortly, like a busy lock.
+   */
+  async step(): Promise<KeeperVerdict> {
+    try {
+      await this.tick();
+      this.persist();
+    } catch (error) {
+      this.log(`keeper: ${describeError(error).split("\n")[0]}`);
+      this.again = true;
     }
+    const watch = this.state.state === "running" ? this.lastSeen : undefined;
+    if (this.again) return { ...(watch ? { watch } : {}), wakeInMs: KEEPER_RETRY_MS };
+    const retryIn = this.state.state === "crashed" || this.state.state === "unmanaged" ? this.nextAttemptAt - Date.now() : Infinity;
+    return { ...(watch ? { watch } : {}), wakeInMs: Math.max(0, retryIn) };
   }
 
+  /** A verdict is written at once (status reads it, and a step may be cut short); the rest at the end of the step. */
   private save(change: Partial<KeeperState>): void {
-    const next = { ...this.state, ...change };
-    if (JSON.stringify(next) === JSON.stringify(this.state)) return;
-    this.state = next;
-    writeKeeperState(this.ctx.layout.keeperState, next);
+    this.state = { ...this.state, ...change };
+    this.persist();
+  }
+
+  private persist(): void {
+    const text = JSON.stringify(this.state);
+    if (text === this.written) return;
+    writeKeeperState(this.ctx.layout.keeperState, this.state);
+    this.written = text;
   }
 
   /**
@@ -102,7 +137,10 @@ export class Keeper {
       this.save({ state: "stopped", crashes: [], failedAt: undefined });
     }
     const seen = this.observe();
-    if (seen === "starting") return;
+    if (seen === "starting") {
+      this.again = true;
+      return;
+    }
     if (seen) {
       if (!this.lastSeen || this.lastSeen.pid !== seen.pid) this.log(`keeper: watching app-server pid ${seen.pid}`);
       this.lastSeen = seen;
@@ -150,11 +188,17 @@ export class Keeper {
    */
   private async underLock(): Promise<void> {
     const lock = FileLock.tryAcquire(this.ctx.layout.daemonLock);
-    if (!lock) return;
+    if (!lock) {
+      this.again = true;
+      return;
+    }
     try {
       if (readWanted(this.ctx).appServer !== "running") return;
       const seen = this.observe();
-      if (seen === "starting") return;
+      if (seen === "starting") {
+        this.again = true;
+        return;
+      }
       if (seen) {
         this.lastSeen = seen;
         return;

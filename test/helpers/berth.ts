@@ -141,7 +141,7 @@ export function killProcessesOf(home: string): void {
 /** Polls a condition until it holds or the deadline passes; returns whether it held. */
 /**
  * Absence (no restart, nothing coming back) can only be observed over a window:
- * longer than the keeper's 250 ms poll and its first 1 s backoff.
+ * longer than the keeper loop's 0.5 s tick and its first 1 s backoff.
  */
 export const QUIET_WINDOW_MS = 1_500;
 
@@ -212,18 +212,43 @@ export function serversOf(home: TestHome): number[] {
   return processesWithArg(home, "serve");
 }
 
+/**
+ * The keeper's sh loop (src/update/keeper-sh.ts) runs as `sh -c SCRIPT update-loop <binary> <version>`:
+ * the binary that exec'd it, or undefined while the process is not (yet) that loop.
+ */
+export function loopBinaryOf(pid: number): string | undefined {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return argv[1] === "-c" && argv[3] === "update-loop" ? argv[4] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Keeper (`update-loop`) processes of this home. */
 export function keepersOf(home: TestHome): number[] {
   return processesWithArg(home, "update-loop");
 }
 
+/** The process group of a live process (field 5 of /proc/<pid>/stat), undefined once it is gone. */
+export function pgrpOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Processes of this home other than the keeper: what `stop` must leave none
- * of (spec "Supervision": the keeper stays running after `stop`).
+ * of (spec "Supervision": the keeper stays running after `stop`). The keeper
+ * is its process group: the sh loop and what it runs at that moment (its
+ * `sleep`, a `keeper-step`); the app-server has a group of its own.
  */
 export function nonKeeperProcessesOf(home: TestHome): number[] {
   const keepers = new Set(keepersOf(home));
-  return processesOf(home.home).filter((pid) => !keepers.has(pid));
+  return processesOf(home.home).filter((pid) => !keepers.has(pid) && !keepers.has(pgrpOf(pid) ?? -1));
 }
 
 /**
