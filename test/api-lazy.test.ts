@@ -17,6 +17,7 @@ function quietConn(id = 1): Conn {
     id,
     closed: false,
     notify() {},
+    notifyData() {},
     backlog: () => 0,
     onDrain: () => () => {},
     onClose(cleanup) {
