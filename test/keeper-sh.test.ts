@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { firstLine, keeperShellArgv, keeperStepMaxMs, KEEPER_SCRIPT, updateVerdictLine, verdictLine } from "../src/update/keeper-sh.ts";
+import { firstLine, keeperShellArgv, keeperStepMaxMs, KEEPER_SCRIPT, updateVerdictLine, verdictLine, watchedLine } from "../src/update/keeper-sh.ts";
 import { wakeAtCs } from "../src/update/loop.ts";
 import { processIdentity } from "../src/platform/process.ts";
 import { probeInitialize } from "../src/server/client.ts";
@@ -88,6 +88,10 @@ describe("pure parts", () => {
     expect(updateVerdictLine({ token: "u.1", wakeAtCs: 99.1, version: "fallback" })).toBe("u.1 100 fallback\n");
     const cases: [string | undefined, string][] = [[undefined, ""], ["", ""], ['{"pid":1}\n', '{"pid":1}'], [" \t{\"a\"} \nnext", '{"a"}']];
     for (const [text, line] of cases) expect(firstLine(text)).toBe(line);
+    // What the loop compares each tick: the pidfile's line and the wish's line together.
+    expect(watchedLine('{"pid":1}\n', '{"appServer":"running"}\n')).toBe('{"pid":1}|{"appServer":"running"}');
+    expect(watchedLine(undefined, undefined)).toBe("|");
+    expect(watchedLine("", '{"appServer":"stopped"}')).not.toBe(watchedLine("", '{"appServer":"running"}'));
   });
 });
 
@@ -261,6 +265,36 @@ describe("the sh keeper", () => {
       expect(await eventually(() => groupMembers(loop.pid).length === 0, 5_000)).toBe(true);
     }, SLOW_TEST_MS);
   }
+
+  test("a wish written after the keeper's last look (bootstrap writes it after launching the loop) is seen: a later crash is restarted", async () => {
+    const home = newHome();
+    const { server, keeper } = await bootstrapped(home);
+    process.kill(keeper, "SIGTERM");
+    expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
+    const wish = (appServer: string) => writeFileSync(home.path("daemon/wanted.json"), `${JSON.stringify({ appServer, since: new Date().toISOString() })}\n`);
+    // The loop's first look happens while the wish still says stopped: it watches nothing and sleeps long.
+    wish("stopped");
+    const own = realpathSync(home.path("packages/standalone/current/berth"));
+    const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
+    const loop = Bun.spawn({ cmd: ["dash", ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    try {
+      const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
+      expect(await eventually(() => verdict().startsWith(`k.${loop.pid}.`) && !verdict().includes("started"), ANSWER_WAIT_MS)).toBe(true);
+      expect(verdict()).toMatch(new RegExp(`^k\\.${loop.pid}\\.\\d+\\.\\d+ 0 0 \\d+ 0\\.1\\.0\\n$`));
+      // Then the wish is written, with nothing else changing; the server crashes later.
+      wish("running");
+      expect(await eventually(() => new RegExp(` ${server} \\d+ \\d+ 0\\.1\\.0\\n$`).test(verdict()), ANSWER_WAIT_MS)).toBe(true);
+      process.kill(server, "SIGKILL");
+      expect(await eventually(async () => {
+        const next = await answeringPid(home);
+        return next !== undefined && next !== server;
+      }, ANSWER_WAIT_MS, 10)).toBe(true);
+    } finally {
+      loop.kill("SIGTERM");
+      await loop.exited;
+    }
+    expect(await eventually(() => groupMembers(loop.pid).length === 0, 5_000)).toBe(true);
+  }, SLOW_TEST_MS);
 
   test("where no sh loop runs (BERTH_KEEPER_IN_PROCESS, as on macOS) the same steps keep the app-server in Bun", async () => {
     const home = newHome();

@@ -142,9 +142,7 @@ export class Keeper {
       return;
     }
     if (seen) {
-      if (!this.lastSeen || this.lastSeen.pid !== seen.pid) this.log(`keeper: watching app-server pid ${seen.pid}`);
-      this.lastSeen = seen;
-      this.save({ state: "running", failedAt: undefined, nextRestartAt: undefined });
+      this.watching(seen);
       return;
     }
     if (this.state.state === "failed") return;
@@ -181,6 +179,13 @@ export class Keeper {
     this.save({ state: "crashed", crashes, lastExit, nextRestartAt: new Date(this.nextAttemptAt).toISOString() });
   }
 
+  /** The app-server runs as recorded: watch it (the sh loop is told its identity). */
+  private watching(seen: PidRecord): void {
+    if (!this.lastSeen || this.lastSeen.pid !== seen.pid) this.log(`keeper: watching app-server pid ${seen.pid}`);
+    this.lastSeen = seen;
+    this.save({ state: "running", failedAt: undefined, nextRestartAt: undefined });
+  }
+
   /**
    * A crash is confirmed, and a restart made, only under daemon.lock taken
    * without waiting: a busy lock means a user command (or a rollout) acts, so
@@ -200,7 +205,8 @@ export class Keeper {
         return;
       }
       if (seen) {
-        this.lastSeen = seen;
+        // It came up between the two looks (a starter finished): running, and watched from now on.
+        this.watching(seen);
         return;
       }
       if (this.lastSeen) {

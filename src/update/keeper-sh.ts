@@ -2,11 +2,11 @@
  * The resident part of the keeper on Linux: a POSIX-sh loop (dash, busybox
  * ash) that the Bun `update-loop` replaces itself with (execve: same pid,
  * same start time, so updater.pid's identity still holds). Idle it forks
- * only `sleep`, and reads with builtins: the app-server's pidfile and, for
+ * only `sleep`, and reads with builtins: the app-server's pidfile, wanted.json and, for
  * the record it watches, /proc/<pid>/stat (state and start time, field 22).
  *
  * It runs the current managed binary for everything else (src/update/loop.ts):
- * - `keeper-step` when the record changed, the watched server is gone or
+ * - `keeper-step` when the record or the wish changed, the watched server is gone or
  *   changed, or the keeper's deadline (backoff) came: the keeper's decision
  *   and restart; it writes back what to watch and when (`daemon/keeper-next`).
  * - `update-step` in the background when the updater's deadline came (the
@@ -78,6 +78,7 @@ kmax=$8
 uid=$9
 bin=$BERTH_HOME/packages/standalone/current/berth
 pidfile=$BERTH_HOME/daemon/app-server.pid
+wantedfile=$BERTH_HOME/daemon/wanted.json
 kverdict=$BERTH_HOME/daemon/keeper-next
 uverdict=$BERTH_HOME/daemon/update-next
 nap=${TICK_SECONDS}
@@ -299,6 +300,9 @@ code=0
 while :; do
   rec=
   { read -r rec <"$pidfile"; } 2>/dev/null
+  want=
+  { read -r want <"$wantedfile"; } 2>/dev/null
+  rec="$rec|$want"
   clock
   [ -z "$kpid" ] || keeper_poll
   [ -z "$upid" ] || update_poll
@@ -339,9 +343,19 @@ export function keeperShellArgv(ownBinary: string, version: string, start: LoopS
   return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version, ...tail];
 }
 
-/** Pure: the pidfile's first line as the loop's `read -r` sees it (surrounding blanks dropped). */
+/** Pure: a file's first line as the loop's `read -r` sees it (surrounding blanks dropped). */
 export function firstLine(text: string | undefined): string {
   return (text ?? "").split("\n")[0]?.replace(/^[ \t]+|[ \t]+$/g, "") ?? "";
+}
+
+/**
+ * Pure: what the loop compares every tick, as it builds it: the first lines of
+ * the app-server's pidfile and of wanted.json. A change of either runs a
+ * keeper step, so a wish written after the keeper's last look (bootstrap
+ * writes it after launching the loop) is never missed.
+ */
+export function watchedLine(pidText: string | undefined, wantedText: string | undefined): string {
+  return `${firstLine(pidText)}|${firstLine(wantedText)}`;
 }
 
 /** Pure: the line a keeper step leaves for the loop: token, what to watch (pid and kernel start time, or 0 0), wake-up uptime (cs), version. */

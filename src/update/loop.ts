@@ -19,7 +19,7 @@ import { processIdentity } from "../platform/process.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { CLI_VERSION } from "../version.ts";
 import { Keeper, type KeeperVerdict } from "./keeper-loop.ts";
-import { firstLine, keeperShellArgv, keeperStepMaxMs, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, type LoopStart } from "./keeper-sh.ts";
+import { keeperShellArgv, keeperStepMaxMs, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, watchedLine, type LoopStart } from "./keeper-sh.ts";
 import { exitOnTermination } from "./termination.ts";
 
 /**
@@ -106,7 +106,7 @@ function shellLoopRuns(ctx: Context): boolean {
  * code loaded already), so the sh loop starts watching without a step of its own.
  */
 async function firstStep(ctx: Context, updateInMs: number): Promise<LoopStart> {
-  const seen = firstLine(readStateFile(ctx.layout.appServerPid));
+  const seen = watchedLine(readStateFile(ctx.layout.appServerPid), readStateFile(ctx.layout.wantedFile));
   const now = uptimeCs();
   try {
     const verdict = await keeperStep(ctx);
