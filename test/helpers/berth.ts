@@ -128,13 +128,21 @@ export function processesOf(home: string): number[] {
   return pids;
 }
 
+/** Passes of killProcessesOf: a process started while one pass ran (a keeper step) is found by the next. */
+const KILL_PASSES_MAX = 50;
+
 export function killProcessesOf(home: string): void {
-  for (const pid of processesOf(home)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
+  for (let pass = 0; pass < KILL_PASSES_MAX; pass++) {
+    const pids = processesOf(home);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
     }
+    Bun.sleepSync(10); // let the kernel deliver, so the next pass sees zombies, not the living
   }
 }
 
