@@ -12,7 +12,6 @@ import { socketAcceptsConnections } from "./client.ts";
 import { createApi } from "./api/index.ts";
 import { runMethod } from "./api/dispatch.ts";
 import { SocketConn, UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
-import { raiseUnixSendBuffers } from "../platform/ffi.ts";
 import { logger } from "../output.ts";
 import { routeRpcText, type InitializeResult, type Session } from "./protocol.ts";
 import { bearerMatches, parseListen } from "./token.ts";
@@ -105,7 +104,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     idleTimeout: 0,
     open(ws: ServerWebSocket<Client>) {
       // On its first backlog, a bulk connection gets a bigger kernel send buffer (a TCP one finds nothing on the path).
-      const widen = () => void raiseUnixSendBuffers(options.socketPath, UNIX_SEND_BUFFER_BYTES);
+      // bun:ffi is loaded then, not at start: an idle app-server never needs it (bench/README.md, 0.2 MB).
+      const widen = () => void import("../platform/ffi.ts").then((ffi) => ffi.raiseUnixSendBuffers(options.socketPath, UNIX_SEND_BUFFER_BYTES));
       ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen) };
     },
     message(ws: ServerWebSocket<Client>, message: string | Buffer) {
