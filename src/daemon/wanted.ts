@@ -3,8 +3,7 @@
  * process) knows whether an exit was asked for: `start`, `restart` and
  * `bootstrap` want it running; `stop` and `down` want it stopped.
  */
-import { readFileSync, rmSync } from "node:fs";
-import { errnoCode } from "../errors.ts";
+import { rmSync } from "node:fs";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 
@@ -25,13 +24,13 @@ export function parseWanted(text: string | undefined): Wanted {
   return { appServer: "stopped", since: new Date(0).toISOString() };
 }
 
+/**
+ * The wish as saved; UNSAFE_STATE for a symlink, FIFO or anything but a small
+ * regular file there (a FIFO would block `status` and the keeper for ever, a
+ * link to /dev/zero would fill their memory).
+ */
 export function readWanted(ctx: Context): Wanted {
-  try {
-    return parseWanted(readFileSync(ctx.layout.wantedFile, "utf8"));
-  } catch (error) {
-    if (errnoCode(error) === "ENOENT") return parseWanted(undefined);
-    throw error;
-  }
+  return parseWanted(readStateFile(ctx.layout.wantedFile));
 }
 
 /** Written under daemon.lock by the command that expresses the user's intent. */
