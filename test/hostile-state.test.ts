@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { lstatSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { homesPerTest, readJson } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -43,4 +43,35 @@ describe("wanted.json", () => {
       expect(readJson(home.path("daemon/wanted.json")).appServer).toBe("stopped");
     }, SLOW_TEST_MS);
   }
+});
+
+describe("keeper.json", () => {
+  const hostile: [string, (path: string) => void][] = [
+    ["a FIFO", mkfifo],
+    ["a symlink to /dev/zero", (path) => symlinkSync("/dev/zero", path)],
+  ];
+  for (const [what, make] of hostile) {
+    test(`as ${what}: status answers at once, naming the file`, async () => {
+      const home = newHome();
+      mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+      make(home.path("daemon/keeper.json"));
+      const status = await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS });
+      expect(status.code).toBe(0);
+      expect(status.json.problems.join("\n")).toContain(`${home.path("daemon/keeper.json")} is a`);
+    }, SLOW_TEST_MS);
+  }
+
+  test("JSON that is not an object (null, a number) is damaged history, not an error", async () => {
+    const home = newHome();
+    mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+    for (const text of ["null\n", "7\n", '"running"\n']) {
+      writeFileSync(home.path("daemon/keeper.json"), text);
+      const status = await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS });
+      expect(status.json.problems ?? []).toEqual([]);
+      expect(status.json.appServer).toMatchObject({ state: "stopped", restarts: 0 });
+    }
+    // An object is history, kept.
+    writeFileSync(home.path("daemon/keeper.json"), '{"state":"failed","restarts":3,"crashes":[]}\n');
+    expect((await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS })).json.appServer).toMatchObject({ restarts: 3 });
+  }, SLOW_TEST_MS);
 });

@@ -4,9 +4,7 @@
  * here is pure or a plain read/write of `daemon/keeper.json`, which carries
  * the keeper's memory from one step (one short-lived process) to the next.
  */
-import { readFileSync } from "node:fs";
-import { errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 
 /** Crashes older than this no longer count towards giving up. */
 export const CRASH_WINDOW_MS = 10 * 60_000;
@@ -62,7 +60,12 @@ export function emptyKeeperState(): KeeperState {
 
 export function readKeeperState(path: string): KeeperState {
   try {
-    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<KeeperState>;
+    // As a state file: a FIFO or a link to /dev/zero there is UNSAFE_STATE, never a read that blocks or never ends.
+    const text = readStateFile(path);
+    if (text === undefined) return emptyKeeperState();
+    const parsed: unknown = JSON.parse(text);
+    // `null`, `7` or `[]` is damaged too.
+    const value = (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed : {}) as Partial<KeeperState>;
     const states = ["running", "stopped", "crashed", "failed", "unmanaged"];
     return {
       ...emptyKeeperState(),
@@ -76,7 +79,7 @@ export function readKeeperState(path: string): KeeperState {
     };
   } catch (error) {
     // Missing or damaged: the keeper only loses its history.
-    if (errnoCode(error) !== "ENOENT" && !(error instanceof SyntaxError)) throw error;
+    if (!(error instanceof SyntaxError)) throw error;
     return emptyKeeperState();
   }
 }
