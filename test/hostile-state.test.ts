@@ -5,13 +5,15 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { homesPerTest, readJson } from "./helpers/berth.ts";
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { eventually, homesPerTest, isAlive, loopBinaryOf, readJson, type TestHome } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
 const SLOW_TEST_MS = 60_000;
 /** A command that reads a state file must answer well within this (a blocked one is killed then). */
 const COMMAND_WAIT_MS = 15_000;
+/** The sh loop reacts within a tick (0.5 s); this leaves room for a loaded machine. */
+const LOOP_WAIT_MS = 20_000;
 
 function mkfifo(path: string): void {
   rmSync(path, { force: true });
@@ -73,5 +75,52 @@ describe("keeper.json", () => {
     // An object is history, kept.
     writeFileSync(home.path("daemon/keeper.json"), '{"state":"failed","restarts":3,"crashes":[]}\n');
     expect((await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS })).json.appServer).toMatchObject({ restarts: 3 });
+  }, SLOW_TEST_MS);
+});
+
+/** Bootstraps (keeper only) and waits until the keeper is the sh loop; the loop's pid. */
+async function shLoop(home: TestHome): Promise<number> {
+  const result = await home.run(["bootstrap", "--no-auto-update"]);
+  expect(result.json.status).toBe("bootstrapped");
+  const keeper = (result.json as { updater: { pid: number } }).updater.pid;
+  expect(await eventually(() => loopBinaryOf(keeper) !== undefined, LOOP_WAIT_MS)).toBe(true);
+  return keeper;
+}
+
+/** The token of the last keeper step the loop launched (the step's first line in daemon/keeper-next). */
+function lastStepToken(home: TestHome): string | undefined {
+  try {
+    return readFileSync(home.path("daemon/keeper-next"), "utf8").split(" ")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+describe("the sh keeper loop", () => {
+  const hostile: [string, (path: string) => void][] = [
+    ["a FIFO", mkfifo],
+    ["a symlink to /dev/zero", (path) => {
+      rmSync(path, { force: true });
+      symlinkSync("/dev/zero", path);
+    }],
+  ];
+  for (const [what, make] of hostile) {
+    test(`app-server.pid as ${what}: the loop is not stuck reading it, and runs a step`, async () => {
+      const home = newHome();
+      await shLoop(home);
+      const before = lastStepToken(home);
+      make(home.path("daemon/app-server.pid"));
+      // The record's line changed (to nothing readable): the loop runs a keeper step, which reports the file.
+      expect(await eventually(() => (lastStepToken(home) ?? before) !== before, LOOP_WAIT_MS)).toBe(true);
+      expect(await eventually(() => readFileSync(home.path("daemon/updater.log"), "utf8").includes("app-server.pid is a"), LOOP_WAIT_MS)).toBe(true);
+    }, SLOW_TEST_MS);
+  }
+
+  test("its BERTH_HOME deleted: the loop ends instead of ticking for ever", async () => {
+    const home = newHome();
+    const keeper = await shLoop(home);
+    rmSync(home.home, { recursive: true, force: true });
+    expect(existsSync(home.home)).toBe(false);
+    expect(await eventually(() => !isAlive(keeper), LOOP_WAIT_MS)).toBe(true);
   }, SLOW_TEST_MS);
 });

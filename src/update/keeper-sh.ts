@@ -107,6 +107,11 @@ rec=
 s=
 v=
 
+# $1 is a file the loop may read: a regular one, not a symlink (a FIFO would block the loop, /dev/zero never ends).
+plain() {
+  [ -f "$1" ] && [ ! -h "$1" ]
+}
+
 # Uptime in centiseconds (monotonic), read with a builtin.
 clock() {
   read -r up _ </proc/uptime
@@ -167,7 +172,7 @@ trap finish TERM INT HUP
 # The step with token $2 has written its first line (started, or its verdict) to file $1.
 announced() {
   v=
-  { read -r v _ <"$1"; } 2>/dev/null
+  plain "$1" && { read -r v _ <"$1"; } 2>/dev/null
   [ "$v" = "$2" ]
 }
 
@@ -238,7 +243,7 @@ keeper_poll() {
   code=$?
   kpid=
   v=
-  { read -r v vpid vstart vwake vversion <"$kverdict"; } 2>/dev/null
+  ! plain "$kverdict" || { read -r v vpid vstart vwake vversion <"$kverdict"; } 2>/dev/null
   if [ "$v" = "$ktoken" ] && [ "$vpid" != started ]; then
     kfails=0
     wpid=$vpid
@@ -282,7 +287,7 @@ update_poll() {
   code=$?
   upid=
   v=
-  { read -r v uw uversion <"$uverdict"; } 2>/dev/null
+  ! plain "$uverdict" || { read -r v uw uversion <"$uverdict"; } 2>/dev/null
   if [ "$v" = "$utoken" ] && [ "$uw" != started ]; then
     ufails=0
     uwake=$uw
@@ -298,10 +303,12 @@ clock
 started=$now
 code=0
 while :; do
+  # Its BERTH_HOME is gone (deleted, moved): nothing left to keep; the loop ends rather than tick for ever.
+  [ -d "$BERTH_HOME/daemon" ] || finish
   rec=
-  { read -r rec <"$pidfile"; } 2>/dev/null
+  ! plain "$pidfile" || { read -r rec <"$pidfile"; } 2>/dev/null
   want=
-  { read -r want <"$wantedfile"; } 2>/dev/null
+  ! plain "$wantedfile" || { read -r want <"$wantedfile"; } 2>/dev/null
   rec="$rec|$want"
   clock
   [ -z "$kpid" ] || keeper_poll
