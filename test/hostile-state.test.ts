@@ -20,15 +20,17 @@ function mkfifo(path: string): void {
   expect(spawnSync("mkfifo", [path]).status).toBe(0);
 }
 
+/** What may sit where a state file belongs: a FIFO blocks whoever opens it; /dev/zero never ends. */
+const HOSTILE: [string, (path: string) => void][] = [
+  ["a FIFO", mkfifo],
+  ["a symlink to /dev/zero", (path) => {
+    rmSync(path, { force: true });
+    symlinkSync("/dev/zero", path);
+  }],
+];
+
 describe("wanted.json", () => {
-  const hostile: [string, (path: string) => void][] = [
-    ["a FIFO", mkfifo],
-    ["a symlink to /dev/zero", (path) => {
-      rmSync(path, { force: true });
-      symlinkSync("/dev/zero", path);
-    }],
-  ];
-  for (const [what, make] of hostile) {
+  for (const [what, make] of HOSTILE) {
     test(`as ${what}: status and doctor answer at once, naming the file; stop puts a plain file there`, async () => {
       const home = newHome();
       mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
@@ -48,11 +50,7 @@ describe("wanted.json", () => {
 });
 
 describe("keeper.json", () => {
-  const hostile: [string, (path: string) => void][] = [
-    ["a FIFO", mkfifo],
-    ["a symlink to /dev/zero", (path) => symlinkSync("/dev/zero", path)],
-  ];
-  for (const [what, make] of hostile) {
+  for (const [what, make] of HOSTILE) {
     test(`as ${what}: status answers at once, naming the file`, async () => {
       const home = newHome();
       mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
@@ -97,14 +95,7 @@ function lastStepToken(home: TestHome): string | undefined {
 }
 
 describe("the sh keeper loop", () => {
-  const hostile: [string, (path: string) => void][] = [
-    ["a FIFO", mkfifo],
-    ["a symlink to /dev/zero", (path) => {
-      rmSync(path, { force: true });
-      symlinkSync("/dev/zero", path);
-    }],
-  ];
-  for (const [what, make] of hostile) {
+  for (const [what, make] of HOSTILE) {
     test(`app-server.pid as ${what}: the loop is not stuck reading it, and runs a step`, async () => {
       const home = newHome();
       await shLoop(home);
