@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { KEEPER_SCRIPT } from "../src/update/keeper-sh.ts";
 import { eventually, homesPerTest, isAlive, loopBinaryOf, readJson, type TestHome } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -114,4 +115,22 @@ describe("the sh keeper loop", () => {
     expect(existsSync(home.home)).toBe(false);
     expect(await eventually(() => !isAlive(keeper), LOOP_WAIT_MS)).toBe(true);
   }, SLOW_TEST_MS);
+});
+
+describe("the sh keeper loop's clock", () => {
+  // In a fresh time namespace (a container's) /proc/uptime starts near 0: "0.58" must be 58 cs to `[` and to $(( ))
+  // alike, not octal, and "0.08" must not end the loop (dash exits on an invalid number in $(( ))).
+  const shells = [["dash"], ["busybox", "sh"]].filter(([tool]) => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0);
+  const clock = KEEPER_SCRIPT.match(/\nclock\(\) \{\n[\s\S]*?\n\}\n/)?.[0] ?? "";
+  test.each(shells)("%s: centiseconds of /proc/uptime, leading zeros and all", (...shell) => {
+    expect(clock).toContain("/proc/uptime");
+    const home = newHome();
+    const uptime = home.path("uptime");
+    const cases: [string, string][] = [["0.08 3.00", "8"], ["0.58 1.00", "58"], ["0.00 0.00", "0"], ["1.09 2.00", "109"], ["22463.77 9.00", "2246377"]];
+    for (const [text, cs] of cases) {
+      writeFileSync(uptime, `${text}\n`);
+      const result = spawnSync(shell[0] as string, [...shell.slice(1), "-c", `set -u\n${clock.replaceAll("/proc/uptime", uptime)}clock\n[ "$now" -ge 0 ]\necho "$((now + 0))"`]);
+      expect({ text, out: result.stdout.toString().trim(), err: result.stderr.toString() }).toEqual({ text, out: cs, err: "" });
+    }
+  });
 });

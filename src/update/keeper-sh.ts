@@ -113,9 +113,10 @@ plain() {
 }
 
 # Uptime in centiseconds (monotonic), read with a builtin.
+# As 100 * seconds + the 1xx of the hundredths - 100: "058" would be octal to $(( )), and "008" ends dash.
 clock() {
   read -r up _ </proc/uptime
-  now=\${up%.*}\${up#*.}
+  now=$((\${up%.*} * 100 + 1\${up#*.} - 100))
 }
 
 # Fields of /proc/$1/stat after the command name (which may hold spaces and parentheses), in $s.
