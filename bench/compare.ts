@@ -10,7 +10,7 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { killAll, machineLine, makeBenchHome, processesWithEnv, stats, timedIn, type BenchHome, type Run, type Stats } from "./harness.ts";
+import { killAll, machineLine, processesWithEnv, runBench, stats, timedIn, type BenchHome, type Run, type Stats } from "./harness.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS) || 25;
 const PM2_VERSION = process.env.PM2_VERSION || "7";
@@ -105,20 +105,7 @@ async function stopPm2(bench: BenchHome): Promise<void> {
   rmSync(home, { recursive: true, force: true });
 }
 
-let bench: BenchHome | undefined;
-async function cleanup(): Promise<void> {
-  if (!bench) return;
+await runBench("compare", "berth-compare-", main, async (bench) => {
   await stopPm2(bench);
   await bench.cleanup();
-}
-process.on("SIGINT", () => void cleanup().finally(() => process.exit(0)));
-
-try {
-  bench = await makeBenchHome("berth-compare-");
-  await main(bench);
-} catch (error) {
-  console.error(`compare: failed: ${error instanceof Error ? error.message : String(error)}`);
-} finally {
-  await cleanup();
-}
-process.exit(0);
+});

@@ -95,6 +95,29 @@ export type BenchHome = {
   cleanup(): Promise<void>;
 };
 
+/**
+ * Runs one bench script: makes its home (`makeBenchHome(prefix)`), runs `main`, and always ends with `end`
+ * (by default the home's cleanup), on ^C too. A bench never fails a build: a failure is printed, the exit is 0.
+ */
+export async function runBench(name: string, prefix: string, main: (bench: BenchHome) => Promise<void>, end: (bench: BenchHome) => Promise<void> = (bench) => bench.cleanup()): Promise<never> {
+  let bench: BenchHome | undefined;
+  const finish = async () => {
+    if (bench) await end(bench);
+  };
+  process.on("SIGINT", () => void finish().finally(() => process.exit(0)));
+  try {
+    const buildStarted = performance.now();
+    bench = await makeBenchHome(prefix);
+    process.stderr.write(`${name}: compiled in ${((performance.now() - buildStarted) / 1000).toFixed(1)} s\n`);
+    await main(bench);
+  } catch (error) {
+    console.error(`${name}: failed: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    await finish();
+  }
+  process.exit(0);
+}
+
 /** Compiles berth into a fresh temporary folder and installs it there as the managed release. */
 export async function makeBenchHome(prefix: string): Promise<BenchHome> {
   if (!CLI_TARGET) throw new Error("this machine is not a release target");

@@ -13,7 +13,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { probeInitialize } from "../src/server/client.ts";
 import { CLI_TARGET } from "../src/version.ts";
-import { groupMembers, machineLine, makeBenchHome, stats, VERSION, type BenchHome, type Stats } from "./harness.ts";
+import { groupMembers, machineLine, runBench, stats, VERSION, type BenchHome, type Stats } from "./harness.ts";
 
 const IDLE_BEFORE_SAMPLES_MS = 2_000;
 const SAMPLES = 10;
@@ -118,13 +118,4 @@ async function main(bench: BenchHome): Promise<void> {
   }
 }
 
-let bench: BenchHome | undefined;
-try {
-  bench = await makeBenchHome("berth-bench-keeper-");
-  await main(bench);
-} catch (error) {
-  console.error(`bench: failed: ${error instanceof Error ? error.message : String(error)}`);
-} finally {
-  await bench?.cleanup();
-}
-process.exit(0);
+await runBench("bench", "berth-bench-keeper-", main);

@@ -9,7 +9,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CLI_TARGET } from "../src/version.ts";
-import { groupMembers, machineLine, makeBenchHome, stats, VERSION, type BenchHome, type Run, type Stats } from "./harness.ts";
+import { groupMembers, machineLine, runBench, stats, VERSION, type BenchHome, type Run, type Stats } from "./harness.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS) || 25;
 const IDLE_BEFORE_RSS_MS = 1_000;
@@ -200,19 +200,4 @@ async function main(bench: BenchHome): Promise<void> {
   console.log(renderTable(rows));
 }
 
-let bench: BenchHome | undefined;
-process.on("SIGINT", () => {
-  void (bench?.cleanup() ?? Promise.resolve()).finally(() => process.exit(0));
-});
-
-try {
-  const buildStarted = performance.now();
-  bench = await makeBenchHome("berth-bench-");
-  process.stderr.write(`bench: compiled in ${((performance.now() - buildStarted) / 1000).toFixed(1)} s; ${RUNS} runs per row\n`);
-  await main(bench);
-} catch (error) {
-  console.error(`bench: failed: ${error instanceof Error ? error.message : String(error)}`);
-} finally {
-  await bench?.cleanup();
-}
-process.exit(0);
+await runBench("bench", "berth-bench-", main);

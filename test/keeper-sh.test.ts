@@ -237,63 +237,62 @@ describe("the sh keeper", () => {
     for (const line of execs) expect(line).toMatch(/execve\("[^"]*\/sleep", \["sleep", "0\.5"\]/);
   }, SLOW_TEST_MS);
 
+  /**
+   * Replaces the bootstrapped dash loop by the same script started by hand under `shell` (its own group, as a
+   * launch gives it), with "-" as the line seen (its first tick runs a keeper step; no update step for an hour).
+   * `before` runs once the old loop is gone; `body` gets the loop's pid and its verdict; the loop is then ended and
+   * must leave nothing behind.
+   */
+  async function withHandLoop(home: TestHome, keeper: number, shell: string[], body: (pid: number, verdict: () => string) => Promise<void>, before?: () => Promise<void>) {
+    process.kill(keeper, "SIGTERM");
+    expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
+    await before?.();
+    const own = realpathSync(home.path("packages/standalone/current/berth"));
+    const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
+    const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    try {
+      const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
+      // Its own first step (the token names its pid) has answered.
+      expect(await eventually(() => verdict().startsWith(`k.${loop.pid}.`) && !verdict().includes("started"), ANSWER_WAIT_MS)).toBe(true);
+      await body(loop.pid, verdict);
+    } finally {
+      loop.kill("SIGTERM");
+      await loop.exited;
+    }
+    expect(await eventually(() => groupMembers(loop.pid).length === 0, 5_000)).toBe(true);
+  }
+
+  async function killedServerAnswersAgain(home: TestHome, server: number) {
+    process.kill(server, "SIGKILL");
+    expect(await eventually(async () => {
+      const next = await answeringPid(home);
+      return next !== undefined && next !== server;
+    }, ANSWER_WAIT_MS, 10)).toBe(true);
+  }
+
   for (const shell of [["busybox", "sh"], ["bash", "--posix"]]) {
     test.skipIf(!has(shell[0] as string))(`the same loop under ${shell.join(" ")} keeps the app-server`, async () => {
       const home = newHome();
       const { server, keeper } = await bootstrapped(home);
-      // Replace the dash loop by the same script under another shell (its own group, as a launch would give it).
-      process.kill(keeper, "SIGTERM");
-      expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
-      const own = realpathSync(home.path("packages/standalone/current/berth"));
-      // "-" as the line seen: its first tick runs a keeper step; no update step for an hour.
-      const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
-      const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
-      try {
-        // Its own first step (the token names its pid) watches the server.
-        const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
-        expect(await eventually(() => verdict().startsWith(`k.${loop.pid}.`) && !verdict().includes("started"), ANSWER_WAIT_MS)).toBe(true);
-        expect(verdict()).toMatch(new RegExp(`^k\\.${loop.pid}\\.\\d+\\.\\d+ ${server} \\d+ \\d+ 0\\.1\\.0\\n$`));
-        process.kill(server, "SIGKILL");
-        expect(await eventually(async () => {
-          const next = await answeringPid(home);
-          return next !== undefined && next !== server;
-        }, ANSWER_WAIT_MS, 10)).toBe(true);
-      } finally {
-        loop.kill("SIGTERM");
-        await loop.exited;
-      }
-      expect(await eventually(() => groupMembers(loop.pid).length === 0, 5_000)).toBe(true);
+      await withHandLoop(home, keeper, shell, async (pid, verdict) => {
+        expect(verdict()).toMatch(new RegExp(`^k\\.${pid}\\.\\d+\\.\\d+ ${server} \\d+ \\d+ 0\\.1\\.0\\n$`));
+        await killedServerAnswersAgain(home, server);
+      });
     }, SLOW_TEST_MS);
   }
 
   test("a wish written after the keeper's last look (bootstrap writes it after launching the loop) is seen: a later crash is restarted", async () => {
     const home = newHome();
     const { server, keeper } = await bootstrapped(home);
-    process.kill(keeper, "SIGTERM");
-    expect(await eventually(() => !isAlive(keeper), 5_000)).toBe(true);
     const wish = (appServer: string) => writeFileSync(home.path("daemon/wanted.json"), `${JSON.stringify({ appServer, since: new Date().toISOString() })}\n`);
     // The loop's first look happens while the wish still says stopped: it watches nothing and sleeps long.
-    wish("stopped");
-    const own = realpathSync(home.path("packages/standalone/current/berth"));
-    const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
-    const loop = Bun.spawn({ cmd: ["dash", ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
-    try {
-      const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
-      expect(await eventually(() => verdict().startsWith(`k.${loop.pid}.`) && !verdict().includes("started"), ANSWER_WAIT_MS)).toBe(true);
-      expect(verdict()).toMatch(new RegExp(`^k\\.${loop.pid}\\.\\d+\\.\\d+ 0 0 \\d+ 0\\.1\\.0\\n$`));
+    await withHandLoop(home, keeper, ["dash"], async (pid, verdict) => {
+      expect(verdict()).toMatch(new RegExp(`^k\\.${pid}\\.\\d+\\.\\d+ 0 0 \\d+ 0\\.1\\.0\\n$`));
       // Then the wish is written, with nothing else changing; the server crashes later.
       wish("running");
       expect(await eventually(() => new RegExp(` ${server} \\d+ \\d+ 0\\.1\\.0\\n$`).test(verdict()), ANSWER_WAIT_MS)).toBe(true);
-      process.kill(server, "SIGKILL");
-      expect(await eventually(async () => {
-        const next = await answeringPid(home);
-        return next !== undefined && next !== server;
-      }, ANSWER_WAIT_MS, 10)).toBe(true);
-    } finally {
-      loop.kill("SIGTERM");
-      await loop.exited;
-    }
-    expect(await eventually(() => groupMembers(loop.pid).length === 0, 5_000)).toBe(true);
+      await killedServerAnswersAgain(home, server);
+    }, async () => wish("stopped"));
   }, SLOW_TEST_MS);
 
   test("where no sh loop runs (BERTH_KEEPER_IN_PROCESS, as on macOS) the same steps keep the app-server in Bun", async () => {

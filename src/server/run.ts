@@ -4,7 +4,7 @@ import { logger } from "../output.ts";
 import { openContext, settingsOf } from "../daemon/context.ts";
 import { notifyReady } from "../daemon/ready.ts";
 import { captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { FILE_MODE, writeFileAtomic } from "../platform/fs.ts";
 import { listenOfUrl, planRemoteListen, readSavedListen, saveListen, savedListenPath } from "./remote-listen.ts";
 import { startServer, type ServeOptions } from "./serve.ts";
 import { ensureToken } from "./token.ts";
@@ -61,9 +61,10 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   notifyReady();
   await server.closed;
   const report = await server.shutdownReport;
-  // `stop` reads this after the process is gone to report processesEnded (see daemon/app-server.ts).
+  // `stop` reads this after the process is gone to report processesEnded (see daemon/app-server.ts). Only
+  // that `stop`, in this boot, reads it: no fsync (it cost stop ~0.9 ms), a power cut loses nothing anyone needs.
   try {
-    writeFileAtomic(ctx.layout.appServerShutdown, `${JSON.stringify({ pid: identity.pid, instanceId: identity.instanceId, at: new Date().toISOString(), ...report })}\n`);
+    writeFileAtomic(ctx.layout.appServerShutdown, `${JSON.stringify({ pid: identity.pid, instanceId: identity.instanceId, at: new Date().toISOString(), ...report })}\n`, FILE_MODE, { durable: false });
   } catch (error) {
     logger.warn(`could not record the shutdown report in ${ctx.layout.appServerShutdown}:`, error);
   }
