@@ -11,6 +11,14 @@ const TEST_TIMEOUT_MS = 120_000;
 const fixtures = connectFixtures("berth-attack-connect-");
 
 /** A process/list request whose line is exactly `bytes` long (the id pads it). */
+/** A `connect` of a fresh home, connected and past `initialize`. */
+async function initializedBridge() {
+  const bridge = fixtures.connect(fixtures.home());
+  await bridge.waitConnected();
+  await bridge.initialize();
+  return bridge;
+}
+
 function requestLine(id: string, bytes: number): string {
   const shell = JSON.stringify({ jsonrpc: "2.0", id: "", method: "process/list", params: {} });
   return JSON.stringify({ jsonrpc: "2.0", id: id.padEnd(bytes - shell.length, "x"), method: "process/list", params: {} });
@@ -36,10 +44,7 @@ describe("bridge line rules at the limit (pure)", () => {
 
 describe("attack: berth connect", () => {
   test("a line of exactly 1 MiB goes through, with LF or CR LF; one byte more exits 65", async () => {
-    const home = fixtures.home();
-    const bridge = fixtures.connect(home);
-    await bridge.waitConnected();
-    await bridge.initialize();
+    const bridge = await initializedBridge();
     const exact = requestLine("a", MAX_FRAME_BYTES);
     expect(Buffer.byteLength(exact)).toBe(MAX_FRAME_BYTES);
     bridge.send(`${exact}\n`);
@@ -52,10 +57,7 @@ describe("attack: berth connect", () => {
   }, TEST_TIMEOUT_MS);
 
   test("invalid UTF-8: a short line is answered; a 1 MiB line that grows past the frame limit when made valid exits 65, not 75", async () => {
-    const home = fixtures.home();
-    const bridge = fixtures.connect(home);
-    await bridge.waitConnected();
-    await bridge.initialize();
+    const bridge = await initializedBridge();
     const bad = Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":7,"method":"process/list","params":{"x":"'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('"}}\n')]);
     bridge.proc.stdin.write(bad);
     await bridge.proc.stdin.flush();
@@ -67,10 +69,7 @@ describe("attack: berth connect", () => {
   }, TEST_TIMEOUT_MS);
 
   test("no newline at EOF: the last line is still a message, answered before exit 0", async () => {
-    const home = fixtures.home();
-    const bridge = fixtures.connect(home);
-    await bridge.waitConnected();
-    await bridge.initialize();
+    const bridge = await initializedBridge();
     bridge.send(JSON.stringify({ jsonrpc: "2.0", id: "last", method: "process/list", params: {} }));
     await bridge.proc.stdin.end();
     expect(await bridge.exited).toBe(EXIT_STDIN_EOF);

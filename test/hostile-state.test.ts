@@ -30,17 +30,24 @@ const HOSTILE: [string, (path: string) => void][] = [
   }],
 ];
 
+/** A fresh home with `file` made hostile by `make`: `status` answers at once and lists it among its problems. */
+async function statusNamesHostile(file: string, make: (path: string) => void): Promise<TestHome> {
+  const home = newHome();
+  mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+  make(home.path(file));
+  const status = await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS });
+  expect(status.code).toBe(0);
+  expect(status.json.problems.join("\n")).toContain(`${home.path(file)} is a`);
+  return home;
+}
+
 describe("wanted.json", () => {
   for (const [what, make] of HOSTILE) {
     test(`as ${what}: status and doctor answer at once, naming the file; stop puts a plain file there`, async () => {
-      const home = newHome();
-      mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
-      make(home.path("daemon/wanted.json"));
-      const status = await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS });
-      expect(status.code).toBe(0);
-      expect(status.json.problems.join("\n")).toContain(`${home.path("daemon/wanted.json")} is a`);
+      const home = await statusNamesHostile("daemon/wanted.json", make);
+      // It answers by itself (a hang is killed at the deadline and leaves no JSON); this bare home is not installed.
       const doctor = await home.run(["doctor"], { timeoutMs: COMMAND_WAIT_MS });
-      expect(doctor.json.findings.length).toBeGreaterThan(0);
+      expect(doctor.json.status).toBe("problems");
       // The wish is written by rename: what was there is replaced, not followed or opened.
       const stop = await home.run(["stop"], { timeoutMs: COMMAND_WAIT_MS });
       expect(stop.json.status).toBe("notRunning");
@@ -53,12 +60,7 @@ describe("wanted.json", () => {
 describe("keeper.json", () => {
   for (const [what, make] of HOSTILE) {
     test(`as ${what}: status answers at once, naming the file`, async () => {
-      const home = newHome();
-      mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
-      make(home.path("daemon/keeper.json"));
-      const status = await home.run(["status"], { timeoutMs: COMMAND_WAIT_MS });
-      expect(status.code).toBe(0);
-      expect(status.json.problems.join("\n")).toContain(`${home.path("daemon/keeper.json")} is a`);
+      await statusNamesHostile("daemon/keeper.json", make);
     }, SLOW_TEST_MS);
   }
 
