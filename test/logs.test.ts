@@ -34,6 +34,29 @@ describe("pure parts", () => {
   });
 });
 
+describe("captureStdio", () => {
+  test("starts from the limits it is given: the first lines read no settings, and rotate by those limits", async () => {
+    const home = newHome({ install: false });
+    const log = home.path("daemon.log");
+    const asked = home.path("asked");
+    // A real process routes its output; readLimits leaves a mark each time it is asked (it must not be, at first).
+    const script = [
+      `import { appendFileSync } from "node:fs";`,
+      `import { captureStdio } from ${JSON.stringify(join(import.meta.dir, "..", "src", "daemon", "log.ts"))};`,
+      `import { writeOutput } from ${JSON.stringify(join(import.meta.dir, "..", "src", "stdio.ts"))};`,
+      `captureStdio(${JSON.stringify(log)}, () => { appendFileSync(${JSON.stringify(asked)}, "asked\\n"); return { maxBytes: 1 << 20, keep: 3 }; }, { maxBytes: 100, keep: 1 });`,
+      `for (let i = 0; i < 5; i += 1) writeOutput(i % 2 ? 2 : 1, "line " + i + " " + "x".repeat(40) + "\\n");`,
+    ].join("\n");
+    const child = Bun.spawn({ cmd: [BUN, "-e", script], stdout: "ignore", stderr: "pipe" });
+    expect(await child.exited).toBe(0);
+    expect(existsSync(asked)).toBe(false);
+    // ~66-byte lines under a 100-byte limit with keep 1: one line per file, the older ones dropped.
+    expect(readFileSync(log, "utf8")).toMatch(/^\S+Z line 4 x+\n$/);
+    expect(readFileSync(`${log}.1`, "utf8")).toMatch(/^\S+Z line 3 x+\n$/);
+    expect(existsSync(`${log}.2`)).toBe(false);
+  });
+});
+
 describe("a symlink planted at a log's path", () => {
   test("appendLog refuses it (UNSAFE_STATE), rotating or not; the file it points at is untouched", () => {
     const home = newHome({ install: false });

@@ -99,16 +99,18 @@ export function stdoutIsLog(path: string): boolean {
 
 /**
  * Routes this process's stdout and stderr as berth writes them (writeOutput,
- * src/stdio.ts) through `appendLog`, line by line. `process.stdout`/`stderr`
+ * src/stdio.ts) through `appendLog`, line by line; the limits are re-read with
+ * `readLimits` at most every LIMITS_REFRESH_MS. `process.stdout`/`stderr`
  * are deliberately left alone: touching either makes Bun build both Node
  * streams (so does defining a property on `process`), ~2.4 MB of a daemon's
  * idle RSS (bench/README.md); no berth code writes through them
  * (test/daemon-output.test.ts keeps it so), and like `console.*` they would
  * still reach the log, only unstamped.
  */
-export function captureStdio(path: string, readLimits: () => LogLimits): void {
+export function captureStdio(path: string, readLimits: () => LogLimits, current?: LogLimits): void {
   let partial = "";
-  let cached: { limits: LogLimits; at: number } | undefined;
+  // `current`: the limits the daemon has just read with its settings, so its first line reads nothing more.
+  let cached: { limits: LogLimits; at: number } | undefined = current ? { limits: current, at: Date.now() } : undefined;
   const limits = () => {
     if (!cached || Date.now() - cached.at > LIMITS_REFRESH_MS) cached = { limits: readLimits(), at: Date.now() };
     return cached.limits;

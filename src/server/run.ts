@@ -1,13 +1,13 @@
 /** `berth serve`: the app-server in the foreground until SIGTERM. */
 import { BerthError } from "../errors.ts";
 import { logger } from "../output.ts";
-import { openContext, settingsOf } from "../daemon/context.ts";
+import { openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { notifyReady } from "../daemon/ready.ts";
 import { captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
+import type { Settings } from "../daemon/settings.ts";
 import { FILE_MODE, writeFileAtomic } from "../platform/fs.ts";
-import { listenOfUrl, planRemoteListen, readSavedListen, saveListen, savedListenPath } from "./remote-listen.ts";
+import type { RemoteListenPlan } from "./remote-listen.ts";
 import { startServer, type ServeOptions } from "./serve.ts";
-import { ensureToken } from "./token.ts";
 
 const SHUTDOWN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
 
@@ -23,22 +23,39 @@ export function socketPathFromListen(listen: string | undefined, fallback: strin
   return listen.slice("unix://".length);
 }
 
+/** Remote control's listen plan and token; their modules load only when remote control is on. */
+async function remotePlan(ctx: Context, settings: Settings) {
+  const remote = await import("./remote-listen.ts");
+  const savedPath = remote.savedListenPath(ctx.layout.daemonDir);
+  const plan: RemoteListenPlan = remote.planRemoteListen({
+    listen: settings.remoteControl.listen,
+    tls: settings.remoteControl.tls,
+    saved: remote.readSavedListen(savedPath),
+    settingsFile: ctx.layout.settingsFile,
+  });
+  const token = (await import("./token.ts")).ensureToken(ctx.layout.tokenFile);
+  /** Saves the port bound for `…:0`, so later servers ask for it again. */
+  const keepBound = (url: string | undefined) => {
+    const bound = url ? remote.listenOfUrl(url) : undefined;
+    if (bound !== undefined && bound !== plan.listen && parseListenPort(settings.remoteControl.listen) === 0) remote.saveListen(savedPath, bound);
+  };
+  return { plan, token, keepBound };
+}
+
 export async function serve(options: { listen?: string; remoteControl?: boolean }) {
   const ctx = openContext();
   const socketPath = socketPathFromListen(options.listen, ctx.socket.path);
   const settings = settingsOf(ctx);
-  // Launched as a daemon (stdout is its log): stamp and rotate every line from here on.
-  if (stdoutIsLog(ctx.layout.appServerLog)) captureStdio(ctx.layout.appServerLog, () => logLimitsOf(ctx));
-  const savedPath = savedListenPath(ctx.layout.daemonDir);
-  const plan = options.remoteControl
-    ? planRemoteListen({ listen: settings.remoteControl.listen, tls: settings.remoteControl.tls, saved: readSavedListen(savedPath), settingsFile: ctx.layout.settingsFile })
-    : undefined;
+  // Launched as a daemon (stdout is its log): stamp and rotate every line from here on, with the limits just read.
+  if (stdoutIsLog(ctx.layout.appServerLog)) captureStdio(ctx.layout.appServerLog, () => logLimitsOf(ctx), settings.logs);
+  const remote = options.remoteControl ? await remotePlan(ctx, settings) : undefined;
+  const plan = remote?.plan;
   const serveWith = (listen: string) =>
     startServer({
       socketPath,
       berthHome: ctx.layout.home,
       settings,
-      ...(plan ? { remoteControl: { listen, token: ensureToken(ctx.layout.tokenFile), ...(plan.tls ? { tls: plan.tls } : {}) } } : {}),
+      ...(remote ? { remoteControl: { listen, token: remote.token, ...(remote.plan.tls ? { tls: remote.plan.tls } : {}) } } : {}),
     } satisfies ServeOptions);
   let server: Awaited<ReturnType<typeof startServer>>;
   try {
@@ -50,8 +67,7 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
     server = await serveWith(settings.remoteControl.listen);
   }
   const identity = server.identity();
-  const bound = identity.remoteControl.url ? listenOfUrl(identity.remoteControl.url) : undefined;
-  if (bound !== undefined && bound !== plan?.listen && parseListenPort(settings.remoteControl.listen) === 0) saveListen(savedPath, bound);
+  remote?.keepBound(identity.remoteControl.url);
   logger.info(
     `berth app-server ${identity.serverInfo.version} pid ${identity.pid} listening on ${socketPath}` +
       (identity.remoteControl.url ? ` and ${identity.remoteControl.url} (remote control)` : ""),
@@ -71,4 +87,3 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   logger.info(`berth app-server pid ${identity.pid} stopped; ${JSON.stringify(report)}`);
   return { status: "stopped", pid: identity.pid, instanceId: identity.instanceId };
 }
-

@@ -8,13 +8,11 @@ import { dirname, join } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
 import { BerthError } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
-import { socketAcceptsConnections } from "./client.ts";
 import { createApi } from "./api/index.ts";
 import { runMethod } from "./api/dispatch.ts";
 import { SocketConn, UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
 import { logger } from "../output.ts";
 import { routeRpcText, type InitializeResult, type Session } from "./protocol.ts";
-import { bearerMatches, parseListen } from "./token.ts";
 
 /** Frames larger than this close the offending connection (spec: 1 MiB). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -58,7 +56,8 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   if (!entry.isSocket()) {
     throw new BerthError("START_FAILED", `${socketPath} exists and is not a socket; berth only replaces a leftover socket. Move it away or listen elsewhere.`);
   }
-  if (await socketAcceptsConnections(socketPath, SOCKET_PROBE_TIMEOUT_MS)) {
+  // The client is loaded only here: a clean start finds no socket and never needs it.
+  if (await (await import("./client.ts")).socketAcceptsConnections(socketPath, SOCKET_PROBE_TIMEOUT_MS)) {
     throw new BerthError("START_FAILED", `another server already answers on ${socketPath}; stop it first (berth stop).`);
   }
   rmSync(socketPath, { force: true });
@@ -66,6 +65,8 @@ async function claimSocketPath(socketPath: string): Promise<void> {
 
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   await claimSocketPath(options.socketPath);
+  // Loaded before anything listens, and only for remote control: the Unix socket alone needs no token.
+  const tokens = options.remoteControl ? await import("./token.ts") : undefined;
   const startedAt = new Date().toISOString();
   const instanceId = crypto.randomUUID();
   let remoteUrl: string | undefined;
@@ -141,8 +142,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const socketInode = statSync(options.socketPath).ino;
 
   let tcpServer: Server<Client> | undefined;
-  if (options.remoteControl) {
-    const { hostname, port } = parseListen(options.remoteControl.listen);
+  if (options.remoteControl && tokens) {
+    const { hostname, port } = tokens.parseListen(options.remoteControl.listen);
     const token = options.remoteControl.token;
     try {
       tcpServer = Bun.serve<Client>({
@@ -150,7 +151,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         port,
         ...(options.remoteControl.tls ? { tls: { cert: Bun.file(options.remoteControl.tls.cert), key: Bun.file(options.remoteControl.tls.key) } } : {}),
         fetch(request, server) {
-          if (!bearerMatches(request.headers.get("authorization"), token)) {
+          if (!tokens.bearerMatches(request.headers.get("authorization"), token)) {
             return new Response("unauthorized\n", { status: 401, headers: { "www-authenticate": "Bearer" } });
           }
           return upgrade(request, server);
