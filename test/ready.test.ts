@@ -5,13 +5,18 @@
  * real pipe; nothing here asserts a time.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { readyFdFrom } from "../src/daemon/ready.ts";
 import { probeInitialize } from "../src/server/client.ts";
 import { BUN, MAIN, installRelease, makeHome, nonKeeperProcessesOf, type TestHome } from "./helpers/berth.ts";
 
 const SERVER_TIMEOUT_MS = 20_000;
+/** How often the kill-right-after-the-notification case is tried (its timing differs from run to run). */
+const KILL_AFTER_NOTIFY_RUNS = 5;
+const KILL_STEP_MS = 2;
+const ISO_STAMP = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 const homes: TestHome[] = [];
 afterEach(async () => {
@@ -107,4 +112,50 @@ describe("readiness pipe", () => {
     expect((await home.run(["stop"])).json).toMatchObject({ status: "stopped" });
     expect(nonKeeperProcessesOf(home)).toEqual([]);
   }, 30_000);
+
+  test("the server notifies, then logs: its stamped 'listening' line is in the log when start returns", async () => {
+    const home = newHome();
+    const start = await home.run(["start"]);
+    expect(start.json).toMatchObject({ status: "started" });
+    // The line is written in the same synchronous run as the notification, before any initialize is answered.
+    const lines = readFileSync(join(home.home, "daemon", "app-server.log"), "utf8").trimEnd().split("\n");
+    const listening = new RegExp(`^${ISO_STAMP} berth app-server 0\\.1\\.0 pid ${start.json.pid} listening on ${escapeRegExp(start.json.socketPath)}$`);
+    expect(lines.filter((line) => listening.test(line))).toHaveLength(1);
+    expect((await home.run(["stop"])).json).toMatchObject({ status: "stopped" });
+  }, 30_000);
+
+  test("a server killed right after it notifies leaves only whole, stamped lines in its log", async () => {
+    const home = newHome();
+    const daemonDir = join(home.home, "daemon");
+    mkdirSync(daemonDir, { recursive: true, mode: 0o700 });
+    const logPath = join(daemonDir, "app-server.log");
+    const socket = join(daemonDir, "app-server.sock");
+    for (let run = 0; run < KILL_AFTER_NOTIFY_RUNS; run += 1) {
+      // Launched as start does: stdout and stderr are the log (so the server stamps its own lines), fd 3 the pipe.
+      const logFd = openSync(logPath, "a", 0o600);
+      const child = Bun.spawn({
+        cmd: [BUN, MAIN, "serve", "--listen", `unix://${socket}`],
+        env: { ...home.env, BERTH_READY_FD: "3" },
+        stdio: ["ignore", logFd, logFd, "pipe"],
+      });
+      closeSync(logFd);
+      try {
+        const reader = Bun.file(child.stdio[3] as number).stream().getReader();
+        const first = await Promise.race([reader.read(), Bun.sleep(SERVER_TIMEOUT_MS).then(() => undefined)]);
+        expect(first?.done).toBe(false);
+        // Killed at once in the first run, a little later in each next one: before, during or after its line.
+        if (run > 0) await Bun.sleep(run * KILL_STEP_MS);
+        child.kill("SIGKILL");
+        await child.exited;
+        void reader.cancel().catch(() => {});
+      } finally {
+        child.kill("SIGKILL");
+        await child.exited;
+      }
+    }
+    const lines = readFileSync(logPath, "utf8").split("\n");
+    expect(lines.pop()).toBe("");
+    const whole = new RegExp(`^${ISO_STAMP} berth app-server \\S+ pid \\d+ listening on ${escapeRegExp(socket)}$`);
+    for (const line of lines) expect(line).toMatch(whole);
+  }, 60_000);
 });
