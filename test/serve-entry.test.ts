@@ -7,6 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { appServerArgs } from "../src/daemon/app-server.ts";
 import { daemonAction, daemonServeArgs, UPDATE_LOOP_ARGV } from "../src/serve-entry.ts";
 import { readFileSync, realpathSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
 import { eventually, keepersOf, loopBinaryOf, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
 
 const homes: TestHome[] = [];
@@ -79,4 +80,33 @@ describe("daemon serve fast path", () => {
     expect(result.json).toMatchObject({ status: "error", error: { code: "USAGE" } });
     expect(result.stderr).toContain("--listen takes unix://PATH");
   }, 30_000);
+});
+
+describe("what a plain start evaluates", () => {
+  /** The modules of `entry` and everything it imports statically (dynamic imports are separate chunks, loaded on use). */
+  async function staticModules(entry: string): Promise<string[]> {
+    const root = join(import.meta.dir, "..");
+    const result = await Bun.build({ entrypoints: [join(root, entry)], target: "bun", format: "esm", splitting: true, metafile: true, external: ["bun:ffi"] });
+    if (!result.success || !result.metafile) throw new Error(`cannot bundle ${entry}: ${result.logs.join("\n")}`);
+    const outputs = result.metafile.outputs;
+    const chunkOf = (path: string) => outputs[path] ?? outputs[`./${path.replace(/^\.\//, "")}`];
+    const entryChunk = Object.keys(outputs).find((path) => outputs[path]?.entryPoint !== undefined);
+    if (!entryChunk) throw new Error(`no entry chunk for ${entry}`);
+    const seen = new Set<string>();
+    const visit = (path: string) => {
+      const key = path.replace(/^\.\//, "");
+      if (seen.has(key)) return;
+      seen.add(key);
+      for (const imported of chunkOf(key)?.imports ?? []) if (imported.kind === "import-statement") visit(imported.path);
+    };
+    visit(entryChunk);
+    return [...seen].flatMap((path) => Object.keys(chunkOf(path)?.inputs ?? {})).map((input) => relative(root, resolve(input)));
+  }
+
+  test("the app-server's own graph leaves remote control's and the client's modules to their first use", async () => {
+    const modules = await staticModules("src/server/run.ts");
+    expect(modules).toContain("src/server/serve.ts");
+    expect(modules).toContain("src/daemon/log.ts");
+    for (const lazy of ["src/server/remote-listen.ts", "src/server/token.ts", "src/server/client.ts"]) expect(modules).not.toContain(lazy);
+  });
 });
