@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runMethod } from "../src/server/api/dispatch.ts";
-import { apiFamilies, createApi, lazyFamily, PROCESS_LEDGER_FILE } from "../src/server/api/index.ts";
+import { apiFamilies, composeApi, createApi, lazyFamily, PROCESS_LEDGER_FILE } from "../src/server/api/index.ts";
 import { method, type ApiFamily, type Conn, type MethodTable } from "../src/server/api/types.ts";
 
 /** A connection that nobody reads: enough for calls that only answer. */
@@ -54,6 +54,22 @@ describe("family manifests", () => {
       }
     });
   }
+});
+
+describe("composeApi", () => {
+  test("shutdown merges what every family reports, in family order; families that report nothing add nothing", async () => {
+    const family = (report: Record<string, unknown> | undefined, shutdown = true): ApiFamily => ({
+      methods: {},
+      ...(shutdown ? { shutdown: async () => report } : {}),
+    });
+    const cases: [ApiFamily[], Record<string, unknown>][] = [
+      [[], {}],
+      [[family(undefined), family(undefined, false)], {}],
+      [[family({ processesEnded: 2 }), family(undefined), family({ tunnelsClosed: 1 })], { processesEnded: 2, tunnelsClosed: 1 }],
+      [[family({ a: 1, b: 1 }), family({ b: 2 })], { a: 1, b: 2 }],
+    ];
+    for (const [families, merged] of cases) expect(await composeApi(families).shutdown()).toEqual(merged);
+  });
 });
 
 describe("createApi", () => {
