@@ -7,7 +7,6 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import type { Subprocess } from "bun";
 import { BUN, MAIN, eventually, isAlive, makeHome, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
 import { connect, encodeFrame, OP_BINARY, OP_TEXT, rawConnect, type RawWs } from "./helpers/raw-ws.ts";
-import { bindingPlan } from "../src/server/serve.ts";
 
 const TEST_TIMEOUT_MS = 10_000;
 const READY_TIMEOUT_MS = 6_000;
@@ -314,19 +313,6 @@ describe("berth serve", () => {
     },
     TEST_TIMEOUT_MS,
   );
-
-  test("bindingPlan: a temporary name unless it is longer than the path or someone else's file sits there", () => {
-    const table: [string, Parameters<typeof bindingPlan>[2], ReturnType<typeof bindingPlan>][] = [
-      ["/h/daemon/app-server.sock", undefined, { bind: "/h/daemon/.4242.sock", replaceLeftover: false }],
-      ["/h/daemon/app-server.sock", { socket: true, uid: 7 }, { bind: "/h/daemon/.4242.sock", replaceLeftover: true }],
-      ["/h/daemon/app-server.sock", { socket: true, uid: 8 }, { bind: "/h/daemon/app-server.sock", replaceLeftover: false }],
-      ["/h/daemon/app-server.sock", { socket: false, uid: 7 }, { bind: "/h/daemon/app-server.sock", replaceLeftover: false }],
-      ["/tmp/s", undefined, { bind: "/tmp/s", replaceLeftover: false }],
-      ["/h/.4242.soc", undefined, { bind: "/h/.4242.soc", replaceLeftover: false }],
-      ["/h/x.4242.sock", undefined, { bind: "/h/.4242.sock", replaceLeftover: false }],
-    ];
-    for (const [path, existing, plan] of table) expect(bindingPlan(path, 4242, existing, 7)).toEqual(plan);
-  });
 
   test(
     "SIGTERM leaves a successor's socket at the path alone; no temporary socket name is left behind",

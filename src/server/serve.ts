@@ -63,42 +63,20 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   rmSync(socketPath, { force: true });
 }
 
-/** Where the Unix socket is bound before `publishSocket` gives it its path (see bindingPathFor). */
-export type BindingPlan = { bind: string; replaceLeftover: boolean };
-
-/** Pure: the temporary name of a server's socket, in the socket's own folder. */
-export function temporarySocketPath(socketPath: string, pid: number): string {
-  return join(dirname(socketPath), `.${pid}.sock`);
-}
-
 /**
- * Pure: the temporary name, unless it would be longer than the path (near the length limit of a socket path)
- * or something other than a leftover socket of ours sits there (a shared folder: someone else's file); then
- * the path itself, as before. A leftover socket of ours is one a process with our pid left between bind and publish.
- */
-export function bindingPlan(socketPath: string, pid: number, existing: { socket: boolean; uid: number } | undefined, uid: number | undefined): BindingPlan {
-  const temp = temporarySocketPath(socketPath, pid);
-  if (temp.length > socketPath.length) return { bind: socketPath, replaceLeftover: false };
-  if (!existing) return { bind: temp, replaceLeftover: false };
-  if (!existing.socket || existing.uid !== uid) return { bind: socketPath, replaceLeftover: false };
-  return { bind: temp, replaceLeftover: true };
-}
-
-/**
- * Bun's `stop()` unlinks the path it bound, whatever is there by then, which would defeat shutdown's "only if
- * it is still ours". So the socket is bound at a temporary name in the same folder and published by
- * `publishSocket`; stop() then unlinks a name nobody uses.
+ * Where to bind before publishing the socket. Bun's `stop()` unlinks the path it bound, whatever is there by
+ * then, which would defeat shutdown's "only if it is still ours". So the socket is bound at a temporary name
+ * in the same folder and published by `publishSocket`; stop() then unlinks a name nobody uses. A temporary
+ * name longer than the path itself (near the length limit of a socket path) means binding in place.
  */
 function bindingPathFor(socketPath: string): string {
-  const entry = lstatSync(temporarySocketPath(socketPath, process.pid), { throwIfNoEntry: false });
-  const plan = bindingPlan(socketPath, process.pid, entry ? { socket: entry.isSocket(), uid: entry.uid } : undefined, process.getuid?.());
-  if (!plan.replaceLeftover) return plan.bind;
-  try {
-    rmSync(plan.bind, { force: true });
-    return plan.bind;
-  } catch {
-    return socketPath;
-  }
+  const temp = join(dirname(socketPath), `.${process.pid}.sock`);
+  if (temp.length > socketPath.length) return socketPath;
+  // Only a leftover socket (a process with our pid that died between bind and publish) is ours to replace.
+  const entry = lstatSync(temp, { throwIfNoEntry: false });
+  if (entry && !entry.isSocket()) return socketPath;
+  if (entry) rmSync(temp, { force: true });
+  return temp;
 }
 
 /** 0600, then hard-linked to its path (never over anything: EEXIST when someone got there first), then the temporary name goes. */
