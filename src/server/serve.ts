@@ -2,11 +2,11 @@
  * The app-server: JSON-RPC over WebSocket on the Unix control socket, and with
  * remote control the same API on TCP behind a bearer token.
  */
-import { chmodSync, linkSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { release, type } from "node:os";
 import { dirname, join } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
-import { BerthError, errnoCode } from "../errors.ts";
+import { BerthError } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
 import { createApi } from "./api/index.ts";
 import { runMethod } from "./api/dispatch.ts";
@@ -61,36 +61,6 @@ async function claimSocketPath(socketPath: string): Promise<void> {
     throw new BerthError("START_FAILED", `another server already answers on ${socketPath}; stop it first (berth stop).`);
   }
   rmSync(socketPath, { force: true });
-}
-
-/**
- * Where to bind before publishing the socket. Bun's `stop()` unlinks the path it bound, whatever is there by
- * then, which would defeat shutdown's "only if it is still ours". So the socket is bound at a temporary name
- * in the same folder and published by `publishSocket`; stop() then unlinks a name nobody uses. A temporary
- * name longer than the path itself (near the length limit of a socket path) means binding in place.
- */
-function bindingPathFor(socketPath: string): string {
-  const temp = join(dirname(socketPath), `.${process.pid}.sock`);
-  if (temp.length > socketPath.length) return socketPath;
-  // Only a leftover socket (a process with our pid that died between bind and publish) is ours to replace.
-  const entry = lstatSync(temp, { throwIfNoEntry: false });
-  if (entry && !entry.isSocket()) return socketPath;
-  if (entry) rmSync(temp, { force: true });
-  return temp;
-}
-
-/** 0600, then hard-linked to its path (never over anything: EEXIST when someone got there first), then the temporary name goes. */
-function publishSocket(bound: string, socketPath: string): void {
-  chmodSync(bound, 0o600);
-  if (bound === socketPath) return;
-  try {
-    linkSync(bound, socketPath);
-  } catch (error) {
-    if (errnoCode(error) !== "EEXIST") throw error;
-    throw new BerthError("START_FAILED", `${socketPath} appeared while this server was starting; another server may be starting there. Stop it first (berth stop).`);
-  } finally {
-    rmSync(bound, { force: true });
-  }
 }
 
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
@@ -167,14 +137,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return new Response("berth app-server: WebSocket upgrade required\n", { status: 426 });
   };
 
-  const bound = bindingPathFor(options.socketPath);
-  const unixServer = Bun.serve<Client>({ unix: bound, fetch: upgrade, websocket });
-  try {
-    publishSocket(bound, options.socketPath);
-  } catch (error) {
-    unixServer.stop(true);
-    throw error;
-  }
+  const unixServer = Bun.serve<Client>({ unix: options.socketPath, fetch: upgrade, websocket });
+  chmodSync(options.socketPath, 0o600);
   const socketInode = statSync(options.socketPath).ino;
 
   let tcpServer: Server<Client> | undefined;
