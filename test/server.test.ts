@@ -3,7 +3,7 @@
 // under test: handshake, JSON-RPC errors, oversized frames, bad clients,
 // SIGTERM, leftover sockets, a second server, many clients.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { BUN, MAIN, eventually, isAlive, makeHome, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
 import { connect, encodeFrame, OP_BINARY, OP_TEXT, rawConnect, type RawWs } from "./helpers/raw-ws.ts";
@@ -310,6 +310,27 @@ describe("berth serve", () => {
       // Exactly one JSON object on stdout; the human lines went to stderr.
       expect((await server.stdout).trim().split("\n")).toHaveLength(1);
       expect(await server.stderr).toContain("stopped");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "SIGTERM leaves a successor's socket at the path alone, and still ends its own connections",
+    async () => {
+      const home = newHome();
+      const socket = home.path("daemon", "app-server.sock");
+      const first = await startServe(home, socket);
+      const firstClient = await client(socket);
+      await initialize(firstClient);
+      // The path changes hands: the first server's socket is moved away, a second server binds the path.
+      renameSync(socket, `${socket}.first`);
+      const second = await startServe(home, socket);
+      first.proc.kill("SIGTERM");
+      expect(await exitCode(first.proc)).toBe(0);
+      await firstClient.waitClosed(3_000);
+      expect(statSync(socket).isSocket()).toBe(true);
+      await expectStillServing(second);
+      rmSync(`${socket}.first`, { force: true });
     },
     TEST_TIMEOUT_MS,
   );

@@ -63,6 +63,17 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   rmSync(socketPath, { force: true });
 }
 
+/** What the socket path holds now: the socket we bound (by inode), nothing, or something else. */
+function socketPathHolds(socketPath: string, inode: number): "ours" | "nothing" | "other" {
+  try {
+    const entry = statSync(socketPath, { throwIfNoEntry: false });
+    if (!entry) return "nothing";
+    return entry.ino === inode ? "ours" : "other";
+  } catch {
+    return "nothing"; // unreadable now: nothing we may remove
+  }
+}
+
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   await claimSocketPath(options.socketPath);
   // Loaded before anything listens, and only for remote control: the Unix socket alone needs no token.
@@ -83,6 +94,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
   let nextConnId = 1;
   let connections = 0;
+  /** Every open WebSocket, so a shutdown that must not call the Unix server's stop() can still end them. */
+  const open = new Set<ServerWebSocket<Client>>();
   const onText = (ws: ServerWebSocket<Client>, text: string): Promise<unknown> | undefined => {
     const conn = ws.data.conn as SocketConn;
     const routed = routeRpcText(text, ws.data, identity, api.methods);
@@ -108,6 +121,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // bun:ffi is loaded then, not at start: an idle app-server never needs it (bench/README.md, 0.2 MB).
       const widen = () => void import("../platform/ffi.ts").then((ffi) => ffi.raiseUnixSendBuffers(options.socketPath, UNIX_SEND_BUFFER_BYTES));
       ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen) };
+      open.add(ws);
     },
     message(ws: ServerWebSocket<Client>, message: string | Buffer) {
       const conn = ws.data.conn as SocketConn;
@@ -121,6 +135,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       ws.data.conn?.drained();
     },
     close(ws: ServerWebSocket<Client>) {
+      open.delete(ws);
       connections -= 1;
       ws.data.conn?.closedNow();
     },
@@ -175,14 +190,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const shutdown = () => {
     if (stopping) return;
     stopping = true;
-    unixServer.stop(true);
     tcpServer?.stop(true);
+    // Bun's stop() unlinks the path it bound, whatever is there by then (checked with Bun 1.4.5): it is called
+    // only while the path holds our socket (or nothing). When a successor has bound the path, our listener is
+    // out of reach; its connections are ended one by one and the exit closes it, leaving the path alone.
+    if (socketPathHolds(options.socketPath, socketInode) !== "other") unixServer.stop(true);
+    else for (const ws of open) ws.terminate();
     // Remove the socket only if it is still the one we bound (a successor may own the path).
-    try {
-      if (statSync(options.socketPath).ino === socketInode) rmSync(options.socketPath, { force: true });
-    } catch {
-      // already gone
-    }
+    if (socketPathHolds(options.socketPath, socketInode) === "ours") rmSync(options.socketPath, { force: true });
     api.shutdown().then(
       (report) => reportShutdown(report),
       (error) => {
