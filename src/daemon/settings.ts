@@ -21,10 +21,11 @@ export type Settings = {
 };
 
 /**
- * The app-server trims its idle executable pages after this long without a client event
- * (server/idle-trim.ts). Commands of one session (a script, an SSH user typing) come
- * seconds apart and would each pay the refaults (~N ms, bench/README.md); a server left
- * alone is trimmed soon enough to count as idle in every measure of it.
+ * The app-server unmaps its idle executable pages after this long without a client event
+ * (server/idle-trim.ts). The first request after it pays the minor faults that map them
+ * again (~1 ms, bench/README.md): commands of one session (a script, someone typing over
+ * SSH) come seconds apart and should not each pay it; a server left alone longer than
+ * this is idle, and ten seconds is nothing next to the hours it idles.
  */
 export const IDLE_TRIM_AFTER_MS = 10_000;
 
