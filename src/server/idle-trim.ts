@@ -11,6 +11,9 @@
  * every other process mapping the file) and the next touch maps them again
  * with a minor fault, no disk read. MADV_PAGEOUT would evict them from the
  * cache instead (the next `berth status` would read the binary from disk).
+ * The bytes read back are the same: the kernel refuses writes to a running
+ * executable (ETXTBSY), and an update renames a new file over the path,
+ * leaving this inode as it was.
  *
  * What is trimmed, and why nothing else (`trimmableRanges`):
  * - only mappings of this very executable (same device and inode as
