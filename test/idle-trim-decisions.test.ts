@@ -27,7 +27,7 @@ function entry(header: string, rssKb: number, anonymousKb: number | undefined, f
   ].join("\n");
 }
 
-const EXE: ExecutableIdentity = { major: 0xfe, minor: 0, inode: 5332999, path: "/tmp/rss-exp/berth-base" };
+const EXE: ExecutableIdentity = { major: 0xfe, minor: 0, inode: 5332999n, path: "/tmp/rss-exp/berth-base" };
 const exe = (range: string, perms: string, offset: string, path = EXE.path) => `${range} ${perms} ${offset} fe:00 5332999                            ${path}`;
 
 type Case = { name: string; text: string; trimmed: boolean; exe?: ExecutableIdentity };
@@ -98,18 +98,20 @@ describe("trimmableRanges: only clean, read-only mappings of our own executable"
 });
 
 describe("deviceNumbers: st_dev as smaps prints it", () => {
-  const table: Array<[number, { major: number; minor: number }]> = [
-    [0xfe00, { major: 0xfe, minor: 0 }],
-    [0x0801, { major: 8, minor: 1 }],
-    [0x103, { major: 1, minor: 3 }],
-    // major 259 (NVMe), minor 2: the "large" encoding: minor's high bits above bit 20
-    [(259 << 8) | 2, { major: 259, minor: 2 }],
+  const table: Array<[bigint, { major: number; minor: number }]> = [
+    [0xfe00n, { major: 0xfe, minor: 0 }],
+    [0x0801n, { major: 8, minor: 1 }],
+    [0x103n, { major: 1, minor: 3 }],
+    // major 259 (NVMe), minor 2
+    [(259n << 8n) | 2n, { major: 259, minor: 2 }],
+    // major 0x1234, minor 0x12345: glibc's makedev puts the bits past 12 (major) and 8 (minor) high up
+    [((0x1234n & 0xfffn) << 8n) | ((0x1234n & ~0xfffn) << 32n) | (0x12345n & 0xffn) | ((0x12345n & ~0xffn) << 12n), { major: 0x1234, minor: 0x12345 }],
   ];
   for (const [dev, expected] of table) {
     test(`0x${dev.toString(16)}`, () => expect(deviceNumbers(dev)).toEqual(expected));
   }
   test("this test process: /proc/self/exe's st_dev gives the device its own maps line names", () => {
-    const stat = statSync("/proc/self/exe");
+    const stat = statSync("/proc/self/exe", { bigint: true });
     const line = readFileSync("/proc/self/maps", "utf8").split("\n").find((l) => l.split(/\s+/)[4] === String(stat.ino)) as string;
     const [major, minor] = line.split(/\s+/)[3]!.split(":").map((hex) => parseInt(hex, 16));
     expect(deviceNumbers(stat.dev)).toEqual({ major: major!, minor: minor! });

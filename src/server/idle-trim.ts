@@ -35,7 +35,7 @@
  */
 import { readFileSync, readlinkSync, statSync } from "node:fs";
 
-export type ExecutableIdentity = { major: number; minor: number; inode: number; path: string };
+export type ExecutableIdentity = { major: number; minor: number; inode: bigint; path: string };
 export type Range = { start: bigint; end: bigint; rssKb: number };
 
 const HEADER = /^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) (\d+)(?: +(.*))?$/;
@@ -54,7 +54,7 @@ export function trimmableRanges(smaps: string, exe: ExecutableIdentity): Range[]
       finish();
       const [, start, end, perms, major, minor, inode, path] = header as unknown as string[];
       const sameFile =
-        Number(inode) === exe.inode && Number(inode) !== 0 && parseInt(major!, 16) === exe.major && parseInt(minor!, 16) === exe.minor && path === exe.path;
+        BigInt(inode!) === exe.inode && exe.inode !== 0n && parseInt(major!, 16) === exe.major && parseInt(minor!, 16) === exe.minor && path === exe.path;
       current = { range: { start: BigInt(`0x${start}`), end: BigInt(`0x${end}`), rssKb: 0 }, eligible: sameFile && perms![1] === "-" };
       continue;
     }
@@ -68,12 +68,11 @@ export function trimmableRanges(smaps: string, exe: ExecutableIdentity): Range[]
 }
 
 /** Linux's st_dev encoding (glibc's gnu_dev_major/minor), as smaps prints it ("fe:01"). */
-export function deviceNumbers(dev: number): { major: number; minor: number } {
-  const high = Math.floor(dev / 2 ** 32);
-  const low = dev >>> 0;
+export function deviceNumbers(dev: bigint): { major: number; minor: number } {
   return {
-    major: ((low >>> 8) & 0xfff) | ((high & ~0xfff) >>> 0),
-    minor: (low & 0xff) | (((low >>> 12) & ~0xff) >>> 0) | ((high & 0xfff) << 20),
+    // glibc's masks are 32-bit (unsigned int): a major's high bits must not leak into the minor.
+    major: Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & 0xfffff000n)),
+    minor: Number((dev & 0xffn) | ((dev >> 12n) & 0xffffff00n)),
   };
 }
 
@@ -83,7 +82,8 @@ export type TrimReport = { ranges: number; rssKb: number; failed: number };
 export async function trimOwnExecutable(): Promise<TrimReport> {
   const report: TrimReport = { ranges: 0, rssKb: 0, failed: 0 };
   if (process.platform !== "linux") return report;
-  const stat = statSync("/proc/self/exe");
+  // bigint: an inode number past 2^53 (btrfs, xfs) must not round onto another.
+  const stat = statSync("/proc/self/exe", { bigint: true });
   const exe = { ...deviceNumbers(stat.dev), inode: stat.ino, path: readlinkSync("/proc/self/exe") };
   const ranges = trimmableRanges(readFileSync("/proc/self/smaps", "utf8"), exe);
   if (ranges.length === 0) return report;
