@@ -85,8 +85,12 @@ function evict(path: string): void {
 
 /** Pages of `path` in the page cache (util-linux fincore); NaN where it is missing. */
 function cachedPages(path: string): number {
-  const run = Bun.spawnSync(["fincore", "--noheadings", "--output", "PAGES", path]);
-  return run.exitCode === 0 ? Number(run.stdout.toString().trim()) : NaN;
+  try {
+    const run = Bun.spawnSync(["fincore", "--noheadings", "--output", "PAGES", path]);
+    return run.exitCode === 0 ? Number(run.stdout.toString().trim()) : NaN;
+  } catch {
+    return NaN; // no fincore here (not util-linux)
+  }
 }
 
 /** One `initialize` over the control socket (connect to answer, ms); throws unless a berth app-server answered. */
