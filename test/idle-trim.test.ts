@@ -104,7 +104,8 @@ async function trimmedBelow(pid: number, binary: string, fromKb: number): Promis
   return eventually(() => readOnlyRssKb(mappingsOf(pid, binary)) < fromKb * TRIMMED_SHARE, TRIM_WAIT_MS, 50);
 }
 
-describe("idle trim of the compiled app-server", () => {
+// Linux only: the trim (and /proc/<pid>/smaps) exists nowhere else.
+describe.skipIf(process.platform !== "linux")("idle trim of the compiled app-server", () => {
   test("after the quiet period: executable pages unmapped, mappings and private pages kept, page cache kept, every API family still works", async () => {
     const { home, binary } = compiledHome();
     const pid = await startServer(home, binary);
