@@ -8,7 +8,7 @@
  * alone again is trimmed again.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, copyFileSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
@@ -173,6 +173,30 @@ describe.skipIf(process.platform !== "linux")("idle trim of the compiled app-ser
     const stopped = await home.exec([binary, "stop"]);
     expect(stopped.json?.status).toBe("stopped");
     expect(await eventually(() => !isAlive(pid), STOP_WAIT_MS)).toBe(true);
+  }, TEST_TIMEOUT_MS);
+
+  test("its executable deleted while it runs (an old release pruned): trimmed, and it still serves from the ' (deleted)' inode", async () => {
+    const { home, binary } = compiledHome();
+    const socket = home.path("daemon", "app-server.sock");
+    // Started directly (no keeper), so nothing else reacts to the missing file.
+    const server = Bun.spawn([binary, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    try {
+      expect(await eventually(() => existsSync(socket), TRIM_WAIT_MS)).toBe(true);
+      const ws = await client(home);
+      await call(ws, "system/info");
+      const before = readOnlyRssKb(mappingsOf(server.pid, binary));
+      expect(before).toBeGreaterThan(4 * 1024);
+      rmSync(binary);
+      expect(mappingsOf(server.pid, binary).every((m) => m.header.endsWith(" (deleted)"))).toBe(true);
+      expect(await trimmedBelow(server.pid, binary, before)).toBe(true);
+      const piped = (await call(ws, "process/spawn", { argv: ["sh", "-c", "echo still-$((40+2))"] })).process;
+      await new OutputCollector(ws).waitText(piped.processId, "stdout", (text) => text.includes("still-42"));
+      expect((await call(ws, "system/info")).hostname).toBe(hostname());
+      expect(isAlive(server.pid)).toBe(true);
+    } finally {
+      server.kill("SIGTERM");
+      await server.exited;
+    }
   }, TEST_TIMEOUT_MS);
 
   test("a client that keeps calling postpones the trim; once it stops, the trim comes", async () => {
