@@ -13,6 +13,7 @@ import { runMethod } from "./api/dispatch.ts";
 import { SocketConn, UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
 import { logger } from "../output.ts";
 import { routeRpcText, type InitializeResult, type Session } from "./protocol.ts";
+import { idleTrimmer } from "./idle-trim.ts";
 
 /** Frames larger than this close the offending connection (spec: 1 MiB). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -96,6 +97,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let connections = 0;
   /** Every open WebSocket, so a shutdown that must not call the Unix server's stop() can still end them. */
   const open = new Set<ServerWebSocket<Client>>();
+  // Every client event below touches it: the executable's idle pages are unmapped only after a quiet period.
+  const idle = idleTrimmer(Number(options.settings?.idleTrimAfterMs ?? 0));
+  const touch = () => idle.touch();
   const onText = (ws: ServerWebSocket<Client>, text: string): Promise<unknown> | undefined => {
     const conn = ws.data.conn as SocketConn;
     const routed = routeRpcText(text, ws.data, identity, api.methods);
@@ -120,10 +124,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // On its first backlog, a bulk connection gets a bigger kernel send buffer (a TCP one finds nothing on the path).
       // bun:ffi is loaded then, not at start: an idle app-server never needs it (bench/README.md, 0.2 MB).
       const widen = () => void import("../platform/ffi.ts").then((ffi) => ffi.raiseUnixSendBuffers(options.socketPath, UNIX_SEND_BUFFER_BYTES));
-      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen) };
+      touch();
+      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen, touch) };
       open.add(ws);
     },
     message(ws: ServerWebSocket<Client>, message: string | Buffer) {
+      touch();
       const conn = ws.data.conn as SocketConn;
       if (typeof message !== "string") {
         conn.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } }));
@@ -132,15 +138,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       conn.receive(message);
     },
     drain(ws: ServerWebSocket<Client>) {
+      touch();
       ws.data.conn?.drained();
     },
     close(ws: ServerWebSocket<Client>) {
+      touch();
       open.delete(ws);
       connections -= 1;
       ws.data.conn?.closedNow();
     },
   };
   const upgrade = (request: Request, server: Server<Client>): Response | undefined => {
+    touch();
     if (new URL(request.url).pathname !== "/") return new Response("not found\n", { status: 404 });
     if (connections >= MAX_CONNECTIONS) {
       return new Response(`berth app-server: ${MAX_CONNECTIONS} connections already open; try again later\n`, { status: 503, headers: { "retry-after": "1" } });
@@ -190,6 +199,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const shutdown = () => {
     if (stopping) return;
     stopping = true;
+    idle.dispose();
     tcpServer?.stop(true);
     // Bun's stop() unlinks the path it bound, whatever is there by then (checked with Bun 1.4.5): it is called
     // only while the path holds our socket (or nothing). When a successor has bound the path, our listener is
