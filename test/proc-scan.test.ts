@@ -4,6 +4,7 @@
  * leader's group reparented away from it (found by the group only), and a zombie (gone, never listed).
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { cmdlineHasUpdateLoop } from "../src/daemon/orphans.ts";
 import { TreeSnapshot } from "../src/daemon/tree.ts";
 import { isDigits, isPidEntry, listPids, listProcesses, processEntryIdentity, processIdentity, treeOf } from "../src/platform/process.ts";
 import { eventually } from "./helpers/berth.ts";
@@ -42,6 +43,24 @@ describe("/proc names and fields (pure)", () => {
     { text: "1.5", digits: false },
   ];
   for (const { text, digits } of texts) test(`${JSON.stringify(text)} is ${digits ? "" : "not "}all digits`, () => expect(isDigits(text)).toBe(digits));
+});
+
+describe("an update-loop's command line, as /proc/<pid>/cmdline holds it (pure)", () => {
+  const cases: Array<{ cmdline: string; loop: boolean }> = [
+    { cmdline: "/h/berth\0update-loop\0", loop: true },
+    { cmdline: "update-loop\0", loop: true },
+    // The sh keeper: its script, then $0 = update-loop and its arguments.
+    { cmdline: "/bin/sh\0-c\0while :; do sleep 1; done\0update-loop\0/h/berth\0", loop: true },
+    // A process that rewrote its arguments may end without the last NUL.
+    { cmdline: "/h/berth\0update-loop", loop: true },
+    { cmdline: "/h/berth\0update-loops\0", loop: false },
+    { cmdline: "/h/berth\0my-update-loop\0", loop: false },
+    { cmdline: "grep\0update-loop-x\0", loop: false },
+    { cmdline: "", loop: false },
+  ];
+  for (const { cmdline, loop } of cases) {
+    test(JSON.stringify(cmdline), () => expect(cmdlineHasUpdateLoop(cmdline)).toBe(loop));
+  }
 });
 
 /**
