@@ -1,5 +1,5 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 
@@ -23,11 +23,45 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   const temp = tempPathFor(path);
   let fd: number | undefined;
   try {
-    fd = openSync(temp, "wx", mode);
+    fd = writeTemp(temp, data, mode);
+    if (options.durable !== false) fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(temp, path);
+  } catch (error) {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(temp, { force: true });
+    throw error;
+  }
+}
+
+/** Creates the temp file exclusively and writes all of `data` to it; the caller owns (and closes) the fd. */
+function writeTemp(temp: string, data: string | Uint8Array, mode: number): number {
+  const fd = openSync(temp, "wx", mode);
+  try {
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
-    if (options.durable !== false) fsyncSync(fd);
+    return fd;
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+}
+
+/**
+ * writeFileAtomic (durable) whose fsync runs on one of Bun's worker threads: the caller goes on while
+ * the disk flushes, and the rename follows the fsync, so a reader still sees the old content or the new,
+ * never half, and a power cut after the promise resolves keeps the new. Settles once renamed (or failed,
+ * with the temp file removed and the target untouched).
+ */
+export async function writeFileAtomicInBackground(path: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
+  const temp = tempPathFor(path);
+  let fd: number | undefined;
+  try {
+    fd = writeTemp(temp, data, mode);
+    const open = fd;
+    await new Promise<void>((resolve, reject) => fsync(open, (error) => (error ? reject(error) : resolve())));
     closeSync(fd);
     fd = undefined;
     renameSync(temp, path);
