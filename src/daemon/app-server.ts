@@ -44,12 +44,13 @@ async function ensureRunning(
 }
 
 async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit: LaunchSpec["onExit"], meanwhile: () => void): Promise<{ started: boolean; running: Running }> {
-  // Loaded here, not by every command that imports this module (`stop` never waits for readiness).
-  const { awaitReady, notReady } = await import("./await-ready.ts");
+  // Loaded where needed, not by every command that imports this module (`stop` never waits for
+  // readiness); on a fresh launch, after the spawn, while the server starts up on another core.
+  const readiness = () => import("./await-ready.ts");
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
-    const info = await awaitReady(ctx, backend, state.record, settings, undefined, false);
+    const info = await (await readiness()).awaitReady(ctx, backend, state.record, settings, undefined, false);
     return { started: false, running: { pid: state.record.pid, managed: true, info } };
   }
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
@@ -76,9 +77,10 @@ async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit:
       ...(onExit ? { onExit } : {}),
     });
   } catch (error) {
-    if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");
+    if (error instanceof ExitedAtLaunch) throw (await readiness()).notReady(ctx, "exited at once after launch");
     throw error;
   }
+  const { awaitReady } = await readiness();
   if (launched.kind !== "started") {
     const info = await awaitReady(ctx, backend, launched.record, settings, launched.ready);
     return { started: false, running: { pid: launched.record.pid, managed: true, info } };
@@ -185,8 +187,14 @@ async function keeperAfterStart(ctx: Context): Promise<void> {
 async function runWanted(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
   // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
   const wish = wantedChange(ctx, "running");
+  const meanwhile = () => {
+    wish.write();
+    // keeperAfterStart's code, loaded while a fresh server starts up rather than after it answers
+    // (a failure to load is reported there).
+    import("./updater.ts").catch(() => {});
+  };
   try {
-    return await ensureRunning(ctx, settings, undefined, () => wish.write());
+    return await ensureRunning(ctx, settings, undefined, meanwhile);
   } catch (error) {
     undoWish(ctx, wish, "start");
     throw error;
