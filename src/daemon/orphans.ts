@@ -52,11 +52,14 @@ function cmdlineOf(pid: number): string {
   }
 }
 
-/** Every running update-loop of this BERTH_HOME (Linux /proc; none elsewhere), as records to check identity against. */
-export function findUpdateLoops(ctx: Context): PidRecord[] {
+/**
+ * Every running update-loop of this BERTH_HOME (Linux /proc; none elsewhere), as records to check identity
+ * against; among `pids` when given (status searches in slices, see status.ts).
+ */
+export function findUpdateLoops(ctx: Context, pids: readonly number[] = listPids()): PidRecord[] {
   const ourUid = process.getuid?.() ?? 0;
   const found: PidRecord[] = [];
-  for (const pid of listPids()) {
+  for (const pid of pids) {
     if (pid === process.pid) continue;
     // The cheapest fact first, and the one that rules out nearly every process whoever runs berth: one read
     // of the cmdline, searched as a string (a stat of each /proc/<pid> first cost ~0.3 ms per scan, and
