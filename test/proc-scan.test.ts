@@ -4,14 +4,19 @@
  * leader's group reparented away from it (found by the group only), and a zombie (gone, never listed).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { cmdlineHasUpdateLoop } from "../src/daemon/orphans.ts";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openContext } from "../src/daemon/context.ts";
+import { cmdlineHasUpdateLoop, findUpdateLoops } from "../src/daemon/orphans.ts";
 import { TreeSnapshot } from "../src/daemon/tree.ts";
 import { isDigits, isPidEntry, listPids, listProcesses, processEntryIdentity, processIdentity, treeOf } from "../src/platform/process.ts";
-import { eventually } from "./helpers/berth.ts";
+import { BUN, ROOT, eventually } from "./helpers/berth.ts";
 
 /** How long the shell may take to report every pid it started. */
 const PIDS_REPORTED_WAIT_MS = 10_000;
 
+/** Pids to SIGKILL after each test; a negative one is a whole process group. */
 const started: number[] = [];
 afterEach(() => {
   for (const pid of started.splice(0)) {
@@ -135,4 +140,62 @@ describe.skipIf(process.platform !== "linux")("the tree snapshot taken before SI
     expect(pids).toContain(process.pid);
     expect(pids.every((pid) => Number.isInteger(pid) && pid > 0)).toBe(true);
   });
+});
+
+const NOBODY = 65534;
+const isRoot = process.getuid?.() === 0;
+
+describe.skipIf(process.platform !== "linux" || !isRoot)("the orphan search, as root and as another user (real processes)", () => {
+  test("each finds the update-loops of this BERTH_HOME run by itself, never another user's", async () => {
+    const base = mkdtempSync(join(tmpdir(), "berth-orphans-"));
+    const home = join(base, "home");
+    mkdirSync(home);
+    // The other user must be able to resolve the path (sameHome) and run Bun from the source tree.
+    chmodSync(base, 0o755);
+    chmodSync(home, 0o755);
+    try {
+      // `sh -c 'sleep 600; :' update-loop`: a shell whose arguments hold update-loop, with this BERTH_HOME.
+      const loop = (asNobody: boolean) => {
+        const as = asNobody ? ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups"] : [];
+        const child = Bun.spawn({
+          cmd: [...as, "sh", "-c", "sleep 600; :", "update-loop"],
+          env: { PATH: process.env.PATH ?? "/usr/bin:/bin", BERTH_HOME: home },
+          stdin: "ignore",
+          stdout: "ignore",
+          stderr: "ignore",
+          detached: true,
+        });
+        // Its own group: the shell and its sleep are ended together.
+        started.push(-child.pid);
+        return child.pid;
+      };
+      const ours = loop(false);
+      const theirs = loop(true);
+      const ctx = openContext({ ...process.env, BERTH_HOME: home });
+      const seen = () => findUpdateLoops(ctx).map((record) => record.pid);
+      expect(await eventually(() => seen().includes(ours), PIDS_REPORTED_WAIT_MS)).toBe(true);
+      expect(seen()).not.toContain(theirs);
+
+      const script = `const { findUpdateLoops } = await import(${JSON.stringify(join(ROOT, "src/daemon/orphans.ts"))});
+const { openContext } = await import(${JSON.stringify(join(ROOT, "src/daemon/context.ts"))});
+console.log(JSON.stringify(findUpdateLoops(openContext()).map((record) => record.pid)));`;
+      const asNobody = async () => {
+        const run = Bun.spawn({
+          cmd: ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", BUN, "-e", script],
+          env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: base, BERTH_HOME: home, BUN_INSTALL_CACHE_DIR: join(base, "cache") },
+          stdin: "ignore",
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+        if (code !== 0) throw new Error(`as nobody: exit ${code}: ${err}`);
+        return JSON.parse(out) as number[];
+      };
+      let found: number[] = [];
+      expect(await eventually(async () => (found = await asNobody()).includes(theirs), PIDS_REPORTED_WAIT_MS, 100)).toBe(true);
+      expect(found).not.toContain(ours);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

@@ -59,13 +59,17 @@ function cmdlineOf(pid: number): string {
 export function findUpdateLoops(ctx: Context, pids: readonly number[] = listPids()): PidRecord[] {
   const ourUid = process.getuid?.() ?? 0;
   const found: PidRecord[] = [];
+  // Cheapest decisive fact first. For a user most processes are someone else's, and one stat of /proc/<pid>
+  // rules each out; for root nearly every process is its own, so the cmdline (one read, searched as a string,
+  // which rules out nearly every process whoever runs berth) comes first. The decision itself is
+  // isUpdateLoopOf, over all the facts.
+  const ownerFirst = ourUid !== 0;
   for (const pid of pids) {
     if (pid === process.pid) continue;
-    // The cheapest fact first, and the one that rules out nearly every process whoever runs berth: one read
-    // of the cmdline, searched as a string (a stat of each /proc/<pid> first cost ~0.3 ms per scan, and
-    // rules out nothing for root). The decision itself is isUpdateLoopOf, over all the facts.
+    const owner = ownerFirst ? ownerUid(pid) : undefined;
+    if (ownerFirst && owner !== ourUid) continue;
     if (!cmdlineHasUpdateLoop(cmdlineOf(pid))) continue;
-    const uid = ownerUid(pid);
+    const uid = ownerFirst ? owner : ownerUid(pid);
     if (uid !== ourUid) continue;
     const facts = { pid, uid, argv: processArgv(pid), berthHome: processEnvValue(pid, "BERTH_HOME") };
     const identity = processIdentity(pid);
