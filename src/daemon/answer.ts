@@ -83,7 +83,7 @@ export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
 /** The slow branch of `version`, loaded only when taken: NOT_READY when the peer on our socket is our recorded server. */
 async function throwIfOurSlowServer(ctx: Context, probe: ProbeResult): Promise<void> {
   const [{ appServerBackend }, { unixSocketPeer }, { slowServer }] = await Promise.all([
-    import("./app-server.ts"),
+    import("./backend.ts"),
     import("../platform/ffi.ts"),
     import("./await-ready.ts"),
   ]);

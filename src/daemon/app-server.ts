@@ -8,18 +8,16 @@ import { BerthError, describeError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize } from "../server/client.ts";
 import { foreignServerError, isOurServer, READY_PROBE_TIMEOUT_MS, result, type LifecycleResult, type Running } from "./answer.ts";
-import { ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
+import { appServerBackend, ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
 import { assertManagedBinary, prepareStateDirs, settingsOf, settingsOrDefaults, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { Settings } from "./settings.ts";
 import { wantedChange, type WantedChange } from "./wanted.ts";
 
+export { appServerBackend } from "./backend.ts";
 export { appServerVersion, foreignServerError, isOurServer, VERSION_PROBE_TIMEOUT_MS, type LifecycleResult, type LifecycleStatus } from "./answer.ts";
 
-export function appServerBackend(ctx: Context): PidBackend {
-  return new PidBackend({ pidPath: ctx.layout.appServerPid, trackGroup: false });
-}
 
 export function appServerArgs(ctx: Context, settings: Settings): string[] {
   return ["serve", "--listen", `unix://${ctx.socket.path}`, ...(settings.remoteControlEnabled ? ["--remote-control"] : [])];

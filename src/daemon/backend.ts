@@ -6,6 +6,7 @@ import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
+import type { Context } from "./context.ts";
 import { FileLock } from "./lock.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
 import type { ReadyWait } from "./ready.ts";
@@ -41,6 +42,14 @@ export type BackendOptions = {
 };
 
 export type StopOutcome = { status: "stopped" | "notRunning"; notEnded: Straggler[] };
+
+/**
+ * The app-server's backend: its pidfile, the process alone (no group). Here rather than in app-server.ts
+ * so that `status`, which only inspects the record, does not load the start and stop code.
+ */
+export function appServerBackend(ctx: Context): PidBackend {
+  return new PidBackend({ pidPath: ctx.layout.appServerPid, trackGroup: false });
+}
 
 /** The process exited before berth could record it. */
 export class ExitedAtLaunch extends Error {}

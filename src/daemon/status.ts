@@ -4,7 +4,7 @@ import { describeError } from "../errors.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import { CLI_VERSION } from "../version.ts";
 import { isOurServer } from "./answer.ts";
-import { appServerBackend } from "./app-server.ts";
+import { appServerBackend } from "./backend.ts";
 import { checkExistingStateDirs, managedInstall, settingsOf, versionFromReleaseDir, type Context } from "./context.ts";
 import { appServerState, readKeeperState } from "./keeper.ts";
 import { findUpdateLoops } from "./orphans.ts";
