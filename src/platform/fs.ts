@@ -21,32 +21,14 @@ export function tempPathFor(path: string): string {
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE, options: { durable?: boolean } = {}): void {
   const temp = tempPathFor(path);
-  let fd: number | undefined;
+  const fd = writeTemp(temp, data, mode);
   try {
-    fd = writeTemp(temp, data, mode);
     if (options.durable !== false) fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(temp, path);
   } catch (error) {
-    if (fd !== undefined) closeSync(fd);
-    rmSync(temp, { force: true });
+    discardTemp(fd, temp);
     throw error;
   }
-}
-
-/** Creates the temp file exclusively and writes all of `data` to it; the caller owns (and closes) the fd. */
-function writeTemp(temp: string, data: string | Uint8Array, mode: number): number {
-  const fd = openSync(temp, "wx", mode);
-  try {
-    const bytes = typeof data === "string" ? Buffer.from(data) : data;
-    let offset = 0;
-    while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
-    return fd;
-  } catch (error) {
-    closeSync(fd);
-    throw error;
-  }
+  moveIntoPlace(fd, temp, path);
 }
 
 /**
@@ -57,17 +39,45 @@ function writeTemp(temp: string, data: string | Uint8Array, mode: number): numbe
  */
 export async function writeFileAtomicInBackground(path: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
   const temp = tempPathFor(path);
+  const fd = writeTemp(temp, data, mode);
+  try {
+    await new Promise<void>((resolve, reject) => fsync(fd, (error) => (error ? reject(error) : resolve())));
+  } catch (error) {
+    discardTemp(fd, temp);
+    throw error;
+  }
+  moveIntoPlace(fd, temp, path);
+}
+
+/** Creates the temp file exclusively and writes all of `data` to it (the caller then owns the fd); on failure nothing is left. */
+function writeTemp(temp: string, data: string | Uint8Array, mode: number): number {
   let fd: number | undefined;
   try {
-    fd = writeTemp(temp, data, mode);
-    const open = fd;
-    await new Promise<void>((resolve, reject) => fsync(open, (error) => (error ? reject(error) : resolve())));
+    fd = openSync(temp, "wx", mode);
+    const bytes = typeof data === "string" ? Buffer.from(data) : data;
+    let offset = 0;
+    while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
+    return fd;
+  } catch (error) {
+    discardTemp(fd, temp);
+    throw error;
+  }
+}
+
+/** A temp file that will not be renamed: its fd (if open) closed, the file removed. */
+function discardTemp(fd: number | undefined, temp: string): void {
+  if (fd !== undefined) closeSync(fd);
+  rmSync(temp, { force: true });
+}
+
+/** Closes the written temp file and renames it over `path`; on failure the temp file is removed. */
+function moveIntoPlace(fd: number, temp: string, path: string): void {
+  try {
+    // Linux releases the fd even when close reports an error: it is not closed twice.
     closeSync(fd);
-    fd = undefined;
     renameSync(temp, path);
   } catch (error) {
-    if (fd !== undefined) closeSync(fd);
-    rmSync(temp, { force: true });
+    discardTemp(undefined, temp);
     throw error;
   }
 }
