@@ -126,14 +126,19 @@ export function readProcessesEnded(ctx: Context, pid: number): number {
   }
 }
 
-async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings): Promise<StopReport> {
+async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings, meanwhile: () => void): Promise<StopReport> {
   try {
     rmSync(ctx.layout.appServerShutdown, { force: true });
   } catch (error) {
     // A read-only BERTH_HOME must not keep the server running; the report is matched by pid anyway.
     if (errnoCode(error) !== "EROFS") throw error;
   }
-  const outcome = await backend.stopTree(record, settings.stopGraceMs);
+  let ran = false;
+  const outcome = await backend.stopTree(record, settings.stopGraceMs, () => {
+    ran = true;
+    meanwhile();
+  });
+  if (!ran) meanwhile();
   return { ...outcome, processesEnded: outcome.status === "stopped" ? readProcessesEnded(ctx, record.pid) : 0 };
 }
 
@@ -145,18 +150,22 @@ async function ensureStopped(ctx: Context, settings: Settings): Promise<"stopped
 /**
  * ensureStopped, also saying which of the server's descendants could not be
  * ended and how many session processes the server ended on its way out.
+ * `meanwhile`: work that needs the lock but not the server's exit (recording
+ * the wish to stop, ~0.5 ms with its fsync); it runs while a signalled server
+ * shuts down, otherwise at the end; exactly once when this succeeds.
  */
-async function ensureStoppedTree(ctx: Context, settings: Settings): Promise<StopReport> {
+async function ensureStoppedTree(ctx: Context, settings: Settings, meanwhile: () => void = () => {}): Promise<StopReport> {
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
-  if (state.kind === "running") return stopRecorded(ctx, backend, state.record, settings);
+  if (state.kind === "running") return stopRecorded(ctx, backend, state.record, settings, meanwhile);
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
     const record = await adoptRunning(ctx, backend, probe.info.pid);
-    if (record) return stopRecorded(ctx, backend, record, settings);
+    if (record) return stopRecorded(ctx, backend, record, settings, meanwhile);
   }
   if (probe.kind !== "absent") throw foreignServerError(ctx, probe);
   removeLeftoverSocket(ctx);
+  meanwhile();
   return { status: "notRunning", notEnded: [], processesEnded: 0 };
 }
 
@@ -220,22 +229,19 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
   prepareStateDirs(ctx);
   return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => {
     const wish = wantedChange(ctx, "stopped");
-    // Recorded from the start, its fsync on a worker thread while this one scans /proc, signals and waits:
-    // written after SIGTERM on this thread, the fsync (0.5-1.5 ms) outlasted the server's own exit.
-    // Settled (never rejected) so nothing is left unhandled while the stop runs; awaited under the lock.
-    const recorded = wish.writeInBackground().then(
-      () => undefined,
-      (error: unknown) => ({ error }),
-    );
+    const record = () => {
+      try {
+        wish.write();
+      } catch (error) {
+        // The server is being stopped; a read-only BERTH_HOME only loses the wish, which the keeper then cannot act on anyway.
+        if (errnoCode(error) !== "EROFS") throw error;
+        warn(`could not record the wanted state in ${ctx.layout.daemonDir}: the file system is read-only.`);
+      }
+    };
     let outcome: StopReport;
     try {
-      outcome = await ensureStoppedTree(ctx, settingsOrDefaults(ctx));
-      const failed = await recorded;
-      // The server is stopped; a read-only BERTH_HOME only loses the wish, which the keeper then cannot act on anyway.
-      if (failed && errnoCode(failed.error) !== "EROFS") throw failed.error;
-      if (failed) warn(`could not record the wanted state in ${ctx.layout.daemonDir}: the file system is read-only.`);
+      outcome = await ensureStoppedTree(ctx, settingsOrDefaults(ctx), record);
     } catch (error) {
-      await recorded;
       undoWish(ctx, wish, "stop");
       throw error;
     }

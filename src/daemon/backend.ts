@@ -157,7 +157,8 @@ export class PidBackend {
     return (await this.stopTree(record, graceMs)).status;
   }
 
-  async stopTree(record: PidRecord, graceMs: number): Promise<StopOutcome> {
+  /** `signalled`: runs once the stop is under way (SIGTERM sent), while the process shuts down; not when it was not running. */
+  async stopTree(record: PidRecord, graceMs: number, signalled: () => void = () => {}): Promise<StopOutcome> {
     if (!this.isAlive(record)) {
       this.pidFile.removeIfHolds(record);
       return { status: "notRunning", notEnded: [] };
@@ -178,6 +179,13 @@ export class PidBackend {
       return gone();
     };
     const scan = () => tree.scan();
+    // Whatever it does, the process is on its way out: wait for it before reporting a failure of `signalled`.
+    let failed: { error: unknown } | undefined;
+    try {
+      signalled();
+    } catch (error) {
+      failed = { error };
+    }
     const waitForExit = async (timeoutMs: number): Promise<boolean> => {
       // Sleeps on the leader's exit where the platform allows (exit-wait.ts; `scan` runs before each slice of that
       // sleep, as it would before each poll), then polls what remains of `goneWatching`.
@@ -197,6 +205,7 @@ export class PidBackend {
     }
     const notEnded = await endStragglers(tree, Math.min(graceMs, DESCENDANT_GRACE_MS));
     this.pidFile.removeIfHolds(record);
+    if (failed) throw failed.error;
     return { status: "stopped", notEnded };
   }
 }

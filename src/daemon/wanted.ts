@@ -4,7 +4,7 @@
  * `bootstrap` want it running; `stop` and `down` want it stopped.
  */
 import { rmSync } from "node:fs";
-import { readStateFile, writeFileAtomic, writeFileAtomicInBackground } from "../platform/fs.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 
 /** `down`: the keeper is not wanted either, so the startup entry brings nothing back until start/bootstrap. */
@@ -33,24 +33,15 @@ export function readWanted(ctx: Context): Wanted {
   return parseWanted(readStateFile(ctx.layout.wantedFile));
 }
 
-function wantedText(appServer: Wanted["appServer"], options: { down?: boolean }): string {
-  const wanted: Wanted = { appServer, since: new Date().toISOString(), ...(options.down ? { down: true as const } : {}) };
-  return `${JSON.stringify(wanted)}\n`;
-}
-
 /** Written under daemon.lock by the command that expresses the user's intent. */
 export function writeWanted(ctx: Context, appServer: Wanted["appServer"], options: { down?: boolean } = {}): void {
-  writeFileAtomic(ctx.layout.wantedFile, wantedText(appServer, options));
+  const wanted: Wanted = { appServer, since: new Date().toISOString(), ...(options.down ? { down: true as const } : {}) };
+  writeFileAtomic(ctx.layout.wantedFile, `${JSON.stringify(wanted)}\n`);
 }
 
 export type WantedChange = {
   /** writeWanted(ctx, appServer), remembering that it was written. */
   write(): void;
-  /**
-   * The same write with its fsync on a worker thread (writeFileAtomicInBackground): settles once the
-   * file is replaced. Await it, under daemon.lock, before `undo` or before releasing the lock.
-   */
-  writeInBackground(): Promise<void>;
   /** After a failed command: puts back the file as it was before `write` (nothing when `write` never ran). */
   undo(): void;
 };
@@ -72,10 +63,6 @@ export function wantedChange(ctx: Context, appServer: Wanted["appServer"]): Want
   return {
     write() {
       writeWanted(ctx, appServer);
-      written = true;
-    },
-    async writeInBackground() {
-      await writeFileAtomicInBackground(ctx.layout.wantedFile, wantedText(appServer, {}));
       written = true;
     },
     undo() {

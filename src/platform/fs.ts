@@ -1,5 +1,5 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, constants, fstatSync, fsync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 
@@ -21,63 +21,19 @@ export function tempPathFor(path: string): string {
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE, options: { durable?: boolean } = {}): void {
   const temp = tempPathFor(path);
-  const fd = writeTemp(temp, data, mode);
-  try {
-    if (options.durable !== false) fsyncSync(fd);
-  } catch (error) {
-    discardTemp(fd, temp);
-    throw error;
-  }
-  moveIntoPlace(fd, temp, path);
-}
-
-/**
- * writeFileAtomic (durable) whose fsync runs on one of Bun's worker threads: the caller goes on while
- * the disk flushes, and the rename follows the fsync, so a reader still sees the old content or the new,
- * never half, and a power cut after the promise resolves keeps the new. Settles once renamed (or failed,
- * with the temp file removed and the target untouched).
- */
-export async function writeFileAtomicInBackground(path: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
-  const temp = tempPathFor(path);
-  const fd = writeTemp(temp, data, mode);
-  try {
-    await new Promise<void>((resolve, reject) => fsync(fd, (error) => (error ? reject(error) : resolve())));
-  } catch (error) {
-    discardTemp(fd, temp);
-    throw error;
-  }
-  moveIntoPlace(fd, temp, path);
-}
-
-/** Creates the temp file exclusively and writes all of `data` to it (the caller then owns the fd); on failure nothing is left. */
-function writeTemp(temp: string, data: string | Uint8Array, mode: number): number {
   let fd: number | undefined;
   try {
     fd = openSync(temp, "wx", mode);
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
-    return fd;
-  } catch (error) {
-    discardTemp(fd, temp);
-    throw error;
-  }
-}
-
-/** A temp file that will not be renamed: its fd (if open) closed, the file removed. */
-function discardTemp(fd: number | undefined, temp: string): void {
-  if (fd !== undefined) closeSync(fd);
-  rmSync(temp, { force: true });
-}
-
-/** Closes the written temp file and renames it over `path`; on failure the temp file is removed. */
-function moveIntoPlace(fd: number, temp: string, path: string): void {
-  try {
-    // Linux releases the fd even when close reports an error: it is not closed twice.
+    if (options.durable !== false) fsyncSync(fd);
     closeSync(fd);
+    fd = undefined;
     renameSync(temp, path);
   } catch (error) {
-    discardTemp(undefined, temp);
+    if (fd !== undefined) closeSync(fd);
+    rmSync(temp, { force: true });
     throw error;
   }
 }
