@@ -4,7 +4,7 @@
  * leader's group reparented away from it (found by the group only), and a zombie (gone, never listed).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openContext } from "../src/daemon/context.ts";
@@ -171,6 +171,9 @@ describe.skipIf(process.platform !== "linux" || !isRoot)("the orphan search, as 
       };
       const ours = loop(false);
       const theirs = loop(true);
+      // Until setpriv has dropped to nobody and exec'd the shell, the process is root's and names update-loop too.
+      const execedAsNobody = () => statSync(`/proc/${theirs}`).uid === NOBODY && readFileSync(`/proc/${theirs}/cmdline`, "utf8").startsWith("sh\0");
+      expect(await eventually(execedAsNobody, PIDS_REPORTED_WAIT_MS)).toBe(true);
       const ctx = openContext({ ...process.env, BERTH_HOME: home });
       const seen = () => findUpdateLoops(ctx).map((record) => record.pid);
       expect(await eventually(() => seen().includes(ours), PIDS_REPORTED_WAIT_MS)).toBe(true);
