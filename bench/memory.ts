@@ -11,7 +11,12 @@
  *
  * `BENCH_BASE=<checkout>` also builds that checkout (its own build.ts) and
  * alternates it with this one, A B A B, for a same-run before/after.
- * Rows: idle 1 s after one `initialize`; on Linux x64 also after the kernel
+ * Rows: 1 s after one `initialize` (before its quiet period); idle, i.e. past
+ * its quiet period (IDLE_TRIM_AFTER_MS + 1 s: it has unmapped its
+ * executable's idle pages, src/server/idle-trim.ts); then a second table
+ * with the binary's pages in the page cache (fincore) before and after that
+ * trim and the latency of the first `initialize` after it against a warm
+ * one (report only). On Linux x64 also after the kernel
  * was asked to page out the executable's pages (process_madvise MADV_PAGEOUT,
  * needs root or CAP_SYS_NICE; the floor too), and again after one more
  * request: the code a request really needs resident, as opposed to what
@@ -23,6 +28,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { machineLine } from "./harness.ts";
+import { IDLE_TRIM_AFTER_MS } from "../src/daemon/settings.ts";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS) || 4;
 const COLD = process.env.BENCH_CACHE !== "hot";
@@ -35,10 +41,14 @@ const STOP_TIMEOUT_MS = 10_000;
 const MADV_PAGEOUT = 21;
 const SYS_PIDFD_OPEN = 434;
 const SYS_PROCESS_MADVISE = 440;
+/** The app-server's own quiet period (default settings) and a second for the trim to land. */
+const IDLE_TRIM_WAIT_MS = IDLE_TRIM_AFTER_MS + 1_000;
 
 type Memory = { rss: number; anon: number; file: number; pss: number };
 type Variant = { name: string; binary: string; server: boolean; id: number };
 type Row = { variant: string; state: string; samples: Memory[] };
+/** Per server variant: the binary's page-cache pages before/after the trim, and `initialize` latency after it and warm. */
+type TrimRow = { variant: string; cachedBefore: number[]; cachedAfter: number[]; firstMs: number[]; warmMs: number[] };
 
 const base = mkdtempSync(join(tmpdir(), "berth-bench-memory-"));
 /** Every process this bench started, until it has exited (only those are ever signalled). */
@@ -73,8 +83,19 @@ function evict(path: string): void {
   Bun.spawnSync(["dd", `if=${path}`, "iflag=nocache", "count=0", "status=none"]);
 }
 
-/** One `initialize` over the control socket; throws unless a berth app-server answered. */
-async function initialize(socket: string): Promise<void> {
+/** Pages of `path` in the page cache (util-linux fincore); NaN where it is missing. */
+function cachedPages(path: string): number {
+  try {
+    const run = Bun.spawnSync(["fincore", "--noheadings", "--output", "PAGES", path]);
+    return run.exitCode === 0 ? Number(run.stdout.toString().trim()) : NaN;
+  } catch {
+    return NaN; // no fincore here (not util-linux)
+  }
+}
+
+/** One `initialize` over the control socket (connect to answer, ms); throws unless a berth app-server answered. */
+async function initialize(socket: string): Promise<number> {
+  const startedAt = performance.now();
   const reply = await new Promise<string>((resolvePromise, reject) => {
     const ws = new WebSocket(`ws+unix://${socket}`);
     const timer = setTimeout(() => reject(new Error(`no answer on ${socket} within ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
@@ -87,6 +108,7 @@ async function initialize(socket: string): Promise<void> {
     ws.onerror = () => reject(new Error(`cannot connect to ${socket}`));
   });
   if (!reply.includes('"userAgent"')) throw new Error(`unexpected initialize reply: ${reply.slice(0, 200)}`);
+  return performance.now() - startedAt;
 }
 
 async function waitForSocket(socket: string): Promise<void> {
@@ -138,7 +160,7 @@ async function stop(child: Bun.Subprocess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function measure(variant: Variant, round: number, rows: Row[]): Promise<void> {
+async function measure(variant: Variant, round: number, rows: Row[], trims: TrimRow[]): Promise<void> {
   const record = (state: string, value: Memory) => {
     let row = rows.find((r) => r.variant === variant.name && r.state === state);
     if (!row) rows.push((row = { variant: variant.name, state, samples: [] }));
@@ -174,7 +196,16 @@ async function measure(variant: Variant, round: number, rows: Row[]): Promise<vo
   try {
     await waitForSocket(socket);
     await initialize(socket);
-    record("idle after one initialize", await idleMemory(child.pid));
+    const requestedAt = Date.now();
+    record("1 s after one initialize (before its quiet period)", await idleMemory(child.pid));
+    let trim = trims.find((t) => t.variant === variant.name);
+    if (!trim) trims.push((trim = { variant: variant.name, cachedBefore: [], cachedAfter: [], firstMs: [], warmMs: [] }));
+    trim.cachedBefore.push(cachedPages(variant.binary));
+    await Bun.sleep(Math.max(0, requestedAt + IDLE_TRIM_WAIT_MS - Date.now()));
+    record("idle: past its quiet period", await idleMemory(child.pid));
+    trim.cachedAfter.push(cachedPages(variant.binary));
+    trim.firstMs.push(await initialize(socket));
+    trim.warmMs.push(await initialize(socket));
     if (pageOut(child.pid, variant.binary)) {
       record("executable paged out (kernel asked)", await idleMemory(child.pid));
       await initialize(socket);
@@ -205,10 +236,11 @@ async function main(): Promise<void> {
     variants.push({ name, binary, server: true, id: i + 1 });
   }
   const rows: Row[] = [];
+  const trims: TrimRow[] = [];
   for (let round = 0; round < ROUNDS; round += 1) {
     for (const variant of variants) {
       process.stderr.write(`bench: ${variant.name}, round ${round + 1}/${ROUNDS}…\n`);
-      await measure(variant, round, rows);
+      await measure(variant, round, rows, trims);
     }
   }
   const floorRss = median(rows[0]?.samples ?? []).rss;
@@ -219,6 +251,13 @@ async function main(): Promise<void> {
     const m = median(row.samples);
     const over = row.samples === rows[0]?.samples ? "—" : `${m.rss - floorRss >= 0 ? "+" : ""}${(m.rss - floorRss).toFixed(1)} MB`;
     console.log(`| ${row.variant} | ${row.state} | ${m.rss.toFixed(1)} MB | ${m.anon.toFixed(1)} MB | ${m.file.toFixed(1)} MB | ${m.pss.toFixed(1)} MB | ${over} |`);
+  }
+  const mid = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+  console.log(`\nQuiet period ${IDLE_TRIM_AFTER_MS} ms (idleTrimAfterMs default). Report only.\n`);
+  console.log("| process | binary's pages in the page cache, before → after the quiet period | first `initialize` after it | warm `initialize` |");
+  console.log("| --- | ---: | ---: | ---: |");
+  for (const t of trims) {
+    console.log(`| ${t.variant} | ${mid(t.cachedBefore)} → ${mid(t.cachedAfter)} | ${mid(t.firstMs).toFixed(2)} ms | ${mid(t.warmMs).toFixed(2)} ms |`);
   }
 }
 

@@ -15,8 +15,19 @@ export type Settings = {
   remoteControl: { listen: string; tls?: { cert: string; key: string } };
   logs: { maxBytes: number; keep: number };
   processes: { scrollbackBytes: number; max: number; retainExitedMs: number };
+  /** The app-server's quiet period before it unmaps its executable's idle pages (server/idle-trim.ts); 0 never. */
+  idleTrimAfterMs: number;
   [unknownKey: string]: unknown;
 };
+
+/**
+ * The app-server unmaps its idle executable pages after this long without a client event
+ * (server/idle-trim.ts). The first request after it pays the minor faults that map them
+ * again (~1 ms, bench/README.md): commands of one session (a script, someone typing over
+ * SSH) come seconds apart and should not each pay it; a server left alone longer than
+ * this is idle, and ten seconds is nothing next to the hours it idles.
+ */
+export const IDLE_TRIM_AFTER_MS = 10_000;
 
 export function defaultSettings(): Settings {
   return {
@@ -29,6 +40,7 @@ export function defaultSettings(): Settings {
     remoteControl: { listen: "127.0.0.1:0" },
     logs: { maxBytes: 8 * 1024 * 1024, keep: 3 },
     processes: { scrollbackBytes: 2 * 1024 * 1024, max: 64, retainExitedMs: 86_400_000 },
+    idleTrimAfterMs: IDLE_TRIM_AFTER_MS,
   };
 }
 
@@ -82,6 +94,7 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("processes.scrollbackBytes", settings.processes?.scrollbackBytes);
   positive("processes.max", settings.processes?.max);
   positive("processes.retainExitedMs", settings.processes?.retainExitedMs);
+  positive("idleTrimAfterMs", settings.idleTrimAfterMs);
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
   // tunnels.allowHosts has no entry in defaultSettings: defu would append the defaults to the user's list (src/server/api/tunnel.ts holds them).
   const allowHosts = (settings.tunnels as { allowHosts?: unknown } | undefined)?.allowHosts;

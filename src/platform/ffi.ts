@@ -414,3 +414,54 @@ export function unixSendBufferBytes(path: string): number[] {
   return unixSocketsOn(c, path).map((fd) => intOption(c, fd, SO_SNDBUF) ?? 0);
 }
 // ─── end of tunnel block ───────────────────────────────────────────────────────
+
+// ─── memory block (issue 11): madvise ─────────────────────────────────────────
+// Its own lazy dlopen: only an app-server that went quiet (server/idle-trim.ts) loads it.
+
+/** MADV_DONTNEED is 4 on every Linux architecture berth targets (x86-64, arm64). */
+const MADV_DONTNEED_LINUX = 4;
+
+type MemoryLibc = {
+  madvise(address: bigint, length: bigint, advice: number): number;
+  errno(): number;
+};
+
+let memoryLibc: MemoryLibc | null | undefined;
+
+function openMemoryLibc(): MemoryLibc | undefined {
+  if (memoryLibc !== undefined) return memoryLibc ?? undefined;
+  memoryLibc = null;
+  if (process.platform !== "linux") return undefined;
+  for (const name of libcCandidates()) {
+    try {
+      const lib = dlopen(name, {
+        madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+        __errno_location: { args: [], returns: FFIType.ptr },
+      });
+      const symbols = lib.symbols as unknown as Record<string, (...args: unknown[]) => unknown>;
+      memoryLibc = {
+        madvise: (address, length, advice) => symbols.madvise!(address, length, advice) as number,
+        errno: () => read.i32(symbols.__errno_location!() as Pointer, 0),
+      };
+      return memoryLibc;
+    } catch {
+      // try the next name
+    }
+  }
+  return undefined;
+}
+
+/**
+ * madvise(MADV_DONTNEED) on [start, end) of this process (Linux; elsewhere
+ * "unsupported"). On a file mapping this unmaps the pages from this process
+ * only: the page cache keeps them, and the next touch maps them again (a minor
+ * fault). Private copies (anonymous pages of the mapping) are DISCARDED: the
+ * caller must only pass ranges that have none. Returns 0 or the errno.
+ */
+export function madviseDontNeed(start: bigint, end: bigint): number | "unsupported" {
+  const c = openMemoryLibc();
+  if (!c) return "unsupported";
+  return c.madvise(start, end - start, MADV_DONTNEED_LINUX) === 0 ? 0 : c.errno();
+}
+
+// ─── end of memory block ───────────────────────────────────────────────────────

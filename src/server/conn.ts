@@ -61,11 +61,14 @@ export class SocketConn implements Conn {
     /** Handles one frame; a promise means its reply is still to come (the request counts as in flight until then). */
     private readonly handle: (text: string) => Promise<unknown> | undefined,
     private onFirstBacklog?: () => void,
+    /** Every byte sent: the server is not idle (server/idle-trim.ts postpones its trim). */
+    private readonly onActivity?: () => void,
   ) {}
 
   /** Sends one message; closes the connection when its backlog passes the cap. */
   send(text: string): void {
     if (this.closed || this.ws.readyState !== 1) return;
+    this.onActivity?.();
     const status = this.ws.send(text);
     if (status === 0) this.shut(CLOSE_TRY_AGAIN, "message dropped under backpressure; reconnect");
     else if (this.ws.getBufferedAmount() > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");

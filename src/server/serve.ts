@@ -15,6 +15,7 @@ import { SocketConn, UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
 import { logger } from "../output.ts";
 import { routeRpcText, type InitializeResult, type Session } from "./protocol.ts";
 import { bearerMatches, parseListen } from "./token.ts";
+import { idleTrimmer } from "./idle-trim.ts";
 
 /** Frames larger than this close the offending connection (spec: 1 MiB). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -82,6 +83,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
   let nextConnId = 1;
   let connections = 0;
+  // Every client event below touches it: the executable's idle pages are unmapped only after a quiet period.
+  const idle = idleTrimmer(Number(options.settings?.idleTrimAfterMs ?? 0));
+  const touch = () => idle.touch();
   const onText = (ws: ServerWebSocket<Client>, text: string): Promise<unknown> | undefined => {
     const conn = ws.data.conn as SocketConn;
     const routed = routeRpcText(text, ws.data, identity, api.methods);
@@ -106,9 +110,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // On its first backlog, a bulk connection gets a bigger kernel send buffer (a TCP one finds nothing on the path).
       // bun:ffi is loaded then, not at start: an idle app-server never needs it (bench/README.md, 0.2 MB).
       const widen = () => void import("../platform/ffi.ts").then((ffi) => ffi.raiseUnixSendBuffers(options.socketPath, UNIX_SEND_BUFFER_BYTES));
-      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen) };
+      touch();
+      ws.data = { initialized: false, conn: new SocketConn(nextConnId++, ws, (text) => onText(ws, text), widen, touch) };
     },
     message(ws: ServerWebSocket<Client>, message: string | Buffer) {
+      touch();
       const conn = ws.data.conn as SocketConn;
       if (typeof message !== "string") {
         conn.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: binary frames are not JSON-RPC" } }));
@@ -117,14 +123,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       conn.receive(message);
     },
     drain(ws: ServerWebSocket<Client>) {
+      touch();
       ws.data.conn?.drained();
     },
     close(ws: ServerWebSocket<Client>) {
+      touch();
       connections -= 1;
       ws.data.conn?.closedNow();
     },
   };
   const upgrade = (request: Request, server: Server<Client>): Response | undefined => {
+    touch();
     if (new URL(request.url).pathname !== "/") return new Response("not found\n", { status: 404 });
     if (connections >= MAX_CONNECTIONS) {
       return new Response(`berth app-server: ${MAX_CONNECTIONS} connections already open; try again later\n`, { status: 503, headers: { "retry-after": "1" } });
@@ -174,6 +183,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const shutdown = () => {
     if (stopping) return;
     stopping = true;
+    idle.dispose();
     unixServer.stop(true);
     tcpServer?.stop(true);
     // Remove the socket only if it is still the one we bound (a successor may own the path).
