@@ -4,7 +4,7 @@
  * option values, `bootstrap --no-remote-control`.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mkdirSync } from "node:fs";
 import { flockHolderFromProcLocks } from "../src/daemon/lock.ts";
@@ -195,6 +195,40 @@ describe("did you mean (pure)", () => {
     { input: "deploy", match: undefined },
   ];
   for (const { input, match } of cases) test(`closestMatch(${input}) = ${match}`, () => expect(closestMatch(input, names)).toBe(match));
+});
+
+describe("version and status: one JSON line, warnings and errors on stderr too", () => {
+  test("version when nothing runs: the NOT_RUNNING object alone on stdout, its message on stderr, exit 1", async () => {
+    const home = newHome();
+    const r = await home.run(["version"]);
+    expect(r.code).toBe(1);
+    expect(r.stdout.trimEnd().split("\n")).toHaveLength(1);
+    expect(r.json).toMatchObject({ status: "error", error: { code: "NOT_RUNNING" } });
+    expect(r.stderr).toContain(r.json.error.message);
+  });
+
+  test("status with a corrupt pidfile: its warning on stderr and in the one JSON line, exit 0", async () => {
+    const home = newHome();
+    mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+    writeFileSync(home.path("daemon/app-server.pid"), "not a record");
+    const r = await home.run(["status"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trimEnd().split("\n")).toHaveLength(1);
+    expect(r.json.warnings?.join("\n")).toContain("was not a valid pid record");
+    expect(r.stderr).toContain("was not a valid pid record");
+  });
+
+  test("version or status with anything after it: USAGE for an unknown option, help for --help", async () => {
+    const home = newHome();
+    for (const name of ["version", "status"]) {
+      const unknown = await home.run([name, "--jsno"]);
+      expect(unknown.code).toBe(2);
+      expect(unknown.json.error.code).toBe("USAGE");
+      const help = await home.run([name, "--help"]);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain(`berth ${name}`);
+    }
+  });
 });
 
 test("parseLastJsonLine sanity for the shell helper", () => {

@@ -287,10 +287,14 @@ describe("crashes and strangers", () => {
     mkdirSync(home.path("daemon"), { mode: 0o700 });
     const socket = home.path("daemon/app-server.sock");
     const foreign = Bun.serve({ unix: socket, fetch: () => new Response("not berth") });
+    // stop records its wish from the start (in the background) and must put it back when it fails.
+    const wanted = `{"appServer":"running","since":"2020-01-01T00:00:00.000Z"}\n`;
+    writeFileSync(home.path("daemon/wanted.json"), wanted);
     try {
       const stop = await home.run(["stop"]);
       expect(stop.code).toBe(1);
       expect(stop.json.error.code).toBe("NOT_MANAGED");
+      expect(readFileSync(home.path("daemon/wanted.json"), "utf8")).toBe(wanted);
       expect((await home.run(["restart"])).json.error.code).toBe("NOT_MANAGED");
       const start = await home.run(["start"]);
       expect(start.json).toMatchObject({ status: "alreadyRunning", backend: null });

@@ -81,8 +81,9 @@ describe("/proc/<pid>/stat (pure)", () => {
     test(JSON.stringify(input.slice(0, 30)), () => expect(parseProcStat(input)).toEqual(output));
   }
   test("argv from /proc/<pid>/cmdline keeps empty arguments inside, drops only the end", async () => {
-    const cmd = ["sh", "-c", "sleep 600; :", "", "x"];
-    const child = Bun.spawn({ cmd, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    // `read` from a pipe nobody writes to: the shell waits without a child (a `sleep` would outlive its SIGKILL).
+    const cmd = ["sh", "-c", "read -r _; :", "", "x"];
+    const child = Bun.spawn({ cmd, stdin: "pipe", stdout: "ignore", stderr: "ignore" });
     spawned.push(child);
     expect(await eventually(() => processArgv(child.pid)?.[0] === "sh")).toBe(true);
     expect(processArgv(child.pid)).toEqual(cmd);

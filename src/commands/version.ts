@@ -1,5 +1,5 @@
 import { defineCommand, describe } from "./_shared.ts";
-import { appServerVersion } from "../daemon/app-server.ts";
+import { appServerVersion } from "../daemon/answer.ts";
 import { openContext } from "../daemon/context.ts";
 
 export default defineCommand({

@@ -6,74 +6,22 @@ import { rmSync } from "node:fs";
 import { readStateFile } from "../platform/fs.ts";
 import { BerthError, describeError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
-import { probeInitialize, type ProbeResult } from "../server/client.ts";
-import type { InitializeResult } from "../server/protocol.ts";
-import { CLI_VERSION } from "../version.ts";
-import { ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
-import { unixSocketPeer } from "../platform/ffi.ts";
-import { adoptProven } from "./adoption.ts";
-import { awaitReady, notReady, READY_PROBE_TIMEOUT_MS, slowServer } from "./await-ready.ts";
-import { assertManagedBinary, checkExistingStateDirs, managedInstall, sameHome, settingsOrDefaults, prepareStateDirs, settingsOf, type Context } from "./context.ts";
+import { probeInitialize } from "../server/client.ts";
+import { foreignServerError, isOurServer, READY_PROBE_TIMEOUT_MS, result, type LifecycleResult, type Running } from "./answer.ts";
+import { appServerBackend, ExitedAtLaunch, PidBackend, waitUntil, type LaunchSpec, type StopOutcome } from "./backend.ts";
+import { assertManagedBinary, prepareStateDirs, settingsOf, settingsOrDefaults, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { Settings } from "./settings.ts";
-import { ensureKeeper } from "./updater.ts";
 import { wantedChange, type WantedChange } from "./wanted.ts";
 
-/** `version` waits this long for an answer. */
-export const VERSION_PROBE_TIMEOUT_MS = 3_000;
+export { appServerBackend } from "./backend.ts";
+export { appServerVersion, foreignServerError, isOurServer, VERSION_PROBE_TIMEOUT_MS, type LifecycleResult, type LifecycleStatus } from "./answer.ts";
 
-export type LifecycleStatus = "started" | "alreadyRunning" | "stopped" | "notRunning" | "restarted" | "running";
-
-export type LifecycleResult = {
-  /** `stop` only: descendants of the server that outlived it and could not be ended. */
-  notEnded?: { pid: number; reason: string }[];
-  status: LifecycleStatus;
-  backend: "pid" | null;
-  pid?: number;
-  managedBinaryPath: string;
-  managedVersion: string | null;
-  socketPath: string;
-  cliVersion: string;
-  appServerVersion?: string;
-  /** stop/restart: how many session processes the app-server ended on its way out. */
-  processesEnded?: number;
-};
-
-export function appServerBackend(ctx: Context): PidBackend {
-  return new PidBackend({ pidPath: ctx.layout.appServerPid, trackGroup: false });
-}
-
-function result(ctx: Context, status: LifecycleStatus, running?: { pid?: number; managed: boolean; info?: InitializeResult }): LifecycleResult {
-  return {
-    status,
-    backend: running?.managed ? "pid" : null,
-    ...(running?.pid !== undefined ? { pid: running.pid } : {}),
-    managedBinaryPath: ctx.layout.managedBinary,
-    managedVersion: managedInstall(ctx).version,
-    socketPath: ctx.socket.path,
-    cliVersion: CLI_VERSION,
-    ...(running?.info ? { appServerVersion: running.info.serverInfo.version } : {}),
-  };
-}
-
-function isOurServer(ctx: Context, probe: ProbeResult): probe is { kind: "berth"; info: InitializeResult } {
-  return probe.kind === "berth" && sameHome(probe.info.berthHome, ctx.layout.home);
-}
-
-function foreignServerError(ctx: Context, probe: ProbeResult): BerthError {
-  const detail = probe.kind === "berth" ? `a berth app-server of ${probe.info.berthHome} (pid ${probe.info.pid})` : "something that is not a berth app-server";
-  return new BerthError(
-    "NOT_MANAGED",
-    `${detail} answers on ${ctx.socket.path}, and no berth record of ${ctx.layout.home} owns it; nothing was touched. Stop it yourself, or remove the socket if it is stale.`,
-  );
-}
 
 export function appServerArgs(ctx: Context, settings: Settings): string[] {
   return ["serve", "--listen", `unix://${ctx.socket.path}`, ...(settings.remoteControlEnabled ? ["--remote-control"] : [])];
 }
-
-type Running = { pid?: number; managed: boolean; info?: InitializeResult };
 
 /**
  * Under daemon.lock: make sure our app-server runs and answers. `meanwhile`:
@@ -94,15 +42,18 @@ async function ensureRunning(
 }
 
 async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit: LaunchSpec["onExit"], meanwhile: () => void): Promise<{ started: boolean; running: Running }> {
+  // Loaded where needed, not by every command that imports this module (`stop` never waits for
+  // readiness); on a fresh launch, after the spawn, while the server starts up on another core.
+  const readiness = () => import("./await-ready.ts");
   const backend = appServerBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(settings.startTimeoutMs + 5_000);
   if (state.kind === "running") {
-    const info = await awaitReady(ctx, backend, state.record, settings, undefined, false);
+    const info = await (await readiness()).awaitReady(ctx, backend, state.record, settings, undefined, false);
     return { started: false, running: { pid: state.record.pid, managed: true, info } };
   }
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
-    const record = await adoptProven(ctx, backend, probe.info.pid);
+    const record = await adoptRunning(ctx, backend, probe.info.pid);
     if (record) {
       warn(`adopted the running app-server pid ${record.pid}: its record was missing.`);
       return { started: false, running: { pid: record.pid, managed: true, info: probe.info } };
@@ -124,9 +75,10 @@ async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit:
       ...(onExit ? { onExit } : {}),
     });
   } catch (error) {
-    if (error instanceof ExitedAtLaunch) throw notReady(ctx, "exited at once after launch");
+    if (error instanceof ExitedAtLaunch) throw (await readiness()).notReady(ctx, "exited at once after launch");
     throw error;
   }
+  const { awaitReady } = await readiness();
   if (launched.kind !== "started") {
     const info = await awaitReady(ctx, backend, launched.record, settings, launched.ready);
     return { started: false, running: { pid: launched.record.pid, managed: true, info } };
@@ -142,6 +94,11 @@ async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit:
   const info = await answer;
   if (failed) throw failed.error;
   return { started: true, running: { pid: launched.record.pid, managed: true, info } };
+}
+
+/** A server answering as ours without a record: adoption (adoption.ts) is loaded only on this rare path. */
+async function adoptRunning(ctx: Context, backend: PidBackend, pid: number): Promise<PidRecord | undefined> {
+  return (await import("./adoption.ts")).adoptProven(ctx, backend, pid);
 }
 
 function removeLeftoverSocket(ctx: Context): void {
@@ -203,7 +160,7 @@ async function ensureStoppedTree(ctx: Context, settings: Settings, meanwhile: ()
   if (state.kind === "running") return stopRecorded(ctx, backend, state.record, settings, meanwhile);
   const probe = await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (isOurServer(ctx, probe)) {
-    const record = await adoptProven(ctx, backend, probe.info.pid);
+    const record = await adoptRunning(ctx, backend, probe.info.pid);
     if (record) return stopRecorded(ctx, backend, record, settings, meanwhile);
   }
   if (probe.kind !== "absent") throw foreignServerError(ctx, probe);
@@ -227,7 +184,7 @@ export async function underDaemonLock<T>(ctx: Context, action: (settings: Settin
  */
 async function keeperAfterStart(ctx: Context): Promise<void> {
   try {
-    await ensureKeeper(ctx);
+    await (await import("./updater.ts")).ensureKeeper(ctx);
   } catch (error) {
     warn(`the app-server runs, but its keeper (which restarts it after a crash) could not be launched: ${describeError(error)} Run \`berth start\` again to retry.`);
   }
@@ -237,8 +194,14 @@ async function keeperAfterStart(ctx: Context): Promise<void> {
 async function runWanted(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
   // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
   const wish = wantedChange(ctx, "running");
+  const meanwhile = () => {
+    wish.write();
+    // keeperAfterStart's code, loaded while a fresh server starts up rather than after it answers
+    // (a failure to load is reported there).
+    import("./updater.ts").catch(() => {});
+  };
   try {
-    return await ensureRunning(ctx, settings, undefined, () => wish.write());
+    return await ensureRunning(ctx, settings, undefined, meanwhile);
   } catch (error) {
     undoWish(ctx, wish, "start");
     throw error;
@@ -312,27 +275,7 @@ export async function restartIfRunning(ctx: Context, settings: Settings): Promis
   return (await ensureRunning(ctx, settings)).running;
 }
 
-export { ensureRunning, ensureStopped, ensureStoppedTree, isOurServer, foreignServerError };
-
-/** No lock: asks the running app-server who it is. */
-export async function appServerVersion(ctx: Context): Promise<LifecycleResult> {
-  checkExistingStateDirs(ctx);
-  const probe = await probeInitialize(ctx.socket.path, VERSION_PROBE_TIMEOUT_MS);
-  if (probe.kind === "absent") {
-    throw new BerthError("NOT_RUNNING", `no app-server answers on ${ctx.socket.path}; start it with \`berth start\`.`);
-  }
-  if (!isOurServer(ctx, probe)) {
-    // Something accepts but does not answer: if it is our recorded server (the kernel says so), it is slow, not foreign.
-    const recorded = appServerBackend(ctx).inspect();
-    if (probe.kind === "foreign" && recorded.kind === "running" && unixSocketPeer(ctx.socket.path)?.pid === recorded.record.pid) {
-      throw slowServer(ctx, recorded.record);
-    }
-    throw foreignServerError(ctx, probe);
-  }
-  const state = appServerBackend(ctx).pidFile.readContent();
-  const managed = state.kind === "record" && state.record.pid === probe.info.pid;
-  return result(ctx, "running", { pid: probe.info.pid, managed, info: probe.info });
-}
+export { ensureRunning, ensureStopped, ensureStoppedTree };
 
 export async function waitForExit(pid: number, identity: string, timeoutMs: number): Promise<boolean> {
   const { processIdentity } = await import("../platform/process.ts");

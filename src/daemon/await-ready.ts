@@ -12,13 +12,13 @@ import { processState } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import type { InitializeResult } from "../server/protocol.ts";
 import type { PidBackend } from "./backend.ts";
+import { READY_PROBE_TIMEOUT_MS } from "./answer.ts";
 import { managedInstall, type Context } from "./context.ts";
 import type { PidRecord } from "./pidfile.ts";
 import type { ReadyOutcome, ReadyWait } from "./ready.ts";
 import type { Settings } from "./settings.ts";
 
-/** One readiness probe may take this long before we try again. */
-export const READY_PROBE_TIMEOUT_MS = 1_000;
+export { READY_PROBE_TIMEOUT_MS } from "./answer.ts";
 const READY_POLL_MS = 10;
 /**
  * With a readiness pipe the starter probes only once notified; these bound the

@@ -6,11 +6,11 @@ import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
+import type { Context } from "./context.ts";
 import { FileLock } from "./lock.ts";
-import { sleepUntilExit } from "./exit-wait.ts";
 import { PidFile, type PidFileState, type PidRecord } from "./pidfile.ts";
-import { READY_FD, READY_FD_ENV, waitForReady, type ReadyWait } from "./ready.ts";
-import { TreeSnapshot, type Straggler } from "./tree.ts";
+import type { ReadyWait } from "./ready.ts";
+import type { Straggler, TreeSnapshot } from "./tree.ts";
 
 /** How long to wait for the pidfile lock held by a concurrent starter. */
 export const PID_LOCK_WAIT_MS = 15_000;
@@ -42,6 +42,14 @@ export type BackendOptions = {
 };
 
 export type StopOutcome = { status: "stopped" | "notRunning"; notEnded: Straggler[] };
+
+/**
+ * The app-server's backend: its pidfile, the process alone (no group). Here rather than in app-server.ts
+ * so that `status`, which only inspects the record, does not load the start and stop code.
+ */
+export function appServerBackend(ctx: Context): PidBackend {
+  return new PidBackend({ pidPath: ctx.layout.appServerPid, trackGroup: false });
+}
 
 /** The process exited before berth could record it. */
 export class ExitedAtLaunch extends Error {}
@@ -81,6 +89,8 @@ export class PidBackend {
    * already exists. A failed spawn removes the reservation (START_FAILED).
    */
   async launch(spec: LaunchSpec): Promise<{ kind: "started" | "running"; record: PidRecord; ready?: ReadyWait }> {
+    // Each of these modules is loaded by the path that needs it (status and version load this one too).
+    const readiness = spec.notifyReady ? await import("./ready.ts") : undefined;
     const lock = await FileLock.acquire(this.pidFile.lockPath, PID_LOCK_WAIT_MS);
     try {
       const reservation = this.pidFile.reserve(lock);
@@ -88,7 +98,7 @@ export class PidBackend {
       let pid: number;
       let ready: ReadyWait | undefined;
       try {
-        ({ pid, ready } = spawnDetached(spec));
+        ({ pid, ready } = spawnDetached(spec, readiness));
       } catch (error) {
         this.pidFile.clearReservation();
         if (error instanceof BerthError) throw error;
@@ -153,6 +163,7 @@ export class PidBackend {
       this.pidFile.removeIfHolds(record);
       return { status: "notRunning", notEnded: [] };
     }
+    const [{ TreeSnapshot }, { sleepUntilExit }] = await Promise.all([import("./tree.ts"), import("./exit-wait.ts")]);
     const leaderIsOurs = () => this.leaderHoldsGroup(record);
     const tree = new TreeSnapshot(record.pid, leaderIsOurs);
     tree.scan(true);
@@ -175,10 +186,17 @@ export class PidBackend {
     } catch (error) {
       failed = { error };
     }
-    if (!(await waitForExit(record, goneWatching, graceMs, scan))) {
+    const waitForExit = async (timeoutMs: number): Promise<boolean> => {
+      // Sleeps on the leader's exit where the platform allows (exit-wait.ts; `scan` runs before each slice of that
+      // sleep, as it would before each poll), then polls what remains of `goneWatching`.
+      const deadline = Date.now() + timeoutMs;
+      await sleepUntilExit(record, timeoutMs, scan);
+      return waitUntil(goneWatching, Math.max(0, deadline - Date.now()));
+    };
+    if (!(await waitForExit(graceMs))) {
       tree.scan(true);
       if (leaderIsOurs()) signalGroup(record.pid, "SIGKILL");
-      if (!(await waitForExit(record, goneWatching, STOP_KILL_WAIT_MS, scan))) {
+      if (!(await waitForExit(STOP_KILL_WAIT_MS))) {
         throw new BerthError(
           "STOP_TIMEOUT",
           `pid ${record.pid} still runs ${Math.round((graceMs + STOP_KILL_WAIT_MS) / 1000)} s after SIGTERM and SIGKILL; it may be stuck in the kernel (check \`cat /proc/${record.pid}/status\`).`,
@@ -215,17 +233,6 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
   }
 }
 
-/**
- * Sleeps on the leader's exit where the platform allows (exit-wait.ts; `between`
- * runs before each slice of that sleep, as it would before each poll), then
- * polls what remains of `gone`.
- */
-async function waitForExit(record: PidRecord, gone: () => boolean, timeoutMs: number, between: () => void): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  await sleepUntilExit(record, timeoutMs, between);
-  return waitUntil(gone, Math.max(0, deadline - Date.now()));
-}
-
 function rotateLog(path: string): void {
   try {
     const stat = lstatSync(path);
@@ -238,24 +245,25 @@ function rotateLog(path: string): void {
 /**
  * Own session and process group, stdin /dev/null, stdout+stderr appended to
  * the log, nothing else of ours inherited, so the caller (an SSH session) can
- * exit at once and its pipes reach EOF.
+ * exit at once and its pipes reach EOF. `readiness` (ready.ts, given when the
+ * spec asks for a notification) adds the readiness pipe as fd 3.
  */
-function spawnDetached(spec: LaunchSpec): { pid: number; ready?: ReadyWait } {
+function spawnDetached(spec: LaunchSpec, readiness: typeof import("./ready.ts") | undefined): { pid: number; ready?: ReadyWait } {
   rotateLog(spec.logPath);
   const logFd = openStateFile(spec.logPath, STATE_APPEND_FLAGS);
   try {
     const child = Bun.spawn({
       cmd: [spec.binary, ...spec.args],
       cwd: spec.cwd,
-      env: spec.notifyReady ? { ...spec.env, [READY_FD_ENV]: String(READY_FD) } : spec.env,
-      stdio: ["ignore", logFd, logFd, ...(spec.notifyReady ? (["pipe"] as const) : [])],
+      env: readiness ? { ...spec.env, [readiness.READY_FD_ENV]: String(readiness.READY_FD) } : spec.env,
+      stdio: ["ignore", logFd, logFd, ...(readiness ? (["pipe"] as const) : [])],
       detached: true,
     });
     child.unref();
     const onExit = spec.onExit;
     if (onExit) void child.exited.then(() => onExit(child.pid, child.exitCode, child.signalCode == null ? null : String(child.signalCode)));
-    const readFd = spec.notifyReady ? child.stdio[READY_FD] : undefined;
-    return { pid: child.pid, ...(typeof readFd === "number" ? { ready: waitForReady(readFd) } : {}) };
+    const readFd = readiness ? child.stdio[readiness.READY_FD] : undefined;
+    return { pid: child.pid, ...(readiness && typeof readFd === "number" ? { ready: readiness.waitForReady(readFd) } : {}) };
   } finally {
     closeSync(logFd);
   }

@@ -4,7 +4,7 @@
  * names. The next command finds it in /proc — by facts about the process
  * itself, never by a group id — and ends it (or the caller adopts it).
  */
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { listPids, processArgv, processEnvValue, processIdentity } from "../platform/process.ts";
 import type { StopOutcome } from "./backend.ts";
 import { sameHome, type Context } from "./context.ts";
@@ -35,19 +35,43 @@ function ownerUid(pid: number): number | undefined {
   }
 }
 
-/** Every running update-loop of this BERTH_HOME (Linux /proc; none elsewhere), as records to check identity against. */
-export function findUpdateLoops(ctx: Context): PidRecord[] {
+/**
+ * Pure: whether the raw text of a /proc/<pid>/cmdline (arguments each ended by a NUL) holds the argument
+ * `update-loop`. A string search, not a split: it runs for every process on the machine.
+ */
+export function cmdlineHasUpdateLoop(cmdline: string): boolean {
+  // Framed by NULs on both sides, so only a whole argument matches (a process may drop the last NUL).
+  return `\0${cmdline}${cmdline.endsWith("\0") ? "" : "\0"}`.includes("\0update-loop\0");
+}
+
+function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1");
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Every running update-loop of this BERTH_HOME (Linux /proc; none elsewhere), as records to check identity
+ * against; among `pids` when given (status searches in slices, see status.ts).
+ */
+export function findUpdateLoops(ctx: Context, pids: readonly number[] = listPids()): PidRecord[] {
   const ourUid = process.getuid?.() ?? 0;
   const found: PidRecord[] = [];
-  for (const pid of listPids()) {
+  // Cheapest decisive fact first. For a user most processes are someone else's, and one stat of /proc/<pid>
+  // rules each out; for root nearly every process is its own, so the cmdline (one read, searched as a string,
+  // which rules out nearly every process whoever runs berth) comes first. The decision itself is
+  // isUpdateLoopOf, over all the facts.
+  const ownerFirst = ourUid !== 0;
+  for (const pid of pids) {
     if (pid === process.pid) continue;
-    // Cheapest facts first (a stat, then the short cmdline): they rule out nearly every process before its
-    // environment and stat files are read. The decision itself is isUpdateLoopOf, over all the facts.
-    const uid = ownerUid(pid);
+    const owner = ownerFirst ? ownerUid(pid) : undefined;
+    if (ownerFirst && owner !== ourUid) continue;
+    if (!cmdlineHasUpdateLoop(cmdlineOf(pid))) continue;
+    const uid = ownerFirst ? owner : ownerUid(pid);
     if (uid !== ourUid) continue;
-    const argv = processArgv(pid);
-    if (!argv?.includes("update-loop")) continue;
-    const facts = { pid, uid, argv, berthHome: processEnvValue(pid, "BERTH_HOME") };
+    const facts = { pid, uid, argv: processArgv(pid), berthHome: processEnvValue(pid, "BERTH_HOME") };
     const identity = processIdentity(pid);
     if (identity !== undefined && isUpdateLoopOf(ctx.layout.home, ourUid, facts)) found.push({ pid, processStartTime: identity });
   }

@@ -12,41 +12,15 @@ import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
 import { FILE_MODE, readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { FileLock, isLockHeld } from "./lock.ts";
+import { parsePidFile, type PidFileContent, type PidRecord } from "./pid-record.ts";
 
 const STARTING_POLL_MS = 10;
 
-export type PidRecord = { pid: number; processStartTime: string };
-
-export type PidFileContent =
-  | { kind: "missing" }
-  | { kind: "empty" }
-  | { kind: "record"; record: PidRecord }
-  | { kind: "corrupt"; text: string };
+export { parsePidFile, type PidFileContent, type PidRecord } from "./pid-record.ts";
 
 export type PidFileState = { kind: "missing" } | { kind: "starting" } | { kind: "running"; record: PidRecord };
 
 export type PidFileVerdict = "missing" | "starting" | "running" | "staleReservation" | "staleRecord" | "corrupt";
-
-export function parsePidFile(text: string | undefined): PidFileContent {
-  if (text === undefined) return { kind: "missing" };
-  if (text.trim() === "") return { kind: "empty" };
-  try {
-    const value = JSON.parse(text) as Partial<PidRecord> | null;
-    if (
-      value &&
-      typeof value === "object" &&
-      Number.isInteger(value.pid) &&
-      (value.pid as number) > 1 &&
-      typeof value.processStartTime === "string" &&
-      value.processStartTime !== ""
-    ) {
-      return { kind: "record", record: { pid: value.pid as number, processStartTime: value.processStartTime } };
-    }
-  } catch {
-    // fall through: not JSON
-  }
-  return { kind: "corrupt", text };
-}
 
 /**
  * What a pidfile means. `lockHeld`: another starter holds the reservation

@@ -1,16 +1,21 @@
 /** `status`: everything known, running or not. Takes no lock and never fails because something is down. */
 import { existsSync, readdirSync } from "node:fs";
 import { describeError } from "../errors.ts";
-import { probeInitialize } from "../server/client.ts";
+import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import { CLI_VERSION } from "../version.ts";
-import { appServerBackend, isOurServer } from "./app-server.ts";
+import { isOurServer } from "./answer.ts";
+import { appServerBackend } from "./backend.ts";
 import { checkExistingStateDirs, managedInstall, settingsOf, versionFromReleaseDir, type Context } from "./context.ts";
 import { appServerState, readKeeperState } from "./keeper.ts";
 import { findUpdateLoops } from "./orphans.ts";
+import type { PidRecord } from "./pid-record.ts";
+import { listPids } from "../platform/process.ts";
 import { updaterReport, type UpdaterReport } from "./updater.ts";
 import { readWanted } from "./wanted.ts";
 
 const STATUS_PROBE_TIMEOUT_MS = 1_500;
+/** The /proc search for updaters without a record reads this many processes between two turns of the event loop. */
+const ORPHAN_SCAN_SLICE = 16;
 
 export { appServerState, type AppServerState } from "./keeper.ts";
 
@@ -28,9 +33,17 @@ export async function collectStatus(ctx: Context) {
   const foldersSafe = attempt("state folders", () => (checkExistingStateDirs(ctx), true)) ?? false;
   const settings = attempt("settings", () => settingsOf(ctx));
   const pidState = attempt("app-server pidfile", () => appServerBackend(ctx).inspect()) ?? { kind: "missing" as const };
-  const probe: Awaited<ReturnType<typeof probeInitialize>> = foldersSafe
-    ? await probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS)
-    : { kind: "absent", detail: "not probed: the state folders are unsafe" };
+  const probing: Promise<ProbeResult> = foldersSafe
+    ? probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS)
+    : Promise.resolve({ kind: "absent", detail: "not probed: the state folders are unsafe" });
+  // The server answers the probe on its own core while this one searches /proc (see findUpdateLoopsBesideProbe).
+  let loops: PidRecord[] = [];
+  try {
+    loops = await findUpdateLoopsBesideProbe(ctx);
+  } catch (error) {
+    problems.push(`updater processes: ${describeError(error)}`);
+  }
+  const probe = await probing;
   const answer = isOurServer(ctx, probe) ? "ours" : probe.kind === "absent" ? "none" : "foreign";
   const info = probe.kind === "berth" ? probe.info : undefined;
   const recordPid = pidState.kind === "running" ? pidState.record.pid : undefined;
@@ -39,7 +52,7 @@ export async function collectStatus(ctx: Context) {
   const state = appServerState({ pid: pidState.kind, answer, wanted: wanted?.appServer ?? "stopped", keeper: keeper?.state });
   const install = managedInstall(ctx);
   const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
-  const untracked = (attempt("updater processes", () => findUpdateLoops(ctx)) ?? []).filter((loop) => loop.pid !== updater?.pid);
+  const untracked = loops.filter((loop) => loop.pid !== updater?.pid);
   if (untracked.length > 0) {
     problems.push(`updater: pid ${untracked.map((loop) => loop.pid).join(", ")} runs without a record (a bootstrap was interrupted); \`berth bootstrap\` ends it.`);
   }
@@ -71,6 +84,21 @@ export async function collectStatus(ctx: Context) {
     cliVersion: CLI_VERSION,
     ...(problems.length > 0 ? { problems } : {}),
   };
+}
+
+/**
+ * findUpdateLoops over every process, a slice at a time with a turn of the event loop between slices, so
+ * a socket probe started before it advances (connect, upgrade, initialize) while the scan runs, instead
+ * of one waiting for the other: status paid both in a row (~0.7 ms probe, ~1-1.7 ms scan).
+ */
+async function findUpdateLoopsBesideProbe(ctx: Context): Promise<PidRecord[]> {
+  const pids = listPids();
+  const found: PidRecord[] = [];
+  for (let at = 0; at < pids.length; at += ORPHAN_SCAN_SLICE) {
+    found.push(...findUpdateLoops(ctx, pids.slice(at, at + ORPHAN_SCAN_SLICE)));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return found;
 }
 
 function listReleases(ctx: Context, current: string | null) {

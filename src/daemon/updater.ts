@@ -6,9 +6,7 @@ import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
-import { logTail } from "./await-ready.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
-import { endUntrackedUpdaters } from "./orphans.ts";
 import type { Context } from "./context.ts";
 
 /** The updater gets this long to end on SIGTERM before its group is killed. */
@@ -101,7 +99,7 @@ export async function stopUpdater(ctx: Context): Promise<boolean> {
   const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
   const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
   // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
-  const orphans = await endUntrackedUpdaters(ctx);
+  const orphans = await (await import("./orphans.ts")).endUntrackedUpdaters(ctx);
   if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
   return stopped || orphans.ended.length > 0;
 }
@@ -119,6 +117,7 @@ async function launchUpdater(ctx: Context): Promise<number> {
     return launched.record.pid;
   } catch (error) {
     if (!(error instanceof ExitedAtLaunch)) throw error;
+    const { logTail } = await import("./await-ready.ts");
     throw new BerthError("START_FAILED", `the updater exited at once. Last lines of ${ctx.layout.updaterLog}:\n${logTail(ctx.layout.updaterLog)}`);
   }
 }

@@ -12,7 +12,8 @@ export type ProcStat = { state: string; ppid: number; pgrp: number; session: num
 /**
  * Parses /proc/<pid>/stat. The command name may hold spaces and parentheses, so split after the last ')'.
  * The kernel separates fields by single spaces; only the first 20 after the name are split out (a /proc
- * scan parses every process's line: half the time of a regex split of all ~50).
+ * scan parses every process's line: half the time of a regex split of all ~50), and checked without a
+ * regex or a callback (a scan's parsing cost as much as its reads before).
  */
 export function parseProcStat(text: string): ProcStat | undefined {
   const close = text.lastIndexOf(")");
@@ -24,8 +25,19 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const pgrp = Number(fields[2]);
   const session = Number(fields[3]);
   const startTime = fields[19]?.trimEnd();
-  if (!state || !startTime || !/^\d+$/.test(startTime) || ![ppid, pgrp, session].every(Number.isInteger)) return undefined;
+  if (!state || startTime === undefined || !isDigits(startTime)) return undefined;
+  if (!Number.isInteger(ppid) || !Number.isInteger(pgrp) || !Number.isInteger(session)) return undefined;
   return { state, ppid, pgrp, session, startTime };
+}
+
+/** Pure: a non-empty string of ASCII digits (a start time), by character codes. */
+export function isDigits(text: string): boolean {
+  if (text.length === 0) return false;
+  for (let i = 0; i < text.length; i += 1) {
+    const code = text.charCodeAt(i);
+    if (code < 48 || code > 57) return false;
+  }
+  return true;
 }
 
 /** Zombies and dead tasks have finished running: for us they are gone. */
@@ -39,11 +51,17 @@ function linuxBootId(): string {
   return cachedBootId;
 }
 
+function isGoneError(error: unknown): boolean {
+  const code = errnoCode(error);
+  return code === "ENOENT" || code === "ESRCH";
+}
+
 function readLinuxStat(pid: number): ProcStat | undefined {
   try {
-    return parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    // latin1: the fields parsed are ASCII and the name is only skipped, so no UTF-8 decoding is needed.
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, "latin1"));
   } catch (error) {
-    if (errnoCode(error) === "ENOENT" || errnoCode(error) === "ESRCH") return undefined;
+    if (isGoneError(error)) return undefined;
     throw error;
   }
 }
@@ -84,18 +102,52 @@ export type ProcessEntry = { pid: number; ppid: number; pgrp: number; identity: 
 export function listPids(): number[] {
   if (process.platform !== "linux") return [];
   const pids: number[] = [];
-  for (const name of readdirSync("/proc")) if (/^\d+$/.test(name)) pids.push(Number(name));
+  for (const name of readdirSync("/proc")) if (isPidEntry(name)) pids.push(Number(name));
   return pids;
 }
 
-/** Every live (non-zombie) process on Linux with its parent, group and identity. Empty elsewhere. */
+/**
+ * Pure: whether a name in /proc is a process's folder. Every other entry starts with a letter ("self",
+ * "sys", "meminfo"…), so the first character decides; a full check of each of the ~300 names cost a
+ * scan ~0.2 ms in the compiled binary.
+ */
+export function isPidEntry(name: string): boolean {
+  const first = name.charCodeAt(0);
+  return first >= 48 && first <= 57;
+}
+
+/**
+ * Every live (non-zombie) process on Linux with its parent, group and identity. Empty elsewhere.
+ * This loop reads and parses one line per process on the machine before `stop` may signal anything, so it
+ * parses inline (the fields parseProcStat splits, checked as cheaply): calling parseProcStat and a name
+ * check per process made it 1.6-2.0 ms instead of 0.95-1.1 ms for ~100 processes (compiled, cold).
+ */
 export function listProcesses(): ProcessEntry[] {
   if (process.platform !== "linux") return [];
+  const bootId = linuxBootId();
   const entries: ProcessEntry[] = [];
-  for (const pid of listPids()) {
-    const stat = readLinuxStat(pid);
-    if (!stat || isGoneState(stat.state)) continue;
-    entries.push({ pid, ppid: stat.ppid, pgrp: stat.pgrp, identity: `${linuxBootId()}/${stat.startTime}` });
+  for (const name of readdirSync("/proc")) {
+    // isPidEntry and isGoneState, inlined: a call per process is measurable here.
+    const first = name.charCodeAt(0);
+    if (first < 48 || first > 57) continue;
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${name}/stat`, "latin1");
+    } catch (error) {
+      if (isGoneError(error)) continue;
+      throw error;
+    }
+    const close = text.lastIndexOf(")");
+    if (close < 0) continue;
+    // fields[0] is field 3 (state) of proc(5); ppid field 4, pgrp field 5, starttime field 22.
+    const fields = text.slice(close + 2).split(" ", 20);
+    const state = fields[0];
+    if (fields.length < 20 || state === "Z" || state === "X" || state === "x") continue;
+    const ppid = Number(fields[1]);
+    const pgrp = Number(fields[2]);
+    // (x | 0) === x: an integer in range, NaN excluded, without a call per process.
+    if ((ppid | 0) !== ppid || (pgrp | 0) !== pgrp) continue;
+    entries.push({ pid: Number(name), ppid, pgrp, identity: `${bootId}/${(fields[19] as string).trimEnd()}` });
   }
   return entries;
 }
@@ -159,9 +211,8 @@ export function isSameProcess(pid: number, identity: string): boolean {
 export function isProcessGroupAlive(pgid: number): boolean {
   if (!Number.isInteger(pgid) || pgid <= 1) return false;
   if (process.platform !== "linux") return signalGroup(pgid, 0);
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = readLinuxStat(Number(entry));
+  for (const pid of listPids()) {
+    const stat = readLinuxStat(pid);
     if (stat && stat.pgrp === pgid && !isGoneState(stat.state)) return true;
   }
   return false;
