@@ -79,6 +79,40 @@ describe("keeper.json", () => {
   }, SLOW_TEST_MS);
 });
 
+describe("startup.json", () => {
+  for (const [what, make] of HOSTILE) {
+    test(`as ${what}: startup --disable and doctor answer at once, naming the file`, async () => {
+      const home = newHome();
+      mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+      make(home.path("daemon/startup.json"));
+      const disable = await home.run(["startup", "--disable"], { timeoutMs: COMMAND_WAIT_MS });
+      expect(disable.code).toBe(1);
+      expect(disable.json.error.code).toBe("UNSAFE_STATE");
+      expect(disable.json.error.message).toContain(home.path("daemon/startup.json"));
+      const doctor = await home.run(["doctor"], { timeoutMs: COMMAND_WAIT_MS });
+      const startup = (doctor.json.findings as { check: string; ok: boolean; message: string }[]).find((f) => f.check === "startup");
+      expect(startup?.ok).toBe(false);
+      expect(startup?.message).toContain(home.path("daemon/startup.json"));
+    }, SLOW_TEST_MS);
+  }
+});
+
+describe("remote-control.listen", () => {
+  for (const [what, make] of HOSTILE) {
+    test(`as ${what}: remote control still starts on a fresh port, and a plain file replaces it`, async () => {
+      const home = newHome();
+      expect((await home.run(["start"])).code).toBe(0);
+      make(home.path("daemon/remote-control.listen"));
+      const enabled = await home.run(["enable-remote-control"], { timeoutMs: COMMAND_WAIT_MS });
+      expect(enabled.code).toBe(0);
+      const url = enabled.json.remoteControl.url as string;
+      expect(url).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/$/);
+      expect(lstatSync(home.path("daemon/remote-control.listen")).isFile()).toBe(true);
+      expect(readJson(home.path("daemon/remote-control.listen"))).toEqual({ listen: url.slice("ws://".length, -1) });
+    }, SLOW_TEST_MS);
+  }
+});
+
 /** Bootstraps (keeper only) and waits until the keeper is the sh loop; the loop's pid. */
 async function shLoop(home: TestHome): Promise<number> {
   const result = await home.run(["bootstrap", "--no-auto-update"]);

@@ -5,7 +5,7 @@
  */
 import { lstatSync, readlinkSync, realpathSync, statfsSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { describeError } from "../errors.ts";
+import { describeError, isBerthError } from "../errors.ts";
 import { isSignedBy, trustedKeys } from "../update/signature.ts";
 import { assertSafeDir } from "../platform/fs.ts";
 import { installLinkFrom, SOCKET_PATH_MAX_BYTES } from "../platform/paths.ts";
@@ -172,7 +172,14 @@ function checkKeeper(ctx: Context): Finding[] {
 }
 
 function checkStartup(ctx: Context): Finding[] {
-  const record = startupRecord(ctx);
+  let record: ReturnType<typeof startupRecord>;
+  try {
+    record = startupRecord(ctx);
+  } catch (error) {
+    // A FIFO or a link where the record belongs: named, not followed (platform/fs.ts readStateFile).
+    if (!isBerthError(error, "UNSAFE_STATE")) throw error;
+    return [problem("startup", error.message, `rm ${ctx.layout.startupFile} && berth startup`)];
+  }
   if (!record) return [problem("startup", "no startup entry: nothing comes back after a reboot", "berth startup")];
   if (!startupPresent(ctx, record)) return [problem("startup", `the recorded ${record.mechanism} entry is gone`, "berth startup --disable && berth startup")];
   const findings = [ok("startup", record.mechanism === "crontab" ? `crontab: ${record.line}` : `${record.mechanism}: ${record.file}`)];

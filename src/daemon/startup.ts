@@ -6,11 +6,11 @@
  * `uninstall`) remove exactly that. The entry runs the hidden `berth keep`,
  * which launches the keeper through the pidfile like every other launch.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
-import { BerthError, errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { BerthError } from "../errors.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { assertManagedBinary, type Context } from "./context.ts";
 
 /** Each external tool (systemctl, crontab, loginctl) gets this long. */
@@ -103,12 +103,15 @@ function tool(cmd: string[], env: NodeJS.ProcessEnv, stdin?: string): ToolResult
   }
 }
 
+/** Missing or damaged: no record. Not a plain file (a FIFO, a link): UNSAFE_STATE naming it, never a hang. */
 function readRecord(ctx: Context): StartupRecord | undefined {
+  const text = readStateFile(ctx.layout.startupFile);
+  if (text === undefined) return undefined;
   try {
-    return JSON.parse(readFileSync(ctx.layout.startupFile, "utf8")) as StartupRecord;
-  } catch (error) {
-    if (errnoCode(error) === "ENOENT" || error instanceof SyntaxError) return undefined;
-    throw error;
+    const record = JSON.parse(text) as StartupRecord | null;
+    return typeof record === "object" && record !== null ? record : undefined;
+  } catch {
+    return undefined;
   }
 }
 

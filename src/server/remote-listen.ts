@@ -6,9 +6,8 @@
  * certificate and key; the app-server then serves TLS (wss://).
  */
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
-import { BerthError, errnoCode } from "../errors.ts";
-import { writeFileAtomic } from "../platform/fs.ts";
+import { BerthError, isBerthError } from "../errors.ts";
+import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { parseListen } from "./token.ts";
 
 export type RemoteTls = { cert: string; key: string };
@@ -68,13 +67,25 @@ export function planRemoteListen(input: { listen: string; tls: unknown; saved: s
   return { listen: input.listen, ...(tls ? { tls } : {}), reused: false };
 }
 
+/**
+ * The address a previous server bound, or undefined: missing, damaged, or not a plain file (a FIFO would block
+ * the server's start for ever, a link to /dev/zero never ends). It is only a wish for the same port: anything
+ * unusable means a fresh port, and saving that replaces the file by rename, never through it.
+ */
 export function readSavedListen(path: string): string | undefined {
+  let text: string | undefined;
   try {
-    const value = JSON.parse(readFileSync(path, "utf8")) as { listen?: unknown };
-    return typeof value.listen === "string" ? value.listen : undefined;
+    text = readStateFile(path);
   } catch (error) {
-    if (errnoCode(error) === "ENOENT" || error instanceof SyntaxError) return undefined;
+    if (isBerthError(error, "UNSAFE_STATE")) return undefined;
     throw error;
+  }
+  if (text === undefined) return undefined;
+  try {
+    const value = JSON.parse(text) as { listen?: unknown } | null;
+    return typeof value?.listen === "string" ? value.listen : undefined;
+  } catch {
+    return undefined;
   }
 }
 
