@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { readFileSync, statSync } from "node:fs";
-import { deviceNumbers, idleTrimStep, trimmableRanges, type ExecutableIdentity } from "../src/server/idle-trim.ts";
+import { deviceNumbers, idleTrimmer, idleTrimStep, trimmableRanges, type ExecutableIdentity } from "../src/server/idle-trim.ts";
 
 /** One smaps entry as Linux 6.x prints it (fields between Rss and Anonymous trimmed to the real ones). */
 function entry(header: string, rssKb: number, anonymousKb: number | undefined, flags: string): string {
@@ -126,4 +126,50 @@ describe("idleTrimStep: the one-shot timer's decision", () => {
     ["0 means never", { now: 50_000, lastActivityAt: 0, quietMs: 0, trimmedSinceActivity: false }, { action: "none" }],
   ];
   for (const [name, state, expected] of table) test(name, () => expect(idleTrimStep(state)).toEqual(expected));
+});
+
+describe("idleTrimmer: a quiet period past setTimeout's limit (2^31-1 ms, ~24.8 days)", () => {
+  /** Every delay idleTrimmer asks of setTimeout while `run` goes on (and for WATCH_MS after). */
+  async function delaysAsked(run: () => () => void): Promise<number[]> {
+    const WATCH_MS = 200;
+    const asked: number[] = [];
+    const real = globalThis.setTimeout;
+    globalThis.setTimeout = ((fn: () => void, ms?: number, ...rest: unknown[]) => {
+      asked.push(ms ?? 0);
+      return real(fn, ms, ...rest);
+    }) as typeof setTimeout;
+    let dispose = () => {};
+    try {
+      dispose = run();
+      await Bun.sleep(WATCH_MS);
+    } finally {
+      dispose();
+      globalThis.setTimeout = real;
+    }
+    return asked;
+  }
+
+  // Bun (like Node) turns a longer delay into 1 ms: each firing then found the period not over and re-armed,
+  // a timer every millisecond for as long as the server ran, from settings.json's {"idleTrimAfterMs": 1e12}.
+  test("1e12 ms: one timer within the limit, no re-arming loop, no trim", async () => {
+    let trims = 0;
+    const asked = await delaysAsked(() => {
+      const trimmer = idleTrimmer(1e12, async () => void (trims += 1));
+      trimmer.touch();
+      return () => trimmer.dispose();
+    });
+    expect(asked.length).toBe(1);
+    expect(asked[0]).toBeLessThanOrEqual(2 ** 31 - 1);
+    expect(asked[0]).toBeGreaterThan(0);
+    expect(trims).toBe(0);
+  });
+
+  test("a fractional quiet period still trims once", async () => {
+    let trims = 0;
+    await delaysAsked(() => {
+      const trimmer = idleTrimmer(0.5, async () => void (trims += 1));
+      return () => trimmer.dispose();
+    });
+    expect(trims).toBe(1);
+  });
 });

@@ -110,6 +110,13 @@ export function idleTrimStep(state: IdleTrimState): { action: "trim" } | { actio
   return quietFor >= state.quietMs ? { action: "trim" } : { action: "wait", ms: state.quietMs - quietFor };
 }
 
+/**
+ * setTimeout's longest delay (a 32-bit signed ms count, ~24.8 days). Bun, like Node, turns a longer one
+ * into 1 ms: the timer would fire at once, find the quiet period not over and re-arm, every millisecond.
+ * A longer quiet period is waited for in steps of this (idleTrimStep gives the rest at each firing).
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export type IdleTrimmer = {
   /** A client event: postpones the trim to QUIET_MS from now (cheap: one clock read, a timer armed only if none is). */
   touch(): void;
@@ -123,7 +130,7 @@ export function idleTrimmer(quietMs: number, trim: () => Promise<unknown> = trim
   let timer: ReturnType<typeof setTimeout> | undefined;
   let disposed = false;
   const arm = (ms: number) => {
-    timer = setTimeout(fire, ms);
+    timer = setTimeout(fire, Math.min(ms, MAX_TIMER_MS));
     // The servers keep the process alive; this timer must never delay its exit.
     timer.unref();
   };
