@@ -3,7 +3,7 @@
 // under test: handshake, JSON-RPC errors, oversized frames, bad clients,
 // SIGTERM, leftover sockets, a second server, many clients.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { BUN, MAIN, eventually, isAlive, makeHome, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
 import { connect, encodeFrame, OP_BINARY, OP_TEXT, rawConnect, type RawWs } from "./helpers/raw-ws.ts";
@@ -334,6 +334,41 @@ describe("berth serve", () => {
     },
     TEST_TIMEOUT_MS,
   );
+
+  // Our socket moved away (to `${socket}.moved`) and something else put at the path before SIGTERM: it must stay as it
+  // is, and the server must still exit promptly with its report. `put` returns what the path must still hold after.
+  const strangers: Array<[string, (socket: string) => (() => string) | undefined]> = [
+    ["a dangling symlink", (socket) => (symlinkSync(`${socket}.nowhere`, socket), () => `link:${readlinkSync(socket)}`)],
+    ["a symlink to our own moved socket", (socket) => (symlinkSync(`${socket}.moved`, socket), () => `link:${readlinkSync(socket)}`)],
+    ["a symlink loop", (socket) => (symlinkSync(socket, socket), () => `link:${readlinkSync(socket)}`)],
+    ["a plain file", (socket) => (writeFileSync(socket, "mine\n"), () => `file:${readFileSync(socket, "utf8")}`)],
+    ["nothing: its folder removed", (socket) => (rmSync(`${socket}.moved`), rmSync(socket.replace(/\/[^/]+$/, ""), { recursive: true }), undefined)],
+  ];
+  for (const [what, put] of strangers) {
+    test(
+      `SIGTERM with ${what} at the socket path: left as it is, prompt exit, report written`,
+      async () => {
+        const home = newHome();
+        const socket = home.path("daemon", "app-server.sock");
+        const server = await startServe(home, socket);
+        const ws = await client(socket);
+        await initialize(ws);
+        renameSync(socket, `${socket}.moved`);
+        const holds = put(socket);
+        const expected = holds?.();
+        server.proc.kill("SIGTERM");
+        expect(await exitCode(server.proc)).toBe(0);
+        await ws.waitClosed(3_000);
+        if (holds) {
+          expect(lstatSync(socket).isSymbolicLink() || lstatSync(socket).isFile()).toBe(true);
+          expect(holds()).toBe(expected!);
+        } else expect(existsSync(home.path("daemon"))).toBe(false);
+        expect(parseLastJsonLine(await server.stdout)).toMatchObject({ status: "stopped", pid: server.proc.pid });
+        rmSync(`${socket}.moved`, { force: true });
+      },
+      TEST_TIMEOUT_MS,
+    );
+  }
 
   test(
     "a leftover socket file nobody listens on is removed and the server starts",

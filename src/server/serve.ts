@@ -64,10 +64,14 @@ async function claimSocketPath(socketPath: string): Promise<void> {
   rmSync(socketPath, { force: true });
 }
 
-/** What the socket path holds now: the socket we bound (by inode), nothing, or something else. */
+/**
+ * What the socket path holds now: the socket we bound (by inode), nothing, or something else.
+ * lstat, not stat: a symlink there is someone's file, never ours, even when it points at our socket;
+ * followed, a dangling link or a loop read as "nothing" and a link to our socket as "ours", and stop() unlinked it.
+ */
 function socketPathHolds(socketPath: string, inode: number): "ours" | "nothing" | "other" {
   try {
-    const entry = statSync(socketPath, { throwIfNoEntry: false });
+    const entry = lstatSync(socketPath, { throwIfNoEntry: false });
     if (!entry) return "nothing";
     return entry.ino === inode ? "ours" : "other";
   } catch {
