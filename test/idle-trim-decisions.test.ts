@@ -38,6 +38,17 @@ const cases: Case[] = [
   { name: "the executable's writable data (rw-p): private copies", text: entry(exe("0684a000-0685f000", "rw-p", "06641000"), 84, 48, "rd wr mr mw me ac"), trimmed: false },
   { name: "rw-p of the executable even with Anonymous 0 (a thread may write it any moment)", text: entry(exe("06867000-06cb5000", "rw-p", "0665e000"), 2128, 0, "rd wr mr mw me ac"), trimmed: false },
   { name: "relocated read-only data (r--p after RELRO, Anonymous 12): would lose relocations", text: entry(exe("0685f000-06867000", "r--p", "06656000"), 32, 12, "rd mr mw me ac"), trimmed: false },
+  {
+    // MADV_DONTNEED frees the swap entry too: the next touch maps the file's unrelocated bytes.
+    name: "relocated read-only data whose private pages were swapped out (Anonymous 0, Swap 8): still private copies",
+    text: entry(exe("0685f000-06867000", "r--p", "06656000"), 20, 0, "rd mr mw me ac").replace(/^Swap: .*$/m, "Swap:                  8 kB"),
+    trimmed: false,
+  },
+  {
+    name: "a mapping whose smaps has no Swap line is not known clean",
+    text: entry(exe("00200000-01a39000", "r--p", "00000000"), 4876, 0, "rd mr mw me").replace(/^Swap: .*\n/m, ""),
+    trimmed: false,
+  },
   { name: "a mapping whose smaps has no Anonymous line is not known clean", text: entry(exe("00200000-01a39000", "r--p", "00000000"), 4876, undefined, "rd mr mw me"), trimmed: false },
   { name: "nothing resident: nothing to do", text: entry(exe("00200000-01a39000", "r--p", "00000000"), 0, 0, "rd mr mw me"), trimmed: false },
   {

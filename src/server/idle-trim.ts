@@ -22,10 +22,12 @@
  *   files, and the vdso is not a file;
  * - only mappings without write permission: a writable private mapping's
  *   pages are (or may become, on another thread, at any moment) private copies;
- * - only mappings whose smaps says "Anonymous: 0 kB": a page the loader
- *   relocated (.data.rel.ro, made read-only again after start) is a private
- *   copy, and DONTNEED would replace it with the file's unrelocated bytes: a
- *   crash later;
+ * - only mappings whose smaps says "Anonymous: 0 kB" and "Swap: 0 kB": a
+ *   page the loader relocated (.data.rel.ro, made read-only again after
+ *   start) is a private copy, and DONTNEED would replace it with the file's
+ *   unrelocated bytes: a crash later. Swapped out, that copy leaves
+ *   Anonymous and shows in Swap, and DONTNEED frees its swap entry just the
+ *   same;
  * - never an anonymous mapping (heap, JIT code): DONTNEED would zero it.
  *
  * When (`idleTrimStep`): QUIET_MS after the last client event (connection,
@@ -43,10 +45,10 @@ const HEADER = /^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) [0-9a-f]+ ([0-9a-f]+
 /** The mappings of `exe` in smaps text that can be trimmed safely (see the module comment for each rule). */
 export function trimmableRanges(smaps: string, exe: ExecutableIdentity): Range[] {
   const ranges: Range[] = [];
-  let current: { range: Range; eligible: boolean; anonymousKb?: number } | undefined;
+  let current: { range: Range; eligible: boolean; anonymousKb?: number; swapKb?: number } | undefined;
   const finish = () => {
-    // A mapping whose smaps has no Anonymous line is not known to be clean: left alone.
-    if (current?.eligible && current.anonymousKb === 0 && current.range.rssKb > 0) ranges.push(current.range);
+    // A mapping whose smaps has no Anonymous or Swap line is not known to be clean: left alone.
+    if (current?.eligible && current.anonymousKb === 0 && current.swapKb === 0 && current.range.rssKb > 0) ranges.push(current.range);
   };
   for (const line of smaps.split("\n")) {
     const header = HEADER.exec(line);
@@ -59,9 +61,10 @@ export function trimmableRanges(smaps: string, exe: ExecutableIdentity): Range[]
       continue;
     }
     if (!current) continue;
-    const field = /^(Rss|Anonymous):\s+(\d+) kB$/.exec(line);
+    const field = /^(Rss|Anonymous|Swap):\s+(\d+) kB$/.exec(line);
     if (field?.[1] === "Rss") current.range.rssKb = Number(field[2]);
     else if (field?.[1] === "Anonymous") current.anonymousKb = Number(field[2]);
+    else if (field?.[1] === "Swap") current.swapKb = Number(field[2]);
   }
   finish();
   return ranges;
