@@ -198,6 +198,19 @@ describe("process/*", () => {
     await call(ws, "process/signal", { processId: long.processId, signal: "SIGKILL" });
   }, TEST_TIMEOUT_MS);
 
+  test("a retainExitedMs past setTimeout's limit (~24.8 days) keeps exited processes, not 1 ms", async () => {
+    const s = await server({ processes: { retainExitedMs: 30 * 86_400_000 } });
+    const { ws, out } = await client(s);
+    const { process: quick } = await call(ws, "process/spawn", { argv: ["true"] });
+    await out.waitExited(quick.processId);
+    // Time passes after its exit: another process lives 300 ms and is seen exiting.
+    const { process: later } = await call(ws, "process/spawn", { argv: ["sleep", "0.3"] });
+    await out.waitExited(later.processId);
+    const ids = (await call(ws, "process/list")).processes.map((p: { processId: string }) => p.processId);
+    expect(ids).toEqual(expect.arrayContaining([quick.processId, later.processId]));
+    expect((await call(ws, "process/attach", { processId: quick.processId })).process.state).toBe("exited");
+  }, TEST_TIMEOUT_MS);
+
   test("garbage, a half-sent frame and an abrupt disconnect affect neither the process nor another client", async () => {
     const s = await server();
     const a = await client(s);

@@ -36,6 +36,7 @@
  * a trim, and at most re-armed once per quiet period while clients are busy.
  */
 import { readFileSync, readlinkSync, statSync } from "node:fs";
+import { MAX_TIMER_MS } from "../timers.ts";
 
 export type ExecutableIdentity = { major: number; minor: number; inode: bigint; path: string };
 export type Range = { start: bigint; end: bigint; rssKb: number };
@@ -113,12 +114,8 @@ export function idleTrimStep(state: IdleTrimState): { action: "trim" } | { actio
   return quietFor >= state.quietMs ? { action: "trim" } : { action: "wait", ms: state.quietMs - quietFor };
 }
 
-/**
- * setTimeout's longest delay (a 32-bit signed ms count, ~24.8 days). Bun, like Node, turns a longer one
- * into 1 ms: the timer would fire at once, find the quiet period not over and re-arm, every millisecond.
- * A longer quiet period is waited for in steps of this (idleTrimStep gives the rest at each firing).
- */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
+// A longer quiet period is waited for in steps of MAX_TIMER_MS (idleTrimStep gives the rest at each firing).
+export { MAX_TIMER_MS };
 
 export type IdleTrimmer = {
   /** A client event: postpones the trim to QUIET_MS from now (cheap: one clock read, a timer armed only if none is). */

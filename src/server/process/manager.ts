@@ -3,6 +3,7 @@
  * each in its own process group), look up by id or name, forget exited ones
  * after `retainExitedMs`, and end them all when the server stops.
  */
+import { longTimeout } from "../../timers.ts";
 import { homedir, userInfo } from "node:os";
 import { errnoCode } from "../../errors.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_PARAMS } from "../api/types.ts";
@@ -40,7 +41,7 @@ function defaultShell(): string | undefined {
 
 export class ProcessManager {
   private readonly processes = new Map<string, ManagedProcess>();
-  private readonly forgetTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private readonly forgetTimers = new Map<string, { cancel(): void }>();
   private nextNumber = 1;
   private stopping = false;
 
@@ -135,9 +136,8 @@ export class ProcessManager {
     const signal = managed.proc.signalCode;
     managed.markExited(managed.proc.exitCode, typeof signal === "number" ? String(signal) : signal);
     if (!this.stopping) this.recordRunning();
-    const timer = setTimeout(() => this.forget(managed.processId), this.limits.retainExitedMs);
-    timer.unref?.();
-    this.forgetTimers.set(managed.processId, timer);
+    // A retention past setTimeout's limit (~24.8 days) would otherwise forget it after 1 ms (see timers.ts).
+    this.forgetTimers.set(managed.processId, longTimeout(() => this.forget(managed.processId), this.limits.retainExitedMs));
     this.forgetOldestExited();
   }
 
@@ -155,7 +155,7 @@ export class ProcessManager {
   }
 
   private forget(processId: string): void {
-    clearTimeout(this.forgetTimers.get(processId));
+    this.forgetTimers.get(processId)?.cancel();
     this.forgetTimers.delete(processId);
     this.processes.get(processId)?.release();
     this.processes.delete(processId);
@@ -167,7 +167,7 @@ export class ProcessManager {
     const running = this.running();
     await endProcessTrees(running, graceMs, this.all().flatMap((p) => p.leftovers));
     this.recordRunning();
-    for (const timer of this.forgetTimers.values()) clearTimeout(timer);
+    for (const timer of this.forgetTimers.values()) timer.cancel();
     return { processesEnded: running.length };
   }
 }
