@@ -28,6 +28,23 @@ function libcCandidates(): string[] {
   return ["libc.so.6", `libc.musl-${arch}.so.1`, `/lib/ld-musl-${arch}.so.1`, "libc.so"];
 }
 
+type LibcSymbols = Record<string, (...args: unknown[]) => unknown>;
+
+/**
+ * The C library's `symbols` under the first of libcCandidates() that loads, or undefined; `failures`
+ * collects why each name did not. Each block below keeps its own handle (and loads only when first used).
+ */
+function dlopenLibc(symbols: Parameters<typeof dlopen>[1], failures: string[] = []): LibcSymbols | undefined {
+  for (const name of libcCandidates()) {
+    try {
+      return dlopen(name, symbols).symbols as unknown as LibcSymbols;
+    } catch (error) {
+      failures.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  return undefined;
+}
+
 const libcSymbols = {
   flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
   execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
@@ -56,35 +73,31 @@ function openLibc(): Libc {
   if (libc) return libc;
   const errnoSymbol = process.platform === "darwin" ? "__error" : "__errno_location";
   const failures: string[] = [];
-  for (const name of libcCandidates()) {
-    try {
-      const lib = dlopen(name, {
-        ...libcSymbols,
-        [errnoSymbol]: { args: [], returns: FFIType.ptr },
-        ...(process.platform === "darwin"
-          ? { proc_pidinfo: { args: [FFIType.i32, FFIType.i32, FFIType.u64, FFIType.ptr, FFIType.i32], returns: FFIType.i32 } }
-          : {}),
-      });
-      const symbols = lib.symbols as Record<string, (...args: unknown[]) => unknown>;
-      libc = {
-        flock: (fd, op) => symbols.flock!(fd, op) as number,
-        execve: (path, argv, envp) => symbols.execve!(path, argv, envp) as number,
-        sigprocmask: (how, set, old) => symbols.sigprocmask!(how, set, old) as number,
-        socket: (domain, type, protocol) => symbols.socket!(domain, type, protocol) as number,
-        connect: (fd, address, length) => symbols.connect!(fd, address, length) as number,
-        getsockopt: (fd, level, name, value, length) => symbols.getsockopt!(fd, level, name, value, length) as number,
-        close: (fd) => symbols.close!(fd) as number,
-        errno: () => read.i32(symbols[errnoSymbol]!() as Pointer, 0),
-        procPidInfo: symbols.proc_pidinfo
-          ? (pid, buffer) => symbols.proc_pidinfo!(pid, PROC_PIDTBSDINFO, 0, buffer, buffer.byteLength) as number
-          : undefined,
-      };
-      return libc;
-    } catch (error) {
-      failures.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
-    }
-  }
-  throw new Error(`cannot load the C library for flock (${failures.join("; ")})`);
+  const symbols = dlopenLibc(
+    {
+      ...libcSymbols,
+      [errnoSymbol]: { args: [], returns: FFIType.ptr },
+      ...(process.platform === "darwin"
+        ? { proc_pidinfo: { args: [FFIType.i32, FFIType.i32, FFIType.u64, FFIType.ptr, FFIType.i32], returns: FFIType.i32 } }
+        : {}),
+    },
+    failures,
+  );
+  if (!symbols) throw new Error(`cannot load the C library for flock (${failures.join("; ")})`);
+  libc = {
+    flock: (fd, op) => symbols.flock!(fd, op) as number,
+    execve: (path, argv, envp) => symbols.execve!(path, argv, envp) as number,
+    sigprocmask: (how, set, old) => symbols.sigprocmask!(how, set, old) as number,
+    socket: (domain, type, protocol) => symbols.socket!(domain, type, protocol) as number,
+    connect: (fd, address, length) => symbols.connect!(fd, address, length) as number,
+    getsockopt: (fd, level, name, value, length) => symbols.getsockopt!(fd, level, name, value, length) as number,
+    close: (fd) => symbols.close!(fd) as number,
+    errno: () => read.i32(symbols[errnoSymbol]!() as Pointer, 0),
+    procPidInfo: symbols.proc_pidinfo
+      ? (pid, buffer) => symbols.proc_pidinfo!(pid, PROC_PIDTBSDINFO, 0, buffer, buffer.byteLength) as number
+      : undefined,
+  };
+  return libc;
 }
 
 export type TryLockResult = "acquired" | "busy";
@@ -247,28 +260,21 @@ let waitLibc: WaitLibc | null | undefined;
 function openWaitLibc(): WaitLibc | undefined {
   if (waitLibc !== undefined) return waitLibc ?? undefined;
   const errnoSymbol = process.platform === "darwin" ? "__error" : "__errno_location";
-  for (const name of libcCandidates()) {
-    try {
-      const lib = dlopen(name, {
-        isatty: { args: [FFIType.i32], returns: FFIType.i32 },
-        poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
-        [errnoSymbol]: { args: [], returns: FFIType.ptr },
-        ...(process.platform === "linux" ? { syscall: { args: [FFIType.i64, FFIType.i64, FFIType.i64], returns: FFIType.i64 } } : {}),
-      });
-      const symbols = lib.symbols as Record<string, (...args: unknown[]) => unknown>;
-      waitLibc = {
+  const symbols = dlopenLibc({
+    isatty: { args: [FFIType.i32], returns: FFIType.i32 },
+    poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+    [errnoSymbol]: { args: [], returns: FFIType.ptr },
+    ...(process.platform === "linux" ? { syscall: { args: [FFIType.i64, FFIType.i64, FFIType.i64], returns: FFIType.i64 } } : {}),
+  });
+  waitLibc = symbols
+    ? {
         isatty: (fd) => symbols.isatty!(fd) as number,
         poll: (fds, count, timeoutMs) => symbols.poll!(ptr(fds), count, timeoutMs) as number,
         pidfdOpen: symbols.syscall ? (pid) => Number(symbols.syscall!(SYS_PIDFD_OPEN, pid, 0)) : undefined,
         errno: () => read.i32(symbols[errnoSymbol]!() as Pointer, 0),
-      };
-      return waitLibc;
-    } catch {
-      // try the next name
-    }
-  }
-  waitLibc = null;
-  return undefined;
+      }
+    : null;
+  return waitLibc ?? undefined;
 }
 
 /**
@@ -331,28 +337,21 @@ function openSocketLibc(): SocketLibc | undefined {
   if (socketLibc !== undefined) return socketLibc ?? undefined;
   socketLibc = null;
   if (process.platform !== "linux") return undefined;
-  for (const name of libcCandidates()) {
-    try {
-      const address = { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } as const;
-      const lib = dlopen(name, {
-        getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-        setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-        getsockname: address,
-        getpeername: address,
-      });
-      const symbols = lib.symbols as Record<string, (...args: unknown[]) => unknown>;
-      socketLibc = {
-        getsockopt: (fd, level, option, value, length) => symbols.getsockopt!(fd, level, option, value, length) as number,
-        setsockopt: (fd, level, option, value, length) => symbols.setsockopt!(fd, level, option, value, length) as number,
-        getsockname: (fd, addr, length) => symbols.getsockname!(fd, addr, length) as number,
-        getpeername: (fd, addr, length) => symbols.getpeername!(fd, addr, length) as number,
-      };
-      return socketLibc;
-    } catch {
-      // try the next name
-    }
-  }
-  return undefined;
+  const address = { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } as const;
+  const symbols = dlopenLibc({
+    getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    getsockname: address,
+    getpeername: address,
+  });
+  if (!symbols) return undefined;
+  socketLibc = {
+    getsockopt: (fd, level, option, value, length) => symbols.getsockopt!(fd, level, option, value, length) as number,
+    setsockopt: (fd, level, option, value, length) => symbols.setsockopt!(fd, level, option, value, length) as number,
+    getsockname: (fd, addr, length) => symbols.getsockname!(fd, addr, length) as number,
+    getpeername: (fd, addr, length) => symbols.getpeername!(fd, addr, length) as number,
+  };
+  return socketLibc;
 }
 
 function intOption(c: SocketLibc, fd: number, option: number): number | undefined {
@@ -432,23 +431,16 @@ function openMemoryLibc(): MemoryLibc | undefined {
   if (memoryLibc !== undefined) return memoryLibc ?? undefined;
   memoryLibc = null;
   if (process.platform !== "linux") return undefined;
-  for (const name of libcCandidates()) {
-    try {
-      const lib = dlopen(name, {
-        madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
-        __errno_location: { args: [], returns: FFIType.ptr },
-      });
-      const symbols = lib.symbols as unknown as Record<string, (...args: unknown[]) => unknown>;
-      memoryLibc = {
-        madvise: (address, length, advice) => symbols.madvise!(address, length, advice) as number,
-        errno: () => read.i32(symbols.__errno_location!() as Pointer, 0),
-      };
-      return memoryLibc;
-    } catch {
-      // try the next name
-    }
-  }
-  return undefined;
+  const symbols = dlopenLibc({
+    madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+  if (!symbols) return undefined;
+  memoryLibc = {
+    madvise: (address, length, advice) => symbols.madvise!(address, length, advice) as number,
+    errno: () => read.i32(symbols.__errno_location!() as Pointer, 0),
+  };
+  return memoryLibc;
 }
 
 /**
