@@ -2,7 +2,7 @@
  * Raw writes to the standard descriptors that survive a client going away.
  * Kept free of imports so main.ts can use it before loading anything.
  */
-import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, writeSync } from "./platform/sys.ts";
 
 /** How long one output write may keep retrying a full non-blocking pipe before giving the output up. */
 const OUTPUT_WRITE_DEADLINE_MS = 5_000;

@@ -5,7 +5,7 @@
  * that never answered is stopped; one that already ran is never stopped for
  * being slow.
  */
-import { closeSync, fstatSync, readSync } from "node:fs";
+import { closeSync, fstatSync, readSync } from "../platform/sys.ts";
 import { BerthError } from "../errors.ts";
 import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { processState } from "../platform/process.ts";

@@ -3,7 +3,7 @@
  * whether this platform is supported, whether the state folders are safe,
  * and which managed binary it would launch.
  */
-import { existsSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readlinkSync, realpathSync, statSync } from "../platform/sys.ts";
 import { basename } from "node:path";
 import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
 import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";

@@ -10,7 +10,7 @@
  * `captureStdio`, which stamps and rotates; the inherited descriptors are then
  * only used by the runtime itself (a fatal error, `console.*`), unstamped.
  */
-import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "../platform/sys.ts";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { routeOutput } from "../stdio.ts";
 import { settingsOf, type Context } from "./context.ts";

@@ -1,5 +1,5 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "./sys.ts";
 import { dirname, join, relative, sep } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 
