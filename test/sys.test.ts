@@ -163,6 +163,10 @@ describe("sys.ts answers as node:fs does", () => {
     nodeFs.writeFileSync(join(dir, "big"), big);
     expect(sys.readFileSync(join(dir, "big"), "utf8")).toBe(big);
     expect(sys.readFileSync(join(dir, "file"), "utf8")).toBe(nodeFs.readFileSync(join(dir, "file"), "utf8"));
+    const bytes = Uint8Array.from({ length: 256 * 40 }, (_, i) => i % 256);
+    nodeFs.writeFileSync(join(dir, "bytes"), bytes);
+    expect(sys.readFileSync(join(dir, "bytes"), "latin1")).toBe(nodeFs.readFileSync(join(dir, "bytes"), "latin1"));
+    expect(sys.latin1(new Uint8Array([0x41, 0x80, 0x9f, 0xe9, 0xff]))).toBe("A\u0080\u009fé\u00ff");
     const status = sys.readFileSync("/proc/self/status", "utf8");
     expect(status).toContain(`Pid:\t${process.pid}\n`);
     expect(outcome(() => sys.readFileSync(join(dir, "missing"), "utf8"))).toEqual(outcome(() => nodeFs.readFileSync(join(dir, "missing"), "utf8")));

@@ -480,6 +480,7 @@ export type FileCalls = {
   /** realpath(3) into `buffer` (PATH_MAX bytes); false on failure. */
   realpath(path: Uint8Array, buffer: Uint8Array): boolean;
   rename(from: Uint8Array, to: Uint8Array): number;
+  chmod(path: Uint8Array, mode: number): number;
   unlink(path: Uint8Array): number;
   mkdir(path: Uint8Array, mode: number): number;
   access(path: Uint8Array, mode: number): number;
@@ -506,6 +507,7 @@ export function fileCalls(): FileCalls | undefined {
     readlink: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i64_fast },
     realpath: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
     rename: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    chmod: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     unlink: { args: [FFIType.ptr], returns: FFIType.i32 },
     mkdir: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     access: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
@@ -528,6 +530,7 @@ export function fileCalls(): FileCalls | undefined {
     readlink: (path, buffer, length) => num(s.readlink!(path, buffer, length)),
     realpath: (path, buffer) => s.realpath!(path, buffer) !== null,
     rename: (from, to) => s.rename!(from, to) as number,
+    chmod: (path, mode) => s.chmod!(path, mode) as number,
     unlink: (path) => s.unlink!(path) as number,
     mkdir: (path, mode) => s.mkdir!(path, mode) as number,
     access: (path, mode) => s.access!(path, mode) as number,

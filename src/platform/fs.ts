@@ -1,6 +1,6 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "./sys.ts";
-import { dirname, join, relative, sep } from "node:path";
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, utf8Bytes, utf8Text } from "./sys.ts";
+import { dirname, join, relative, sep } from "./posix-path.ts";
 import { BerthError, errnoCode } from "../errors.ts";
 
 export const DIR_MODE = 0o700;
@@ -24,7 +24,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   let fd: number | undefined;
   try {
     fd = openSync(temp, "wx", mode);
-    const bytes = typeof data === "string" ? Buffer.from(data) : data;
+    const bytes = typeof data === "string" ? utf8Bytes(data) : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
     if (options.durable !== false) fsyncSync(fd);
@@ -206,14 +206,14 @@ export function readStateFile(path: string, maxBytes = STATE_FILE_MAX_BYTES): st
   try {
     const size = fstatSync(fd).size;
     if (size > maxBytes) throw unsafeStateFile(path, `is ${size} bytes, larger than a state file can be (${maxBytes})`);
-    const buffer = Buffer.alloc(size);
+    const buffer = new Uint8Array(size);
     let offset = 0;
     while (offset < size) {
       const read = readSync(fd, buffer, offset, size - offset, offset);
       if (read === 0) break;
       offset += read;
     }
-    return buffer.subarray(0, offset).toString("utf8");
+    return utf8Text(buffer.subarray(0, offset));
   } finally {
     closeSync(fd);
   }

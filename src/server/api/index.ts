@@ -10,7 +10,7 @@
  * are still checked by the family's own table, once it is loaded.
  */
 import { existsSync } from "../../platform/sys.ts";
-import { join } from "node:path";
+import { join } from "../../platform/posix-path.ts";
 import type { ApiFamily, Method, MethodTable } from "./types.ts";
 
 /**
