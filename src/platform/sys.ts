@@ -136,7 +136,8 @@ export function utf8Text(bytes: Uint8Array): string {
 /** Pure: bytes as ISO-8859-1 text (node:fs's "latin1": one byte, one code point; TextDecoder's "latin1" is windows-1252). */
 export function latin1(bytes: Uint8Array): string {
   let text = "";
-  for (let i = 0; i < bytes.byteLength; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  // apply, not a spread: a typed array spread goes through the iterator, 20-50 µs for a short /proc file.
+  for (let i = 0; i < bytes.byteLength; i += 8192) text += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192) as unknown as number[]);
   return text;
 }
 
@@ -214,8 +215,7 @@ function makedev(major: number, minor: number): number {
 /** Pure: a struct statx (STATX_BYTES) as a FileStat. */
 export function statFromStatx(bytes: Uint8Array): FileStat {
   // Little-endian (every Linux berth targets): 32-bit words, 64-bit fields as high * 2^32 + low.
-  const w = new Uint32Array(bytes.buffer, bytes.byteOffset, STATX_BYTES / 4);
-  const i = new Int32Array(bytes.buffer, bytes.byteOffset, STATX_BYTES / 4);
+  const [w, i] = bytes === statxScratch && statxWords ? statxWords : [new Uint32Array(bytes.buffer, bytes.byteOffset, STATX_BYTES / 4), new Int32Array(bytes.buffer, bytes.byteOffset, STATX_BYTES / 4)];
   const u64 = (offset: number) => (w[offset / 4 + 1] as number) * 2 ** 32 + (w[offset / 4] as number);
   const timeMs = (offset: number) => ((i[offset / 4 + 1] as number) * 2 ** 32 + (w[offset / 4] as number)) * 1000 + (w[offset / 4 + 2] as number) / 1e6;
   return new FileStat(
@@ -236,9 +236,17 @@ export function statFromStatx(bytes: Uint8Array): FileStat {
   );
 }
 
+let statxScratch: Uint8Array | undefined;
+/** statxScratch seen as unsigned and signed 32-bit words (made once: views cost microseconds each in cold code). */
+let statxWords: [Uint32Array, Int32Array] | undefined;
+
 /** statx(2) as a FileStat, or the errno it failed with. */
 function statx(c: FileCalls, dirfd: number, path: string, flags: number): FileStat | number {
-  const buffer = new Uint8Array(STATX_BYTES);
+  if (!statxScratch) {
+    statxScratch = new Uint8Array(STATX_BYTES);
+    statxWords = [new Uint32Array(statxScratch.buffer), new Int32Array(statxScratch.buffer)];
+  }
+  const buffer = statxScratch;
   const encoded = cPath(path);
   for (;;) {
     if (c.statx(dirfd, encoded, flags, STATX_BASIC_STATS, buffer) === 0) return statFromStatx(buffer);
@@ -412,32 +420,47 @@ export function readdirSync(path: string): string[] {
   return names;
 }
 
-/** A whole file as text; /proc files (size 0 until read) included. */
+const READ_SCRATCH_BYTES = 16 * 1024;
+/** Reused by readFileSync (synchronous, never re-entered): the /proc scans read hundreds of small files. */
+let readScratch: Uint8Array | undefined;
+
+/**
+ * A whole file as text; /proc files (size 0 until read) included. Calls the C library directly, not
+ * through openSync/readSync: `status` reads every process's cmdline, and each wrapper layer costs
+ * microseconds in cold code.
+ */
 export function readFileSync(path: string, encoding: "utf8" | "latin1"): string {
   const c = libc();
   if (!c) return node().readFileSync(path, encoding);
-  const fd = openSync(path, "r");
+  const encoded = cPath(path);
+  let fd = c.open(encoded, LINUX_CONSTANTS.O_RDONLY | O_CLOEXEC, 0);
+  while (fd < 0) {
+    const errno = c.errno();
+    if (errno !== EINTR) throw sysError(errno, "open", path);
+    fd = c.open(encoded, LINUX_CONSTANTS.O_RDONLY | O_CLOEXEC, 0);
+  }
   try {
-    const chunks: Uint8Array[] = [];
+    readScratch ??= new Uint8Array(READ_SCRATCH_BYTES);
+    let bytes = readScratch;
     let total = 0;
     for (;;) {
-      const chunk = new Uint8Array(total < 65536 ? 4096 : 65536);
-      const count = readSync(fd, chunk, 0, chunk.byteLength);
+      if (total === bytes.byteLength) {
+        const bigger = new Uint8Array(bytes.byteLength * 2);
+        bigger.set(bytes);
+        bytes = bigger;
+      }
+      const count = c.read(fd, bytes.subarray(total), bytes.byteLength - total);
       if (count === 0) break;
-      chunks.push(chunk.subarray(0, count));
+      if (count < 0) {
+        const errno = c.errno();
+        if (errno !== EINTR) throw sysError(errno, "read", path);
+        continue;
+      }
       total += count;
     }
-    let bytes = chunks[0] ?? new Uint8Array(0);
-    if (chunks.length > 1) {
-      bytes = new Uint8Array(total);
-      let offset = 0;
-      for (const chunk of chunks) {
-        bytes.set(chunk, offset);
-        offset += chunk.byteLength;
-      }
-    }
-    return encoding === "latin1" ? latin1(bytes) : utf8.decode(bytes);
+    const view = bytes.subarray(0, total);
+    return encoding === "latin1" ? latin1(view) : utf8.decode(view);
   } finally {
-    closeSync(fd);
+    c.close(fd);
   }
 }
