@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as nodeFs from "node:fs";
 import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { constants as osConstants, tmpdir } from "node:os";
+import { ERRNO_NAMES } from "../src/platform/errno.ts";
 import { join } from "node:path";
 import * as sys from "../src/platform/sys.ts";
 
@@ -205,6 +206,36 @@ describe("sys.ts answers as node:fs does", () => {
     expect(outcome(() => sys.rmSync(join(dir, "folder")))).toEqual(outcome(() => nodeFs.rmSync(join(dir, "folder"))));
     sys.rmSync(join(dir, "a"), { recursive: true, force: true });
     expect(nodeFs.existsSync(join(dir, "a"))).toBe(false);
+  });
+
+  test("the errno table names each number as node:os does", () => {
+    const known = osConstants.errno as Record<string, number>;
+    let checked = 0;
+    for (const [number, [code]] of Object.entries(ERRNO_NAMES)) {
+      if (known[code] === undefined) continue;
+      expect({ code, number: Number(number) }).toEqual({ code, number: known[code] as number });
+      checked += 1;
+    }
+    expect(checked).toBeGreaterThan(70);
+    for (const code of ["ENOENT", "ESRCH", "EAGAIN", "ELOOP", "ENXIO", "EDQUOT", "ENOSPC", "EROFS", "ENOTEMPTY"]) {
+      expect(Object.values(ERRNO_NAMES).some(([name]) => name === code)).toBe(true);
+    }
+  });
+
+  test("reading /proc/<pid>/stat of a process that ended after the open is ESRCH, as node:fs says", async () => {
+    const codes: string[] = [];
+    for (const fs of [sys, nodeFs] as const) {
+      const child = Bun.spawn(["sleep", "30"], { stdio: ["ignore", "ignore", "ignore"] });
+      const fd = fs.openSync(`/proc/${child.pid}/stat`, "r");
+      try {
+        child.kill("SIGKILL");
+        await child.exited;
+        codes.push(String((outcome(() => fs.readSync(fd, new Uint8Array(512), 0, 512, null)) as { code?: string }).code));
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    expect(codes).toEqual(["ESRCH", "ESRCH"]);
   });
 
   test("statFromStatx decodes a real struct statx (device numbers as glibc's makedev)", () => {

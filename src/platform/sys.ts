@@ -10,6 +10,7 @@
  * test/sys.test.ts runs every function against node:fs on the same files and compares.
  */
 import type * as NodeFs from "node:fs";
+import { ERRNO_NAMES } from "./errno.ts";
 import { fileCalls, STATX_BYTES, type FileCalls } from "./ffi.ts";
 
 let nodeFs: typeof NodeFs | undefined;
@@ -74,43 +75,12 @@ const LINUX_CONSTANTS: OpenConstants = {
 /** The open(2) flags by name (node:fs's `constants` where node:fs does the work). */
 export const constants: OpenConstants = libc() ? LINUX_CONSTANTS : node().constants;
 
-/** Linux errno numbers (one table for x86-64 and arm64) with libuv's wording, as node:fs reports them. */
-const ERRORS: Record<number, [string, string]> = {
-  1: ["EPERM", "operation not permitted"],
-  2: ["ENOENT", "no such file or directory"],
-  4: ["EINTR", "interrupted system call"],
-  5: ["EIO", "i/o error"],
-  6: ["ENXIO", "no such device or address"],
-  9: ["EBADF", "bad file descriptor"],
-  11: ["EAGAIN", "resource temporarily unavailable"],
-  12: ["ENOMEM", "not enough memory"],
-  13: ["EACCES", "permission denied"],
-  16: ["EBUSY", "resource busy or locked"],
-  17: ["EEXIST", "file already exists"],
-  18: ["EXDEV", "cross-device link not permitted"],
-  20: ["ENOTDIR", "not a directory"],
-  21: ["EISDIR", "illegal operation on a directory"],
-  22: ["EINVAL", "invalid argument"],
-  23: ["ENFILE", "file table overflow"],
-  24: ["EMFILE", "too many open files"],
-  26: ["ETXTBSY", "text file is busy"],
-  27: ["EFBIG", "file too large"],
-  28: ["ENOSPC", "no space left on device"],
-  29: ["ESPIPE", "invalid seek"],
-  30: ["EROFS", "read-only file system"],
-  31: ["EMLINK", "too many links"],
-  32: ["EPIPE", "broken pipe"],
-  36: ["ENAMETOOLONG", "name too long"],
-  39: ["ENOTEMPTY", "directory not empty"],
-  40: ["ELOOP", "too many symbolic links encountered"],
-  122: ["EDQUOT", "disk quota exceeded"],
-};
 
 export type SysError = Error & { code: string; errno: number; syscall: string; path?: string; dest?: string };
 
 /** Pure: node:fs's error for errno `errno` of `syscall` on `path` (e.g. "ENOENT: no such file or directory, open '/x'"). */
 export function sysError(errno: number, syscall: string, path?: string, dest?: string): SysError {
-  const [code, text] = ERRORS[errno] ?? [`E${errno}`, `unknown error ${errno}`];
+  const [code, text] = ERRNO_NAMES[errno] ?? [`E${errno}`, `unknown error ${errno}`];
   const where = path === undefined ? "" : dest === undefined ? ` '${path}'` : ` '${path}' -> '${dest}'`;
   const error = new Error(`${code}: ${text}, ${syscall}${where}`) as SysError;
   error.code = code;
