@@ -7,9 +7,9 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { firstLine, keeperShellArgv, keeperStepMaxMs, KEEPER_SCRIPT, updateVerdictLine, verdictLine, watchedLine } from "../src/update/keeper-sh.ts";
+import { firstLine, keeperShellArgv, keeperShellEnv, keeperStepMaxMs, KEEPER_SCRIPT, KEEPER_SCRIPT_ENV, updateVerdictLine, verdictLine, watchedLine } from "../src/update/keeper-sh.ts";
 import { wakeAtCs } from "../src/update/loop.ts";
-import { processIdentity } from "../src/platform/process.ts";
+import { processArgv, processEnvValue, processIdentity } from "../src/platform/process.ts";
 import { probeInitialize } from "../src/server/client.ts";
 import { BUN, eventually, homesPerTest, installRelease, isAlive, loopBinaryOf, MAIN, pgrpOf, processesOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
 
@@ -220,6 +220,25 @@ describe("the sh keeper", () => {
     expect(existsSync(marker)).toBe(false);
   }, SLOW_TEST_MS);
 
+  test("ps shows the loop as `sh -c eval … update-loop <binary> <version> …`, and nothing it starts inherits the script", async () => {
+    const home = newHome();
+    const { server, keeper } = await bootstrapped(home);
+    const argv = processArgv(keeper) ?? [];
+    expect(argv.slice(0, 4)).toEqual(["/bin/sh", "-c", `eval "\${${KEEPER_SCRIPT_ENV}:?}"`, "update-loop"]);
+    expect(argv.join(" ")).not.toContain("set -u");
+    expect(argv.join(" ").length).toBeLessThan(1_000);
+    // The server a keeper step restarts has the loop's environment minus the script.
+    process.kill(server, "SIGKILL");
+    let next: number | undefined;
+    expect(await eventually(async () => {
+      next = await answeringPid(home);
+      return next !== undefined && next !== server;
+    }, ANSWER_WAIT_MS, 10)).toBe(true);
+    expect(processEnvValue(next!, "BERTH_HOME")).toBe(home.home);
+    expect(processEnvValue(next!, KEEPER_SCRIPT_ENV)).toBeUndefined();
+    expect(isAlive(keeper)).toBe(true);
+  }, SLOW_TEST_MS);
+
   test.skipIf(!has("strace"))("idle, the loop forks nothing but sleep", async () => {
     const home = newHome();
     const { keeper } = await bootstrapped(home);
@@ -249,7 +268,7 @@ describe("the sh keeper", () => {
     await before?.();
     const own = realpathSync(home.path("packages/standalone/current/berth"));
     const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
-    const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    const loop = Bun.spawn({ cmd: [...shell, ...rest], env: keeperShellEnv(home.env), stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
     try {
       const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
       // Its own first step (the token names its pid) has answered.
