@@ -4,9 +4,10 @@
  * still write its state, and never open, follow or remove what was left.
  */
 import { afterEach, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { LEFTOVER_TEMP_AGE_MS, leftoverTemps } from "../src/daemon/doctor.ts";
 import { tempPathFor, writeFileAtomic } from "../src/platform/fs.ts";
 import { machineId } from "../src/update/machine-id.ts";
 import { BUN, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
@@ -88,6 +89,49 @@ test(
     expect(JSON.parse(readFileSync(wanted, "utf8"))).toMatchObject({ appServer: "stopped", down: true });
     untouched();
     expect(existsSync(join(daemonDir, "victim"))).toBe(true);
+  },
+  SLOW_TEST_MS,
+);
+
+test("leftoverTemps: temp names of killed writers, once older than any write takes", () => {
+  const now = 1_000_000_000;
+  const old = now - LEFTOVER_TEMP_AGE_MS;
+  const table: Array<[string, number, boolean]> = [
+    ["wanted.json.tmp-1-1", old, true],
+    ["settings.json.tmp-4242-17-0a1b2c3d4e5f", old - 1, true],
+    ["keeper.json.tmp-7-3", now - 1_000, false],
+    ["wanted.json", old, false],
+    ["notes.tmp-backup", old, false],
+    ["wanted.json.tmp-1-1.bak", old, false],
+  ];
+  expect(leftoverTemps(table.map(([name, mtimeMs]) => ({ name, mtimeMs })), now)).toEqual(table.filter(([, , left]) => left).map(([name]) => name).sort());
+});
+
+test(
+  "doctor names the old leftovers with an rm that removes them, and not a write in flight",
+  async () => {
+    const home = makeHome();
+    homes.push(home);
+    const env = { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" };
+    const daemonDir = home.path("daemon");
+    mkdirSync(daemonDir, { mode: 0o700 });
+    const old = [join(daemonDir, "wanted.json.tmp-1-1"), join(daemonDir, "keeper.json.tmp-1-2-00ff00ff00ff")];
+    const fresh = join(daemonDir, "settings.json.tmp-1-3");
+    const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
+    for (const path of old) {
+      writeFileSync(path, "half");
+      utimesSync(path, past, past);
+    }
+    writeFileSync(fresh, "in flight");
+    const leftovers = async () => ((await home.run(["doctor"], { env })).json.findings as Array<{ check: string; ok: boolean; message: string; fix?: string }>).find((f) => f.check === "leftovers");
+    const found = await leftovers();
+    expect(found).toMatchObject({ ok: false });
+    for (const path of old) expect(found!.message).toContain(path.split("/").pop()!);
+    expect(found!.message).not.toContain("settings.json.tmp");
+    expect(Bun.spawnSync(["sh", "-c", found!.fix!]).exitCode).toBe(0);
+    for (const path of old) expect(existsSync(path)).toBe(false);
+    expect(existsSync(fresh)).toBe(true);
+    expect(await leftovers()).toMatchObject({ ok: true });
   },
   SLOW_TEST_MS,
 );

@@ -9,6 +9,9 @@ export const FILE_MODE = 0o600;
 /** Names tried for one temp file; past the first, each carries random bytes, so taking them all is luck no one has. */
 export const TEMP_NAME_ATTEMPTS = 4;
 
+/** How tempPathFor's names end: what a writer killed between creating and renaming leaves behind. */
+export const TEMP_NAME_PATTERN = /\.tmp-\d+-\d+(?:-[0-9a-f]+)?$/;
+
 let tempCounter = 0;
 /** A sibling temp name of `path`: pid and counter, plus random bytes on a retry (`attempt` > 0). */
 export function tempPathFor(path: string, attempt = 0): string {
