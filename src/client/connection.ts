@@ -136,7 +136,8 @@ export class Connection {
         for await (const chunk of this.child.stdout) {
           for (const line of splitter.push(chunk)) {
             if (!ready) ready = onPreamble(line);
-            else this.receive(line);
+            // An answered call's caller acts on it (forward: learns its tunnelId) before the notifications read behind it.
+            else if (this.receive(line)) await new Promise<void>((resolve) => setImmediate(resolve));
           }
           // A slow consumer (a terminal) holds reading: ssh, `connect` and the server's ring absorb the rest.
           while (this.held.length > 0) await this.held.shift();
@@ -147,25 +148,27 @@ export class Connection {
     })();
   }
 
-  private receive(line: string): void {
-    if (!line.trim()) return;
+  /** Handles one line; true when it settled a call. */
+  private receive(line: string): boolean {
+    if (!line.trim()) return false;
     let message: { id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: { code: number; message: string; data?: unknown } };
     try {
       message = parseRpcText(line) as typeof message; // a tunnel/data's base64 is not run through the JSON parser
     } catch {
-      return;
+      return false;
     }
     if (typeof message.method === "string") {
       for (const listener of this.listeners.get(message.method) ?? []) listener(message.params);
       for (const listener of this.listeners.get("*") ?? []) listener({ method: message.method, params: message.params });
-      return;
+      return false;
     }
     const pending = typeof message.id === "number" ? this.pending.get(message.id) : undefined;
-    if (!pending) return;
+    if (!pending) return false;
     this.pending.delete(message.id as number);
     clearTimeout(pending.timer);
     if (message.error) pending.reject(new RpcError(message.error.code, message.error.message, message.error.data));
     else pending.resolve(message.result);
+    return true;
   }
 
   private send(message: object | string): void {
