@@ -4,16 +4,52 @@
  * so orderings a real sshd produces only sometimes happen every time.
  */
 import { afterEach, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { rssMiB } from "./helpers/attack.ts";
 import { BUN, eventually, MAIN } from "./helpers/berth.ts";
-import { freePort } from "./helpers/sshd.ts";
+import { descendantsOf, freePort } from "./helpers/sshd.ts";
 
 const SCRIPTED_HOST = join(import.meta.dir, "fixtures", "scripted-host.ts");
 const started: Array<ReturnType<typeof Bun.spawn>> = [];
+const dirs: string[] = [];
 
 afterEach(() => {
   for (const proc of started.splice(0)) if (proc.exitCode === null) proc.kill("SIGKILL");
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
+
+/** The scripted host (our "ssh") under a forward process. */
+function scriptedHostUnder(root: number): number | undefined {
+  return descendantsOf(root).find((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("scripted-host.ts");
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A forward whose host then becomes unreachable: its connection is dropped and every reconnect hangs until `up()`. */
+async function forwardInOutage() {
+  const dir = mkdtempSync(join(tmpdir(), "berth-forward-"));
+  dirs.push(dir);
+  const down = join(dir, "down");
+  const tally = join(dir, "tally");
+  const forward = await scriptedForward({ SCRIPTED_DOWN: down, SCRIPTED_TALLY: tally });
+  writeFileSync(down, "");
+  process.kill(scriptedHostUnder(forward.proc.pid) as number, "SIGKILL");
+  expect(await eventually(() => forward.out.stderr.includes("reconnecting"), 10_000)).toBe(true);
+  const written = () => {
+    try {
+      return Number(readFileSync(tally, "utf8"));
+    } catch {
+      return 0;
+    }
+  };
+  return { ...forward, up: () => rmSync(down), written };
+}
 
 /** `berth remote scripted forward PORT:127.0.0.1:1` with the scripted host; resolves once it listens. */
 async function scriptedForward(env: Record<string, string>) {
@@ -25,10 +61,12 @@ async function scriptedForward(env: Record<string, string>) {
     stderr: "pipe",
   });
   started.push(proc);
-  const out = { stdout: "" };
-  void (async () => {
-    for await (const chunk of proc.stdout) out.stdout += new TextDecoder().decode(chunk);
-  })();
+  const out = { stdout: "", stderr: "" };
+  for (const key of ["stdout", "stderr"] as const) {
+    void (async () => {
+      for await (const chunk of proc[key]) out[key] += new TextDecoder().decode(chunk);
+    })();
+  }
   expect(await eventually(() => out.stdout.includes("\n"), 30_000)).toBe(true);
   return { proc, localPort, out };
 }
@@ -55,4 +93,42 @@ test("a far side that speaks first: its first bytes and its close, read together
   }
   proc.kill("SIGINT");
   expect(await proc.exited).toBe(0);
+}, 60_000);
+
+test("SIGINT while local connections wait out an outage: forward ends them and exits at once with 0 and its one JSON line", async () => {
+  const { proc, localPort, out } = await forwardInOutage();
+  const clients = await Promise.all([1, 2, 3].map(() => localClient(localPort)));
+  clients[0]?.socket.write("waiting for a tunnel");
+  // A reconnect attempt is under way (its "ssh" hangs) when the signal comes.
+  expect(await eventually(() => scriptedHostUnder(proc.pid) !== undefined, 10_000)).toBe(true);
+  proc.kill("SIGINT");
+  let code: number | undefined;
+  void proc.exited.then((c) => (code = c));
+  expect(await eventually(() => code !== undefined, 5_000)).toBe(true);
+  expect(code).toBe(0);
+  expect(await eventually(() => clients.every((c) => c.seen.closed), 5_000)).toBe(true);
+  expect(out.stdout.trim().split("\n")).toHaveLength(1);
+  expect(out.stderr).not.toContain("refused");
+}, 60_000);
+
+test("many local clients sending during an outage: what the forward holds for them all is bounded, and all of it arrives after the reconnect", async () => {
+  const { proc, localPort, out, up, written } = await forwardInOutage();
+  const before = rssMiB(proc.pid);
+  const CLIENTS = 40;
+  const chunk = new Uint8Array(1200 * 1024).fill(0x61);
+  const clients = await Promise.all(Array.from({ length: CLIENTS }, () => localClient(localPort)));
+  for (const { socket } of clients) socket.write(chunk);
+  // Each is under LOCAL_PENDING_MAX_BYTES' pause only past 1 MiB: together they would be ~47 MiB held in the forward.
+  let peak = before;
+  expect(
+    await eventually(() => {
+      peak = Math.max(peak, rssMiB(proc.pid));
+      return peak - before > 30;
+    }, 3_000, 50),
+  ).toBe(false);
+  up();
+  // Reconnected: every tunnel opens and the forward reads the rest (the scripted host answers each write).
+  expect(await eventually(() => out.stderr.includes("reconnected"), 30_000)).toBe(true);
+  expect(await eventually(() => written() === CLIENTS * chunk.length, 30_000)).toBe(true);
+  expect(clients.every((c) => !c.seen.closed)).toBe(true);
 }, 60_000);

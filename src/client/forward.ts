@@ -21,6 +21,8 @@ import { reconnectDelayMs } from "./offsets.ts";
 const LOCAL_BACKLOG_MAX_BYTES = 8 * 1024 * 1024;
 /** Bytes a local client sends before its tunnel is open; past this its socket is paused until the tunnel opens. */
 const LOCAL_PENDING_MAX_BYTES = 1024 * 1024;
+/** The same for all local clients together (many connecting during an outage); past this each one that sends is paused. */
+const LOCAL_PENDING_TOTAL_MAX_BYTES = 8 * 1024 * 1024;
 /** How long a local connection waits for a lost connection to the host to come back before it is refused. */
 const RECONNECT_WAIT_MS = 30_000;
 
@@ -31,6 +33,14 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
   let conn: Connection = await connect(host);
   const byTunnel = new Map<string, Socket<Local>>();
   let stopping = false;
+  /** Bytes held for all local sockets whose tunnel is not open (LOCAL_PENDING_TOTAL_MAX_BYTES). */
+  let pendingTotal = 0;
+  /** A local socket's held bytes, handed over (tunnel open) or dropped (socket gone): out of the total. */
+  const takePending = (local: Local): Uint8Array[] => {
+    pendingTotal -= local.pendingBytes;
+    local.pendingBytes = 0;
+    return local.pending.splice(0);
+  };
   /** Resolved by the reconnect loop: what local connections made while it runs wait for. */
   let reconnected: { promise: Promise<void>; resolve(): void } | undefined;
 
@@ -89,6 +99,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
       const c = await liveConnection(deadline);
       if (!c || socket.data.closed) {
         if (c === undefined && !stopping) process.stderr.write(`berth: no connection to ${host} within ${RECONNECT_WAIT_MS / 1000} s; a local connection was closed\n`);
+        takePending(socket.data);
         return void socket.end();
       }
       try {
@@ -98,13 +109,13 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
         if (c.isClosed) continue;
         socket.data.tunnelId = tunnelId;
         byTunnel.set(tunnelId, socket);
-        for (const chunk of socket.data.pending.splice(0)) void write(tunnelId, chunk);
-        socket.data.pendingBytes = 0;
+        for (const chunk of takePending(socket.data)) void write(tunnelId, chunk);
         socket.resume();
         return;
       } catch (error) {
         if (error instanceof ConnectionClosed) continue;
         process.stderr.write(`berth: ${host} refused the tunnel to ${spec.remoteHost}:${spec.remotePort}: ${(error as Error).message}\n`);
+        takePending(socket.data);
         return void socket.end();
       }
     }
@@ -125,14 +136,16 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
           if (tunnelId !== undefined) return void write(tunnelId, chunk);
           socket.data.pending.push(new Uint8Array(chunk));
           socket.data.pendingBytes += chunk.byteLength;
-          // Bounded: a client that floods before its tunnel is open (or while the host is being reconnected) waits.
-          if (socket.data.pendingBytes > LOCAL_PENDING_MAX_BYTES) socket.pause();
+          pendingTotal += chunk.byteLength;
+          // Bounded, per client and in all: a client that floods before its tunnel is open (or while the host is being reconnected) waits.
+          if (socket.data.pendingBytes > LOCAL_PENDING_MAX_BYTES || pendingTotal > LOCAL_PENDING_TOTAL_MAX_BYTES) socket.pause();
         },
         drain(socket) {
           socket.data.backlog.drain(socket);
         },
         close(socket) {
           socket.data.closed = true;
+          takePending(socket.data); // nobody left to send it for
           const { tunnelId } = socket.data;
           if (tunnelId !== undefined && byTunnel.delete(tunnelId)) void send("tunnel/close", { tunnelId });
         },
