@@ -9,6 +9,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../src/client/connection.ts";
+import { rssMiB } from "./helpers/attack.ts";
 import { BUN, eventually, installRelease, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
 import { tcpSender } from "./helpers/tcp-sender.ts";
@@ -315,6 +316,65 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     } finally {
       if (sshdStopped) process.kill(host.sshdPid, "SIGCONT");
       await far.stop(true);
+    }
+  }, 120_000);
+
+  test("a local client sending to a far side that stops reading a while is held back, not buffered by the forward; every byte arrives", async () => {
+    const host = await newHost();
+    // More than the far side's queue for one tunnel (WRITE_QUEUE_MAX_BYTES, 8 MiB) and every socket buffer on the way.
+    const big = randomBytes(64 * 1024 * 1024);
+    const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+    const received: Buffer[] = [];
+    let receivedBytes = 0;
+    let farSocket: import("bun").Socket<undefined> | undefined;
+    const far = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(socket) {
+          farSocket = socket;
+          socket.pause(); // a slow reader: nothing is taken until the test says so
+        },
+        data(_socket, data) {
+          received.push(Buffer.from(data));
+          receivedBytes += data.length;
+        },
+      },
+    });
+    try {
+      const localPort = freePort();
+      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
+      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const before = rssMiB(forward.proc.pid);
+      let peak = before;
+      let sent = 0;
+      let ended = false;
+      const pump = (socket: import("bun").Socket<undefined>) => {
+        while (sent < big.length) {
+          const written = socket.write(big.subarray(sent, sent + 1024 * 1024));
+          if (written <= 0) return;
+          sent += written;
+        }
+        if (!ended) socket.end();
+        ended = true;
+      };
+      await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { open: pump, drain: pump, data() {} } });
+      expect(await eventually(() => farSocket !== undefined, 30_000)).toBe(true);
+      // The far side stays stopped until the client has sent everything or is held back. Before, the forward read it all
+      // at once, without waiting for any tunnel/write's answer: it held it in its memory (+200 MiB for 48 MiB sent).
+      await eventually(() => {
+        peak = Math.max(peak, rssMiB(forward.proc.pid));
+        return ended;
+      }, 5_000, 50);
+      expect(peak - before).toBeLessThan(32);
+      farSocket?.resume();
+      expect(await eventually(() => receivedBytes >= big.length, 60_000)).toBe(true);
+      expect(receivedBytes).toBe(big.length);
+      expect(sha(Buffer.concat(received))).toBe(sha(big));
+      forward.proc.kill("SIGINT");
+      expect(await forward.proc.exited).toBe(0);
+    } finally {
+      far.stop(true);
     }
   }, 120_000);
 

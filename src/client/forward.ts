@@ -13,7 +13,7 @@ import { BerthError } from "../errors.ts";
 import type { StreamingResult } from "../streaming.ts";
 import type { Forward } from "./args.ts";
 import { reusableBase64Decoder } from "../rpc-data.ts";
-import { connect, ConnectionClosed, type Connection } from "./connection.ts";
+import { connect, ConnectionClosed, RpcError, type Connection } from "./connection.ts";
 import { SocketQueue } from "./socket-queue.ts";
 import { reconnectDelayMs } from "./offsets.ts";
 
@@ -23,10 +23,16 @@ const LOCAL_BACKLOG_MAX_BYTES = 8 * 1024 * 1024;
 const LOCAL_PENDING_MAX_BYTES = 1024 * 1024;
 /** The same for all local clients together (many connecting during an outage); past this each one that sends is paused. */
 const LOCAL_PENDING_TOTAL_MAX_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes of one local client's tunnel/writes not yet answered; past this its socket is paused until answers
+ * come (the host answers a write once its queue for the tunnel is short), so a far side that reads slowly
+ * holds the client back instead of the forward's memory (and the host's queue, which refuses writes past 8 MiB).
+ */
+const LOCAL_UNANSWERED_MAX_BYTES = 2 * 1024 * 1024;
 /** How long a local connection waits for a lost connection to the host to come back before it is refused. */
 const RECONNECT_WAIT_MS = 30_000;
 
-type Local = { tunnelId?: string; pending: Uint8Array[]; pendingBytes: number; backlog: SocketQueue; closed: boolean };
+type Local = { tunnelId?: string; pending: Uint8Array[]; pendingBytes: number; unanswered: number; backlog: SocketQueue; closed: boolean };
 
 export async function forward(host: string, spec: Forward): Promise<StreamingResult> {
   const decode = reusableBase64Decoder();
@@ -91,7 +97,25 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
   wire(conn);
 
   const send = (method: string, params: object) => conn.call(method, params).catch(() => undefined);
-  const write = (tunnelId: string, bytes: Uint8Array) => conn.callData("tunnel/write", { tunnelId }, bytes).catch(() => undefined);
+  /** tunnel/write of what a local socket sent, flow-controlled by the answers (LOCAL_UNANSWERED_MAX_BYTES). */
+  const write = (socket: Socket<Local>, tunnelId: string, bytes: Uint8Array) => {
+    const local = socket.data;
+    const length = bytes.length;
+    local.unanswered += length;
+    if (local.unanswered > LOCAL_UNANSWERED_MAX_BYTES) socket.pause();
+    conn.callData("tunnel/write", { tunnelId }, bytes).then(
+      () => {
+        local.unanswered -= length;
+        if (!local.closed && local.unanswered <= LOCAL_UNANSWERED_MAX_BYTES) socket.resume();
+      },
+      (error) => {
+        local.unanswered -= length;
+        // Refused: those bytes never reach the far side, so what follows must not either. (A lost connection ends the socket anyway.)
+        if (error instanceof RpcError) socket.end();
+        else if (!local.closed && local.unanswered <= LOCAL_UNANSWERED_MAX_BYTES) socket.resume();
+      },
+    );
+  };
   /** tunnel/open for a new local socket, on the live connection; a connection lost meanwhile is waited for, then tried again. */
   const openTunnel = async (socket: Socket<Local>): Promise<void> => {
     const deadline = Date.now() + RECONNECT_WAIT_MS;
@@ -109,8 +133,8 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
         if (c.isClosed) continue;
         socket.data.tunnelId = tunnelId;
         byTunnel.set(tunnelId, socket);
-        for (const chunk of takePending(socket.data)) void write(tunnelId, chunk);
-        socket.resume();
+        for (const chunk of takePending(socket.data)) write(socket, tunnelId, chunk);
+        if (socket.data.unanswered <= LOCAL_UNANSWERED_MAX_BYTES) socket.resume();
         return;
       } catch (error) {
         if (error instanceof ConnectionClosed) continue;
@@ -128,12 +152,13 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
       port: spec.localPort,
       socket: {
         open(socket) {
-          socket.data = { pending: [], pendingBytes: 0, backlog: new SocketQueue(), closed: false };
+          socket.data = { pending: [], pendingBytes: 0, unanswered: 0, backlog: new SocketQueue(), closed: false };
+          if (pendingTotal > LOCAL_PENDING_TOTAL_MAX_BYTES) socket.pause(); // not one read more until its tunnel opens
           void openTunnel(socket);
         },
         data(socket, chunk) {
           const { tunnelId } = socket.data;
-          if (tunnelId !== undefined) return void write(tunnelId, chunk);
+          if (tunnelId !== undefined) return write(socket, tunnelId, chunk);
           socket.data.pending.push(new Uint8Array(chunk));
           socket.data.pendingBytes += chunk.byteLength;
           pendingTotal += chunk.byteLength;
