@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { appendLog, rotationPlan, stampLines } from "../src/daemon/log.ts";
+import { appendLog, LOG_KEEP_MAX, rotationPlan, stampLines } from "../src/daemon/log.ts";
 import { lastLines } from "../src/daemon/logs.ts";
 import { BUN, eventually, homesPerTest, installRelease, MAIN, readJson } from "./helpers/berth.ts";
 
@@ -27,6 +27,11 @@ describe("pure parts", () => {
     expect(rotationPlan("/l", 3)).toEqual([["/l.3", undefined], ["/l.2", "/l.3"], ["/l.1", "/l.2"], ["/l", "/l.1"]]);
     expect(rotationPlan("/l", 1)).toEqual([["/l.1", undefined], ["/l", "/l.1"]]);
     expect(rotationPlan("/l", 0)).toEqual([["/l", undefined]]);
+    // A huge logs.keep is still a whole number: the plan stops at LOG_KEEP_MAX (before: a billion steps, out of memory).
+    const huge = rotationPlan("/l", 1e9);
+    expect(huge).toHaveLength(LOG_KEEP_MAX + 1);
+    expect(huge[0]).toEqual([`/l.${LOG_KEEP_MAX}`, undefined]);
+    expect(huge.at(-1)).toEqual(["/l", "/l.1"]);
   });
 
   test("every line gets the time", () => {

@@ -18,6 +18,11 @@ import { settingsOf, type Context } from "./context.ts";
 export type LogLimits = { maxBytes: number; keep: number };
 
 export const LOG_DEFAULT_LIMITS: LogLimits = { maxBytes: 8 * 1024 * 1024, keep: 3 };
+/**
+ * The most old files a rotation keeps, whatever logs.keep says: each rotation renames every one of them,
+ * and logs.keep 1e9 (a whole number, so a valid setting) planned a billion renames and killed the daemon.
+ */
+export const LOG_KEEP_MAX = 1000;
 /** A running daemon re-reads logs.maxBytes/keep from settings at most this often. */
 const LIMITS_REFRESH_MS = 5_000;
 /** A partial line (no newline yet) is flushed once it grows past this. */
@@ -32,10 +37,11 @@ export function logLimitsOf(ctx: Context): LogLimits {
   }
 }
 
-/** Pure: the files of a rotation, oldest first, as [from, to] renames; `to` undefined means delete. */
-export function rotationPlan(path: string, keep: number): Array<[string, string | undefined]> {
+/** Pure: the files of a rotation, oldest first, as [from, to] renames; `to` undefined means delete; at most LOG_KEEP_MAX kept. */
+export function rotationPlan(path: string, wanted: number): Array<[string, string | undefined]> {
   const steps: Array<[string, string | undefined]> = [];
-  if (keep <= 0) return [[path, undefined]];
+  const keep = Math.min(wanted, LOG_KEEP_MAX);
+  if (!(keep > 0)) return [[path, undefined]];
   steps.push([`${path}.${keep}`, undefined]);
   for (let i = keep - 1; i >= 1; i -= 1) steps.push([`${path}.${i}`, `${path}.${i + 1}`]);
   steps.push([path, `${path}.1`]);
