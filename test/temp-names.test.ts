@@ -135,3 +135,61 @@ test(
   },
   SLOW_TEST_MS,
 );
+
+test(
+  "doctor's rm for leftovers with hostile names (quotes, newlines, $(…), backquotes, leading dashes) removes exactly them and runs nothing",
+  async () => {
+    const home = makeHome();
+    homes.push(home);
+    const daemonDir = home.path("daemon");
+    mkdirSync(daemonDir, { mode: 0o700 });
+    const cwd = tempDir();
+    const names = ["$(touch PWNED).tmp-1-1", "'; touch PWNED; '.tmp-1-2", "x\ntouch PWNED\n.tmp-1-3", "`touch PWNED`.tmp-1-4", "-rf .tmp-1-5", "a\\'b\".tmp-1-6"];
+    const keep = join(daemonDir, "settings.json");
+    writeFileSync(keep, "{}");
+    const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
+    for (const name of names) {
+      writeFileSync(join(daemonDir, name), "half");
+      utimesSync(join(daemonDir, name), past, past);
+    }
+    const { json } = await home.run(["doctor"], { env: { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" } });
+    const found = (json.findings as Array<{ check: string; ok: boolean; fix?: string }>).find((f) => f.check === "leftovers");
+    expect(found).toMatchObject({ ok: false });
+    expect(Bun.spawnSync(["sh", "-c", found!.fix!], { cwd }).exitCode).toBe(0);
+    for (const name of names) expect(existsSync(join(daemonDir, name))).toBe(false);
+    expect(existsSync(join(cwd, "PWNED"))).toBe(false);
+    expect(existsSync(keep)).toBe(true);
+  },
+  SLOW_TEST_MS,
+);
+
+test(
+  "doctor still names a leftover while a writer renames its temps in the same folder (a temp gone before its lstat is no failure)",
+  async () => {
+    const home = makeHome();
+    homes.push(home);
+    const daemonDir = home.path("daemon");
+    mkdirSync(daemonDir, { mode: 0o700 });
+    const old = join(daemonDir, "wanted.json.tmp-1-1");
+    writeFileSync(old, "half");
+    const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
+    utimesSync(old, past, past);
+    // A real writer, as fast as it goes: its temps appear in doctor's listing and are renamed before their lstat.
+    const fsModule = JSON.stringify(join(import.meta.dir, "..", "src", "platform", "fs.ts"));
+    const script = `const { writeFileAtomic } = await import(${fsModule}); for (;;) writeFileAtomic(${JSON.stringify(join(daemonDir, "keeper.json"))}, "x", 0o600, { durable: false });`;
+    const writer = Bun.spawn([BUN, "-e", script], { stdout: "ignore", stderr: "ignore" });
+    try {
+      // Before: about one run in four said "no state folder … yet" (the lstat's ENOENT), hiding the leftover.
+      for (let run = 0; run < 20; run += 1) {
+        const { json } = await home.run(["doctor"], { env: { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" } });
+        const found = (json.findings as Array<{ check: string; ok: boolean; message: string }>).find((f) => f.check === "leftovers");
+        expect(found).toMatchObject({ ok: false });
+        expect(found!.message).toContain("wanted.json.tmp-1-1");
+      }
+    } finally {
+      writer.kill("SIGKILL");
+      await writer.exited;
+    }
+  },
+  SLOW_TEST_MS,
+);

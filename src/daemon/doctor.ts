@@ -203,8 +203,13 @@ export function leftoverTemps(entries: Array<{ name: string; mtimeMs: number }>,
 function checkLeftovers(ctx: Context): Finding {
   const dir = ctx.layout.daemonDir;
   try {
-    const temps = readdirSync(dir).filter((name) => TEMP_NAME_PATTERN.test(name));
-    const left = leftoverTemps(temps.map((name) => ({ name, mtimeMs: lstatSync(join(dir, name)).mtimeMs })), Date.now());
+    // A temp gone between the listing and its lstat was a write in flight, renamed: not a leftover, not a failure.
+    const temps = readdirSync(dir).flatMap((name) => {
+      if (!TEMP_NAME_PATTERN.test(name)) return [];
+      const stat = lstatSync(join(dir, name), { throwIfNoEntry: false });
+      return stat ? [{ name, mtimeMs: stat.mtimeMs }] : [];
+    });
+    const left = leftoverTemps(temps, Date.now());
     if (left.length === 0) return ok("leftovers", `no temp files left by killed writers in ${dir}`);
     const paths = left.map((name) => join(dir, name));
     return problem("leftovers", `${left.length} temp file(s) left in ${dir} by writers killed mid-write (harmless, never reused): ${left.join(", ")}`, `rm -- ${paths.map(shQuote).join(" ")}`);
