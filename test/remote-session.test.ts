@@ -10,7 +10,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../src/client/connection.ts";
 import { rssMiB } from "./helpers/attack.ts";
-import { BUN, eventually, installRelease, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
+import { BUN, eventually, installRelease, isAlive, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
 import { tcpSender } from "./helpers/tcp-sender.ts";
 import { connectSshUnder, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
@@ -316,6 +316,31 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     } finally {
       if (sshdStopped) process.kill(host.sshdPid, "SIGCONT");
       await far.stop(true);
+    }
+  }, 120_000);
+
+  test("SIGINT while forward reconnects to a host that does not answer: it exits at once with 0 and leaves no ssh behind", async () => {
+    const host = await newHost();
+    let sshdStopped = false;
+    try {
+      const localPort = freePort();
+      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:9`]);
+      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      process.kill(host.sshdPid, "SIGSTOP");
+      sshdStopped = true;
+      const first = connectSshUnder(forward.proc.pid) as number;
+      process.kill(first, "SIGKILL");
+      // The reconnect's ssh, hanging at the frozen sshd's banner.
+      let ssh: number | undefined;
+      expect(await eventually(() => (ssh = connectSshUnder(forward.proc.pid)) !== undefined && ssh !== first, 30_000)).toBe(true);
+      forward.proc.kill("SIGINT");
+      expect(await forward.proc.exited).toBe(0);
+      // Before: that ssh outlived forward until its ConnectTimeout (10 s), and would have run `berth connect` had the host woken.
+      expect(await eventually(() => !isAlive(ssh as number), 5_000)).toBe(true);
+      await forward.done;
+      expect(forward.out.stdout.trim().split("\n")).toHaveLength(1);
+    } finally {
+      if (sshdStopped) process.kill(host.sshdPid, "SIGCONT");
     }
   }, 120_000);
 

@@ -46,6 +46,8 @@ export type ConnectOptions = {
   noStart?: boolean;
   clientName?: string;
   timeoutMs?: number;
+  /** Aborting kills the ssh at once (a client that stops while a connect is under way leaves none behind). */
+  signal?: AbortSignal;
 };
 
 
@@ -273,6 +275,10 @@ export async function connect(host: string, options: ConnectOptions = {}): Promi
     throw new BerthError("SSH_FAILED", `cannot run ${ssh}: ${(error as Error).message}. Install OpenSSH's client or set BERTH_SSH.`);
   }
   const conn = new Connection(host, child);
+  const abort = () => conn.kill();
+  if (options.signal?.aborted) abort();
+  options.signal?.addEventListener("abort", abort, { once: true });
+  void conn.closed.then(() => options.signal?.removeEventListener("abort", abort));
   let noise = "";
   const preamble = new Promise<Connected>((resolve, reject) => {
     conn.start((line) => {

@@ -39,6 +39,8 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
   let conn: Connection = await connect(host);
   const byTunnel = new Map<string, Socket<Local>>();
   let stopping = false;
+  /** Aborted on stop: kills the ssh of a reconnect under way (else it outlives forward until its ConnectTimeout). */
+  const stopped = new AbortController();
   /** Bytes held for all local sockets whose tunnel is not open (LOCAL_PENDING_TOTAL_MAX_BYTES). */
   let pendingTotal = 0;
   /** A local socket's held bytes, handed over (tunnel open) or dropped (socket gone): out of the total. */
@@ -81,8 +83,9 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
       process.stderr.write(`berth: connection to ${host} lost; reconnecting…\n`);
       for (let attempt = 0; !stopping; attempt += 1) {
         await Bun.sleep(reconnectDelayMs(attempt));
+        if (stopping) return;
         try {
-          conn = await connect(host);
+          conn = await connect(host, { signal: stopped.signal });
           wire(conn);
           process.stderr.write(`berth: reconnected to ${host}\n`);
           reconnected?.resolve();
@@ -188,6 +191,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
         for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => resolve());
       });
       stopping = true;
+      stopped.abort();
       reconnected?.resolve();
       listener.stop(true);
       await conn.close();
