@@ -118,8 +118,11 @@ export async function runBench(name: string, prefix: string, main: (bench: Bench
   process.exit(0);
 }
 
-/** Compiles berth into a fresh temporary folder and installs it there as the managed release. */
-export async function makeBenchHome(prefix: string): Promise<BenchHome> {
+/**
+ * Compiles berth (or copies `prebuilt`, a berth binary, fresh: a copy's pages are in the page cache as a
+ * new build's are) into a fresh temporary folder and installs it there as the managed release.
+ */
+export async function makeBenchHome(prefix: string, prebuilt?: string): Promise<BenchHome> {
   if (!CLI_TARGET) throw new Error("this machine is not a release target");
   const base = mkdtempSync(join(tmpdir(), prefix));
   const home = join(base, "home");
@@ -154,7 +157,9 @@ export async function makeBenchHome(prefix: string): Promise<BenchHome> {
     },
   };
   try {
-    await compile({ version: VERSION, outfile: binary });
+    if (prebuilt) copyFileSync(prebuilt, binary);
+    else await compile({ version: VERSION, outfile: binary });
+    chmodSync(binary, 0o755);
     const releaseDir = join(home, "packages", "standalone", "releases", `${VERSION}-${CLI_TARGET}`);
     mkdirSync(releaseDir, { recursive: true, mode: 0o700 });
     copyFileSync(binary, join(releaseDir, "berth"));

@@ -106,12 +106,21 @@ describe.skipIf(process.platform !== "linux")("the tree snapshot taken before SI
   test("finds children, a grandchild in its own session and a reparented group member, each with its identity; never a zombie", async () => {
     const f = await family();
     // The reparented sleep has left the leader's children, and the zombie is a zombie: wait until the kernel says so.
+    // What was seen last, so a failure says which half never settled.
+    let seen: unknown;
     const settled = await eventually(() => {
-      const table = listProcesses();
-      const reparented = table.find((entry) => entry.pid === f.reparented);
-      return reparented !== undefined && reparented.ppid !== f.leader && processEntryIdentity(f.zombie)?.zombie === true;
+      try {
+        const table = listProcesses();
+        const reparented = table.find((entry) => entry.pid === f.reparented);
+        const zombie = processEntryIdentity(f.zombie);
+        seen = { family: f, reparented, zombie };
+        return reparented !== undefined && reparented.ppid !== f.leader && zombie?.zombie === true;
+      } catch (error) {
+        seen = { family: f, error: String(error) };
+        return false;
+      }
     }, PIDS_REPORTED_WAIT_MS);
-    expect(settled).toBe(true);
+    expect({ settled, seen }).toMatchObject({ settled: true });
 
     const table = listProcesses();
     expect(table.map((entry) => entry.pid)).not.toContain(f.zombie);

@@ -76,6 +76,31 @@ function spawnPiped(host: SshHost, args: string[]) {
   return { proc, out, done };
 }
 
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+/** A loopback HTTP server standing for the far side: /big sends `big`, /hash answers the sha256 of the body, anything else greets its path. */
+function farServer(big: Uint8Array = new Uint8Array(0)) {
+  return Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: async (req) => {
+      const path = new URL(req.url).pathname;
+      if (path === "/big") return new Response(big);
+      if (path === "/hash") return new Response(sha256(new Uint8Array(await req.arrayBuffer())));
+      return new Response(`far side says hi to ${path}`);
+    },
+  });
+}
+
+/** `remote HOST forward LOCALPORT:127.0.0.1:farPort`, once its JSON line says it listens. */
+async function forwardTo(host: SshHost, farPort: number) {
+  const localPort = freePort();
+  const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${farPort}`]);
+  expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+  expect(JSON.parse(forward.out.stdout.split("\n")[0] as string)).toMatchObject({ status: "forwarding", local: `127.0.0.1:${localPort}` });
+  return { forward, localPort };
+}
+
 describe.skipIf(Boolean(reason))("remote shell through a pseudo-terminal", () => {
   test("type a command and see its output; a killed ssh resumes with every line once, in order; the detach key leaves it running; exit 7 → 7", async () => {
     const { host, client } = await shellAtPrompt();
@@ -218,28 +243,15 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     const host = await newHost();
     // Bulk both ways too: big tunnel/write and tunnel/data frames take the client's and the server's fast paths.
     const big = randomBytes(3 * 1024 * 1024);
-    const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
-    const far = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch: async (req) => {
-        const path = new URL(req.url).pathname;
-        if (path === "/big") return new Response(big);
-        if (path === "/hash") return new Response(sha(new Uint8Array(await req.arrayBuffer())));
-        return new Response(`far side says hi to ${path}`);
-      },
-    });
+    const far = farServer(big);
     try {
-      const localPort = freePort();
-      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
-      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
-      expect(JSON.parse(forward.out.stdout.split("\n")[0] as string)).toMatchObject({ status: "forwarding", local: `127.0.0.1:${localPort}` });
+      const { forward, localPort } = await forwardTo(host, far.port as number);
       for (const path of ["/one", "/two"]) {
         const response = await fetch(`http://127.0.0.1:${localPort}${path}`);
         expect(await response.text()).toBe(`far side says hi to ${path}`);
       }
-      expect(sha(new Uint8Array(await (await fetch(`http://127.0.0.1:${localPort}/big`)).arrayBuffer()))).toBe(sha(big));
-      expect(await (await fetch(`http://127.0.0.1:${localPort}/hash`, { method: "POST", body: big })).text()).toBe(sha(big));
+      expect(sha256(new Uint8Array(await (await fetch(`http://127.0.0.1:${localPort}/big`)).arrayBuffer()))).toBe(sha256(big));
+      expect(await (await fetch(`http://127.0.0.1:${localPort}/hash`, { method: "POST", body: big })).text()).toBe(sha256(big));
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
     } finally {
@@ -249,12 +261,10 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
 
   test("forward survives a dropped connection: open tunnels end, it reconnects, and new local connections are carried again", async () => {
     const host = await newHost();
-    const far = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => new Response(`far side says hi to ${new URL(req.url).pathname}`) });
+    const far = farServer();
     let liveClosed = false;
     try {
-      const localPort = freePort();
-      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
-      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const { forward, localPort } = await forwardTo(host, far.port as number);
       expect(await (await fetch(`http://127.0.0.1:${localPort}/before`)).text()).toBe("far side says hi to /before");
       // A tunnel that is open when the connection dies: half a request, waiting for the rest.
       const live = await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { data() {}, close: () => void (liveClosed = true) } });
@@ -280,20 +290,10 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
   test("a local connection made while the host is unreachable waits for the reconnect instead of being refused; what it sends meanwhile arrives whole", async () => {
     const host = await newHost();
     const big = randomBytes(3 * 1024 * 1024);
-    const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
-    const far = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch: async (req) => {
-        const path = new URL(req.url).pathname;
-        return new Response(path === "/hash" ? sha(new Uint8Array(await req.arrayBuffer())) : `far side says hi to ${path}`);
-      },
-    });
+    const far = farServer();
     let sshdStopped = false;
     try {
-      const localPort = freePort();
-      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
-      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const { forward, localPort } = await forwardTo(host, far.port as number);
       expect(await (await fetch(`http://127.0.0.1:${localPort}/before`)).text()).toBe("far side says hi to /before");
       // sshd frozen: reconnect attempts hang at the banner until it runs again.
       process.kill(host.sshdPid, "SIGSTOP");
@@ -309,7 +309,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       process.kill(host.sshdPid, "SIGCONT");
       sshdStopped = false;
       expect(await during).toBe("far side says hi to /during");
-      expect(await posted).toBe(sha(big));
+      expect(await posted).toBe(sha256(big));
       expect(forward.out.stderr).toContain("reconnected");
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
@@ -410,9 +410,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     const received: Buffer[] = [];
     let closed = false;
     try {
-      const localPort = freePort();
-      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
-      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const { forward, localPort } = await forwardTo(host, far.port);
       const local = await Bun.connect({
         hostname: "127.0.0.1",
         port: localPort,
@@ -423,7 +421,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       expect(await eventually(() => far.sent() === big.length, 30_000)).toBe(true);
       local.resume();
       expect(await eventually(() => closed, 30_000)).toBe(true);
-      expect(createHash("sha256").update(Buffer.concat(received)).digest("hex")).toBe(createHash("sha256").update(big).digest("hex"));
+      expect(sha256(Buffer.concat(received))).toBe(sha256(big));
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
     } finally {

@@ -134,8 +134,19 @@ describe("updater", () => {
     const replacement = updaterPid(home);
     expect(isAlive(updater)).toBe(false);
     expect(isAlive(replacement)).toBe(true);
-    const loops = (await import("./helpers/berth.ts")).processesOf(home.home).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("update-loop"));
-    expect(loops).toEqual([replacement]);
+    const { processesOf } = await import("./helpers/berth.ts");
+    const loopsNow = () =>
+      processesOf(home.home).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("update-loop");
+        } catch {
+          return false; // gone, or inside an exec for an instant
+        }
+      });
+    // The replacement may be inside one of its execs (launcher → Bun → the sh loop), its /proc facts unreadable
+    // for an instant: look again until exactly it shows, within a deadline.
+    await eventually(() => loopsNow().length === 1 && loopsNow()[0] === replacement);
+    expect(loopsNow()).toEqual([replacement]);
 
     expect((await berth(["stop"])).json.status).toBe("stopped");
     expect(isAlive(replacement)).toBe(true);
