@@ -323,9 +323,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     const host = await newHost();
     let sshdStopped = false;
     try {
-      const localPort = freePort();
-      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:9`]);
-      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const { forward } = await forwardTo(host, 9);
       process.kill(host.sshdPid, "SIGSTOP");
       sshdStopped = true;
       const first = connectSshUnder(forward.proc.pid) as number;
@@ -348,7 +346,6 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     const host = await newHost();
     // More than the far side's queue for one tunnel (WRITE_QUEUE_MAX_BYTES, 8 MiB) and every socket buffer on the way.
     const big = randomBytes(64 * 1024 * 1024);
-    const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
     const received: Buffer[] = [];
     let receivedBytes = 0;
     let farSocket: import("bun").Socket<undefined> | undefined;
@@ -367,9 +364,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       },
     });
     try {
-      const localPort = freePort();
-      const forward = spawnPiped(host, ["forward", `${localPort}:127.0.0.1:${far.port}`]);
-      expect(await eventually(() => forward.out.stdout.includes("\n"), 30_000)).toBe(true);
+      const { forward, localPort } = await forwardTo(host, far.port);
       const before = rssMiB(forward.proc.pid);
       let peak = before;
       let sent = 0;
@@ -395,7 +390,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       farSocket?.resume();
       expect(await eventually(() => receivedBytes >= big.length, 60_000)).toBe(true);
       expect(receivedBytes).toBe(big.length);
-      expect(sha(Buffer.concat(received))).toBe(sha(big));
+      expect(sha256(Buffer.concat(received))).toBe(sha256(big));
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
     } finally {
