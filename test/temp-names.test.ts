@@ -49,6 +49,28 @@ function plantLeftovers(path: string, pid: number, firstCounter: number, victim:
   };
 }
 
+/** A fresh BERTH_HOME with its daemon/ folder. */
+function homeWithDaemonDir(): { home: TestHome; daemonDir: string } {
+  const home = makeHome();
+  homes.push(home);
+  const daemonDir = home.path("daemon");
+  mkdirSync(daemonDir, { mode: 0o700 });
+  return { home, daemonDir };
+}
+
+/** A temp file as a writer killed long ago left it. */
+function plantOld(path: string): void {
+  writeFileSync(path, "half");
+  const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
+  utimesSync(path, past, past);
+}
+
+/** doctor's `leftovers` finding. */
+async function leftoversFinding(home: TestHome) {
+  const { json } = await home.run(["doctor"], { env: { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" } });
+  return (json.findings as Array<{ check: string; ok: boolean; message: string; fix?: string }>).find((f) => f.check === "leftovers");
+}
+
 /** The counter the next tempPathFor of this process will use. */
 function nextCounter(): number {
   return Number(tempPathFor("x").split("-").pop()) + 1;
@@ -78,10 +100,7 @@ test("machineId is created past a leftover at its temp name", () => {
 test(
   "a real berth at pid 1 (a fresh pid namespace, like a container) writes its state past a killed pid 1's leftovers",
   async () => {
-    const home = makeHome();
-    homes.push(home);
-    const daemonDir = home.path("daemon");
-    mkdirSync(daemonDir, { mode: 0o700 });
+    const { home, daemonDir } = homeWithDaemonDir();
     const wanted = join(daemonDir, "wanted.json");
     const untouched = plantLeftovers(wanted, 1, 1, join(daemonDir, "victim"));
     const down = await home.exec(["unshare", "--pid", "--fork", BUN, MAIN, "down"]);
@@ -110,28 +129,19 @@ test("leftoverTemps: temp names of killed writers, once older than any write tak
 test(
   "doctor names the old leftovers with an rm that removes them, and not a write in flight",
   async () => {
-    const home = makeHome();
-    homes.push(home);
-    const env = { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" };
-    const daemonDir = home.path("daemon");
-    mkdirSync(daemonDir, { mode: 0o700 });
+    const { home, daemonDir } = homeWithDaemonDir();
     const old = [join(daemonDir, "wanted.json.tmp-1-1"), join(daemonDir, "keeper.json.tmp-1-2-00ff00ff00ff")];
     const fresh = join(daemonDir, "settings.json.tmp-1-3");
-    const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
-    for (const path of old) {
-      writeFileSync(path, "half");
-      utimesSync(path, past, past);
-    }
+    for (const path of old) plantOld(path);
     writeFileSync(fresh, "in flight");
-    const leftovers = async () => ((await home.run(["doctor"], { env })).json.findings as Array<{ check: string; ok: boolean; message: string; fix?: string }>).find((f) => f.check === "leftovers");
-    const found = await leftovers();
+    const found = await leftoversFinding(home);
     expect(found).toMatchObject({ ok: false });
     for (const path of old) expect(found!.message).toContain(path.split("/").pop()!);
     expect(found!.message).not.toContain("settings.json.tmp");
     expect(Bun.spawnSync(["sh", "-c", found!.fix!]).exitCode).toBe(0);
     for (const path of old) expect(existsSync(path)).toBe(false);
     expect(existsSync(fresh)).toBe(true);
-    expect(await leftovers()).toMatchObject({ ok: true });
+    expect(await leftoversFinding(home)).toMatchObject({ ok: true });
   },
   SLOW_TEST_MS,
 );
@@ -139,21 +149,13 @@ test(
 test(
   "doctor's rm for leftovers with hostile names (quotes, newlines, $(…), backquotes, leading dashes) removes exactly them and runs nothing",
   async () => {
-    const home = makeHome();
-    homes.push(home);
-    const daemonDir = home.path("daemon");
-    mkdirSync(daemonDir, { mode: 0o700 });
+    const { home, daemonDir } = homeWithDaemonDir();
     const cwd = tempDir();
     const names = ["$(touch PWNED).tmp-1-1", "'; touch PWNED; '.tmp-1-2", "x\ntouch PWNED\n.tmp-1-3", "`touch PWNED`.tmp-1-4", "-rf .tmp-1-5", "a\\'b\".tmp-1-6"];
     const keep = join(daemonDir, "settings.json");
     writeFileSync(keep, "{}");
-    const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
-    for (const name of names) {
-      writeFileSync(join(daemonDir, name), "half");
-      utimesSync(join(daemonDir, name), past, past);
-    }
-    const { json } = await home.run(["doctor"], { env: { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" } });
-    const found = (json.findings as Array<{ check: string; ok: boolean; fix?: string }>).find((f) => f.check === "leftovers");
+    for (const name of names) plantOld(join(daemonDir, name));
+    const found = await leftoversFinding(home);
     expect(found).toMatchObject({ ok: false });
     expect(Bun.spawnSync(["sh", "-c", found!.fix!], { cwd }).exitCode).toBe(0);
     for (const name of names) expect(existsSync(join(daemonDir, name))).toBe(false);
@@ -166,14 +168,8 @@ test(
 test(
   "doctor still names a leftover while a writer renames its temps in the same folder (a temp gone before its lstat is no failure)",
   async () => {
-    const home = makeHome();
-    homes.push(home);
-    const daemonDir = home.path("daemon");
-    mkdirSync(daemonDir, { mode: 0o700 });
-    const old = join(daemonDir, "wanted.json.tmp-1-1");
-    writeFileSync(old, "half");
-    const past = (Date.now() - 2 * LEFTOVER_TEMP_AGE_MS) / 1000;
-    utimesSync(old, past, past);
+    const { home, daemonDir } = homeWithDaemonDir();
+    plantOld(join(daemonDir, "wanted.json.tmp-1-1"));
     // A real writer, as fast as it goes: its temps appear in doctor's listing and are renamed before their lstat.
     const fsModule = JSON.stringify(join(import.meta.dir, "..", "src", "platform", "fs.ts"));
     const script = `const { writeFileAtomic } = await import(${fsModule}); for (;;) writeFileAtomic(${JSON.stringify(join(daemonDir, "keeper.json"))}, "x", 0o600, { durable: false });`;
@@ -181,8 +177,7 @@ test(
     try {
       // Before: about one run in four said "no state folder … yet" (the lstat's ENOENT), hiding the leftover.
       for (let run = 0; run < 20; run += 1) {
-        const { json } = await home.run(["doctor"], { env: { BERTH_RELEASE_BASE_URL: "http://127.0.0.1:9" } });
-        const found = (json.findings as Array<{ check: string; ok: boolean; message: string }>).find((f) => f.check === "leftovers");
+        const found = await leftoversFinding(home);
         expect(found).toMatchObject({ ok: false });
         expect(found!.message).toContain("wanted.json.tmp-1-1");
       }
