@@ -398,6 +398,80 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     }
   }, 120_000);
 
+  test("a local reader that pauses while the far side sends more than the forward queues gets every byte, not a stream cut short", async () => {
+    const host = await newHost();
+    const big = randomBytes(24 * 1024 * 1024);
+    const far = tcpSender(big, { end: true });
+    const received: Buffer[] = [];
+    let closed = false;
+    try {
+      const { forward, localPort } = await forwardTo(host, far.port);
+      const local = await Bun.connect({
+        hostname: "127.0.0.1",
+        port: localPort,
+        socket: { data: (_s, d) => void received.push(Buffer.from(d)), close: () => void (closed = true) },
+      });
+      local.pause();
+      // Held back now (it cannot send it all), where before the forward took 8 MiB, then ended the socket: a clean
+      // EOF after ~4 MiB, a download that looked whole.
+      expect(await eventually(() => far.sent() === big.length, 3_000, 50)).toBe(false);
+      expect(closed).toBe(false);
+      local.resume();
+      expect(await eventually(() => closed, 60_000)).toBe(true);
+      expect(Buffer.concat(received).length).toBe(big.length);
+      expect(sha256(Buffer.concat(received))).toBe(sha256(big));
+      expect(forward.out.stderr).not.toContain("reset");
+      forward.proc.kill("SIGINT");
+      expect(await forward.proc.exited).toBe(0);
+    } finally {
+      far.stop();
+    }
+  }, 120_000);
+
+  test("a local client that never reads holds the connection at most LOCAL_STALL_MAX_MS: it is reset, and the others are carried again", async () => {
+    const host = await newHost();
+    const big = randomBytes(24 * 1024 * 1024);
+    let sent = 0;
+    // BIG: a stream larger than every buffer on the way; anything else: pong.
+    const far = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        data(socket, data) {
+          if (data.toString() !== "BIG") return void socket.end("pong");
+          const pump = () => {
+            while (sent < big.length) {
+              const written = socket.write(big.subarray(sent, sent + 1024 * 1024));
+              if (written <= 0) return setTimeout(pump, 10);
+              sent += written;
+            }
+          };
+          pump();
+        },
+      },
+    });
+    try {
+      const { forward, localPort } = await forwardTo(host, far.port);
+      let stalledClosed = false;
+      const stalled = await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { data() {}, close: () => void (stalledClosed = true), error() {} } });
+      stalled.pause();
+      stalled.write("BIG");
+      // Every buffer on the way is full and the forward holds the connection for it: the far side cannot send it all.
+      expect(await eventually(() => sent === big.length, 3_000, 50)).toBe(false);
+      // The other client waits behind the stalled one's hold, then is served once it is reset.
+      let answer = "";
+      await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { open: (s) => void s.write("ping"), data: (_s, d) => void (answer += d.toString()) } });
+      expect(await eventually(() => answer === "pong", 60_000)).toBe(true);
+      expect(forward.out.stderr).toContain("was reset: it read nothing");
+      stalled.resume();
+      expect(await eventually(() => stalledClosed, 10_000)).toBe(true);
+      forward.proc.kill("SIGINT");
+      expect(await forward.proc.exited).toBe(0);
+    } finally {
+      far.stop(true);
+    }
+  }, 120_000);
+
   test("forward keeps every byte for a local reader that pauses while the far side sends (tunnel/data queued behind a slow socket)", async () => {
     const host = await newHost();
     const big = randomBytes(3 * 1024 * 1024);

@@ -17,8 +17,19 @@ import { connect, ConnectionClosed, RpcError, type Connection } from "./connecti
 import { SocketQueue } from "./socket-queue.ts";
 import { reconnectDelayMs } from "./offsets.ts";
 
-/** Bytes from the far side waiting for a slow local socket; past this the local socket is closed. */
+/**
+ * Bytes from the far side waiting for a slow local socket past which the forward stops reading the
+ * connection until that socket drains: the host's backlog then grows and it stops reading its TCP sockets
+ * (the spec's 1 MiB), so the far side is held back instead of the stream being cut.
+ */
+const LOCAL_BACKLOG_HOLD_BYTES = 1024 * 1024;
+/** Bytes from the far side waiting for a slow local socket; past this (a hold that did not hold) it is reset. */
 const LOCAL_BACKLOG_MAX_BYTES = 8 * 1024 * 1024;
+/**
+ * How long one local socket that does not read may hold the whole connection (every tunnel, every answer)
+ * before it is reset; under CALL_TIMEOUT_MS, so the others' calls are answered in time.
+ */
+const LOCAL_STALL_MAX_MS = 20_000;
 /** Bytes a local client sends before its tunnel is open; past this its socket is paused until the tunnel opens. */
 const LOCAL_PENDING_MAX_BYTES = 1024 * 1024;
 /** The same for all local clients together (many connecting during an outage); past this each one that sends is paused. */
@@ -32,7 +43,24 @@ const LOCAL_UNANSWERED_MAX_BYTES = 2 * 1024 * 1024;
 /** How long a local connection waits for a lost connection to the host to come back before it is refused. */
 const RECONNECT_WAIT_MS = 30_000;
 
-type Local = { tunnelId?: string; pending: Uint8Array[]; pendingBytes: number; unanswered: number; backlog: SocketQueue; closed: boolean };
+type Local = {
+  tunnelId?: string;
+  pending: Uint8Array[];
+  pendingBytes: number;
+  unanswered: number;
+  backlog: SocketQueue;
+  /** Set while this socket's backlog holds the connection's reading: ends the hold. */
+  release?: () => void;
+  /** The far side closed while bytes still wait for this socket: end it once they are written. */
+  endWhenDrained?: boolean;
+  closed: boolean;
+};
+
+/** Ends a local socket's hold on the connection's reading, if it has one. */
+function release(local: Local): void {
+  local.release?.();
+  local.release = undefined;
+}
 
 export async function forward(host: string, spec: Forward): Promise<StreamingResult> {
   const decode = reusableBase64Decoder();
@@ -69,12 +97,26 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
     c.on("tunnel/data", (p: { tunnelId: string; data: string }) => {
       const socket = byTunnel.get(p.tunnelId);
       if (!socket) return;
+      const local = socket.data;
       // decode() reuses its buffer; the queue copies what the socket does not take.
-      if (socket.data.backlog.push(socket, decode(p.data)) > LOCAL_BACKLOG_MAX_BYTES) socket.end();
+      const queued = local.backlog.push(socket, decode(p.data));
+      if (queued > LOCAL_BACKLOG_MAX_BYTES) return cut(socket, `more than ${LOCAL_BACKLOG_MAX_BYTES} bytes waited for it`);
+      if (queued <= LOCAL_BACKLOG_HOLD_BYTES || local.release) return;
+      const hold = Promise.withResolvers<void>();
+      const timer = setTimeout(() => cut(socket, `it read nothing for ${LOCAL_STALL_MAX_MS / 1000} s while the others waited`), LOCAL_STALL_MAX_MS);
+      local.release = () => {
+        clearTimeout(timer);
+        hold.resolve();
+      };
+      c.holdReading(hold.promise);
     });
     c.on("tunnel/closed", (p: { tunnelId: string }) => {
-      byTunnel.get(p.tunnelId)?.end();
+      const socket = byTunnel.get(p.tunnelId);
       byTunnel.delete(p.tunnelId);
+      if (!socket) return;
+      // What the far side sent before closing still goes out first.
+      if (socket.data.backlog.bytes > 0) socket.data.endWhenDrained = true;
+      else socket.end();
     });
     void c.closed.then(async () => {
       for (const socket of byTunnel.values()) socket.end();
@@ -99,6 +141,12 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
   };
   wire(conn);
 
+  /** Resets a local socket the forward cannot serve (a truncated stream must not look like a whole one). */
+  const cut = (socket: Socket<Local>, why: string) => {
+    process.stderr.write(`berth: a local connection to ${spec.localHost}:${spec.localPort} was reset: ${why}\n`);
+    release(socket.data);
+    socket.terminate();
+  };
   const send = (method: string, params: object) => conn.call(method, params).catch(() => undefined);
   /** tunnel/write of what a local socket sent, flow-controlled by the answers (LOCAL_UNANSWERED_MAX_BYTES). */
   const write = (socket: Socket<Local>, tunnelId: string, bytes: Uint8Array) => {
@@ -169,10 +217,14 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
           if (socket.data.pendingBytes > LOCAL_PENDING_MAX_BYTES || pendingTotal > LOCAL_PENDING_TOTAL_MAX_BYTES) socket.pause();
         },
         drain(socket) {
-          socket.data.backlog.drain(socket);
+          const local = socket.data;
+          local.backlog.drain(socket);
+          if (local.backlog.bytes <= LOCAL_BACKLOG_HOLD_BYTES) release(local);
+          if (local.endWhenDrained && local.backlog.bytes === 0) socket.end();
         },
         close(socket) {
           socket.data.closed = true;
+          release(socket.data);
           takePending(socket.data); // nobody left to send it for
           const { tunnelId } = socket.data;
           if (tunnelId !== undefined && byTunnel.delete(tunnelId)) void send("tunnel/close", { tunnelId });
