@@ -32,17 +32,20 @@ function tempDir(): string {
 /**
  * Plants leftovers at the next temp names this process will use for `path`
  * (this pid, the counters after the current one): regular files, and at one
- * of them a symlink to `victim`. Returns a check that all are untouched.
+ * of them a symlink to `victim`, at another a FIFO (opening it would hang the writer). Returns a check that
+ * all are untouched.
  */
 function plantLeftovers(path: string, pid: number, firstCounter: number, victim: string): () => void {
   writeFileSync(victim, "victim\n");
   const names: string[] = [];
   for (let n = firstCounter; n < firstCounter + PLANTED_NAMES; n++) names.push(`${path}.tmp-${pid}-${n}`);
-  const [linked, ...files] = names;
+  const [linked, fifo, ...files] = names;
   symlinkSync(victim, linked!);
+  expect(Bun.spawnSync(["mkfifo", fifo!]).exitCode).toBe(0);
   for (const name of files) writeFileSync(name, `left by a killed writer: ${name}\n`);
   return () => {
     expect(lstatSync(linked!).isSymbolicLink()).toBe(true);
+    expect(lstatSync(fifo!).isFIFO()).toBe(true);
     expect(readlinkSync(linked!)).toBe(victim);
     expect(readFileSync(victim, "utf8")).toBe("victim\n");
     for (const name of files) expect(readFileSync(name, "utf8")).toBe(`left by a killed writer: ${name}\n`);
