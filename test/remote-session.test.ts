@@ -266,9 +266,16 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     try {
       const { forward, localPort } = await forwardTo(host, far.port as number);
       expect(await (await fetch(`http://127.0.0.1:${localPort}/before`)).text()).toBe("far side says hi to /before");
-      // A tunnel that is open when the connection dies: half a request, waiting for the rest.
-      const live = await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { data() {}, close: () => void (liveClosed = true) } });
-      live.write("GET /half HTTP/1.1\r\n");
+      // A tunnel that is open when the connection dies: a kept-alive HTTP connection, answered once (so its tunnel is
+      // open: killed during its tunnel/open, the forward would rightly wait and open it again after the reconnect).
+      let answered = "";
+      const live = await Bun.connect({
+        hostname: "127.0.0.1",
+        port: localPort,
+        socket: { data: (_s, d) => void (answered += d.toString()), close: () => void (liveClosed = true) },
+      });
+      live.write("GET /live HTTP/1.1\r\nHost: far\r\n\r\n");
+      expect(await eventually(() => answered.includes("far side says hi to /live"), 30_000)).toBe(true);
       const ssh = connectSshUnder(forward.proc.pid);
       expect(ssh).toBeDefined();
       process.kill(ssh as number, "SIGKILL");
