@@ -6,7 +6,11 @@
  * runs until SIGINT/SIGTERM/SIGHUP and exits 0. When
  * the connection drops, open tunnels end and it reconnects with backoff; a
  * local connection made meanwhile waits for the new connection (up to
- * RECONNECT_WAIT_MS) instead of being refused.
+ * RECONNECT_WAIT_MS) instead of being refused. Both directions are
+ * flow-controlled, never cut short: a local client waits for the answers to
+ * its tunnel/writes; a slow local reader holds the connection's reading (so
+ * the host stops reading the far socket) until it drains, for at most
+ * LOCAL_STALL_MAX_MS before it is reset.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { BerthError } from "../errors.ts";
