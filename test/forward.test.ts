@@ -94,8 +94,8 @@ test("a far side that speaks first: its first bytes and its close, read together
   expect(await proc.exited).toBe(0);
 }, 60_000);
 
-test("a tunnel/write the host refuses ends the local client: the bytes after a lost one must not reach the far side", async () => {
-  const { proc, localPort } = await scriptedForward({ SCRIPTED_GREETING: "hello\n", SCRIPTED_REFUSE_WRITES: "1" });
+test("a tunnel/write the host refuses resets the local client, saying so: the bytes after a lost one must not reach the far side", async () => {
+  const { proc, localPort, out } = await scriptedForward({ SCRIPTED_GREETING: "hello\n", SCRIPTED_REFUSE_WRITES: "1" });
   const { socket, seen } = await localClient(localPort);
   expect(await eventually(() => seen.text === "hello\n", 10_000)).toBe(true);
   socket.write("refused by the host");
@@ -103,6 +103,7 @@ test("a tunnel/write the host refuses ends the local client: the bytes after a l
   expect(await eventually(() => seen.closed, 10_000)).toBe(true);
   proc.kill("SIGINT");
   expect(await proc.exited).toBe(0);
+  expect(await eventually(() => out.stderr.includes("was reset: scripted refused its bytes (queue full)"), 10_000)).toBe(true);
 }, 60_000);
 
 test("SIGINT while local connections wait out an outage: forward ends them and exits at once with 0 and its one JSON line", async () => {

@@ -166,7 +166,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
       (error) => {
         local.unanswered -= length;
         // Refused: those bytes never reach the far side, so what follows must not either. (A lost connection ends the socket anyway.)
-        if (error instanceof RpcError) socket.end();
+        if (error instanceof RpcError) cut(socket, `${host} refused its bytes (${error.message})`);
         else if (!local.closed && local.unanswered <= LOCAL_UNANSWERED_MAX_BYTES) socket.resume();
       },
     );
