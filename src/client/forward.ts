@@ -100,7 +100,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
   const wire = (c: Connection) => {
     c.on("tunnel/data", (p: { tunnelId: string; data: string }) => {
       const socket = byTunnel.get(p.tunnelId);
-      if (!socket) return;
+      if (!socket || socket.data.closed) return;
       const local = socket.data;
       // decode() reuses its buffer; the queue copies what the socket does not take.
       const queued = local.backlog.push(socket, decode(p.data));
@@ -147,6 +147,8 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
 
   /** Resets a local socket the forward cannot serve (a truncated stream must not look like a whole one). */
   const cut = (socket: Socket<Local>, why: string) => {
+    if (socket.data.closed) return;
+    socket.data.closed = true; // once: later refusals and bytes for it change nothing
     process.stderr.write(`berth: a local connection to ${spec.localHost}:${spec.localPort} was reset: ${why}\n`);
     release(socket.data);
     socket.terminate();
