@@ -93,7 +93,9 @@ export function sysError(errno: number, syscall: string, path?: string, dest?: s
 
 // Buffer is not used here: its first use costs a compiled berth ≈ 0.15 ms; TextEncoder/TextDecoder ≈ 0.01 ms.
 const encoder = new TextEncoder();
-const utf8 = new TextDecoder();
+// ignoreBOM: a leading U+FEFF is text, kept as node:fs and Buffer keep it (TextDecoder drops it by default:
+// a BOM-prefixed environ entry then read as BERTH_HOME=..., a BOM-prefixed state file as valid JSON).
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** UTF-8 bytes of a string, and back (what the hot paths use instead of Buffer). */
 export function utf8Bytes(text: string): Uint8Array {
@@ -378,7 +380,11 @@ export function mkdirSync(path: string, options: { mode?: number; recursive?: bo
   const parent = path.replace(/\/+[^/]*\/*$/, "") || "/";
   if (parent === path) throw sysError(errno, "mkdir", path);
   mkdirSync(parent, options);
-  mkdirSync(path, { mode });
+  // Again, accepting a folder there as above: another process may have made it meanwhile, and "x/." exists once "x" does.
+  if (c.mkdir(cPath(path), mode) === 0) return;
+  const again = c.errno();
+  if (again === EEXIST && statSync(path, { throwIfNoEntry: false })?.isDirectory()) return;
+  throw sysError(again, "mkdir", path);
 }
 
 /** The names in a folder (no options: anything else is node:fs's work). */

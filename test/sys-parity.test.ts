@@ -1,0 +1,114 @@
+/**
+ * Where src/platform/sys.ts once answered differently from node:fs in a way a caller of it depends on
+ * (each case failed before its fix). test/sys.test.ts compares the common calls; this file holds the
+ * cases found by attacking the layer: text decoding, concurrent folder creation, the node:fs fallback.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import * as nodeFs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as sys from "../src/platform/sys.ts";
+import { readStateFile } from "../src/platform/fs.ts";
+import { processArgv, processEnvValue } from "../src/platform/process.ts";
+import { BUN, ROOT } from "./helpers/berth.ts";
+
+/** How long child processes of one test may take (a loaded 2-core machine). */
+const CHILDREN_WAIT_MS = 30_000;
+/** How long a spawned child may take to show its environment in /proc. */
+const CHILD_VISIBLE_WAIT_MS = 10_000;
+
+let dir: string;
+beforeAll(() => {
+  dir = nodeFs.mkdtempSync(join(tmpdir(), "berth-sys-parity-"));
+});
+afterAll(() => nodeFs.rmSync(dir, { recursive: true, force: true }));
+
+const started: number[] = [];
+afterEach(() => {
+  for (const pid of started.splice(0)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/** "ok", or the error's code and syscall. */
+function outcome(call: () => unknown): unknown {
+  try {
+    call();
+    return "ok";
+  } catch (error) {
+    const e = error as { code?: string; syscall?: string };
+    return { code: e.code, syscall: e.syscall };
+  }
+}
+
+describe("UTF-8 text keeps a leading byte-order mark, as node:fs's readFileSync and Buffer do", () => {
+  const BOM = [0xef, 0xbb, 0xbf];
+
+  test("readFileSync and utf8Text", () => {
+    const path = join(dir, "bom");
+    nodeFs.writeFileSync(path, new Uint8Array([...BOM, 0x41, 0x0a]));
+    expect(sys.readFileSync(path, "utf8")).toBe(nodeFs.readFileSync(path, "utf8"));
+    expect(sys.readFileSync(path, "utf8")).toBe("\uFEFFA\n");
+    expect(sys.utf8Text(new Uint8Array([...BOM, 0x42]))).toBe(Buffer.from([...BOM, 0x42]).toString("utf8"));
+  });
+
+  test("a state file starting with a BOM is not valid JSON (STATE_CORRUPT), whichever layer reads it", () => {
+    const path = join(dir, "record.json");
+    nodeFs.writeFileSync(path, new Uint8Array([...BOM, ...new TextEncoder().encode('{"pid":1}\n')]), { mode: 0o600 });
+    expect(readStateFile(path)).toBe(nodeFs.readFileSync(path, "utf8"));
+    expect(() => JSON.parse(readStateFile(path) as string)).toThrow();
+  });
+
+  test("a process whose first environment entry starts with a BOM does not have BERTH_HOME (orphan search)", async () => {
+    // findUpdateLoops trusts processEnvValue(pid, "BERTH_HOME") to prove a process is ours before signalling it.
+    const home = join(dir, "home");
+    const child = Bun.spawn(["sh", "-c", "sleep 60; :", "update-loop"], { env: { "\uFEFFBERTH_HOME": home, PATH: process.env.PATH ?? "/usr/bin:/bin" }, stdio: ["ignore", "ignore", "ignore"] });
+    started.push(child.pid);
+    const deadline = Date.now() + CHILD_VISIBLE_WAIT_MS;
+    while (!(processArgv(child.pid) ?? []).includes("update-loop") && Date.now() < deadline) await Bun.sleep(10);
+    const environ = nodeFs.readFileSync(`/proc/${child.pid}/environ`, "utf8");
+    expect(environ.startsWith(`\uFEFFBERTH_HOME=${home}\0`)).toBe(true);
+    expect(processEnvValue(child.pid, "BERTH_HOME")).toBeUndefined();
+    expect(processEnvValue(child.pid, "PATH")).toBe(process.env.PATH ?? "/usr/bin:/bin");
+  });
+});
+
+describe("mkdirSync({ recursive: true }) accepts a folder that is already there at every level, as node:fs does", () => {
+  test("a path ending in /. or going through .. is made", () => {
+    for (const [fs, tag] of [[nodeFs, "n"], [sys, "s"]] as const) {
+      expect(outcome(() => fs.mkdirSync(join(dir, `dot-${tag}`, "new") + "/.", { recursive: true }))).toBe("ok");
+      expect(outcome(() => fs.mkdirSync(`${join(dir, `up-${tag}`)}/x/../y`, { recursive: true, mode: 0o700 }))).toBe("ok");
+      expect(nodeFs.statSync(join(dir, `up-${tag}`, "y")).isDirectory()).toBe(true);
+    }
+  });
+
+  test("processes making the same deep folders at once all succeed", async () => {
+    const base = join(dir, "race");
+    nodeFs.mkdirSync(base);
+    const script = join(dir, "race.ts");
+    // Each process makes the same 150 chains; the others make the last folder of a chain between its parent and it.
+    nodeFs.writeFileSync(
+      script,
+      `import { mkdirSync } from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
+const start = Number(process.argv[2]);
+while (Date.now() < start) {}
+const failures = [];
+for (let i = 0; i < 150; i++) {
+  try { mkdirSync(${JSON.stringify(base)} + "/" + i + "/a/b/c/d", { recursive: true, mode: 0o700 }); } catch (error) { failures.push(error.code); }
+}
+console.log(JSON.stringify(failures));
+`,
+    );
+    const start = Date.now() + 1_000;
+    const children = Array.from({ length: 4 }, () => Bun.spawn([BUN, script, String(start)], { stdio: ["ignore", "pipe", "inherit"] }));
+    for (const child of children) started.push(child.pid);
+    const outputs = await Promise.all(children.map((child) => new Response(child.stdout).text()));
+    expect(await Promise.all(children.map((child) => child.exited))).toEqual([0, 0, 0, 0]);
+    expect(outputs.map((text) => JSON.parse(text))).toEqual([[], [], [], []]);
+    for (let i = 0; i < 150; i++) expect(nodeFs.statSync(join(base, String(i), "a/b/c/d")).isDirectory()).toBe(true);
+  }, CHILDREN_WAIT_MS);
+});
