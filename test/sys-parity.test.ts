@@ -10,7 +10,7 @@ import { join } from "node:path";
 import * as sys from "../src/platform/sys.ts";
 import { readStateFile } from "../src/platform/fs.ts";
 import { processArgv, processEnvValue } from "../src/platform/process.ts";
-import { BUN, ROOT } from "./helpers/berth.ts";
+import { BUN, ROOT, berthEnv } from "./helpers/berth.ts";
 
 /** How long child processes of one test may take (a loaded 2-core machine). */
 const CHILDREN_WAIT_MS = 30_000;
@@ -111,4 +111,19 @@ console.log(JSON.stringify(failures));
     expect(outputs.map((text) => JSON.parse(text))).toEqual([[], [], [], []]);
     for (let i = 0; i < 150; i++) expect(nodeFs.statSync(join(base, String(i), "a/b/c/d")).isDirectory()).toBe(true);
   }, CHILDREN_WAIT_MS);
+});
+
+describe("the node:fs fallback (BERTH_SYS_NODE_FS=1) reaches the berth processes a test runs", () => {
+  test("berthEnv passes BERTH_SYS_NODE_FS on when the test run has it, and only then", () => {
+    const saved = process.env.BERTH_SYS_NODE_FS;
+    try {
+      process.env.BERTH_SYS_NODE_FS = "1";
+      expect(berthEnv(dir, join(dir, "home")).BERTH_SYS_NODE_FS).toBe("1");
+      delete process.env.BERTH_SYS_NODE_FS;
+      expect("BERTH_SYS_NODE_FS" in berthEnv(dir, join(dir, "home"))).toBe(false);
+    } finally {
+      if (saved === undefined) delete process.env.BERTH_SYS_NODE_FS;
+      else process.env.BERTH_SYS_NODE_FS = saved;
+    }
+  });
 });
