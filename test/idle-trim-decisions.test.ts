@@ -3,9 +3,20 @@
  * table over real /proc/<pid>/smaps entries of a compiled berth app-server;
  * and the one-shot timer's decision.
  */
-import { describe, expect, test } from "bun:test";
-import { readFileSync, statSync } from "node:fs";
-import { deviceNumbers, idleTrimmer, idleTrimStep, trimmableRanges, type ExecutableIdentity } from "../src/server/idle-trim.ts";
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  deviceNumbers,
+  idleTrimmer,
+  idleTrimStep,
+  readBoundedText,
+  SMAPS_MAX_BYTES,
+  trimmableRanges,
+  trimOwnExecutable,
+  type ExecutableIdentity,
+} from "../src/server/idle-trim.ts";
 
 /** One smaps entry as Linux 6.x prints it (fields between Rss and Anonymous trimmed to the real ones). */
 function entry(header: string, rssKb: number, anonymousKb: number | undefined, flags: string): string {
@@ -182,5 +193,55 @@ describe("idleTrimmer: a quiet period past setTimeout's limit (2^31-1 ms, ~24.8 
       return () => trimmer.dispose();
     });
     expect(trims).toBe(1);
+  });
+});
+
+describe("readBoundedText: smaps is read with a bound, and only from a regular file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "berth-bounded-read-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  /** Past one 64 kB read chunk, so the bound is crossed mid-stream. */
+  const BOUND = 150_000;
+  const table: Array<[string, number, boolean]> = [
+    ["empty", 0, true],
+    ["one chunk", 1_000, true],
+    ["exactly the bound, over several reads", BOUND, true],
+    ["one byte past the bound", BOUND + 1, false],
+    ["far past the bound", BOUND * 4, false],
+  ];
+  for (const [name, size, fits] of table) {
+    test(`${name} (${size} bytes): ${fits ? "read whole" : "undefined"}`, () => {
+      const path = join(dir, `file-${size}`);
+      const text = "x".repeat(size);
+      writeFileSync(path, text);
+      expect(readBoundedText(path, BOUND)).toBe(fits ? text : undefined);
+    });
+  }
+
+  test("what would hang or never end is refused at once: a FIFO with no writer, /dev/zero, a symlink", () => {
+    const fifo = join(dir, "fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const link = join(dir, "link");
+    symlinkSync("/dev/zero", link);
+    for (const path of [fifo, "/dev/zero", link]) {
+      let code: unknown;
+      try {
+        readBoundedText(path, BOUND);
+      } catch (error) {
+        code = (error as { code?: unknown }).code;
+      }
+      expect(code).toBe("UNSAFE_STATE");
+    }
+  });
+
+  test("this process's real smaps fits the bound and is whole (its last mapping's VmFlags is there)", () => {
+    const smaps = readBoundedText("/proc/self/smaps", SMAPS_MAX_BYTES);
+    expect(smaps).toBeDefined();
+    expect(smaps!.length).toBeGreaterThan(1_000);
+    expect(smaps!.trimEnd().split("\n").pop()).toStartWith("VmFlags:");
+  });
+
+  test("a smaps past the bound: the trim skips this round and unmaps nothing", async () => {
+    const report = await trimOwnExecutable(1_000);
+    expect(report).toEqual({ ranges: 0, rssKb: 0, failed: 0, skipped: "smapsTooLarge" });
   });
 });

@@ -7,9 +7,9 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { firstLine, keeperShellArgv, keeperStepMaxMs, KEEPER_SCRIPT, updateVerdictLine, verdictLine, watchedLine } from "../src/update/keeper-sh.ts";
+import { firstLine, keeperShellArgv, keeperShellEnv, keeperStepMaxMs, KEEPER_SCRIPT, KEEPER_SCRIPT_ENV, updateVerdictLine, verdictLine, watchedLine } from "../src/update/keeper-sh.ts";
 import { wakeAtCs } from "../src/update/loop.ts";
-import { processIdentity } from "../src/platform/process.ts";
+import { processArgv, processEnvValue, processIdentity } from "../src/platform/process.ts";
 import { probeInitialize } from "../src/server/client.ts";
 import { BUN, eventually, homesPerTest, installRelease, isAlive, loopBinaryOf, MAIN, pgrpOf, processesOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
 
@@ -96,13 +96,18 @@ describe("pure parts", () => {
 });
 
 describe("the sh keeper", () => {
-  test("is a shell under the recorded identity; SIGKILL of the app-server: it answers again", async () => {
+  test("is a shell under the recorded identity, short in ps; SIGKILL of the app-server: it answers again", async () => {
     const home = newHome();
     const { server, keeper } = await bootstrapped(home);
     expect(realpathSync(`/proc/${keeper}/exe`)).toBe(realpathSync("/bin/sh"));
     const record = readJson(home.path("daemon/updater.pid"));
     expect(record).toEqual({ pid: keeper, processStartTime: processIdentity(keeper) });
     expect(pgrpOf(keeper)).toBe(keeper);
+    // ps shows `sh -c eval … update-loop <binary> <version> …`, not the script (it comes in KEEPER_SCRIPT_ENV).
+    const argv = processArgv(keeper) ?? [];
+    expect(argv.slice(0, 4)).toEqual(["/bin/sh", "-c", `eval "\${${KEEPER_SCRIPT_ENV}:?}"`, "update-loop"]);
+    expect(argv.join(" ")).not.toContain("set -u");
+    expect(argv.join(" ").length).toBeLessThan(1_000);
     // status reports the loop and the version of the binary that exec'd it.
     expect((await home.run(["status"])).json.updater).toMatchObject({ state: "running", pid: keeper, version: "0.1.0" });
 
@@ -113,6 +118,9 @@ describe("the sh keeper", () => {
       return next !== undefined && next !== server;
     }, ANSWER_WAIT_MS, 10)).toBe(true);
     expect(serversOf(home)).toEqual([next as number]);
+    // The loop unset the script first: the server its step started has the loop's environment without it.
+    expect(processEnvValue(next as number, "BERTH_HOME")).toBe(home.home);
+    expect(processEnvValue(next as number, KEEPER_SCRIPT_ENV)).toBeUndefined();
     // The step writes its verdict once the new server answered.
     expect(await eventually(() => readJson(home.path("daemon/keeper.json")).restarts === 1)).toBe(true);
     expect(readJson(home.path("daemon/keeper.json"))).toMatchObject({ state: "running", watching: { pid: next } });
@@ -249,7 +257,7 @@ describe("the sh keeper", () => {
     await before?.();
     const own = realpathSync(home.path("packages/standalone/current/berth"));
     const [, ...rest] = keeperShellArgv(own, "0.1.0", { seen: "-", wakeAtCs: 0, updateAtCs: 1e12 }, keeperStepMaxMs(10_000), process.getuid?.() ?? 0);
-    const loop = Bun.spawn({ cmd: [...shell, ...rest], env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    const loop = Bun.spawn({ cmd: [...shell, ...rest], env: keeperShellEnv(home.env), stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
     try {
       const verdict = () => readFileSync(home.path("daemon/keeper-next"), "utf8");
       // Its own first step (the token names its pid) has answered.

@@ -3,11 +3,12 @@
  * check, each failed one with the command that fixes it. Never fails itself:
  * a check that cannot run is a finding.
  */
-import { lstatSync, readlinkSync, realpathSync, statfsSync, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { describeError, isBerthError } from "../errors.ts";
+import { lstatSync, readdirSync, readlinkSync, realpathSync, statfsSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { shQuote } from "../client/ssh.ts";
+import { describeError, errnoCode, isBerthError } from "../errors.ts";
 import { isSignedBy, trustedKeys } from "../update/signature.ts";
-import { assertSafeDir } from "../platform/fs.ts";
+import { assertSafeDir, TEMP_NAME_PATTERN } from "../platform/fs.ts";
 import { installLinkFrom, SOCKET_PATH_MAX_BYTES } from "../platform/paths.ts";
 import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { readStoredSettings } from "./settings.ts";
@@ -17,6 +18,8 @@ import { readWanted } from "./wanted.ts";
 
 /** Each probe (the managed binary's --version, a login shell, the release host) gets this long. */
 const PROBE_TIMEOUT_MS = 5_000;
+/** A temp file this old is a killed writer's: a state write keeps its temp for milliseconds. */
+export const LEFTOVER_TEMP_AGE_MS = 10 * 60_000;
 /** sshd's default PATH for a non-interactive command (OpenSSH's _PATH_STDPATH plus /usr/local/bin). */
 const SSH_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games";
 
@@ -192,6 +195,25 @@ function checkStartup(ctx: Context): Finding[] {
   return findings;
 }
 
+/** Pure: the temp files among a state folder's entries that killed writers left (never removed by the writers: see createTemp). */
+export function leftoverTemps(entries: Array<{ name: string; mtimeMs: number }>, nowMs: number): string[] {
+  return entries.filter((e) => TEMP_NAME_PATTERN.test(e.name) && nowMs - e.mtimeMs >= LEFTOVER_TEMP_AGE_MS).map((e) => e.name).sort();
+}
+
+function checkLeftovers(ctx: Context): Finding {
+  const dir = ctx.layout.daemonDir;
+  try {
+    const temps = readdirSync(dir).filter((name) => TEMP_NAME_PATTERN.test(name));
+    const left = leftoverTemps(temps.map((name) => ({ name, mtimeMs: lstatSync(join(dir, name)).mtimeMs })), Date.now());
+    if (left.length === 0) return ok("leftovers", `no temp files left by killed writers in ${dir}`);
+    const paths = left.map((name) => join(dir, name));
+    return problem("leftovers", `${left.length} temp file(s) left in ${dir} by writers killed mid-write (harmless, never reused): ${left.join(", ")}`, `rm -- ${paths.map(shQuote).join(" ")}`);
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return ok("leftovers", `no state folder ${dir} yet`);
+    return problem("leftovers", `cannot list ${dir}: ${describeError(error)}`, `chown "$(id -u)" ${dir} && chmod 700 ${dir}`);
+  }
+}
+
 function checkDisk(ctx: Context): Finding {
   try {
     const fs = statfsSync(ctx.layout.packagesDir);
@@ -218,6 +240,7 @@ export async function doctor(ctx: Context): Promise<DoctorResult> {
     ...checkKeeper(ctx),
     ...checkStartup(ctx),
     checkDisk(ctx),
+    checkLeftovers(ctx),
   ];
   return summarize(findings);
 }

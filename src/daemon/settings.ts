@@ -110,9 +110,32 @@ function checkTypes(path: string, settings: Settings): Settings {
 /** The update loop never checks more often than this, whatever update.intervalMs says (0 would busy-loop). */
 export const UPDATE_INTERVAL_FLOOR_MS = 1_000;
 
+/**
+ * The longest any duration setting is taken to be (~317 years: "never" on any
+ * machine). Past it, a date computed from now is Invalid Date (the keeper
+ * crashed on update.initialDelayMs 1e300), and the sh keeper's 64-bit
+ * centisecond arithmetic overflows or, from 1e21, sees "1e+21" (it died on
+ * startTimeoutMs 1e300). Timers still need timers.ts: this is past 2^31-1 ms.
+ */
+export const DURATION_SETTING_MAX_MS = 10_000_000_000_000;
+
+/** Pure: `settings` with every duration setting at most DURATION_SETTING_MAX_MS (what is stored is left as written). */
+export function boundDurations(settings: Settings): Settings {
+  const bound = (ms: number) => Math.min(ms, DURATION_SETTING_MAX_MS);
+  const { update, processes } = settings;
+  return {
+    ...settings,
+    startTimeoutMs: bound(settings.startTimeoutMs),
+    stopGraceMs: bound(settings.stopGraceMs),
+    idleTrimAfterMs: bound(settings.idleTrimAfterMs),
+    update: { ...update, initialDelayMs: bound(update.initialDelayMs), intervalMs: bound(update.intervalMs), maxRestartDeferMs: bound(update.maxRestartDeferMs) },
+    processes: { ...processes, retainExitedMs: bound(processes.retainExitedMs) },
+  };
+}
+
 export function loadSettings(path: string, env: NodeJS.ProcessEnv = process.env): Settings {
   const stored = readStoredSettings(path);
-  const settings = checkTypes(path, defu(envOverrides(env), stored, defaultSettings()) as Settings);
+  const settings = boundDurations(checkTypes(path, defu(envOverrides(env), stored, defaultSettings()) as Settings));
   if (settings.update.intervalMs < UPDATE_INTERVAL_FLOOR_MS) {
     settings.update = { ...settings.update, intervalMs: UPDATE_INTERVAL_FLOOR_MS };
   }

@@ -43,7 +43,7 @@ import { bootstrap } from "../daemon/bootstrap.ts";
 import { readStoredSettings, updateSettings } from "../daemon/settings.ts";
 import { assertSupportedPlatform, openContext, prepareStateDirs, versionFromReleaseDir } from "../daemon/context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "../daemon/lock.ts";
-import { ensureSafeDir, tempPathFor } from "../platform/fs.ts";
+import { createTemp, ensureSafeDir } from "../platform/fs.ts";
 import { installLinkFrom, releaseDirName, type Layout, type Target } from "../platform/paths.ts";
 import { BUILT_IN_BASE_URL, CLI_TARGET, CLI_VERSION, IS_COMPILED } from "../version.ts";
 import { addPathBlock } from "./profile.ts";
@@ -232,8 +232,7 @@ function fileContains(path: string, needle: string): boolean {
 
 /** Replaces `path` with a symlink to `target` by renaming a freshly made link over it. */
 function replaceWithSymlink(path: string, target: string): void {
-  const temp = tempPathFor(path);
-  symlinkSync(target, temp);
+  const { temp } = createTemp(path, (name) => symlinkSync(target, name));
   try {
     renameSync(temp, path);
   } catch (error) {

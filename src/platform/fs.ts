@@ -6,10 +6,36 @@ import { BerthError, errnoCode } from "../errors.ts";
 export const DIR_MODE = 0o700;
 export const FILE_MODE = 0o600;
 
+/** Names tried for one temp file; past the first, each carries random bytes, so taking them all is luck no one has. */
+export const TEMP_NAME_ATTEMPTS = 4;
+
+/** How tempPathFor's names end: what a writer killed between creating and renaming leaves behind. */
+export const TEMP_NAME_PATTERN = /\.tmp-\d+-\d+(?:-[0-9a-f]+)?$/;
+
 let tempCounter = 0;
-export function tempPathFor(path: string): string {
+/** A sibling temp name of `path`: pid and counter, plus random bytes on a retry (`attempt` > 0). */
+export function tempPathFor(path: string, attempt = 0): string {
   tempCounter += 1;
-  return `${path}.tmp-${process.pid}-${tempCounter}`;
+  const name = `${path}.tmp-${process.pid}-${tempCounter}`;
+  return attempt === 0 ? name : `${name}-${Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex")}`;
+}
+
+/**
+ * Creates a fresh temp sibling of `path` with `create` (which must fail with
+ * EEXIST when the name is taken: open "wx", symlink) and returns its name and
+ * what `create` returned. A taken name — left by a writer killed mid-write
+ * whose pid this process reuses, as every run of a container starts at the
+ * same pid — is never opened, followed or removed: the next name is tried.
+ */
+export function createTemp<T>(path: string, create: (temp: string) => T): { temp: string; value: T } {
+  for (let attempt = 0; ; attempt += 1) {
+    const temp = tempPathFor(path, attempt);
+    try {
+      return { temp, value: create(temp) };
+    } catch (error) {
+      if (errnoCode(error) !== "EEXIST" || attempt + 1 >= TEMP_NAME_ATTEMPTS) throw error;
+    }
+  }
 }
 
 /**
@@ -20,10 +46,9 @@ export function tempPathFor(path: string): string {
  * never see half a file; a power cut may leave the old one, or an empty one.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE, options: { durable?: boolean } = {}): void {
-  const temp = tempPathFor(path);
-  let fd: number | undefined;
+  const { temp, value: opened } = createTemp(path, (name) => openSync(name, "wx", mode));
+  let fd: number | undefined = opened;
   try {
-    fd = openSync(temp, "wx", mode);
     const bytes = typeof data === "string" ? utf8Bytes(data) : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);

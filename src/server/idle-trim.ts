@@ -35,8 +35,18 @@
  * nothing is scheduled: the one-shot timer is armed by the first event after
  * a trim, and at most re-armed once per quiet period while clients are busy.
  */
-import { readFileSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, readlinkSync, readSync } from "../platform/sys.ts";
+import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
+
+/**
+ * Most smaps read: ~1 kB per mapping, so ~4000 mappings (an app-server has a
+ * few hundred). A process with more skips the trim rather than hold the event
+ * loop reading up to max_map_count (65530) of them.
+ */
+export const SMAPS_MAX_BYTES = 4 * 1024 * 1024;
+const SMAPS_PATH = "/proc/self/smaps";
+const READ_CHUNK_BYTES = 64 * 1024;
 
 export type ExecutableIdentity = { major: number; minor: number; inode: bigint; path: string };
 export type Range = { start: bigint; end: bigint; rssKb: number };
@@ -80,16 +90,44 @@ export function deviceNumbers(dev: bigint): { major: number; minor: number } {
   };
 }
 
-export type TrimReport = { ranges: number; rssKb: number; failed: number };
+/**
+ * The text of `path` when it holds at most `maxBytes`, else undefined. Read
+ * as it streams (a /proc file says size 0), never through a symlink, and only
+ * from a regular file: a FIFO would block, /dev/zero would never end.
+ */
+export function readBoundedText(path: string, maxBytes: number): string | undefined {
+  const fd = openStateFile(path, STATE_READ_FLAGS);
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, maxBytes + 1 - total));
+      const read = readSync(fd, chunk, 0, chunk.length, null);
+      if (read === 0) return Buffer.concat(chunks, total).toString("utf8");
+      total += read;
+      if (total > maxBytes) return undefined;
+      chunks.push(chunk.subarray(0, read));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `skipped`: smaps was past its bound, so nothing was looked at this round. */
+export type TrimReport = { ranges: number; rssKb: number; failed: number; skipped?: "smapsTooLarge" };
 
 /** Trims this process's clean executable pages (Linux only; elsewhere reports nothing trimmed). */
-export async function trimOwnExecutable(): Promise<TrimReport> {
+export async function trimOwnExecutable(smapsMaxBytes = SMAPS_MAX_BYTES): Promise<TrimReport> {
   const report: TrimReport = { ranges: 0, rssKb: 0, failed: 0 };
   if (process.platform !== "linux") return report;
-  // bigint: an inode number past 2^53 (btrfs, xfs) must not round onto another.
+  // bigint: an inode number past 2^53 (btrfs, xfs) must not round onto another. node:fs for that, loaded
+  // here, not at the server's start (sys.ts keeps a start free of it).
+  const { statSync } = require("node:fs") as typeof import("node:fs");
   const stat = statSync("/proc/self/exe", { bigint: true });
   const exe = { ...deviceNumbers(stat.dev), inode: stat.ino, path: readlinkSync("/proc/self/exe") };
-  const ranges = trimmableRanges(readFileSync("/proc/self/smaps", "utf8"), exe);
+  const smaps = readBoundedText(SMAPS_PATH, smapsMaxBytes);
+  if (smaps === undefined) return { ...report, skipped: "smapsTooLarge" };
+  const ranges = trimmableRanges(smaps, exe);
   if (ranges.length === 0) return report;
   // bun:ffi is loaded here, not at start: a server that never goes quiet never needs it.
   const { madviseDontNeed } = await import("../platform/ffi.ts");

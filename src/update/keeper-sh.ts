@@ -25,7 +25,7 @@
  * the steps and what they run) and waits for the steps, which end at once
  * except while one flips `current` back and restarts (termination.ts).
  */
-import { join } from "node:path";
+import { join } from "../platform/posix-path.ts";
 import { PID_LOCK_WAIT_MS } from "../daemon/backend.ts";
 import type { PidRecord } from "../daemon/pidfile.ts";
 
@@ -62,11 +62,19 @@ export function updateVerdictPath(daemonDir: string): string {
   return join(daemonDir, "update-next");
 }
 
+/**
+ * Carries KEEPER_SCRIPT to the loop's sh (keeperShellEnv), so the script is not in its argv: `ps` shows
+ * `sh -c eval … update-loop <binary> <version> …`, not kilobytes of shell. The script unsets it at once,
+ * so nothing the loop starts (steps, the app-server, its sessions) inherits it.
+ */
+export const KEEPER_SCRIPT_ENV = "BERTH_KEEPER_SCRIPT";
+
 // The script: $0 = update-loop, $1 = the binary that exec'd this loop, $2 = its version, then where the
 // setup's own first step left off, the keeper step's deadline and the user's uid (keeperShellArgv); BERTH_HOME
 // in the environment.
 // shellcheck-clean as `sh` (test/keeper-sh.test.ts runs shellcheck on it).
-export const KEEPER_SCRIPT = `set -u
+export const KEEPER_SCRIPT = `unset ${KEEPER_SCRIPT_ENV}
+set -u
 self=$1
 version=$2
 seen=$3
@@ -342,13 +350,19 @@ export function keeperStepMaxMs(startTimeoutMs: number): number {
 }
 
 /**
- * The loop's argv: `sh -c SCRIPT update-loop <own binary> <version> <seen> <pid> <start> <wake>
- * <update wake> <keeper step deadline> <uid>` (times in centiseconds; the uid whose files it trusts, with root's).
+ * The loop's argv: `sh -c 'eval "${BERTH_KEEPER_SCRIPT:?}"' update-loop <own binary> <version> <seen> <pid>
+ * <start> <wake> <update wake> <keeper step deadline> <uid>` (times in centiseconds; the uid whose files it
+ * trusts, with root's); run with keeperShellEnv.
  */
 export function keeperShellArgv(ownBinary: string, version: string, start: LoopStart, keeperStepMs: number, uid: number): string[] {
   const [, pid, startTime, wake] = verdictLine({ token: "-", ...(start.watch ? { watch: start.watch } : {}), wakeAtCs: start.wakeAtCs, version }).split(" ");
   const tail = [start.seen, pid as string, startTime as string, wake as string, String(Math.ceil(start.updateAtCs)), String(Math.ceil(keeperStepMs / 10)), String(uid)];
-  return [SHELL, "-c", KEEPER_SCRIPT, LOOP_NAME, ownBinary, version, ...tail];
+  return [SHELL, "-c", `eval "\${${KEEPER_SCRIPT_ENV}:?}"`, LOOP_NAME, ownBinary, version, ...tail];
+}
+
+/** The loop's environment: `env` and the script (see KEEPER_SCRIPT_ENV). */
+export function keeperShellEnv(env: Record<string, string | undefined>): Record<string, string | undefined> {
+  return { ...env, [KEEPER_SCRIPT_ENV]: KEEPER_SCRIPT };
 }
 
 /** Pure: a file's first line as the loop's `read -r` sees it (surrounding blanks dropped). */

@@ -8,7 +8,7 @@
  * roll back) when one is due. Elsewhere (no /proc to read identities from a
  * shell) the same steps run in this process.
  */
-import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "../platform/sys.ts";
 import { describeError, isBerthError } from "../errors.ts";
 import { managedInstall, openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { appendLog, captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
@@ -19,7 +19,7 @@ import { processIdentity } from "../platform/process.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { CLI_VERSION } from "../version.ts";
 import { Keeper, type KeeperVerdict } from "./keeper-loop.ts";
-import { keeperShellArgv, keeperStepMaxMs, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, watchedLine, type LoopStart } from "./keeper-sh.ts";
+import { keeperShellArgv, keeperShellEnv, keeperStepMaxMs, keeperVerdictPath, SHELL, updateVerdictLine, updateVerdictPath, verdictLine, watchedLine, type LoopStart } from "./keeper-sh.ts";
 import { exitOnTermination } from "./termination.ts";
 
 /**
@@ -86,7 +86,7 @@ export async function runUpdateLoop(): Promise<never> {
   if (shellLoopRuns(ctx)) {
     try {
       const own = realpathSync(ctx.layout.managedBinary);
-      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs), keeperStepMaxMs(settings.startTimeoutMs), process.getuid?.() ?? 0), { ...ctx.env, BERTH_HOME: ctx.layout.home });
+      execReplace(SHELL, keeperShellArgv(own, version, await firstStep(ctx, updateInMs), keeperStepMaxMs(settings.startTimeoutMs), process.getuid?.() ?? 0), keeperShellEnv({ ...ctx.env, BERTH_HOME: ctx.layout.home }));
     } catch (error) {
       logLine(ctx, `loop: cannot run the sh loop (${describeError(error).split("\n")[0]}); keeping in this process`);
     }

@@ -6,7 +6,7 @@
 import { closeSync, fsyncSync, linkSync, openSync, constants, readSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
-import { FILE_MODE, tempPathFor } from "../platform/fs.ts";
+import { FILE_MODE, createTemp } from "../platform/fs.ts";
 
 const ID_PATTERN = /^[0-9a-f]{32}$/;
 
@@ -38,8 +38,7 @@ export function machineId(daemonDir: string): string {
   const existing = readId(path);
   if (existing) return existing;
   const id = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
-  const temp = tempPathFor(path);
-  const fd = openSync(temp, "wx", FILE_MODE);
+  const { temp, value: fd } = createTemp(path, (name) => openSync(name, "wx", FILE_MODE));
   try {
     writeSync(fd, `${id}\n`);
     fsyncSync(fd);
