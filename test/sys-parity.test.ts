@@ -10,7 +10,7 @@ import { join } from "node:path";
 import * as sys from "../src/platform/sys.ts";
 import { readStateFile } from "../src/platform/fs.ts";
 import { processArgv, processEnvValue } from "../src/platform/process.ts";
-import { BUN, ROOT, berthEnv } from "./helpers/berth.ts";
+import { BUN, MAIN, ROOT, berthEnv, makeHome, runProcess, type TestHome } from "./helpers/berth.ts";
 
 /** How long child processes of one test may take (a loaded 2-core machine). */
 const CHILDREN_WAIT_MS = 30_000;
@@ -126,4 +126,51 @@ describe("the node:fs fallback (BERTH_SYS_NODE_FS=1) reaches the berth processes
       else process.env.BERTH_SYS_NODE_FS = saved;
     }
   });
+});
+
+describe.skipIf(process.platform !== "linux")("statx refused by a seccomp filter (Docker < 18.04): stat falls back, as node:fs does", () => {
+  const NO_STATX = join(ROOT, "test", "fixtures", "no-statx.ts");
+  const EPERM = 1;
+  let home: TestHome | undefined;
+  afterEach(async () => {
+    await home?.cleanup();
+    home = undefined;
+  });
+
+  test("statSync, lstatSync and fstatSync answer as node:fs does under the filter", async () => {
+    const script = join(dir, "stat-under-filter.ts");
+    nodeFs.writeFileSync(
+      script,
+      `import * as nodeFs from "node:fs";
+import * as sys from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
+const fields = (s) => [s.ino, s.mode, s.size, s.isDirectory(), s.isSymbolicLink()];
+const path = ${JSON.stringify(dir)};
+console.log(JSON.stringify({
+  stat: [fields(sys.statSync(path)), fields(nodeFs.statSync(path))],
+  lstat: [fields(sys.lstatSync("/proc/self")), fields(nodeFs.lstatSync("/proc/self"))],
+  fstat: [fields(sys.fstatSync(0)), fields(nodeFs.fstatSync(0))],
+  missing: sys.statSync(path + "/missing", { throwIfNoEntry: false }) ?? null,
+}));
+`,
+    );
+    const result = await runProcess([BUN, NO_STATX, String(EPERM), BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+    const { stat, lstat, fstat, missing } = result.json;
+    expect(stat[0]).toEqual(stat[1]);
+    expect(lstat[0]).toEqual(lstat[1]);
+    expect(lstat[0][4]).toBe(true);
+    expect(fstat[0]).toEqual(fstat[1]);
+    expect(missing).toBeNull();
+  }, CHILDREN_WAIT_MS);
+
+  test("berth start, status and stop work with statx refused (the app-server inherits the filter)", async () => {
+    home = makeHome();
+    const run = (args: string[]) => home!.exec([BUN, NO_STATX, String(EPERM), BUN, MAIN, ...args], { timeoutMs: CHILDREN_WAIT_MS });
+    const started = await run(["start"]);
+    expect({ status: started.json?.status, stderr: started.code === 0 ? "" : started.stderr }).toEqual({ status: "started", stderr: "" });
+    const status = await run(["status"]);
+    expect(status.json?.appServer?.state).toBe("running");
+    const stopped = await run(["stop"]);
+    expect(stopped.json?.status).toBe("stopped");
+  }, 3 * CHILDREN_WAIT_MS);
 });

@@ -212,8 +212,17 @@ let statxScratch: Uint8Array | undefined;
 /** statxScratch seen as unsigned and signed 32-bit words (made once: views cost microseconds each in cold code). */
 let statxWords: [Uint32Array, Int32Array] | undefined;
 
-/** statx(2) as a FileStat, or the errno it failed with. */
-function statx(c: FileCalls, dirfd: number, path: string, flags: number): FileStat | number {
+/**
+ * Set once statx(2) itself is refused rather than failing for the path: a seccomp filter older than statx
+ * (Docker < 18.04, libseccomp < 2.3.3, some CI sandboxes) answers EPERM for every path, where node:fs
+ * (Bun, like libuv) falls back to stat(2). From then on node:fs does the stat calls here too.
+ */
+let statxRefused = false;
+const STATX_REFUSED_ERRNOS = new Set([1 /* EPERM */, 22 /* EINVAL */, 38 /* ENOSYS */, 95 /* EOPNOTSUPP */]);
+
+/** statx(2) as a FileStat, the errno it failed with, or undefined when statx is refused (node:fs's turn). */
+function statx(c: FileCalls, dirfd: number, path: string, flags: number): FileStat | number | undefined {
+  if (statxRefused) return undefined;
   if (!statxScratch) {
     statxScratch = new Uint8Array(STATX_BYTES);
     statxWords = [new Uint32Array(statxScratch.buffer), new Int32Array(statxScratch.buffer)];
@@ -221,9 +230,16 @@ function statx(c: FileCalls, dirfd: number, path: string, flags: number): FileSt
   const buffer = statxScratch;
   const encoded = cPath(path);
   for (;;) {
-    if (c.statx(dirfd, encoded, flags, STATX_BASIC_STATS, buffer) === 0) return statFromStatx(buffer);
-    const errno = c.errno();
-    if (errno !== EINTR) return errno;
+    const result = c.statx(dirfd, encoded, flags, STATX_BASIC_STATS, buffer);
+    if (result === 0) return statFromStatx(buffer);
+    const errno = result < 0 ? c.errno() : 0;
+    if (errno === EINTR) continue;
+    // Not a statx answer (a positive result), or statx refused as a whole: node:fs asks stat(2) instead.
+    if (result > 0 || STATX_REFUSED_ERRNOS.has(errno)) {
+      statxRefused = true;
+      return undefined;
+    }
+    return errno;
   }
 }
 
@@ -231,8 +247,8 @@ type StatOptions = { throwIfNoEntry?: boolean };
 
 function statPath(path: string, options: StatOptions | undefined, flags: number, syscall: "stat" | "lstat"): FileStat | undefined {
   const c = libc();
-  if (!c) return (syscall === "stat" ? node().statSync : node().lstatSync)(path, options as never) as unknown as FileStat | undefined;
-  const result = statx(c, AT_FDCWD, path, flags);
+  const result = c ? statx(c, AT_FDCWD, path, flags) : undefined;
+  if (result === undefined) return (syscall === "stat" ? node().statSync : node().lstatSync)(path, options as never) as unknown as FileStat | undefined;
   if (typeof result !== "number") return result;
   if (result === ENOENT && options?.throwIfNoEntry === false) return undefined;
   throw sysError(result, syscall, path);
@@ -252,8 +268,8 @@ export function lstatSync(path: string, options?: StatOptions): FileStat | undef
 
 export function fstatSync(fd: number, options?: StatOptions): FileStat {
   const c = libc();
-  if (!c) return node().fstatSync(fd, options as never) as unknown as FileStat;
-  const result = statx(c, fd, "", AT_EMPTY_PATH);
+  const result = c ? statx(c, fd, "", AT_EMPTY_PATH) : undefined;
+  if (result === undefined) return node().fstatSync(fd, options as never) as unknown as FileStat;
   if (typeof result !== "number") return result;
   throw sysError(result, "fstat");
 }
