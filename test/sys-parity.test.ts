@@ -129,7 +129,7 @@ describe("the node:fs fallback (BERTH_SYS_NODE_FS=1) reaches the berth processes
 });
 
 describe.skipIf(process.platform !== "linux")("statx refused by a seccomp filter (Docker < 18.04): stat falls back, as node:fs does", () => {
-  const NO_STATX = join(ROOT, "test", "fixtures", "no-statx.ts");
+  const SECCOMP = join(ROOT, "test", "fixtures", "seccomp-errno.ts");
   const EPERM = 1;
   let home: TestHome | undefined;
   afterEach(async () => {
@@ -153,7 +153,7 @@ console.log(JSON.stringify({
 }));
 `,
     );
-    const result = await runProcess([BUN, NO_STATX, String(EPERM), BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
+    const result = await runProcess([BUN, SECCOMP, "statx", String(EPERM), BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
     expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
     const { stat, lstat, fstat, missing } = result.json;
     expect(stat[0]).toEqual(stat[1]);
@@ -165,7 +165,7 @@ console.log(JSON.stringify({
 
   test("berth start, status and stop work with statx refused (the app-server inherits the filter)", async () => {
     home = makeHome();
-    const run = (args: string[]) => home!.exec([BUN, NO_STATX, String(EPERM), BUN, MAIN, ...args], { timeoutMs: CHILDREN_WAIT_MS });
+    const run = (args: string[]) => home!.exec([BUN, SECCOMP, "statx", String(EPERM), BUN, MAIN, ...args], { timeoutMs: CHILDREN_WAIT_MS });
     const started = await run(["start"]);
     expect({ status: started.json?.status, stderr: started.code === 0 ? "" : started.stderr }).toEqual({ status: "started", stderr: "" });
     const status = await run(["status"]);
@@ -173,4 +173,27 @@ console.log(JSON.stringify({
     const stopped = await run(["stop"]);
     expect(stopped.json?.status).toBe("stopped");
   }, 3 * CHILDREN_WAIT_MS);
+});
+
+describe.skipIf(process.platform !== "linux")("closeSync: EINTR from close(2) is success, as node:fs (libuv, Bun) takes it", () => {
+  test("the descriptor is gone after an interrupted close: no error, so no caller closes it again", async () => {
+    // Linux frees the descriptor before close(2) can say EINTR (NFS, FUSE): an error makes writeFileAtomic
+    // close the number again (maybe someone else's by then) and a lock's release throw out of withLock.
+    const script = join(dir, "close-under-filter.ts");
+    nodeFs.writeFileSync(
+      script,
+      `import * as nodeFs from "node:fs";
+import * as sys from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
+import { refuseSyscall } from ${JSON.stringify(join(ROOT, "test/fixtures/seccomp-errno.ts"))};
+const outcome = (call) => { try { call(); return "ok"; } catch (error) { return error.code; } };
+// Opened (and the C library loaded) first: from here on every close(2) of this thread says EINTR.
+const fds = [sys.openSync("/dev/null", "r"), nodeFs.openSync("/dev/null", "r")];
+if (!refuseSyscall("close", 4)) process.exit(97);
+console.log(JSON.stringify({ sys: outcome(() => sys.closeSync(fds[0])), node: outcome(() => nodeFs.closeSync(fds[1])) }));
+`,
+    );
+    const result = await runProcess([BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(result.json).toEqual({ sys: "ok", node: "ok" });
+  }, CHILDREN_WAIT_MS);
 });
