@@ -197,3 +197,26 @@ console.log(JSON.stringify({ sys: outcome(() => sys.closeSync(fds[0])), node: ou
     expect(result.json).toEqual({ sys: "ok", node: "ok" });
   }, CHILDREN_WAIT_MS);
 });
+
+describe.skipIf(process.platform !== "linux")("readdirSync: a failing readdir(3) is an error, never the end of the folder", () => {
+  test("EIO from getdents64 throws as node:fs throws; the /proc scans do not come back empty", async () => {
+    // Before: readdir's NULL was always "the end", so listProcesses (stop's tree snapshot) saw no process at all.
+    const script = join(dir, "readdir-under-filter.ts");
+    nodeFs.writeFileSync(
+      script,
+      `import * as nodeFs from "node:fs";
+import * as sys from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
+import { listPids, listProcesses } from ${JSON.stringify(join(ROOT, "src/platform/process.ts"))};
+import { refuseSyscall } from ${JSON.stringify(join(ROOT, "test/fixtures/seccomp-errno.ts"))};
+const outcome = (call) => { try { return "ok: " + call().length; } catch (error) { return error.code + " " + error.syscall; } };
+const before = listPids().length > 0 && listProcesses().length > 0;
+// From here on every getdents64 of this thread says EIO (a failing disk, a broken network folder).
+if (!refuseSyscall("getdents64", 5)) process.exit(97);
+console.log(JSON.stringify({ before, sys: outcome(() => sys.readdirSync("/proc")), node: outcome(() => nodeFs.readdirSync("/proc")), pids: outcome(listPids), processes: outcome(listProcesses) }));
+`,
+    );
+    const result = await runProcess([BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(result.json).toEqual({ before: true, sys: "EIO scandir", node: "EIO scandir", pids: "EIO scandir", processes: "EIO scandir" });
+  }, CHILDREN_WAIT_MS);
+});

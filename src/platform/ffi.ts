@@ -4,7 +4,7 @@
  * the peer credentials of a Unix socket (who really listens on it), and on
  * Linux the send buffers of Unix sockets that carry bulk data.
  */
-import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { CString, dlopen, FFIType, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -484,7 +484,7 @@ export type FileCalls = {
   unlink(path: Uint8Array): number;
   mkdir(path: Uint8Array, mode: number): number;
   access(path: Uint8Array, mode: number): number;
-  /** The names in a folder, "." and ".." left out; a number is the errno of opendir. */
+  /** The names in a folder, "." and ".." left out; a number is the errno of opendir or readdir. */
   readdir(path: Uint8Array): string[] | number;
   errno(): number;
 };
@@ -537,11 +537,18 @@ export function fileCalls(): FileCalls | undefined {
     readdir: (path) => {
       const dir = s.opendir!(path) as Pointer | null;
       if (dir === null) return read.i32(s.__errno_location!() as Pointer, 0);
+      // readdir(3) says "the end" and "failed" (EIO...) both with NULL: errno, zeroed before each call, tells
+      // which. A failure read as the end gave a silently short listing (an empty /proc scan before stop).
+      const errno = new Int32Array(toArrayBuffer(s.__errno_location!() as Pointer, 0, 4));
       const names: string[] = [];
       try {
         for (;;) {
+          errno[0] = 0;
           const entry = s.readdir!(dir) as Pointer | null;
-          if (entry === null) break;
+          if (entry === null) {
+            if (errno[0] !== 0) return errno[0] as number;
+            break;
+          }
           const name = new CString(entry, DIRENT_NAME_OFFSET).toString();
           if (name !== "." && name !== "..") names.push(name);
         }
