@@ -39,6 +39,9 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
       const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
       const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env });
       expect(killed.code).not.toBe(0);
+      // The orphan may be inside one of its execs right now, its /proc/<pid>/cmdline unreadable for an instant:
+      // look again until it shows, within a deadline.
+      await eventually(() => updateLoops(home).length > 0, ORPHAN_NAMED_WAIT_MS, 20);
       const [orphan] = updateLoops(home);
       expect(orphan).toBeGreaterThan(1);
       expect(readFileSync(home.path("daemon", "updater.pid"), "utf8")).toBe("");

@@ -17,7 +17,9 @@ let tempCounter = 0;
 export function tempPathFor(path: string, attempt = 0): string {
   tempCounter += 1;
   const name = `${path}.tmp-${process.pid}-${tempCounter}`;
-  return attempt === 0 ? name : `${name}-${Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex")}`;
+  if (attempt === 0) return name;
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(6)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `${name}-${random}`;
 }
 
 /**

@@ -120,6 +120,20 @@ function cPath(path: string): Uint8Array {
   return encoder.encode(`${path}\0`);
 }
 
+let pathScratch: Uint8Array | undefined;
+
+/**
+ * cPath into one reused buffer, for the calls that take a single path and keep nothing of it (the /proc
+ * scans make hundreds): no allocation per call. The result is overwritten by the next such call.
+ */
+function cPathScratch(path: string): Uint8Array {
+  if (typeof path !== "string" || path.includes("\0") || path.length * 3 >= PATH_MAX) return cPath(path);
+  pathScratch ??= new Uint8Array(PATH_MAX);
+  const { written } = encoder.encodeInto(path, pathScratch);
+  pathScratch[written] = 0;
+  return pathScratch;
+}
+
 /** Runs a call that returns -1 on failure, again after EINTR; throws node:fs's error otherwise. */
 function check(c: FileCalls, result: number, syscall: string, path?: string, dest?: string): number {
   if (result >= 0) return result;
@@ -228,7 +242,7 @@ function statx(c: FileCalls, dirfd: number, path: string, flags: number): FileSt
     statxWords = [new Uint32Array(statxScratch.buffer), new Int32Array(statxScratch.buffer)];
   }
   const buffer = statxScratch;
-  const encoded = cPath(path);
+  const encoded = cPathScratch(path);
   for (;;) {
     const result = c.statx(dirfd, encoded, flags, STATX_BASIC_STATS, buffer);
     if (result === 0) return statFromStatx(buffer);
@@ -427,7 +441,7 @@ let readScratch: Uint8Array | undefined;
 export function readFileSync(path: string, encoding: "utf8" | "latin1"): string {
   const c = libc();
   if (!c) return node().readFileSync(path, encoding);
-  const encoded = cPath(path);
+  const encoded = cPathScratch(path);
   let fd = c.open(encoded, LINUX_CONSTANTS.O_RDONLY | O_CLOEXEC, 0);
   while (fd < 0) {
     const errno = c.errno();
@@ -444,7 +458,7 @@ export function readFileSync(path: string, encoding: "utf8" | "latin1"): string 
         bigger.set(bytes);
         bytes = bigger;
       }
-      const count = c.read(fd, bytes.subarray(total), bytes.byteLength - total);
+      const count = c.read(fd, total === 0 ? bytes : bytes.subarray(total), bytes.byteLength - total);
       if (count === 0) break;
       if (count < 0) {
         const errno = c.errno();
