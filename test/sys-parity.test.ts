@@ -12,29 +12,25 @@ import { join } from "node:path";
 import * as sys from "../src/platform/sys.ts";
 import { readStateFile } from "../src/platform/fs.ts";
 import { processArgv, processEnvValue } from "../src/platform/process.ts";
-import { BUN, MAIN, ROOT, berthEnv, makeHome, runProcess, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, ROOT, berthEnv, homesPerTest, runProcess, type RunResult } from "./helpers/berth.ts";
 
 /** How long child processes of one test may take (a loaded 2-core machine). */
 const CHILDREN_WAIT_MS = 30_000;
 /** How long a spawned child may take to show its environment in /proc. */
 const CHILD_VISIBLE_WAIT_MS = 10_000;
+const SECCOMP_FIXTURE = join(ROOT, "test", "fixtures", "seccomp-errno.ts");
+/** Module paths as a generated script imports them. */
+const SYS_MODULE = JSON.stringify(join(ROOT, "src/platform/sys.ts"));
+const SECCOMP_MODULE = JSON.stringify(SECCOMP_FIXTURE);
+const EPERM = 1;
+const EINTR = 4;
+const EIO = 5;
 
 let dir: string;
 beforeAll(() => {
   dir = nodeFs.mkdtempSync(join(tmpdir(), "berth-sys-parity-"));
 });
 afterAll(() => nodeFs.rmSync(dir, { recursive: true, force: true }));
-
-const started: number[] = [];
-afterEach(() => {
-  for (const pid of started.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-});
 
 /** "ok", or the error's code and syscall. */
 function outcome(call: () => unknown): unknown {
@@ -45,6 +41,19 @@ function outcome(call: () => unknown): unknown {
     const e = error as { code?: string; syscall?: string };
     return { code: e.code, syscall: e.syscall };
   }
+}
+
+/** Writes `source` as a script in the test folder and runs it with Bun, behind `prefix` (the seccomp fixture) when given. */
+async function runScript(name: string, source: string, options: { prefix?: string[]; args?: string[] } = {}): Promise<RunResult> {
+  const script = join(dir, name);
+  nodeFs.writeFileSync(script, source);
+  return runProcess([...(options.prefix ?? []), BUN, script, ...(options.args ?? [])], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
+}
+
+/** The JSON line of a script that must end well and say nothing on stderr. */
+function cleanJson(result: RunResult): unknown {
+  expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+  return result.json;
 }
 
 describe("UTF-8 text keeps a leading byte-order mark, as node:fs's readFileSync and Buffer do", () => {
@@ -69,13 +78,17 @@ describe("UTF-8 text keeps a leading byte-order mark, as node:fs's readFileSync 
     // findUpdateLoops trusts processEnvValue(pid, "BERTH_HOME") to prove a process is ours before signalling it.
     const home = join(dir, "home");
     const child = Bun.spawn(["sh", "-c", "sleep 60; :", "update-loop"], { env: { "\uFEFFBERTH_HOME": home, PATH: process.env.PATH ?? "/usr/bin:/bin" }, stdio: ["ignore", "ignore", "ignore"] });
-    started.push(child.pid);
-    const deadline = Date.now() + CHILD_VISIBLE_WAIT_MS;
-    while (!(processArgv(child.pid) ?? []).includes("update-loop") && Date.now() < deadline) await Bun.sleep(10);
-    const environ = nodeFs.readFileSync(`/proc/${child.pid}/environ`, "utf8");
-    expect(environ.startsWith(`\uFEFFBERTH_HOME=${home}\0`)).toBe(true);
-    expect(processEnvValue(child.pid, "BERTH_HOME")).toBeUndefined();
-    expect(processEnvValue(child.pid, "PATH")).toBe(process.env.PATH ?? "/usr/bin:/bin");
+    try {
+      const deadline = Date.now() + CHILD_VISIBLE_WAIT_MS;
+      while (!(processArgv(child.pid) ?? []).includes("update-loop") && Date.now() < deadline) await Bun.sleep(10);
+      const environ = nodeFs.readFileSync(`/proc/${child.pid}/environ`, "utf8");
+      expect(environ.startsWith(`\uFEFFBERTH_HOME=${home}\0`)).toBe(true);
+      expect(processEnvValue(child.pid, "BERTH_HOME")).toBeUndefined();
+      expect(processEnvValue(child.pid, "PATH")).toBe(process.env.PATH ?? "/usr/bin:/bin");
+    } finally {
+      child.kill("SIGKILL");
+      await child.exited;
+    }
   });
 });
 
@@ -91,11 +104,8 @@ describe("mkdirSync({ recursive: true }) accepts a folder that is already there 
   test("processes making the same deep folders at once all succeed", async () => {
     const base = join(dir, "race");
     nodeFs.mkdirSync(base);
-    const script = join(dir, "race.ts");
     // Each process makes the same 150 chains; the others make the last folder of a chain between its parent and it.
-    nodeFs.writeFileSync(
-      script,
-      `import { mkdirSync } from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
+    const source = `import { mkdirSync } from ${SYS_MODULE};
 const start = Number(process.argv[2]);
 while (Date.now() < start) {}
 const failures = [];
@@ -103,14 +113,10 @@ for (let i = 0; i < 150; i++) {
   try { mkdirSync(${JSON.stringify(base)} + "/" + i + "/a/b/c/d", { recursive: true, mode: 0o700 }); } catch (error) { failures.push(error.code); }
 }
 console.log(JSON.stringify(failures));
-`,
-    );
-    const start = Date.now() + 1_000;
-    const children = Array.from({ length: 4 }, () => Bun.spawn([BUN, script, String(start)], { stdio: ["ignore", "pipe", "inherit"] }));
-    for (const child of children) started.push(child.pid);
-    const outputs = await Promise.all(children.map((child) => new Response(child.stdout).text()));
-    expect(await Promise.all(children.map((child) => child.exited))).toEqual([0, 0, 0, 0]);
-    expect(outputs.map((text) => JSON.parse(text))).toEqual([[], [], [], []]);
+`;
+    const start = String(Date.now() + 1_000);
+    const results = await Promise.all(Array.from({ length: 4 }, (_, i) => runScript(`race-${i}.ts`, source, { args: [start] })));
+    expect(results.map(cleanJson)).toEqual([[], [], [], []]);
     for (let i = 0; i < 150; i++) expect(nodeFs.statSync(join(base, String(i), "a/b/c/d")).isDirectory()).toBe(true);
   }, CHILDREN_WAIT_MS);
 });
@@ -131,42 +137,30 @@ describe("the node:fs fallback (BERTH_SYS_NODE_FS=1) reaches the berth processes
 });
 
 describe.skipIf(process.platform !== "linux")("statx refused by a seccomp filter (Docker < 18.04): stat falls back, as node:fs does", () => {
-  const SECCOMP = join(ROOT, "test", "fixtures", "seccomp-errno.ts");
-  const EPERM = 1;
-  let home: TestHome | undefined;
-  afterEach(async () => {
-    await home?.cleanup();
-    home = undefined;
-  });
+  const newHome = homesPerTest(afterEach);
 
   test("statSync, lstatSync and fstatSync answer as node:fs does under the filter, each as a process's first stat", async () => {
-    const script = join(dir, "stat-under-filter.ts");
-    nodeFs.writeFileSync(
-      script,
-      `import * as nodeFs from "node:fs";
-import * as sys from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
-const fields = (s) => [s.ino, s.mode, s.size, s.isDirectory(), s.isSymbolicLink()];
+    const source = `import * as nodeFs from "node:fs";
+import * as sys from ${SYS_MODULE};
+const fields = (s) => s && [s.ino, s.mode, s.size, s.isDirectory(), s.isSymbolicLink()];
 const calls = {
   stat: (fs) => fs.statSync(${JSON.stringify(dir)}),
   lstat: (fs) => fs.lstatSync("/proc/self"),
   fstat: (fs) => fs.fstatSync(0),
-  missing: (fs) => fs.statSync(${JSON.stringify(join(dir, "missing"))}, { throwIfNoEntry: false }) ?? null,
+  missing: (fs) => fs.statSync(${JSON.stringify(join(dir, "missing"))}, { throwIfNoEntry: false }),
 };
 const call = calls[process.argv[2]];
-const mine = call(sys);
-console.log(JSON.stringify({ sys: mine && fields(mine), node: call(nodeFs) && fields(call(nodeFs)) }));
-`,
-    );
+console.log(JSON.stringify({ sys: fields(call(sys)) ?? null, node: fields(call(nodeFs)) ?? null }));
+`;
     for (const name of ["stat", "lstat", "fstat", "missing"]) {
-      const result = await runProcess([BUN, SECCOMP, "statx", String(EPERM), BUN, script, name], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
-      expect({ name, code: result.code, stderr: result.stderr }).toEqual({ name, code: 0, stderr: "" });
-      expect({ name, sys: result.json.sys }).toEqual({ name, sys: result.json.node });
+      const json = cleanJson(await runScript("stat-under-filter.ts", source, { prefix: [BUN, SECCOMP_FIXTURE, "statx", String(EPERM)], args: [name] })) as { sys: unknown; node: unknown };
+      expect({ name, sys: json.sys }).toEqual({ name, sys: json.node });
     }
   }, 4 * CHILDREN_WAIT_MS);
 
   test("berth start, status and stop work with statx refused (the app-server inherits the filter)", async () => {
-    home = makeHome();
-    const run = (args: string[]) => home!.exec([BUN, SECCOMP, "statx", String(EPERM), BUN, MAIN, ...args], { timeoutMs: CHILDREN_WAIT_MS });
+    const home = newHome();
+    const run = (args: string[]) => home.exec([BUN, SECCOMP_FIXTURE, "statx", String(EPERM), BUN, MAIN, ...args], { timeoutMs: CHILDREN_WAIT_MS });
     const start = await run(["start"]);
     expect({ status: start.json?.status, stderr: start.code === 0 ? "" : start.stderr }).toEqual({ status: "started", stderr: "" });
     const status = await run(["status"]);
@@ -180,44 +174,34 @@ describe.skipIf(process.platform !== "linux")("closeSync: EINTR from close(2) is
   test("the descriptor is gone after an interrupted close: no error, so no caller closes it again", async () => {
     // Linux frees the descriptor before close(2) can say EINTR (NFS, FUSE): an error makes writeFileAtomic
     // close the number again (maybe someone else's by then) and a lock's release throw out of withLock.
-    const script = join(dir, "close-under-filter.ts");
-    nodeFs.writeFileSync(
-      script,
-      `import * as nodeFs from "node:fs";
-import * as sys from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
-import { refuseSyscall } from ${JSON.stringify(join(ROOT, "test/fixtures/seccomp-errno.ts"))};
+    // The filter is installed in the script itself: a program exec'd under it could not even load its libraries.
+    const source = `import * as nodeFs from "node:fs";
+import * as sys from ${SYS_MODULE};
+import { refuseSyscall } from ${SECCOMP_MODULE};
 const outcome = (call) => { try { call(); return "ok"; } catch (error) { return error.code; } };
 // Opened (and the C library loaded) first: from here on every close(2) of this thread says EINTR.
 const fds = [sys.openSync("/dev/null", "r"), nodeFs.openSync("/dev/null", "r")];
-if (!refuseSyscall("close", 4)) process.exit(97);
+if (!refuseSyscall("close", ${EINTR})) process.exit(97);
 console.log(JSON.stringify({ sys: outcome(() => sys.closeSync(fds[0])), node: outcome(() => nodeFs.closeSync(fds[1])) }));
-`,
-    );
-    const result = await runProcess([BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
-    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
-    expect(result.json).toEqual({ sys: "ok", node: "ok" });
+`;
+    expect(cleanJson(await runScript("close-under-filter.ts", source))).toEqual({ sys: "ok", node: "ok" });
   }, CHILDREN_WAIT_MS);
 });
 
 describe.skipIf(process.platform !== "linux")("readdirSync: a failing readdir(3) is an error, never the end of the folder", () => {
   test("EIO from getdents64 throws as node:fs throws; the /proc scans do not come back empty", async () => {
     // Before: readdir's NULL was always "the end", so listProcesses (stop's tree snapshot) saw no process at all.
-    const script = join(dir, "readdir-under-filter.ts");
-    nodeFs.writeFileSync(
-      script,
-      `import * as nodeFs from "node:fs";
-import * as sys from ${JSON.stringify(join(ROOT, "src/platform/sys.ts"))};
+    const source = `import * as nodeFs from "node:fs";
+import * as sys from ${SYS_MODULE};
 import { listPids, listProcesses } from ${JSON.stringify(join(ROOT, "src/platform/process.ts"))};
-import { refuseSyscall } from ${JSON.stringify(join(ROOT, "test/fixtures/seccomp-errno.ts"))};
+import { refuseSyscall } from ${SECCOMP_MODULE};
 const outcome = (call) => { try { return "ok: " + call().length; } catch (error) { return error.code + " " + error.syscall; } };
 const before = listPids().length > 0 && listProcesses().length > 0;
 // From here on every getdents64 of this thread says EIO (a failing disk, a broken network folder).
-if (!refuseSyscall("getdents64", 5)) process.exit(97);
+if (!refuseSyscall("getdents64", ${EIO})) process.exit(97);
 console.log(JSON.stringify({ before, sys: outcome(() => sys.readdirSync("/proc")), node: outcome(() => nodeFs.readdirSync("/proc")), pids: outcome(listPids), processes: outcome(listProcesses) }));
-`,
-    );
-    const result = await runProcess([BUN, script], { PATH: process.env.PATH ?? "/usr/bin:/bin" }, CHILDREN_WAIT_MS);
-    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
-    expect(result.json).toEqual({ before: true, sys: "EIO scandir", node: "EIO scandir", pids: "EIO scandir", processes: "EIO scandir" });
+`;
+    const failed = "EIO scandir";
+    expect(cleanJson(await runScript("readdir-under-filter.ts", source))).toEqual({ before: true, sys: failed, node: failed, pids: failed, processes: failed });
   }, CHILDREN_WAIT_MS);
 });
