@@ -121,6 +121,38 @@ console.log(JSON.stringify(failures));
   }, CHILDREN_WAIT_MS);
 });
 
+describe("paths near PATH_MAX, in 1- to 4-byte characters (sys.ts encodes into a reused buffer)", () => {
+  test("stat, lstat, exists, open, read and readdir fail (or not) with node:fs's codes", () => {
+    // The code only: past 4095 bytes Bun refuses before any system call, with no syscall named.
+    const code = (call: () => unknown) => {
+      const result = outcome(call);
+      return (result as { code?: string }).code ?? result;
+    };
+    let checked = 0;
+    for (const char of ["a", "é", "€", "😀"]) {
+      for (let length = 4_080; length <= 4_100; length += 1) {
+        // Names of at most 40 characters (under NAME_MAX in every width) until the path is `length` UTF-16 units long.
+        let path = dir;
+        while (path.length < length) path += `/${char.repeat(Math.max(1, Math.min(40, Math.floor((length - path.length - 1) / char.length))))}`;
+        const calls: Array<[string, (fs: typeof sys) => unknown]> = [
+          ["stat", (fs) => fs.statSync(path)],
+          ["lstat", (fs) => fs.lstatSync(path, { throwIfNoEntry: false })],
+          ["exists", (fs) => fs.existsSync(path)],
+          ["open", (fs) => fs.openSync(path, "r")],
+          ["read", (fs) => fs.readFileSync(path, "utf8")],
+          ["readdir", (fs) => fs.readdirSync(path)],
+        ];
+        for (const [name, call] of calls) {
+          const bytes = new TextEncoder().encode(path).byteLength;
+          expect({ char, bytes, name, code: code(() => call(sys)) }).toEqual({ char, bytes, name, code: code(() => call(nodeFs as unknown as typeof sys)) });
+          checked += 1;
+        }
+      }
+    }
+    expect(checked).toBe(4 * 21 * 6);
+  });
+});
+
 describe("the node:fs fallback (BERTH_SYS_NODE_FS=1) reaches the berth processes a test runs", () => {
   test("berthEnv passes BERTH_SYS_NODE_FS on when the test run has it, and only then", () => {
     const saved = process.env.BERTH_SYS_NODE_FS;
