@@ -129,11 +129,15 @@ describe("paths near PATH_MAX, in 1- to 4-byte characters (sys.ts encodes into a
       return (result as { code?: string }).code ?? result;
     };
     let checked = 0;
+    const encoder = new TextEncoder();
     for (const char of ["a", "é", "€", "😀"]) {
-      for (let length = 4_080; length <= 4_100; length += 1) {
-        // Names of at most 40 characters (under NAME_MAX in every width) until the path is `length` UTF-16 units long.
+      for (let target = 4_080; target <= 4_100; target += 1) {
+        // Names of at most 40 characters (under NAME_MAX in every width) until the path is about `target` bytes.
         let path = dir;
-        while (path.length < length) path += `/${char.repeat(Math.max(1, Math.min(40, Math.floor((length - path.length - 1) / char.length))))}`;
+        while (encoder.encode(path).byteLength < target) {
+          const left = target - encoder.encode(path).byteLength - 1;
+          path += `/${char.repeat(Math.max(1, Math.min(40, Math.floor(left / encoder.encode(char).byteLength))))}`;
+        }
         const calls: Array<[string, (fs: typeof sys) => unknown]> = [
           ["stat", (fs) => fs.statSync(path)],
           ["lstat", (fs) => fs.lstatSync(path, { throwIfNoEntry: false })],
@@ -143,7 +147,7 @@ describe("paths near PATH_MAX, in 1- to 4-byte characters (sys.ts encodes into a
           ["readdir", (fs) => fs.readdirSync(path)],
         ];
         for (const [name, call] of calls) {
-          const bytes = new TextEncoder().encode(path).byteLength;
+          const bytes = encoder.encode(path).byteLength;
           expect({ char, bytes, name, code: code(() => call(sys)) }).toEqual({ char, bytes, name, code: code(() => call(nodeFs as unknown as typeof sys)) });
           checked += 1;
         }
