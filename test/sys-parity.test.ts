@@ -12,7 +12,7 @@ import { join } from "node:path";
 import * as sys from "../src/platform/sys.ts";
 import { readStateFile } from "../src/platform/fs.ts";
 import { processArgv, processEnvValue } from "../src/platform/process.ts";
-import { BUN, MAIN, ROOT, berthEnv, homesPerTest, runProcess, type RunResult } from "./helpers/berth.ts";
+import { BUN, MAIN, ROOT, TARGET, berthEnv, homesPerTest, runProcess, type RunResult } from "./helpers/berth.ts";
 
 /** How long child processes of one test may take (a loaded 2-core machine). */
 const CHILDREN_WAIT_MS = 30_000;
@@ -22,6 +22,8 @@ const SECCOMP_FIXTURE = join(ROOT, "test", "fixtures", "seccomp-errno.ts");
 /** Module paths as a generated script imports them. */
 const SYS_MODULE = JSON.stringify(join(ROOT, "src/platform/sys.ts"));
 const SECCOMP_MODULE = JSON.stringify(SECCOMP_FIXTURE);
+/** The seccomp fixture: Linux with glibc (it loads libc.so.6), x64 or arm64 (its system call numbers). */
+const SECCOMP_RUNS = process.platform === "linux" && !TARGET.endsWith("-musl") && (process.arch === "x64" || process.arch === "arm64");
 const EPERM = 1;
 const EINTR = 4;
 const EIO = 5;
@@ -172,7 +174,7 @@ describe("the node:fs fallback (BERTH_SYS_NODE_FS=1) reaches the berth processes
   });
 });
 
-describe.skipIf(process.platform !== "linux")("statx refused by a seccomp filter (Docker < 18.04): stat falls back, as node:fs does", () => {
+describe.skipIf(!SECCOMP_RUNS)("statx refused by a seccomp filter (Docker < 18.04): stat falls back, as node:fs does", () => {
   const newHome = homesPerTest(afterEach);
 
   test("statSync, lstatSync and fstatSync answer as node:fs does under the filter, each as a process's first stat", async () => {
@@ -206,7 +208,7 @@ console.log(JSON.stringify({ sys: fields(call(sys)) ?? null, node: fields(call(n
   }, 3 * CHILDREN_WAIT_MS);
 });
 
-describe.skipIf(process.platform !== "linux")("closeSync: EINTR from close(2) is success, as node:fs (libuv, Bun) takes it", () => {
+describe.skipIf(!SECCOMP_RUNS)("closeSync: EINTR from close(2) is success, as node:fs (libuv, Bun) takes it", () => {
   test("the descriptor is gone after an interrupted close: no error, so no caller closes it again", async () => {
     // Linux frees the descriptor before close(2) can say EINTR (NFS, FUSE): an error makes writeFileAtomic
     // close the number again (maybe someone else's by then) and a lock's release throw out of withLock.
@@ -224,7 +226,7 @@ console.log(JSON.stringify({ sys: outcome(() => sys.closeSync(fds[0])), node: ou
   }, CHILDREN_WAIT_MS);
 });
 
-describe.skipIf(process.platform !== "linux")("readdirSync: a failing readdir(3) is an error, never the end of the folder", () => {
+describe.skipIf(!SECCOMP_RUNS)("readdirSync: a failing readdir(3) is an error, never the end of the folder", () => {
   test("EIO from getdents64 throws as node:fs throws; the /proc scans do not come back empty", async () => {
     // Before: readdir's NULL was always "the end", so listProcesses (stop's tree snapshot) saw no process at all.
     const source = `import * as nodeFs from "node:fs";
