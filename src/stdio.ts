@@ -2,7 +2,7 @@
  * Raw writes to the standard descriptors that survive a client going away.
  * Kept free of imports so main.ts can use it before loading anything.
  */
-import { closeSync, fstatSync, openSync, utf8Bytes, writeSync } from "./platform/sys.ts";
+import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 
 /** How long one output write may keep retrying a full non-blocking pipe before giving the output up. */
 const OUTPUT_WRITE_DEADLINE_MS = 5_000;
@@ -29,7 +29,7 @@ export function outputIsRouted(): boolean {
  */
 export function writeOutput(fd: number, text: string): boolean {
   if (outputRoute && (fd === 1 || fd === 2)) return outputRoute(text);
-  let bytes = utf8Bytes(text);
+  let bytes = Buffer.from(text);
   const deadline = Date.now() + OUTPUT_WRITE_DEADLINE_MS;
   while (bytes.length > 0) {
     try {

@@ -1,6 +1,6 @@
 import packageJson from "../package.json" with { type: "json" };
 import { isTarget, type Target } from "./platform/paths.ts";
-import { existsSync } from "./platform/sys.ts";
+import { existsSync } from "node:fs";
 
 // Replaced by build.ts (`define`) in compiled binaries; undeclared when running from source.
 declare const BERTH_COMPILED_VERSION: string | undefined;

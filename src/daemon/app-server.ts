@@ -2,7 +2,7 @@
  * Lifecycle of the app-server: start, stop, restart, version. Each returns a
  * result value and prints nothing; src/cli.ts renders it.
  */
-import { rmSync } from "../platform/sys.ts";
+import { rmSync } from "node:fs";
 import { readStateFile } from "../platform/fs.ts";
 import { BerthError, describeError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";

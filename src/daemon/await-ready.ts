@@ -5,7 +5,7 @@
  * that never answered is stopped; one that already ran is never stopped for
  * being slow.
  */
-import { closeSync, fstatSync, readSync, utf8Text } from "../platform/sys.ts";
+import { closeSync, fstatSync, readSync } from "node:fs";
 import { BerthError } from "../errors.ts";
 import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { processState } from "../platform/process.ts";
@@ -38,9 +38,9 @@ export function logTail(path: string, maxBytes = LOG_TAIL_BYTES): string {
     try {
       const size = fstatSync(fd).size;
       const length = Math.min(size, maxBytes);
-      const buffer = new Uint8Array(length);
+      const buffer = Buffer.alloc(length);
       readSync(fd, buffer, 0, length, size - length);
-      const text = utf8Text(buffer).trimEnd();
+      const text = buffer.toString("utf8").trimEnd();
       return text === "" ? "(log is empty)" : text;
     } finally {
       closeSync(fd);

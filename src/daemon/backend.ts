@@ -2,7 +2,7 @@
  * The pid backend: launches a berth process detached and tracks it through a
  * pidfile (see pidfile.ts), and stops it without ever signalling a stranger.
  */
-import { closeSync, lstatSync, renameSync } from "../platform/sys.ts";
+import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";

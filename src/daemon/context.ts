@@ -3,8 +3,8 @@
  * whether this platform is supported, whether the state folders are safe,
  * and which managed binary it would launch.
  */
-import { existsSync, readlinkSync, realpathSync, statSync } from "../platform/sys.ts";
-import { basename } from "../platform/posix-path.ts";
+import { existsSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { basename } from "node:path";
 import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
 import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
 import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";

@@ -4,7 +4,7 @@
  * the waiter sleeps in poll(2) and wakes at the exit. Elsewhere (macOS, old
  * kernels, seccomp) it reports "unsupported" and the caller polls as before.
  */
-import { closeSync } from "../platform/sys.ts";
+import { closeSync } from "node:fs";
 import { openPidfd, pollReadable } from "../platform/ffi.ts";
 import { processIdentity } from "../platform/process.ts";
 import type { PidRecord } from "./pidfile.ts";

@@ -2,7 +2,7 @@
  * Locks are flock(2) on a file that stays on disk: the kernel drops them when
  * the holder dies, so a killed berth never leaves a lock behind.
  */
-import { closeSync, readFileSync, statSync } from "../platform/sys.ts";
+import { closeSync, readFileSync, statSync } from "node:fs";
 import { BerthError, errnoCode } from "../errors.ts";
 import { flockTryExclusive, flockUnlock } from "../platform/ffi.ts";
 import { openStateFile, STATE_APPEND_FLAGS, STATE_READ_FLAGS } from "../platform/fs.ts";

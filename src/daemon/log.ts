@@ -10,7 +10,7 @@
  * `captureStdio`, which stamps and rotates; the inherited descriptors are then
  * only used by the runtime itself (a fatal error, `console.*`), unstamped.
  */
-import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync, utf8Bytes } from "../platform/sys.ts";
+import { closeSync, fstatSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
 import { routeOutput } from "../stdio.ts";
 import { settingsOf, type Context } from "./context.ts";
@@ -69,7 +69,7 @@ export function stampLines(text: string, now: Date): string {
  * is ever written through it.
  */
 export function appendLog(path: string, text: string, limits: LogLimits = LOG_DEFAULT_LIMITS, now = new Date()): void {
-  const bytes = utf8Bytes(stampLines(text.replace(/\n$/, ""), now));
+  const bytes = Buffer.from(stampLines(text.replace(/\n$/, ""), now));
   let fd = openStateFile(path, STATE_APPEND_FLAGS);
   try {
     const size = fstatSync(fd).size;

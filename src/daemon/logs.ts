@@ -2,7 +2,7 @@
  * `berth logs`: the last lines of the app-server's (or the updater's) log,
  * and `--follow`, which keeps reading across rotations.
  */
-import { closeSync, fstatSync, openSync, readSync, statSync } from "../platform/sys.ts";
+import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { BerthError, errnoCode } from "../errors.ts";
 import type { Context } from "./context.ts";
 

@@ -4,7 +4,7 @@
  * names. The next command finds it in /proc — by facts about the process
  * itself, never by a group id — and ends it (or the caller adopts it).
  */
-import { readFileSync, statSync } from "../platform/sys.ts";
+import { readFileSync, statSync } from "node:fs";
 import { listPids, processArgv, processEnvValue, processIdentity } from "../platform/process.ts";
 import type { StopOutcome } from "./backend.ts";
 import { sameHome, type Context } from "./context.ts";

@@ -7,7 +7,7 @@
  * recorded identity, and stale state is removed only under the lock and only
  * if the file still holds what was judged stale.
  */
-import { closeSync, openSync, renameSync, rmSync } from "../platform/sys.ts";
+import { closeSync, openSync, renameSync, rmSync } from "node:fs";
 import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
 import { FILE_MODE, readStateFile, writeFileAtomic } from "../platform/fs.ts";

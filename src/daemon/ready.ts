@@ -6,7 +6,7 @@
  * still confirms with one `initialize` (the notification alone proves nothing
  * about who answers on the socket).
  */
-import { closeSync, writeSync } from "../platform/sys.ts";
+import { closeSync, writeSync } from "node:fs";
 
 export const READY_FD_ENV = "BERTH_READY_FD";
 /** The pipe is the first slot after stdin/stdout/stderr in the child. */

@@ -6,7 +6,7 @@
  * `uninstall`) remove exactly that. The entry runs the hidden `berth keep`,
  * which launches the keeper through the pidfile like every other launch.
  */
-import { existsSync, mkdirSync, rmSync } from "../platform/sys.ts";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { BerthError } from "../errors.ts";

@@ -1,5 +1,5 @@
 /** `status`: everything known, running or not. Takes no lock and never fails because something is down. */
-import { existsSync, readdirSync } from "../platform/sys.ts";
+import { existsSync, readdirSync } from "node:fs";
 import { describeError } from "../errors.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import { CLI_VERSION } from "../version.ts";

@@ -3,7 +3,7 @@
  * process) knows whether an exit was asked for: `start`, `restart` and
  * `bootstrap` want it running; `stop` and `down` want it stopped.
  */
-import { rmSync } from "../platform/sys.ts";
+import { rmSync } from "node:fs";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 

@@ -4,7 +4,8 @@
  * the peer credentials of a Unix socket (who really listens on it), and on
  * Linux the send buffers of Unix sockets that carry bulk data.
  */
-import { CString, dlopen, FFIType, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
+import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { readdirSync } from "node:fs";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -374,7 +375,7 @@ function socketPath(c: SocketLibc, fd: number, which: "getsockname" | "getpeerna
 function unixSocketsOn(c: SocketLibc, path: string): number[] {
   let entries: string[];
   try {
-    entries = (require("node:fs") as typeof import("node:fs")).readdirSync("/proc/self/fd");
+    entries = readdirSync("/proc/self/fd");
   } catch {
     return [];
   }
@@ -456,108 +457,3 @@ export function madviseDontNeed(start: bigint, end: bigint): number | "unsupport
 }
 
 // ─── end of memory block ───────────────────────────────────────────────────────
-
-// ─── file block (Linux): what src/platform/sys.ts needs instead of node:fs ─────
-// Importing node:fs costs a compiled berth ≈ 0.8 ms (a third of Bun's whole start) in every process; these
-// calls cost one dlopen. Paths are NUL-terminated byte buffers (sys.ts makes them); every call returns
-// the C library's result, -1 meaning "see errno()".
-
-/** struct statx is one layout on every Linux architecture (unlike struct stat): its size and the fields sys.ts reads. */
-export const STATX_BYTES = 256;
-/** struct dirent (glibc's 64-bit readdir and musl): where d_name starts, the same on x86-64 and arm64. */
-const DIRENT_NAME_OFFSET = 19;
-
-export type FileCalls = {
-  open(path: Uint8Array, flags: number, mode: number): number;
-  close(fd: number): number;
-  read(fd: number, buffer: Uint8Array, length: number): number;
-  pread(fd: number, buffer: Uint8Array, length: number, position: number): number;
-  write(fd: number, buffer: Uint8Array, length: number): number;
-  fsync(fd: number): number;
-  /** statx(2): `buffer` must hold STATX_BYTES. */
-  statx(dirfd: number, path: Uint8Array, flags: number, mask: number, buffer: Uint8Array): number;
-  readlink(path: Uint8Array, buffer: Uint8Array, length: number): number;
-  /** realpath(3) into `buffer` (PATH_MAX bytes); false on failure. */
-  realpath(path: Uint8Array, buffer: Uint8Array): boolean;
-  rename(from: Uint8Array, to: Uint8Array): number;
-  chmod(path: Uint8Array, mode: number): number;
-  unlink(path: Uint8Array): number;
-  mkdir(path: Uint8Array, mode: number): number;
-  access(path: Uint8Array, mode: number): number;
-  /** The names in a folder, "." and ".." left out; a number is the errno of opendir or readdir. */
-  readdir(path: Uint8Array): string[] | number;
-  errno(): number;
-};
-
-let fileCallsLoaded: FileCalls | null | undefined;
-
-/** The file calls, or undefined where they are not available (not Linux, or a C library without statx). */
-export function fileCalls(): FileCalls | undefined {
-  if (fileCallsLoaded !== undefined) return fileCallsLoaded ?? undefined;
-  fileCallsLoaded = null;
-  if (process.platform !== "linux") return undefined;
-  const symbols = dlopenLibc({
-    open: { args: [FFIType.ptr, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
-    close: { args: [FFIType.i32], returns: FFIType.i32 },
-    read: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i64_fast },
-    pread: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i64], returns: FFIType.i64_fast },
-    write: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i64_fast },
-    fsync: { args: [FFIType.i32], returns: FFIType.i32 },
-    statx: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.u32, FFIType.ptr], returns: FFIType.i32 },
-    readlink: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i64_fast },
-    realpath: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
-    rename: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-    chmod: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-    unlink: { args: [FFIType.ptr], returns: FFIType.i32 },
-    mkdir: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-    access: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
-    opendir: { args: [FFIType.ptr], returns: FFIType.ptr },
-    readdir: { args: [FFIType.ptr], returns: FFIType.ptr },
-    closedir: { args: [FFIType.ptr], returns: FFIType.i32 },
-    __errno_location: { args: [], returns: FFIType.ptr },
-  });
-  if (!symbols) return undefined;
-  const s = symbols;
-  const num = (value: unknown) => Number(value);
-  fileCallsLoaded = {
-    open: (path, flags, mode) => s.open!(path, flags, mode) as number,
-    close: (fd) => s.close!(fd) as number,
-    read: (fd, buffer, length) => num(s.read!(fd, buffer, length)),
-    pread: (fd, buffer, length, position) => num(s.pread!(fd, buffer, length, position)),
-    write: (fd, buffer, length) => num(s.write!(fd, buffer, length)),
-    fsync: (fd) => s.fsync!(fd) as number,
-    statx: (dirfd, path, flags, mask, buffer) => s.statx!(dirfd, path, flags, mask, buffer) as number,
-    readlink: (path, buffer, length) => num(s.readlink!(path, buffer, length)),
-    realpath: (path, buffer) => s.realpath!(path, buffer) !== null,
-    rename: (from, to) => s.rename!(from, to) as number,
-    chmod: (path, mode) => s.chmod!(path, mode) as number,
-    unlink: (path) => s.unlink!(path) as number,
-    mkdir: (path, mode) => s.mkdir!(path, mode) as number,
-    access: (path, mode) => s.access!(path, mode) as number,
-    readdir: (path) => {
-      const dir = s.opendir!(path) as Pointer | null;
-      if (dir === null) return read.i32(s.__errno_location!() as Pointer, 0);
-      // readdir(3) says "the end" and "failed" (EIO...) both with NULL: errno, zeroed before each call, tells
-      // which. A failure read as the end gave a silently short listing (an empty /proc scan before stop).
-      const errno = new Int32Array(toArrayBuffer(s.__errno_location!() as Pointer, 0, 4));
-      const names: string[] = [];
-      try {
-        for (;;) {
-          errno[0] = 0;
-          const entry = s.readdir!(dir) as Pointer | null;
-          if (entry === null) {
-            if (errno[0] !== 0) return errno[0] as number;
-            break;
-          }
-          const name = new CString(entry, DIRENT_NAME_OFFSET).toString();
-          if (name !== "." && name !== "..") names.push(name);
-        }
-      } finally {
-        s.closedir!(dir);
-      }
-      return names;
-    },
-    errno: () => read.i32(s.__errno_location!() as Pointer, 0),
-  };
-  return fileCallsLoaded;
-}

@@ -1,6 +1,6 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync, utf8Bytes, utf8Text } from "./sys.ts";
-import { dirname, join, relative, sep } from "./posix-path.ts";
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { dirname, join, relative, sep } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 
 export const DIR_MODE = 0o700;
@@ -17,9 +17,7 @@ let tempCounter = 0;
 export function tempPathFor(path: string, attempt = 0): string {
   tempCounter += 1;
   const name = `${path}.tmp-${process.pid}-${tempCounter}`;
-  if (attempt === 0) return name;
-  const random = Array.from(crypto.getRandomValues(new Uint8Array(6)), (byte) => byte.toString(16).padStart(2, "0")).join("");
-  return `${name}-${random}`;
+  return attempt === 0 ? name : `${name}-${Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex")}`;
 }
 
 /**
@@ -51,7 +49,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   const { temp, value: opened } = createTemp(path, (name) => openSync(name, "wx", mode));
   let fd: number | undefined = opened;
   try {
-    const bytes = typeof data === "string" ? utf8Bytes(data) : data;
+    const bytes = typeof data === "string" ? Buffer.from(data) : data;
     let offset = 0;
     while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
     if (options.durable !== false) fsyncSync(fd);
@@ -233,14 +231,14 @@ export function readStateFile(path: string, maxBytes = STATE_FILE_MAX_BYTES): st
   try {
     const size = fstatSync(fd).size;
     if (size > maxBytes) throw unsafeStateFile(path, `is ${size} bytes, larger than a state file can be (${maxBytes})`);
-    const buffer = new Uint8Array(size);
+    const buffer = Buffer.alloc(size);
     let offset = 0;
     while (offset < size) {
       const read = readSync(fd, buffer, offset, size - offset, offset);
       if (read === 0) break;
       offset += read;
     }
-    return utf8Text(buffer.subarray(0, offset));
+    return buffer.subarray(0, offset).toString("utf8");
   } finally {
     closeSync(fd);
   }

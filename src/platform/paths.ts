@@ -1,5 +1,5 @@
 /** Where everything lives. Pure path arithmetic; nothing here touches the disk. */
-import { isAbsolute, join, resolve } from "./posix-path.ts";
+import { isAbsolute, join, resolve } from "node:path";
 
 /**
  * node:os only when HOME is unset: every command computes these paths, and
@@ -87,7 +87,7 @@ export function socketPlan(input: {
 }): SocketPlan {
   const preferred = join(input.home, "daemon", "app-server.sock");
   const limit = SOCKET_PATH_MAX_BYTES[input.platform] ?? 103;
-  if (new TextEncoder().encode(preferred).byteLength <= limit && !preferred.includes(":")) return { path: preferred };
+  if (Buffer.byteLength(preferred) <= limit && !preferred.includes(":")) return { path: preferred };
   const hash = new Bun.CryptoHasher("sha256").update(input.home).digest("hex").slice(0, 8);
   const base = input.runtimeDir && isAbsolute(input.runtimeDir) ? input.runtimeDir : "/tmp";
   const fallbackDir = join(base, `berth-${input.uid}-${hash}`);

@@ -3,7 +3,7 @@
  * pid reused by another program is never mistaken for ours. Linux reads
  * /proc/<pid>/stat (never `ps`); macOS asks the kernel through proc_pidinfo.
  */
-import { readdirSync, readFileSync } from "./sys.ts";
+import { readdirSync, readFileSync } from "node:fs";
 import { errnoCode } from "../errors.ts";
 import { darwinProcessInfo } from "./ffi.ts";
 

@@ -1,5 +1,5 @@
 /** Talking to a running app-server: is anyone there, and who is it. */
-import { existsSync } from "../platform/sys.ts";
+import { existsSync } from "node:fs";
 import { CLI_VERSION } from "../version.ts";
 import type { InitializeResult } from "./protocol.ts";
 

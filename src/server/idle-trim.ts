@@ -35,7 +35,7 @@
  * nothing is scheduled: the one-shot timer is armed by the first event after
  * a trim, and at most re-armed once per quiet period while clients are busy.
  */
-import { closeSync, readlinkSync, readSync } from "../platform/sys.ts";
+import { closeSync, readlinkSync, readSync, statSync } from "node:fs";
 import { openStateFile, STATE_READ_FLAGS } from "../platform/fs.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 
@@ -120,9 +120,7 @@ export type TrimReport = { ranges: number; rssKb: number; failed: number; skippe
 export async function trimOwnExecutable(smapsMaxBytes = SMAPS_MAX_BYTES): Promise<TrimReport> {
   const report: TrimReport = { ranges: 0, rssKb: 0, failed: 0 };
   if (process.platform !== "linux") return report;
-  // bigint: an inode number past 2^53 (btrfs, xfs) must not round onto another. node:fs for that, loaded
-  // here, not at the server's start (sys.ts keeps a start free of it).
-  const { statSync } = require("node:fs") as typeof import("node:fs");
+  // bigint: an inode number past 2^53 (btrfs, xfs) must not round onto another.
   const stat = statSync("/proc/self/exe", { bigint: true });
   const exe = { ...deviceNumbers(stat.dev), inode: stat.ino, path: readlinkSync("/proc/self/exe") };
   const smaps = readBoundedText(SMAPS_PATH, smapsMaxBytes);

@@ -2,8 +2,9 @@
  * The app-server: JSON-RPC over WebSocket on the Unix control socket, and with
  * remote control the same API on TCP behind a bearer token.
  */
-import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from "../platform/sys.ts";
-import { dirname, join } from "../platform/posix-path.ts";
+import { chmodSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { release, type } from "node:os";
+import { dirname, join } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
 import { BerthError } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
@@ -43,20 +44,7 @@ export type RunningServer = {
 };
 
 export function userAgent(): string {
-  return `berth/${CLI_VERSION} (${kernel()}; ${process.arch})`;
-}
-
-/** os.type() and os.release(), without loading node:os on Linux (a built-in module costs a start ≈ 0.2 ms). */
-function kernel(): string {
-  if (process.platform === "linux") {
-    try {
-      return `Linux ${readFileSync("/proc/sys/kernel/osrelease", "utf8").trim()}`;
-    } catch {
-      // no /proc: ask node:os
-    }
-  }
-  const os = require("node:os") as typeof import("node:os");
-  return `${os.type()} ${os.release()}`;
+  return `berth/${CLI_VERSION} (${type()} ${release()}; ${process.arch})`;
 }
 
 /** Removes a socket file nobody answers on; refuses to take over one that answers. */

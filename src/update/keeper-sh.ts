@@ -25,7 +25,7 @@
  * the steps and what they run) and waits for the steps, which end at once
  * except while one flips `current` back and restarts (termination.ts).
  */
-import { join } from "../platform/posix-path.ts";
+import { join } from "node:path";
 import { PID_LOCK_WAIT_MS } from "../daemon/backend.ts";
 import type { PidRecord } from "../daemon/pidfile.ts";
 

@@ -8,7 +8,7 @@
  * roll back) when one is due. Elsewhere (no /proc to read identities from a
  * shell) the same steps run in this process.
  */
-import { existsSync, readFileSync, realpathSync } from "../platform/sys.ts";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { describeError, isBerthError } from "../errors.ts";
 import { managedInstall, openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { appendLog, captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";

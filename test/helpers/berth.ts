@@ -82,8 +82,6 @@ export function berthEnv(base: string, home: string): Record<string, string> {
     BERTH_HOME: home,
     BERTH_INSTALL_DIR: join(base, "bin"),
     NO_COLOR: "1",
-    // The node:fs fallback of src/platform/sys.ts, when a run asks for it, in every berth process too.
-    ...(process.env.BERTH_SYS_NODE_FS ? { BERTH_SYS_NODE_FS: process.env.BERTH_SYS_NODE_FS } : {}),
   };
 }
 

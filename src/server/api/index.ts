@@ -9,8 +9,8 @@
  * (method not found, flow control) is decided before any module loads; params
  * are still checked by the family's own table, once it is loaded.
  */
-import { existsSync } from "../../platform/sys.ts";
-import { join } from "../../platform/posix-path.ts";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type { ApiFamily, Method, MethodTable } from "./types.ts";
 
 /**

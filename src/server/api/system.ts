@@ -1,6 +1,6 @@
 /** system/info: what machine the client is on (spec "System"). */
 import { statfs } from "node:fs/promises";
-import { readFileSync } from "../../platform/sys.ts";
+import { readFileSync } from "node:fs";
 import { arch, cpus, freemem, homedir, hostname, loadavg, release, totalmem, uptime } from "node:os";
 import { fsError } from "./fs-errors.ts";
 import { params } from "./params.ts";

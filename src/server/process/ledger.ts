@@ -4,7 +4,7 @@
  * leave them behind for ever: the next app-server ends every leftover whose
  * identity (boot id + start time) is still the recorded one, and only those.
  */
-import { rmSync } from "../../platform/sys.ts";
+import { rmSync } from "node:fs";
 import { describeError } from "../../errors.ts";
 import { logger } from "../../output.ts";
 import { readStateFile, writeFileAtomic } from "../../platform/fs.ts";
