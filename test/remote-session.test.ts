@@ -388,12 +388,13 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { open: pump, drain: pump, data() {} } });
       expect(await eventually(() => farSocket !== undefined, 30_000)).toBe(true);
       // The far side stays stopped until the client has sent everything or is held back. Before, the forward read it all
-      // at once, without waiting for any tunnel/write's answer: it held it in its memory (+200 MiB for 48 MiB sent).
+      // at once, without waiting for any tunnel/write's answer: it held it in its memory (+246 MiB for these 64 MiB;
+      // now ~20 MiB, mostly garbage of the base64 frames).
       await eventually(() => {
         peak = Math.max(peak, rssMiB(forward.proc.pid));
         return ended;
       }, 5_000, 50);
-      expect(peak - before).toBeLessThan(32);
+      expect(peak - before).toBeLessThan(64);
       farSocket?.resume();
       expect(await eventually(() => receivedBytes >= big.length, 60_000)).toBe(true);
       expect(receivedBytes).toBe(big.length);
