@@ -3,7 +3,7 @@
  * and `logs --follow` across a rotation. Real processes, real files.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { appendLog, LOG_KEEP_MAX, rotationPlan, stampLines } from "../src/daemon/log.ts";
 import { lastLines } from "../src/daemon/logs.ts";
@@ -96,6 +96,59 @@ describe("a symlink planted at a log's path", () => {
     expect(readFileSync(outside, "utf8")).toBe("");
     expect(readJson(home.path("daemon/updater.pid")).pid).toBe(boot.json.updater.pid);
     rmSync(log);
+  }, 60_000);
+});
+
+describe("berth logs with something planted at the log's path", () => {
+  /** A home whose app-server.log is made by `plant` (after mkfifo etc.); `berth logs` must answer at once. */
+  const planted = (plant: (log: string) => void) => {
+    const home = newHome();
+    mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+    plant(home.path("daemon/app-server.log"));
+    return home;
+  };
+  const cases: [string, (log: string) => void][] = [
+    ["a FIFO (no writer: an open for reading would wait for ever)", (log) => void Bun.spawnSync(["mkfifo", log])],
+    ["a symlink to /dev/zero (a read that never ends)", (log) => symlinkSync("/dev/zero", log)],
+    ["a symlink to a file outside BERTH_HOME", (log) => symlinkSync("/etc/hostname", log)],
+    ["a FIFO as the newest rotated file, the live log short", (log) => (writeFileSync(log, "2026-01-01T00:00:00.000Z one\n"), void Bun.spawnSync(["mkfifo", `${log}.1`]))],
+  ];
+  for (const [name, plant] of cases) {
+    test(`${name}: UNSAFE_STATE, one JSON object, at once`, async () => {
+      const home = planted(plant);
+      const result = await home.run(["logs", "-n", "5"], { timeoutMs: 20_000 });
+      expect(result.code).toBe(1);
+      expect(result.json.error.code).toBe("UNSAFE_STATE");
+      expect(result.stdout.trim().split("\n")).toHaveLength(1);
+    }, 30_000);
+  }
+
+  test("--follow does not follow a log replaced by a symlink to /dev/zero; it reads the real log once it is back", async () => {
+    const home = newHome();
+    const log = home.path("daemon/app-server.log");
+    mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+    appendLog(log, "first");
+    const child = Bun.spawn({ cmd: [BUN, MAIN, "logs", "--follow", "-n", "5"], env: home.env, stdout: "pipe", stderr: "ignore" });
+    try {
+      let text = "";
+      void (async () => {
+        for await (const chunk of child.stdout) text += new TextDecoder().decode(chunk);
+      })();
+      expect(await eventually(() => text.includes("first"), 20_000)).toBe(true);
+      rmSync(log);
+      symlinkSync("/dev/zero", log);
+      // Past a poll or two of the follower, with the link in place.
+      await Bun.sleep(1_000);
+      rmSync(log);
+      appendLog(log, "after");
+      expect(await eventually(() => text.includes("after"), 20_000)).toBe(true);
+      // Nothing from /dev/zero: every object is the first one or a line of the real log.
+      const objects = text.trim().split("\n").map((line) => JSON.parse(line));
+      expect(objects.slice(1).map((o: { line: string }) => o.line.replace(ISO_LINE, ""))).toEqual(["after"]);
+    } finally {
+      child.kill("SIGKILL");
+      await child.exited;
+    }
   }, 60_000);
 });
 

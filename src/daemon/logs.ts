@@ -2,8 +2,9 @@
  * `berth logs`: the last lines of the app-server's (or the updater's) log,
  * and `--follow`, which keeps reading across rotations.
  */
-import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
-import { BerthError, errnoCode } from "../errors.ts";
+import { closeSync, fstatSync, lstatSync, readSync } from "node:fs";
+import { BerthError, isBerthError } from "../errors.ts";
+import { openExistingStateFile } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 
 export const LOGS_DEFAULT_LINES = 50;
@@ -37,14 +38,19 @@ export function parseLineCount(value: string | undefined): number {
 /** Where a read ended, with the file still open: `--follow` carries on from exactly there, even if the log rotates meanwhile. */
 export type LogCursor = { fd: number; position: number };
 
+/**
+ * Opened as every state file is (openStateFile): a symlink, FIFO or device planted at a log's path is
+ * UNSAFE_STATE, never followed, waited on (a FIFO without a writer) or read for ever (/dev/zero).
+ */
 function readTail(path: string, keepOpen: boolean): { text: string; cursor?: LogCursor } {
-  let fd: number;
+  let fd: number | undefined;
   try {
-    fd = openSync(path, "r");
+    fd = openExistingStateFile(path);
   } catch (error) {
-    if (errnoCode(error) === "ENOENT") return { text: "" };
+    if (isBerthError(error)) throw error;
     throw new BerthError("STATE_CORRUPT", `cannot read ${path}: ${(error as Error).message}.`);
   }
+  if (fd === undefined) return { text: "" };
   try {
     const { size } = fstatSync(fd);
     const length = Math.min(size, TAIL_MAX_BYTES);
@@ -85,10 +91,10 @@ export async function followLog(path: string, from: LogCursor | undefined, emit:
   let fd: number | undefined = from?.fd;
   let position = from?.position ?? 0;
   let partial = "";
-  /** Opens the (new) log, read from its start. */
+  /** Opens the (new) log, read from its start; a missing or unsafe one (see readTail) is waited out, never read. */
   const open = () => {
     try {
-      fd = openSync(path, "r");
+      fd = openExistingStateFile(path);
       position = 0;
     } catch {
       fd = undefined;
@@ -116,7 +122,8 @@ export async function followLog(path: string, from: LogCursor | undefined, emit:
     await drain();
     let current: { ino: number; size: number } | undefined;
     try {
-      current = statSync(path);
+      // lstat: what sits at the path itself (a link planted there is not followed to what it names).
+      current = lstatSync(path);
     } catch {
       current = undefined;
     }
@@ -126,7 +133,8 @@ export async function followLog(path: string, from: LogCursor | undefined, emit:
       await drain();
       if (fd !== undefined) closeSync(fd);
       open();
-      continue;
+      // Opened: read it now. Not opened (unsafe, or gone again): wait as for a missing log.
+      if (fd !== undefined) continue;
     }
     await Bun.sleep(FOLLOW_POLL_MS);
   }
