@@ -8,7 +8,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { boundDurations, defaultSettings, DURATION_SETTING_MAX_MS, loadSettings } from "../src/daemon/settings.ts";
+import { boundDurations, defaultSettings, DURATION_SETTING_MAX_MS, loadSettings, SCROLLBACK_MAX_BYTES } from "../src/daemon/settings.ts";
 import { eventually, homesPerTest, isAlive, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
@@ -109,4 +109,40 @@ describe("a real start and keeper with huge durations", () => {
       SLOW_TEST_MS,
     );
   }
+});
+
+describe("counts: processes.scrollbackBytes and processes.max are whole numbers (scrollback at most SCROLLBACK_MAX_BYTES)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "berth-count-settings-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const outcome = (processes: object): string => {
+    const path = join(dir, "settings.json");
+    writeFileSync(path, JSON.stringify({ processes }));
+    try {
+      return `ok ${JSON.stringify(loadSettings(path, {}).processes)}`;
+    } catch (error) {
+      return `${(error as { code?: string }).code}: ${(error as Error).message.includes("processes.") ? "names the key" : (error as Error).message}`;
+    }
+  };
+  const table: Array<[object, string]> = [
+    [{ scrollbackBytes: 0 }, 'ok {"scrollbackBytes":0,"max":64,"retainExitedMs":86400000}'],
+    [{ scrollbackBytes: SCROLLBACK_MAX_BYTES }, `ok {"scrollbackBytes":${SCROLLBACK_MAX_BYTES},"max":64,"retainExitedMs":86400000}`],
+    [{ scrollbackBytes: SCROLLBACK_MAX_BYTES + 1 }, "STATE_CORRUPT: names the key"],
+    [{ scrollbackBytes: 1e10 }, "STATE_CORRUPT: names the key"],
+    [{ scrollbackBytes: 1048576.5 }, "STATE_CORRUPT: names the key"],
+    [{ scrollbackBytes: -1 }, "STATE_CORRUPT: names the key"],
+    [{ scrollbackBytes: "2MiB" }, "STATE_CORRUPT: names the key"],
+    [{ max: 2.5 }, "STATE_CORRUPT: names the key"],
+    [{ max: 0 }, 'ok {"scrollbackBytes":2097152,"max":0,"retainExitedMs":86400000}'],
+  ];
+  for (const [processes, expected] of table) {
+    test(`${JSON.stringify(processes)} → ${expected.split(" ")[0]}`, () => expect(outcome(processes)).toBe(expected));
+  }
+
+  test("a real start with scrollbackBytes 1e10 is STATE_CORRUPT naming the key, and nothing runs", async () => {
+    const home = newHome({ settings: { processes: { scrollbackBytes: 1e10 } } });
+    const result = await home.run(["start"]);
+    expect(result.json?.error?.code).toBe("STATE_CORRUPT");
+    expect(result.json?.error?.message).toContain("processes.scrollbackBytes");
+    expect((await home.run(["status"])).json?.appServer?.state).not.toBe("running");
+  }, SLOW_TEST_MS);
 });

@@ -76,10 +76,20 @@ function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   return overrides;
 }
 
+/**
+ * processes.scrollbackBytes at most: each stream of each process allocates its ring when the process starts,
+ * so a value past this (1e10, "unlimited") made every process/spawn fail with an internal error.
+ */
+export const SCROLLBACK_MAX_BYTES = 256 * 1024 * 1024;
+
 function checkTypes(path: string, settings: Settings): Settings {
   const problems: string[] = [];
   const positive = (name: string, value: unknown) => {
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) problems.push(`${name} must be a non-negative number`);
+  };
+  /** A count (bytes, processes): a whole number from 0 to `max`. */
+  const whole = (name: string, value: unknown, max = Number.MAX_SAFE_INTEGER) => {
+    if (!Number.isSafeInteger(value) || (value as number) < 0 || (value as number) > max) problems.push(`${name} must be a whole number from 0 to ${max}`);
   };
   if (typeof settings.remoteControlEnabled !== "boolean") problems.push("remoteControlEnabled must be true or false");
   if (typeof settings.autoUpdate !== "boolean") problems.push("autoUpdate must be true or false");
@@ -91,8 +101,8 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("logs.maxBytes", settings.logs?.maxBytes);
   if (!Number.isInteger(settings.logs?.keep) || settings.logs.keep < 0) problems.push("logs.keep must be a whole number (0 or more)");
   positive("update.maxRestartDeferMs", settings.update?.maxRestartDeferMs);
-  positive("processes.scrollbackBytes", settings.processes?.scrollbackBytes);
-  positive("processes.max", settings.processes?.max);
+  whole("processes.scrollbackBytes", settings.processes?.scrollbackBytes, SCROLLBACK_MAX_BYTES);
+  whole("processes.max", settings.processes?.max);
   positive("processes.retainExitedMs", settings.processes?.retainExitedMs);
   positive("idleTrimAfterMs", settings.idleTrimAfterMs);
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
