@@ -3,7 +3,7 @@
  * and `logs --follow` across a rotation. Real processes, real files.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { appendLog, LOG_KEEP_MAX, rotationPlan, stampLines } from "../src/daemon/log.ts";
 import { lastLines } from "../src/daemon/logs.ts";
@@ -137,8 +137,21 @@ describe("berth logs with something planted at the log's path", () => {
       expect(await eventually(() => text.includes("first"), 20_000)).toBe(true);
       rmSync(log);
       symlinkSync("/dev/zero", log);
-      // Past a poll or two of the follower, with the link in place.
-      await Bun.sleep(1_000);
+      // The follower has noticed the change and let go of the old (deleted) file: it has acted on the link.
+      const holdsOldLog = () => {
+        try {
+          return readdirSync(`/proc/${child.pid}/fd`).some((fd) => {
+            try {
+              return readlinkSync(`/proc/${child.pid}/fd/${fd}`) === `${log} (deleted)`;
+            } catch {
+              return false; // closed meanwhile
+            }
+          });
+        } catch {
+          return true; // not readable yet: not known to have let go
+        }
+      };
+      expect(await eventually(() => !holdsOldLog(), 20_000)).toBe(true);
       rmSync(log);
       appendLog(log, "after");
       expect(await eventually(() => text.includes("after"), 20_000)).toBe(true);
