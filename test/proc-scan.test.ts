@@ -71,14 +71,15 @@ describe("an update-loop's command line, as /proc/<pid>/cmdline holds it (pure)"
 /**
  * A leader in its own session and group (as berth launches the app-server) that starts: a child; through an
  * intermediate shell, a grandchild in a new session; a subshell's background sleep, reparented once the
- * subshell exits (still in the leader's group); then a zombie under an exec'd sleep that never reaps.
+ * subshell exits (still in the leader's group); then a child of a shell that execs a sleep, which never reaps:
+ * `zombie()` kills that child once the exec is done, and it stays a zombie.
  */
 async function family(): Promise<{ leader: number; child: number; grandchild: number; reparented: number; zombie: number; zombieParent: number }> {
   const script = [
     "sleep 600 & echo child=$!",
     "sh -c 'setsid sleep 600 & echo grandchild=$!; wait' &",
     "(sleep 600 & echo reparented=$!)",
-    "sh -c 'sleep 0 & echo zombie=$!; exec sleep 600' & echo zombieparent=$!",
+    "sh -c 'sleep 600 & echo zombie=$!; exec sleep 600' & echo zombieparent=$!",
     "wait",
   ].join("\n");
   const leader = Bun.spawn({ cmd: ["sh", "-c", script], stdin: "ignore", stdout: "pipe", stderr: "ignore", detached: true });
@@ -102,9 +103,27 @@ async function family(): Promise<{ leader: number; child: number; grandchild: nu
   return { leader: leader.pid, child, grandchild, reparented, zombie, zombieParent: zombieparent };
 }
 
+/**
+ * Makes the family's zombie one. The child may die only after its shell has exec'd the sleep: dash reaps a
+ * child that exits before the exec (its SIGCHLD handler calls wait4), so a child that exits on its own (a
+ * `sleep 0`) raced the exec and, under CI's load, was reaped and never seen as a zombie.
+ */
+async function zombie(f: { zombie: number; zombieParent: number }): Promise<void> {
+  const execed = () => {
+    try {
+      return readFileSync(`/proc/${f.zombieParent}/cmdline`, "latin1") === "sleep\u0000600\u0000";
+    } catch {
+      return false;
+    }
+  };
+  if (!(await eventually(execed, PIDS_REPORTED_WAIT_MS))) throw new Error(`the zombie's parent ${f.zombieParent} never exec'd its sleep`);
+  process.kill(f.zombie, "SIGKILL");
+}
+
 describe.skipIf(process.platform !== "linux")("the tree snapshot taken before SIGTERM (real processes)", () => {
   test("finds children, a grandchild in its own session and a reparented group member, each with its identity; never a zombie", async () => {
     const f = await family();
+    await zombie(f);
     // The reparented sleep has left the leader's children, and the zombie is a zombie: wait until the kernel says so.
     // What was seen last, so a failure says which half never settled.
     let seen: unknown;
