@@ -66,8 +66,9 @@ async function leaderlessGroup(): Promise<{ pgid: number; sleeps: number[] }> {
 /** A group whose leader is a zombie (its parent, a `sleep`, never reaps it), with two sleeping members. */
 async function zombieLedGroup(): Promise<{ pgid: number; sleeps: number[]; parent: number }> {
   const parent = Bun.spawn({
-    // The leader lingers a moment so the outer shell has exec'd `sleep` (which never reaps) before it exits.
-    cmd: ["sh", "-c", `setsid sh -c 'sleep 1000 & sleep 1000 & sleep 0.5' & echo $!; exec sleep 1000`],
+    // The leader exits only once the outer shell has exec'd `sleep` (which never reaps): dash reaps a child that
+    // exits before its exec, and a fixed linger (0.5 s) could lose that race under load.
+    cmd: ["sh", "-c", `setsid sh -c 'sleep 1000 & sleep 1000 & until [ "$(cat /proc/$PPID/comm)" = sleep ]; do sleep 0.01; done' & echo $!; exec sleep 1000`],
     stdin: "ignore",
     stdout: "pipe",
     stderr: "ignore",
