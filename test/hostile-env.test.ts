@@ -207,3 +207,94 @@ describe("a parent that ignores SIGCHLD and blocks the terminating signals", () 
     expect({ ended, stderr: ended === 0 ? "" : await stderr }).toEqual({ ended: 0, stderr: "" });
   }, TEST_TIMEOUT_MS);
 });
+
+/** Every file in daemon/ that is not a log: locks stay empty, records stay JSON. */
+function expectStateIntact(home: TestHome): void {
+  for (const name of readdirSync(home.path("daemon"))) {
+    const path = home.path("daemon", name);
+    if (name.includes(".log") || !statSync(path).isFile()) continue;
+    const text = readFileSync(path, "utf8");
+    if (name.endsWith(".lock")) expect({ name, text }).toEqual({ name, text: "" });
+    else if (text !== "") expect(() => JSON.parse(text)).not.toThrow();
+    expect({ name, output: text.includes('"cliVersion"') }).toEqual({ name, output: false });
+  }
+}
+
+function fdTarget(pid: number, fd: number): string {
+  return readlinkSync(`/proc/${pid}/fd/${fd}`);
+}
+
+describe("closed standard descriptors (cron, `berth status >&-`)", () => {
+  test("no JSON lands in a state or lock file, commands still succeed, and the daemons get /dev/null and their logs", async () => {
+    const { home, binary } = compiledHome();
+    const rc = join(home.env.HOME as string, "rc");
+    const r = await shell(home, binary, `"$B" start 0<&- 1>&- 2>&-; echo "$?" >'${rc}'`);
+    expect(r.code).toBe(0);
+    expect(readFileSync(rc, "utf8").trim()).toBe("0");
+    const pid = readJson(home.path("daemon", "app-server.pid")).pid as number;
+    expect([0, 1, 2].map((fd) => fdTarget(pid, fd))).toEqual(["/dev/null", home.path("daemon", "app-server.log"), home.path("daemon", "app-server.log")]);
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    const keeper = keepersOf(home)[0] as number;
+    expect([0, 1, 2].map((fd) => fdTarget(keeper, fd))).toEqual(["/dev/null", home.path("daemon", "updater.log"), home.path("daemon", "updater.log")]);
+    for (const [command, redirect] of [["status", "1>&-"], ["version", "1>&-"], ["status", "0<&- 1>&- 2>&-"], ["restart", "1>&-"], ["status", "0<&- 2>&-"]] as const) {
+      const run = await shell(home, binary, `"$B" ${command} ${redirect}; echo "rc=$?" >&2`);
+      expect({ command, redirect, rc: run.stderr.includes("rc=0") }).toEqual({ command, redirect, rc: true });
+      expectStateIntact(home);
+    }
+    const stopped = await shell(home, binary, `"$B" stop 2>&- 0<&-`);
+    expect(stopped.json?.status).toBe("stopped");
+    expectStateIntact(home);
+  }, TEST_TIMEOUT_MS);
+});
+
+/** One unusual environment: a shell prefix before `exec "$B" <command>`. */
+type EnvCase = { name: string; prefix: string };
+const ENV_CASES: EnvCase[] = [
+  { name: "umask 000", prefix: "umask 000;" },
+  { name: "umask 077", prefix: "umask 077;" },
+  { name: "open files limited to 32", prefix: "ulimit -n 32;" },
+  { name: "PATH empty", prefix: "PATH=;" },
+  { name: "PATH unset", prefix: "unset PATH;" },
+  { name: "HOME unset (BERTH_HOME set)", prefix: "unset HOME;" },
+  { name: "TMPDIR a missing folder", prefix: "export TMPDIR=/nonexistent/berth-tmp;" },
+  { name: "odd locale", prefix: "export LANG=xx_YY.BOGUS LC_ALL=C.UTF-16;" },
+  { name: "Turkish locale (dotless i)", prefix: "export LC_ALL=tr_TR.UTF-8;" },
+];
+
+describe("unusual environments: start, status, stop work and state keeps its modes", () => {
+  for (const { name, prefix } of ENV_CASES) {
+    test(name, async () => {
+      const { home, binary } = compiledHome();
+      const run = (command: string) => shell(home, binary, `${prefix} exec "$B" ${command}`);
+      const started = await run("start");
+      expect({ json: started.json, stderr: started.stderr }).toMatchObject({ json: { status: "started" } });
+      expect((await run("status")).json.appServer.state).toBe("running");
+      // Directories 0700, files 0600, the socket included (connectable by its owner only).
+      for (const entry of readdirSync(home.path("daemon"))) {
+        if (entry === "settings.json") continue; // written by this test, not by berth
+        const mode = statSync(home.path("daemon", entry)).mode & 0o777;
+        expect({ entry, mode: mode.toString(8) }).toEqual({ entry, mode: "600" });
+      }
+      expect((statSync(home.path("daemon")).mode & 0o777).toString(8)).toBe("700");
+      expect((await run("stop")).json.status).toBe("stopped");
+    }, TEST_TIMEOUT_MS);
+  }
+});
+
+describe("a relative HOME", () => {
+  test("start derives an absolute BERTH_HOME from it, and stop finds the same server", async () => {
+    const { home } = compiledHome();
+    const base = home.env.HOME as string;
+    const relativeHome = join(base, "rel", ".berth");
+    mkdirSync(join(base, "rel"), { mode: 0o700 });
+    mkdirSync(relativeHome, { mode: 0o700 });
+    copyFileSync(berth, installRelease(relativeHome, VERSION, ""));
+    cleanups.push(() => killProcessesOf(relativeHome));
+    const { BERTH_HOME: _home, ...env } = home.env;
+    const run = (command: string) => runProcess(["sh", "-c", `cd '${base}' && HOME=rel exec rel/.berth/packages/standalone/current/berth ${command}`], env);
+    const started = await run("start");
+    expect(started.json).toMatchObject({ status: "started", socketPath: join(relativeHome, "daemon", "app-server.sock") });
+    expect((await run("stop")).json.status).toBe("stopped");
+    expect(isAlive(started.json.pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+});
