@@ -298,3 +298,49 @@ describe("a relative HOME", () => {
     expect(isAlive(started.json.pid)).toBe(false);
   }, TEST_TIMEOUT_MS);
 });
+
+/** Live children of `parent` (a /proc scan: ppid is field 4 of /proc/<pid>/stat). */
+function childrenOf(parent: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === parent && fields[0] !== "Z") children.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return children;
+}
+
+/** Attempts before the low limit must have been hit: every hosted process holds several descriptors. */
+const SPAWNS_PAST_LIMIT = 40;
+
+describe("an app-server started under a low hard limit of open files", () => {
+  test("process/spawn fails with the limit code (EMFILE), leaks no child, and the server keeps serving", async () => {
+    const { home, binary } = compiledHome();
+    const started = await shell(home, binary, `ulimit -n 32; exec "$B" start`);
+    expect(started.json?.status).toBe("started");
+    const { pid, socketPath } = started.json as { pid: number; socketPath: string };
+    const ws = await apiClient(socketPath);
+    let spawned = 0;
+    /** Spawns until the first failure (pipes, then terminals, which Bun reports without an errno). */
+    const spawnUntilRefused = async (terminal: boolean) => {
+      for (let i = 0; i < SPAWNS_PAST_LIMIT; i += 1) {
+        const reply = await ws.request({ method: "process/spawn", params: { argv: ["sleep", "600"], ...(terminal ? { terminal: { cols: 80, rows: 24 } } : {}) } });
+        if (reply.error) return reply.error as { code: number; data?: { errno?: string } };
+        spawned += 1;
+      }
+      return undefined;
+    };
+    expect(await spawnUntilRefused(false)).toMatchObject({ code: -32001, data: { errno: "EMFILE" } });
+    expect(await spawnUntilRefused(true)).toMatchObject({ code: -32001 });
+    // A child refused after it started was killed: it may take a moment to be gone.
+    expect(await eventually(() => childrenOf(pid).length === spawned)).toBe(true);
+    expect((await call(ws, "process/list")).processes).toHaveLength(spawned);
+    ws.destroy();
+    expect((await home.exec([binary, "stop"])).json).toMatchObject({ status: "stopped", processesEnded: spawned });
+  }, TEST_TIMEOUT_MS);
+});
