@@ -344,3 +344,19 @@ describe("an app-server started under a low hard limit of open files", () => {
     expect((await home.exec([binary, "stop"])).json).toMatchObject({ status: "stopped", processesEnded: spawned });
   }, TEST_TIMEOUT_MS);
 });
+
+describe("a deleted working folder (a shell left in a removed build folder)", () => {
+  test("the compiled binary still answers --version, status, start and stop, each with its JSON", async () => {
+    const { home, binary } = compiledHome();
+    const gone = join(home.env.HOME as string, "gone");
+    mkdirSync(gone);
+    const run = (command: string) => shell(home, binary, `cd '${gone}' && rmdir '${gone}' && exec "$B" ${command}`, {}).finally(() => mkdirSync(gone, { recursive: true }));
+    const version = await run("--version");
+    expect({ code: version.code, stdout: version.stdout.trim(), stderr: version.stderr }).toEqual({ code: 0, stdout: VERSION, stderr: "" });
+    expect((await run("status")).json?.status).toBe("stopped");
+    const started = await run("start");
+    expect(started.json).toMatchObject({ status: "started", backend: "pid" });
+    expect((await run("stop")).json).toMatchObject({ status: "stopped" });
+    expect(isAlive(started.json.pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+});
