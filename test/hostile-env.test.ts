@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
+import { parseProcStat } from "../src/platform/process.ts";
 import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { connect } from "./helpers/raw-ws.ts";
 import { apiClient, call, OutputCollector } from "./helpers/session.ts";
@@ -317,20 +318,17 @@ describe("a relative HOME", () => {
   }, TEST_TIMEOUT_MS);
 });
 
-/** Live children of `parent` (a /proc scan: ppid is field 4 of /proc/<pid>/stat). */
+/** Live children of `parent`, by the product's own /proc/<pid>/stat parser. */
 function childrenOf(parent: number): number[] {
-  const children: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
+  const isChild = (entry: string) => {
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === parent && fields[0] !== "Z") children.push(Number(entry));
+      const stat = parseProcStat(readFileSync(`/proc/${entry}/stat`, "utf8"));
+      return stat !== undefined && stat.ppid === parent && stat.state !== "Z";
     } catch {
-      // exited meanwhile
+      return false; // exited meanwhile
     }
-  }
-  return children;
+  };
+  return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry) && isChild(entry)).map(Number);
 }
 
 /** Attempts before the low limit must have been hit: every hosted process holds several descriptors. */
