@@ -2,7 +2,7 @@
 import { ensureStoppedTree, underDaemonLock } from "./app-server.ts";
 import type { Context } from "./context.ts";
 import { ensureKeeper, stopUpdater } from "./updater.ts";
-import { readWanted, writeWanted } from "./wanted.ts";
+import { readWanted, wantedChange } from "./wanted.ts";
 
 export type DownResult = {
   status: "down";
@@ -20,8 +20,18 @@ export async function down(ctx: Context): Promise<DownResult> {
   return underDaemonLock(
     ctx,
     async (settings) => {
-      const report = await ensureStoppedTree(ctx, settings);
-      writeWanted(ctx, "stopped", { down: true });
+      // Staged first: a full disk fails `down` here, before the server is stopped and while its keeper
+      // would otherwise start it again for want of the new wish.
+      const wish = wantedChange(ctx, "stopped", { down: true });
+      wish.stage();
+      let report: Awaited<ReturnType<typeof ensureStoppedTree>>;
+      try {
+        report = await ensureStoppedTree(ctx, settings);
+      } catch (error) {
+        wish.undo();
+        throw error;
+      }
+      wish.write();
       const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
       return {
         status: "down",
