@@ -83,7 +83,11 @@ async function timedWriter(ws: RawWs, out: OutputCollector, bytes: number) {
 
 describe("backpressure", () => {
   test("a stalled client does not slow a process, is closed at the backlog cap, and another client is unaffected", async () => {
-    const s = await server();
+    // A ring larger than the cap: the bytes the stalled client is owed stay in it, so once its socket is full
+    // its debt passes 8 MiB and the next pump (at the latest the one at the writer's exit) closes it. With the
+    // default 2 MiB ring, a server that read most of the 48 MiB before it pumped again sent the stalled client
+    // the ring's tail (`truncated`) and never owed it 8 MiB: no close (seen 1 run in ~40).
+    const s = await server({ processes: { scrollbackBytes: 16 * MIB } });
     const { ws, out } = await client(s);
     const BYTES = 48 * MIB;
 
@@ -160,8 +164,8 @@ describe("backpressure", () => {
   }, TEST_TIMEOUT_MS);
 });
 
-async function server() {
-  const s = await startServeProcess();
+async function server(settings?: object) {
+  const s = await startServeProcess({ settings });
   servers.push(s);
   return s;
 }
