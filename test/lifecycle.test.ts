@@ -6,21 +6,10 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 const newHome = homesPerTest(afterEach);
-
-/** App-server processes of this home (the launcher execs, so one process each). */
-function serversOf(home: TestHome): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
-    } catch {
-      return false;
-    }
-  });
-}
 
 function statField(pid: number, index: number): string {
   const text = readFileSync(`/proc/${pid}/stat`, "utf8");

@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { eventually, isAlive, makeHome, processesOf, readJson, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, isAlive, keepersOf, makeHome, processesOf, readJson, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { connectTcp, httpRequest, UpgradeRefused, type RawWs } from "./helpers/raw-ws.ts";
 
 const CLIENT_INFO = { name: "remote-control-test", version: "1.0.0" };
@@ -331,14 +331,7 @@ describe("bootstrap --remote-control", () => {
     });
     // Spec "Supervision": the loop is the keeper and runs whenever the app-server is wanted; with auto-update off it only keeps.
     expect(result.json.updater).toMatchObject({ autoUpdate: false });
-    const updateLoops = processesOf(session.home.home).filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("update-loop");
-      } catch {
-        return false;
-      }
-    });
-    expect(updateLoops).toEqual([result.json.updater.pid]);
+    expect(keepersOf(session.home)).toEqual([result.json.updater.pid]);
     expect(readJson(session.home.path("daemon/settings.json"))).toEqual({ myKey: "kept", autoUpdate: false, remoteControlEnabled: true });
     expect(statSync(session.home.path("daemon/remote-control.token")).mode & 0o777).toBe(0o600);
 
