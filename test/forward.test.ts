@@ -115,9 +115,10 @@ test("SIGINT while local connections wait out an outage: forward ends them and e
   proc.kill("SIGINT");
   let code: number | undefined;
   void proc.exited.then((c) => (code = c));
-  expect(await eventually(() => code !== undefined, 5_000)).toBe(true);
+  // "At once": not after the outage (which lasts until the test ends it); 15 s is for a loaded machine.
+  expect(await eventually(() => code !== undefined, 15_000)).toBe(true);
   expect(code).toBe(0);
-  expect(await eventually(() => clients.every((c) => c.seen.closed), 5_000)).toBe(true);
+  expect(await eventually(() => clients.every((c) => c.seen.closed), 15_000)).toBe(true);
   expect(out.stdout.trim().split("\n")).toHaveLength(1);
   expect(out.stderr).not.toContain("refused");
 }, 60_000);
