@@ -4,8 +4,8 @@
 // the settings defaults and their environment overrides as `status` reports
 // them, and `connect` to a running app-server taking no lock.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { BUN, MAIN, makeHome, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { BUN, MAIN, eventually, isAlive, keepersOf, makeHome, serversOf, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, spawnConnect, type ConnectClient } from "./helpers/connect.ts";
 import { holdLock, type Holder } from "./helpers/holder.ts";
 
@@ -135,5 +135,25 @@ describe("connect (SPEC 'Connecting': connect holds no lock once connected; hund
     expect((await bridge.call("process/list")).processes).toEqual([]);
     bridge.proc.stdin.end();
     expect(await bridge.exited).toBe(0);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("down and uninstall with a corrupt settings.json (like stop: settings are never needed to stop)", () => {
+  test("down stops the app-server and the keeper, leaving the file as it was; uninstall then removes everything", async () => {
+    const home = newHome();
+    const started = await home.run(["start"]);
+    expect(started.json.status).toBe("started");
+    expect(await eventually(() => keepersOf(home).length === 1, 20_000)).toBe(true);
+    const keeper = keepersOf(home)[0] as number;
+    writeFileSync(home.path("daemon", "settings.json"), "{ not json");
+    const down = await home.run(["down"]);
+    expect(down.json).toMatchObject({ status: "down", appServer: "stopped", keeper: "stopped" });
+    expect(down.stderr).toContain("settings.json");
+    expect(await eventually(() => !isAlive(started.json.pid) && !isAlive(keeper), 20_000)).toBe(true);
+    expect(serversOf(home)).toEqual([]);
+    expect(readFileSync(home.path("daemon", "settings.json"), "utf8")).toBe("{ not json");
+    const uninstalled = await home.run(["uninstall"]);
+    expect(uninstalled.json).toMatchObject({ status: "uninstalled", stopped: { appServer: "notRunning", keeper: "notRunning" } });
+    expect(existsSync(home.home)).toBe(false);
   }, TEST_TIMEOUT_MS);
 });
