@@ -120,6 +120,18 @@ describe("settings (SPEC 'Settings')", () => {
   }, TEST_TIMEOUT_MS);
 });
 
+describe("settings of the wrong type (SPEC 'Settings': STATE_CORRUPT naming the key, never a silent acceptance)", () => {
+  test("remoteControl.tls that is not {cert, key}: start refuses even with remote control off, and nothing runs", async () => {
+    for (const tls of [5, "cert.pem", { cert: "/c.pem" }, { cert: "", key: "/k.pem" }]) {
+      const home = newHome({ remoteControl: { tls } });
+      const start = await home.run(["start"]);
+      expect({ tls, code: start.code, error: start.json.error?.code }).toEqual({ tls, code: 1, error: "STATE_CORRUPT" });
+      expect(start.json.error.message).toContain("remoteControl.tls");
+      expect(serversOf(home)).toEqual([]);
+    }
+  }, TEST_TIMEOUT_MS);
+});
+
 describe("connect (SPEC 'Connecting': connect holds no lock once connected; hundreds may run at once)", () => {
   test("to a running app-server while another process holds daemon.lock: connected at once, and the API answers", async () => {
     const home = newHome();
