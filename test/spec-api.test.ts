@@ -5,7 +5,7 @@
 // that asked, whole-file writes by rename, link targets that are not UTF-8,
 // and the 4 MiB read a call returns by default.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
@@ -116,6 +116,32 @@ describe("process/*", () => {
       expect(refused.message).toContain("processes.max");
     } finally {
       for (const processId of ids) await client.call("process/signal", { processId, signal: "SIGKILL" });
+    }
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("when the app-server stops (SPEC: 'send SIGHUP to terminal sessions and SIGTERM to other groups')", () => {
+  test("a terminal process is hung up, a piped one terminated", async () => {
+    const own = makeHome({ install: false, prefix: "berth-spec-api-" });
+    const stopping = await startAppServer(own);
+    try {
+      const rpc = await RpcClient.open(stopping.socket);
+      const dir = tree();
+      const script = (file: string) => `trap 'echo HUP >> ${file}; exit 0' HUP; trap 'echo TERM >> ${file}; exit 0' TERM; echo ready; while :; do sleep 0.1; done`;
+      const terminal = (await rpc.call("process/spawn", { argv: ["sh", "-c", script(join(dir, "terminal"))], terminal: { cols: 80, rows: 24 } })).process;
+      const piped = (await rpc.call("process/spawn", { argv: ["sh", "-c", script(join(dir, "piped"))] })).process;
+      const seen = { terminal: { text: "" }, piped: { text: "" } };
+      expect(await eventually(() => outputOf(rpc, terminal.processId, "terminal", seen.terminal).includes("ready"), WAIT_MS)).toBe(true);
+      expect(await eventually(() => outputOf(rpc, piped.processId, "stdout", seen.piped).includes("ready"), WAIT_MS)).toBe(true);
+      rpc.destroy();
+      await stopping.stop(); // SIGTERM: the server ends its processes on its way out
+      expect([terminal.pid, piped.pid].filter(isAlive)).toEqual([]);
+      // The first signal each saw (a later HUP from the pty closing would come second).
+      const first = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").split("\n")[0] : "none");
+      expect({ terminal: first(join(dir, "terminal")), piped: first(join(dir, "piped")) }).toEqual({ terminal: "HUP", piped: "TERM" });
+    } finally {
+      await stopping.stop();
+      await own.cleanup();
     }
   }, TEST_TIMEOUT_MS);
 });
