@@ -197,6 +197,33 @@ describe("fs/*", () => {
     expect(await client.call("fs/getMetadata", { path: join(root, "plain-link") })).not.toHaveProperty("targetBase64");
   });
 
+  test("a burst of changes is coalesced: one fs/changed names each path once, not one notification per event (SPEC: coalesced over 50 ms)", async () => {
+    const root = tree();
+    const [a, b, marker] = [join(root, "a"), join(root, "b"), join(root, "marker")];
+    writeFileSync(a, "");
+    writeFileSync(b, "");
+    const { watchId } = await client.call("fs/watch", { path: root });
+    const batches: any[] = [];
+    client.on("fs/changed", (params) => {
+      if (params.watchId === watchId) batches.push(params);
+    });
+    try {
+      // Alternating files: the kernel merges identical consecutive inotify events, not these.
+      for (let i = 0; i < 20; i++) writeFileSync(i % 2 === 0 ? a : b, String(i), { flag: "a" });
+      // Events arrive in order: once the marker is reported, every write before it has been.
+      writeFileSync(marker, "");
+      expect(await eventually(() => batches.some((batch) => batch.changes.some((c: any) => c.path === marker)), WAIT_MS)).toBe(true);
+      const reports = batches.flatMap((batch) => batch.changes.filter((c: any) => c.path === a || c.path === b));
+      expect(reports.length).toBeGreaterThanOrEqual(2);
+      // 20 events; unbatched they would be 20 notifications. A loaded machine may split the burst once or twice.
+      expect(batches.length).toBeLessThanOrEqual(4);
+      for (const batch of batches) expect(new Set(batch.changes.map((c: any) => c.path)).size).toBe(batch.changes.length);
+    } finally {
+      client.on("fs/changed", (params) => client.notifications.push({ method: "fs/changed", params })); // as without a handler
+      await client.call("fs/unwatch", { watchId });
+    }
+  }, TEST_TIMEOUT_MS);
+
   test("fs/readFile without a length returns at most 4 MiB (SPEC: at most 4 MiB a call)", async () => {
     const root = tree();
     const path = join(root, "big");
