@@ -132,8 +132,8 @@ describe("settings of the wrong type (SPEC 'Settings': STATE_CORRUPT naming the 
   }, TEST_TIMEOUT_MS);
 });
 
-describe("connect (SPEC 'Connecting': connect holds no lock once connected; hundreds may run at once)", () => {
-  test("to a running app-server while another process holds daemon.lock: connected at once, and the API answers", async () => {
+describe("connect (SPEC 'Connecting')", () => {
+  test("to a running app-server while another process holds daemon.lock: connected at once, and the API answers ('connect holds no lock once connected')", async () => {
     const home = newHome();
     const started = await home.run(["start"]);
     expect(started.json.status).toBe("started");
@@ -148,6 +148,24 @@ describe("connect (SPEC 'Connecting': connect holds no lock once connected; hund
     bridge.proc.stdin.end();
     expect(await bridge.exited).toBe(0);
   }, TEST_TIMEOUT_MS);
+
+  test("connect starts the app-server 'exactly as start': wanted running, the keeper launched; --no-start then connects to it", async () => {
+    const home = newHome();
+    const first = spawnConnect([BUN, MAIN, "connect"], home.env);
+    bridges.push(first);
+    const line = await first.waitConnected(CONNECT_WAIT_MS);
+    const status = await home.run(["status"]);
+    expect(status.json.appServer).toMatchObject({ state: "running", pid: line.pid, wanted: "running" });
+    expect(await eventually(() => keepersOf(home).length === 1, 20_000)).toBe(true);
+    first.proc.stdin.end();
+    expect(await first.exited).toBe(0);
+
+    const second = spawnConnect([BUN, MAIN, "connect", "--no-start"], home.env);
+    bridges.push(second);
+    expect(await second.waitConnected(CONNECT_WAIT_MS)).toMatchObject({ status: "connected", pid: line.pid });
+    second.proc.stdin.end();
+    expect(await second.exited).toBe(0);
+  }, TEST_TIMEOUT_MS);
 });
 
 describe("down and uninstall with a corrupt settings.json (like stop: settings are never needed to stop)", () => {
@@ -155,7 +173,9 @@ describe("down and uninstall with a corrupt settings.json (like stop: settings a
     const home = newHome();
     const started = await home.run(["start"]);
     expect(started.json.status).toBe("started");
-    expect(await eventually(() => keepersOf(home).length === 1, 20_000)).toBe(true);
+    // Corrupted only once the keeper watches: a keeper that starts on a corrupt settings.json logs STATE_CORRUPT and ends.
+    const watching = () => existsSync(home.path("daemon", "updater.log")) && readFileSync(home.path("daemon", "updater.log"), "utf8").includes("watching app-server pid");
+    expect(await eventually(() => keepersOf(home).length === 1 && watching(), 20_000)).toBe(true);
     const keeper = keepersOf(home)[0] as number;
     writeFileSync(home.path("daemon", "settings.json"), "{ not json");
     const down = await home.run(["down"]);
