@@ -32,6 +32,19 @@ function newHome(settings: object = { stopGraceMs: 3_000 }): TestHome {
   return home;
 }
 
+/** `berth connect ARGS` of `home`, killed after the test if still running. */
+function connectBridge(home: TestHome, args: string[] = [], env: Record<string, string> = {}): ConnectClient {
+  const bridge = spawnConnect([BUN, MAIN, "connect", ...args], { ...home.env, ...env });
+  bridges.push(bridge);
+  return bridge;
+}
+
+/** stdin EOF: the bridge closes normally and exits 0 (SPEC 'Connecting'). */
+async function endBridge(bridge: ConnectClient): Promise<void> {
+  bridge.proc.stdin.end();
+  expect(await bridge.exited).toBe(0);
+}
+
 /** `required` all present, nothing outside `required` + `optional`; one JSON line on stdout; exit 0. */
 function expectShape(result: RunResult, required: string[], optional: string[]): void {
   expect({ code: result.code, lines: result.stdout.trim().split("\n").length }).toEqual({ code: 0, lines: 1 });
@@ -140,31 +153,25 @@ describe("connect (SPEC 'Connecting')", () => {
     holders.push(await holdLock(home.path("daemon", "daemon.lock")));
     // Proof the lock is held: a command that takes it fails.
     expect((await home.run(["restart"], { env: { BERTH_LOCK_WAIT_MS: SHORT_LOCK_WAIT_MS } })).json.error.code).toBe("LOCK_TIMEOUT");
-    const bridge = spawnConnect([BUN, MAIN, "connect"], { ...home.env, BERTH_LOCK_WAIT_MS: SHORT_LOCK_WAIT_MS });
-    bridges.push(bridge);
+    const bridge = connectBridge(home, [], { BERTH_LOCK_WAIT_MS: SHORT_LOCK_WAIT_MS });
     expect(await bridge.waitConnected(CONNECT_WAIT_MS)).toMatchObject({ status: "connected", pid: started.json.pid });
     expect((await bridge.initialize()).pid).toBe(started.json.pid);
     expect((await bridge.call("process/list")).processes).toEqual([]);
-    bridge.proc.stdin.end();
-    expect(await bridge.exited).toBe(0);
+    await endBridge(bridge);
   }, TEST_TIMEOUT_MS);
 
   test("connect starts the app-server 'exactly as start': wanted running, the keeper launched; --no-start then connects to it", async () => {
     const home = newHome();
-    const first = spawnConnect([BUN, MAIN, "connect"], home.env);
-    bridges.push(first);
+    const first = connectBridge(home);
     const line = await first.waitConnected(CONNECT_WAIT_MS);
     const status = await home.run(["status"]);
     expect(status.json.appServer).toMatchObject({ state: "running", pid: line.pid, wanted: "running" });
     expect(await eventually(() => keepersOf(home).length === 1, 20_000)).toBe(true);
-    first.proc.stdin.end();
-    expect(await first.exited).toBe(0);
+    await endBridge(first);
 
-    const second = spawnConnect([BUN, MAIN, "connect", "--no-start"], home.env);
-    bridges.push(second);
+    const second = connectBridge(home, ["--no-start"]);
     expect(await second.waitConnected(CONNECT_WAIT_MS)).toMatchObject({ status: "connected", pid: line.pid });
-    second.proc.stdin.end();
-    expect(await second.exited).toBe(0);
+    await endBridge(second);
   }, TEST_TIMEOUT_MS);
 });
 
