@@ -149,7 +149,7 @@ describe("the sh keeper", () => {
     expect(pgrpOf(step)).toBe(keeper);
     process.kill(keeper, "SIGTERM");
     // Well before the step's 30 s: the loop told its group.
-    expect(await eventually(() => !isAlive(keeper) && groupMembers(keeper).length === 0, 10_000, 20)).toBe(true);
+    expect(await eventually(() => !isAlive(keeper) && groupMembers(keeper).length === 0, 20_000, 20)).toBe(true);
     expect(isAlive(step)).toBe(false);
   }, SLOW_TEST_MS);
 
