@@ -216,14 +216,21 @@ export function killProcessesOf(home: string): void {
   }
 }
 
-/** Polls a condition until it holds or the deadline passes; returns whether it held. */
 /**
  * Absence (no restart, nothing coming back) can only be observed over a window:
  * longer than the keeper loop's 0.5 s tick and its first 1 s backoff.
  */
 export const QUIET_WINDOW_MS = 1_500;
 
-export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 20): Promise<boolean> {
+/**
+ * eventually's deadline when a test gives none: for something that must happen (a Bun process started from
+ * source, a state file a daemon writes), which CI's loaded 2 cores may take seconds for. Only a failing test
+ * waits it out; a wait for absence passes its own window.
+ */
+const EVENTUALLY_DEFAULT_MS = 20_000;
+
+/** Polls a condition until it holds or the deadline passes; returns whether it held. */
+export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = EVENTUALLY_DEFAULT_MS, pollMs = 20): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
