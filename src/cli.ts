@@ -10,7 +10,7 @@ import { BerthError } from "./errors.ts";
 import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
 import { deferredSignals, deferTerminalSignals } from "./signals.ts";
 import { isStreamingResult } from "./streaming.ts";
-import { closestMatch } from "./suggest.ts";
+import { didYouMean } from "./suggest.ts";
 import { CLI_VERSION } from "./version.ts";
 
 const HELP_FLAGS = new Set(["--help", "-h"]);
@@ -57,11 +57,6 @@ async function runParsed(command: CommandDef<any>, defs: ArgsDef, rawArgs: strin
   const plain = rawArgs.length === 0 && Object.keys(defs).length === 0 && !command.subCommands && !command.setup && !command.cleanup && !command.plugins;
   if (!plain) return (await import("citty")).runCommand(command, { rawArgs });
   return { result: await command.run?.({ rawArgs, args: { _: [] } as unknown as ParsedArgs, cmd: command, data: undefined }) };
-}
-
-function didYouMean(input: string, candidates: readonly string[]): string {
-  const match = closestMatch(input, candidates);
-  return match === undefined ? "" : ` Did you mean ${JSON.stringify(match)}?`;
 }
 
 /** Names a user may type for a command's options, with their dashes. */

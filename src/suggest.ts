@@ -29,3 +29,9 @@ export function closestMatch(input: string, candidates: readonly string[]): stri
   }
   return best?.name;
 }
+
+/** The " Did you mean …?" sentence to append to a USAGE message, or "" when nothing is close. */
+export function didYouMean(input: string, candidates: readonly string[]): string {
+  const match = closestMatch(input, candidates);
+  return match === undefined ? "" : ` Did you mean ${JSON.stringify(match)}?`;
+}

@@ -4,6 +4,7 @@
  * what was expected.
  */
 import { BerthError } from "../errors.ts";
+import { didYouMean } from "../suggest.ts";
 
 export type RemoteArgs =
   | { host: string; command: "bootstrap"; remoteControl: boolean }
@@ -20,6 +21,7 @@ export const REMOTE_USAGE =
   "usage: berth remote HOST bootstrap [--remote-control] | shell [NAME] | run [--name N] -- CMD… | attach ID|NAME | ps | kill ID|NAME [SIGNAL] | forward [LOCALHOST:]LOCALPORT:REMOTEHOST:REMOTEPORT";
 
 export const DEFAULT_SHELL_NAME = "main";
+const SUBCOMMANDS = ["bootstrap", "shell", "run", "attach", "ps", "kill", "forward"];
 const SIGNALS = new Set(["SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGSTOP", "SIGWINCH"]);
 
 function usage(detail: string): BerthError {
@@ -65,7 +67,7 @@ export function parseRemoteArgs(argv: readonly string[]): RemoteArgs {
   switch (command) {
     case "bootstrap": {
       const unknown = rest.find((arg) => arg !== "--remote-control");
-      if (unknown !== undefined) throw usage(`unexpected argument ${JSON.stringify(unknown)} for \`remote bootstrap\`.`);
+      if (unknown !== undefined) throw usage(`unexpected argument ${JSON.stringify(unknown)} for \`remote bootstrap\`.${didYouMean(unknown, ["--remote-control"])}`);
       return { host, command, remoteControl: rest.includes("--remote-control") };
     }
     case "shell":
@@ -95,13 +97,15 @@ export function parseRemoteArgs(argv: readonly string[]): RemoteArgs {
         const arg = rest[i] as string;
         if (arg === "--name" && rest[i + 1] !== undefined) name = rest[++i];
         else if (arg.startsWith("--name=")) name = arg.slice("--name=".length);
-        else throw usage(`unexpected argument ${JSON.stringify(arg)} for \`remote run\` (the command goes after --).`);
+        else throw usage(`unexpected argument ${JSON.stringify(arg)} for \`remote run\` (the command goes after --).${didYouMean(arg.split("=")[0] as string, ["--name"])}`);
       }
       const cmd = rest.slice(i + 1);
       if (cmd.length === 0) throw usage("remote run needs a command after --.");
       return { host, command, argv: cmd, ...(name ? { name } : {}) };
     }
     default:
-      throw usage(`unknown remote subcommand ${JSON.stringify(command)}.`);
+      // `berth remote shell myhost`: the subcommand came first.
+      if (SUBCOMMANDS.includes(host)) throw usage(`${JSON.stringify(host)} is a subcommand: the HOST comes first, as in \`berth remote ${command} ${host}\`.`);
+      throw usage(`unknown remote subcommand ${JSON.stringify(command)}.${didYouMean(command, SUBCOMMANDS)}`);
   }
 }

@@ -1,8 +1,9 @@
 /** `down` and the hidden `keep`: the keeper and the app-server together. */
 import { ensureStoppedTree, underDaemonLock } from "./app-server.ts";
-import type { Context } from "./context.ts";
+import { prepareStateDirs, settingsOrDefaults, type Context } from "./context.ts";
+import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import { ensureKeeper, stopUpdater } from "./updater.ts";
-import { readWanted, writeWanted } from "./wanted.ts";
+import { readWanted, wantedChange } from "./wanted.ts";
 
 export type DownResult = {
   status: "down";
@@ -17,23 +18,33 @@ export type DownResult = {
 
 /** Under daemon.lock: stop the app-server, want it stopped, stop the keeper. Nothing comes back until start/bootstrap. */
 export async function down(ctx: Context): Promise<DownResult> {
-  return underDaemonLock(
-    ctx,
-    async (settings) => {
-      const report = await ensureStoppedTree(ctx, settings);
-      writeWanted(ctx, "stopped", { down: true });
-      const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
-      return {
-        status: "down",
-        appServer: report.status,
-        keeper,
-        socketPath: ctx.socket.path,
-        processesEnded: report.processesEnded,
-        ...(report.notEnded.length > 0 ? { notEnded: report.notEnded } : {}),
-      };
-    },
-    false,
-  );
+  // Like `stop`: defaults stand in for a corrupt settings.json, which must not keep anything running
+  // (nor block `uninstall`, which begins with `down`).
+  prepareStateDirs(ctx);
+  return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => {
+    const settings = settingsOrDefaults(ctx);
+    // Staged first: a full disk fails `down` here, before the server is stopped and while its keeper
+    // would otherwise start it again for want of the new wish.
+    const wish = wantedChange(ctx, "stopped", { down: true });
+    wish.stage();
+    let report: Awaited<ReturnType<typeof ensureStoppedTree>>;
+    try {
+      report = await ensureStoppedTree(ctx, settings);
+    } catch (error) {
+      wish.undo();
+      throw error;
+    }
+    wish.write();
+    const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
+    return {
+      status: "down",
+      appServer: report.status,
+      keeper,
+      socketPath: ctx.socket.path,
+      processesEnded: report.processesEnded,
+      ...(report.notEnded.length > 0 ? { notEnded: report.notEnded } : {}),
+    };
+  });
 }
 
 /** What the startup entry runs: make sure the keeper runs; it starts the app-server if it is wanted. After `down`, nothing. */

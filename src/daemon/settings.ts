@@ -106,6 +106,11 @@ function checkTypes(path: string, settings: Settings): Settings {
   positive("processes.retainExitedMs", settings.processes?.retainExitedMs);
   positive("idleTrimAfterMs", settings.idleTrimAfterMs);
   if (typeof settings.remoteControl?.listen !== "string") problems.push("remoteControl.listen must be a string like 127.0.0.1:0");
+  // Checked here too, not only when remote control starts: a wrong type must not wait until enable-remote-control to show.
+  const tls = settings.remoteControl?.tls as { cert?: unknown; key?: unknown } | undefined;
+  if (tls !== undefined && !(tls && typeof tls.cert === "string" && tls.cert !== "" && typeof tls.key === "string" && tls.key !== "")) {
+    problems.push('remoteControl.tls must be {"cert": "/path/cert.pem", "key": "/path/key.pem"}');
+  }
   // tunnels.allowHosts has no entry in defaultSettings: defu would append the defaults to the user's list (src/server/api/tunnel.ts holds them).
   const allowHosts = (settings.tunnels as { allowHosts?: unknown } | undefined)?.allowHosts;
   if (allowHosts !== undefined && !(Array.isArray(allowHosts) && allowHosts.every((h) => typeof h === "string"))) {

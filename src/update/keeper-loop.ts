@@ -136,15 +136,7 @@ export class Keeper {
     if (this.state.state === "failed" && this.state.failedAt && wanted.since > this.state.failedAt) {
       this.save({ state: "stopped", crashes: [], failedAt: undefined });
     }
-    const seen = this.observe();
-    if (seen === "starting") {
-      this.again = true;
-      return;
-    }
-    if (seen) {
-      this.watching(seen);
-      return;
-    }
+    if (this.runningOrStarting()) return;
     if (this.state.state === "failed") return;
     if (!this.lastSeen && Date.now() < this.nextAttemptAt) return;
     await this.underLock();
@@ -179,6 +171,14 @@ export class Keeper {
     this.save({ state: "crashed", crashes, lastExit, nextRestartAt: new Date(this.nextAttemptAt).toISOString() });
   }
 
+  /** Looks at the app-server: true when it runs (watched from now on) or is still starting (looked at again soon). */
+  private runningOrStarting(): boolean {
+    const seen = this.observe();
+    if (seen === "starting") this.again = true;
+    else if (seen) this.watching(seen);
+    return seen !== undefined;
+  }
+
   /** The app-server runs as recorded: watch it (the sh loop is told its identity). */
   private watching(seen: PidRecord): void {
     if (!this.lastSeen || this.lastSeen.pid !== seen.pid) this.log(`keeper: watching app-server pid ${seen.pid}`);
@@ -199,16 +199,8 @@ export class Keeper {
     }
     try {
       if (readWanted(this.ctx).appServer !== "running") return;
-      const seen = this.observe();
-      if (seen === "starting") {
-        this.again = true;
-        return;
-      }
-      if (seen) {
-        // It came up between the two looks (a starter finished): running, and watched from now on.
-        this.watching(seen);
-        return;
-      }
+      // It may have come up between the two looks (a starter finished): running, and watched from now on.
+      if (this.runningOrStarting()) return;
       if (this.lastSeen) {
         const exited = this.lastSeen;
         this.crashed(`app-server pid ${exited.pid} exited unasked`, exited, await this.exitStatusOf(exited.pid));
@@ -235,7 +227,7 @@ export class Keeper {
       // A missing binary or an unsafe folder fails this restart like a crash: backoff, then give up.
       assertManagedBinary(this.ctx);
       prepareStateDirs(this.ctx);
-      result = await ensureRunning(this.ctx, settingsOf(this.ctx), (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal));
+      result = await ensureRunning(this.ctx, settingsOf(this.ctx), { onExit: (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal) });
     } catch (error) {
       // A server that died before answering was our child: its status arrives as it is reaped.
       const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
