@@ -16,12 +16,15 @@ const argv = process.argv.slice(2);
 if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   // Loads nothing else (no CLI framework, no fs) and opens no file: about the Bun floor.
   console.log(typeof BERTH_COMPILED_VERSION === "string" ? BERTH_COMPILED_VERSION : (await import("./version.ts")).CLI_VERSION);
+  // Exits rather than ending the script: with BUN_OPTIONS=--watch or --hot in the environment Bun would keep waiting.
+  process.exit(0);
 } else {
   // A closed descriptor 0–2 would be reused by the next file berth opens.
   const stdio = await import("./stdio.ts");
   stdio.reopenClosedStdio();
   // An ignored SIGCHLD or a blocked mask from the parent would break every wait on a child, and pass to the daemons.
   await stdio.repairInheritedSignals();
+  stdio.dropBunRuntimeEnv();
   if (!(await stdoutIsTerminal(stdio))) process.env.NO_COLOR ??= "1";
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);

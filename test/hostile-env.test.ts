@@ -10,11 +10,11 @@
  * compiled binary, as users get it.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
+import { dropBunRuntimeEnv, parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
 import { parseProcStat } from "../src/platform/process.ts";
 import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { connect } from "./helpers/raw-ws.ts";
@@ -374,5 +374,51 @@ describe("a deleted working folder (a shell left in a removed build folder)", ()
     expect(started.json).toMatchObject({ status: "started", backend: "pid" });
     expect((await run("stop")).json).toMatchObject({ status: "stopped" });
     expect(isAlive(started.json.pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("Bun's runtime options in the environment (BUN_OPTIONS, an IDE's BUN_INSPECT*)", () => {
+  const cases: { name: string; env: Record<string, string>; left: Record<string, string>; removed: string[] }[] = [
+    { name: "nothing to drop", env: { PATH: "/bin", HOME: "/h" }, left: { PATH: "/bin", HOME: "/h" }, removed: [] },
+    { name: "BUN_OPTIONS", env: { BUN_OPTIONS: "--preload ./setup.ts", PATH: "/bin" }, left: { PATH: "/bin" }, removed: ["BUN_OPTIONS"] },
+    { name: "an IDE's debug terminal", env: { BUN_INSPECT: "ws://x?break=1", BUN_INSPECT_NOTIFY: "unix:///y", BUN_INSPECT_CONNECT_TO: "z", BUN_INSPECT_PRELOAD: "p", TERM: "xterm" }, left: { TERM: "xterm" }, removed: ["BUN_INSPECT", "BUN_INSPECT_CONNECT_TO", "BUN_INSPECT_NOTIFY", "BUN_INSPECT_PRELOAD"] },
+    { name: "empty BUN_OPTIONS is still Bun's", env: { BUN_OPTIONS: "" }, left: {}, removed: ["BUN_OPTIONS"] },
+    { name: "look-alikes are the user's", env: { BUN_OPTIONS_X: "1", MY_BUN_OPTIONS: "2", BUN_INSTALL: "/b" }, left: { BUN_OPTIONS_X: "1", MY_BUN_OPTIONS: "2", BUN_INSTALL: "/b" }, removed: [] },
+  ];
+  for (const { name, env, left, removed } of cases) {
+    test(`drop: ${name}`, () => {
+      const copy = { ...env };
+      expect(dropBunRuntimeEnv(copy)).toEqual(removed);
+      expect(copy).toEqual(left);
+    });
+  }
+
+  test("a relative --preload of the caller's folder: start works, and no daemon nor user process inherits it", async () => {
+    const { home, binary } = compiledHome();
+    const project = join(home.env.HOME as string, "project");
+    mkdirSync(project);
+    writeFileSync(join(project, "setup.js"), 'process.stderr.write("setup preloaded\\n");\n');
+    const env = { BUN_OPTIONS: "--preload ./setup.js", BUN_INSPECT_CONNECT_TO: "unix:///nonexistent/debugger" };
+    const inProject = (command: string) => shell(home, binary, `cd '${project}' && exec "$B" ${command}`, env);
+    // Bun applies it to the command itself (found in this folder), and used to hand it to the app-server, started in BERTH_HOME.
+    const started = await inProject("start");
+    expect(started.stderr).toContain("setup preloaded");
+    expect(started.json).toMatchObject({ status: "started", backend: "pid" });
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    for (const pid of [started.json.pid as number, ...keepersOf(home)]) {
+      const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+      expect({ pid, bun: environ.filter((entry) => entry.startsWith("BUN_")) }).toEqual({ pid, bun: [] });
+    }
+    const printed = await runThroughApi(started.json.socketPath, ["sh", "-c", "env | grep '^BUN_' || echo none"], false);
+    expect(printed.text.trim()).toBe("none");
+    expect((await inProject("stop")).json).toMatchObject({ status: "stopped" });
+  }, TEST_TIMEOUT_MS);
+
+  test("--version exits even when BUN_OPTIONS asks for --watch or --hot", async () => {
+    const { home, binary } = compiledHome();
+    for (const option of ["--watch", "--hot"]) {
+      const r = await shell(home, binary, `timeout ${PIPE_EOF_WAIT_S} "$B" --version`, { BUN_OPTIONS: option });
+      expect({ option, code: r.code, stdout: r.stdout.trim() }).toEqual({ option, code: 0, stdout: VERSION });
+    }
   }, TEST_TIMEOUT_MS);
 });

@@ -18,6 +18,9 @@
  * On Linux one read of /proc/self/status decides, and the C library is loaded
  * only when something is wrong. Elsewhere SIGCHLD is reset without looking
  * (no file tells), and a blocked mask is left as it is.
+ *
+ * Also inherited: Bun's own runtime options in the environment (see
+ * BUN_RUNTIME_ENV), which berth must not hand on to what it launches.
  */
 import { readFileSync } from "node:fs";
 
@@ -70,4 +73,26 @@ export async function repairInheritedSignals(): Promise<void> {
   const repairs = signalRepairs(state);
   if (repairs.resetChild) resetChildSignal();
   if (repairs.unblockAll) (await import("./ffi.ts")).unblockAllSignals();
+}
+
+/**
+ * Variables Bun reads at start, even in a compiled program: BUN_OPTIONS holds
+ * extra runtime flags (a developer's `--preload ./setup.ts`, `--watch`,
+ * `--hot`), BUN_INSPECT* a debugger to wait for (an IDE's debug terminal).
+ * They have done whatever they do to this process by the time berth runs;
+ * handed on, they would follow berth's daemons into another folder for days (a
+ * relative preload then fails every launch) and every Bun program a user
+ * starts through the app-server.
+ */
+export const BUN_RUNTIME_ENV: readonly string[] = ["BUN_OPTIONS", "BUN_INSPECT", "BUN_INSPECT_CONNECT_TO", "BUN_INSPECT_NOTIFY", "BUN_INSPECT_PRELOAD"];
+
+/** Removes BUN_RUNTIME_ENV from `env` (process.env by default), so no child berth starts gets them; returns the names removed. */
+export function dropBunRuntimeEnv(env: NodeJS.ProcessEnv = process.env): string[] {
+  const removed: string[] = [];
+  for (const name of BUN_RUNTIME_ENV) {
+    if (env[name] === undefined) continue;
+    delete env[name];
+    removed.push(name);
+  }
+  return removed;
 }
