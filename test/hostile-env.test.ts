@@ -422,3 +422,25 @@ describe("Bun's runtime options in the environment (BUN_OPTIONS, an IDE's BUN_IN
     }
   }, TEST_TIMEOUT_MS);
 });
+
+describe("berth's own decisions stay out of what it launches", () => {
+  test("NO_COLOR, set for help read through a pipe, never reaches the daemons or a user's terminal", async () => {
+    const { home, binary } = compiledHome();
+    const { NO_COLOR: _caller, ...env } = home.env;
+    // Help through a pipe: plain text (the one place berth turns colour off).
+    for (const args of [["--help"], ["start", "--help"], ["help", "start"]]) {
+      const help = await runProcess([binary, ...args], env);
+      expect({ args, code: help.code, escapes: help.stdout.includes("\u001b[") }).toEqual({ args, code: 0, escapes: false });
+    }
+    const started = await runProcess([binary, "start"], env);
+    expect(started.json).toMatchObject({ status: "started" });
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    for (const pid of [started.json.pid as number, ...keepersOf(home)]) {
+      const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+      expect({ pid, noColor: environ.some((entry) => entry.startsWith("NO_COLOR=")) }).toEqual({ pid, noColor: false });
+    }
+    const printed = await runThroughApi(started.json.socketPath, ["sh", "-c", 'echo "NO_COLOR=${NO_COLOR-unset}"'], true);
+    expect(printed.text.trim()).toBe("NO_COLOR=unset");
+    expect((await runProcess([binary, "stop"], env)).json).toMatchObject({ status: "stopped" });
+  }, TEST_TIMEOUT_MS);
+});
