@@ -16,8 +16,8 @@
  * dispositions; their mask is berth's, cleared here.
  *
  * On Linux one read of /proc/self/status decides, and the C library is loaded
- * only when something is wrong. Elsewhere SIGCHLD is reset without looking
- * (no file tells), and a blocked mask is left as it is.
+ * only when something is wrong. Elsewhere (or without /proc) SIGCHLD is reset
+ * without looking (no file tells), and a blocked mask is left as it is.
  *
  * Also inherited: Bun's own runtime options in the environment (see
  * BUN_RUNTIME_ENV), which berth must not hand on to what it launches.
@@ -57,19 +57,23 @@ function resetChildSignal(): void {
   process.off("SIGCHLD", noop);
 }
 
+/** This process's SigBlk/SigIgn (Linux), or undefined where no /proc tells (macOS, a bare chroot). */
+function ownSignalState(): SignalState | undefined {
+  if (process.platform !== "linux") return undefined;
+  try {
+    return parseSignalState(readFileSync("/proc/self/status", "latin1"));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Undoes an ignored SIGCHLD and a blocked signal mask (see the module comment); before berth spawns or waits on anything. */
 export async function repairInheritedSignals(): Promise<void> {
-  if (process.platform !== "linux") {
-    resetChildSignal();
+  const state = ownSignalState();
+  if (!state) {
+    resetChildSignal(); // cannot look: reset anyway (a no-op when it was the default)
     return;
   }
-  let state: SignalState | undefined;
-  try {
-    state = parseSignalState(readFileSync("/proc/self/status", "latin1"));
-  } catch {
-    return; // no /proc: nothing tells, and nothing is changed
-  }
-  if (!state) return;
   const repairs = signalRepairs(state);
   if (repairs.resetChild) resetChildSignal();
   if (repairs.unblockAll) (await import("./ffi.ts")).unblockAllSignals();
