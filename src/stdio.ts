@@ -1,6 +1,7 @@
 /**
  * Raw writes to the standard descriptors that survive a client going away.
- * Kept free of imports so main.ts can use it before loading anything.
+ * Kept free of imports (but node:fs and the likewise bare platform/inherited.ts)
+ * so main.ts can use it before loading anything.
  */
 import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 
