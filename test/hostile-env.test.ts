@@ -14,7 +14,7 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { dropBunRuntimeEnv, parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
+import { dropBunRuntimeEnv, maskHas, parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
 import { parseProcStat } from "../src/platform/process.ts";
 import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { connect } from "./helpers/raw-ws.ts";
@@ -73,11 +73,14 @@ function compiledHome(settings: object = { stopGraceMs: STOP_GRACE_MS }): { home
   return { home, binary };
 }
 
+/** SigBlk/SigIgn of a process as numbers, for bit arithmetic. */
 function signalState(pid: number | "self") {
   const state = parseSignalState(readFileSync(`/proc/${pid}/status`, "latin1"));
   if (!state) throw new Error(`no SigBlk/SigIgn in /proc/${pid}/status`);
-  return state;
+  return { blocked: BigInt(`0x${state.blocked}`), ignored: BigInt(`0x${state.ignored}`) };
 }
+
+const NO_SIGNALS = "0000000000000000";
 
 /** A shell line run by sh with `$B` the binary; the shell is the parent, as a script would be. */
 function shell(home: TestHome, binary: string, line: string, env: Record<string, string> = {}): Promise<RunResult> {
@@ -107,7 +110,7 @@ async function expectCleanUserProcesses(socket: string): Promise<void> {
   for (const terminal of [false, true]) {
     const own = await runThroughApi(socket, ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"], terminal);
     expect(own.exit).toEqual({ exitCode: 0, signal: null });
-    expect(parseSignalState(own.text)).toEqual({ blocked: 0n, ignored: 0n });
+    expect(parseSignalState(own.text)).toEqual({ blocked: NO_SIGNALS, ignored: NO_SIGNALS });
     const pipe = await runThroughApi(socket, ["sh", "-c", '{ yes; echo "yes-status=$?" >&2; } | head -n 1 >/dev/null'], terminal);
     expect(pipe.exit).toEqual({ exitCode: 0, signal: null });
     expect(pipe.text).toContain("yes-status=141");
@@ -123,14 +126,39 @@ describe("pure: what an inherited signal state needs undone", () => {
     { name: "only a real-time signal blocked", text: status("8000000000000000", "0000000000000000"), repairs: { resetChild: false, unblockAll: true } },
     { name: "nohup: SIGHUP ignored is the parent's wish and kept", text: status("0000000000000000", "0000000000000001"), repairs: { resetChild: false, unblockAll: false } },
     { name: "both", text: status("0000000000004203", "0000000001015207"), repairs: { resetChild: true, unblockAll: true } },
+    { name: "SigBlk as the first line (grep's output)", text: "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", repairs: { resetChild: false, unblockAll: false } },
+    { name: "a SigBlk inside another line is not it", text: "Name:\tSigBlk:\t1\nSigIgn:\t0\n", repairs: undefined },
     { name: "no SigBlk line", text: "Name:\tx\nSigIgn:\t0000000000010000\n", repairs: undefined },
-    { name: "garbage", text: "SigBlk:\tzz\nSigIgn:\t00\n", repairs: undefined },
+    { name: "upper-case hex, SIGCHLD ignored", text: status("0000000000000000", "0000000001011000".toUpperCase()), repairs: { resetChild: true, unblockAll: false } },
+    { name: "a short mask (SIGCHLD alone)", text: status("0", "10000"), repairs: { resetChild: true, unblockAll: false } },
+    { name: "last line without a newline", text: `Name:\tx\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000010000`, repairs: { resetChild: true, unblockAll: false } },
+    { name: "SigBlk as the first line (grep's output)", text: "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", repairs: { resetChild: false, unblockAll: false } },
+    { name: "a SigBlk inside another line is not it", text: "Name:\tSigBlk:\t1\nSigIgn:\t0\n", repairs: undefined },
+    { name: "no SigBlk line", text: "Name:\tx\nSigIgn:\t0000000000010000\n", repairs: undefined },
+    { name: "garbage", text: "Name:\tx\nSigBlk:\tzz\nSigIgn:\t00\n", repairs: undefined },
+    { name: "trailing junk after a mask", text: status("0000000000000000x", "0000000000000000"), repairs: undefined },
+    { name: "17 digits: not a kernel mask", text: status("00000000000000000", "0000000000000000"), repairs: undefined },
   ];
   for (const { name, text, repairs } of cases) {
     test(name, () => {
       const state = parseSignalState(text);
       expect(state === undefined ? undefined : signalRepairs(state)).toEqual(repairs);
     });
+  }
+
+  const bits: { mask: string; signal: number; has: boolean }[] = [
+    { mask: "0000000000010000", signal: SIG.CHLD, has: true },
+    { mask: "0000000000010000", signal: SIG.TERM, has: false },
+    { mask: "0000000000004203", signal: SIG.HUP, has: true },
+    { mask: "0000000000004203", signal: SIG.INT, has: true },
+    { mask: "0000000000004203", signal: SIG.USR1, has: true },
+    { mask: "0000000000004203", signal: SIG.TERM, has: true },
+    { mask: "0000000000004203", signal: SIG.QUIT, has: false },
+    { mask: "8000000000000000", signal: 64, has: true },
+    { mask: "1", signal: SIG.CHLD, has: false },
+  ];
+  for (const { mask, signal, has } of bits) {
+    test(`mask ${mask} ${has ? "holds" : "does not hold"} signal ${signal}`, () => expect(maskHas(mask, signal)).toBe(has));
   }
 
   test("this test process's own status parses", () => {
@@ -161,6 +189,10 @@ describe("a parent that ignores SIGCHLD and blocks the terminating signals", () 
     for (const keeper of keepersOf(home)) expect(signalState(keeper).ignored & ~BUN_OWN_IGNORED).toBe(0n);
 
     await expectCleanUserProcesses(socketPath);
+
+    // The commands that skip the repair (main.ts LAUNCHES_NOTHING) work as they are.
+    expect((await hostile([managed, "status"])).json.appServer).toMatchObject({ state: "running", pid });
+    expect((await hostile([managed, "version"])).json).toMatchObject({ status: "running", pid });
 
     // doctor runs the managed binary's --version the same way.
     const doctor = await hostile([managed, "doctor"]);
