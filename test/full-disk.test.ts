@@ -6,15 +6,28 @@
  * starting it again. Needs root (mount); skipped otherwise.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync, truncateSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { eventually, installRelease, isAlive, keepersOf, makeHome, serversOf, type TestHome } from "./helpers/berth.ts";
 
 /** tmpfs hands out whole pages. */
 const PAGE_BYTES = 4096;
 const TMPFS_OPTIONS = "size=1m,mode=0700";
 
-const isRoot = process.getuid?.() === 0;
-const canMount = isRoot && process.platform === "linux" && Bun.which("mount") !== null;
+/** Whether this machine lets the tests mount a tmpfs (root, and a kernel/container that allows it): tried once. */
+function tmpfsMountable(): boolean {
+  if (process.platform !== "linux" || process.getuid?.() !== 0 || Bun.which("mount") === null) return false;
+  const dir = mkdtempSync(join(tmpdir(), "berth-mount-probe-"));
+  try {
+    if (Bun.spawnSync(["mount", "-t", "tmpfs", "-o", TMPFS_OPTIONS, "tmpfs", dir], { stderr: "ignore" }).exitCode !== 0) return false;
+    Bun.spawnSync(["umount", dir]);
+    return true;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+const canMount = tmpfsMountable();
 
 const mounted: TestHome[] = [];
 afterEach(async () => {

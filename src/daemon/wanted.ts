@@ -71,12 +71,11 @@ export function wantedChange(ctx: Context, appServer: Wanted["appServer"], optio
     // unreadable: undo writes "stopped", what it meant
   }
   let written = false;
-  let staged: { write: StagedWrite; text: string } | undefined;
+  let staged: StagedWrite | undefined;
   return {
     stage() {
-      const text = wantedText(appServer, options);
       try {
-        staged = { write: stageWrite(ctx.layout.wantedFile, Buffer.byteLength(text)), text };
+        staged = stageWrite(ctx.layout.wantedFile, wantedText(appServer, options));
       } catch (error) {
         // Nothing can be staged on a read-only file system: `write` meets it as before, and each command
         // decides there (`stop` still stops).
@@ -84,12 +83,12 @@ export function wantedChange(ctx: Context, appServer: Wanted["appServer"], optio
       }
     },
     write() {
-      if (staged) staged.write.commit(staged.text);
+      if (staged) staged.commit();
       else writeWanted(ctx, appServer, options);
       written = true;
     },
     undo() {
-      staged?.write.abandon();
+      staged?.abandon();
       if (!written) return;
       if (!previous) writeWanted(ctx, "stopped");
       else if (previous.text === undefined) rmSync(ctx.layout.wantedFile, { force: true });

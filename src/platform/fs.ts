@@ -38,22 +38,26 @@ export function createTemp<T>(path: string, create: (temp: string) => T): { temp
   }
 }
 
-/** A state file's next content, begun ahead: `commit` puts it in place, `abandon` drops it (each at most once). */
+/**
+ * A state file's next content, begun ahead: `commit` puts it in place (with `data`, or as staged when the
+ * content was known then), `abandon` drops it; each at most once.
+ */
 export type StagedWrite = {
-  commit(data: string | Uint8Array, options?: { durable?: boolean }): void;
+  commit(data?: string | Uint8Array, options?: { durable?: boolean }): void;
   abandon(): void;
 };
 
 /**
  * Begins a write of `path` that readers see whole or not at all: a fresh temp
- * sibling with `room` bytes already written, so a full disk (ENOSPC, EDQUOT)
- * fails here, before the caller acts on anything, rather than in `commit`
- * after it has (stopped a server, spawned one). `commit` overwrites those
- * bytes with `data` (no new blocks while it fits: tmpfs, ext4, xfs; a
- * copy-on-write file system may still need some), cuts the rest, fsyncs
- * unless `durable: false` and renames the temp over `path`.
+ * sibling holding `staged` (the content, or that many bytes of room), so a
+ * full disk (ENOSPC, EDQUOT) fails here, before the caller acts on anything,
+ * rather than in `commit` after it has (stopped a server, spawned one).
+ * `commit(data)` overwrites the room with `data` (no new blocks while it
+ * fits: tmpfs, ext4, xfs; a copy-on-write file system may still need some)
+ * and cuts the rest; then it fsyncs unless `durable: false` and renames the
+ * temp over `path`.
  */
-export function stageWrite(path: string, room: number, mode = FILE_MODE): StagedWrite {
+export function stageWrite(path: string, staged: string | Uint8Array | number, mode = FILE_MODE): StagedWrite {
   const { temp, value: opened } = createTemp(path, (name) => openSync(name, "wx", mode));
   let fd: number | undefined = opened;
   const abandon = () => {
@@ -65,8 +69,9 @@ export function stageWrite(path: string, room: number, mode = FILE_MODE): Staged
   const writeAt = (bytes: Uint8Array) => {
     for (let offset = 0; offset < bytes.byteLength; ) offset += writeSync(fd as number, bytes, offset, bytes.byteLength - offset, offset);
   };
+  const first = typeof staged === "number" ? new Uint8Array(staged) : typeof staged === "string" ? Buffer.from(staged) : staged;
   try {
-    if (room > 0) writeAt(new Uint8Array(room));
+    if (first.byteLength > 0) writeAt(first);
   } catch (error) {
     abandon();
     throw namingFile(error, path);
@@ -75,9 +80,11 @@ export function stageWrite(path: string, room: number, mode = FILE_MODE): Staged
     commit(data, options = {}) {
       if (fd === undefined) throw new Error(`the staged write of ${path} was already committed or abandoned`);
       try {
-        const bytes = typeof data === "string" ? Buffer.from(data) : data;
-        writeAt(bytes);
-        if (bytes.byteLength < room) ftruncateSync(fd, bytes.byteLength);
+        if (data !== undefined) {
+          const bytes = typeof data === "string" ? Buffer.from(data) : data;
+          writeAt(bytes);
+          if (bytes.byteLength < first.byteLength) ftruncateSync(fd, bytes.byteLength);
+        }
         if (options.durable !== false) fsyncSync(fd);
         closeSync(fd);
         fd = undefined;
@@ -107,7 +114,7 @@ function namingFile(error: unknown, path: string): unknown {
  * never see half a file; a power cut may leave the old one, or an empty one.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE, options: { durable?: boolean } = {}): void {
-  stageWrite(path, 0, mode).commit(data, options);
+  stageWrite(path, data, mode).commit(undefined, options);
 }
 
 /** Refuses a state folder that someone else owns or that others may write into. */
