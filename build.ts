@@ -80,6 +80,9 @@ export async function compile({ version, target, outfile, trustedKeys, baseUrl }
       autoloadDotenv: false,
       autoloadTsconfig: false,
       autoloadPackageJson: false,
+      // Bun 1.4 refuses to start a compiled program from a deleted working folder (`berth --version` exits 1
+      // with no JSON) unless the program has an exec argv; any harmless flag will do (see test/hostile-env.test.ts).
+      execArgv: ["--no-deprecation"],
     },
   });
   if (!result.success) {

@@ -12,17 +12,27 @@ async function stdoutIsTerminal(stdio: typeof import("./stdio.ts")): Promise<boo
   return (await import("./platform/ffi.ts")).isTerminal(1) ?? process.stdout.isTTY;
 }
 
+/** Pure: whether citty may render help for these arguments (no command, `help`, or --help/-h before any `--`). */
+function mayRenderHelp(args: string[]): boolean {
+  const own = args.includes("--") ? args.slice(0, args.indexOf("--")) : args;
+  return own.length === 0 || own[0] === "help" || own.includes("--help") || own.includes("-h");
+}
+
 const argv = process.argv.slice(2);
 if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   // Loads nothing else (no CLI framework, no fs) and opens no file: about the Bun floor.
   console.log(typeof BERTH_COMPILED_VERSION === "string" ? BERTH_COMPILED_VERSION : (await import("./version.ts")).CLI_VERSION);
+  // Exits rather than ending the script: with BUN_OPTIONS=--watch or --hot in the environment Bun would keep waiting.
+  process.exit(0);
 } else {
   // A closed descriptor 0–2 would be reused by the next file berth opens.
   const stdio = await import("./stdio.ts");
   stdio.reopenClosedStdio();
   // An ignored SIGCHLD or a blocked mask from the parent would break every wait on a child, and pass to the daemons.
   await stdio.repairInheritedSignals();
-  if (!(await stdoutIsTerminal(stdio))) process.env.NO_COLOR ??= "1";
+  stdio.dropBunRuntimeEnv();
+  // Only help is coloured; NO_COLOR set for anything else would pass to the daemons and every user's terminal.
+  if (mayRenderHelp(argv) && !(await stdoutIsTerminal(stdio))) process.env.NO_COLOR ??= "1";
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);
   // The daemons' own launch lines (app-server, keeper) skip the CLI framework (see serve-entry.ts); everything else is cli.ts.

@@ -1,11 +1,12 @@
 /**
  * Raw writes to the standard descriptors that survive a client going away.
- * Kept free of imports so main.ts can use it before loading anything.
+ * Kept free of imports (but node:fs and the likewise bare platform/inherited.ts)
+ * so main.ts can use it before loading anything.
  */
 import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 
 // The other half of what a parent leaves behind (signals), from here so that it lands in this module's chunk.
-export { repairInheritedSignals } from "./platform/inherited.ts";
+export { dropBunRuntimeEnv, repairInheritedSignals } from "./platform/inherited.ts";
 
 /** How long one output write may keep retrying a full non-blocking pipe before giving the output up. */
 const OUTPUT_WRITE_DEADLINE_MS = 5_000;

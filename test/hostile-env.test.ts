@@ -10,11 +10,12 @@
  * compiled binary, as users get it.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
+import { dropBunRuntimeEnv, parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
+import { parseProcStat } from "../src/platform/process.ts";
 import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { connect } from "./helpers/raw-ws.ts";
 import { apiClient, call, OutputCollector } from "./helpers/session.ts";
@@ -235,7 +236,8 @@ describe("closed standard descriptors (cron, `berth status >&-`)", () => {
     expect([0, 1, 2].map((fd) => fdTarget(pid, fd))).toEqual(["/dev/null", home.path("daemon", "app-server.log"), home.path("daemon", "app-server.log")]);
     expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
     const keeper = keepersOf(home)[0] as number;
-    expect([0, 1, 2].map((fd) => fdTarget(keeper, fd))).toEqual(["/dev/null", home.path("daemon", "updater.log"), home.path("daemon", "updater.log")]);
+    // Not fd 2: the keeper's sh points it at /dev/null for a moment around each quiet read.
+    expect([0, 1].map((fd) => fdTarget(keeper, fd))).toEqual(["/dev/null", home.path("daemon", "updater.log")]);
     for (const [command, redirect] of [["status", "1>&-"], ["version", "1>&-"], ["status", "0<&- 1>&- 2>&-"], ["restart", "1>&-"], ["status", "0<&- 2>&-"]] as const) {
       const run = await shell(home, binary, `"$B" ${command} ${redirect}; echo "rc=$?" >&2`);
       expect({ command, redirect, rc: run.stderr.includes("rc=0") }).toEqual({ command, redirect, rc: true });
@@ -244,6 +246,20 @@ describe("closed standard descriptors (cron, `berth status >&-`)", () => {
     const stopped = await shell(home, binary, `"$B" stop 2>&- 0<&-`);
     expect(stopped.json?.status).toBe("stopped");
     expectStateIntact(home);
+  }, TEST_TIMEOUT_MS);
+});
+
+/** How long a pipe may stay open after `start` returned before the test calls it held by a daemon. */
+const PIPE_EOF_WAIT_S = 20;
+
+describe("descriptors a parent leaked to berth (no close-on-exec)", () => {
+  test("the daemons hold none of them: a pipe given as fds 3, 7 and 9 reaches EOF once start returns", async () => {
+    const { home, binary } = compiledHome();
+    // `timeout` ends the reader if a daemon kept the pipe's write end: then the line fails (status 124).
+    const r = await shell(home, binary, `{ "$B" start 3>&1 7>&1 9>&1 | timeout ${PIPE_EOF_WAIT_S} cat; } ; echo "reader-status=$?" >&2`);
+    expect(r.stderr).toContain("reader-status=0");
+    expect(r.json?.status).toBe("started");
+    expect(isAlive(readJson(home.path("daemon", "app-server.pid")).pid)).toBe(true);
   }, TEST_TIMEOUT_MS);
 });
 
@@ -256,6 +272,9 @@ const ENV_CASES: EnvCase[] = [
   { name: "PATH empty", prefix: "PATH=;" },
   { name: "PATH unset", prefix: "unset PATH;" },
   { name: "HOME unset (BERTH_HOME set)", prefix: "unset HOME;" },
+  { name: "HOME empty (BERTH_HOME set)", prefix: "export HOME=;" },
+  { name: "HOME not a folder (BERTH_HOME set)", prefix: "export HOME=/dev/null;" },
+  { name: "file size limited to 1 KiB (the logs stop growing)", prefix: "ulimit -f 1;" },
   { name: "TMPDIR a missing folder", prefix: "export TMPDIR=/nonexistent/berth-tmp;" },
   { name: "odd locale", prefix: "export LANG=xx_YY.BOGUS LC_ALL=C.UTF-16;" },
   { name: "Turkish locale (dotless i)", prefix: "export LC_ALL=tr_TR.UTF-8;" },
@@ -296,5 +315,132 @@ describe("a relative HOME", () => {
     expect(started.json).toMatchObject({ status: "started", socketPath: join(relativeHome, "daemon", "app-server.sock") });
     expect((await run("stop")).json.status).toBe("stopped");
     expect(isAlive(started.json.pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+});
+
+/** Live children of `parent`, by the product's own /proc/<pid>/stat parser. */
+function childrenOf(parent: number): number[] {
+  const isChild = (entry: string) => {
+    try {
+      const stat = parseProcStat(readFileSync(`/proc/${entry}/stat`, "utf8"));
+      return stat !== undefined && stat.ppid === parent && stat.state !== "Z";
+    } catch {
+      return false; // exited meanwhile
+    }
+  };
+  return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry) && isChild(entry)).map(Number);
+}
+
+/** Attempts before the low limit must have been hit: every hosted process holds several descriptors. */
+const SPAWNS_PAST_LIMIT = 40;
+
+describe("an app-server started under a low hard limit of open files", () => {
+  test("process/spawn fails with the limit code (EMFILE), leaks no child, and the server keeps serving", async () => {
+    const { home, binary } = compiledHome();
+    const started = await shell(home, binary, `ulimit -n 32; exec "$B" start`);
+    expect(started.json?.status).toBe("started");
+    const { pid, socketPath } = started.json as { pid: number; socketPath: string };
+    const ws = await apiClient(socketPath);
+    let spawned = 0;
+    /** Spawns until the first failure (pipes, then terminals, which Bun reports without an errno). */
+    const spawnUntilRefused = async (terminal: boolean) => {
+      for (let i = 0; i < SPAWNS_PAST_LIMIT; i += 1) {
+        const reply = await ws.request({ method: "process/spawn", params: { argv: ["sleep", "600"], ...(terminal ? { terminal: { cols: 80, rows: 24 } } : {}) } });
+        if (reply.error) return reply.error as { code: number; data?: { errno?: string } };
+        spawned += 1;
+      }
+      return undefined;
+    };
+    expect(await spawnUntilRefused(false)).toMatchObject({ code: -32001, data: { errno: "EMFILE" } });
+    expect(await spawnUntilRefused(true)).toMatchObject({ code: -32001 });
+    // A child refused after it started was killed: it may take a moment to be gone.
+    expect(await eventually(() => childrenOf(pid).length === spawned)).toBe(true);
+    expect((await call(ws, "process/list")).processes).toHaveLength(spawned);
+    ws.destroy();
+    expect((await home.exec([binary, "stop"])).json).toMatchObject({ status: "stopped", processesEnded: spawned });
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("a deleted working folder (a shell left in a removed build folder)", () => {
+  test("the compiled binary still answers --version, status, start and stop, each with its JSON", async () => {
+    const { home, binary } = compiledHome();
+    const gone = join(home.env.HOME as string, "gone");
+    mkdirSync(gone);
+    const run = (command: string) => shell(home, binary, `cd '${gone}' && rmdir '${gone}' && exec "$B" ${command}`, {}).finally(() => mkdirSync(gone, { recursive: true }));
+    const version = await run("--version");
+    expect({ code: version.code, stdout: version.stdout.trim(), stderr: version.stderr }).toEqual({ code: 0, stdout: VERSION, stderr: "" });
+    expect((await run("status")).json?.status).toBe("stopped");
+    const started = await run("start");
+    expect(started.json).toMatchObject({ status: "started", backend: "pid" });
+    expect((await run("stop")).json).toMatchObject({ status: "stopped" });
+    expect(isAlive(started.json.pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("Bun's runtime options in the environment (BUN_OPTIONS, an IDE's BUN_INSPECT*)", () => {
+  const cases: { name: string; env: Record<string, string>; left: Record<string, string>; removed: string[] }[] = [
+    { name: "nothing to drop", env: { PATH: "/bin", HOME: "/h" }, left: { PATH: "/bin", HOME: "/h" }, removed: [] },
+    { name: "BUN_OPTIONS", env: { BUN_OPTIONS: "--preload ./setup.ts", PATH: "/bin" }, left: { PATH: "/bin" }, removed: ["BUN_OPTIONS"] },
+    { name: "an IDE's debug terminal", env: { BUN_INSPECT: "ws://x?break=1", BUN_INSPECT_NOTIFY: "unix:///y", BUN_INSPECT_CONNECT_TO: "z", BUN_INSPECT_PRELOAD: "p", TERM: "xterm" }, left: { TERM: "xterm" }, removed: ["BUN_INSPECT", "BUN_INSPECT_CONNECT_TO", "BUN_INSPECT_NOTIFY", "BUN_INSPECT_PRELOAD"] },
+    { name: "empty BUN_OPTIONS is still Bun's", env: { BUN_OPTIONS: "" }, left: {}, removed: ["BUN_OPTIONS"] },
+    { name: "look-alikes are the user's", env: { BUN_OPTIONS_X: "1", MY_BUN_OPTIONS: "2", BUN_INSTALL: "/b" }, left: { BUN_OPTIONS_X: "1", MY_BUN_OPTIONS: "2", BUN_INSTALL: "/b" }, removed: [] },
+  ];
+  for (const { name, env, left, removed } of cases) {
+    test(`drop: ${name}`, () => {
+      const copy = { ...env };
+      expect(dropBunRuntimeEnv(copy)).toEqual(removed);
+      expect(copy).toEqual(left);
+    });
+  }
+
+  test("a relative --preload of the caller's folder: start works, and no daemon nor user process inherits it", async () => {
+    const { home, binary } = compiledHome();
+    const project = join(home.env.HOME as string, "project");
+    mkdirSync(project);
+    writeFileSync(join(project, "setup.js"), 'process.stderr.write("setup preloaded\\n");\n');
+    const env = { BUN_OPTIONS: "--preload ./setup.js", BUN_INSPECT_CONNECT_TO: "unix:///nonexistent/debugger" };
+    const inProject = (command: string) => shell(home, binary, `cd '${project}' && exec "$B" ${command}`, env);
+    // Bun applies it to the command itself (found in this folder), and used to hand it to the app-server, started in BERTH_HOME.
+    const started = await inProject("start");
+    expect(started.stderr).toContain("setup preloaded");
+    expect(started.json).toMatchObject({ status: "started", backend: "pid" });
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    for (const pid of [started.json.pid as number, ...keepersOf(home)]) {
+      const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+      expect({ pid, bun: environ.filter((entry) => entry.startsWith("BUN_")) }).toEqual({ pid, bun: [] });
+    }
+    const printed = await runThroughApi(started.json.socketPath, ["sh", "-c", "env | grep '^BUN_' || echo none"], false);
+    expect(printed.text.trim()).toBe("none");
+    expect((await inProject("stop")).json).toMatchObject({ status: "stopped" });
+  }, TEST_TIMEOUT_MS);
+
+  test("--version exits even when BUN_OPTIONS asks for --watch or --hot", async () => {
+    const { home, binary } = compiledHome();
+    for (const option of ["--watch", "--hot"]) {
+      const r = await shell(home, binary, `timeout ${PIPE_EOF_WAIT_S} "$B" --version`, { BUN_OPTIONS: option });
+      expect({ option, code: r.code, stdout: r.stdout.trim() }).toEqual({ option, code: 0, stdout: VERSION });
+    }
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("berth's own decisions stay out of what it launches", () => {
+  test("NO_COLOR, set for help read through a pipe, never reaches the daemons or a user's terminal", async () => {
+    const { home, binary } = compiledHome();
+    const { NO_COLOR: _caller, ...env } = home.env;
+    // Help through a pipe: plain text (the one place berth turns colour off).
+    for (const args of [["--help"], ["start", "--help"], ["help", "start"]]) {
+      const help = await runProcess([binary, ...args], env);
+      expect({ args, code: help.code, escapes: help.stdout.includes("\u001b[") }).toEqual({ args, code: 0, escapes: false });
+    }
+    const started = await runProcess([binary, "start"], env);
+    expect(started.json).toMatchObject({ status: "started" });
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    for (const pid of [started.json.pid as number, ...keepersOf(home)]) {
+      const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+      expect({ pid, noColor: environ.some((entry) => entry.startsWith("NO_COLOR=")) }).toEqual({ pid, noColor: false });
+    }
+    const printed = await runThroughApi(started.json.socketPath, ["sh", "-c", 'echo "NO_COLOR=${NO_COLOR-unset}"'], true);
+    expect(printed.text.trim()).toBe("NO_COLOR=unset");
+    expect((await runProcess([binary, "stop"], env)).json).toMatchObject({ status: "stopped" });
   }, TEST_TIMEOUT_MS);
 });

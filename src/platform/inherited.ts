@@ -16,8 +16,11 @@
  * dispositions; their mask is berth's, cleared here.
  *
  * On Linux one read of /proc/self/status decides, and the C library is loaded
- * only when something is wrong. Elsewhere SIGCHLD is reset without looking
- * (no file tells), and a blocked mask is left as it is.
+ * only when something is wrong. Elsewhere (or without /proc) SIGCHLD is reset
+ * without looking (no file tells), and a blocked mask is left as it is.
+ *
+ * Also inherited: Bun's own runtime options in the environment (see
+ * BUN_RUNTIME_ENV), which berth must not hand on to what it launches.
  */
 import { readFileSync } from "node:fs";
 
@@ -54,20 +57,46 @@ function resetChildSignal(): void {
   process.off("SIGCHLD", noop);
 }
 
+/** This process's SigBlk/SigIgn (Linux), or undefined where no /proc tells (macOS, a bare chroot). */
+function ownSignalState(): SignalState | undefined {
+  if (process.platform !== "linux") return undefined;
+  try {
+    return parseSignalState(readFileSync("/proc/self/status", "latin1"));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Undoes an ignored SIGCHLD and a blocked signal mask (see the module comment); before berth spawns or waits on anything. */
 export async function repairInheritedSignals(): Promise<void> {
-  if (process.platform !== "linux") {
-    resetChildSignal();
+  const state = ownSignalState();
+  if (!state) {
+    resetChildSignal(); // cannot look: reset anyway (a no-op when it was the default)
     return;
   }
-  let state: SignalState | undefined;
-  try {
-    state = parseSignalState(readFileSync("/proc/self/status", "latin1"));
-  } catch {
-    return; // no /proc: nothing tells, and nothing is changed
-  }
-  if (!state) return;
   const repairs = signalRepairs(state);
   if (repairs.resetChild) resetChildSignal();
   if (repairs.unblockAll) (await import("./ffi.ts")).unblockAllSignals();
+}
+
+/**
+ * Variables Bun reads at start, even in a compiled program: BUN_OPTIONS holds
+ * extra runtime flags (a developer's `--preload ./setup.ts`, `--watch`,
+ * `--hot`), BUN_INSPECT* a debugger to wait for (an IDE's debug terminal).
+ * They have done whatever they do to this process by the time berth runs;
+ * handed on, they would follow berth's daemons into another folder for days (a
+ * relative preload then fails every launch) and every Bun program a user
+ * starts through the app-server.
+ */
+export const BUN_RUNTIME_ENV: readonly string[] = ["BUN_OPTIONS", "BUN_INSPECT", "BUN_INSPECT_CONNECT_TO", "BUN_INSPECT_NOTIFY", "BUN_INSPECT_PRELOAD"];
+
+/** Removes BUN_RUNTIME_ENV from `env` (process.env by default), so no child berth starts gets them; returns the names removed. */
+export function dropBunRuntimeEnv(env: NodeJS.ProcessEnv = process.env): string[] {
+  const removed: string[] = [];
+  for (const name of BUN_RUNTIME_ENV) {
+    if (env[name] === undefined) continue;
+    delete env[name];
+    removed.push(name);
+  }
+  return removed;
 }

@@ -109,7 +109,13 @@ export class ProcessManager {
     } catch (error) {
       throw spawnError(error, argv[0] as string, cwd);
     }
-    managed.identity = processIdentity(managed.pid);
+    try {
+      managed.identity = processIdentity(managed.pid);
+    } catch (error) {
+      // Started, but its /proc entry cannot be read (the open-files limit): never left running untracked.
+      abandon(managed);
+      throw spawnError(error, argv[0] as string, cwd);
+    }
     this.processes.set(processId, managed);
     this.recordRunning();
     void this.follow(managed);
@@ -180,10 +186,25 @@ async function readInto(managed: ManagedProcess, stream: StreamName, readable: R
   }
 }
 
+/** Ends a process just spawned (not yet reaped, so its pid is still this child) and lets go of its descriptors. */
+function abandon(managed: ManagedProcess): void {
+  managed.proc.kill("SIGKILL");
+  if (managed.terminal) managed.terminal.close();
+  for (const stream of [managed.proc.stdout, managed.proc.stderr]) {
+    if (stream instanceof ReadableStream) void stream.cancel().catch(() => {});
+  }
+}
+
+/** Bun reports a failed dup(2) of a new pseudo-terminal without an errno: in practice the open-files limit. */
+const PTY_DUP_FAILURE = /duplicate PTY file descriptor/i;
+
 function spawnError(error: unknown, program: string, cwd: string): ApiError {
   const errno = errnoCode(error);
   const what = `cannot start ${program} in ${cwd}: ${(error as Error).message}`;
   if (errno === "ENOENT") return new ApiError(API_NOT_FOUND, what, { errno });
   if (errno === "EACCES" || errno === "EPERM") return new ApiError(API_PERMISSION_DENIED, what, { errno });
+  // The app-server's open-files or process limit (`ulimit -n`/`-u` of whoever started it), not the client's params.
+  if (errno === "EMFILE" || errno === "ENFILE" || errno === "EAGAIN") return new ApiError(API_LIMIT, what, { errno });
+  if (!errno && PTY_DUP_FAILURE.test((error as Error).message)) return new ApiError(API_LIMIT, what);
   return new ApiError(API_INVALID_PARAMS, `invalid params: ${what}`, errno ? { errno } : undefined);
 }
