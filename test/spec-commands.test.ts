@@ -180,7 +180,7 @@ describe("down and uninstall with a corrupt settings.json (like stop: settings a
     const home = newHome();
     const started = await home.run(["start"]);
     expect(started.json.status).toBe("started");
-    // Corrupted only once the keeper watches: a keeper that starts on a corrupt settings.json logs STATE_CORRUPT and ends.
+    // Corrupted once the keeper watches, so `down` has a running keeper to stop (a keeper that starts on a corrupt file keeps, see spec-supervision).
     const watching = () => existsSync(home.path("daemon", "updater.log")) && readFileSync(home.path("daemon", "updater.log"), "utf8").includes("watching app-server pid");
     expect(await eventually(() => keepersOf(home).length === 1 && watching(), 20_000)).toBe(true);
     const keeper = keepersOf(home)[0] as number;
