@@ -20,6 +20,8 @@ if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   // A closed descriptor 0–2 would be reused by the next file berth opens.
   const stdio = await import("./stdio.ts");
   stdio.reopenClosedStdio();
+  // An ignored SIGCHLD or a blocked mask from the parent would break every wait on a child, and pass to the daemons.
+  await stdio.repairInheritedSignals();
   if (!(await stdoutIsTerminal(stdio))) process.env.NO_COLOR ??= "1";
   // Everything berth creates, and everything it launches, is private to the user.
   process.umask(0o077);

@@ -4,6 +4,9 @@
  */
 import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 
+// The other half of what a parent leaves behind (signals), from here so that it lands in this module's chunk.
+export { repairInheritedSignals } from "./platform/inherited.ts";
+
 /** How long one output write may keep retrying a full non-blocking pipe before giving the output up. */
 const OUTPUT_WRITE_DEADLINE_MS = 5_000;
 const OUTPUT_RETRY_SLEEP_MS = 5;

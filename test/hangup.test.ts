@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { BUN, eventually, isAlive, MAIN, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
+import { argvOf, BUN, eventually, isAlive, MAIN, makeHome, processesOf, processesWithArg, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 /** Moments (ms after spawn) at which the terminal goes away: from Bun's start-up to the end of the command. */
@@ -68,16 +68,8 @@ const nonEmpty = (...parts: string[]) => (home: TestHome) => {
     return false;
   }
 };
-const serverCount = (home: TestHome) => processesOf(home.home).filter((pid) => cmdlineOf(pid).includes("serve")).length;
+const serverCount = (home: TestHome) => processesWithArg(home.home, "serve").length;
 const timed = (delayMs: number): Moment => ({ name: `${delayMs} ms`, delayMs });
-
-function cmdlineOf(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-  } catch {
-    return [];
-  }
-}
 
 function recordOf(path: string): { pid: number } | undefined {
   if (!existsSync(path)) return undefined;
@@ -87,7 +79,7 @@ function recordOf(path: string): { pid: number } | undefined {
 
 /** A running app-server has exactly one record naming it; no record means no server. */
 async function expectAppServerConsistent(home: TestHome, where: string): Promise<"running" | "stopped"> {
-  const servers = processesOf(home.home).filter((pid) => cmdlineOf(pid).includes("serve"));
+  const servers = processesWithArg(home.home, "serve");
   const record = recordOf(home.path("daemon/app-server.pid"));
   if (record === undefined) {
     expect({ where, servers }).toEqual({ where, servers: [] });
@@ -103,7 +95,7 @@ async function expectUpdaterConsistent(home: TestHome, where: string): Promise<v
   const settingsPath = home.path("daemon/settings.json");
   const wanted = existsSync(settingsPath) && JSON.parse(readFileSync(settingsPath, "utf8")).autoUpdate === true;
   const record = recordOf(home.path("daemon/updater.pid"));
-  const running = record !== undefined && isAlive(record.pid) && cmdlineOf(record.pid).includes("update-loop");
+  const running = record !== undefined && isAlive(record.pid) && argvOf(record.pid).includes("update-loop");
   expect({ where, updaterRunning: running }).toEqual({ where, updaterRunning: wanted });
 }
 
@@ -221,7 +213,7 @@ describe("install --bootstrap on a terminal that hangs up", () => {
   const moments: Moment[] = [
     ...HANGUP_DELAYS_MS.map(timed),
     { name: "staging written", when: nonEmpty("packages", "standalone", "staging") },
-    { name: "new binary answering --version", when: (home) => processesOf(home.home).some((pid) => cmdlineOf(pid).includes("--version")) },
+    { name: "new binary answering --version", when: (home) => processesWithArg(home.home, "--version").length > 0 },
     { name: "release renamed", when: nonEmpty("packages", "standalone", "releases") },
     { name: "current flipped", when: exists("packages", "standalone", "current") },
     { name: "settings written", when: exists("daemon", "settings.json") },
@@ -248,7 +240,7 @@ describe("install --bootstrap on a terminal that hangs up", () => {
         const env = { ...home.env, SHELL: "/bin/bash" };
         const exit = await runAndHangUp(way.cmd(binary), home, env, moment);
         // The shell may die first: wait for berth itself.
-        const berthDone = await eventually(() => !processesOf(home.home).some((pid) => cmdlineOf(pid).includes("install")), COMMAND_EXIT_DEADLINE_MS);
+        const berthDone = await eventually(() => processesWithArg(home.home, "install").length === 0, COMMAND_EXIT_DEADLINE_MS);
         expect(berthDone).toBe(true);
         const where = `install --bootstrap (${way.name}), hangup at ${moment.name}`;
         const layout = expectInstallConsistent(home, where);

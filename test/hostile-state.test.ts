@@ -10,9 +10,12 @@ import { KEEPER_SCRIPT } from "../src/update/keeper-sh.ts";
 import { eventually, homesPerTest, isAlive, loopBinaryOf, readJson, type TestHome } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
-const SLOW_TEST_MS = 60_000;
-/** A command that reads a state file must answer well within this (a blocked one is killed then). */
-const COMMAND_WAIT_MS = 15_000;
+const SLOW_TEST_MS = 120_000;
+/**
+ * A command that reads a state file must answer well within this (a blocked one is killed then, and a FIFO blocks
+ * for ever); enable-remote-control restarts a server from source, which a loaded machine may take seconds for.
+ */
+const COMMAND_WAIT_MS = 30_000;
 /** The sh loop reacts within a tick (0.5 s); this leaves room for a loaded machine. */
 const LOOP_WAIT_MS = 20_000;
 

@@ -6,21 +6,10 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 const newHome = homesPerTest(afterEach);
-
-/** App-server processes of this home (the launcher execs, so one process each). */
-function serversOf(home: TestHome): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("serve");
-    } catch {
-      return false;
-    }
-  });
-}
 
 function statField(pid: number, index: number): string {
   const text = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -154,9 +143,9 @@ describe("concurrency", () => {
     expect(blocked.code).toBe(1);
     expect(blocked.json.error.code).toBe("LOCK_TIMEOUT");
     expect(blocked.json.error.message).toContain("daemon.lock");
-    const status = await home.run(["status"], { timeoutMs: 10_000 });
+    const status = await home.run(["status"], { timeoutMs: 30_000 });
     expect(status.json.status).toBe("stopped");
-    const version = await home.run(["version"], { timeoutMs: 10_000 });
+    const version = await home.run(["version"], { timeoutMs: 30_000 });
     expect(version.json.error.code).toBe("NOT_RUNNING");
     await holder.kill();
     expect((await home.run(["start"])).json.status).toBe("started");
@@ -225,7 +214,7 @@ describe("crashes and strangers", () => {
     expect(result.json.error.message).toContain("0.1.0");
     expect(result.json.error.message).toContain("booting but never listening");
     expect(result.stderr).toContain("booting but never listening");
-    expect(await eventually(() => processesOf(home.home).length === 0, 5_000)).toBe(true);
+    expect(await eventually(() => processesOf(home.home).length === 0, 15_000)).toBe(true);
     expect(existsSync(home.path("daemon/app-server.pid"))).toBe(false);
     expect(readFileSync(home.path("daemon/wanted.json"), "utf8")).toBe(wanted);
     // With no wanted state before, none after.
@@ -233,7 +222,7 @@ describe("crashes and strangers", () => {
     installRelease(fresh.home, "0.1.0", `#!/bin/sh\nexec sleep 600\n`);
     expect((await fresh.run(["start"])).json.error.code).toBe("NOT_READY");
     expect(existsSync(fresh.path("daemon/wanted.json"))).toBe(false);
-    expect(await eventually(() => processesOf(fresh.home).length === 0, 5_000)).toBe(true);
+    expect(await eventually(() => processesOf(fresh.home).length === 0, 15_000)).toBe(true);
   });
 
   test("a server that exits at once: NOT_READY quickly, with its last words", async () => {

@@ -71,7 +71,7 @@ describe("readiness pipe", () => {
       expect(Array.from(received!)).toEqual([10]);
       // Still running after closing the pipe, and already answering: the byte meant "ready".
       expect(child.exitCode).toBeNull();
-      const probe = await probeInitialize(socket, 5_000);
+      const probe = await probeInitialize(socket, SERVER_TIMEOUT_MS);
       expect(probe.kind).toBe("berth");
       expect(probe.kind === "berth" && probe.info.pid).toBe(child.pid);
     } finally {
@@ -98,7 +98,7 @@ describe("readiness pipe", () => {
     installWrapper(home, `printf x >&3; exec 3>&-; unset BERTH_READY_FD`);
     const start = await home.run(["start"]);
     expect(start.json).toMatchObject({ status: "started", appServerVersion: "0.1.0" });
-    const probe = await probeInitialize(start.json.socketPath, 5_000);
+    const probe = await probeInitialize(start.json.socketPath, SERVER_TIMEOUT_MS);
     expect(probe.kind === "berth" && probe.info.pid).toBe(start.json.pid);
     expect((await home.run(["stop"])).json).toMatchObject({ status: "stopped" });
   }, 30_000);

@@ -6,7 +6,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { BUN, makeHome, processesOf, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
+import { argvOf, BUN, makeHome, processesWithArg, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
 
 const OLD = "1.0.0";
@@ -273,13 +273,6 @@ describe("the built install.sh", () => {
 
 describe("the built install.sh on a terminal that hangs up", () => {
   const EXIT_DEADLINE_MS = 60_000;
-  const cmdlineOf = (pid: number) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    } catch {
-      return [];
-    }
-  };
   test(
     "install.sh (leading the session) waits for berth through the hangup: layout complete, app-server and updater running",
     async () => {
@@ -304,7 +297,7 @@ describe("the built install.sh on a terminal that hangs up", () => {
       await child.exited;
       // install.sh may be gone already: wait for berth itself.
       const deadline = Date.now() + EXIT_DEADLINE_MS;
-      const installing = () => processesOf(t.home).some((pid) => cmdlineOf(pid).includes("install"));
+      const installing = () => processesWithArg(t.home, "install").length > 0;
       while (installing() && Date.now() < deadline) await Bun.sleep(20);
       expect(installing()).toBe(false);
       expect(readlinkSync(pkg(t, "current"))).toBe(`releases/${NEW}-${TARGET}`);
@@ -315,7 +308,7 @@ describe("the built install.sh on a terminal that hangs up", () => {
       const appServer = JSON.parse(readFileSync(t.path("daemon", "app-server.pid"), "utf8"));
       expect((await t.exec([linkOf(t), "version"])).json.pid).toBe(appServer.pid);
       const record = JSON.parse(readFileSync(t.path("daemon", "updater.pid"), "utf8"));
-      expect(cmdlineOf(record.pid)).toContain("update-loop");
+      expect(argvOf(record.pid)).toContain("update-loop");
     },
     TEST_TIMEOUT_MS,
   );

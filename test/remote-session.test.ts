@@ -442,7 +442,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       expect(await eventually(() => answer === "pong", 60_000)).toBe(true);
       expect(forward.out.stderr).toContain("was reset: it read nothing");
       stalled.resume();
-      expect(await eventually(() => stalledClosed, 10_000)).toBe(true);
+      expect(await eventually(() => stalledClosed, 20_000)).toBe(true);
       forward.proc.kill("SIGINT");
       expect(await forward.proc.exited).toBe(0);
     } finally {

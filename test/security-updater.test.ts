@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { isUpdateLoopOf } from "../src/daemon/orphans.ts";
-import { BUN, eventually, MAIN, makeHome, processesOf, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, keepersOf, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
 const ORPHAN_NAMED_WAIT_MS = 10_000;
@@ -16,15 +16,8 @@ afterEach(async () => {
   for (const home of homes.splice(0)) await home.cleanup();
 });
 
-function updateLoops(home: TestHome): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes("update-loop");
-    } catch {
-      return false;
-    }
-  });
-}
+/** The update-loops of this home (keepersOf waits out a process caught inside one of its execs). */
+const updateLoops = keepersOf;
 
 const hasStrace = spawnSync("sh", ["-c", "command -v strace"]).status === 0;
 
@@ -41,8 +34,9 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
       expect(killed.code).not.toBe(0);
       // The orphan may be inside one of its execs right now, its /proc/<pid>/cmdline unreadable for an instant:
       // look again until it shows, within a deadline.
-      await eventually(() => updateLoops(home).length > 0, ORPHAN_NAMED_WAIT_MS, 20);
-      const [orphan] = updateLoops(home);
+      let loops: number[] = [];
+      expect(await eventually(() => (loops = updateLoops(home)).length > 0, ORPHAN_NAMED_WAIT_MS, 20)).toBe(true);
+      const [orphan] = loops;
       expect(orphan).toBeGreaterThan(1);
       expect(readFileSync(home.path("daemon", "updater.pid"), "utf8")).toBe("");
 

@@ -8,9 +8,13 @@ import type { Subprocess } from "bun";
 import { BUN, MAIN, eventually, isAlive, makeHome, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
 import { connect, encodeFrame, OP_BINARY, OP_TEXT, rawConnect, type RawWs } from "./helpers/raw-ws.ts";
 
-const TEST_TIMEOUT_MS = 10_000;
-const READY_TIMEOUT_MS = 6_000;
-const EXIT_TIMEOUT_MS = 5_000;
+// Generous: a server started from source, or a close, can take seconds on a loaded machine (CI runs every suite on
+// 2 cores). Each is a wait for something that must happen; none bounds how fast.
+const TEST_TIMEOUT_MS = 60_000;
+const READY_TIMEOUT_MS = 20_000;
+const EXIT_TIMEOUT_MS = 15_000;
+/** For a client's connection, a reply or a close. */
+const WAIT_MS = 15_000;
 const MIB = 1024 * 1024;
 const CLIENT_INFO = { name: "server-test", version: "1.0.0" };
 
@@ -57,7 +61,7 @@ async function tryConnect(socket: string, timeoutMs = 1_000): Promise<RawWs | un
 }
 
 async function client(socket: string): Promise<RawWs> {
-  const ws = await connect(socket, { timeoutMs: 3_000 });
+  const ws = await connect(socket, { timeoutMs: WAIT_MS });
   clients.push(ws);
   return ws;
 }
@@ -214,7 +218,7 @@ describe("berth serve", () => {
 
       // One byte more closes that connection (1009 = message too big).
       big.send(exact.replace('"pad":"', '"pad":"a'));
-      const closed = await big.waitClosed(5_000);
+      const closed = await big.waitClosed(WAIT_MS);
       expect(closed.code === undefined || closed.code === 1009).toBe(true);
 
       // The other connection, opened beforehand, is untouched.
@@ -236,7 +240,7 @@ describe("berth serve", () => {
       // Not HTTP at all: the server refuses and closes that connection.
       const garbage = await rawConnect({ unix: server.socket });
       garbage.write(Buffer.from([0x00, 0xff, 0x13, 0x37, ...Buffer.from("\r\n\r\nGET nonsense\r\n\r\n"), ...Array(4096).fill(0xfe)]));
-      await garbage.waitClosed(5_000);
+      await garbage.waitClosed(WAIT_MS);
       expect(garbage.buffered.toString("latin1")).not.toContain(" 101 ");
 
       // Half an upgrade request, then gone.
@@ -255,17 +259,17 @@ describe("berth serve", () => {
       const finMidFrame = await client(server.socket);
       finMidFrame.sendRaw(frame.subarray(0, 5));
       finMidFrame.conn.end();
-      await finMidFrame.waitClosed(5_000);
+      await finMidFrame.waitClosed(WAIT_MS);
 
       // An unmasked client frame is a protocol error: that connection is closed.
       const unmasked = await client(server.socket);
       unmasked.sendFrame(OP_TEXT, '{"jsonrpc":"2.0","id":1,"method":"initialize"}', { mask: false });
-      await unmasked.waitClosed(5_000);
+      await unmasked.waitClosed(WAIT_MS);
 
       // A garbage WebSocket frame (reserved opcode) closes that connection only.
       const reserved = await client(server.socket);
       reserved.sendRaw(encodeFrame(0x3, "??"));
-      await reserved.waitClosed(5_000);
+      await reserved.waitClosed(WAIT_MS);
 
       expect((await bystander.request({ method: "initialize", params: { clientInfo: CLIENT_INFO } })).result.instanceId).toBe(instanceId);
       await expectStillServing(server, instanceId);
@@ -285,7 +289,7 @@ describe("berth serve", () => {
       expect(other.status).toBe(404);
       await other.text();
       // An upgrade on another path is refused too.
-      await expect(connect(server.socket, { path: "/other", timeoutMs: 3_000 })).rejects.toMatchObject({ status: 404 });
+      await expect(connect(server.socket, { path: "/other", timeoutMs: WAIT_MS })).rejects.toMatchObject({ status: 404 });
       await expectStillServing(server);
     },
     TEST_TIMEOUT_MS,
@@ -303,7 +307,7 @@ describe("berth serve", () => {
       server.proc.kill("SIGTERM");
       expect(await exitCode(server.proc)).toBe(0);
       expect(existsSync(server.socket)).toBe(false);
-      await ws.waitClosed(3_000);
+      await ws.waitClosed(WAIT_MS);
 
       const last = parseLastJsonLine(await server.stdout);
       expect(last).toMatchObject({ status: "stopped", pid: server.proc.pid, instanceId });
@@ -327,7 +331,7 @@ describe("berth serve", () => {
       const second = await startServe(home, socket);
       first.proc.kill("SIGTERM");
       expect(await exitCode(first.proc)).toBe(0);
-      await firstClient.waitClosed(3_000);
+      await firstClient.waitClosed(WAIT_MS);
       expect(statSync(socket).isSocket()).toBe(true);
       await expectStillServing(second);
       rmSync(`${socket}.first`, { force: true });
@@ -358,7 +362,7 @@ describe("berth serve", () => {
         const expected = holds?.();
         server.proc.kill("SIGTERM");
         expect(await exitCode(server.proc)).toBe(0);
-        await ws.waitClosed(3_000);
+        await ws.waitClosed(WAIT_MS);
         if (holds) {
           expect(lstatSync(socket).isSymbolicLink() || lstatSync(socket).isFile()).toBe(true);
           expect(holds()).toBe(expected!);
@@ -420,7 +424,7 @@ describe("berth serve", () => {
       const inode = statSync(first.socket).ino;
 
       const second = spawnServe(first.home, first.socket);
-      const code = await exitCode(second.proc, 8_000);
+      const code = await exitCode(second.proc);
       expect(code).not.toBe("timeout");
       expect(code).not.toBe(0);
       const stdout = await second.stdout;

@@ -83,7 +83,7 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(down.json).toMatchObject({ status: "down", appServer: "stopped", keeper: "stopped", processesEnded: 2 });
     expect([plain.pid, terminal.pid].filter(isAlive)).toEqual([]);
     expect(await bridge.exited).toBe(75);
-    expect(await eventually(() => processesOf(home.home).length === 0, 10_000)).toBe(true);
+    expect(await eventually(() => processesOf(home.home).length === 0, 20_000)).toBe(true);
     expect((await home.run(["down"])).json).toMatchObject({ status: "down", appServer: "notRunning", processesEnded: 0 });
   }, TEST_TIMEOUT_MS);
 
@@ -98,7 +98,7 @@ describe("session processes and the app-server's lifecycle", () => {
     // The keeper restarts the crashed server (spec "Supervision"), or `start` does if it comes first.
     const started = await home.run(["start"]);
     expect(["started", "alreadyRunning"]).toContain(started.json.status);
-    expect(await eventually(() => !isAlive(p.pid), 10_000)).toBe(true);
+    expect(await eventually(() => !isAlive(p.pid), 20_000)).toBe(true);
     expect(isAlive(stranger.pid)).toBe(true);
     stranger.kill("SIGKILL");
   }, TEST_TIMEOUT_MS);

@@ -106,7 +106,7 @@ describe("the keeper after a bare start (no bootstrap)", () => {
     expect((await home.run(["status"])).json.updater.state).toBe("running");
 
     expect((await home.run(["down"])).json).toMatchObject({ status: "down", appServer: "notRunning", keeper: "stopped" });
-    expect(await eventually(() => processesOf(home.home).length === 0, 10_000)).toBe(true);
+    expect(await eventually(() => processesOf(home.home).length === 0, 20_000)).toBe(true);
 
     expect((await home.run(["restart"])).json.status).toBe("restarted");
     expect(keepersOf(home)).toEqual([readJson(home.path("daemon", "updater.pid")).pid]);

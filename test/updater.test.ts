@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { eventually, isAlive, loopBinaryOf, makeHome, pgrpOf, readJson, runProcess, TARGET, type TestHome } from "./helpers/berth.ts";
+import { eventually, isAlive, keepersOf, loopBinaryOf, makeHome, pgrpOf, readJson, runProcess, TARGET, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 import { newKey, publishSigned } from "./helpers/signed-release.ts";
 
@@ -134,19 +134,11 @@ describe("updater", () => {
     const replacement = updaterPid(home);
     expect(isAlive(updater)).toBe(false);
     expect(isAlive(replacement)).toBe(true);
-    const { processesOf } = await import("./helpers/berth.ts");
-    const loopsNow = () =>
-      processesOf(home.home).filter((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("update-loop");
-        } catch {
-          return false; // gone, or inside an exec for an instant
-        }
-      });
-    // The replacement may be inside one of its execs (launcher → Bun → the sh loop), its /proc facts unreadable
-    // for an instant: look again until exactly it shows, within a deadline.
-    await eventually(() => loopsNow().length === 1 && loopsNow()[0] === replacement);
-    expect(loopsNow()).toEqual([replacement]);
+    // The replacement may be inside one of its execs (launcher → Bun → the sh loop): keepersOf looks again while
+    // its /proc facts are empty; an old loop still ending is waited out here.
+    let loops: number[] = [];
+    await eventually(() => (loops = keepersOf(home)).length === 1 && loops[0] === replacement);
+    expect(loops).toEqual([replacement]);
 
     expect((await berth(["stop"])).json.status).toBe("stopped");
     expect(isAlive(replacement)).toBe(true);

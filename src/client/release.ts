@@ -10,14 +10,13 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { BerthError, describeError } from "../errors.ts";
 import { isVersion } from "../install/semver.ts";
-import type { Target } from "../platform/paths.ts";
+import { homeFrom, type Target } from "../platform/paths.ts";
 import { assertSigned } from "../update/signature.ts";
 import { BUILT_IN_BASE_URL } from "../version.ts";
 
@@ -81,7 +80,7 @@ async function sha256File(path: string): Promise<string> {
 }
 
 function cacheRoot(env: NodeJS.ProcessEnv): string {
-  return join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache"), "berth", "releases");
+  return join(env.XDG_CACHE_HOME || join(homeFrom(env), ".cache"), "berth", "releases");
 }
 
 /** Streams a URL (http(s) or file://) to `dest`. */

@@ -3,7 +3,7 @@
  * result value and prints nothing; src/cli.ts renders it.
  */
 import { rmSync } from "node:fs";
-import { readStateFile } from "../platform/fs.ts";
+import { readStateFile, type StagedWrite } from "../platform/fs.ts";
 import { BerthError, describeError, errnoCode } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize } from "../server/client.ts";
@@ -30,18 +30,51 @@ export function appServerArgs(ctx: Context, settings: Settings): string[] {
  * starts up, otherwise once it answers. It runs exactly once when this
  * succeeds, at most once when it fails.
  */
-async function ensureRunning(
-  ctx: Context,
-  settings: Settings,
-  onExit?: LaunchSpec["onExit"],
-  meanwhile: () => void = () => {},
-): Promise<{ started: boolean; running: Running }> {
-  const { started, running } = await ensureRunningOverlapped(ctx, settings, onExit, meanwhile);
-  if (!started) meanwhile();
-  return { started, running };
+async function ensureRunning(ctx: Context, settings: Settings, options: EnsureRunningOptions = {}): Promise<{ started: boolean; running: Running }> {
+  try {
+    const meanwhile = options.meanwhile ?? (() => {});
+    const { started, running } = await ensureRunningOverlapped(ctx, settings, options.onExit, meanwhile, options.record);
+    if (!started) meanwhile();
+    return { started, running };
+  } finally {
+    options.record?.abandon();
+  }
 }
 
-async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit: LaunchSpec["onExit"], meanwhile: () => void): Promise<{ started: boolean; running: Running }> {
+type EnsureRunningOptions = {
+  onExit?: LaunchSpec["onExit"];
+  meanwhile?: () => void;
+  /** The new record's room, staged (stageAppServerRecord) by a caller that stopped the server first; used or dropped. */
+  record?: StagedWrite;
+};
+
+/**
+ * Room for the record of the app-server a stop-then-start will launch, taken before the stop: a full
+ * disk fails the command while the running server is still untouched, not after it was stopped.
+ */
+function stageAppServerRecord(ctx: Context): StagedWrite {
+  return appServerBackend(ctx).pidFile.stageRecord();
+}
+
+/** Under daemon.lock: ensureStopped, then ensureRunning, with the new record's room staged before the stop. */
+export async function stopThenStart(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
+  const record = stageAppServerRecord(ctx);
+  try {
+    await ensureStopped(ctx, settings);
+  } catch (error) {
+    record.abandon();
+    throw error;
+  }
+  return ensureRunning(ctx, settings, { record });
+}
+
+async function ensureRunningOverlapped(
+  ctx: Context,
+  settings: Settings,
+  onExit: LaunchSpec["onExit"],
+  meanwhile: () => void,
+  record: StagedWrite | undefined,
+): Promise<{ started: boolean; running: Running }> {
   // Loaded where needed, not by every command that imports this module (`stop` never waits for
   // readiness); on a fresh launch, after the spawn, while the server starts up on another core.
   const readiness = () => import("./await-ready.ts");
@@ -73,6 +106,7 @@ async function ensureRunningOverlapped(ctx: Context, settings: Settings, onExit:
       logPath: ctx.layout.appServerLog,
       notifyReady: true,
       ...(onExit ? { onExit } : {}),
+      ...(record ? { record } : {}),
     });
   } catch (error) {
     if (error instanceof ExitedAtLaunch) throw (await readiness()).notReady(ctx, "exited at once after launch");
@@ -190,10 +224,14 @@ async function keeperAfterStart(ctx: Context): Promise<void> {
   }
 }
 
-/** ensureRunning that records the wish to run (while a fresh server starts up), and takes it back if the start fails. */
-async function runWanted(ctx: Context, settings: Settings): Promise<{ started: boolean; running: Running }> {
+/**
+ * ensureRunning that records the wish to run (while a fresh server starts up), and takes it back if the start
+ * fails. The wish is staged first (a full disk fails here, before any spawn) unless `staged` brings it staged,
+ * with the record's room, by a restart before its stop.
+ */
+async function runWanted(ctx: Context, settings: Settings, staged?: { wish: WantedChange; record: StagedWrite }): Promise<{ started: boolean; running: Running }> {
   // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
-  const wish = wantedChange(ctx, "running");
+  const wish = staged?.wish ?? wantedChange(ctx, "running");
   const meanwhile = () => {
     wish.write();
     // keeperAfterStart's code, loaded while a fresh server starts up rather than after it answers
@@ -201,11 +239,26 @@ async function runWanted(ctx: Context, settings: Settings): Promise<{ started: b
     import("./updater.ts").catch(() => {});
   };
   try {
-    return await ensureRunning(ctx, settings, undefined, meanwhile);
+    if (!staged) wish.stage();
+    return await ensureRunning(ctx, settings, { meanwhile, ...(staged ? { record: staged.record } : {}) });
   } catch (error) {
     undoWish(ctx, wish, "start");
     throw error;
   }
+}
+
+/** A restart's start, staged before its stop (see stageAppServerRecord); undo() drops it if the stop fails. */
+function stageStart(ctx: Context): { wish: WantedChange; record: StagedWrite; undo(): void } {
+  const wish = wantedChange(ctx, "running");
+  wish.stage();
+  let record: StagedWrite;
+  try {
+    record = stageAppServerRecord(ctx);
+  } catch (error) {
+    wish.undo();
+    throw error;
+  }
+  return { wish, record, undo: () => (record.abandon(), wish.undo()) };
 }
 
 function undoWish(ctx: Context, wish: WantedChange, command: string): void {
@@ -240,6 +293,9 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
     };
     let outcome: StopReport;
     try {
+      // A full disk fails the stop here, before anything is signalled: a stopped server whose wish to stay
+      // stopped could not be written would be started again by its keeper.
+      wish.stage();
       outcome = await ensureStoppedTree(ctx, settingsOrDefaults(ctx), record);
     } catch (error) {
       undoWish(ctx, wish, "stop");
@@ -257,8 +313,15 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
 /** Stop (if running) then start, on the managed binary, in one hold of daemon.lock. */
 export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
-    const report = await ensureStoppedTree(ctx, settings);
-    const { running } = await runWanted(ctx, settings);
+    const staged = stageStart(ctx);
+    let report: StopReport;
+    try {
+      report = await ensureStoppedTree(ctx, settings);
+    } catch (error) {
+      staged.undo();
+      throw error;
+    }
+    const { running } = await runWanted(ctx, settings, staged);
     await keeperAfterStart(ctx);
     return { ...result(ctx, "restarted", running), processesEnded: report.processesEnded };
   });
@@ -271,8 +334,7 @@ export async function restartIfRunning(ctx: Context, settings: Settings): Promis
   const probe = state.kind === "running" ? undefined : await probeInitialize(ctx.socket.path, READY_PROBE_TIMEOUT_MS);
   if (probe && probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
   if (state.kind !== "running" && !(probe && isOurServer(ctx, probe))) return undefined;
-  await ensureStopped(ctx, settings);
-  return (await ensureRunning(ctx, settings)).running;
+  return (await stopThenStart(ctx, settings)).running;
 }
 
 export { ensureRunning, ensureStopped, ensureStoppedTree };

@@ -4,7 +4,7 @@
  */
 import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
-import { openStateFile, STATE_APPEND_FLAGS } from "../platform/fs.ts";
+import { openStateFile, STATE_APPEND_FLAGS, type StagedWrite } from "../platform/fs.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
 import type { Context } from "./context.ts";
 import { FileLock } from "./lock.ts";
@@ -33,6 +33,11 @@ export type LaunchSpec = {
   notifyReady?: boolean;
   /** Called with the exit status when the launched process ends while this launcher still runs (the keeper). */
   onExit?: (pid: number, exitCode: number | null, signal: string | null) => void;
+  /**
+   * The record's room (PidFile.stageRecord), taken by a caller that stops a process before this launch;
+   * `launch` takes it itself otherwise. Either way `launch` uses it or drops it.
+   */
+  record?: StagedWrite;
 };
 
 export type BackendOptions = {
@@ -89,44 +94,61 @@ export class PidBackend {
    * already exists. A failed spawn removes the reservation (START_FAILED).
    */
   async launch(spec: LaunchSpec): Promise<{ kind: "started" | "running"; record: PidRecord; ready?: ReadyWait }> {
-    // Each of these modules is loaded by the path that needs it (status and version load this one too).
-    const readiness = spec.notifyReady ? await import("./ready.ts") : undefined;
-    const lock = await FileLock.acquire(this.pidFile.lockPath, PID_LOCK_WAIT_MS);
+    let staged = spec.record;
     try {
-      const reservation = this.pidFile.reserve(lock);
-      if (reservation.kind === "running") return reservation;
-      let pid: number;
-      let ready: ReadyWait | undefined;
+      // Each of these modules is loaded by the path that needs it (status and version load this one too).
+      const readiness = spec.notifyReady ? await import("./ready.ts") : undefined;
+      const lock = await FileLock.acquire(this.pidFile.lockPath, PID_LOCK_WAIT_MS);
       try {
-        ({ pid, ready } = spawnDetached(spec, readiness));
-      } catch (error) {
-        this.pidFile.clearReservation();
-        if (error instanceof BerthError) throw error;
-        throw new BerthError(
-          "START_FAILED",
-          `failed to spawn detached ${spec.args[0] ?? "process"} process using ${spec.binary}: ${describeError(error)}`,
-        );
+        const reservation = this.pidFile.reserve(lock);
+        if (reservation.kind === "running") return reservation;
+        try {
+          // Room for the record before the spawn: a full disk fails the start here, with nothing spawned.
+          staged ??= this.pidFile.stageRecord();
+        } catch (error) {
+          this.pidFile.clearReservation();
+          throw error;
+        }
+        return this.spawnAndPublish(spec, readiness, staged);
+      } finally {
+        lock.release();
       }
-      const identity = processIdentity(pid);
-      if (identity === undefined) {
-        ready?.cancel();
-        this.pidFile.clearReservation();
-        throw new ExitedAtLaunch(`${spec.binary} exited immediately after launch (pid ${pid})`);
-      }
-      const record = { pid, processStartTime: identity };
-      try {
-        this.pidFile.publish(record);
-      } catch (error) {
-        // Could not record it (disk full?): do not leave an untracked process behind.
-        signalGroup(pid, "SIGKILL");
-        ready?.cancel();
-        this.pidFile.clearReservation();
-        throw new BerthError("START_FAILED", `launched pid ${pid} but could not write ${this.pidFile.path}: ${describeError(error)}`);
-      }
-      return { kind: "started", record, ...(ready ? { ready } : {}) };
     } finally {
-      lock.release();
+      staged?.abandon();
     }
+  }
+
+  /** launch's spawn and record, under the pid lock with the reservation made and the record's room staged. */
+  private spawnAndPublish(spec: LaunchSpec, readiness: typeof import("./ready.ts") | undefined, staged: StagedWrite): { kind: "started"; record: PidRecord; ready?: ReadyWait } {
+    let pid: number;
+    let ready: ReadyWait | undefined;
+    try {
+      ({ pid, ready } = spawnDetached(spec, readiness));
+    } catch (error) {
+      this.pidFile.clearReservation();
+      if (error instanceof BerthError) throw error;
+      throw new BerthError(
+        "START_FAILED",
+        `failed to spawn detached ${spec.args[0] ?? "process"} process using ${spec.binary}: ${describeError(error)}`,
+      );
+    }
+    const identity = processIdentity(pid);
+    if (identity === undefined) {
+      ready?.cancel();
+      this.pidFile.clearReservation();
+      throw new ExitedAtLaunch(`${spec.binary} exited immediately after launch (pid ${pid})`);
+    }
+    const record = { pid, processStartTime: identity };
+    try {
+      this.pidFile.publish(record, staged);
+    } catch (error) {
+      // Could not record it (a copy-on-write disk that filled up after all?): no untracked process is left behind.
+      signalGroup(pid, "SIGKILL");
+      ready?.cancel();
+      this.pidFile.clearReservation();
+      throw new BerthError("START_FAILED", `launched pid ${pid} but could not write ${this.pidFile.path}: ${describeError(error)}`);
+    }
+    return { kind: "started", record, ...(ready ? { ready } : {}) };
   }
 
   /** Records an already running process (adoption of a server whose record was lost). */

@@ -7,7 +7,7 @@ import { probeInitialize } from "../server/client.ts";
 import { planRemoteListen } from "../server/remote-listen.ts";
 import { ensureToken } from "../server/token.ts";
 import { CLI_VERSION } from "../version.ts";
-import { ensureRunning, ensureStopped, foreignServerError, isOurServer, underDaemonLock } from "./app-server.ts";
+import { ensureRunning, foreignServerError, isOurServer, stopThenStart, underDaemonLock } from "./app-server.ts";
 import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { updateSettings, type Settings } from "./settings.ts";
 import { replaceUpdater } from "./updater.ts";
@@ -33,10 +33,10 @@ export function needsRestart(info: InitializeResult, settings: Settings, managed
 async function applyToAppServer(ctx: Context, settings: Settings, force: boolean) {
   const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
   if (probe.kind !== "absent" && !isOurServer(ctx, probe)) throw foreignServerError(ctx, probe);
-  if (isOurServer(ctx, probe) && (force || needsRestart(probe.info, settings, managedInstall(ctx).version))) {
-    await ensureStopped(ctx, settings);
+  if (!(isOurServer(ctx, probe) && (force || needsRestart(probe.info, settings, managedInstall(ctx).version)))) {
+    return (await ensureRunning(ctx, settings)).running;
   }
-  return (await ensureRunning(ctx, settings)).running;
+  return (await stopThenStart(ctx, settings)).running;
 }
 
 /** `remoteControl`: true turns it on, false (`--no-remote-control`) turns it off, undefined keeps the setting. */
@@ -84,8 +84,7 @@ export async function setRemoteControl(ctx: Context, enabled: boolean) {
     if (enabled) ensureToken(ctx.layout.tokenFile);
     let info = isOurServer(ctx, probe) ? probe.info : undefined;
     if (info && info.remoteControl.enabled !== enabled) {
-      await ensureStopped(ctx, settings);
-      info = (await ensureRunning(ctx, settings)).running.info;
+      info = (await stopThenStart(ctx, settings)).running.info;
     }
     const status = enabled ? (changed ? "enabled" : "alreadyEnabled") : changed ? "disabled" : "alreadyDisabled";
     return {

@@ -3,7 +3,7 @@ import { ensureStoppedTree, underDaemonLock } from "./app-server.ts";
 import { prepareStateDirs, settingsOrDefaults, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
 import { ensureKeeper, stopUpdater } from "./updater.ts";
-import { readWanted, writeWanted } from "./wanted.ts";
+import { readWanted, wantedChange } from "./wanted.ts";
 
 export type DownResult = {
   status: "down";
@@ -23,8 +23,18 @@ export async function down(ctx: Context): Promise<DownResult> {
   prepareStateDirs(ctx);
   return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => {
     const settings = settingsOrDefaults(ctx);
-    const report = await ensureStoppedTree(ctx, settings);
-    writeWanted(ctx, "stopped", { down: true });
+    // Staged first: a full disk fails `down` here, before the server is stopped and while its keeper
+    // would otherwise start it again for want of the new wish.
+    const wish = wantedChange(ctx, "stopped", { down: true });
+    wish.stage();
+    let report: Awaited<ReturnType<typeof ensureStoppedTree>>;
+    try {
+      report = await ensureStoppedTree(ctx, settings);
+    } catch (error) {
+      wish.undo();
+      throw error;
+    }
+    wish.write();
     const keeper = (await stopUpdater(ctx)) ? "stopped" : "notRunning";
     return {
       status: "down",

@@ -10,11 +10,13 @@
 import { closeSync, openSync, renameSync, rmSync } from "node:fs";
 import { warn } from "../diagnostics.ts";
 import { BerthError, errnoCode } from "../errors.ts";
-import { FILE_MODE, readStateFile, writeFileAtomic } from "../platform/fs.ts";
+import { FILE_MODE, readStateFile, stageWrite, writeFileAtomic, type StagedWrite } from "../platform/fs.ts";
 import { FileLock, isLockHeld } from "./lock.ts";
 import { parsePidFile, type PidFileContent, type PidRecord } from "./pid-record.ts";
 
 const STARTING_POLL_MS = 10;
+/** Room staged for a record: more than any takes (pid, boot id and start time: about 100 bytes). */
+const PID_RECORD_ROOM_BYTES = 256;
 
 export { parsePidFile, type PidFileContent, type PidRecord } from "./pid-record.ts";
 
@@ -164,8 +166,15 @@ export class PidFile {
    * one — reads as stale, as a stale reservation (see judgePidFile). The fsync
    * cost 0.4 ms on a quiet disk and 1 ms or more under load, while start waited.
    */
-  publish(record: PidRecord): void {
-    writeFileAtomic(this.path, `${JSON.stringify(record)}\n`, FILE_MODE, { durable: false });
+  publish(record: PidRecord, staged?: StagedWrite): void {
+    const text = `${JSON.stringify(record)}\n`;
+    if (staged) staged.commit(text, { durable: false });
+    else writeFileAtomic(this.path, text, FILE_MODE, { durable: false });
+  }
+
+  /** Room for a record, taken before a launch (see stageWrite): a full disk fails then, with nothing spawned or stopped. */
+  stageRecord(): StagedWrite {
+    return stageWrite(this.path, PID_RECORD_ROOM_BYTES);
   }
 
   /** Writes a record for an adopted process under the lock. */

@@ -6,11 +6,10 @@
  * profiles, and a command link that is not ours, are left alone.
  */
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
-import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../install/profile.ts";
 import { assertSafeDir, writeFileAtomic } from "../platform/fs.ts";
-import { installLinkFrom } from "../platform/paths.ts";
+import { homeFrom, installLinkFrom } from "../platform/paths.ts";
 import type { Context } from "./context.ts";
 import { down } from "./down.ts";
 import { disableStartup } from "./startup.ts";
@@ -55,7 +54,7 @@ export function removePathBlocks(text: string): { text: string; blocks: number }
 }
 
 function profilePaths(env: NodeJS.ProcessEnv): string[] {
-  const home = env.HOME || homedir();
+  const home = homeFrom(env);
   const dirs = [home, ...(env.ZDOTDIR ? [env.ZDOTDIR] : [])];
   return [...new Set(dirs.flatMap((dir) => PROFILE_NAMES.map((name) => join(dir, name))))];
 }

@@ -4,7 +4,8 @@
  * `bootstrap` want it running; `stop` and `down` want it stopped.
  */
 import { rmSync } from "node:fs";
-import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
+import { errnoCode } from "../errors.ts";
+import { readStateFile, stageWrite, writeFileAtomic, type StagedWrite } from "../platform/fs.ts";
 import type { Context } from "./context.ts";
 
 /** `down`: the keeper is not wanted either, so the startup entry brings nothing back until start/bootstrap. */
@@ -35,12 +36,22 @@ export function readWanted(ctx: Context): Wanted {
 
 /** Written under daemon.lock by the command that expresses the user's intent. */
 export function writeWanted(ctx: Context, appServer: Wanted["appServer"], options: { down?: boolean } = {}): void {
+  writeFileAtomic(ctx.layout.wantedFile, wantedText(appServer, options));
+}
+
+function wantedText(appServer: Wanted["appServer"], options: { down?: boolean } = {}): string {
   const wanted: Wanted = { appServer, since: new Date().toISOString(), ...(options.down ? { down: true as const } : {}) };
-  writeFileAtomic(ctx.layout.wantedFile, `${JSON.stringify(wanted)}\n`);
+  return `${JSON.stringify(wanted)}\n`;
 }
 
 export type WantedChange = {
-  /** writeWanted(ctx, appServer), remembering that it was written. */
+  /**
+   * Begins the write ahead (stageWrite), before the command acts: a full disk
+   * then fails the command while nothing has been signalled or spawned.
+   * Nothing on a read-only file system (see `write`).
+   */
+  stage(): void;
+  /** writeWanted(ctx, appServer) (completing the staged write, if any), remembering that it was written. */
   write(): void;
   /** After a failed command: puts back the file as it was before `write` (nothing when `write` never ran). */
   undo(): void;
@@ -52,7 +63,7 @@ export type WantedChange = {
  * was there is kept byte for byte; a file that could not be read meant
  * "stopped" (parseWanted) and is put back as that.
  */
-export function wantedChange(ctx: Context, appServer: Wanted["appServer"]): WantedChange {
+export function wantedChange(ctx: Context, appServer: Wanted["appServer"], options: { down?: boolean } = {}): WantedChange {
   let previous: { text: string | undefined } | undefined;
   try {
     previous = { text: readStateFile(ctx.layout.wantedFile) };
@@ -60,12 +71,24 @@ export function wantedChange(ctx: Context, appServer: Wanted["appServer"]): Want
     // unreadable: undo writes "stopped", what it meant
   }
   let written = false;
+  let staged: StagedWrite | undefined;
   return {
+    stage() {
+      try {
+        staged = stageWrite(ctx.layout.wantedFile, wantedText(appServer, options));
+      } catch (error) {
+        // Nothing can be staged on a read-only file system: `write` meets it as before, and each command
+        // decides there (`stop` still stops).
+        if (errnoCode(error) !== "EROFS") throw error;
+      }
+    },
     write() {
-      writeWanted(ctx, appServer);
+      if (staged) staged.commit();
+      else writeWanted(ctx, appServer, options);
       written = true;
     },
     undo() {
+      staged?.abandon();
       if (!written) return;
       if (!previous) writeWanted(ctx, "stopped");
       else if (previous.text === undefined) rmSync(ctx.layout.wantedFile, { force: true });

@@ -35,7 +35,6 @@ import {
   statSync,
   symlinkSync,
 } from "node:fs";
-import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { warn } from "../diagnostics.ts";
 import { BerthError, describeError, errnoCode } from "../errors.ts";
@@ -44,7 +43,7 @@ import { readStoredSettings, updateSettings } from "../daemon/settings.ts";
 import { assertSupportedPlatform, openContext, prepareStateDirs, versionFromReleaseDir } from "../daemon/context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "../daemon/lock.ts";
 import { createTemp, ensureSafeDir } from "../platform/fs.ts";
-import { installLinkFrom, releaseDirName, type Layout, type Target } from "../platform/paths.ts";
+import { homeFrom, installLinkFrom, releaseDirName, type Layout, type Target } from "../platform/paths.ts";
 import { BUILT_IN_BASE_URL, CLI_TARGET, CLI_VERSION, IS_COMPILED } from "../version.ts";
 import { addPathBlock } from "./profile.ts";
 import { compareVersions, isVersion } from "./semver.ts";
@@ -544,7 +543,7 @@ export async function install(options: InstallOptions = {}): Promise<InstallResu
       const linkState = checkCommandLink(link, layout.managedBinary);
       const release = installReleaseLocked({ layout, sourcePath, version: CLI_VERSION, target, env });
       ensureCommandLink(link, layout.managedBinary, linkState);
-      const path = options.modifyPath === false ? { pathUpdated: false } : addPathBlock({ dir: dirname(link), env, home: env.HOME || homedir() });
+      const path = options.modifyPath === false ? { pathUpdated: false } : addPathBlock({ dir: dirname(link), env, home: homeFrom(env) });
       if ("warning" in path && path.warning) warn(path.warning);
       return { release, path };
     }),

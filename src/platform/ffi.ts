@@ -457,3 +457,20 @@ export function madviseDontNeed(start: bigint, end: bigint): number | "unsupport
 }
 
 // ─── end of memory block ───────────────────────────────────────────────────────
+
+// ─── inherited-signals block: a parent's blocked mask ─────────────────────────
+// Its own lazy dlopen: only a process started with signals blocked loads it (platform/inherited.ts).
+
+/**
+ * Unblocks every signal in the calling (main) thread, which is the thread
+ * Bun.spawn hands its mask to the children from. Threads the runtime started
+ * before keep theirs: a signal for the process reaches the main thread.
+ * Returns whether the C library could be asked.
+ */
+export function unblockAllSignals(): boolean {
+  const symbols = dlopenLibc({ sigprocmask: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } });
+  if (!symbols) return false;
+  const emptySet = new Uint8Array(128);
+  return symbols.sigprocmask!(SIG_SETMASK, ptr(emptySet), null) === 0;
+}
+// ─── end of inherited-signals block ────────────────────────────────────────────

@@ -1,5 +1,5 @@
 /** File primitives with the guarantees the spec asks for: 0700/0600, temp-then-rename, ownership checks. */
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
 import { BerthError, errnoCode } from "../errors.ts";
 
@@ -39,6 +39,74 @@ export function createTemp<T>(path: string, create: (temp: string) => T): { temp
 }
 
 /**
+ * A state file's next content, begun ahead: `commit` puts it in place (with `data`, or as staged when the
+ * content was known then), `abandon` drops it; each at most once.
+ */
+export type StagedWrite = {
+  commit(data?: string | Uint8Array, options?: { durable?: boolean }): void;
+  abandon(): void;
+};
+
+/**
+ * Begins a write of `path` that readers see whole or not at all: a fresh temp
+ * sibling holding `staged` (the content, or that many bytes of room), so a
+ * full disk (ENOSPC, EDQUOT) fails here, before the caller acts on anything,
+ * rather than in `commit` after it has (stopped a server, spawned one).
+ * `commit(data)` overwrites the room with `data` (no new blocks while it
+ * fits: tmpfs, ext4, xfs; a copy-on-write file system may still need some)
+ * and cuts the rest; then it fsyncs unless `durable: false` and renames the
+ * temp over `path`.
+ */
+export function stageWrite(path: string, staged: string | Uint8Array | number, mode = FILE_MODE): StagedWrite {
+  const { temp, value: opened } = createTemp(path, (name) => openSync(name, "wx", mode));
+  let fd: number | undefined = opened;
+  const abandon = () => {
+    if (fd === undefined) return;
+    closeSync(fd);
+    fd = undefined;
+    rmSync(temp, { force: true });
+  };
+  const writeAt = (bytes: Uint8Array) => {
+    for (let offset = 0; offset < bytes.byteLength; ) offset += writeSync(fd as number, bytes, offset, bytes.byteLength - offset, offset);
+  };
+  const first = typeof staged === "number" ? new Uint8Array(staged) : typeof staged === "string" ? Buffer.from(staged) : staged;
+  try {
+    if (first.byteLength > 0) writeAt(first);
+  } catch (error) {
+    abandon();
+    throw namingFile(error, path);
+  }
+  return {
+    commit(data, options = {}) {
+      if (fd === undefined) throw new Error(`the staged write of ${path} was already committed or abandoned`);
+      try {
+        if (data !== undefined) {
+          const bytes = typeof data === "string" ? Buffer.from(data) : data;
+          writeAt(bytes);
+          if (bytes.byteLength < first.byteLength) ftruncateSync(fd, bytes.byteLength);
+        }
+        if (options.durable !== false) fsyncSync(fd);
+        closeSync(fd);
+        fd = undefined;
+        renameSync(temp, path);
+      } catch (error) {
+        if (fd !== undefined) closeSync(fd);
+        fd = undefined;
+        rmSync(temp, { force: true });
+        throw namingFile(error, path);
+      }
+    },
+    abandon,
+  };
+}
+
+/** A write's errno error (which names no file: it came from an fd) named after the file it was for. */
+function namingFile(error: unknown, path: string): unknown {
+  if (errnoCode(error) !== undefined && typeof (error as { path?: unknown }).path !== "string") Object.assign(error as object, { path });
+  return error;
+}
+
+/**
  * Writes a file so readers see either the old content or the new, never a
  * half: write a sibling temp file, fsync it, rename it over the target.
  * `durable: false` skips the fsync, for state that means nothing after a
@@ -46,21 +114,7 @@ export function createTemp<T>(path: string, create: (temp: string) => T): { temp
  * never see half a file; a power cut may leave the old one, or an empty one.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = FILE_MODE, options: { durable?: boolean } = {}): void {
-  const { temp, value: opened } = createTemp(path, (name) => openSync(name, "wx", mode));
-  let fd: number | undefined = opened;
-  try {
-    const bytes = typeof data === "string" ? Buffer.from(data) : data;
-    let offset = 0;
-    while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset);
-    if (options.durable !== false) fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(temp, path);
-  } catch (error) {
-    if (fd !== undefined) closeSync(fd);
-    rmSync(temp, { force: true });
-    throw error;
-  }
+  stageWrite(path, data, mode).commit(undefined, options);
 }
 
 /** Refuses a state folder that someone else owns or that others may write into. */

@@ -29,14 +29,24 @@ export const SOCKET_PATH_MAX_BYTES: Record<string, number> = { linux: 107, darwi
 
 export type Layout = ReturnType<typeof layoutFor>;
 
+/**
+ * The user's home folder: HOME, else the password database's. A relative HOME
+ * (a script's `HOME=. berth start`) is taken from the current folder, as a
+ * relative BERTH_HOME is: every path berth derives, records and hands to its
+ * daemons (which run elsewhere) must be absolute.
+ */
+export function homeFrom(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.HOME || homedir());
+}
+
 export function berthHomeFrom(env: NodeJS.ProcessEnv = process.env): string {
   const configured = env.BERTH_HOME;
   if (configured) return isAbsolute(configured) ? resolve(configured) : resolve(process.cwd(), configured);
-  return join(env.HOME || homedir(), ".berth");
+  return join(homeFrom(env), ".berth");
 }
 
 export function installLinkFrom(env: NodeJS.ProcessEnv = process.env): string {
-  const dir = env.BERTH_INSTALL_DIR || join(env.HOME || homedir(), ".local", "bin");
+  const dir = env.BERTH_INSTALL_DIR || join(homeFrom(env), ".local", "bin");
   return join(resolve(dir), "berth");
 }
 

@@ -227,7 +227,7 @@ export class Keeper {
       // A missing binary or an unsafe folder fails this restart like a crash: backoff, then give up.
       assertManagedBinary(this.ctx);
       prepareStateDirs(this.ctx);
-      result = await ensureRunning(this.ctx, settingsOf(this.ctx), (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal));
+      result = await ensureRunning(this.ctx, settingsOf(this.ctx), { onExit: (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal) });
     } catch (error) {
       // A server that died before answering was our child: its status arrives as it is reaped.
       const deadline = Date.now() + EXIT_STATUS_WAIT_MS;

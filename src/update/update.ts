@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BerthError, describeError, isBerthError } from "../errors.ts";
-import { ensureRunning, ensureStopped, isOurServer } from "../daemon/app-server.ts";
+import { ensureRunning, isOurServer, stopThenStart } from "../daemon/app-server.ts";
 import { managedInstall, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
 import { DAEMON_LOCK_WAIT_MS, FileLock, withLock } from "../daemon/lock.ts";
 import { isVersion } from "../install/semver.ts";
@@ -107,8 +107,7 @@ export async function rolloutUnderLock(ctx: Context, settings: Settings, pending
     return { status: "updated", restarted: false, ...(running ? { appServerVersion: running.version } : {}), message: `installed ${pending.version}` };
   }
   try {
-    await ensureStopped(ctx, settings);
-    const { running: now } = await ensureRunning(ctx, settings);
+    const { running: now } = await stopThenStart(ctx, settings);
     return { status: "updated", restarted: true, appServerVersion: now.info?.serverInfo.version, message: `installed ${pending.version}; app-server restarted on it` };
   } catch (error) {
     if (!isBerthError(error, "NOT_READY") && !isBerthError(error, "START_FAILED")) throw error;

@@ -110,22 +110,92 @@ export function makeHome(options: { version?: string; install?: boolean; setting
   };
 }
 
-/** Every process whose environment names this BERTH_HOME, or whose command line mentions it. */
-export function processesOf(home: string): number[] {
-  const pids: number[] = [];
+/**
+ * Inside an execve (the launcher → Bun → sh chains of every berth daemon) and while it exits, a process shows an
+ * empty cmdline and environ for a moment (measured: ~8% of looks at a process that execs in a loop). A scan that
+ * sees one looks again, within this long, so a process of the home is never missed for being in the middle of one.
+ */
+const EXEC_SETTLE_WAIT_MS = 2_000;
+/**
+ * A look that straddles the start or end of an exec sees one of cmdline and environ empty; a process with an empty
+ * environment (`env -i`) always does: after this many scans in a row it is taken as it is.
+ */
+const HALF_EMPTY_LOOKS = 3;
+/** PF_KTHREAD in /proc/<pid>/stat's flags: a kernel thread, which never has a cmdline or environ. */
+const PF_KTHREAD = 0x00200000;
+
+export type HomeProcess = { pid: number; argv: string[] };
+
+/** One look at /proc: the home's live processes with their argv; `unsettled` if a process was seen inside an exec. */
+function scanProcesses(home: string, halfEmpty: Map<number, number>): { found: HomeProcess[]; unsettled: boolean } {
+  const found: HomeProcess[] = [];
+  let unsettled = false;
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const pid = Number(entry);
     try {
-      const environ = readFileSync(`/proc/${entry}/environ`, "utf8").split("\0");
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (/\) Z /.test(stat)) continue;
-      if (environ.includes(`BERTH_HOME=${home}`) || cmdline.includes(home)) pids.push(Number(entry));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (fields[0] === "Z" || fields[0] === "X" || (Number(fields[6]) & PF_KTHREAD) !== 0) continue;
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      const environ = readFileSync(`/proc/${entry}/environ`, "utf8");
+      if (cmdline === "" && environ === "") {
+        unsettled = true;
+        continue;
+      }
+      if (cmdline === "" || environ === "") {
+        const looks = (halfEmpty.get(pid) ?? 0) + 1;
+        halfEmpty.set(pid, looks);
+        if (looks < HALF_EMPTY_LOOKS) {
+          unsettled = true;
+          continue;
+        }
+      }
+      if (environ.split("\0").includes(`BERTH_HOME=${home}`) || cmdline.includes(home)) found.push({ pid, argv: cmdline.split("\0") });
     } catch {
       // exited meanwhile
     }
   }
-  return pids;
+  return { found, unsettled };
+}
+
+/** Every live process whose environment names this BERTH_HOME, or whose command line mentions it, with its argv. */
+export function homeProcesses(home: string): HomeProcess[] {
+  const deadline = Date.now() + EXEC_SETTLE_WAIT_MS;
+  const halfEmpty = new Map<number, number>();
+  for (;;) {
+    const { found, unsettled } = scanProcesses(home, halfEmpty);
+    if (!unsettled || Date.now() >= deadline) return found;
+    Bun.sleepSync(1);
+  }
+}
+
+/** The pids of homeProcesses: what a test checks is (not) running for this home. */
+export function processesOf(home: string): number[] {
+  return homeProcesses(home).map((p) => p.pid);
+}
+
+/** Processes of this home whose argv has `word` as one of its arguments. */
+export function processesWithArg(home: string, word: string): number[] {
+  return homeProcesses(home)
+    .filter((p) => p.argv.includes(word))
+    .map((p) => p.pid);
+}
+
+/** A live process's argv ([] once it is gone), looked at again while it is inside an exec (EXEC_SETTLE_WAIT_MS). */
+export function argvOf(pid: number): string[] {
+  const deadline = Date.now() + EXEC_SETTLE_WAIT_MS;
+  for (;;) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      if (/\) [ZX] /.test(stat)) return [];
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      if (cmdline !== "" || Date.now() >= deadline) return cmdline === "" ? [] : cmdline.split("\0");
+    } catch {
+      return [];
+    }
+    Bun.sleepSync(1);
+  }
 }
 
 /** Passes of killProcessesOf: a process started while one pass ran (a keeper step) is found by the next. */
@@ -146,14 +216,21 @@ export function killProcessesOf(home: string): void {
   }
 }
 
-/** Polls a condition until it holds or the deadline passes; returns whether it held. */
 /**
  * Absence (no restart, nothing coming back) can only be observed over a window:
  * longer than the keeper loop's 0.5 s tick and its first 1 s backoff.
  */
 export const QUIET_WINDOW_MS = 1_500;
 
-export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 20): Promise<boolean> {
+/**
+ * eventually's deadline when a test gives none: for something that must happen (a Bun process started from
+ * source, a state file a daemon writes), which CI's loaded 2 cores may take seconds for. Only a failing test
+ * waits it out; a wait for absence passes its own window.
+ */
+const EVENTUALLY_DEFAULT_MS = 20_000;
+
+/** Polls a condition until it holds or the deadline passes; returns whether it held. */
+export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = EVENTUALLY_DEFAULT_MS, pollMs = 20): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
@@ -204,20 +281,9 @@ export function treeSnapshot(root: string): string[] {
   return out;
 }
 
-/** Processes of this home whose argv has `word` as one of its arguments. */
-function processesWithArg(home: TestHome, word: string): number[] {
-  return processesOf(home.home).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(word);
-    } catch {
-      return false;
-    }
-  });
-}
-
 /** App-server processes of this home (the launcher execs, so one process each). */
 export function serversOf(home: TestHome): number[] {
-  return processesWithArg(home, "serve");
+  return processesWithArg(home.home, "serve");
 }
 
 /**
@@ -235,7 +301,7 @@ export function loopBinaryOf(pid: number): string | undefined {
 
 /** Keeper (`update-loop`) processes of this home. */
 export function keepersOf(home: TestHome): number[] {
-  return processesWithArg(home, "update-loop");
+  return processesWithArg(home.home, "update-loop");
 }
 
 /** The process group of a live process (field 5 of /proc/<pid>/stat), undefined once it is gone. */

@@ -10,7 +10,8 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-const DEFAULT_TIMEOUT_MS = 5_000;
+/** A wait for something that must happen (a connection, a reply, a close), generous for a loaded machine. */
+const DEFAULT_TIMEOUT_MS = 15_000;
 
 export const OP_CONTINUATION = 0x0;
 export const OP_TEXT = 0x1;

@@ -10,7 +10,7 @@ import { BUN, MAIN, eventually, type TestHome } from "./berth.ts";
 import { connect, type RawWs } from "./raw-ws.ts";
 
 const CALL_TIMEOUT_MS = 20_000;
-const CONNECT_TIMEOUT_MS = 3_000;
+const CONNECT_TIMEOUT_MS = 15_000;
 const READY_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
 const CLIENT_INFO = { name: "rpc-client-test", version: "1.0.0" };

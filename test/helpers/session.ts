@@ -45,7 +45,7 @@ export async function startServeProcess(options: { settings?: object; home?: Tes
 }
 
 export async function apiClient(socket: string): Promise<RawWs> {
-  const ws = await connect(socket, { timeoutMs: 5_000 });
+  const ws = await connect(socket, { timeoutMs: WAIT_MS });
   const reply = await ws.request({ method: "initialize", params: { clientInfo: { name: "session-test", version: "1.0.0" } } });
   if (reply.error) throw new Error(`initialize failed: ${JSON.stringify(reply.error)}`);
   ws.send(JSON.stringify({ jsonrpc: "2.0", method: "initialized" }));

@@ -1,0 +1,300 @@
+/**
+ * berth started by a parent it does not control (a script, `curl … | sh`,
+ * cron, a Python daemon, a CI harness): inherited signal dispositions and
+ * mask, closed standard descriptors, a low open-files limit, odd umask, PATH,
+ * HOME, TMPDIR and locale. Supervisors (systemd, s6, runit) reset all of this
+ * before they run a service; berth must cope with it itself.
+ *
+ * The hostile parent is GNU env(1): `--ignore-signal` and `--block-signal`
+ * set exactly what an exec'd program inherits. Most checks go through the
+ * compiled binary, as users get it.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compile } from "../build.ts";
+import { parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
+import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { connect } from "./helpers/raw-ws.ts";
+import { apiClient, call, OutputCollector } from "./helpers/session.ts";
+
+const VERSION = "7.7.7";
+const COMPILE_TIMEOUT_MS = 120_000;
+const TEST_TIMEOUT_MS = 90_000;
+const SERVE_READY_MS = 15_000;
+const SERVE_EXIT_MS = 15_000;
+/** Short enough that a stop which had to escalate to SIGKILL still finishes well inside the test. */
+const STOP_GRACE_MS = 20_000;
+
+/**
+ * What a careless parent leaves: SIGCHLD ignored (a Python daemon avoiding
+ * zombies), SIGINT and SIGQUIT ignored (a background job of a script), SIGPIPE
+ * ignored (Python, Go), and the terminating signals blocked (a harness that
+ * reads them from a signalfd and forgot to unblock before exec).
+ */
+const HOSTILE_PARENT = ["env", "--ignore-signal=CHLD,INT,QUIT,PIPE", "--block-signal=TERM,INT,HUP,USR1"];
+
+/** Linux signal numbers as bits of /proc/<pid>/status SigIgn/SigBlk. */
+const bit = (signal: number) => 1n << BigInt(signal - 1);
+const SIG = { HUP: 1, INT: 2, QUIT: 3, USR1: 10, PIPE: 13, TERM: 15, CHLD: 17, XFSZ: 25 } as const;
+/** Bun ignores these two in its own processes (never in the children it spawns). */
+const BUN_OWN_IGNORED = bit(SIG.PIPE) | bit(SIG.XFSZ);
+
+let buildDir = "";
+let berth = "";
+
+beforeAll(async () => {
+  buildDir = mkdtempSync(join(tmpdir(), "berth-hostile-"));
+  berth = join(buildDir, "berth");
+  await compile({ version: VERSION, outfile: berth });
+  // Without these options of GNU env the hostile parent cannot be built: fail loudly, never pass by skipping.
+  const probe = Bun.spawnSync(["env", "--ignore-signal=CHLD", "--block-signal=TERM", "true"]);
+  if (probe.exitCode !== 0) throw new Error("env(1) lacks --ignore-signal/--block-signal (GNU coreutils >= 8.31 needed)");
+}, COMPILE_TIMEOUT_MS);
+
+afterAll(() => {
+  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
+});
+
+const newHome = homesPerTest(afterEach);
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+/** A home whose managed binary is the compiled berth. */
+function compiledHome(settings: object = { stopGraceMs: STOP_GRACE_MS }): { home: TestHome; binary: string } {
+  const home = newHome({ settings });
+  const binary = installRelease(home.home, VERSION, "");
+  copyFileSync(berth, binary);
+  chmodSync(binary, 0o755);
+  return { home, binary };
+}
+
+function signalState(pid: number | "self") {
+  const state = parseSignalState(readFileSync(`/proc/${pid}/status`, "latin1"));
+  if (!state) throw new Error(`no SigBlk/SigIgn in /proc/${pid}/status`);
+  return state;
+}
+
+/** A shell line run by sh with `$B` the binary; the shell is the parent, as a script would be. */
+function shell(home: TestHome, binary: string, line: string, env: Record<string, string> = {}): Promise<RunResult> {
+  return runProcess(["sh", "-c", line], { ...home.env, B: binary, ...env });
+}
+
+/** Runs a process through the API; returns how it ended and all it printed (stdout then stderr, or the terminal). */
+async function runThroughApi(socket: string, argv: string[], terminal: boolean) {
+  const ws = await apiClient(socket);
+  try {
+    const out = new OutputCollector(ws);
+    const { process: p } = await call(ws, "process/spawn", { argv, ...(terminal ? { terminal: { cols: 80, rows: 24 } } : {}) });
+    const exit = await out.waitExited(p.processId);
+    const text = terminal ? out.text(p.processId, "terminal") : out.text(p.processId, "stdout") + out.text(p.processId, "stderr");
+    return { exit, text: text.replaceAll("\r", "") };
+  } finally {
+    ws.destroy();
+  }
+}
+
+/**
+ * What users' processes must get whatever berth inherited, with pipes and in a
+ * terminal: no blocked signal, no ignored one, and a SIGPIPE that kills
+ * (`yes | head` ends `yes` with status 141, not a "Broken pipe" error).
+ */
+async function expectCleanUserProcesses(socket: string): Promise<void> {
+  for (const terminal of [false, true]) {
+    const own = await runThroughApi(socket, ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"], terminal);
+    expect(own.exit).toEqual({ exitCode: 0, signal: null });
+    expect(parseSignalState(own.text)).toEqual({ blocked: 0n, ignored: 0n });
+    const pipe = await runThroughApi(socket, ["sh", "-c", '{ yes; echo "yes-status=$?" >&2; } | head -n 1 >/dev/null'], terminal);
+    expect(pipe.exit).toEqual({ exitCode: 0, signal: null });
+    expect(pipe.text).toContain("yes-status=141");
+  }
+}
+
+describe("pure: what an inherited signal state needs undone", () => {
+  const status = (blocked: string, ignored: string) => `Name:\tx\nSigPnd:\t0000000000000000\nSigBlk:\t${blocked}\nSigIgn:\t${ignored}\nSigCgt:\t0000000000000000\n`;
+  const cases: { name: string; text: string; repairs: ReturnType<typeof signalRepairs> | undefined }[] = [
+    { name: "a clean Bun process (PIPE and XFSZ ignored by Bun)", text: status("0000000000000000", "0000000001001000"), repairs: { resetChild: false, unblockAll: false } },
+    { name: "SIGCHLD ignored", text: status("0000000000000000", "0000000001011000"), repairs: { resetChild: true, unblockAll: false } },
+    { name: "TERM, INT, HUP, USR1 blocked", text: status("0000000000004203", "0000000001001000"), repairs: { resetChild: false, unblockAll: true } },
+    { name: "only a real-time signal blocked", text: status("8000000000000000", "0000000000000000"), repairs: { resetChild: false, unblockAll: true } },
+    { name: "nohup: SIGHUP ignored is the parent's wish and kept", text: status("0000000000000000", "0000000000000001"), repairs: { resetChild: false, unblockAll: false } },
+    { name: "both", text: status("0000000000004203", "0000000001015207"), repairs: { resetChild: true, unblockAll: true } },
+    { name: "no SigBlk line", text: "Name:\tx\nSigIgn:\t0000000000010000\n", repairs: undefined },
+    { name: "garbage", text: "SigBlk:\tzz\nSigIgn:\t00\n", repairs: undefined },
+  ];
+  for (const { name, text, repairs } of cases) {
+    test(name, () => {
+      const state = parseSignalState(text);
+      expect(state === undefined ? undefined : signalRepairs(state)).toEqual(repairs);
+    });
+  }
+
+  test("this test process's own status parses", () => {
+    expect(signalState("self").blocked).toBeGreaterThanOrEqual(0n);
+  });
+});
+
+describe("a parent that ignores SIGCHLD and blocks the terminating signals", () => {
+  test("the compiled binary installs, starts clean daemons, hosts clean processes, passes doctor and stops gracefully", async () => {
+    const home = newHome({ install: false, settings: { stopGraceMs: STOP_GRACE_MS } });
+    const download = join(home.env.HOME as string, "download", "berth");
+    mkdirSync(join(home.env.HOME as string, "download"), { mode: 0o700 });
+    copyFileSync(berth, download);
+    chmodSync(download, 0o755);
+    const hostile = (cmd: string[]) => home.exec([...HOSTILE_PARENT, ...cmd]);
+
+    // install runs the new binary's --version: with SIGCHLD ignored that wait used to find no child.
+    const installed = await hostile([download, "install", "--no-modify-path"]);
+    expect(installed.json).toMatchObject({ status: "installed", version: VERSION });
+    const managed = home.path("packages", "standalone", "current", "berth");
+
+    const started = await hostile([managed, "start"]);
+    expect(started.json).toMatchObject({ status: "started", backend: "pid" });
+    const { pid, socketPath } = started.json as { pid: number; socketPath: string };
+    // The daemons ignore nothing the parent ignored (only what Bun ignores in itself).
+    expect(signalState(pid).ignored & ~BUN_OWN_IGNORED).toBe(0n);
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    for (const keeper of keepersOf(home)) expect(signalState(keeper).ignored & ~BUN_OWN_IGNORED).toBe(0n);
+
+    await expectCleanUserProcesses(socketPath);
+
+    // doctor runs the managed binary's --version the same way.
+    const doctor = await hostile([managed, "doctor"]);
+    expect(doctor.json.findings.find((finding: { check: string }) => finding.check === "managedBinary")).toMatchObject({ ok: true });
+
+    // A process left running: only a graceful stop (the server's own SIGTERM handler) ends it and reports it.
+    const ws = await apiClient(socketPath);
+    await call(ws, "process/spawn", { argv: ["sleep", "600"] });
+    ws.destroy();
+    const stopped = await hostile([managed, "stop"]);
+    expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
+    expect(isAlive(pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+
+  test("`berth serve` run by hand: exits are reported, and a user's process dies of SIGTERM, SIGINT and SIGHUP", async () => {
+    const home = newHome({ install: false });
+    const socket = home.path("daemon", "app-server.sock");
+    const proc = Bun.spawn([...HOSTILE_PARENT, BUN, MAIN, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    cleanups.push(() => proc.kill("SIGKILL"));
+    const stderr = new Response(proc.stderr).text();
+    const ready = await eventually(async () => {
+      if (proc.exitCode !== null) return true;
+      (await connect(socket, { timeoutMs: 500 })).destroy();
+      return true;
+    }, SERVE_READY_MS);
+    expect(ready && proc.exitCode === null).toBe(true);
+
+    // With SIGCHLD ignored the server's wait on its child rejected (ECHILD) and took the server down.
+    expect((await runThroughApi(socket, ["sh", "-c", "exit 7"], false)).exit).toEqual({ exitCode: 7, signal: null });
+    await expectCleanUserProcesses(socket);
+
+    // Blocked in the server, these were blocked in every process it spawned with pipes.
+    const ws = await apiClient(socket);
+    const out = new OutputCollector(ws);
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"]) {
+      const { process: p } = await call(ws, "process/spawn", { argv: ["sleep", "600"] });
+      await call(ws, "process/signal", { processId: p.processId, signal });
+      expect(await out.waitExited(p.processId)).toEqual({ exitCode: null, signal });
+    }
+    ws.destroy();
+
+    // And the server itself ends on SIGTERM, by its handler (exit 0), not after an escalation.
+    proc.kill("SIGTERM");
+    const ended = await Promise.race([proc.exited, Bun.sleep(SERVE_EXIT_MS).then(() => "still running")]);
+    expect({ ended, stderr: ended === 0 ? "" : await stderr }).toEqual({ ended: 0, stderr: "" });
+  }, TEST_TIMEOUT_MS);
+});
+
+/** Every file in daemon/ that is not a log: locks stay empty, records stay JSON. */
+function expectStateIntact(home: TestHome): void {
+  for (const name of readdirSync(home.path("daemon"))) {
+    const path = home.path("daemon", name);
+    if (name.includes(".log") || !statSync(path).isFile()) continue;
+    const text = readFileSync(path, "utf8");
+    if (name.endsWith(".lock")) expect({ name, text }).toEqual({ name, text: "" });
+    else if (text !== "") expect(() => JSON.parse(text)).not.toThrow();
+    expect({ name, output: text.includes('"cliVersion"') }).toEqual({ name, output: false });
+  }
+}
+
+function fdTarget(pid: number, fd: number): string {
+  return readlinkSync(`/proc/${pid}/fd/${fd}`);
+}
+
+describe("closed standard descriptors (cron, `berth status >&-`)", () => {
+  test("no JSON lands in a state or lock file, commands still succeed, and the daemons get /dev/null and their logs", async () => {
+    const { home, binary } = compiledHome();
+    const rc = join(home.env.HOME as string, "rc");
+    const r = await shell(home, binary, `"$B" start 0<&- 1>&- 2>&-; echo "$?" >'${rc}'`);
+    expect(r.code).toBe(0);
+    expect(readFileSync(rc, "utf8").trim()).toBe("0");
+    const pid = readJson(home.path("daemon", "app-server.pid")).pid as number;
+    expect([0, 1, 2].map((fd) => fdTarget(pid, fd))).toEqual(["/dev/null", home.path("daemon", "app-server.log"), home.path("daemon", "app-server.log")]);
+    expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
+    const keeper = keepersOf(home)[0] as number;
+    expect([0, 1, 2].map((fd) => fdTarget(keeper, fd))).toEqual(["/dev/null", home.path("daemon", "updater.log"), home.path("daemon", "updater.log")]);
+    for (const [command, redirect] of [["status", "1>&-"], ["version", "1>&-"], ["status", "0<&- 1>&- 2>&-"], ["restart", "1>&-"], ["status", "0<&- 2>&-"]] as const) {
+      const run = await shell(home, binary, `"$B" ${command} ${redirect}; echo "rc=$?" >&2`);
+      expect({ command, redirect, rc: run.stderr.includes("rc=0") }).toEqual({ command, redirect, rc: true });
+      expectStateIntact(home);
+    }
+    const stopped = await shell(home, binary, `"$B" stop 2>&- 0<&-`);
+    expect(stopped.json?.status).toBe("stopped");
+    expectStateIntact(home);
+  }, TEST_TIMEOUT_MS);
+});
+
+/** One unusual environment: a shell prefix before `exec "$B" <command>`. */
+type EnvCase = { name: string; prefix: string };
+const ENV_CASES: EnvCase[] = [
+  { name: "umask 000", prefix: "umask 000;" },
+  { name: "umask 077", prefix: "umask 077;" },
+  { name: "open files limited to 32", prefix: "ulimit -n 32;" },
+  { name: "PATH empty", prefix: "PATH=;" },
+  { name: "PATH unset", prefix: "unset PATH;" },
+  { name: "HOME unset (BERTH_HOME set)", prefix: "unset HOME;" },
+  { name: "TMPDIR a missing folder", prefix: "export TMPDIR=/nonexistent/berth-tmp;" },
+  { name: "odd locale", prefix: "export LANG=xx_YY.BOGUS LC_ALL=C.UTF-16;" },
+  { name: "Turkish locale (dotless i)", prefix: "export LC_ALL=tr_TR.UTF-8;" },
+];
+
+describe("unusual environments: start, status, stop work and state keeps its modes", () => {
+  for (const { name, prefix } of ENV_CASES) {
+    test(name, async () => {
+      const { home, binary } = compiledHome();
+      const run = (command: string) => shell(home, binary, `${prefix} exec "$B" ${command}`);
+      const started = await run("start");
+      expect({ json: started.json, stderr: started.stderr }).toMatchObject({ json: { status: "started" } });
+      expect((await run("status")).json.appServer.state).toBe("running");
+      // Directories 0700, files 0600, the socket included (connectable by its owner only).
+      for (const entry of readdirSync(home.path("daemon"))) {
+        if (entry === "settings.json") continue; // written by this test, not by berth
+        const mode = statSync(home.path("daemon", entry)).mode & 0o777;
+        expect({ entry, mode: mode.toString(8) }).toEqual({ entry, mode: "600" });
+      }
+      expect((statSync(home.path("daemon")).mode & 0o777).toString(8)).toBe("700");
+      expect((await run("stop")).json.status).toBe("stopped");
+    }, TEST_TIMEOUT_MS);
+  }
+});
+
+describe("a relative HOME", () => {
+  test("start derives an absolute BERTH_HOME from it, and stop finds the same server", async () => {
+    const { home } = compiledHome();
+    const base = home.env.HOME as string;
+    const relativeHome = join(base, "rel", ".berth");
+    mkdirSync(join(base, "rel"), { mode: 0o700 });
+    mkdirSync(relativeHome, { mode: 0o700 });
+    copyFileSync(berth, installRelease(relativeHome, VERSION, ""));
+    cleanups.push(() => killProcessesOf(relativeHome));
+    const { BERTH_HOME: _home, ...env } = home.env;
+    const run = (command: string) => runProcess(["sh", "-c", `cd '${base}' && HOME=rel exec rel/.berth/packages/standalone/current/berth ${command}`], env);
+    const started = await run("start");
+    expect(started.json).toMatchObject({ status: "started", socketPath: join(relativeHome, "daemon", "app-server.sock") });
+    expect((await run("stop")).json.status).toBe("stopped");
+    expect(isAlive(started.json.pid)).toBe(false);
+  }, TEST_TIMEOUT_MS);
+});
