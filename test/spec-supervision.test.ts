@@ -3,9 +3,12 @@
 // not end it: the loop re-executes itself from each new release (SPEC
 // "Updater"), days after the typo, and read its settings before anything else.
 import { afterEach, expect, test } from "bun:test";
-import { readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cronLine } from "../src/daemon/startup.ts";
 import { probeInitialize } from "../src/server/client.ts";
-import { eventually, homesPerTest, installRelease, isAlive, loopBinaryOf, readJson, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
+import { RpcClient } from "./helpers/rpc-client.ts";
 
 const newHome = homesPerTest(afterEach);
 const TEST_TIMEOUT_MS = 90_000;
@@ -49,3 +52,50 @@ test.skipIf(process.platform !== "linux")(
   },
   TEST_TIMEOUT_MS,
 );
+
+test.skipIf(process.platform !== "linux")(
+  "after a reboot through the @reboot crontab line, the login shell is the user's $SHELL, not cron's /bin/sh",
+  async () => {
+    const home = newHome();
+    // A fake crontab (this machine's cron may be absent): `crontab -` saves the table, `crontab -l` prints it.
+    const bin = join(home.env.HOME as string, "fakebin");
+    mkdirSync(bin);
+    const table = join(bin, "table");
+    writeFileSync(join(bin, "crontab"), `#!/bin/sh\nif [ "$1" = "-l" ]; then cat '${table}' 2>/dev/null || exit 1; exit 0; fi\ncat > '${table}'\n`);
+    chmodSync(join(bin, "crontab"), 0o755);
+    const enabled = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}`, SHELL: "/bin/dash" } });
+    expect(enabled.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
+
+    // Wanted running, then everything gone, as after a reboot.
+    const started = await home.run(["start"]);
+    expect(started.json.status).toBe("started");
+    expect(await eventually(() => keepersOf(home).length === 1, WAIT_MS)).toBe(true);
+    for (const keeper of keepersOf(home)) process.kill(-keeper, "SIGKILL");
+    process.kill(started.json.pid, "SIGKILL");
+    expect(await eventually(() => serversOf(home).length === 0 && keepersOf(home).length === 0, WAIT_MS)).toBe(true);
+
+    // cron runs the command with /bin/sh, SHELL=/bin/sh, and little else.
+    const command = (enabled.json.line as string).replace(/^@reboot /, "");
+    const cronEnv = { PATH: "/usr/bin:/bin", HOME: home.env.HOME as string, SHELL: "/bin/sh", LOGNAME: "root" };
+    expect(Bun.spawnSync({ cmd: ["/bin/sh", "-c", command], env: cronEnv }).exitCode).toBe(0);
+    expect(await eventually(async () => (await answeringPid(home)) !== undefined, WAIT_MS)).toBe(true);
+    const rpc = await RpcClient.open(home.path("daemon/app-server.sock"));
+    try {
+      expect((await rpc.call("system/info")).shell).toBe("/bin/dash");
+      const { process: p } = await rpc.call("process/spawn", {});
+      expect(p.argv).toEqual(["/bin/dash", "-l"]);
+      await rpc.call("process/signal", { processId: p.processId, signal: "SIGKILL" });
+    } finally {
+      rpc.destroy();
+    }
+    await home.run(["down"]);
+  },
+  TEST_TIMEOUT_MS,
+);
+
+test("the @reboot line carries $SHELL only when cron can pass it on as is (pure)", () => {
+  const tail = (shell?: string) => cronLine("/h", "/b/berth", shell).replace(/^@reboot /, "").split(" BERTH_HOME=")[0];
+  expect(tail("/bin/zsh")).toBe("SHELL='/bin/zsh'");
+  expect(tail("/opt/it's/zsh")).toBe(`SHELL='/opt/it'\\''s/zsh'`);
+  for (const shell of [undefined, "", "zsh", "/bin/a%b", "/bin/a\nb"]) expect(cronLine("/h", "/b/berth", shell)).toBe(cronLine("/h", "/b/berth"));
+});
