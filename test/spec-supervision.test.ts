@@ -3,7 +3,7 @@
 // not end it: the loop re-executes itself from each new release (SPEC
 // "Updater"), days after the typo, and read its settings before anything else.
 import { afterEach, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cronLine } from "../src/daemon/startup.ts";
 import { probeInitialize } from "../src/server/client.ts";
@@ -98,4 +98,17 @@ test("the @reboot line carries $SHELL only when cron can pass it on as is (pure)
   expect(tail("/bin/zsh")).toBe("SHELL='/bin/zsh'");
   expect(tail("/opt/it's/zsh")).toBe(`SHELL='/opt/it'\\''s/zsh'`);
   for (const shell of [undefined, "", "zsh", "/bin/a%b", "/bin/a\nb"]) expect(cronLine("/h", "/b/berth", shell)).toBe(cronLine("/h", "/b/berth"));
+});
+
+test("startup where neither systemd --user nor crontab exists: INSTALL_FAILED saying what to install, nothing written", async () => {
+  const home = newHome();
+  const empty = join(home.env.HOME as string, "no-tools");
+  mkdirSync(empty);
+  const result = await home.run(["startup"], { env: { PATH: empty } });
+  expect(result.code).toBe(1);
+  expect(result.json.error.code).toBe("INSTALL_FAILED");
+  expect(result.json.error.message).toContain("crontab");
+  expect(result.json.error.message).toContain("berth startup");
+  expect(existsSync(home.path("daemon/startup.json"))).toBe(false);
+  expect((await home.run(["startup", "--disable"], { env: { PATH: empty } })).json.status).toBe("alreadyDisabled");
 });

@@ -145,6 +145,13 @@ function failed(what: string, result: ToolResult): BerthError {
 }
 
 function enableCrontab(ctx: Context): StartupRecord {
+  if (!Bun.which("crontab", { PATH: ctx.env.PATH ?? "" })) {
+    throw new BerthError(
+      "INSTALL_FAILED",
+      "neither a systemd user session (`systemctl --user`) nor `crontab` is available here, so nothing can bring the keeper back after a reboot. " +
+        "Install cron (the `cron` or `cronie` package), or log in with a systemd user session, then run `berth startup` again. Nothing was changed.",
+    );
+  }
   const line = cronLine(ctx.layout.home, ctx.layout.managedBinary, ctx.env.SHELL);
   const listed = tool(["crontab", "-l"], ctx.env);
   // `crontab -l` exits 1 with "no crontab for user": an empty table.
