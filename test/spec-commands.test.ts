@@ -143,6 +143,15 @@ describe("settings of the wrong type (SPEC 'Settings': STATE_CORRUPT naming the 
       expect(serversOf(home)).toEqual([]);
     }
   }, TEST_TIMEOUT_MS);
+
+  test("tunnels that is not an object: STATE_CORRUPT naming it (it has no default for defu to fill in)", async () => {
+    for (const tunnels of [5, "127.0.0.1", ["localhost"]]) {
+      const home = newHome({ tunnels });
+      const start = await home.run(["start"]);
+      expect({ tunnels, code: start.code, error: start.json.error?.code }).toEqual({ tunnels, code: 1, error: "STATE_CORRUPT" });
+      expect(start.json.error.message).toContain("tunnels must be an object");
+    }
+  }, TEST_TIMEOUT_MS);
 });
 
 describe("connect (SPEC 'Connecting')", () => {
