@@ -109,6 +109,26 @@ describe("success objects (SPEC 'Commands': fields always present unless marked 
   }, TEST_TIMEOUT_MS);
 });
 
+describe("camelCase keys (SPEC 'Commands': one JSON object, camelCase keys)", () => {
+  /** Paths of keys that are not camelCase; `settings` echoes the user's own file and is not walked. */
+  function nonCamel(value: unknown, path = ""): string[] {
+    if (Array.isArray(value)) return value.flatMap((item, i) => nonCamel(item, `${path}[${i}]`));
+    if (!value || typeof value !== "object") return [];
+    return Object.entries(value).flatMap(([key, item]) => [
+      ...(/^[a-z][a-zA-Z0-9]*$/.test(key) ? [] : [`${path}.${key}`]),
+      ...(key === "settings" ? [] : nonCamel(item, `${path}.${key}`)),
+    ]);
+  }
+
+  test("in the objects of status, start, version, logs, doctor, stop, down and an error", async () => {
+    const home = newHome();
+    for (const args of [["status"], ["start"], ["version"], ["status"], ["logs", "-n", "1"], ["doctor"], ["stop"], ["down"], ["version"]]) {
+      const result = await home.run(args);
+      expect({ args, bad: nonCamel(result.json) }).toEqual({ args, bad: [] });
+    }
+  }, TEST_TIMEOUT_MS);
+});
+
 describe("settings (SPEC 'Settings')", () => {
   // The defaults the spec names, as `status` reports the loaded settings.
   const SPEC_DEFAULTS = {
