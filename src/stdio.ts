@@ -19,9 +19,12 @@ const OUTPUT_RETRY_SLEEP_MAX_MS = 100;
 
 /** Set by a daemon (serve, update-loop) so its output goes through its stamping, rotating log writer (src/daemon/log.ts). */
 let outputRoute: ((text: string) => boolean) | undefined;
+/** The descriptors it takes: stdout and stderr, or stderr alone for a keeper step (its stdout is /dev/null). */
+let routedFds: readonly number[] = [1, 2];
 
-export function routeOutput(route: (text: string) => boolean): void {
+export function routeOutput(route: (text: string) => boolean, fds: readonly number[] = [1, 2]): void {
   outputRoute = route;
+  routedFds = fds;
 }
 
 /** Whether writeOutput to stdout/stderr goes through a daemon's log writer yet. */
@@ -37,7 +40,7 @@ export function outputIsRouted(): boolean {
  * Returns whether everything was written.
  */
 export function writeOutput(fd: number, text: string): boolean {
-  if (outputRoute && (fd === 1 || fd === 2)) return outputRoute(text);
+  if (outputRoute && routedFds.includes(fd)) return outputRoute(text);
   let bytes = Buffer.from(text);
   let deadline = Date.now() + OUTPUT_STALL_DEADLINE_MS;
   let sleepMs = OUTPUT_RETRY_SLEEP_MS;
