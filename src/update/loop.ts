@@ -165,6 +165,9 @@ function openStepContext(verdictPathOf: (daemonDir: string) => string): { ctx: C
   for (const name of STEP_ENV) delete process.env[name];
   const ctx = openContext();
   exitOnTermination();
+  // The loop points a step's stderr at the keeper's log (its stdout at /dev/null): what the step says there, a
+  // warning or the error it fails with, is stamped like every line of that log.
+  if (stdoutIsLog(ctx.layout.updaterLog, 2)) captureStdio(ctx.layout.updaterLog, () => logLimitsOf(ctx), undefined, [2]);
   writeFileAtomic(verdictPathOf(ctx.layout.daemonDir), `${token} started\n`);
   if (fallback) logLine(ctx, `loop: ${fallback}; this step runs berth ${CLI_VERSION} instead`);
   return { ctx, token, ...(fallback ? { fallback } : {}) };
