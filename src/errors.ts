@@ -48,8 +48,11 @@ export function describeError(error: unknown): string {
 /** Storage failures a user can fix, with what to do for each. */
 const STORAGE_ERRORS: Record<string, string> = {
   EROFS: "the file system is read-only; remount it read-write or choose another BERTH_HOME",
-  ENOSPC: "the disk is full; free some space and retry",
+  // ENOSPC is also what a file system out of inodes says (`df -i`), while `df -h` still shows space.
+  ENOSPC: "the disk is full (no space, or no inodes: see `df -h` and `df -i`); free some space and retry",
   EDQUOT: "your disk quota is exhausted; free some space and retry",
+  // A file-size limit inherited from the parent (`ulimit -f`): Bun ignores SIGXFSZ, so the write fails instead.
+  EFBIG: "a file-size limit forbids the write (see `ulimit -f`); raise it and retry",
   EISDIR: "a folder is where a file belongs; move it away and retry",
   ENOTDIR: "a file is where a folder belongs; move it away and retry",
 };

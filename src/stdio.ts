@@ -8,15 +8,24 @@ import { closeSync, fstatSync, openSync, writeSync } from "node:fs";
 // The other half of what a parent leaves behind (signals), from here so that it lands in this module's chunk.
 export { dropBunRuntimeEnv, repairInheritedSignals } from "./platform/inherited.ts";
 
-/** How long one output write may keep retrying a full non-blocking pipe before giving the output up. */
-const OUTPUT_WRITE_DEADLINE_MS = 5_000;
+/**
+ * How long a write may wait on a full non-blocking pipe (O_NONBLOCK set by whoever shares it: ssh, Node) whose
+ * reader takes nothing before giving the output up; each byte taken starts it again. A blocking pipe waits
+ * for its reader as long as it lives: a slow reader (a pager, `| while read`) must not lose output either.
+ */
+const OUTPUT_STALL_DEADLINE_MS = 60_000;
+/** Retries of a full non-blocking pipe back off from the first sleep to the last. */
 const OUTPUT_RETRY_SLEEP_MS = 5;
+const OUTPUT_RETRY_SLEEP_MAX_MS = 100;
 
 /** Set by a daemon (serve, update-loop) so its output goes through its stamping, rotating log writer (src/daemon/log.ts). */
 let outputRoute: ((text: string) => boolean) | undefined;
+/** The descriptors it takes: stdout and stderr, or stderr alone for a keeper step (its stdout is /dev/null). */
+let routedFds: readonly number[] = [1, 2];
 
-export function routeOutput(route: (text: string) => boolean): void {
+export function routeOutput(route: (text: string) => boolean, fds: readonly number[] = [1, 2]): void {
   outputRoute = route;
+  routedFds = fds;
 }
 
 /** Whether writeOutput to stdout/stderr goes through a daemon's log writer yet. */
@@ -32,16 +41,20 @@ export function outputIsRouted(): boolean {
  * Returns whether everything was written.
  */
 export function writeOutput(fd: number, text: string): boolean {
-  if (outputRoute && (fd === 1 || fd === 2)) return outputRoute(text);
+  if (outputRoute && routedFds.includes(fd)) return outputRoute(text);
   let bytes = Buffer.from(text);
-  const deadline = Date.now() + OUTPUT_WRITE_DEADLINE_MS;
+  let deadline = Date.now() + OUTPUT_STALL_DEADLINE_MS;
+  let sleepMs = OUTPUT_RETRY_SLEEP_MS;
   while (bytes.length > 0) {
     try {
       const written = writeSync(fd, bytes);
       bytes = bytes.subarray(written);
+      deadline = Date.now() + OUTPUT_STALL_DEADLINE_MS;
+      sleepMs = OUTPUT_RETRY_SLEEP_MS;
     } catch (error) {
       if ((error as { code?: unknown } | null)?.code !== "EAGAIN" || Date.now() >= deadline) return false;
-      Bun.sleepSync(OUTPUT_RETRY_SLEEP_MS);
+      Bun.sleepSync(sleepMs);
+      sleepMs = Math.min(sleepMs * 2, OUTPUT_RETRY_SLEEP_MAX_MS);
     }
   }
   return true;

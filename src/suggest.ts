@@ -33,5 +33,6 @@ export function closestMatch(input: string, candidates: readonly string[]): stri
 /** The " Did you mean …?" sentence to append to a USAGE message, or "" when nothing is close. */
 export function didYouMean(input: string, candidates: readonly string[]): string {
   const match = closestMatch(input, candidates);
-  return match === undefined ? "" : ` Did you mean ${JSON.stringify(match)}?`;
+  // What was typed itself is no suggestion (`run --name` with its value missing is a different mistake).
+  return match === undefined || match === input ? "" : ` Did you mean ${JSON.stringify(match)}?`;
 }

@@ -14,6 +14,7 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
+import { TEMP_NAME_PATTERN } from "../src/platform/fs.ts";
 import { dropBunRuntimeEnv, maskHas, parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
 import { parseProcStat } from "../src/platform/process.ts";
 import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
@@ -241,13 +242,20 @@ describe("a parent that ignores SIGCHLD and blocks the terminating signals", () 
   }, TEST_TIMEOUT_MS);
 });
 
-/** Every file in daemon/ that is not a log: locks stay empty, records stay JSON. */
+/** The keeper's verdicts for its sh loop: one line, its token first (src/update/keeper-sh.ts), not JSON. */
+const VERDICT_FILES = new Set(["keeper-next", "update-next"]);
+
+/**
+ * Every file in daemon/ that is not a log: locks stay empty, records stay JSON, verdicts stay verdict lines.
+ * A temp sibling is a write in flight (the keeper's), renamed or gone by the time it is looked at: skipped.
+ */
 function expectStateIntact(home: TestHome): void {
   for (const name of readdirSync(home.path("daemon"))) {
     const path = home.path("daemon", name);
-    if (name.includes(".log") || !statSync(path).isFile()) continue;
+    if (name.includes(".log") || TEMP_NAME_PATTERN.test(name) || !statSync(path).isFile()) continue;
     const text = readFileSync(path, "utf8");
     if (name.endsWith(".lock")) expect({ name, text }).toEqual({ name, text: "" });
+    else if (VERDICT_FILES.has(name)) expect({ name, text }).toEqual({ name, text: expect.stringMatching(/^[ku]\.[\d.]+ \S+/) });
     else if (text !== "") expect(() => JSON.parse(text)).not.toThrow();
     expect({ name, output: text.includes('"cliVersion"') }).toEqual({ name, output: false });
   }
@@ -268,8 +276,11 @@ describe("closed standard descriptors (cron, `berth status >&-`)", () => {
     expect([0, 1, 2].map((fd) => fdTarget(pid, fd))).toEqual(["/dev/null", home.path("daemon", "app-server.log"), home.path("daemon", "app-server.log")]);
     expect(await eventually(() => keepersOf(home).length > 0)).toBe(true);
     const keeper = keepersOf(home)[0] as number;
-    // Not fd 2: the keeper's sh points it at /dev/null for a moment around each quiet read.
-    expect([0, 1].map((fd) => fdTarget(keeper, fd))).toEqual(["/dev/null", home.path("daemon", "updater.log")]);
+    // Looked at until seen so: each tick the loop's sh points its own fd 2 at /dev/null for a moment (`{ read …; } 2>/dev/null`).
+    const keeperFds = [0, 1, 2].map(() => "");
+    const loggedFds = ["/dev/null", home.path("daemon", "updater.log"), home.path("daemon", "updater.log")];
+    const keeperLogs = () => [0, 1, 2].every((fd) => (keeperFds[fd] = fdTarget(keeper, fd)) === loggedFds[fd]);
+    expect({ ok: await eventually(keeperLogs), keeperFds }).toEqual({ ok: true, keeperFds: loggedFds });
     for (const [command, redirect] of [["status", "1>&-"], ["version", "1>&-"], ["status", "0<&- 1>&- 2>&-"], ["restart", "1>&-"], ["status", "0<&- 2>&-"]] as const) {
       const run = await shell(home, binary, `"$B" ${command} ${redirect}; echo "rc=$?" >&2`);
       expect({ command, redirect, rc: run.stderr.includes("rc=0") }).toEqual({ command, redirect, rc: true });

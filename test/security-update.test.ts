@@ -197,5 +197,9 @@ describe("item 9: small faults, each with a documented answer", () => {
     const stop = await home.run(["stop"]);
     expect(stop.json.status).toBe("stopped");
     expect(await eventually(() => !isAlive(started.json.pid))).toBe(true);
+    // The record it could not remove there is stale, not an obstacle: a second stop (and status) says nothing runs.
+    const again = await home.run(["stop"]);
+    expect(again.json).toMatchObject({ status: "notRunning" });
+    expect((await home.run(["status"])).json.appServer.pid).toBeUndefined();
   }, SLOW_TEST_MS);
 });

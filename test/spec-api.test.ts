@@ -94,6 +94,29 @@ describe("process/*", () => {
     await client.call("process/remove", { processId: p.processId });
   }, TEST_TIMEOUT_MS);
 
+  test("without argv: the login shell system/info names — $SHELL when set (SPEC: '$SHELL -l'), else the user's passwd entry", async () => {
+    // This server's environment has no SHELL (test/helpers/berth.ts berthEnv).
+    const info = await client.call("system/info");
+    const { process: p } = await client.call("process/spawn", { argv: undefined });
+    expect(p.argv).toEqual([info.shell, "-l"]);
+    await client.call("process/signal", { processId: p.processId, signal: "SIGKILL" });
+
+    const own = makeHome({ install: false, prefix: "berth-spec-api-" });
+    own.env.SHELL = "/bin/dash";
+    const withShell = await startAppServer(own);
+    try {
+      const rpc = await RpcClient.open(withShell.socket);
+      expect((await rpc.call("system/info")).shell).toBe("/bin/dash");
+      const { process: q } = await rpc.call("process/spawn", {});
+      expect(q.argv).toEqual(["/bin/dash", "-l"]);
+      await rpc.call("process/signal", { processId: q.processId, signal: "SIGKILL" });
+      rpc.destroy();
+    } finally {
+      await withShell.stop();
+      await own.cleanup();
+    }
+  }, TEST_TIMEOUT_MS);
+
   test(`with no settings, ${SPEC_SCROLLBACK_BYTES} bytes are kept per stream (SPEC: scrollbackBytes default 2 MiB)`, async () => {
     const total = 3 * MIB;
     const { process: p } = await client.call("process/spawn", { argv: ["sh", "-c", `read go; head -c ${total} /dev/zero; read done`] });

@@ -109,6 +109,26 @@ describe("success objects (SPEC 'Commands': fields always present unless marked 
   }, TEST_TIMEOUT_MS);
 });
 
+describe("camelCase keys (SPEC 'Commands': one JSON object, camelCase keys)", () => {
+  /** Paths of keys that are not camelCase; `settings` echoes the user's own file and is not walked. */
+  function nonCamel(value: unknown, path = ""): string[] {
+    if (Array.isArray(value)) return value.flatMap((item, i) => nonCamel(item, `${path}[${i}]`));
+    if (!value || typeof value !== "object") return [];
+    return Object.entries(value).flatMap(([key, item]) => [
+      ...(/^[a-z][a-zA-Z0-9]*$/.test(key) ? [] : [`${path}.${key}`]),
+      ...(key === "settings" ? [] : nonCamel(item, `${path}.${key}`)),
+    ]);
+  }
+
+  test("in the objects of status, start, version, logs, doctor, stop, down and an error", async () => {
+    const home = newHome();
+    for (const args of [["status"], ["start"], ["version"], ["status"], ["logs", "-n", "1"], ["doctor"], ["stop"], ["down"], ["version"]]) {
+      const result = await home.run(args);
+      expect({ args, bad: nonCamel(result.json) }).toEqual({ args, bad: [] });
+    }
+  }, TEST_TIMEOUT_MS);
+});
+
 describe("settings (SPEC 'Settings')", () => {
   // The defaults the spec names, as `status` reports the loaded settings.
   const SPEC_DEFAULTS = {
@@ -141,6 +161,15 @@ describe("settings of the wrong type (SPEC 'Settings': STATE_CORRUPT naming the 
       expect({ tls, code: start.code, error: start.json.error?.code }).toEqual({ tls, code: 1, error: "STATE_CORRUPT" });
       expect(start.json.error.message).toContain("remoteControl.tls");
       expect(serversOf(home)).toEqual([]);
+    }
+  }, TEST_TIMEOUT_MS);
+
+  test("tunnels that is not an object: STATE_CORRUPT naming it (it has no default for defu to fill in)", async () => {
+    for (const tunnels of [5, "127.0.0.1", ["localhost"]]) {
+      const home = newHome({ tunnels });
+      const start = await home.run(["start"]);
+      expect({ tunnels, code: start.code, error: start.json.error?.code }).toEqual({ tunnels, code: 1, error: "STATE_CORRUPT" });
+      expect(start.json.error.message).toContain("tunnels must be an object");
     }
   }, TEST_TIMEOUT_MS);
 });
@@ -180,7 +209,7 @@ describe("down and uninstall with a corrupt settings.json (like stop: settings a
     const home = newHome();
     const started = await home.run(["start"]);
     expect(started.json.status).toBe("started");
-    // Corrupted only once the keeper watches: a keeper that starts on a corrupt settings.json logs STATE_CORRUPT and ends.
+    // Corrupted once the keeper watches, so `down` has a running keeper to stop (a keeper that starts on a corrupt file keeps, see spec-supervision).
     const watching = () => existsSync(home.path("daemon", "updater.log")) && readFileSync(home.path("daemon", "updater.log"), "utf8").includes("watching app-server pid");
     expect(await eventually(() => keepersOf(home).length === 1 && watching(), 20_000)).toBe(true);
     const keeper = keepersOf(home)[0] as number;

@@ -1,9 +1,10 @@
 // SPEC "Commands": "Mistyped commands and flags get a 'did you mean' on
 // stderr" — for the subcommands and flags of `berth remote HOST …` too, and a
-// host typed after the subcommand is named as such.
+// host typed after the subcommand is named as such; a missing HOST or --name value is named, not "corrected".
 import { describe, expect, test } from "bun:test";
 import { parseRemoteArgs } from "../src/client/args.ts";
 import { BerthError } from "../src/errors.ts";
+import { didYouMean } from "../src/suggest.ts";
 import { makeHome } from "./helpers/berth.ts";
 
 function usageMessage(argv: string[]): string {
@@ -37,6 +38,35 @@ describe("remote: did you mean (pure)", () => {
 
   test("a host that happens to be named like a subcommand still works when the subcommand is valid", () => {
     expect(parseRemoteArgs(["shell", "ps"])).toEqual({ host: "shell", command: "ps" });
+  });
+});
+
+describe("remote: usage messages for a missing HOST or a missing --name value (pure)", () => {
+  const cases: Array<{ argv: string[]; says: string; never: string }> = [
+    { argv: ["ps"], says: "needs a HOST first, as in `berth remote HOST ps`", never: "needs a subcommand" },
+    { argv: ["shell"], says: "needs a HOST first, as in `berth remote HOST shell`", never: "needs a subcommand" },
+    { argv: ["run", "--", "ls"], says: "needs a HOST first, as in `berth remote HOST run`", never: "berth remote -- run" },
+    { argv: ["run", "--name", "x", "--", "ls"], says: "needs a HOST first", never: "berth remote --name run" },
+    { argv: ["h", "run", "--name"], says: "--name needs a value", never: "Did you mean" },
+    { argv: ["h", "run", "--name", "--", "ls"], says: "--name needs a value", never: "Did you mean" },
+  ];
+  for (const { argv, says, never } of cases) {
+    test(`${argv.join(" ")} → ${says}`, () => {
+      const message = usageMessage(argv);
+      expect(message).toContain(says);
+      expect(message).not.toContain(never);
+    });
+  }
+
+  test("still accepted: a host named like a subcommand, and --name with a value", () => {
+    expect(parseRemoteArgs(["shell", "ps"])).toEqual({ host: "shell", command: "ps" });
+    expect(parseRemoteArgs(["h", "run", "--name", "x", "--", "ls"])).toEqual({ host: "h", command: "run", name: "x", argv: ["ls"] });
+    expect(parseRemoteArgs(["h", "run", "--name=--", "--", "ls"])).toEqual({ host: "h", command: "run", name: "--", argv: ["ls"] });
+  });
+
+  test("didYouMean never suggests what was typed", () => {
+    expect(didYouMean("--name", ["--name"])).toBe("");
+    expect(didYouMean("--nme", ["--name"])).toBe(' Did you mean "--name"?');
   });
 });
 

@@ -58,7 +58,9 @@ export function parseSignal(text: string): string {
 export function parseRemoteArgs(argv: readonly string[]): RemoteArgs {
   const [host, command, ...rest] = argv;
   if (!host || host.startsWith("-")) throw usage("berth remote needs a HOST first (anything ssh accepts).");
-  if (!command) throw usage(`berth remote ${host} needs a subcommand.`);
+  // `berth remote ps`, `berth remote run -- ls`: a subcommand where the HOST belongs, and no host after it.
+  const hostMissing = () => usage(`${JSON.stringify(host)} is a subcommand: berth remote needs a HOST first, as in \`berth remote HOST ${host}\`.`);
+  if (!command) throw SUBCOMMANDS.includes(host) ? hostMissing() : usage(`berth remote ${host} needs a subcommand.`);
   const positionals = (max: number) => {
     if (rest.some((arg) => arg.startsWith("-"))) throw usage(`unknown option ${rest.find((arg) => arg.startsWith("-"))} for \`remote ${command}\`.`);
     if (rest.length > max) throw usage(`unexpected argument ${JSON.stringify(rest[max])} for \`remote ${command}\`.`);
@@ -95,7 +97,8 @@ export function parseRemoteArgs(argv: readonly string[]): RemoteArgs {
       let i = 0;
       for (; i < rest.length && rest[i] !== "--"; i += 1) {
         const arg = rest[i] as string;
-        if (arg === "--name" && rest[i + 1] !== undefined) name = rest[++i];
+        if (arg === "--name" && (rest[i + 1] === undefined || rest[i + 1] === "--")) throw usage("--name needs a value, as in `remote HOST run --name N -- CMD…`.");
+        if (arg === "--name") name = rest[++i];
         else if (arg.startsWith("--name=")) name = arg.slice("--name=".length);
         else throw usage(`unexpected argument ${JSON.stringify(arg)} for \`remote run\` (the command goes after --).${didYouMean(arg.split("=")[0] as string, ["--name"])}`);
       }
@@ -105,7 +108,10 @@ export function parseRemoteArgs(argv: readonly string[]): RemoteArgs {
     }
     default:
       // `berth remote shell myhost`: the subcommand came first.
-      if (SUBCOMMANDS.includes(host)) throw usage(`${JSON.stringify(host)} is a subcommand: the HOST comes first, as in \`berth remote ${command} ${host}\`.`);
+      if (SUBCOMMANDS.includes(host)) {
+        if (command.startsWith("-")) throw hostMissing();
+        throw usage(`${JSON.stringify(host)} is a subcommand: the HOST comes first, as in \`berth remote ${command} ${host}\`.`);
+      }
       throw usage(`unknown remote subcommand ${JSON.stringify(command)}.${didYouMean(command, SUBCOMMANDS)}`);
   }
 }

@@ -118,12 +118,15 @@ export function assertManagedBinary(ctx: Context): ManagedInstall {
   return install;
 }
 
-/** Stopping needs no settings beyond defaults: a corrupt settings.json must not keep a server running. */
+/**
+ * Stopping needs no settings beyond defaults: a corrupt settings.json must not keep a server running, nor one
+ * berth will not read (UNSAFE_STATE: a symlink into a dotfiles folder, a FIFO), which is left as it is.
+ */
 export function settingsOrDefaults(ctx: Context): Settings {
   try {
     return settingsOf(ctx);
   } catch (error) {
-    if (!isBerthError(error, "STATE_CORRUPT")) throw error;
+    if (!isBerthError(error, "STATE_CORRUPT") && !isBerthError(error, "UNSAFE_STATE")) throw error;
     warn(`${describeError(error)} Stopping with default settings.`);
     return defaultSettings();
   }

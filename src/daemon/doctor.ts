@@ -227,6 +227,9 @@ function checkDisk(ctx: Context): Finding {
     const needed = 2 * statSync(ctx.layout.managedBinary).size;
     const mb = (n: number) => `${Math.round(n / 1_048_576)} MB`;
     if (free < needed) return problem("disk", `${mb(free)} free in ${ctx.layout.packagesDir}; one more release needs ${mb(needed)}`, `free ${mb(needed - free)} on that filesystem`);
+    // Out of inodes, no file can be created (every state write, a release) while space remains; file systems
+    // that do not count inodes report 0 of 0.
+    if (fs.files > 0 && fs.ffree === 0) return problem("disk", `no free inodes in ${ctx.layout.packagesDir} (${mb(free)} free): no file can be created`, "remove files on that filesystem (`df -i` shows it)");
     return ok("disk", `${mb(free)} free in ${ctx.layout.packagesDir}`);
   } catch (error) {
     return problem("disk", `cannot measure free space: ${describeError(error)}`, reinstallFix(ctx));

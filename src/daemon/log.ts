@@ -92,10 +92,10 @@ export function appendLog(path: string, text: string, limits: LogLimits = LOG_DE
   }
 }
 
-/** True when this process's stdout is the log file itself (launched as a daemon, not run in a terminal). */
-export function stdoutIsLog(path: string): boolean {
+/** True when this process's stdout (or descriptor `fd`) is the log file itself (launched as a daemon, not run in a terminal). */
+export function stdoutIsLog(path: string, fd = 1): boolean {
   try {
-    const out = fstatSync(1);
+    const out = fstatSync(fd);
     const log = statSync(path);
     return out.ino === log.ino && out.dev === log.dev;
   } catch {
@@ -113,7 +113,7 @@ export function stdoutIsLog(path: string): boolean {
  * (test/daemon-output.test.ts keeps it so), and like `console.*` they would
  * still reach the log, only unstamped.
  */
-export function captureStdio(path: string, readLimits: () => LogLimits, current?: LogLimits): void {
+export function captureStdio(path: string, readLimits: () => LogLimits, current?: LogLimits, fds?: readonly number[]): void {
   let partial = "";
   // `current`: the limits the daemon has just read with its settings, so its first line reads nothing more.
   let cached: { limits: LogLimits; at: number } | undefined = current ? { limits: current, at: Date.now() } : undefined;
@@ -134,5 +134,5 @@ export function captureStdio(path: string, readLimits: () => LogLimits, current?
       }
     }
     return true;
-  });
+  }, fds);
 }

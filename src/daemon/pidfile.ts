@@ -111,16 +111,25 @@ export class PidFile {
     }
   }
 
-  /** Removes stale content; corrupt content is kept aside for a human, never deleted. Lock must be held. */
+  /**
+   * Removes stale content; corrupt content is kept aside for a human, never deleted. Lock must be held. On a
+   * read-only file system it stays, still judged stale (not running), as removeIfHolds leaves it: a second
+   * `stop` there says notRunning instead of failing on a file it cannot remove.
+   */
   private discard(content: PidFileContent): void {
     if (content.kind === "record" && this.isAlive(content.record)) return;
-    if (content.kind === "corrupt") {
-      const aside = `${this.path}.corrupt-${Date.now()}`;
-      renameSync(this.path, aside);
-      warn(`${this.path} was not a valid pid record; moved it to ${aside} and treated the process as not running.`);
-      return;
+    try {
+      if (content.kind === "corrupt") {
+        const aside = `${this.path}.corrupt-${Date.now()}`;
+        renameSync(this.path, aside);
+        warn(`${this.path} was not a valid pid record; moved it to ${aside} and treated the process as not running.`);
+        return;
+      }
+      rmSync(this.path, { force: true });
+    } catch (error) {
+      if (errnoCode(error) !== "EROFS") throw error;
+      warn(`${this.path} is stale but cannot be removed: the file system is read-only; treated the process as not running.`);
     }
-    rmSync(this.path, { force: true });
   }
 
   /** Waits while a live reservation resolves (a concurrent start publishing or failing). */

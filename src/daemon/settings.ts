@@ -112,7 +112,11 @@ function checkTypes(path: string, settings: Settings): Settings {
     problems.push('remoteControl.tls must be {"cert": "/path/cert.pem", "key": "/path/key.pem"}');
   }
   // tunnels.allowHosts has no entry in defaultSettings: defu would append the defaults to the user's list (src/server/api/tunnel.ts holds them).
-  const allowHosts = (settings.tunnels as { allowHosts?: unknown } | undefined)?.allowHosts;
+  const tunnels = settings.tunnels;
+  if (tunnels !== undefined && (typeof tunnels !== "object" || tunnels === null || Array.isArray(tunnels))) {
+    problems.push('tunnels must be an object like {"allowHosts": ["127.0.0.1", "::1", "localhost"]}');
+  }
+  const allowHosts = (tunnels as { allowHosts?: unknown } | undefined)?.allowHosts;
   if (allowHosts !== undefined && !(Array.isArray(allowHosts) && allowHosts.every((h) => typeof h === "string"))) {
     problems.push('tunnels.allowHosts must be an array of host names like ["127.0.0.1", "::1", "localhost"]');
   }

@@ -40,9 +40,15 @@ function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Pure: the marked crontab line for this BERTH_HOME. */
-export function cronLine(home: string, binary: string): string {
-  return `@reboot BERTH_HOME=${shellQuote(home)} ${shellQuote(binary)} keep >/dev/null 2>&1 ${CRON_MARK} ${entryId(home)}`;
+/**
+ * Pure: the marked crontab line for this BERTH_HOME. cron runs it with
+ * SHELL=/bin/sh, which the keeper and the app-server would inherit: the
+ * user's own $SHELL (absolute; no `%`, which cron turns into a newline) is
+ * passed on, so a terminal spawned after a reboot is still their login shell.
+ */
+export function cronLine(home: string, binary: string, shell?: string): string {
+  const userShell = shell?.startsWith("/") && !/[%\n]/.test(shell) ? `SHELL=${shellQuote(shell)} ` : "";
+  return `@reboot ${userShell}BERTH_HOME=${shellQuote(home)} ${shellQuote(binary)} keep >/dev/null 2>&1 ${CRON_MARK} ${entryId(home)}`;
 }
 
 /** Pure: the crontab without this home's line (other lines, including other berth homes', kept). */
@@ -139,7 +145,14 @@ function failed(what: string, result: ToolResult): BerthError {
 }
 
 function enableCrontab(ctx: Context): StartupRecord {
-  const line = cronLine(ctx.layout.home, ctx.layout.managedBinary);
+  if (!Bun.which("crontab", { PATH: ctx.env.PATH ?? "" })) {
+    throw new BerthError(
+      "INSTALL_FAILED",
+      "neither a systemd user session (`systemctl --user`) nor `crontab` is available here, so nothing can bring the keeper back after a reboot. " +
+        "Install cron (the `cron` or `cronie` package), or log in with a systemd user session, then run `berth startup` again. Nothing was changed.",
+    );
+  }
+  const line = cronLine(ctx.layout.home, ctx.layout.managedBinary, ctx.env.SHELL);
   const listed = tool(["crontab", "-l"], ctx.env);
   // `crontab -l` exits 1 with "no crontab for user": an empty table.
   const table = listed.code === 0 ? listed.stdout : "";

@@ -58,8 +58,15 @@ export type StagedWrite = {
  * temp over `path`.
  */
 export function stageWrite(path: string, staged: string | Uint8Array | number, mode = FILE_MODE): StagedWrite {
-  const { temp, value: opened } = createTemp(path, (name) => openSync(name, "wx", mode));
-  let fd: number | undefined = opened;
+  let created: { temp: string; value: number };
+  try {
+    created = createTemp(path, (name) => openSync(name, "wx", mode));
+  } catch (error) {
+    // No inode left (ENOSPC while `df -h` shows space), a read-only disk: named after the state file, not the temp.
+    throw namingFile(error, path);
+  }
+  const temp = created.temp;
+  let fd: number | undefined = created.value;
   const abandon = () => {
     if (fd === undefined) return;
     closeSync(fd);
@@ -100,9 +107,13 @@ export function stageWrite(path: string, staged: string | Uint8Array | number, m
   };
 }
 
-/** A write's errno error (which names no file: it came from an fd) named after the file it was for. */
+/**
+ * A write's errno error named after the file it was for: one from an fd names no file, one from the temp's
+ * open or rename names the temp, which the user never sees and which is gone by then.
+ */
 function namingFile(error: unknown, path: string): unknown {
-  if (errnoCode(error) !== undefined && typeof (error as { path?: unknown }).path !== "string") Object.assign(error as object, { path });
+  const named = (error as { path?: unknown }).path;
+  if (errnoCode(error) !== undefined && (typeof named !== "string" || named.startsWith(`${path}.tmp-`))) Object.assign(error as object, { path });
   return error;
 }
 

@@ -17,8 +17,9 @@
  *
  * On Linux one read of /proc/self/status decides (~0.2 M instructions of a
  * compiled command, so main.ts skips it for the commands that start nothing),
- * and the C library is loaded only when something is wrong. Elsewhere (or without /proc) SIGCHLD is reset
- * without looking (no file tells), and a blocked mask is left as it is.
+ * and the C library is loaded only when something is wrong. Elsewhere (or
+ * without /proc) SIGCHLD is reset without looking (no file tells), and a
+ * blocked mask is left as it is.
  *
  * Also inherited: Bun's own runtime options in the environment (see
  * BUN_RUNTIME_ENV), which berth must not hand on to what it launches.

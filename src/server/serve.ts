@@ -6,7 +6,7 @@ import { chmodSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { release, type } from "node:os";
 import { dirname, join } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
-import { BerthError } from "../errors.ts";
+import { BerthError, describeError } from "../errors.ts";
 import { CLI_VERSION } from "../version.ts";
 import { createApi } from "./api/index.ts";
 import { runMethod } from "./api/dispatch.ts";
@@ -210,8 +210,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // out of reach; its connections are ended one by one and the exit closes it, leaving the path alone.
     if (socketPathHolds(options.socketPath, socketInode) !== "other") unixServer.stop(true);
     else for (const ws of open) ws.terminate();
-    // Remove the socket only if it is still the one we bound (a successor may own the path).
-    if (socketPathHolds(options.socketPath, socketInode) === "ours") rmSync(options.socketPath, { force: true });
+    // Remove the socket only if it is still the one we bound (a successor may own the path). A home remounted
+    // read-only keeps it (the next start removes a socket nobody answers on): the sessions are ended all the same.
+    try {
+      if (socketPathHolds(options.socketPath, socketInode) === "ours") rmSync(options.socketPath, { force: true });
+    } catch (error) {
+      logger.warn(`could not remove the socket ${options.socketPath}: ${describeError(error)}`);
+    }
     api.shutdown().then(
       (report) => reportShutdown(report),
       (error) => {

@@ -11,6 +11,7 @@
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { describeError, isBerthError } from "../errors.ts";
 import { managedInstall, openContext, settingsOf, type Context } from "../daemon/context.ts";
+import { defaultSettings, type Settings } from "../daemon/settings.ts";
 import { appendLog, captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import { readUpdaterState, writeUpdaterState, type UpdaterState } from "../daemon/updater.ts";
 import { execReplace } from "../platform/ffi.ts";
@@ -63,11 +64,28 @@ function managedVersion(ctx: Context): string {
   }
 }
 
+/**
+ * The settings the loop starts with. A corrupt settings.json must not end the
+ * keeper: the loop re-executes itself from every new release, maybe long after
+ * a typo. It says so in its log and keeps the app-server, with auto-update off
+ * (the user's choice is unknown); each check reads the file anew, and a
+ * restart of the app-server needs it readable.
+ */
+function startSettings(ctx: Context): Settings {
+  try {
+    return settingsOf(ctx);
+  } catch (error) {
+    if (!isBerthError(error, "STATE_CORRUPT")) throw error;
+    logLine(ctx, `${describeError(error)} Until it reads again: keeping the app-server only, no updates.`);
+    return { ...defaultSettings(), autoUpdate: false };
+  }
+}
+
 export async function runUpdateLoop(): Promise<never> {
   const ctx = openContext();
   exitOnTermination();
   if (stdoutIsLog(ctx.layout.updaterLog)) captureStdio(ctx.layout.updaterLog, () => logLimitsOf(ctx));
-  const settings = settingsOf(ctx);
+  const settings = startSettings(ctx);
   const version = managedVersion(ctx);
   const firstRunAt = new Date(Date.now() + settings.update.initialDelayMs).toISOString();
   // A rollout deferred by the loop this one replaces is retried at once, while it is still for the release installed now.
@@ -147,6 +165,9 @@ function openStepContext(verdictPathOf: (daemonDir: string) => string): { ctx: C
   for (const name of STEP_ENV) delete process.env[name];
   const ctx = openContext();
   exitOnTermination();
+  // The loop points a step's stderr at the keeper's log (its stdout at /dev/null): what the step says there, a
+  // warning or the error it fails with, is stamped like every line of that log.
+  if (stdoutIsLog(ctx.layout.updaterLog, 2)) captureStdio(ctx.layout.updaterLog, () => logLimitsOf(ctx), undefined, [2]);
   writeFileAtomic(verdictPathOf(ctx.layout.daemonDir), `${token} started\n`);
   if (fallback) logLine(ctx, `loop: ${fallback}; this step runs berth ${CLI_VERSION} instead`);
   return { ctx, token, ...(fallback ? { fallback } : {}) };

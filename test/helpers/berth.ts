@@ -124,7 +124,7 @@ const HALF_EMPTY_LOOKS = 3;
 /** PF_KTHREAD in /proc/<pid>/stat's flags: a kernel thread, which never has a cmdline or environ. */
 const PF_KTHREAD = 0x00200000;
 
-export type HomeProcess = { pid: number; argv: string[] };
+export type HomeProcess = { pid: number; ppid: number; argv: string[] };
 
 /** One look at /proc: the home's live processes with their argv; `unsettled` if a process was seen inside an exec. */
 function scanProcesses(home: string, halfEmpty: Map<number, number>): { found: HomeProcess[]; unsettled: boolean } {
@@ -151,7 +151,7 @@ function scanProcesses(home: string, halfEmpty: Map<number, number>): { found: H
           continue;
         }
       }
-      if (environ.split("\0").includes(`BERTH_HOME=${home}`) || cmdline.includes(home)) found.push({ pid, argv: cmdline.split("\0") });
+      if (environ.split("\0").includes(`BERTH_HOME=${home}`) || cmdline.includes(home)) found.push({ pid, ppid: Number(fields[1]), argv: cmdline.split("\0") });
     } catch {
       // exited meanwhile
     }
@@ -175,11 +175,15 @@ export function processesOf(home: string): number[] {
   return homeProcesses(home).map((p) => p.pid);
 }
 
-/** Processes of this home whose argv has `word` as one of its arguments. */
+/**
+ * Processes of this home whose argv has `word` as one of its arguments. A child forked by one of them shows its
+ * parent's argv until it execs (the keeper's sh loop forks for every `sleep` and step; Bun's spawn is a vfork):
+ * under load such a look was taken for a second keeper. A match whose parent matches too is that child.
+ */
 export function processesWithArg(home: string, word: string): number[] {
-  return homeProcesses(home)
-    .filter((p) => p.argv.includes(word))
-    .map((p) => p.pid);
+  const matches = homeProcesses(home).filter((p) => p.argv.includes(word));
+  const pids = new Set(matches.map((p) => p.pid));
+  return matches.filter((p) => !pids.has(p.ppid)).map((p) => p.pid);
 }
 
 /** A live process's argv ([] once it is gone), looked at again while it is inside an exec (EXEC_SETTLE_WAIT_MS). */

@@ -15,8 +15,11 @@ export function shellFromPasswd(passwd: string, uid: number): string | undefined
   return undefined;
 }
 
-/** $SHELL, else the passwd entry (Bun's userInfo().shell says "unknown"), else /bin/sh. */
-function loginShell(): string {
+/**
+ * The user's login shell: $SHELL, else the passwd entry (Bun's userInfo().shell says "unknown"), else /bin/sh.
+ * What system/info reports and what process/spawn runs (with -l) when given no argv.
+ */
+export function loginShell(): string {
   if (process.env.SHELL?.startsWith("/")) return process.env.SHELL;
   try {
     return shellFromPasswd(readFileSync("/etc/passwd", "utf8"), process.getuid?.() ?? -1) ?? "/bin/sh";

@@ -4,7 +4,8 @@
  * after `retainExitedMs`, and end them all when the server stops.
  */
 import { longTimeout } from "../../timers.ts";
-import { homedir, userInfo } from "node:os";
+import { homedir } from "node:os";
+import { loginShell } from "../api/system.ts";
 import { errnoCode } from "../../errors.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_PARAMS } from "../api/types.ts";
 import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type TerminalSize } from "./managed.ts";
@@ -25,19 +26,6 @@ export type SpawnRequest = {
   name?: string;
 };
 
-/** Pure: the argv to run when the client gave none — the login shell. */
-export function loginShellArgv(shell: string | undefined): string[] {
-  return [shell && shell.startsWith("/") ? shell : "/bin/sh", "-l"];
-}
-
-function defaultShell(): string | undefined {
-  if (process.env.SHELL) return process.env.SHELL;
-  try {
-    return userInfo().shell ?? undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 export class ProcessManager {
   private readonly processes = new Map<string, ManagedProcess>();
@@ -84,7 +72,8 @@ export class ProcessManager {
     if (request.name !== undefined && this.running().some((p) => p.name === request.name)) {
       throw new ApiError(API_INVALID_PARAMS, `invalid params: name ${JSON.stringify(request.name)} is already used by a running process`);
     }
-    const argv = request.argv ?? loginShellArgv(defaultShell());
+    // The login shell, the one system/info names ($SHELL, else the passwd entry, else /bin/sh).
+    const argv = request.argv ?? [loginShell(), "-l"];
     const cwd = request.cwd ?? homedir();
     const processId = `p${this.nextNumber++}-${crypto.randomUUID().slice(0, 8)}`;
     const managed = new ManagedProcess(processId, argv, cwd, request.name, request.terminal, this.limits.scrollbackBytes);

@@ -1,0 +1,49 @@
+/**
+ * A BERTH_HOME remounted read-only while the app-server runs (EROFS): `stop` must still stop it the way it
+ * always does, gracefully: the server ends its sessions (SIGTERM to each group) and exits on its own. Its
+ * shutdown threw on the socket it could not remove before it ended anything, so it hung until the stop's
+ * SIGKILL after stopGraceMs. Staged with a read-only bind mount over the home: needs root.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { eventually, homesPerTest, isAlive } from "./helpers/berth.ts";
+import { apiClient, call } from "./helpers/session.ts";
+
+const TEST_TIMEOUT_MS = 90_000;
+/** Short, so that a server that cannot shut down on its own is killed well inside the test (and the test fails). */
+const STOP_GRACE_MS = 10_000;
+
+const canMount = process.getuid?.() === 0 && process.platform === "linux" && Bun.which("mount") !== null;
+
+// Registered first so that it runs first: the homes are removed once the bind mounts are gone.
+const unmounts: string[] = [];
+afterEach(() => {
+  for (const path of unmounts.splice(0)) Bun.spawnSync(["umount", "-l", path]);
+});
+const newHome = homesPerTest(afterEach);
+
+describe.skipIf(!canMount)("a BERTH_HOME that became read-only", () => {
+  test("stop ends the sessions through the server's own shutdown, and the server exits by itself", async () => {
+    const home = newHome({ settings: { stopGraceMs: STOP_GRACE_MS } });
+    const started = await home.run(["start"]);
+    expect(started.json.status).toBe("started");
+    const pid = started.json.pid as number;
+    // A session that says it was asked to end (outside the home, which will be read-only).
+    const marker = join(home.env.HOME as string, "session-ended");
+    const ws = await apiClient(started.json.socketPath);
+    const { process: session } = await call(ws, "process/spawn", { argv: ["sh", "-c", `trap 'echo TERM >"${marker}"; exit 0' TERM; while :; do sleep 0.1; done`] });
+    ws.destroy();
+
+    expect(Bun.spawnSync(["mount", "--bind", home.home, home.home]).exitCode).toBe(0);
+    unmounts.push(home.home);
+    expect(Bun.spawnSync(["mount", "-o", "remount,bind,ro", home.home]).exitCode).toBe(0);
+
+    const stop = await home.run(["stop"]);
+    expect(stop.json.status).toBe("stopped");
+    expect(await eventually(() => !isAlive(pid) && !isAlive(session.pid as number))).toBe(true);
+    // Ended by the server's SIGTERM, not by the stop's SIGKILL after the grace.
+    expect(existsSync(marker) ? readFileSync(marker, "utf8") : "no marker: the session was killed, not ended").toBe("TERM\n");
+    expect(stop.json.notEnded).toBeUndefined();
+  }, TEST_TIMEOUT_MS);
+});
