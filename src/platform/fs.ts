@@ -73,12 +73,22 @@ export function stageWrite(path: string, staged: string | Uint8Array | number, m
     fd = undefined;
     rmSync(temp, { force: true });
   };
-  const writeAt = (bytes: Uint8Array) => {
-    for (let offset = 0; offset < bytes.byteLength; ) offset += writeSync(fd as number, bytes, offset, bytes.byteLength - offset, offset);
+  // Writes `data` from offset 0; returns its length in bytes. A string goes to the kernel as it is, without
+  // a Buffer of ours: Buffer's first use costs ~0.1 ms, and a stop pays this write before it signals.
+  const writeAt = (data: string | Uint8Array): number => {
+    let offset = 0;
+    if (typeof data === "string") {
+      offset = writeSync(fd as number, data, 0);
+      const length = Buffer.byteLength(data);
+      if (offset === length) return length;
+      data = Buffer.from(data);
+    }
+    while (offset < data.byteLength) offset += writeSync(fd as number, data, offset, data.byteLength - offset, offset);
+    return data.byteLength;
   };
-  const first = typeof staged === "number" ? new Uint8Array(staged) : typeof staged === "string" ? Buffer.from(staged) : staged;
+  let room = 0;
   try {
-    if (first.byteLength > 0) writeAt(first);
+    room = writeAt(typeof staged === "number" ? new Uint8Array(staged) : staged);
   } catch (error) {
     abandon();
     throw namingFile(error, path);
@@ -88,9 +98,8 @@ export function stageWrite(path: string, staged: string | Uint8Array | number, m
       if (fd === undefined) throw new Error(`the staged write of ${path} was already committed or abandoned`);
       try {
         if (data !== undefined) {
-          const bytes = typeof data === "string" ? Buffer.from(data) : data;
-          writeAt(bytes);
-          if (bytes.byteLength < first.byteLength) ftruncateSync(fd, bytes.byteLength);
+          const length = writeAt(data);
+          if (length < room) ftruncateSync(fd, length);
         }
         if (options.durable !== false) fsyncSync(fd);
         closeSync(fd);
