@@ -43,8 +43,10 @@ if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   }
   // Only help is coloured; NO_COLOR set for anything else would pass to the daemons and every user's terminal.
   if (mayRenderHelp(argv) && !(await stdoutIsTerminal(stdio))) process.env.NO_COLOR ??= "1";
-  // Everything berth creates, and everything it launches, is private to the user.
-  process.umask(0o077);
+  // Everything berth creates, and the daemons it launches, are private to the user. Users' processes get back
+  // the umask of whoever first ran berth (BERTH_USER_UMASK, platform/inherited.ts): as in their ssh session.
+  const inheritedUmask = process.umask(0o077);
+  process.env.BERTH_USER_UMASK ??= inheritedUmask.toString(8);
   // The daemons' own launch lines (app-server, keeper) skip the CLI framework (see serve-entry.ts); everything else is cli.ts.
   const entry = ["serve", "update-loop", "keeper-step", "update-step"].includes(argv[0] as string) ? await import("./serve-entry.ts") : undefined;
   const daemon = entry?.daemonAction(argv);

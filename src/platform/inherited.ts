@@ -123,3 +123,34 @@ export function dropBunRuntimeEnv(env: NodeJS.ProcessEnv = process.env): string[
   }
   return removed;
 }
+
+/**
+ * The umask of whoever first ran berth, kept in the environment (octal) for the app-server: berth runs with
+ * 077 (its state is private), but users' processes must create files as their ssh session would (0644 under
+ * the usual 022), not 0600. Set once by the first berth of a chain (main.ts); daemons and the keeper's steps
+ * inherit it; users' processes never see it (the manager removes it from their environment).
+ */
+export const USER_UMASK_ENV = "BERTH_USER_UMASK";
+
+/** Pure: a umask as USER_UMASK_ENV holds it (octal, at most 0777); undefined for anything else. */
+export function parseUmask(text: string | undefined): number | undefined {
+  if (text === undefined || !/^[0-7]{1,4}$/.test(text)) return undefined;
+  const value = Number.parseInt(text, 8);
+  return value <= 0o777 ? value : undefined;
+}
+
+/**
+ * Runs `spawn` (a Bun.spawn of a user's process) under the user's umask from `env`, berth's own restored
+ * before this returns; without a valid one, under berth's. Bun.spawn forks and execs inside the call, so no
+ * other code of berth's runs under the user's umask, and every state file berth creates names its mode anyway.
+ */
+export function spawnUnderUserUmask<T>(spawn: () => T, env: NodeJS.ProcessEnv = process.env): T {
+  const user = parseUmask(env[USER_UMASK_ENV]);
+  if (user === undefined) return spawn();
+  const own = process.umask(user);
+  try {
+    return spawn();
+  } finally {
+    process.umask(own);
+  }
+}

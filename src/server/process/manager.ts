@@ -12,6 +12,7 @@ import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type Termi
 import { endProcessTrees, leftBehind } from "./tree.ts";
 import { writeLedger, type LedgerEntry } from "./ledger.ts";
 import { processIdentity } from "../../platform/process.ts";
+import { spawnUnderUserUmask, USER_UMASK_ENV } from "../../platform/inherited.ts";
 
 export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
 
@@ -77,24 +78,10 @@ export class ProcessManager {
     const cwd = request.cwd ?? homedir();
     const processId = `p${this.nextNumber++}-${crypto.randomUUID().slice(0, 8)}`;
     const managed = new ManagedProcess(processId, argv, cwd, request.name, request.terminal, this.limits.scrollbackBytes);
-    const env = { ...process.env, ...(request.terminal ? { TERM: TERMINAL_TERM } : {}), ...request.env };
+    const env: Record<string, string | undefined> = { ...process.env, ...(request.terminal ? { TERM: TERMINAL_TERM } : {}), ...request.env };
+    delete env[USER_UMASK_ENV];
     try {
-      if (request.terminal) {
-        managed.proc = Bun.spawn(argv, {
-          cwd,
-          env,
-          terminal: {
-            cols: request.terminal.cols,
-            rows: request.terminal.rows,
-            name: TERMINAL_TERM,
-            data: (_terminal, data) => managed.output("terminal", data),
-            drain: () => managed.inputDrained(),
-          },
-        });
-        managed.terminal = managed.proc.terminal;
-      } else {
-        managed.proc = Bun.spawn(argv, { cwd, env, stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true });
-      }
+      managed.proc = spawnUnderUserUmask(() => this.spawnProcess(managed, argv, cwd, env, request));
     } catch (error) {
       throw spawnError(error, argv[0] as string, cwd);
     }
@@ -109,6 +96,24 @@ export class ProcessManager {
     this.recordRunning();
     void this.follow(managed);
     return managed;
+  }
+
+  /** Bun.spawn of a user's process: in a pseudo-terminal, or with pipes in a group of its own. */
+  private spawnProcess(managed: ManagedProcess, argv: string[], cwd: string, env: Record<string, string | undefined>, request: SpawnRequest): ManagedProcess["proc"] {
+    if (!request.terminal) return Bun.spawn(argv, { cwd, env, stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true });
+    const proc: ManagedProcess["proc"] = Bun.spawn(argv, {
+      cwd,
+      env,
+      terminal: {
+        cols: request.terminal.cols,
+        rows: request.terminal.rows,
+        name: TERMINAL_TERM,
+        data: (_terminal, data) => managed.output("terminal", data),
+        drain: () => managed.inputDrained(),
+      },
+    });
+    managed.terminal = proc.terminal;
+    return proc;
   }
 
   /** Reads pipes into the rings; once exited and drained, records the exit and schedules forgetting. */
