@@ -24,6 +24,8 @@ function mayRenderHelp(args: string[]): boolean {
  * parent that ignores SIGCHLD).
  */
 const LAUNCHES_NOTHING: ReadonlySet<string> = new Set(["version", "status", "stop"]);
+/** The daemons' own launch lines (app-server, keeper and its steps). */
+const DAEMON_ENTRIES: readonly string[] = ["serve", "update-loop", "keeper-step", "update-step"];
 
 const argv = process.argv.slice(2);
 if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
@@ -37,8 +39,9 @@ if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   stdio.reopenClosedStdio();
   // An ignored SIGCHLD or a blocked mask from the parent would break every wait on a child, and pass to the daemons;
   // Bun's runtime options would follow them. The hottest commands start nothing and skip the ~0.18 M instructions.
+  const daemonEntry = DAEMON_ENTRIES.includes(argv[0] as string);
   if (!LAUNCHES_NOTHING.has(argv[0] as string)) {
-    await stdio.repairInheritedSignals();
+    await stdio.repairInheritedSignals({ daemon: daemonEntry });
     stdio.dropBunRuntimeEnv();
   }
   // Only help is coloured; NO_COLOR set for anything else would pass to the daemons and every user's terminal.
@@ -48,7 +51,7 @@ if ((argv[0] === "--version" || argv[0] === "-V") && argv.length === 1) {
   const inheritedUmask = process.umask(0o077);
   process.env.BERTH_USER_UMASK ??= inheritedUmask.toString(8);
   // The daemons' own launch lines (app-server, keeper) skip the CLI framework (see serve-entry.ts); everything else is cli.ts.
-  const entry = ["serve", "update-loop", "keeper-step", "update-step"].includes(argv[0] as string) ? await import("./serve-entry.ts") : undefined;
+  const entry = daemonEntry ? await import("./serve-entry.ts") : undefined;
   const daemon = entry?.daemonAction(argv);
   process.exit(entry && daemon ? await entry.runDaemon(daemon) : await (await import("./cli.ts")).runCli(argv));
 }

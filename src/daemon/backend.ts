@@ -5,6 +5,7 @@
 import { closeSync, lstatSync, renameSync } from "node:fs";
 import { BerthError, describeError } from "../errors.ts";
 import { openStateFile, STATE_APPEND_FLAGS, type StagedWrite } from "../platform/fs.ts";
+import { terminalShield } from "../platform/inherited.ts";
 import { isProcessGroupAlive, processEntryIdentity, processIdentity, signalGroup, signalProcess } from "../platform/process.ts";
 import type { Context } from "./context.ts";
 import { FileLock } from "./lock.ts";
@@ -98,6 +99,7 @@ export class PidBackend {
     try {
       // Each of these modules is loaded by the path that needs it (status and version load this one too).
       const readiness = spec.notifyReady ? await import("./ready.ts") : undefined;
+      const shield = await terminalShield();
       const lock = await FileLock.acquire(this.pidFile.lockPath, PID_LOCK_WAIT_MS);
       try {
         const reservation = this.pidFile.reserve(lock);
@@ -109,7 +111,7 @@ export class PidBackend {
           this.pidFile.clearReservation();
           throw error;
         }
-        return this.spawnAndPublish(spec, readiness, staged);
+        return this.spawnAndPublish(spec, readiness, staged, shield);
       } finally {
         lock.release();
       }
@@ -119,11 +121,16 @@ export class PidBackend {
   }
 
   /** launch's spawn and record, under the pid lock with the reservation made and the record's room staged. */
-  private spawnAndPublish(spec: LaunchSpec, readiness: typeof import("./ready.ts") | undefined, staged: StagedWrite): { kind: "started"; record: PidRecord; ready?: ReadyWait } {
+  private spawnAndPublish(
+    spec: LaunchSpec,
+    readiness: typeof import("./ready.ts") | undefined,
+    staged: StagedWrite,
+    shield: <T>(spawn: () => T) => T,
+  ): { kind: "started"; record: PidRecord; ready?: ReadyWait } {
     let pid: number;
     let ready: ReadyWait | undefined;
     try {
-      ({ pid, ready } = spawnDetached(spec, readiness));
+      ({ pid, ready } = shield(() => spawnDetached(spec, readiness)));
     } catch (error) {
       this.pidFile.clearReservation();
       if (error instanceof BerthError) throw error;

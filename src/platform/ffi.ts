@@ -461,16 +461,69 @@ export function madviseDontNeed(start: bigint, end: bigint): number | "unsupport
 // ─── inherited-signals block: a parent's blocked mask ─────────────────────────
 // Its own lazy dlopen: only a process started with signals blocked loads it (platform/inherited.ts).
 
+/** What a terminal sends its foreground group, as Linux numbers: SIGHUP, SIGINT, SIGQUIT, SIGTSTP. */
+const TERMINAL_SIGNALS_LINUX = [1, 2, 3, 20] as const;
+const SIG_BLOCK_LINUX = 0;
+/** The action "ignore" as signal(2) takes it. */
+const SIG_IGN = 1;
+
+type SignalLibc = {
+  sigprocmask: (how: number, set: Pointer | null, old: Pointer | null) => number;
+  signal: (signal: number, action: Pointer | number | null) => Pointer | null;
+};
+let signalLibc: SignalLibc | null | undefined;
+function openSignalLibc(): SignalLibc | undefined {
+  if (signalLibc === undefined) {
+    const symbols = dlopenLibc({
+      sigprocmask: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+      signal: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.ptr },
+    });
+    signalLibc = symbols ? (symbols as unknown as SignalLibc) : null;
+  }
+  return signalLibc ?? undefined;
+}
+
+/** A sigset_t (Linux: bit signal-1, little-endian words) holding `signals`. */
+function signalSet(signals: readonly number[]): Uint8Array {
+  const set = new Uint8Array(128);
+  for (const signal of signals) set[(signal - 1) >> 3] = (set[(signal - 1) >> 3] as number) | (1 << ((signal - 1) & 7));
+  return set;
+}
+
 /**
  * Unblocks every signal in the calling (main) thread, which is the thread
  * Bun.spawn hands its mask to the children from. Threads the runtime started
  * before keep theirs: a signal for the process reaches the main thread.
- * Returns whether the C library could be asked.
+ * `discardTerminalSignals` (a daemon, Linux): a terminal's signal that came
+ * while it was blocked — before the daemon's setsid, see
+ * withTerminalSignalsBlocked — is dropped first, not delivered: setting a
+ * pending signal's action to "ignore" discards it (POSIX); the previous
+ * action is put back. Returns whether the C library could be asked.
  */
-export function unblockAllSignals(): boolean {
-  const symbols = dlopenLibc({ sigprocmask: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } });
-  if (!symbols) return false;
-  const emptySet = new Uint8Array(128);
-  return symbols.sigprocmask!(SIG_SETMASK, ptr(emptySet), null) === 0;
+export function unblockAllSignals(options: { discardTerminalSignals?: boolean } = {}): boolean {
+  const c = openSignalLibc();
+  if (!c) return false;
+  if (options.discardTerminalSignals && process.platform === "linux") {
+    for (const signal of TERMINAL_SIGNALS_LINUX) c.signal(signal, c.signal(signal, SIG_IGN));
+  }
+  return c.sigprocmask(SIG_SETMASK, ptr(new Uint8Array(128)), null) === 0;
+}
+
+/**
+ * Runs `spawn` (a detached Bun.spawn) with the terminal's signals blocked in
+ * the calling thread, which the child inherits: until its setsid the child is
+ * still in berth's process group, the terminal's foreground group, and a
+ * hangup or ^C there killed it. Linux; elsewhere, or without the C library,
+ * `spawn` runs as it is.
+ */
+export function withTerminalSignalsBlocked<T>(spawn: () => T): T {
+  const c = process.platform === "linux" ? openSignalLibc() : undefined;
+  const previous = new Uint8Array(128);
+  if (!c || c.sigprocmask(SIG_BLOCK_LINUX, ptr(signalSet(TERMINAL_SIGNALS_LINUX)), ptr(previous)) !== 0) return spawn();
+  try {
+    return spawn();
+  } finally {
+    c.sigprocmask(SIG_SETMASK, ptr(previous), null);
+  }
 }
 // ─── end of inherited-signals block ────────────────────────────────────────────

@@ -91,7 +91,7 @@ function ownSignalState(): SignalState | undefined {
 }
 
 /** Undoes an ignored SIGCHLD and a blocked signal mask (see the module comment); before berth spawns or waits on anything. */
-export async function repairInheritedSignals(): Promise<void> {
+export async function repairInheritedSignals(options: { daemon?: boolean } = {}): Promise<void> {
   const state = ownSignalState();
   if (!state) {
     resetChildSignal(); // cannot look: reset anyway (a no-op when it was the default)
@@ -99,7 +99,35 @@ export async function repairInheritedSignals(): Promise<void> {
   }
   const repairs = signalRepairs(state);
   if (repairs.resetChild) resetChildSignal();
-  if (repairs.unblockAll) (await import("./ffi.ts")).unblockAllSignals();
+  // A daemon drops a terminal's signal that reached it before its setsid (see spawnShieldedFromTerminal).
+  if (repairs.unblockAll) (await import("./ffi.ts")).unblockAllSignals({ discardTerminalSignals: options.daemon === true });
+}
+
+/**
+ * Whether this process has a controlling terminal (Linux: tty_nr of /proc/self/stat), whose hangup, ^C, ^\
+ * or ^Z reaches its foreground group. False where nothing tells.
+ */
+export function hasControllingTerminal(): boolean {
+  if (process.platform !== "linux") return false;
+  try {
+    const stat = readFileSync("/proc/self/stat", "latin1");
+    // After the name: state, ppid, pgrp, session, tty_nr.
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ", 5)[4]) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The wrapper for a daemon's detached spawn: with a controlling terminal, the terminal's signals are blocked
+ * around it (ffi.ts withTerminalSignalsBlocked). A just-spawned app-server or keeper is in berth's process
+ * group until its setsid, and a hangup or ^C of that terminal then (`curl … | sh` over `ssh -tt`, dropped)
+ * killed it; it now starts with them blocked and, a daemon, discards them and unblocks. Without a terminal
+ * (`ssh host berth start`, cron) nothing is loaded.
+ */
+export async function terminalShield(): Promise<<T>(spawn: () => T) => T> {
+  if (!hasControllingTerminal()) return (spawn) => spawn();
+  return (await import("./ffi.ts")).withTerminalSignalsBlocked;
 }
 
 /**
