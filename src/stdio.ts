@@ -49,8 +49,11 @@ export function writeOutput(fd: number, text: string): boolean {
     try {
       const written = writeSync(fd, bytes);
       bytes = bytes.subarray(written);
-      deadline = Date.now() + OUTPUT_STALL_DEADLINE_MS;
-      sleepMs = OUTPUT_RETRY_SLEEP_MS;
+      // Only a byte taken is progress: a write of 0 must not keep the deadline away for ever.
+      if (written > 0) {
+        deadline = Date.now() + OUTPUT_STALL_DEADLINE_MS;
+        sleepMs = OUTPUT_RETRY_SLEEP_MS;
+      } else if (Date.now() >= deadline) return false;
     } catch (error) {
       if ((error as { code?: unknown } | null)?.code !== "EAGAIN" || Date.now() >= deadline) return false;
       Bun.sleepSync(sleepMs);

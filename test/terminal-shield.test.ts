@@ -81,7 +81,7 @@ describe.skipIf(process.platform !== "linux")("the terminal's signals around a d
     expect(text).toMatch(/OWN SigBlk:\s*0+\n/);
   }, 30_000);
 
-  test("without one nothing is blocked (and no C library is loaded for it)", async () => {
+  test("without one the child starts with nothing blocked", async () => {
     const text = await childMask(false);
     expect(text).toMatch(/MASK SigBlk:\s*0+\n/);
   }, 30_000);
