@@ -11,7 +11,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, BUN, eventually, makeHome, type TestHome } from "./helpers/berth.ts";
+import { ROOT, BUN, eventually, pidsKilledPerTest, homesPerTest } from "./helpers/berth.ts";
 import { compiledPerFile } from "./helpers/compiled.ts";
 import { apiClient, call } from "./helpers/session.ts";
 import { maskHas, parseSignalState } from "../src/platform/inherited.ts";
@@ -28,18 +28,8 @@ const WAIT_MS = 20_000;
  */
 const compiled = compiledPerFile(beforeAll, afterAll, { version: "7.7.8", prefix: "berth-shield-build-" });
 
-const homes: TestHome[] = [];
-const started: number[] = [];
-afterEach(async () => {
-  for (const pid of started.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const started = pidsKilledPerTest(afterEach);
+const newHome = homesPerTest(afterEach);
 
 /** Spawns, as backend.ts does, a child that prints its own SigBlk; `terminal`: the spawner runs on a pseudo-terminal. */
 async function childMask(terminal: boolean): Promise<string> {
@@ -76,8 +66,7 @@ describe.skipIf(process.platform !== "linux")("the terminal's signals around a d
   }, 30_000);
 
   test("a daemon started with SIGHUP pending and blocked drops it, unblocks, and serves", async () => {
-    const home = makeHome({ install: false, prefix: "berth-shield-" });
-    homes.push(home);
+    const home = newHome({ install: false, prefix: "berth-shield-" });
     const socket = home.path("daemon", "app-server.sock");
     // perl: block SIGHUP and SIGINT, send this process a SIGHUP (now pending), exec the daemon.
     const wrapper = ["perl", "-e", "use POSIX; sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGHUP, SIGINT)); kill HUP => $$; exec @ARGV or die"];
