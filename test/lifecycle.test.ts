@@ -16,6 +16,13 @@ function statField(pid: number, index: number): string {
   return text.slice(text.lastIndexOf(")") + 2).split(" ")[index] as string;
 }
 
+/** SIGKILLs the keeper `start` launched (its whole group, by the pid in updater.pid) and waits until it is gone. */
+async function killKeeper(home: TestHome): Promise<void> {
+  const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
+  process.kill(-keeper, "SIGKILL");
+  expect(await eventually(() => !isAlive(keeper))).toBe(true);
+}
+
 describe("start, version, stop", () => {
   test("start launches a detached server that answers; start again is alreadyRunning; stop stops it", async () => {
     const home = newHome();
@@ -238,9 +245,7 @@ describe("crashes and strangers", () => {
     const home = newHome();
     const started = await home.run(["start"]);
     // Without its keeper (which would restart it: spec "Supervision"), so that `start` meets the stale record.
-    const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
-    process.kill(-keeper, "SIGKILL");
-    expect(await eventually(() => !isAlive(keeper))).toBe(true);
+    await killKeeper(home);
     process.kill(started.json.pid, "SIGKILL");
     expect(await eventually(() => !isAlive(started.json.pid))).toBe(true);
     expect(existsSync(home.path("daemon/app-server.sock"))).toBe(true);
@@ -256,9 +261,7 @@ describe("crashes and strangers", () => {
     const home = newHome();
     const started = await home.run(["start"]);
     // Without its keeper, which adopts a recordless server on its own tick and would race this test's `start`.
-    const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
-    process.kill(-keeper, "SIGKILL");
-    expect(await eventually(() => !isAlive(keeper))).toBe(true);
+    await killKeeper(home);
     const { rmSync } = await import("node:fs");
     rmSync(home.path("daemon/app-server.pid"));
     const again = await home.run(["start"]);
