@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
 import { commands } from "../src/commands/index.ts";
-import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult } from "./helpers/berth.ts";
 import { spawnConnect } from "./helpers/connect.ts";
 
 const VERSION = "9.8.7";

@@ -5,7 +5,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { argvOf, BUN, makeHome, processesWithArg, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
 

@@ -10,7 +10,7 @@ import { adoptionRefusal } from "../src/daemon/adoption.ts";
 import { PidBackend } from "../src/daemon/backend.ts";
 import { layoutFor } from "../src/platform/paths.ts";
 import { processEntryIdentity, treeOf } from "../src/platform/process.ts";
-import { BUN, ROOT, eventually, installFixtureRelease, installRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, eventually, installFixtureRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
 const homes: TestHome[] = [];
