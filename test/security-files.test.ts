@@ -10,23 +10,16 @@ import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
 import { readToken } from "../src/server/token.ts";
-import { BUN, ROOT, TARGET, eventually, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, TARGET, eventually, homesPerTest, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
-const homes: TestHome[] = [];
 const runtimes: string[] = [];
 const afterFake: (() => void)[] = [];
 afterEach(async () => {
   for (const kill of afterFake.splice(0)) kill();
   for (const dir of runtimes.splice(0)) rmSync(dir, { recursive: true, force: true });
-  for (const home of homes.splice(0)) await home.cleanup();
 });
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 /** A managed "binary" that, if ever run, leaves a marker: the proof it was launched. */
 function plantScript(binary: string, marker: string): void {

@@ -10,27 +10,11 @@ import { adoptionRefusal } from "../src/daemon/adoption.ts";
 import { PidBackend } from "../src/daemon/backend.ts";
 import { layoutFor } from "../src/platform/paths.ts";
 import { processEntryIdentity, treeOf } from "../src/platform/process.ts";
-import { BUN, ROOT, eventually, installFixtureRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, eventually, installFixtureRelease, isAlive, pidsKilledPerTest, homesPerTest, type TestHome } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
-const homes: TestHome[] = [];
-const strangers: number[] = [];
-afterEach(async () => {
-  for (const pid of strangers.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const strangers = pidsKilledPerTest(afterEach);
+const newHome = homesPerTest(afterEach);
 
 function stat(pid: number): { ppid: number; pgrp: number; state: string } {
   const text = readFileSync(`/proc/${pid}/stat`, "utf8");
