@@ -8,8 +8,12 @@ import { PidBackend } from "../src/daemon/backend.ts";
 import { judgePidFile, parsePidFile, type PidFileContent, type PidFileVerdict } from "../src/daemon/pidfile.ts";
 import { isBerthError } from "../src/errors.ts";
 import { parseProcStat, processArgv, processIdentity } from "../src/platform/process.ts";
-import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { isLockHeld } from "../src/daemon/lock.ts";
+import { BUN, eventually, isAlive, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
+
+/** How long a berth command may take (under load) to start and take daemon.lock. */
+const LOCK_SEEN_TIMEOUT_MS = 20_000;
 
 let home: TestHome;
 const spawned: Bun.Subprocess[] = [];
@@ -119,25 +123,62 @@ describe("pid backend", () => {
   test("stop waits for a live reservation to resolve, then acts on what it resolved to", async () => {
     home = makeHome();
     const pidPath = home.path("daemon", "app-server.pid");
-    mkdirSync(home.path("daemon"), { mode: 0o700 });
-    const holder = await holdLock(`${pidPath}.lock`, pidPath);
+    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
     const target = sleeper();
-    const stop = Bun.spawn({ cmd: [process.execPath, "src/main.ts", "stop"], env: home.env, stdout: "pipe", stderr: "pipe", cwd: `${import.meta.dir}/..` });
-    // Once stop holds daemon.lock it is inside its wait; only then does the starter publish.
-    const { isLockHeld } = await import("../src/daemon/lock.ts");
-    const deadline = Date.now() + 20_000;
-    while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
-    expect(stop.exitCode).toBeNull();
     holder.send(`publish ${target.pid}`);
     await holder.waitFor("published");
     holder.send("release");
     await holder.exited;
-    const out = JSON.parse(await new Response(stop.stdout).text());
-    expect(await stop.exited).toBe(0);
+    const out = JSON.parse(await new Response(command.stdout).text());
+    expect(await command.exited).toBe(0);
     // Had stop not waited it would have found nothing to stop; it stopped the published process.
     expect(out.status).toBe("stopped");
     await target.exited;
     expect(isAlive(target.pid)).toBe(false);
+  });
+
+  // The reference's own case: the starter's spawn failed, so it removes its reservation and lets go.
+  test("stop waits for a live reservation its starter then abandons: notRunning, exit 0, nothing left", async () => {
+    home = makeHome();
+    const pidPath = home.path("daemon", "app-server.pid");
+    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
+    holder.send("unreserve");
+    expect(await holder.exited).toBe(0);
+    const out = JSON.parse(await new Response(command.stdout).text());
+    expect(await command.exited).toBe(0);
+    expect(out.status).toBe("notRunning");
+    expect(existsSync(pidPath)).toBe(false);
+  });
+
+  test("stop waits for a starter that dies holding its reservation, then cleans the leftover: notRunning", async () => {
+    home = makeHome();
+    const pidPath = home.path("daemon", "app-server.pid");
+    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
+    // The crash leaves the empty reservation with its lock free: a stale reservation.
+    await holder.kill();
+    const out = JSON.parse(await new Response(command.stdout).text());
+    expect(await command.exited).toBe(0);
+    expect(out.status).toBe("notRunning");
+    expect(existsSync(pidPath)).toBe(false);
+  });
+
+  test("down waits for a live updater reservation, then stops the group it resolved to", async () => {
+    home = makeHome();
+    const pidPath = home.path("daemon", "updater.pid");
+    const { holder, command } = await commandWhileReserved(pidPath, ["down"]);
+    // A group leader, as the updater is.
+    const target = Bun.spawn({ cmd: ["sleep", "600"], stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    spawned.push(target);
+    holder.send(`publish ${target.pid}`);
+    await holder.waitFor("published");
+    holder.send("release");
+    await holder.exited;
+    const out = JSON.parse(await new Response(command.stdout).text());
+    expect(await command.exited).toBe(0);
+    expect(out).toMatchObject({ status: "down", appServer: "notRunning", keeper: "stopped" });
+    await target.exited;
+    expect(isAlive(target.pid)).toBe(false);
+    expect(existsSync(pidPath)).toBe(false);
   });
 
   test("a stale empty pidfile is retried under the starter's own lock; a missing binary is START_FAILED", async () => {
@@ -192,6 +233,21 @@ describe("pid backend", () => {
     process.kill(member, "SIGKILL");
   });
 });
+
+/**
+ * A reservation of `pidPath` held by another process, and `berth <args>` run beside it. Returns once the
+ * command holds daemon.lock, which it takes before it reads the pidfile: it is then at or inside its wait.
+ */
+async function commandWhileReserved(pidPath: string, args: string[]) {
+  mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+  const holder = await holdLock(`${pidPath}.lock`, pidPath);
+  const command = Bun.spawn({ cmd: [BUN, MAIN, ...args], env: home.env, stdout: "pipe", stderr: "pipe" });
+  spawned.push(command);
+  const deadline = Date.now() + LOCK_SEEN_TIMEOUT_MS;
+  while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
+  expect(command.exitCode).toBeNull();
+  return { holder, command };
+}
 
 /**
  * An updater-style group: a leader that stays until a "go" file appears (so it is
