@@ -6,6 +6,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { lstatSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { createHash } from "node:crypto";
+import { socketPlan } from "../src/platform/paths.ts";
 import { BUN, homesPerTest, MAIN } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -53,3 +55,30 @@ describe("modes of everything berth writes", () => {
   );
 });
 
+
+// SPEC "Socket path": inside BERTH_HOME unless longer than the platform allows (107 bytes on Linux, 103 on
+// macOS) or holding ':'; then ${XDG_RUNTIME_DIR:-/tmp}/berth-<uid>-<8 hex of sha256(BERTH_HOME)>/app-server.sock.
+describe("the socket path (pure)", () => {
+  const SUFFIX = "/daemon/app-server.sock";
+  /** A home whose preferred socket path is exactly `bytes` long. */
+  const homeOf = (bytes: number) => `/h${"x".repeat(bytes - SUFFIX.length - 2)}`;
+  const hash8 = (home: string) => createHash("sha256").update(home).digest("hex").slice(0, 8);
+  const cases: { name: string; home: string; platform: string; runtimeDir?: string; fallsBack: boolean; base?: string }[] = [
+    { name: "linux, 107 bytes", home: homeOf(107), platform: "linux", fallsBack: false },
+    { name: "linux, 108 bytes", home: homeOf(108), platform: "linux", fallsBack: true, base: "/tmp" },
+    { name: "macOS, 103 bytes", home: homeOf(103), platform: "darwin", fallsBack: false },
+    { name: "macOS, 104 bytes", home: homeOf(104), platform: "darwin", fallsBack: true, base: "/tmp" },
+    { name: "a ':' in a short home", home: "/srv/a:b/.berth", platform: "linux", fallsBack: true, base: "/tmp" },
+    { name: "too long, XDG_RUNTIME_DIR set", home: homeOf(120), platform: "linux", runtimeDir: "/run/user/7", fallsBack: true, base: "/run/user/7" },
+    { name: "too long, a relative XDG_RUNTIME_DIR is ignored", home: homeOf(120), platform: "linux", runtimeDir: "run", fallsBack: true, base: "/tmp" },
+    { name: "short, XDG_RUNTIME_DIR unused", home: "/home/u/.berth", platform: "linux", runtimeDir: "/run/user/7", fallsBack: false },
+  ];
+  for (const { name, home, platform, runtimeDir, fallsBack, base } of cases) {
+    test(name, () => {
+      const plan = socketPlan({ home, platform, uid: 7, ...(runtimeDir ? { runtimeDir } : {}) });
+      if (!fallsBack) return expect(plan).toEqual({ path: `${home}${SUFFIX}` });
+      const fallbackDir = `${base}/berth-7-${hash8(home)}`;
+      expect(plan).toEqual({ path: `${fallbackDir}/app-server.sock`, fallbackDir });
+    });
+  }
+});
