@@ -112,6 +112,25 @@ describe("pid backend", () => {
     await holder.kill();
   });
 
+  test("while both reservations are held, status says starting for each and version answers NOT_RUNNING: neither waits", async () => {
+    home = makeHome();
+    mkdirSync(home.path("daemon"), { mode: 0o700 });
+    const holders = [
+      await holdLock(home.path("daemon", "app-server.pid.lock"), home.path("daemon", "app-server.pid")),
+      await holdLock(home.path("daemon", "updater.pid.lock"), home.path("daemon", "updater.pid")),
+    ];
+    try {
+      const status = await home.run(["status"]);
+      expect({ code: status.code, appServer: status.json.appServer.state, updater: status.json.updater.state }).toEqual({ code: 0, appServer: "starting", updater: "starting" });
+      const version = await home.run(["version"]);
+      expect({ code: version.code, error: version.json.error.code }).toEqual({ code: 1, error: "NOT_RUNNING" });
+      // Answered while the reservations were live, and left them alone.
+      for (const name of ["app-server.pid", "updater.pid"]) expect(readFileSync(home.path("daemon", name), "utf8")).toBe("");
+    } finally {
+      for (const holder of holders) await holder.kill();
+    }
+  });
+
   test("an unlocked empty pidfile is a stale reservation and is removed", () => {
     home = makeHome({ install: false });
     const backend = backendIn(home);
