@@ -223,6 +223,29 @@ describe("pid backend", () => {
     expect(JSON.parse(readFileSync(backend.pidFile.path, "utf8"))).toEqual(replacement);
   });
 
+  test("stale record cleanup: a replacement that is itself stale is judged under the same lock and removed", () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    const replacement = { pid: 999_998, processStartTime: "gone/1" };
+    writeFileSync(backend.pidFile.path, JSON.stringify(replacement));
+    expect(backend.pidFile.refreshAfterStaleRecord({ pid: 999_999, processStartTime: "old" })).toEqual({ kind: "missing" });
+    expect(existsSync(backend.pidFile.path)).toBe(false);
+  });
+
+  test("stale record cleanup leaves everything alone while another starter holds the lock", async () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    const stale = { pid: 999_999, processStartTime: "old" };
+    writeFileSync(backend.pidFile.path, JSON.stringify(stale));
+    const holder = await holdLock(backend.pidFile.lockPath);
+    try {
+      expect(backend.pidFile.refreshAfterStaleRecord(stale)).toEqual({ kind: "starting" });
+      expect(JSON.parse(readFileSync(backend.pidFile.path, "utf8"))).toEqual(stale);
+    } finally {
+      await holder.kill();
+    }
+  });
+
   test("a record whose pid now belongs to another process is stale, and that process is never signalled", async () => {
     home = makeHome({ install: false });
     const backend = backendIn(home);
