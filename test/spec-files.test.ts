@@ -44,6 +44,11 @@ describe("modes of everything berth writes", () => {
       }
       const wrong = entries.filter((e) => (e.kind === "dir" ? e.mode !== 0o700 : e.kind === "link" || e.kind === "other" || e.mode !== 0o600));
       expect(wrong).toEqual([]);
+      // The rest of BERTH_HOME: folders 0700; a release binary is executable (install makes it 0755 inside 0700
+      // folders), `current` is the one link.
+      const packages = walk(home.path("packages")).filter((e) => !/^standalone\/releases\/[^/]+\/berth$/.test(e.path) && e.path !== "standalone/current");
+      expect(packages.map((e) => e.path)).toContain("standalone/releases");
+      expect(packages.filter((e) => (e.kind === "dir" ? e.mode !== 0o700 : e.kind !== "file" || e.mode !== 0o600))).toEqual([]);
       expect(lstatSync(home.path("daemon")).mode & 0o7777).toBe(0o700);
       expect(lstatSync(home.home).mode & 0o7777).toBe(0o700);
 
