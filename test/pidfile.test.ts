@@ -10,7 +10,7 @@ import { isBerthError } from "../src/errors.ts";
 import { parseProcStat, processArgv, processIdentity } from "../src/platform/process.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
 import { BUN, eventually, isAlive, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
-import { holdLock } from "./helpers/holder.ts";
+import { holdLock, type Holder } from "./helpers/holder.ts";
 
 /** How long a berth command may take (under load) to start and take daemon.lock. */
 const LOCK_SEEN_TIMEOUT_MS = 20_000;
@@ -144,42 +144,30 @@ describe("pid backend", () => {
     const pidPath = home.path("daemon", "app-server.pid");
     const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
     const target = sleeper();
-    holder.send(`publish ${target.pid}`);
-    await holder.waitFor("published");
-    holder.send("release");
-    await holder.exited;
-    const out = JSON.parse(await new Response(command.stdout).text());
-    expect(await command.exited).toBe(0);
+    await publishThenRelease(holder, target.pid);
+    const out = await succeeded(command);
     // Had stop not waited it would have found nothing to stop; it stopped the published process.
     expect(out.status).toBe("stopped");
     await target.exited;
     expect(isAlive(target.pid)).toBe(false);
   });
 
-  // The reference's own case: the starter's spawn failed, so it removes its reservation and lets go.
-  test("stop waits for a live reservation its starter then abandons: notRunning, exit 0, nothing left", async () => {
-    home = makeHome();
-    const pidPath = home.path("daemon", "app-server.pid");
-    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
-    holder.send("unreserve");
-    expect(await holder.exited).toBe(0);
-    const out = JSON.parse(await new Response(command.stdout).text());
-    expect(await command.exited).toBe(0);
-    expect(out.status).toBe("notRunning");
-    expect(existsSync(pidPath)).toBe(false);
-  });
-
-  test("stop waits for a starter that dies holding its reservation, then cleans the leftover: notRunning", async () => {
-    home = makeHome();
-    const pidPath = home.path("daemon", "app-server.pid");
-    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
-    // The crash leaves the empty reservation with its lock free: a stale reservation.
-    await holder.kill();
-    const out = JSON.parse(await new Response(command.stdout).text());
-    expect(await command.exited).toBe(0);
-    expect(out.status).toBe("notRunning");
-    expect(existsSync(pidPath)).toBe(false);
-  });
+  // The reference's own case is the first: the starter's spawn failed, so it removes its reservation and lets go.
+  // The second: the starter crashes, leaving the empty reservation with its lock free (a stale reservation).
+  const resolutions: [string, (holder: Holder) => Promise<unknown>][] = [
+    ["its starter then abandons", (holder) => (holder.send("unreserve"), holder.exited)],
+    ["whose starter dies holding it (the leftover is cleaned)", (holder) => holder.kill()],
+  ];
+  for (const [what, resolve] of resolutions) {
+    test(`stop waits for a live reservation ${what}: notRunning, exit 0, nothing left`, async () => {
+      home = makeHome();
+      const pidPath = home.path("daemon", "app-server.pid");
+      const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
+      await resolve(holder);
+      expect((await succeeded(command)).status).toBe("notRunning");
+      expect(existsSync(pidPath)).toBe(false);
+    });
+  }
 
   test("down waits for a live updater reservation, then stops the group it resolved to", async () => {
     home = makeHome();
@@ -188,12 +176,8 @@ describe("pid backend", () => {
     // A group leader, as the updater is.
     const target = Bun.spawn({ cmd: ["sleep", "600"], stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
     spawned.push(target);
-    holder.send(`publish ${target.pid}`);
-    await holder.waitFor("published");
-    holder.send("release");
-    await holder.exited;
-    const out = JSON.parse(await new Response(command.stdout).text());
-    expect(await command.exited).toBe(0);
+    await publishThenRelease(holder, target.pid);
+    const out = await succeeded(command);
     expect(out).toMatchObject({ status: "down", appServer: "notRunning", keeper: "stopped" });
     await target.exited;
     expect(isAlive(target.pid)).toBe(false);
@@ -289,6 +273,21 @@ async function commandWhileReserved(pidPath: string, args: string[]) {
   while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
   expect(command.exitCode).toBeNull();
   return { holder, command };
+}
+
+/** The starter publishes `pid` as its record, then lets go of the lock and exits. */
+async function publishThenRelease(holder: Holder, pid: number): Promise<void> {
+  holder.send(`publish ${pid}`);
+  await holder.waitFor("published");
+  holder.send("release");
+  await holder.exited;
+}
+
+/** A berth command's one JSON object, once it has exited 0. */
+async function succeeded(command: { stdout: ReadableStream<Uint8Array>; exited: Promise<number> }): Promise<any> {
+  const out = JSON.parse(await new Response(command.stdout).text());
+  expect(await command.exited).toBe(0);
+  return out;
 }
 
 /**
