@@ -241,6 +241,30 @@ describe("pid backend", () => {
     expect(existsSync(backend.pidFile.path)).toBe(false);
   });
 
+  // SPEC "Lifecycle rules": a record from an earlier boot is stale and cleaned without error. The hard case: after
+  // a reboot the same pid can run with the same kernel start time, and only the boot id tells them apart.
+  test("a record of this very pid and start time but another boot id: stale, removed, never signalled (stop and down)", async () => {
+    home = makeHome();
+    mkdirSync(home.path("daemon"), { mode: 0o700 });
+    const server = sleeper();
+    const keeper = Bun.spawn({ cmd: ["sleep", "600"], stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    spawned.push(keeper);
+    const earlierBoot = (pid: number) => {
+      const [bootId, startTime] = (processIdentity(pid) as string).split("/") as [string, string];
+      const other = bootId.replace(/^./, (c) => (c === "0" ? "1" : "0"));
+      return { pid, processStartTime: `${other}/${startTime}` };
+    };
+    writeFileSync(home.path("daemon", "app-server.pid"), JSON.stringify(earlierBoot(server.pid)));
+    writeFileSync(home.path("daemon", "updater.pid"), JSON.stringify(earlierBoot(keeper.pid)));
+    const stop = await home.run(["stop"]);
+    expect({ code: stop.code, status: stop.json.status }).toEqual({ code: 0, status: "notRunning" });
+    const down = await home.run(["down"]);
+    expect(down.json).toMatchObject({ status: "down", appServer: "notRunning", keeper: "notRunning" });
+    for (const name of ["app-server.pid", "updater.pid"]) expect(existsSync(home.path("daemon", name))).toBe(false);
+    expect(isAlive(server.pid)).toBe(true);
+    expect(isAlive(keeper.pid)).toBe(true);
+  });
+
   test("the updater is tracked as a group: stop ends the members of a live leader's group", async () => {
     const { backend, launched, member } = await launchGroupWithMember();
     expect(backend.inspect()).toEqual({ kind: "running", record: launched.record });
