@@ -16,6 +16,8 @@ import { tcpSender } from "./helpers/tcp-sender.ts";
 import { connectSshUnder, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const LINES = 400;
+/** A connect through a working sshd takes a few seconds; past this the `connected` line was not recognised. */
+const NOISY_CONNECT_TIMEOUT_MS = 30_000;
 const reason = sshdUnavailable();
 if (reason) console.warn(`SKIPPING remote session tests: ${reason}`);
 
@@ -32,8 +34,8 @@ afterEach(async () => {
 });
 
 /** A host whose berth is installed (the source launcher) and whose login shell has a known prompt. */
-async function newHost(): Promise<SshHost> {
-  const host = await startSshd({ bashrc: 'echo "noise from .bashrc before berth connect"' });
+async function newHost(bashrc = 'echo "noise from .bashrc before berth connect"'): Promise<SshHost> {
+  const host = await startSshd({ bashrc });
   hosts.push(host);
   installRelease(host.farBerthHome);
   writeFileSync(join(host.farHome, ".bash_profile"), "PS1='far$ '\nexport PS1\n");
@@ -192,6 +194,14 @@ describe.skipIf(Boolean(reason))("src/client as a library", () => {
     const closed = await conn.close();
     expect(closed.code).toBe(0);
     expect(conn.isClosed).toBe(true);
+  }, 60_000);
+
+  test("a .bashrc that prints without a final newline (a terminal-title escape): its noise opens the `connected` line, which is still found", async () => {
+    const host = await newHost(`printf '\\033]0;far title\\007'; printf 'no newline here'`);
+    const conn = await connect(host.alias, { env: clientEnv(host), timeoutMs: NOISY_CONNECT_TIMEOUT_MS });
+    expect(conn.info).toMatchObject({ status: "connected", protocol: 1 });
+    expect((await conn.call<{ home: string }>("system/info", {})).home).toBe(host.farHome);
+    expect((await conn.close()).code).toBe(0);
   }, 60_000);
 });
 
