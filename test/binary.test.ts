@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { copyFileSync, chmodSync, existsSync, mkdirSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commands } from "../src/commands/index.ts";
-import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult } from "./helpers/berth.ts";
 import { compiledPerFile } from "./helpers/compiled.ts";
 import { spawnConnect } from "./helpers/connect.ts";
 

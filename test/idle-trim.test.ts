@@ -8,12 +8,12 @@
  * alone again is trimmed again.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, copyFileSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { eventually, homesPerTest, installRelease, isAlive, type TestHome } from "./helpers/berth.ts";
 import { compiledPerFile } from "./helpers/compiled.ts";
-import { apiClient, call, OutputCollector } from "./helpers/session.ts";
+import { acceptsWebSocket, apiClient, call, OutputCollector } from "./helpers/session.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
 
 const VERSION = "9.8.8";
@@ -170,7 +170,7 @@ describe.skipIf(process.platform !== "linux")("idle trim of the compiled app-ser
     // Started directly (no keeper), so nothing else reacts to the missing file.
     const server = Bun.spawn([binary, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     try {
-      expect(await eventually(() => existsSync(socket), TRIM_WAIT_MS)).toBe(true);
+      expect(await eventually(() => acceptsWebSocket(socket), TRIM_WAIT_MS)).toBe(true);
       const ws = await client(home);
       await call(ws, "system/info");
       const before = readOnlyRssKb(mappingsOf(server.pid, binary));

@@ -3,7 +3,6 @@
 // binary that records how it was called.
 import { test, expect, describe, afterAll } from "bun:test";
 import {
-  chmodSync,
   copyFileSync,
   existsSync,
   mkdirSync,

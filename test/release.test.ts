@@ -4,7 +4,7 @@
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { argvOf, BUN, makeHome, processesWithArg, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
 import { foldersAndServers, serveDirectory } from "./helpers/release-server.ts";
 

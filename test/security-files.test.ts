@@ -11,6 +11,7 @@ import { dirname, join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
 import { readToken } from "../src/server/token.ts";
 import { BUN, ROOT, TARGET, eventually, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { acceptsWebSocket } from "./helpers/session.ts";
 
 const SLOW_TEST_MS = 120_000;
 const runtimes: string[] = [];
@@ -111,7 +112,7 @@ describe("item 4: the socket fallback folder and state files are never followed 
         stderr: "ignore",
       });
       afterFake.push(() => fake.kill("SIGKILL"));
-      expect(await eventually(() => existsSync(join(elsewhere, "app-server.sock")))).toBe(true);
+      expect(await eventually(() => acceptsWebSocket(join(elsewhere, "app-server.sock")))).toBe(true);
       for (const command of ["start", "stop", "version"]) {
         const result = await home.run([command]);
         expect(result.json.error.code).toBe("UNSAFE_STATE");

@@ -11,6 +11,7 @@ import { PidBackend } from "../src/daemon/backend.ts";
 import { layoutFor } from "../src/platform/paths.ts";
 import { processEntryIdentity, treeOf } from "../src/platform/process.ts";
 import { BUN, ROOT, eventually, installFixtureRelease, isAlive, pidsKilledPerTest, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { acceptsWebSocket } from "./helpers/session.ts";
 
 const SLOW_TEST_MS = 120_000;
 const strangers = pidsKilledPerTest(afterEach);
@@ -136,7 +137,8 @@ describe("item 2: adoption needs the kernel's word, not the peer's", () => {
       stderr: "ignore",
     });
     strangers.push(fake.pid);
-    expect(await eventually(() => existsSync(socketPath))).toBe(true);
+    // Listening, not only bound: a socket that refuses connections reads to start as a stale one.
+    expect(await eventually(() => acceptsWebSocket(socketPath))).toBe(true);
     return fake.pid;
   }
 
