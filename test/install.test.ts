@@ -19,7 +19,7 @@ import { dirname, join } from "node:path";
 import { compile } from "../build.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../src/install/profile.ts";
-import { eventually, makeHome, parseLastJsonLine, TARGET, treeSnapshot, homesPerTest, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, parseLastJsonLine, TARGET, treeSnapshot, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { holdLock, type Holder } from "./helpers/holder.ts";
 
 const VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] as const;
