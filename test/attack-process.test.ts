@@ -96,6 +96,30 @@ describe("attack: signals and leftovers", () => {
     expect(await eventually(() => s.proc.exitCode !== null, WAIT_MS)).toBe(true);
     expect(await eventually(() => !isAlive(orphan), WAIT_MS)).toBe(true);
   }, TEST_TIMEOUT_MS);
+
+  test("a group member left by a process that exited and was then forgotten (process/remove, or past processes.max exited) is still ended when the server stops", async () => {
+    const s = await server({ processes: { max: 2 } });
+    const { ws, out } = await client(s);
+    // The leader exits at once; its background sleep stays in its group, reparented away from the server.
+    const leaveSleep = async () => {
+      const { process: p } = await call(ws, "process/spawn", { argv: ["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"] });
+      await out.waitExited(p.processId);
+      const orphan = Number(out.text(p.processId, "stdout").trim());
+      fx.strangers.push(orphan);
+      expect(isAlive(orphan)).toBe(true);
+      return { processId: p.processId as string, orphan };
+    };
+    const removed = await leaveSleep();
+    expect((await rpc(ws, "process/remove", { processId: removed.processId })).error).toBeUndefined();
+    const evicted = await leaveSleep();
+    // Two more exited processes: only processes.max (2) exited ones are kept, so the oldest, `evicted`, is forgotten.
+    for (let i = 0; i < 2; i++) await out.waitExited((await call(ws, "process/spawn", { argv: ["true"] })).process.processId);
+    const { processes } = await call(ws, "process/list");
+    expect(processes.map((p: { processId: string }) => p.processId)).not.toContain(evicted.processId);
+    s.proc.kill("SIGTERM");
+    expect(await eventually(() => s.proc.exitCode !== null, WAIT_MS)).toBe(true);
+    expect(await eventually(() => !isAlive(removed.orphan) && !isAlive(evicted.orphan), WAIT_MS)).toBe(true);
+  }, TEST_TIMEOUT_MS);
 });
 
 describe("attack: exited processes", () => {

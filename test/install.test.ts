@@ -4,7 +4,6 @@ import {
   chmodSync,
   copyFileSync,
   existsSync,
-  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -16,7 +15,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { compile } from "../build.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../src/install/profile.ts";

@@ -69,7 +69,8 @@ const managedBinary = (host: SshHost) => join(host.farBerthHome, "packages", "st
 
 describe.skipIf(Boolean(reason))("remote bootstrap over a real sshd", () => {
   test("a host with no berth: installed from the release by the host's curl, running; again: nothing reinstalled", async () => {
-    const host = await newHost({ bashrc: 'echo "welcome to the far side (noise from .bashrc)"' });
+    // The title escape has no newline: it opens the first line of every remote command's output.
+    const host = await newHost({ bashrc: `echo "welcome to the far side (noise from .bashrc)"; printf '\\033]0;far title\\007'` });
     const first = await remote(host, [host.alias, "bootstrap"], { BERTH_RELEASE_BASE_URL: server!.url });
     expect(first.stderr).not.toContain("error");
     expect(first.code).toBe(0);

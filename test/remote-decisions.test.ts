@@ -120,6 +120,11 @@ describe("the probe", () => {
       curl: "/usr/bin/curl",
     });
   });
+  test("noise printed without a newline opens the first probe line: that line still counts", () => {
+    const noisy = output.replace("berth-probe:os=", "\x1b]0;far title\x07berth-probe:os=");
+    expect(noisy).not.toBe(output);
+    expect(parseProbe(noisy)).toEqual(parseProbe(output));
+  });
   test("a cut-off probe is no probe", () => expect(parseProbe("berth-probe:os=Linux\n")).toBeUndefined());
   test("a version that is not one is ignored", () => expect(parseProbe("berth-probe:version=garbage\nberth-probe:done=1")?.version).toBeUndefined());
 
@@ -161,6 +166,9 @@ describe("release assets and remote results", () => {
     expect(remoteResult('noise\n{"status":"bootstrapped"}\n')).toEqual({ status: "bootstrapped" });
     expect(remoteResult('{"a":1}\nnot json\n')).toEqual({ a: 1 });
     expect(remoteResult("nothing\n")).toBeUndefined();
+    // Noise without a newline before the only line berth printed.
+    expect(remoteResult('\x1b]0;far title\x07{"status":"bootstrapped","pid":3}\n')).toEqual({ status: "bootstrapped", pid: 3 });
+    expect(remoteResult('{"x":{"status":"y"}}\n')).toEqual({ x: { status: "y" } });
   });
 });
 
@@ -171,6 +179,10 @@ describe("the connection preamble", () => {
     ["Welcome to Ubuntu", "noise"],
     ["{ not json", "noise"],
     ['{"status":"connected"}', "noise"],
+    // A start-up file that prints without a newline (a title escape, printf) opens berth's own line.
+    ['\x1b]0;far title\x07{"status":"connected","protocol":1,"pid":12,"appServerVersion":"1","cliVersion":"1","socketPath":"/s"}', "connected"],
+    ['welcome, no newline{"status":"error","error":{"code":"NOT_INSTALLED","message":"m"}}', "error"],
+    ['noise {"status":"connected","pid":"12"}', "noise"],
   ];
   for (const [line, kind] of cases) test(kind, () => expect(classifyPreamble(line).kind).toBe(kind as any));
   test("LineSplitter keeps partial lines and multibyte characters whole", () => {

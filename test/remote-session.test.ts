@@ -13,9 +13,13 @@ import { rssMiB } from "./helpers/attack.ts";
 import { BUN, eventually, installRelease, isAlive, killProcessesOf, MAIN, parseLastJsonLine } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
 import { tcpSender } from "./helpers/tcp-sender.ts";
-import { connectSshUnder, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
+import { connectSshUnder, descendantsOf, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const LINES = 400;
+/** A connect through a working sshd takes a few seconds; past this the `connected` line was not recognised. */
+const NOISY_CONNECT_TIMEOUT_MS = 30_000;
+/** `remote run | head`: connect, a few lines, then the exit once the pipe is gone (the detach answer included). */
+const PIPE_EXIT_WAIT_MS = 40_000;
 const reason = sshdUnavailable();
 if (reason) console.warn(`SKIPPING remote session tests: ${reason}`);
 
@@ -32,8 +36,8 @@ afterEach(async () => {
 });
 
 /** A host whose berth is installed (the source launcher) and whose login shell has a known prompt. */
-async function newHost(): Promise<SshHost> {
-  const host = await startSshd({ bashrc: 'echo "noise from .bashrc before berth connect"' });
+async function newHost(bashrc = 'echo "noise from .bashrc before berth connect"'): Promise<SshHost> {
+  const host = await startSshd({ bashrc });
   hosts.push(host);
   installRelease(host.farBerthHome);
   writeFileSync(join(host.farHome, ".bash_profile"), "PS1='far$ '\nexport PS1\n");
@@ -193,6 +197,14 @@ describe.skipIf(Boolean(reason))("src/client as a library", () => {
     expect(closed.code).toBe(0);
     expect(conn.isClosed).toBe(true);
   }, 60_000);
+
+  test("a .bashrc that prints without a final newline (a terminal-title escape): its noise opens the `connected` line, which is still found", async () => {
+    const host = await newHost(`printf '\\033]0;far title\\007'; printf 'no newline here'`);
+    const conn = await connect(host.alias, { env: clientEnv(host), timeoutMs: NOISY_CONNECT_TIMEOUT_MS });
+    expect(conn.info).toMatchObject({ status: "connected", protocol: 1 });
+    expect((await conn.call<{ home: string }>("system/info", {})).home).toBe(host.farHome);
+    expect((await conn.close()).code).toBe(0);
+  }, 60_000);
 });
 
 describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => {
@@ -225,6 +237,27 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
     const numbers = [...attach.out.stdout.matchAll(/tick-(\d+)\n/g)].map((m) => Number(m[1]));
     expect(numbers).toEqual(Array.from({ length: numbers.length }, (_, i) => i + 1));
   }, 180_000);
+
+  test("run piped into `head`: once the reader is gone it detaches and exits 141 (no EPIPE trace, no reconnect loop); the process keeps running", async () => {
+    const host = await newHost();
+    const berth = [BUN, MAIN, "remote", host.alias, "run", "--name", "piped", "--", "sh", "-c", 'i=0; while :; do i=$((i+1)); echo line-$i; done'];
+    // dash has no PIPESTATUS: berth's own status goes to stderr beside its messages.
+    const proc = Bun.spawn(["sh", "-c", '{ "$@"; echo "berth-exit=$?" >&2; } | head -n 3', "sh", ...berth], { env: clientEnv(host), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    // The pipeline's subshell and berth (and its ssh) are the sh's descendants: ended by pid, deepest first.
+    clients.push({ kill: () => [...descendantsOf(proc.pid), proc.pid].forEach((pid) => isAlive(pid) && process.kill(pid, "SIGKILL")) });
+    const output = Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+    expect(await eventually(() => proc.exitCode !== null, PIPE_EXIT_WAIT_MS)).toBe(true);
+    const [stdout, stderr] = await output;
+    expect(stdout).toBe("line-1\nline-2\nline-3\n");
+    expect(stderr).toContain("berth-exit=141");
+    expect(stderr).toContain("attach piped");
+    expect(stderr).not.toContain("EPIPE");
+    expect(stderr).not.toContain("reconnecting");
+    const ps = spawnPiped(host, ["ps"]);
+    expect(await ps.proc.exited).toBe(0);
+    await ps.done;
+    expect(parseLastJsonLine(ps.out.stdout).processes.find((p: any) => p.name === "piped")?.state).toBe("running");
+  }, 60_000);
 
   test("a command the host cannot start is START_FAILED, one JSON object, before anything streams", async () => {
     const host = await newHost();

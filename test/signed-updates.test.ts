@@ -15,7 +15,7 @@ import { parseLatest, selectAsset } from "../src/update/release.ts";
 import { decodeSignature } from "../src/update/signature.ts";
 import { validatorsOf } from "../src/update/update.ts";
 import { eventually, makeHome, parseLastJsonLine, TARGET, type TestHome } from "./helpers/berth.ts";
-import { newKey, publishLatest, publishSigned, signature, type TestKey } from "./helpers/signed-release.ts";
+import { newKey, publishSigned, signature, type TestKey } from "./helpers/signed-release.ts";
 
 const UPDATE_WAIT_MS = 30_000;
 const SLOW_TEST_MS = 120_000;

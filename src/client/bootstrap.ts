@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BerthError, type ErrorCode } from "../errors.ts";
 import { planInstall, parseProbe, PROBE_SCRIPT, REMOTE_PATH, targetOf, type Probe } from "./probe.ts";
+import { statusObjectText } from "./lines.ts";
 import { isFileUrl, latestVersion, localBinary, releaseBaseUrl } from "./release.ts";
 import { lastLine, remoteBerthCommand, runSsh, shCommand, shQuote, sshCommandWords, sshFailed, type SshOptions } from "./ssh.ts";
 
@@ -78,15 +79,18 @@ async function openMaster(host: string, env: NodeJS.ProcessEnv): Promise<Master>
   return { sshOptions: ["-o", "ControlMaster=no", "-o", `ControlPath=${controlPath}`], close };
 }
 
-/** Pure: the error object a remote berth printed as its last JSON line, if any. */
+/** Pure: the object a remote berth printed as its last JSON line, if any (shell noise before it on that line skipped). */
 export function remoteResult(stdout: string): Record<string, unknown> | undefined {
   const lines = stdout.trimEnd().split("\n");
   for (let i = lines.length - 1; i >= 0; i -= 1) {
-    try {
-      const value = JSON.parse(lines[i] as string);
-      if (value && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
-    } catch {
-      // shell noise
+    for (const text of [lines[i] as string, statusObjectText(lines[i] as string)]) {
+      if (text === undefined) continue;
+      try {
+        const value = JSON.parse(text);
+        if (value && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+      } catch {
+        // shell noise
+      }
     }
   }
   return undefined;

@@ -16,12 +16,54 @@ import { rawTerminal, terminalSize } from "./terminal.ts";
 
 const API_NOT_FOUND = -32004;
 
-/** Writes to our stdout/stderr; when its buffer is full, the promise of its drain (the caller stops reading the host). */
-function writeOut(stream: NodeJS.WriteStream, data: Uint8Array): Promise<unknown> | undefined {
-  return stream.write(data) ? undefined : new Promise((resolve) => stream.once("drain", resolve));
+/** Exit status once our stdout or stderr is gone (`berth remote HOST run … | head`): a process killed by SIGPIPE's. */
+export const EXIT_BROKEN_PIPE = 128 + constants.signals.SIGPIPE;
+
+/**
+ * Our stdout and stderr as the remote output's destination. The first write
+ * error (EPIPE: the reader went away) runs `onBroken` once and later output is
+ * dropped: a write that threw inside the connection's reader would kill its
+ * ssh, and the follower would reconnect and replay into the closed pipe for ever.
+ */
+function localOutput(onBroken: () => void) {
+  let broken = false;
+  const fail = () => {
+    if (broken) return;
+    broken = true;
+    onBroken();
+  };
+  // Kept for the process's life: with a listener, Bun reports EPIPE here instead of throwing or printing a trace.
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", fail);
+  return {
+    get broken() {
+      return broken;
+    },
+    /** Writes `data`; when the stream's buffer is full, the promise of its drain (the caller stops reading the host). */
+    write(stream: NodeJS.WriteStream, data: Uint8Array): Promise<unknown> | undefined {
+      if (broken) return undefined;
+      try {
+        if (stream.write(data)) return undefined;
+      } catch {
+        fail();
+        return undefined;
+      }
+      // A stream that fails instead of draining must not hold the connection's reading (the detach answer comes through it).
+      return new Promise((resolve) => {
+        stream.once("drain", resolve);
+        stream.once("error", resolve);
+        stream.once("close", resolve);
+      });
+    },
+  };
 }
 
-const notice = (raw: boolean) => (text: string) => process.stderr.write(`berth: ${text}${raw ? "\r\n" : "\n"}`);
+const notice = (raw: boolean) => (text: string) => {
+  try {
+    process.stderr.write(`berth: ${text}${raw ? "\r\n" : "\n"}`);
+  } catch {
+    // stderr is gone: nobody to tell
+  }
+};
 
 /** Pure: the exit status for a remote process's end (a signal: 128 + its number, as a shell reports it). */
 export function exitStatusOf(outcome: Outcome): number {
@@ -82,16 +124,18 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
   const detachKey = parseDetachKey(process.env.BERTH_DETACH_KEY);
   const conn = await connect(host);
   let attachedFollower: Follower | undefined;
+  const output = localOutput(() => void attachedFollower?.detach());
   const follower = await followProcess({
     connection: conn,
     open: () => connect(host),
     first: firstOrFail(host, kind, first),
-    onOutput: (_stream, data) => writeOut(process.stdout, data),
+    onOutput: (_stream, data) => output.write(process.stdout, data),
     onNotice: notice(true),
     // After a reconnect the window may have changed meanwhile.
     onAttached: () => attachedFollower?.resize(terminalSize().cols, terminalSize().rows),
   });
   attachedFollower = follower;
+  if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
   const terminal = rawTerminal({
     onInput(data) {
       const { send, detach } = splitAtDetachKey(data, detachKey);
@@ -110,19 +154,23 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
   }
   if (outcome.kind === "detached") notice(false)(`detached; ${howToReattach(follower.process)} re-attaches.`);
   if (outcome.kind === "lost") notice(false)(outcome.reason);
-  return interactiveExit(exitStatusOf(outcome));
+  return interactiveExit(output.broken && outcome.kind === "detached" ? EXIT_BROKEN_PIPE : exitStatusOf(outcome));
 }
 
 /** A process with stdout/stderr streamed to ours; Ctrl-C detaches. */
 async function streaming(host: string, kind: "spawn" | "attach", first: (conn: Connection) => Promise<RemoteProcess>) {
   const conn = await connect(host);
+  let started: Follower | undefined;
+  const output = localOutput(() => void started?.detach());
   const follower: Follower = await followProcess({
     connection: conn,
     open: () => connect(host),
     first: firstOrFail(host, kind, first),
-    onOutput: (stream, data) => writeOut(stream === "stderr" ? process.stderr : process.stdout, data),
+    onOutput: (stream, data) => output.write(stream === "stderr" ? process.stderr : process.stdout, data),
     onNotice: notice(false),
   });
+  started = follower;
+  if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
   const onInterrupt = () => void follower.detach();
   process.on("SIGINT", onInterrupt);
   let outcome: Outcome;
@@ -134,7 +182,7 @@ async function streaming(host: string, kind: "spawn" | "attach", first: (conn: C
   const ref = follower.process.name ?? follower.process.processId;
   if (outcome.kind === "detached") notice(false)(`detached; it keeps running. \`berth remote ${host} attach ${ref}\` re-attaches.`);
   if (outcome.kind === "lost") notice(false)(outcome.reason);
-  return interactiveExit(exitStatusOf(outcome));
+  return interactiveExit(output.broken && outcome.kind === "detached" ? EXIT_BROKEN_PIPE : exitStatusOf(outcome));
 }
 
 async function withConnection<T>(host: string, use: (conn: Connection) => Promise<T>): Promise<T> {

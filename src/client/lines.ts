@@ -45,12 +45,26 @@ export class LineSplitter {
   }
 }
 
+/** How every JSON object berth prints begins (`{"status":"connected",…}`, `{"status":"error",…}`). */
+const STATUS_OBJECT_START = '{"status":"';
+
+/**
+ * Pure: the part of a line from berth's JSON object on, or undefined. A host's
+ * start-up files may print without a final newline (a terminal-title escape,
+ * `printf` in a .bashrc), so their noise can open the very line berth prints.
+ * The last start is taken: inside berth's own JSON a quote is always escaped.
+ */
+export function statusObjectText(line: string): string | undefined {
+  const at = line.lastIndexOf(STATUS_OBJECT_START);
+  return at < 0 ? undefined : line.slice(at).trim();
+}
+
 /** Pure: is this line the `connected` line, an error object of the remote berth, or noise? */
 export function classifyPreamble(line: string): { kind: "connected"; value: Connected } | { kind: "error"; code: string; message: string } | { kind: "noise" } {
-  const trimmed = line.trim();
-  if (!trimmed.startsWith("{")) return { kind: "noise" };
+  const text = statusObjectText(line);
+  if (text === undefined) return { kind: "noise" };
   try {
-    const value = JSON.parse(trimmed) as { status?: unknown; error?: { code?: unknown; message?: unknown } };
+    const value = JSON.parse(text) as { status?: unknown; error?: { code?: unknown; message?: unknown } };
     if (value.status === "connected" && typeof (value as Connected).pid === "number") return { kind: "connected", value: value as Connected };
     if (value.status === "error" && typeof value.error?.code === "string") {
       return { kind: "error", code: value.error.code, message: String(value.error.message ?? "") };

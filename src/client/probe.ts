@@ -47,13 +47,15 @@ export type Probe = {
   wget?: string;
 };
 
-/** Pure: the probe's `berth-probe:key=value` lines, ignoring everything else a shell printed. */
+/** Pure: the probe's `berth-probe:key=value` lines, ignoring everything else a shell printed (before them on a line too). */
 export function parseProbe(stdout: string): Probe | undefined {
   const values = new Map<string, string>();
   let muslLoader = false;
   for (const raw of stdout.split("\n")) {
-    const line = raw.replace(/\r$/, "");
-    if (!line.startsWith(PREFIX)) continue;
+    // Start-up files may print without a final newline: their noise then opens the first probe line.
+    const at = raw.indexOf(PREFIX);
+    if (at < 0) continue;
+    const line = raw.slice(at).replace(/\r$/, "");
     const [key, ...rest] = line.slice(PREFIX.length).split("=");
     const value = rest.join("=").trim();
     if (key === "muslLoader") muslLoader = true;

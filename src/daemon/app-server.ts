@@ -4,7 +4,7 @@
  */
 import { rmSync } from "node:fs";
 import { readStateFile, type StagedWrite } from "../platform/fs.ts";
-import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
+import { describeError, errnoCode, isBerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize } from "../server/client.ts";
 import { foreignServerError, isOurServer, READY_PROBE_TIMEOUT_MS, result, type LifecycleResult, type Running } from "./answer.ts";

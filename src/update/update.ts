@@ -14,7 +14,7 @@ import { isVersion } from "../install/semver.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { appendLog, logLimitsOf } from "../daemon/log.ts";
 import { readUpdaterState, replaceUpdater, updaterBackend, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
-import { flipCurrent, installRelease, withInstallLock } from "../install/install.ts";
+import { flipCurrent, installRelease, withInstallLock } from "../install/release.ts";
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";

@@ -11,7 +11,7 @@ import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, API_INVALID_
 import { ManagedProcess, OUTPUT_DRAIN_AFTER_EXIT_MS, type StreamName, type TerminalSize } from "./managed.ts";
 import { endProcessTrees, leftBehind } from "./tree.ts";
 import { writeLedger, type LedgerEntry } from "./ledger.ts";
-import { processIdentity } from "../../platform/process.ts";
+import { processIdentity, type ProcessEntry } from "../../platform/process.ts";
 import { spawnUnderUserUmask, USER_UMASK_ENV } from "../../platform/inherited.ts";
 
 export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
@@ -33,6 +33,12 @@ export class ProcessManager {
   private readonly forgetTimers = new Map<string, { cancel(): void }>();
   private nextNumber = 1;
   private stopping = false;
+  /**
+   * What forgotten processes left in their groups (ManagedProcess.leftovers):
+   * process/remove or retention forgets the process, not what it left running,
+   * which shutdown must still end. Only the ones still running are kept.
+   */
+  private forgottenLeftovers: ProcessEntry[] = [];
 
   /** `ledgerPath`: where the running processes are recorded for the next app-server (see ledger.ts). */
   constructor(
@@ -157,15 +163,20 @@ export class ProcessManager {
   private forget(processId: string): void {
     this.forgetTimers.get(processId)?.cancel();
     this.forgetTimers.delete(processId);
-    this.processes.get(processId)?.release();
+    const forgotten = this.processes.get(processId);
+    forgotten?.release();
     this.processes.delete(processId);
+    if (forgotten && forgotten.leftovers.length > 0) {
+      // Bounded by what still runs: the ones gone (or whose pid now names another process) are dropped.
+      this.forgottenLeftovers = [...this.forgottenLeftovers, ...forgotten.leftovers].filter((entry) => processIdentity(entry.pid) === entry.identity);
+    }
   }
 
   /** Ends every running process (terminals SIGHUP, others SIGTERM, then SIGKILL after graceMs); returns how many ran. */
   async shutdown(graceMs: number): Promise<{ processesEnded: number }> {
     this.stopping = true;
     const running = this.running();
-    await endProcessTrees(running, graceMs, this.all().flatMap((p) => p.leftovers));
+    await endProcessTrees(running, graceMs, [...this.all().flatMap((p) => p.leftovers), ...this.forgottenLeftovers]);
     this.recordRunning();
     for (const timer of this.forgetTimers.values()) timer.cancel();
     return { processesEnded: running.length };
