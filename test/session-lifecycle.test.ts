@@ -35,6 +35,8 @@ describe("parseLedger", () => {
     ['{"processes":{}}', []],
     [JSON.stringify({ processes: [entry] }), [entry]],
     [JSON.stringify({ processes: [entry, { pid: 1, identity: "x" }, { pid: "7", identity: "x" }, { pid: 9 }, null] }), [entry]],
+    // A member left behind by its reaped leader is ended alone; anything but `true` there is a group leader.
+    [JSON.stringify({ processes: [{ ...entry, member: true }, { pid: 43, identity: "boot/124", member: "yes" }] }), [{ ...entry, member: true }, { pid: 43, identity: "boot/124" }]],
   ];
   for (const [text, expected] of cases) test(String(text), () => expect(parseLedger(text)).toEqual(expected as never));
 });
@@ -101,5 +103,24 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(await eventually(() => !isAlive(p.pid), 20_000)).toBe(true);
     expect(isAlive(stranger.pid)).toBe(true);
     stranger.kill("SIGKILL");
+  }, TEST_TIMEOUT_MS);
+
+  test("what an exited process left running in its group is ended by the next app-server after a SIGKILL too", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 3_000 });
+    const serverPid = bridge.connected.pid as number;
+    // The leader exits at once; its background sleep stays in the group, reparented away from the server.
+    const { process: p } = await bridge.call("process/spawn", { argv: ["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo left=$!"] });
+    const left = await pidFromOutput(bridge, p.processId, "stdout", /left=(\d+)/);
+    try {
+      expect(await eventually(async () => (await bridge.call("process/list")).processes[0]?.state === "exited", CONNECT_WAIT_MS)).toBe(true);
+      process.kill(serverPid, "SIGKILL");
+      expect(await bridge.exited).toBe(75);
+      expect(isAlive(left)).toBe(true);
+      const started = await home.run(["start"]);
+      expect(["started", "alreadyRunning"]).toContain(started.json.status);
+      expect(await eventually(() => !isAlive(left), 20_000)).toBe(true);
+    } finally {
+      if (isAlive(left)) process.kill(left, "SIGKILL");
+    }
   }, TEST_TIMEOUT_MS);
 });
