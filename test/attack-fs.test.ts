@@ -27,6 +27,11 @@ const DEEP_LEVELS = 14;
 const CHURN_FILES = 10_000;
 const CHURN_WAIT_MS = 60_000;
 const CHURN_RSS_GROWTH_MAX_MIB = 300;
+/** 100 listings of 10 000 entries sent at once: all built together, +1.4 GiB (and a frozen server); a few at a time, +0.2 GiB of garbage. */
+const PIPELINED_LISTINGS = 100;
+const BIG_FOLDER_ENTRIES = 10_000;
+const LISTING_WAIT_MS = 60_000;
+const LISTINGS_RSS_GROWTH_MAX_MIB = 400;
 const fx = attackFixtures();
 const server = () => fx.server();
 const client = fx.client;
@@ -161,6 +166,32 @@ describe("attack: fs/*", () => {
     const highest = peak();
     console.log(`${CHURN_WATCHES} watches × ${CHURN_FILES} changes of ${root.length + 201}-byte paths, unread: RSS ${before.toFixed(1)} → peak ${highest.toFixed(1)} MiB`);
     expect(highest - before).toBeLessThan(CHURN_RSS_GROWTH_MAX_MIB);
+  }, TEST_TIMEOUT_MS);
+
+  test(`${PIPELINED_LISTINGS} pipelined listings of a ${BIG_FOLDER_ENTRIES}-entry folder are not all built at once; another client is still served`, async () => {
+    const s = await server();
+    const ws = await client(s);
+    const other = await client(s);
+    const folder = s.home.path("big");
+    mkdirSync(folder);
+    const made = Bun.spawnSync(["sh", "-c", `cd "$1" && seq 1 ${BIG_FOLDER_ENTRIES} | sed 's/^/an-entry-of-a-big-folder-/' | xargs touch`, "sh", folder]);
+    expect(made.exitCode).toBe(0);
+    const before = rssMiB(s.proc.pid);
+    const peak = rssPeak(s.proc.pid);
+    for (let i = 0; i < PIPELINED_LISTINGS; i++) ws.send(JSON.stringify({ jsonrpc: "2.0", id: `l${i}`, method: "fs/readDirectory", params: { path: folder } }));
+    expect((await call(other, "fs/getMetadata", { path: folder }, LISTING_WAIT_MS)).type).toBe("directory");
+    // Each listing is answered in turn, unless the client's backlog closes its connection first (it re-lists then).
+    let answered = 0;
+    const closed = ws.closed.then(() => true);
+    while (answered < PIPELINED_LISTINGS && !(await Promise.race([closed, Bun.sleep(0).then(() => false)]))) {
+      const reply = await Promise.race([ws.nextMessage(LISTING_WAIT_MS), closed.then(() => undefined)]);
+      if (reply?.result) expect(reply.result.entries).toHaveLength(BIG_FOLDER_ENTRIES);
+      if (reply) answered += 1;
+    }
+    await Bun.sleep(PEAK_SAMPLING_TAIL_MS);
+    const highest = peak();
+    console.log(`${PIPELINED_LISTINGS} pipelined listings of ${BIG_FOLDER_ENTRIES} entries: ${answered} answered, RSS ${before.toFixed(1)} → peak ${highest.toFixed(1)} MiB`);
+    expect(highest - before).toBeLessThan(LISTINGS_RSS_GROWTH_MAX_MIB);
   }, TEST_TIMEOUT_MS);
 
   test("pipelined 700 KiB writes are not all held at once: the client is slowed by TCP backpressure, not closed", async () => {
