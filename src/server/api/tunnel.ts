@@ -20,8 +20,10 @@ export const WRITE_QUEUE_MAX_BYTES = 8 * 1024 * 1024;
  * Unsent bytes all tunnels of one connection may hold together, closing ones
  * (still flushing) included; a write past it fails with -32001. Per tunnel
  * alone, 256 tunnels to peers that do not read held 2 GiB for one client.
+ * `remote forward` keeps at most ~3 MiB queued per tunnel (its 2 MiB of
+ * unanswered writes past the 1 MiB low mark): about 20 stalled tunnels fit.
  */
-export const CONNECTION_WRITE_QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+export const CONNECTION_WRITE_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** After tunnel/close, queued bytes get this long to reach a peer before the socket is cut. */
 export const CLOSE_FLUSH_TIMEOUT_MS = 10_000;
