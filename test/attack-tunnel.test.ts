@@ -69,6 +69,14 @@ async function pipelinedWrites(ws: RawWs, tunnelIds: string[]): Promise<Map<numb
   return codes;
 }
 
+/** Writes were refused by the connection's cap (the only one they could pass), and the server grew within the sanity bound. */
+function expectConnectionCap(what: string, codes: Map<number | string, number>, pid: number, before: number): void {
+  const after = rssMiB(pid);
+  console.log(`${what}: replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
+  expect(codes.get(-32001) ?? 0).toBeGreaterThan(0);
+  expect(after - before).toBeLessThan(STUCK_RSS_GROWTH_MAX_MIB);
+}
+
 /** A loopback TCP server that accepts and then never reads; counts connections accepted. */
 function blackHole() {
   const state = { accepted: 0, open: 0 };
@@ -176,10 +184,7 @@ describe("attack: tunnel/*", () => {
     const ids: string[] = [];
     for (let i = 0; i < MANY_STUCK_TUNNELS; i++) ids.push((await call(ws, "tunnel/open", { host: "127.0.0.1", port: hole.port })).tunnelId);
     const codes = await pipelinedWrites(ws, ids.flatMap((tunnelId) => Array.from({ length: WRITES_PER_STUCK_TUNNEL }, () => tunnelId)));
-    const after = rssMiB(s.proc.pid);
-    console.log(`${MANY_STUCK_TUNNELS} stuck tunnels: replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
-    expect(codes.get(-32001) ?? 0).toBeGreaterThan(0);
-    expect(after - before).toBeLessThan(STUCK_RSS_GROWTH_MAX_MIB);
+    expectConnectionCap(`${MANY_STUCK_TUNNELS} stuck tunnels`, codes, s.proc.pid, before);
   }, TEST_TIMEOUT_MS);
 
   test("tunnels closed while their peer never reads still count until their bytes are gone: open, fill, close, repeat stays bounded", async () => {
@@ -194,10 +199,7 @@ describe("attack: tunnel/*", () => {
       // Closed: its queue is flushed for up to CLOSE_FLUSH_TIMEOUT_MS, to a peer that reads nothing.
       await call(ws, "tunnel/close", { tunnelId });
     }
-    const after = rssMiB(s.proc.pid);
-    console.log(`${CLOSED_TUNNEL_ROUNDS} filled and closed tunnels: replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
-    expect(codes.get(-32001) ?? 0).toBeGreaterThan(0);
-    expect(after - before).toBeLessThan(STUCK_RSS_GROWTH_MAX_MIB);
+    expectConnectionCap(`${CLOSED_TUNNEL_ROUNDS} filled and closed tunnels`, codes, s.proc.pid, before);
   }, TEST_TIMEOUT_MS);
 
   test("writes withheld by tunnel flow control on many stuck tunnels never block the connection's other requests", async () => {
