@@ -153,40 +153,37 @@ detect_target() {
   target=$os-$arch$suffix
 }
 
-pick_downloader() {
-  if [ -n "${BERTH_DOWNLOADER:-}" ]; then
-    case $BERTH_DOWNLOADER in
-      curl | wget) ;;
-      *) die "BERTH_DOWNLOADER='$BERTH_DOWNLOADER' must be curl or wget." ;;
-    esac
-    has "$BERTH_DOWNLOADER" || die "BERTH_DOWNLOADER=$BERTH_DOWNLOADER but $BERTH_DOWNLOADER is not installed."
-    downloader=$BERTH_DOWNLOADER
-  elif has curl; then
-    downloader=curl
-  elif has wget; then
-    downloader=wget
-  else
-    die "neither curl nor wget is installed; install one of them and run this again."
+# pick_tool VAR VALUE NONE TOOL...: sets $picked to the first TOOL installed or,
+# when VALUE (the variable VAR's) is set, to that one: it must be one of TOOL...
+# and installed. Dies with NONE when no TOOL is installed.
+pick_tool() {
+  var=$1 wanted=$2 none=$3
+  shift 3
+  if [ -z "$wanted" ]; then
+    for picked in "$@"; do
+      has "$picked" && return 0
+    done
+    die "$none"
   fi
+  choices=""
+  for picked in "$@"; do
+    if [ "$picked" = "$wanted" ]; then
+      has "$picked" || die "$var=$picked but $picked is not installed."
+      return 0
+    fi
+    choices="${choices:+$choices, }$picked"
+  done
+  die "$var='$wanted' must be $(printf '%s' "$choices" | sed 's/\(.*\), /\1 or /')."
+}
+
+pick_downloader() {
+  pick_tool BERTH_DOWNLOADER "${BERTH_DOWNLOADER:-}" "neither curl nor wget is installed; install one of them and run this again." curl wget
+  downloader=$picked
 }
 
 pick_sha256_tool() {
-  if [ -n "${BERTH_SHA256_TOOL:-}" ]; then
-    case $BERTH_SHA256_TOOL in
-      sha256sum | shasum | openssl) ;;
-      *) die "BERTH_SHA256_TOOL='$BERTH_SHA256_TOOL' must be sha256sum, shasum or openssl." ;;
-    esac
-    has "$BERTH_SHA256_TOOL" || die "BERTH_SHA256_TOOL=$BERTH_SHA256_TOOL but $BERTH_SHA256_TOOL is not installed."
-    sha_tool=$BERTH_SHA256_TOOL
-  elif has sha256sum; then
-    sha_tool=sha256sum
-  elif has shasum; then
-    sha_tool=shasum
-  elif has openssl; then
-    sha_tool=openssl
-  else
-    die "no SHA-256 tool found (sha256sum, shasum or openssl); install one of them and run this again."
-  fi
+  pick_tool BERTH_SHA256_TOOL "${BERTH_SHA256_TOOL:-}" "no SHA-256 tool found (sha256sum, shasum or openssl); install one of them and run this again." sha256sum shasum openssl
+  sha_tool=$picked
 }
 
 # fetch URL DEST: the file at URL into DEST; on failure returns non-zero with

@@ -123,7 +123,7 @@ async function row(rows: Row[], spec: Omit<Row, "stats" | "error" | "unit"> & { 
 }
 
 async function main(bench: BenchHome): Promise<void> {
-  const { binary, env, timed, berth } = bench;
+  const { env, timed, berth } = bench;
   // Bun's own floor: a compiled program that does nothing (or, given `idle`, just stays up).
   const floorBinary = join(bench.base, "empty");
   const emptyEntry = join(bench.base, "empty.ts");

@@ -3,12 +3,12 @@
 // call must answer exactly like the loaded family, and a family nobody called
 // stays unloaded. Real families, real files; no server needed for these.
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runMethod } from "../src/server/api/dispatch.ts";
 import { apiFamilies, composeApi, createApi, lazyFamily, PROCESS_LEDGER_FILE } from "../src/server/api/index.ts";
 import { method, type ApiFamily, type Conn, type MethodTable } from "../src/server/api/types.ts";
+import { tempDirsPerTest } from "./helpers/berth.ts";
 
 /** A connection that nobody reads: enough for calls that only answer. */
 function quietConn(id = 1): Conn {
@@ -31,15 +31,7 @@ function quietConn(id = 1): Conn {
 const call = async (methods: MethodTable, name: string, params: unknown, conn = quietConn()): Promise<any> =>
   runMethod(1, name, methods[name]!, params, conn);
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "berth-lazy-"));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = tempDirsPerTest(afterEach, "berth-lazy-");
 
 describe("family manifests", () => {
   for (const [name, spec] of Object.entries(apiFamilies({ settings: {} }))) {

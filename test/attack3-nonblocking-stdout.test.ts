@@ -33,7 +33,8 @@ test.skipIf(!hasPerl)("logs --follow to a non-blocking pipe whose reader pauses:
   const line = `perl -e '${setNonBlocking}' '${BUN}' '${MAIN}' logs --follow -n 1 | { IFS= read -r first; printf '%s\\n' "$first" >'${first}'; sleep ${READER_STALL_SECONDS}; cat; }`;
   const shell = Bun.spawn(["sh", "-c", line], { env: home.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   let out = "";
-  const reading = (async () => {
+  // Reads until the cleanup kills the pipeline (berth, a child of the shell, holds the pipe too): never awaited.
+  void (async () => {
     const decoder = new TextDecoder();
     for await (const chunk of shell.stdout) out += decoder.decode(chunk, { stream: true });
   })();

@@ -7,62 +7,49 @@
  * autoloaded bunfig.toml/.env.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, chmodSync, existsSync, mkdirSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { compile } from "../build.ts";
 import { commands } from "../src/commands/index.ts";
-import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, nonKeeperProcessesOf, parseLastJsonLine, runProcess, type RunResult } from "./helpers/berth.ts";
+import { compiledPerFile } from "./helpers/compiled.ts";
 import { spawnConnect } from "./helpers/connect.ts";
 
 const VERSION = "9.8.7";
-const COMPILE_TIMEOUT_MS = 120_000;
 const HIDDEN_COMMANDS = new Set(["update-loop"]);
 
-let buildDir = "";
-let berth = "";
-
-beforeAll(async () => {
-  buildDir = mkdtempSync(join(tmpdir(), "berth-binary-"));
-  berth = join(buildDir, "berth");
-  await compile({ version: VERSION, outfile: berth });
-}, COMPILE_TIMEOUT_MS);
-
-afterAll(() => {
-  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
-});
+const compiled = compiledPerFile(beforeAll, afterAll, { version: VERSION, prefix: "berth-binary-" });
 
 const newHome = homesPerTest(afterEach);
 
 /** A minimal environment with no BERTH_HOME of the developer's leaking in. */
 function bareEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: buildDir, NO_COLOR: "1", ...extra };
+  return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: compiled.dir, NO_COLOR: "1", ...extra };
 }
 
 /** Copies the compiled binary into `releases/<version>-<target>/berth` and points `current` at it. */
 function installCompiled(home: string, version: string): string {
   const binary = installRelease(home, version, "");
-  copyFileSync(berth, binary);
+  copyFileSync(compiled.berth, binary);
   chmodSync(binary, 0o755);
   return binary;
 }
 
 /** Runs the compiled binary from a given working directory. */
 async function runIn(cwd: string, args: string[], env: Record<string, string>): Promise<RunResult> {
-  const child = Bun.spawn({ cmd: [berth, ...args], cwd, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const child = Bun.spawn({ cmd: [compiled.berth, ...args], cwd, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   return { code, stdout, stderr, json: parseLastJsonLine(stdout) };
 }
 
 describe("the compiled binary's CLI surface", () => {
   test("--version prints the version baked in at build time", async () => {
-    const result = await runProcess([berth, "--version"], bareEnv());
+    const result = await runProcess([compiled.berth, "--version"], bareEnv());
     expect(result.code).toBe(0);
     expect(result.stdout.trim()).toBe(VERSION);
   });
 
   test("--help exits 0 and lists every public command, not the hidden ones", async () => {
-    const result = await runProcess([berth, "--help"], bareEnv());
+    const result = await runProcess([compiled.berth, "--help"], bareEnv());
     expect(result.code).toBe(0);
     for (const name of Object.keys(commands)) {
       if (HIDDEN_COMMANDS.has(name)) expect(result.stdout).not.toContain(name);
@@ -72,7 +59,7 @@ describe("the compiled binary's CLI surface", () => {
 
   for (const name of Object.keys(commands)) {
     test(`${name} --help exits 0 with usage on stdout`, async () => {
-      const result = await runProcess([berth, name, "--help"], bareEnv());
+      const result = await runProcess([compiled.berth, name, "--help"], bareEnv());
       expect(result.code).toBe(0);
       expect(result.stdout).toContain("USAGE");
       expect(result.stdout).toContain(`berth ${name}`);
@@ -80,7 +67,7 @@ describe("the compiled binary's CLI surface", () => {
   }
 
   test("an unknown command: exit 2, exactly one JSON line with error.code USAGE", async () => {
-    const result = await runProcess([berth, "no-such-command"], bareEnv());
+    const result = await runProcess([compiled.berth, "no-such-command"], bareEnv());
     expect(result.code).toBe(2);
     const lines = result.stdout.trimEnd().split("\n");
     expect(lines).toHaveLength(1);
@@ -93,7 +80,7 @@ describe("the compiled binary as the managed binary", () => {
   test("start → version → status → restart → stop, with the app-server being the compiled file", async () => {
     const home = newHome({ install: false });
     const managed = installCompiled(home.home, VERSION);
-    const run = (args: string[]) => home.exec([berth, ...args]);
+    const run = (args: string[]) => home.exec([compiled.berth, ...args]);
 
     const started = await run(["start"]);
     expect(started.code).toBe(0);
@@ -177,7 +164,7 @@ describe("the compiled binary as the managed binary", () => {
   test("connect end to end: starts the compiled app-server, a terminal process survives the bridge, stop ends it (exit 75)", async () => {
     const home = newHome({ install: false, settings: { stopGraceMs: 3_000 } });
     installCompiled(home.home, VERSION);
-    const first = spawnConnect(["sh", "-c", 'echo "motd noise"; exec "$0" connect', berth], home.env);
+    const first = spawnConnect(["sh", "-c", 'echo "motd noise"; exec "$0" connect', compiled.berth], home.env);
     const line = { ...(await first.waitConnected()) };
     expect(first.noise).toEqual(["motd noise"]);
     expect(line).toMatchObject({ status: "connected", protocol: 1, appServerVersion: VERSION, cliVersion: VERSION });
@@ -189,11 +176,11 @@ describe("the compiled binary as the managed binary", () => {
     first.proc.stdin.end();
     expect(await first.exited).toBe(0);
 
-    const second = spawnConnect([berth, "connect", "--no-start"], home.env);
+    const second = spawnConnect([compiled.berth, "connect", "--no-start"], home.env);
     await second.waitConnected();
     await second.initialize();
     expect((await second.call("process/list")).processes).toEqual([expect.objectContaining({ name: "main", state: "running" })]);
-    const stopped = await home.exec([berth, "stop"]);
+    const stopped = await home.exec([compiled.berth, "stop"]);
     expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
     expect(await second.exited).toBe(75);
     expect(isAlive(p.pid)).toBe(false);

@@ -4,20 +4,17 @@
  * so orderings a real sshd produces only sometimes happen every time.
  */
 import { afterEach, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, eventually, MAIN } from "./helpers/berth.ts";
+import { BUN, eventually, MAIN, tempDirsPerTest } from "./helpers/berth.ts";
 import { descendantsOf, freePort } from "./helpers/sshd.ts";
 
 const SCRIPTED_HOST = join(import.meta.dir, "fixtures", "scripted-host.ts");
 const started: Array<ReturnType<typeof Bun.spawn>> = [];
-const dirs: string[] = [];
-
 afterEach(() => {
   for (const proc of started.splice(0)) if (proc.exitCode === null) proc.kill("SIGKILL");
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
+const tempDir = tempDirsPerTest(afterEach, "berth-forward-");
 
 /** The scripted host (our "ssh") under a forward process. */
 function scriptedHostUnder(root: number): number | undefined {
@@ -32,8 +29,7 @@ function scriptedHostUnder(root: number): number | undefined {
 
 /** A forward whose host then becomes unreachable: its connection is dropped and every reconnect hangs until `up()`. */
 async function forwardInOutage() {
-  const dir = mkdtempSync(join(tmpdir(), "berth-forward-"));
-  dirs.push(dir);
+  const dir = tempDir();
   const down = join(dir, "down");
   const tally = join(dir, "tally");
   const forward = await scriptedForward({ SCRIPTED_DOWN: down, SCRIPTED_TALLY: tally });

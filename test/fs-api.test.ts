@@ -8,8 +8,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
-import { makeHome, eventually, type TestHome } from "./helpers/berth.ts";
-import { RpcClient, startAppServer, type AppServer } from "./helpers/rpc-client.ts";
+import { eventually, type TestHome } from "./helpers/berth.ts";
+import { RpcClient, closeServedHome, openServedHome, type AppServer } from "./helpers/rpc-client.ts";
 
 const MIB = 1024 * 1024;
 const TEST_TIMEOUT_MS = 60_000;
@@ -22,15 +22,11 @@ let server: AppServer;
 let client: RpcClient;
 
 beforeAll(async () => {
-  home = makeHome({ install: false, prefix: "berth-fs-" });
-  server = await startAppServer(home);
-  client = await RpcClient.open(server.socket);
+  ({ home, server, client } = await openServedHome("berth-fs-"));
 }, TEST_TIMEOUT_MS);
 
 afterAll(async () => {
-  client?.destroy();
-  await server?.stop();
-  await home?.cleanup();
+  await closeServedHome({ home, server, client });
 });
 
 function tree(): string {

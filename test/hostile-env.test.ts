@@ -10,19 +10,17 @@
  * compiled binary, as users get it.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { compile } from "../build.ts";
 import { TEMP_NAME_PATTERN } from "../src/platform/fs.ts";
 import { dropBunRuntimeEnv, maskHas, parseSignalState, signalRepairs } from "../src/platform/inherited.ts";
 import { parseProcStat } from "../src/platform/process.ts";
 import { BUN, MAIN, eventually, homesPerTest, installRelease, isAlive, keepersOf, killProcessesOf, readJson, runProcess, type RunResult, type TestHome } from "./helpers/berth.ts";
+import { compiledPerFile } from "./helpers/compiled.ts";
 import { connect } from "./helpers/raw-ws.ts";
 import { apiClient, call, OutputCollector } from "./helpers/session.ts";
 
 const VERSION = "7.7.7";
-const COMPILE_TIMEOUT_MS = 120_000;
 const TEST_TIMEOUT_MS = 90_000;
 const SERVE_READY_MS = 15_000;
 const SERVE_EXIT_MS = 15_000;
@@ -43,20 +41,12 @@ const SIG = { HUP: 1, INT: 2, QUIT: 3, USR1: 10, PIPE: 13, TERM: 15, CHLD: 17, X
 /** Bun ignores these two in its own processes (never in the children it spawns). */
 const BUN_OWN_IGNORED = bit(SIG.PIPE) | bit(SIG.XFSZ);
 
-let buildDir = "";
-let berth = "";
+const compiled = compiledPerFile(beforeAll, afterAll, { version: VERSION, prefix: "berth-hostile-" });
 
-beforeAll(async () => {
-  buildDir = mkdtempSync(join(tmpdir(), "berth-hostile-"));
-  berth = join(buildDir, "berth");
-  await compile({ version: VERSION, outfile: berth });
+beforeAll(() => {
   // Without these options of GNU env the hostile parent cannot be built: fail loudly, never pass by skipping.
   const probe = Bun.spawnSync(["env", "--ignore-signal=CHLD", "--block-signal=TERM", "true"]);
   if (probe.exitCode !== 0) throw new Error("env(1) lacks --ignore-signal/--block-signal (GNU coreutils >= 8.31 needed)");
-}, COMPILE_TIMEOUT_MS);
-
-afterAll(() => {
-  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
 });
 
 const newHome = homesPerTest(afterEach);
@@ -69,7 +59,7 @@ afterEach(() => {
 function compiledHome(settings: object = { stopGraceMs: STOP_GRACE_MS }): { home: TestHome; binary: string } {
   const home = newHome({ settings });
   const binary = installRelease(home.home, VERSION, "");
-  copyFileSync(berth, binary);
+  copyFileSync(compiled.berth, binary);
   chmodSync(binary, 0o755);
   return { home, binary };
 }
@@ -172,7 +162,7 @@ describe("a parent that ignores SIGCHLD and blocks the terminating signals", () 
     const home = newHome({ install: false, settings: { stopGraceMs: STOP_GRACE_MS } });
     const download = join(home.env.HOME as string, "download", "berth");
     mkdirSync(join(home.env.HOME as string, "download"), { mode: 0o700 });
-    copyFileSync(berth, download);
+    copyFileSync(compiled.berth, download);
     chmodSync(download, 0o755);
     const hostile = (cmd: string[]) => home.exec([...HOSTILE_PARENT, ...cmd]);
 
@@ -350,7 +340,7 @@ describe("a relative HOME", () => {
     const relativeHome = join(base, "rel", ".berth");
     mkdirSync(join(base, "rel"), { mode: 0o700 });
     mkdirSync(relativeHome, { mode: 0o700 });
-    copyFileSync(berth, installRelease(relativeHome, VERSION, ""));
+    copyFileSync(compiled.berth, installRelease(relativeHome, VERSION, ""));
     cleanups.push(() => killProcessesOf(relativeHome));
     const { BERTH_HOME: _home, ...env } = home.env;
     const run = (command: string) => runProcess(["sh", "-c", `cd '${base}' && HOME=rel exec rel/.berth/packages/standalone/current/berth ${command}`], env);

@@ -8,16 +8,15 @@
  * alone again is trimmed again.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { hostname, tmpdir } from "node:os";
+import { chmodSync, closeSync, copyFileSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
-import { compile } from "../build.ts";
 import { eventually, homesPerTest, installRelease, isAlive, type TestHome } from "./helpers/berth.ts";
-import { apiClient, call, OutputCollector } from "./helpers/session.ts";
+import { compiledPerFile } from "./helpers/compiled.ts";
+import { acceptsWebSocket, apiClient, call, OutputCollector } from "./helpers/session.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
 
 const VERSION = "9.8.8";
-const COMPILE_TIMEOUT_MS = 120_000;
 const TEST_TIMEOUT_MS = 120_000;
 /** Short enough for a fast test, long enough that `start` returning and one read of smaps come well before it. */
 const QUIET_MS = 2_000;
@@ -29,19 +28,9 @@ const STOP_WAIT_MS = 20_000;
 /** A trim takes the executable's read-only RSS below this share of what it was before. */
 const TRIMMED_SHARE = 1 / 3;
 
-let buildDir = "";
-let berth = "";
+const compiled = compiledPerFile(beforeAll, afterAll, { version: VERSION, prefix: "berth-idle-trim-" });
+
 const clients: RawWs[] = [];
-
-beforeAll(async () => {
-  buildDir = mkdtempSync(join(tmpdir(), "berth-idle-trim-"));
-  berth = join(buildDir, "berth");
-  await compile({ version: VERSION, outfile: berth });
-}, COMPILE_TIMEOUT_MS);
-
-afterAll(() => {
-  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
-});
 
 afterEach(() => {
   for (const ws of clients.splice(0)) ws.destroy();
@@ -82,7 +71,7 @@ function cachedKb(path: string): number {
 function compiledHome(): { home: TestHome; binary: string } {
   const home = newHome({ install: false, prefix: "berth-trim-", settings: { idleTrimAfterMs: QUIET_MS, releaseBaseUrl: "" } });
   const binary = installRelease(home.home, VERSION, "");
-  copyFileSync(berth, binary);
+  copyFileSync(compiled.berth, binary);
   chmodSync(binary, 0o755);
   // Written back, so its cached pages are clean: reclaimable, as an installed release's are (a dirty page survives MADV_PAGEOUT).
   const fd = openSync(binary, "r");
@@ -181,7 +170,7 @@ describe.skipIf(process.platform !== "linux")("idle trim of the compiled app-ser
     // Started directly (no keeper), so nothing else reacts to the missing file.
     const server = Bun.spawn([binary, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     try {
-      expect(await eventually(() => existsSync(socket), TRIM_WAIT_MS)).toBe(true);
+      expect(await eventually(() => acceptsWebSocket(socket), TRIM_WAIT_MS)).toBe(true);
       const ws = await client(home);
       await call(ws, "system/info");
       const before = readOnlyRssKb(mappingsOf(server.pid, binary));

@@ -1,6 +1,7 @@
 // The pure decisions behind `berth install`, as tables.
 import { describe, expect, test } from "bun:test";
-import { installFailure, installStatus, linkAction, releasesToPrune, type LinkState, type ReleaseState } from "../src/install/install.ts";
+import { installStatus, linkAction, releasesToPrune, type LinkState, type ReleaseState } from "../src/install/decisions.ts";
+import { installFailure } from "../src/install/release.ts";
 import {
   chooseProfile,
   isDirOnPath,

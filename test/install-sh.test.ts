@@ -3,11 +3,9 @@
 // binary that records how it was called.
 import { test, expect, describe, afterAll } from "bun:test";
 import {
-  chmodSync,
   copyFileSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -15,9 +13,8 @@ import {
   writeFileSync,
 } from "node:fs";
 import { createHash } from "node:crypto";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { serveDirectory, type DirectoryServer } from "./helpers/release-server";
+import { foldersAndServers, serveDirectory } from "./helpers/release-server";
 import { newKey, writeSigned, type TestKey } from "./helpers/signed-release";
 
 const SCRIPT = join(import.meta.dir, "..", "install.sh");
@@ -31,25 +28,7 @@ const FAKE_STDOUT = '{"status":"installed"}\n';
 const which = (cmd: string) => Bun.which(cmd, { PATH: SYSTEM_PATH });
 const has = (cmd: string) => which(cmd) !== null;
 
-const tempDirs: string[] = [];
-const servers: DirectoryServer[] = [];
-
-afterAll(async () => {
-  await Promise.all(servers.map((s) => s.stop()));
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function tempDir(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `berth-install-sh-${label}-`));
-  tempDirs.push(dir);
-  return dir;
-}
-
-async function serve(root: string): Promise<DirectoryServer> {
-  const server = await serveDirectory(root);
-  servers.push(server);
-  return server;
-}
+const { tempDir, serve } = foldersAndServers(afterAll, "berth-install-sh-");
 
 const sha256 = (data: string | Uint8Array) => createHash("sha256").update(data).digest("hex");
 /** Release assets are gzip files (`berth-<target>.gz`); install.sh runs `gzip -d`. */

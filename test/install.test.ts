@@ -4,7 +4,6 @@ import {
   chmodSync,
   copyFileSync,
   existsSync,
-  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -16,7 +15,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { compile } from "../build.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../src/install/profile.ts";
@@ -334,22 +333,29 @@ describe("berth install", () => {
     TEST_TIMEOUT_MS,
   );
 
-  test(
-    "a busy install.lock ends in LOCK_TIMEOUT and changes nothing",
-    async () => {
-      const t = newHome();
-      expectOk(await install(t, "1.0.0"));
-      const before = snapshot(t);
-      const holder = await holdLock(pkg(t, "install.lock"));
-      holders.push(holder);
-      const r = await install(t, "1.1.0", [], { BERTH_LOCK_WAIT_MS: "300" });
-      expect(r.code).toBe(1);
-      expect(r.json.error.code).toBe("LOCK_TIMEOUT");
-      expect(r.json.error.message).toContain(pkg(t, "install.lock"));
-      expect(snapshot(t)).toEqual(before);
-    },
-    TEST_TIMEOUT_MS,
-  );
+  // SPEC "Lifecycle rules": install holds daemon.lock as well as its own install.lock.
+  const busyLocks: [string, (t: TestHome) => string][] = [
+    ["install.lock", (t) => pkg(t, "install.lock")],
+    ["daemon.lock", (t) => t.path("daemon", "daemon.lock")],
+  ];
+  for (const [name, lockOf] of busyLocks) {
+    test(
+      `a busy ${name} ends in LOCK_TIMEOUT naming it and changes nothing`,
+      async () => {
+        const t = newHome();
+        expectOk(await install(t, "1.0.0"));
+        const before = snapshot(t);
+        const holder = await holdLock(lockOf(t));
+        holders.push(holder);
+        const r = await install(t, "1.1.0", [], { BERTH_LOCK_WAIT_MS: "300" });
+        expect(r.code).toBe(1);
+        expect(r.json.error.code).toBe("LOCK_TIMEOUT");
+        expect(r.json.error.message).toContain(lockOf(t));
+        expect(snapshot(t)).toEqual(before);
+      },
+      TEST_TIMEOUT_MS,
+    );
+  }
 
   test(
     "a rebuilt same version replaces the binary inside its release folder",

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, serversOf } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 const newHome = homesPerTest(afterEach);

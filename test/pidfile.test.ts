@@ -8,8 +8,12 @@ import { PidBackend } from "../src/daemon/backend.ts";
 import { judgePidFile, parsePidFile, type PidFileContent, type PidFileVerdict } from "../src/daemon/pidfile.ts";
 import { isBerthError } from "../src/errors.ts";
 import { parseProcStat, processArgv, processIdentity } from "../src/platform/process.ts";
-import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
-import { holdLock } from "./helpers/holder.ts";
+import { isLockHeld } from "../src/daemon/lock.ts";
+import { BUN, eventually, isAlive, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
+import { holdLock, type Holder } from "./helpers/holder.ts";
+
+/** How long a berth command may take (under load) to start and take daemon.lock. */
+const LOCK_SEEN_TIMEOUT_MS = 20_000;
 
 let home: TestHome;
 const spawned: Bun.Subprocess[] = [];
@@ -108,6 +112,25 @@ describe("pid backend", () => {
     await holder.kill();
   });
 
+  test("while both reservations are held, status says starting for each and version answers NOT_RUNNING: neither waits", async () => {
+    home = makeHome();
+    mkdirSync(home.path("daemon"), { mode: 0o700 });
+    const holders = [
+      await holdLock(home.path("daemon", "app-server.pid.lock"), home.path("daemon", "app-server.pid")),
+      await holdLock(home.path("daemon", "updater.pid.lock"), home.path("daemon", "updater.pid")),
+    ];
+    try {
+      const status = await home.run(["status"]);
+      expect({ code: status.code, appServer: status.json.appServer.state, updater: status.json.updater.state }).toEqual({ code: 0, appServer: "starting", updater: "starting" });
+      const version = await home.run(["version"]);
+      expect({ code: version.code, error: version.json.error.code }).toEqual({ code: 1, error: "NOT_RUNNING" });
+      // Answered while the reservations were live, and left them alone.
+      for (const name of ["app-server.pid", "updater.pid"]) expect(readFileSync(home.path("daemon", name), "utf8")).toBe("");
+    } finally {
+      for (const holder of holders) await holder.kill();
+    }
+  });
+
   test("an unlocked empty pidfile is a stale reservation and is removed", () => {
     home = makeHome({ install: false });
     const backend = backendIn(home);
@@ -119,25 +142,46 @@ describe("pid backend", () => {
   test("stop waits for a live reservation to resolve, then acts on what it resolved to", async () => {
     home = makeHome();
     const pidPath = home.path("daemon", "app-server.pid");
-    mkdirSync(home.path("daemon"), { mode: 0o700 });
-    const holder = await holdLock(`${pidPath}.lock`, pidPath);
+    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
     const target = sleeper();
-    const stop = Bun.spawn({ cmd: [process.execPath, "src/main.ts", "stop"], env: home.env, stdout: "pipe", stderr: "pipe", cwd: `${import.meta.dir}/..` });
-    // Once stop holds daemon.lock it is inside its wait; only then does the starter publish.
-    const { isLockHeld } = await import("../src/daemon/lock.ts");
-    const deadline = Date.now() + 20_000;
-    while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
-    expect(stop.exitCode).toBeNull();
-    holder.send(`publish ${target.pid}`);
-    await holder.waitFor("published");
-    holder.send("release");
-    await holder.exited;
-    const out = JSON.parse(await new Response(stop.stdout).text());
-    expect(await stop.exited).toBe(0);
+    await publishThenRelease(holder, target.pid);
+    const out = await succeeded(command);
     // Had stop not waited it would have found nothing to stop; it stopped the published process.
     expect(out.status).toBe("stopped");
     await target.exited;
     expect(isAlive(target.pid)).toBe(false);
+  });
+
+  // The reference's own case is the first: the starter's spawn failed, so it removes its reservation and lets go.
+  // The second: the starter crashes, leaving the empty reservation with its lock free (a stale reservation).
+  const resolutions: [string, (holder: Holder) => Promise<unknown>][] = [
+    ["its starter then abandons", (holder) => (holder.send("unreserve"), holder.exited)],
+    ["whose starter dies holding it (the leftover is cleaned)", (holder) => holder.kill()],
+  ];
+  for (const [what, resolve] of resolutions) {
+    test(`stop waits for a live reservation ${what}: notRunning, exit 0, nothing left`, async () => {
+      home = makeHome();
+      const pidPath = home.path("daemon", "app-server.pid");
+      const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
+      await resolve(holder);
+      expect((await succeeded(command)).status).toBe("notRunning");
+      expect(existsSync(pidPath)).toBe(false);
+    });
+  }
+
+  test("down waits for a live updater reservation, then stops the group it resolved to", async () => {
+    home = makeHome();
+    const pidPath = home.path("daemon", "updater.pid");
+    const { holder, command } = await commandWhileReserved(pidPath, ["down"]);
+    // A group leader, as the updater is.
+    const target = Bun.spawn({ cmd: ["sleep", "600"], stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    spawned.push(target);
+    await publishThenRelease(holder, target.pid);
+    const out = await succeeded(command);
+    expect(out).toMatchObject({ status: "down", appServer: "notRunning", keeper: "stopped" });
+    await target.exited;
+    expect(isAlive(target.pid)).toBe(false);
+    expect(existsSync(pidPath)).toBe(false);
   });
 
   test("a stale empty pidfile is retried under the starter's own lock; a missing binary is START_FAILED", async () => {
@@ -163,6 +207,29 @@ describe("pid backend", () => {
     expect(JSON.parse(readFileSync(backend.pidFile.path, "utf8"))).toEqual(replacement);
   });
 
+  test("stale record cleanup: a replacement that is itself stale is judged under the same lock and removed", () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    const replacement = { pid: 999_998, processStartTime: "gone/1" };
+    writeFileSync(backend.pidFile.path, JSON.stringify(replacement));
+    expect(backend.pidFile.refreshAfterStaleRecord({ pid: 999_999, processStartTime: "old" })).toEqual({ kind: "missing" });
+    expect(existsSync(backend.pidFile.path)).toBe(false);
+  });
+
+  test("stale record cleanup leaves everything alone while another starter holds the lock", async () => {
+    home = makeHome({ install: false });
+    const backend = backendIn(home);
+    const stale = { pid: 999_999, processStartTime: "old" };
+    writeFileSync(backend.pidFile.path, JSON.stringify(stale));
+    const holder = await holdLock(backend.pidFile.lockPath);
+    try {
+      expect(backend.pidFile.refreshAfterStaleRecord(stale)).toEqual({ kind: "starting" });
+      expect(JSON.parse(readFileSync(backend.pidFile.path, "utf8"))).toEqual(stale);
+    } finally {
+      await holder.kill();
+    }
+  });
+
   test("a record whose pid now belongs to another process is stale, and that process is never signalled", async () => {
     home = makeHome({ install: false });
     const backend = backendIn(home);
@@ -172,6 +239,30 @@ describe("pid backend", () => {
     expect(await backend.stop(record, 100)).toBe("notRunning");
     expect(isAlive(stranger.pid)).toBe(true);
     expect(existsSync(backend.pidFile.path)).toBe(false);
+  });
+
+  // SPEC "Lifecycle rules": a record from an earlier boot is stale and cleaned without error. The hard case: after
+  // a reboot the same pid can run with the same kernel start time, and only the boot id tells them apart.
+  test("a record of this very pid and start time but another boot id: stale, removed, never signalled (stop and down)", async () => {
+    home = makeHome();
+    mkdirSync(home.path("daemon"), { mode: 0o700 });
+    const server = sleeper();
+    const keeper = Bun.spawn({ cmd: ["sleep", "600"], stdin: "ignore", stdout: "ignore", stderr: "ignore", detached: true });
+    spawned.push(keeper);
+    const earlierBoot = (pid: number) => {
+      const [bootId, startTime] = (processIdentity(pid) as string).split("/") as [string, string];
+      const other = bootId.replace(/^./, (c) => (c === "0" ? "1" : "0"));
+      return { pid, processStartTime: `${other}/${startTime}` };
+    };
+    writeFileSync(home.path("daemon", "app-server.pid"), JSON.stringify(earlierBoot(server.pid)));
+    writeFileSync(home.path("daemon", "updater.pid"), JSON.stringify(earlierBoot(keeper.pid)));
+    const stop = await home.run(["stop"]);
+    expect({ code: stop.code, status: stop.json.status }).toEqual({ code: 0, status: "notRunning" });
+    const down = await home.run(["down"]);
+    expect(down.json).toMatchObject({ status: "down", appServer: "notRunning", keeper: "notRunning" });
+    for (const name of ["app-server.pid", "updater.pid"]) expect(existsSync(home.path("daemon", name))).toBe(false);
+    expect(isAlive(server.pid)).toBe(true);
+    expect(isAlive(keeper.pid)).toBe(true);
   });
 
   test("the updater is tracked as a group: stop ends the members of a live leader's group", async () => {
@@ -192,6 +283,36 @@ describe("pid backend", () => {
     process.kill(member, "SIGKILL");
   });
 });
+
+/**
+ * A reservation of `pidPath` held by another process, and `berth <args>` run beside it. Returns once the
+ * command holds daemon.lock, which it takes before it reads the pidfile: it is then at or inside its wait.
+ */
+async function commandWhileReserved(pidPath: string, args: string[]) {
+  mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+  const holder = await holdLock(`${pidPath}.lock`, pidPath);
+  const command = Bun.spawn({ cmd: [BUN, MAIN, ...args], env: home.env, stdout: "pipe", stderr: "pipe" });
+  spawned.push(command);
+  const deadline = Date.now() + LOCK_SEEN_TIMEOUT_MS;
+  while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
+  expect(command.exitCode).toBeNull();
+  return { holder, command };
+}
+
+/** The starter publishes `pid` as its record, then lets go of the lock and exits. */
+async function publishThenRelease(holder: Holder, pid: number): Promise<void> {
+  holder.send(`publish ${pid}`);
+  await holder.waitFor("published");
+  holder.send("release");
+  await holder.exited;
+}
+
+/** A berth command's one JSON object, once it has exited 0. */
+async function succeeded(command: { stdout: ReadableStream<Uint8Array>; exited: Promise<number> }): Promise<any> {
+  const out = JSON.parse(await new Response(command.stdout).text());
+  expect(await command.exited).toBe(0);
+  return out;
+}
 
 /**
  * An updater-style group: a leader that stays until a "go" file appears (so it is

@@ -11,22 +11,13 @@ import { openContext } from "../src/daemon/context.ts";
 import { cmdlineHasUpdateLoop, findUpdateLoops } from "../src/daemon/orphans.ts";
 import { TreeSnapshot } from "../src/daemon/tree.ts";
 import { isDigits, isPidEntry, listPids, listProcesses, processEntryIdentity, processIdentity, treeOf } from "../src/platform/process.ts";
-import { BUN, ROOT, eventually } from "./helpers/berth.ts";
+import { BUN, ROOT, eventually, pidsKilledPerTest } from "./helpers/berth.ts";
 
 /** How long the shell may take to report every pid it started. */
 const PIDS_REPORTED_WAIT_MS = 10_000;
 
 /** Pids to SIGKILL after each test; a negative one is a whole process group. */
-const started: number[] = [];
-afterEach(() => {
-  for (const pid of started.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-});
+const started = pidsKilledPerTest(afterEach);
 
 describe("/proc names and fields (pure)", () => {
   const names: Array<{ name: string; pid: boolean }> = [

@@ -3,11 +3,10 @@
 // and busybox sh from a loopback HTTP server — or changes nothing when it fails.
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { argvOf, BUN, makeHome, processesWithArg, ROOT, TARGET, type TestHome, treeSnapshot } from "./helpers/berth.ts";
-import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
+import { foldersAndServers, serveDirectory } from "./helpers/release-server.ts";
 
 const OLD = "1.0.0";
 const NEW = "1.1.0";
@@ -17,25 +16,10 @@ const TEST_TIMEOUT_MS = 120_000;
 const has = (cmd: string) => Bun.which(cmd, { PATH: SYSTEM_PATH }) !== null;
 const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
-const tempDirs: string[] = [];
-const servers: DirectoryServer[] = [];
+const { tempDir, serve } = foldersAndServers(afterAll, "berth-release-");
 const homes: TestHome[] = [];
-function tempDir(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `berth-release-${label}-`));
-  tempDirs.push(dir);
-  return dir;
-}
-async function serve(root: string): Promise<DirectoryServer> {
-  const server = await serveDirectory(root);
-  servers.push(server);
-  return server;
-}
 afterEach(async () => {
   for (const home of homes.splice(0)) await home.cleanup();
-});
-afterAll(async () => {
-  await Promise.all(servers.map((s) => s.stop()));
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
 // Two real releases in one folder, built by real subprocesses; the server runs first so its URL can be baked in.

@@ -96,6 +96,15 @@ async function connectionRefused(url: string): Promise<boolean> {
   }
 }
 
+/** A command's `remoteControl`: a loopback URL and the token file's path. Returns the URL. */
+function remoteControlUrlOf(session: Session, json: any): string {
+  // (Read values before toMatchObject: bun 1.4.5's toMatchObject writes asymmetric matchers into the received object.)
+  const url = json.remoteControl?.url as string;
+  expect(url).toMatch(URL_PATTERN);
+  expect(json.remoteControl).toMatchObject({ url, tokenPath: session.home.path("daemon/remote-control.token") });
+  return url;
+}
+
 function appServerPid(session: Session): number {
   return readJson(session.home.path("daemon/app-server.pid")).pid as number;
 }
@@ -206,16 +215,8 @@ describe("enable-remote-control / disable-remote-control", () => {
 
     const enabled = await session.run(["enable-remote-control"]);
     expect(enabled.code).toBe(0);
-    // (Read values before toMatchObject: bun 1.4.5's toMatchObject writes asymmetric matchers into the received object.)
-    const url = enabled.json.remoteControl?.url as string;
-    expect(url).toMatch(URL_PATTERN);
-    expect(enabled.json).toMatchObject({
-      status: "enabled",
-      backend: "pid",
-      remoteControlEnabled: true,
-      appServerVersion: "0.1.0",
-      remoteControl: { url, tokenPath: session.home.path("daemon/remote-control.token") },
-    });
+    const url = remoteControlUrlOf(session, enabled.json);
+    expect(enabled.json).toMatchObject({ status: "enabled", backend: "pid", remoteControlEnabled: true, appServerVersion: "0.1.0" });
     const secondPid = appServerPid(session);
     expect(secondPid).not.toBe(firstPid);
     expect(isAlive(firstPid)).toBe(false);
@@ -319,8 +320,7 @@ describe("bootstrap --remote-control", () => {
     const session = newSession({ settings: { myKey: "kept" } });
     const result = await session.run(["bootstrap", "--remote-control", "--no-auto-update"]);
     expect(result.code).toBe(0);
-    const url = result.json.remoteControl?.url as string;
-    expect(url).toMatch(URL_PATTERN);
+    const url = remoteControlUrlOf(session, result.json);
     expect(result.json).toMatchObject({
       status: "bootstrapped",
       backend: "pid",
@@ -328,7 +328,6 @@ describe("bootstrap --remote-control", () => {
       autoUpdateEnabled: false,
       managedVersion: "0.1.0",
       appServerVersion: "0.1.0",
-      remoteControl: { url, tokenPath: session.home.path("daemon/remote-control.token") },
     });
     // Spec "Supervision": the loop is the keeper and runs whenever the app-server is wanted; with auto-update off it only keeps.
     expect(result.json.updater).toMatchObject({ autoUpdate: false });

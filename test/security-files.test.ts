@@ -10,23 +10,17 @@ import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
 import { readToken } from "../src/server/token.ts";
-import { BUN, ROOT, TARGET, eventually, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, TARGET, eventually, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { acceptsWebSocket } from "./helpers/session.ts";
 
 const SLOW_TEST_MS = 120_000;
-const homes: TestHome[] = [];
 const runtimes: string[] = [];
 const afterFake: (() => void)[] = [];
 afterEach(async () => {
   for (const kill of afterFake.splice(0)) kill();
   for (const dir of runtimes.splice(0)) rmSync(dir, { recursive: true, force: true });
-  for (const home of homes.splice(0)) await home.cleanup();
 });
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 /** A managed "binary" that, if ever run, leaves a marker: the proof it was launched. */
 function plantScript(binary: string, marker: string): void {
@@ -118,7 +112,7 @@ describe("item 4: the socket fallback folder and state files are never followed 
         stderr: "ignore",
       });
       afterFake.push(() => fake.kill("SIGKILL"));
-      expect(await eventually(() => existsSync(join(elsewhere, "app-server.sock")))).toBe(true);
+      expect(await eventually(() => acceptsWebSocket(join(elsewhere, "app-server.sock")))).toBe(true);
       for (const command of ["start", "stop", "version"]) {
         const result = await home.run([command]);
         expect(result.json.error.code).toBe("UNSAFE_STATE");

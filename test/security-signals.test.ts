@@ -10,27 +10,12 @@ import { adoptionRefusal } from "../src/daemon/adoption.ts";
 import { PidBackend } from "../src/daemon/backend.ts";
 import { layoutFor } from "../src/platform/paths.ts";
 import { processEntryIdentity, treeOf } from "../src/platform/process.ts";
-import { BUN, ROOT, eventually, installFixtureRelease, installRelease, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, eventually, installFixtureRelease, isAlive, pidsKilledPerTest, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { acceptsWebSocket } from "./helpers/session.ts";
 
 const SLOW_TEST_MS = 120_000;
-const homes: TestHome[] = [];
-const strangers: number[] = [];
-afterEach(async () => {
-  for (const pid of strangers.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const strangers = pidsKilledPerTest(afterEach);
+const newHome = homesPerTest(afterEach);
 
 function stat(pid: number): { ppid: number; pgrp: number; state: string } {
   const text = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -152,7 +137,8 @@ describe("item 2: adoption needs the kernel's word, not the peer's", () => {
       stderr: "ignore",
     });
     strangers.push(fake.pid);
-    expect(await eventually(() => existsSync(socketPath))).toBe(true);
+    // Listening, not only bound: a socket that refuses connections reads to start as a stale one.
+    expect(await eventually(() => acceptsWebSocket(socketPath))).toBe(true);
     return fake.pid;
   }
 

@@ -11,24 +11,17 @@ import { dirname, join } from "node:path";
 import { versionFromReleaseDir } from "../src/daemon/context.ts";
 import { loadSettings, UPDATE_INTERVAL_FLOOR_MS } from "../src/daemon/settings.ts";
 import { readUpdaterState } from "../src/daemon/updater.ts";
-import { eventually, installRelease, isAlive, killProcessesOf, makeHome, type TestHome } from "./helpers/berth.ts";
+import { eventually, installRelease, isAlive, killProcessesOf, homesPerTest } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
 import { newKey, writeSigned } from "./helpers/signed-release.ts";
 
 const SLOW_TEST_MS = 120_000;
-const homes: TestHome[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  for (const home of homes.splice(0)) await home.cleanup();
 });
-
-function newHome(options: Parameters<typeof makeHome>[0] = {}): TestHome {
-  const home = makeHome(options);
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 const KEY = newKey();
 

@@ -10,12 +10,12 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildKeys, compile } from "../build.ts";
-import { inRollout, planUpdate, rolloutBucket, type PlanInput } from "../src/update/decide.ts";
+import { inRollout, planUpdate, rolloutBucket, shouldRestart, type PlanInput } from "../src/update/decide.ts";
 import { parseLatest, selectAsset } from "../src/update/release.ts";
 import { decodeSignature } from "../src/update/signature.ts";
 import { validatorsOf } from "../src/update/update.ts";
 import { eventually, makeHome, parseLastJsonLine, TARGET, type TestHome } from "./helpers/berth.ts";
-import { newKey, publishLatest, publishSigned, signature, type TestKey } from "./helpers/signed-release.ts";
+import { newKey, publishSigned, signature, type TestKey } from "./helpers/signed-release.ts";
 
 const UPDATE_WAIT_MS = 30_000;
 const SLOW_TEST_MS = 120_000;
@@ -342,6 +342,19 @@ describe("phased rollout", () => {
       const plan = planUpdate({ ...base, ...change });
       expect(plan.action === "install" ? "install" : plan.reason).toBe(expected);
     }
+  });
+
+  // SPEC "Updater": it restarts the app-server onto the new binary only if one is running and its version differs.
+  test("shouldRestart: only our own running app-server of another version", () => {
+    const cases: [Parameters<typeof shouldRestart>[0], boolean][] = [
+      [undefined, false],
+      [{ managed: true, version: "1.0.0" }, true],
+      [{ managed: true, version: "1.1.0" }, false],
+      [{ managed: true, version: "1.2.0" }, true],
+      [{ managed: true }, false],
+      [{ managed: false, version: "1.0.0" }, false],
+    ];
+    for (const [running, expected] of cases) expect({ running, restart: shouldRestart(running, "1.1.0") }).toEqual({ running, restart: expected });
   });
 
   test("across 200 generated machine ids, between 20 % and 40 % take a 30 % rollout; 0 % none, 100 % all", () => {

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, s
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
-import { RpcClient, startAppServer, type AppServer } from "./helpers/rpc-client.ts";
+import { RpcClient, closeServedHome, openServedHome, startAppServer, type AppServer } from "./helpers/rpc-client.ts";
 
 const MIB = 1024 * 1024;
 const TEST_TIMEOUT_MS = 60_000;
@@ -25,15 +25,11 @@ const trees: string[] = [];
 
 beforeAll(async () => {
   // No settings.json: every limit is the spec's default.
-  home = makeHome({ install: false, prefix: "berth-spec-api-" });
-  server = await startAppServer(home);
-  client = await RpcClient.open(server.socket);
+  ({ home, server, client } = await openServedHome("berth-spec-api-"));
 }, TEST_TIMEOUT_MS);
 
 afterAll(async () => {
-  client?.destroy();
-  await server?.stop();
-  await home?.cleanup();
+  await closeServedHome({ home, server, client });
   for (const dir of trees) rmSync(dir, { recursive: true, force: true });
 });
 

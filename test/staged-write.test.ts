@@ -4,20 +4,12 @@
  * failed write leaves no temp sibling behind. (A full disk is test/full-disk.test.ts.)
  */
 import { afterEach, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stageWrite, writeFileAtomic } from "../src/platform/fs.ts";
+import { tempDirsPerTest } from "./helpers/berth.ts";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-function folder(): string {
-  const dir = mkdtempSync(join(tmpdir(), "berth-staged-"));
-  dirs.push(dir);
-  return dir;
-}
+const folder = tempDirsPerTest(afterEach, "berth-staged-");
 
 test("staged content: the target keeps its old bytes until commit, then has the new ones; no temp is left", () => {
   const dir = folder();

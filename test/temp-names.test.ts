@@ -4,30 +4,22 @@
  * still write its state, and never open, follow or remove what was left.
  */
 import { afterEach, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LEFTOVER_TEMP_AGE_MS, leftoverTemps } from "../src/daemon/doctor.ts";
 import { tempPathFor, writeFileAtomic } from "../src/platform/fs.ts";
 import { machineId } from "../src/update/machine-id.ts";
-import { BUN, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, makeHome, tempDirsPerTest, type TestHome } from "./helpers/berth.ts";
 
 /** Leftover names planted ahead of the writer: more than any command writes before the one under test. */
 const PLANTED_NAMES = 16;
 const SLOW_TEST_MS = 60_000;
 
-const dirs: string[] = [];
+const tempDir = tempDirsPerTest(afterEach, "berth-temp-names-");
 const homes: TestHome[] = [];
 afterEach(async () => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   for (const home of homes.splice(0)) await home.cleanup();
 });
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "berth-temp-names-"));
-  dirs.push(dir);
-  return dir;
-}
 
 /**
  * Plants leftovers at the next temp names this process will use for `path`

@@ -9,11 +9,10 @@
  * starts with, and a daemon started with SIGHUP and SIGINT blocked and a SIGHUP pending.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { compile } from "../build.ts";
-import { ROOT, BUN, eventually, makeHome, type TestHome } from "./helpers/berth.ts";
+import { ROOT, BUN, eventually, pidsKilledPerTest, homesPerTest } from "./helpers/berth.ts";
+import { compiledPerFile } from "./helpers/compiled.ts";
 import { apiClient, call } from "./helpers/session.ts";
 import { maskHas, parseSignalState } from "../src/platform/inherited.ts";
 
@@ -22,35 +21,15 @@ const SIGINT = 2;
 const SIGQUIT = 3;
 const SIGTSTP = 20;
 const WAIT_MS = 20_000;
-const COMPILE_TIMEOUT_MS = 120_000;
 
 /**
  * The daemon half runs the compiled binary, as users get it: from source, Bun's transpiler threads (a dynamic
  * import of a .ts file) start with no signal blocked and take a pending one before berth's first line can drop it.
  */
-let buildDir = "";
-let berth = "";
-beforeAll(async () => {
-  buildDir = mkdtempSync(join(tmpdir(), "berth-shield-build-"));
-  berth = join(buildDir, "berth");
-  await compile({ version: "7.7.8", outfile: berth });
-}, COMPILE_TIMEOUT_MS);
-afterAll(() => {
-  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
-});
+const compiled = compiledPerFile(beforeAll, afterAll, { version: "7.7.8", prefix: "berth-shield-build-" });
 
-const homes: TestHome[] = [];
-const started: number[] = [];
-afterEach(async () => {
-  for (const pid of started.splice(0)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const started = pidsKilledPerTest(afterEach);
+const newHome = homesPerTest(afterEach);
 
 /** Spawns, as backend.ts does, a child that prints its own SigBlk; `terminal`: the spawner runs on a pseudo-terminal. */
 async function childMask(terminal: boolean): Promise<string> {
@@ -87,12 +66,11 @@ describe.skipIf(process.platform !== "linux")("the terminal's signals around a d
   }, 30_000);
 
   test("a daemon started with SIGHUP pending and blocked drops it, unblocks, and serves", async () => {
-    const home = makeHome({ install: false, prefix: "berth-shield-" });
-    homes.push(home);
+    const home = newHome({ install: false, prefix: "berth-shield-" });
     const socket = home.path("daemon", "app-server.sock");
     // perl: block SIGHUP and SIGINT, send this process a SIGHUP (now pending), exec the daemon.
     const wrapper = ["perl", "-e", "use POSIX; sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGHUP, SIGINT)); kill HUP => $$; exec @ARGV or die"];
-    const proc = Bun.spawn([...wrapper, berth, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const proc = Bun.spawn([...wrapper, compiled.berth, "serve", "--listen", `unix://${socket}`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     started.push(proc.pid);
     const answers = async () => {
       if (proc.exitCode !== null) return true;

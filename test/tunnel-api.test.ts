@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import type { Socket, TCPSocketListener } from "bun";
 import { eventually, makeHome, type TestHome } from "./helpers/berth.ts";
-import { RpcClient, startAppServer, type AppServer } from "./helpers/rpc-client.ts";
+import { RpcClient, closeServedHome, openServedHome, startAppServer, type AppServer } from "./helpers/rpc-client.ts";
 
 const MIB = 1024 * 1024;
 const TEST_TIMEOUT_MS = 120_000;
@@ -19,16 +19,12 @@ let client: RpcClient;
 const listeners: Array<{ stop(closeActive?: boolean): void }> = [];
 
 beforeAll(async () => {
-  home = makeHome({ install: false, prefix: "berth-tunnel-" });
-  server = await startAppServer(home);
-  client = await RpcClient.open(server.socket);
+  ({ home, server, client } = await openServedHome("berth-tunnel-"));
 }, TEST_TIMEOUT_MS);
 
 afterAll(async () => {
   for (const listener of listeners.splice(0)) listener.stop(true);
-  client?.destroy();
-  await server?.stop();
-  await home?.cleanup();
+  await closeServedHome({ home, server, client });
 });
 
 /** Deterministic bytes: block i of 64 KiB is sha256-expanded from i, so both sides can hash without holding 20 MiB twice. */

@@ -267,6 +267,8 @@ describe("updater", () => {
     expect(currentRelease(home)).toBe(`releases/1.0.0-${TARGET}`);
     const pinned = await berth(["update", "--release", "1.1.0"]);
     expect(pinned.json).toMatchObject({ status: "updated", managedVersion: "1.1.0", restarted: false });
+    // No app-server ran, so none was started: the update restarts only one that runs.
+    expect((await berth(["version"])).json.error.code).toBe("NOT_RUNNING");
     expect((await berth(["update"])).json.status).toBe("upToDate");
   });
 });

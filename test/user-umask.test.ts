@@ -4,18 +4,13 @@
  * `touch f` in a berth terminal made a 0600 file where the same command over ssh made a 0644 one.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { parseUmask, USER_UMASK_ENV } from "../src/platform/inherited.ts";
-import { BUN, MAIN, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, homesPerTest, tempDirsPerTest, type TestHome } from "./helpers/berth.ts";
 import { apiClient, call, OutputCollector } from "./helpers/session.ts";
 
 const newHome = homesPerTest(afterEach);
-const folders: string[] = [];
-afterEach(() => {
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
-});
+const tempDir = tempDirsPerTest(afterEach, "berth-umask-");
 
 describe("BERTH_USER_UMASK as berth reads it (pure)", () => {
   const cases: Array<{ text: string | undefined; umask: number | undefined }> = [
@@ -40,8 +35,7 @@ function underUmask(home: TestHome, umask: string, args: string[]) {
 
 /** What a user's process reports of its umask, of a file it creates, and whether it sees BERTH_USER_UMASK. */
 async function userProcessFacts(home: TestHome, terminal: boolean): Promise<string> {
-  const folder = mkdtempSync(join(tmpdir(), "berth-umask-"));
-  folders.push(folder);
+  const folder = tempDir();
   const ws = await apiClient(home.path("daemon", "app-server.sock"));
   try {
     const out = new OutputCollector(ws);

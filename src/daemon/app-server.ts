@@ -4,7 +4,7 @@
  */
 import { rmSync } from "node:fs";
 import { readStateFile, type StagedWrite } from "../platform/fs.ts";
-import { BerthError, describeError, errnoCode } from "../errors.ts";
+import { describeError, errnoCode, isBerthError } from "../errors.ts";
 import { warn } from "../diagnostics.ts";
 import { probeInitialize } from "../server/client.ts";
 import { foreignServerError, isOurServer, READY_PROBE_TIMEOUT_MS, result, type LifecycleResult, type Running } from "./answer.ts";
@@ -298,7 +298,9 @@ export async function stopAppServer(ctx: Context): Promise<LifecycleResult> {
       wish.stage();
       outcome = await ensureStoppedTree(ctx, settingsOrDefaults(ctx), record);
     } catch (error) {
-      undoWish(ctx, wish, "stop");
+      // STOP_TIMEOUT comes after the SIGKILL: the server ends once the kernel lets it, and the keeper must
+      // not then start again what the user stopped. Any other failure leaves the wish as it was.
+      if (!(isBerthError(error, "STOP_TIMEOUT") && wish.written)) undoWish(ctx, wish, "stop");
       throw error;
     }
     return {

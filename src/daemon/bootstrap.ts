@@ -2,7 +2,6 @@
  * `bootstrap` and the remote-control switches: persist settings, then make the
  * running processes match them.
  */
-import { BerthError } from "../errors.ts";
 import { probeInitialize } from "../server/client.ts";
 import { planRemoteListen } from "../server/remote-listen.ts";
 import { ensureToken } from "../server/token.ts";

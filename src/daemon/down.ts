@@ -1,4 +1,5 @@
 /** `down` and the hidden `keep`: the keeper and the app-server together. */
+import { isBerthError } from "../errors.ts";
 import { ensureStoppedTree, underDaemonLock } from "./app-server.ts";
 import { prepareStateDirs, settingsOrDefaults, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
@@ -31,7 +32,13 @@ export async function down(ctx: Context): Promise<DownResult> {
     try {
       report = await ensureStoppedTree(ctx, settings);
     } catch (error) {
-      wish.undo();
+      if (!isBerthError(error, "STOP_TIMEOUT")) {
+        wish.undo();
+        throw error;
+      }
+      // The server got its SIGKILL and ends once the kernel lets it: nothing may bring it back then.
+      wish.write();
+      await stopUpdater(ctx);
       throw error;
     }
     wish.write();

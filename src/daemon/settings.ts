@@ -152,8 +152,37 @@ export function boundDurations(settings: Settings): Settings {
   };
 }
 
+/** Every key berth reads: the defaults' and those without a default (checkTypes); `true` marks a leaf. */
+function knownSettings(): Record<string, unknown> {
+  const defaults = defaultSettings();
+  return { ...defaults, remoteControl: { ...defaults.remoteControl, tls: true }, tunnels: { allowHosts: true } };
+}
+
+/**
+ * Pure: the keys berth knows that the file sets to null, as dotted paths (unknown keys are the user's own).
+ * defu takes a null for "missing" and fills in the default, which would silently reset what the user wrote.
+ */
+export function nullSettings(stored: Record<string, unknown>, known: Record<string, unknown> = knownSettings(), prefix = ""): string[] {
+  const found: string[] = [];
+  for (const [key, value] of Object.entries(stored)) {
+    if (!Object.hasOwn(known, key)) continue;
+    const inner = known[key];
+    if (value === null) found.push(`${prefix}${key}`);
+    else if (isPlainObject(value) && isPlainObject(inner)) found.push(...nullSettings(value, inner, `${prefix}${key}.`));
+  }
+  return found;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
 export function loadSettings(path: string, env: NodeJS.ProcessEnv = process.env): Settings {
   const stored = readStoredSettings(path);
+  const nulls = nullSettings(stored);
+  if (nulls.length > 0) {
+    throw new BerthError("STATE_CORRUPT", `${path}: ${nulls.map((key) => `${key} must not be null (remove it to use the default)`).join("; ")}. Fix the file; it was left untouched.`);
+  }
   const settings = boundDurations(checkTypes(path, defu(envOverrides(env), stored, defaultSettings()) as Settings));
   if (settings.update.intervalMs < UPDATE_INTERVAL_FLOOR_MS) {
     settings.update = { ...settings.update, intervalMs: UPDATE_INTERVAL_FLOOR_MS };

@@ -1,6 +1,7 @@
 /** `status`: everything known, running or not. Takes no lock and never fails because something is down. */
 import { existsSync, readdirSync } from "node:fs";
 import { describeError } from "../errors.ts";
+import { compareVersions } from "../install/semver.ts";
 import { probeInitialize, type ProbeResult } from "../server/client.ts";
 import { CLI_VERSION } from "../version.ts";
 import { isOurServer } from "./answer.ts";
@@ -108,8 +109,11 @@ function listReleases(ctx: Context, current: string | null) {
   } catch {
     return [];
   }
+  // Oldest to newest by version (1.9.0 before 1.10.0), as a client reading the list expects.
   return names
-    .filter((name) => versionFromReleaseDir(name))
-    .sort()
-    .map((name) => ({ name, version: versionFromReleaseDir(name) as string, current: name === current }));
+    .flatMap((name) => {
+      const version = versionFromReleaseDir(name);
+      return version ? [{ name, version, current: name === current }] : [];
+    })
+    .sort((a, b) => compareVersions(a.version, b.version) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

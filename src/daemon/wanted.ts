@@ -55,6 +55,8 @@ export type WantedChange = {
   write(): void;
   /** After a failed command: puts back the file as it was before `write` (nothing when `write` never ran). */
   undo(): void;
+  /** Whether `write` ran: a command that failed after acting (STOP_TIMEOUT) keeps a written wish. */
+  readonly written: boolean;
 };
 
 /**
@@ -93,6 +95,9 @@ export function wantedChange(ctx: Context, appServer: Wanted["appServer"], optio
       if (!previous) writeWanted(ctx, "stopped");
       else if (previous.text === undefined) rmSync(ctx.layout.wantedFile, { force: true });
       else writeFileAtomic(ctx.layout.wantedFile, previous.text);
+    },
+    get written() {
+      return written;
     },
   };
 }

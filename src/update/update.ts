@@ -14,7 +14,7 @@ import { isVersion } from "../install/semver.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { appendLog, logLimitsOf } from "../daemon/log.ts";
 import { readUpdaterState, replaceUpdater, updaterBackend, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
-import { flipCurrent, installRelease, withInstallLock } from "../install/install.ts";
+import { flipCurrent, installRelease, withInstallLock } from "../install/release.ts";
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
@@ -213,8 +213,12 @@ export async function updateNow(ctx: Context, options: UpdateOptions): Promise<U
     return outcome;
   } catch (error) {
     if (!isBerthError(error, "USAGE")) {
+      // As the loop records a failed check: its code in status, and one line in updater.log.
+      const message = describeError(error).split("\n")[0] ?? "";
+      const code = isBerthError(error) ? error.code : "INTERNAL";
       try {
-        recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message: describeError(error).split("\n")[0] ?? "" });
+        recordCheck(ctx, { at: new Date().toISOString(), outcome: "failed", message, code });
+        appendLog(ctx.layout.updaterLog, `manual update (pid ${process.pid}): failed: ${code}: ${message}`, logLimitsOf(ctx));
       } catch {
         // Recording is best effort (a read-only BERTH_HOME); the error itself is what the user must see.
       }

@@ -329,6 +329,34 @@ export function nonKeeperProcessesOf(home: TestHome): number[] {
   return processesOf(home.home).filter((pid) => !keepers.has(pid) && !keepers.has(pgrpOf(pid) ?? -1));
 }
 
+/** Pids a test file's tests started (a negative one is a whole process group): each gets SIGKILL after each test. */
+export function pidsKilledPerTest(afterEach: (fn: () => void) => void): number[] {
+  const pids: number[] = [];
+  afterEach(() => {
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+  return pids;
+}
+
+/** `tempDir` for a test file: a fresh folder `<prefix>XXXXXX` in the system's temp folder, removed after each test. */
+export function tempDirsPerTest(afterEach: (fn: () => void) => void, prefix: string): () => string {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  });
+  return () => {
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    dirs.push(dir);
+    return dir;
+  };
+}
+
 /**
  * `newHome` for a test file: every home it makes is cleaned up (its
  * processes killed, its folder removed) after each test.

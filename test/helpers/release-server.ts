@@ -1,7 +1,9 @@
 // A tiny static file server on loopback for tests: serves files under `root`
 // (404 for anything else, no escaping the root) and records request paths.
+import { mkdtempSync, rmSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { resolve, sep } from "node:path";
+import { tmpdir } from "node:os";
+import { join, resolve, sep } from "node:path";
 
 export interface DirectoryServer {
   /** e.g. http://127.0.0.1:43121 (no trailing slash) */
@@ -37,6 +39,35 @@ export async function serveDirectory(root: string): Promise<DirectoryServer> {
     requests,
     stop: async () => {
       await server.stop(true);
+    },
+  };
+}
+
+/**
+ * Temporary folders and directory servers for a test file: `tempDir(label)`
+ * makes `<prefix><label>-XXXXXX`, `serve(root)` serves a folder; after the
+ * file's last test (`afterAll` is bun:test's) every server is stopped and every folder removed.
+ */
+export function foldersAndServers(
+  afterAll: (fn: () => Promise<void>) => void,
+  prefix: string,
+): { tempDir(label: string): string; serve(root: string): Promise<DirectoryServer> } {
+  const dirs: string[] = [];
+  const servers: DirectoryServer[] = [];
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    tempDir(label) {
+      const dir = mkdtempSync(join(tmpdir(), `${prefix}${label}-`));
+      dirs.push(dir);
+      return dir;
+    },
+    async serve(root) {
+      const server = await serveDirectory(root);
+      servers.push(server);
+      return server;
     },
   };
 }

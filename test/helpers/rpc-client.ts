@@ -6,7 +6,7 @@
  * (streams like tunnel/data). Every wait has a deadline.
  */
 import type { Subprocess } from "bun";
-import { BUN, MAIN, eventually, type TestHome } from "./berth.ts";
+import { BUN, MAIN, eventually, makeHome, type TestHome } from "./berth.ts";
 import { connect, type RawWs } from "./raw-ws.ts";
 
 const CALL_TIMEOUT_MS = 20_000;
@@ -177,4 +177,27 @@ export async function startAppServer(home: TestHome, socket = home.path("daemon"
       await proc.exited;
     },
   };
+}
+
+/** A test file's shared app-server: a fresh BERTH_HOME with no release installed, `berth serve` in it, and one initialized client. */
+export type ServedHome = { home: TestHome; server: AppServer; client: RpcClient };
+
+/** Starts a ServedHome (for a file's beforeAll); on failure it ends what it had started before throwing. */
+export async function openServedHome(prefix: string): Promise<ServedHome> {
+  const home = makeHome({ install: false, prefix });
+  let server: AppServer | undefined;
+  try {
+    server = await startAppServer(home);
+    return { home, server, client: await RpcClient.open(server.socket) };
+  } catch (error) {
+    await closeServedHome({ home, server });
+    throw error;
+  }
+}
+
+/** Ends a ServedHome (for a file's afterAll): the client, then the server, then every process left in the home. Parts never started are skipped. */
+export async function closeServedHome({ home, server, client }: Partial<ServedHome>): Promise<void> {
+  client?.destroy();
+  await server?.stop();
+  await home?.cleanup();
 }

@@ -9,6 +9,8 @@ import { connect, type RawWs } from "./raw-ws.ts";
 
 const READY_TIMEOUT_MS = 15_000;
 export const WAIT_MS = 15_000;
+/** One probe of acceptsWebSocket; its callers poll it within their own deadline. */
+const ACCEPT_PROBE_MS = 500;
 
 export type ServeProcess = {
   home: TestHome;
@@ -30,18 +32,24 @@ export async function startServeProcess(options: { settings?: object; home?: Tes
     for await (const chunk of proc.stderr) log += decoder.decode(chunk, { stream: true });
     return log;
   })();
-  const ready = await eventually(async () => {
-    if (proc.exitCode !== null) return true;
-    try {
-      const ws = await connect(socket, { timeoutMs: 500 });
-      ws.destroy();
-      return true;
-    } catch {
-      return false;
-    }
-  }, READY_TIMEOUT_MS);
+  const ready = await eventually(async () => proc.exitCode !== null || (await acceptsWebSocket(socket)), READY_TIMEOUT_MS);
   if (!ready || proc.exitCode !== null) throw new Error(`berth serve did not come up: ${await stderr}`);
   return { home, socket, proc, stderr, log: () => log };
+}
+
+/**
+ * Whether a server accepts a WebSocket on `socket` now. The socket file appears at bind() and connections are
+ * refused (ECONNREFUSED) until listen(): a test that waits for the file alone and then connects loses that race
+ * on a loaded machine (seen in idle-trim.test.ts).
+ */
+export async function acceptsWebSocket(socket: string): Promise<boolean> {
+  try {
+    const ws = await connect(socket, { timeoutMs: ACCEPT_PROBE_MS });
+    ws.destroy();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export async function apiClient(socket: string): Promise<RawWs> {
