@@ -3,6 +3,7 @@
 // SIGKILL after the grace), including one that ignores SIGTERM and a
 // grandchild in its own session; `stop`/`restart` report processesEnded.
 import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { eventually, isAlive, nonKeeperProcessesOf, processesOf } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 import { parseLedger } from "../src/server/process/ledger.ts";
@@ -58,6 +59,18 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(pids.filter(isAlive)).toEqual([]);
     expect(await bridge.exited).toBe(75);
     expect(nonKeeperProcessesOf(home)).toEqual([]);
+  }, TEST_TIMEOUT_MS);
+
+  test("a stopped process (SIGSTOP, a ^Z'd job) is continued after its SIGTERM, so it ends by it and not by the SIGKILL after the grace", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 5_000 });
+    const marker = home.path("ended-by-sigterm");
+    const { process: p } = await bridge.call("process/spawn", { argv: ["sh", "-c", `trap 'echo term > "$0"; exit 0' TERM; echo ready; while :; do sleep 0.1; done`, marker] });
+    await eventually(() => bridge.output(p.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS);
+    expect((await bridge.call("process/signal", { processId: p.processId, signal: "SIGSTOP" })).delivered).toBe(true);
+    const stopped = await home.run(["stop"]);
+    expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
+    expect(isAlive(p.pid)).toBe(false);
+    expect(existsSync(marker)).toBe(true);
   }, TEST_TIMEOUT_MS);
 
   test("restart reports processesEnded and the new server starts with none", async () => {
