@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { attackFixtures, rpc, rssMiB, rssPeak } from "./helpers/attack.ts";
+import { eventually } from "./helpers/berth.ts";
 import { call, WAIT_MS } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
@@ -16,6 +17,21 @@ const PEAK_SAMPLING_TAIL_MS = 200;
 /** 2 500 pipelined 700 KiB writes (1.7 GiB offered): all in flight grows the server by about as much; bounded, the garbage high water stays under 500 MiB. */
 const PIPELINED_WRITES = 2_500;
 const WRITES_RSS_GROWTH_MAX_MIB = 700;
+/**
+ * Watches of one folder whose path is DEEP_LEVELS names of 250 bytes deep, on a client that reads nothing,
+ * while CHURN_FILES files are created there: each watch gathers every path (up to 10 000) for the client.
+ * Bounded per watch only: 1.8 GiB measured for 64 watches. Bounded per connection: its 16 MiB plus garbage.
+ */
+const CHURN_WATCHES = 32;
+const DEEP_LEVELS = 14;
+const CHURN_FILES = 10_000;
+const CHURN_WAIT_MS = 60_000;
+const CHURN_RSS_GROWTH_MAX_MIB = 300;
+/** 100 listings of 10 000 entries sent at once: all built together, +1.4 GiB (and a frozen server); a few at a time, +0.2 GiB of garbage. */
+const PIPELINED_LISTINGS = 100;
+const BIG_FOLDER_ENTRIES = 10_000;
+const LISTING_WAIT_MS = 60_000;
+const LISTINGS_RSS_GROWTH_MAX_MIB = 400;
 const fx = attackFixtures();
 const server = () => fx.server();
 const client = fx.client;
@@ -121,6 +137,61 @@ describe("attack: fs/*", () => {
     // Unwatching gives the folders back.
     await call(ws, "fs/unwatch", { watchId: many.find((r) => r.result)?.result.watchId });
     expect((await rpc(ws, "fs/watch", { path: tree, recursive: true })).result?.watchId).toBeString();
+  }, TEST_TIMEOUT_MS);
+
+  test(`${CHURN_WATCHES} watches of one deep folder on a client that stopped reading: the changes they gather are bounded per connection`, async () => {
+    const s = await server();
+    const ws = await client(s);
+    const witness = await client(s);
+    let root = s.home.path("deep");
+    for (let i = 0; i < DEEP_LEVELS; i++) root = `${root}/${"d".repeat(250)}${i}`;
+    mkdirSync(root, { recursive: true });
+    for (let i = 0; i < CHURN_WATCHES; i++) await call(ws, "fs/watch", { path: root });
+    // The witness reads and watches another folder: inotify reports in order, so its fs/changed for a file
+    // made there after the churn says the server has seen every change before it.
+    const marks = s.home.path("marks");
+    mkdirSync(marks);
+    const { watchId } = await call(witness, "fs/watch", { path: marks });
+    (ws.conn as unknown as { socket: { pause(): void } }).socket.pause();
+    const before = rssMiB(s.proc.pid);
+    const peak = rssPeak(s.proc.pid);
+    const name = "f".repeat(200);
+    const churn = Bun.spawn(["sh", "-c", `cd "$1" && i=0; while [ $i -lt ${CHURN_FILES} ]; do : > ${name}$i; i=$((i+1)); done`, "sh", root]);
+    fx.strangers.push(churn.pid);
+    expect(await churn.exited).toBe(0);
+    writeFileSync(`${marks}/last`, "");
+    const sawLast = () => (witness.pending as string[]).some((text) => text.includes(watchId) && text.includes(`${marks}/last"`));
+    expect(await eventually(sawLast, CHURN_WAIT_MS)).toBe(true);
+    await Bun.sleep(PEAK_SAMPLING_TAIL_MS);
+    const highest = peak();
+    console.log(`${CHURN_WATCHES} watches × ${CHURN_FILES} changes of ${root.length + 201}-byte paths, unread: RSS ${before.toFixed(1)} → peak ${highest.toFixed(1)} MiB`);
+    expect(highest - before).toBeLessThan(CHURN_RSS_GROWTH_MAX_MIB);
+  }, TEST_TIMEOUT_MS);
+
+  test(`${PIPELINED_LISTINGS} pipelined listings of a ${BIG_FOLDER_ENTRIES}-entry folder are not all built at once; another client is still served`, async () => {
+    const s = await server();
+    const ws = await client(s);
+    const other = await client(s);
+    const folder = s.home.path("big");
+    mkdirSync(folder);
+    const made = Bun.spawnSync(["sh", "-c", `cd "$1" && seq 1 ${BIG_FOLDER_ENTRIES} | sed 's/^/an-entry-of-a-big-folder-/' | xargs touch`, "sh", folder]);
+    expect(made.exitCode).toBe(0);
+    const before = rssMiB(s.proc.pid);
+    const peak = rssPeak(s.proc.pid);
+    for (let i = 0; i < PIPELINED_LISTINGS; i++) ws.send(JSON.stringify({ jsonrpc: "2.0", id: `l${i}`, method: "fs/readDirectory", params: { path: folder } }));
+    expect((await call(other, "fs/getMetadata", { path: folder }, LISTING_WAIT_MS)).type).toBe("directory");
+    // Each listing is answered in turn, unless the client's backlog closes its connection first (it re-lists then).
+    let answered = 0;
+    const closed = ws.closed.then(() => true);
+    while (answered < PIPELINED_LISTINGS && !(await Promise.race([closed, Bun.sleep(0).then(() => false)]))) {
+      const reply = await Promise.race([ws.nextMessage(LISTING_WAIT_MS), closed.then(() => undefined)]);
+      if (reply?.result) expect(reply.result.entries).toHaveLength(BIG_FOLDER_ENTRIES);
+      if (reply) answered += 1;
+    }
+    await Bun.sleep(PEAK_SAMPLING_TAIL_MS);
+    const highest = peak();
+    console.log(`${PIPELINED_LISTINGS} pipelined listings of ${BIG_FOLDER_ENTRIES} entries: ${answered} answered, RSS ${before.toFixed(1)} → peak ${highest.toFixed(1)} MiB`);
+    expect(highest - before).toBeLessThan(LISTINGS_RSS_GROWTH_MAX_MIB);
   }, TEST_TIMEOUT_MS);
 
   test("pipelined 700 KiB writes are not all held at once: the client is slowed by TCP backpressure, not closed", async () => {

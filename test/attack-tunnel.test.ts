@@ -6,6 +6,7 @@ import type { TCPSocketListener } from "bun";
 import { readdirSync, readlinkSync } from "node:fs";
 import { attackFixtures, rpc, rssMiB } from "./helpers/attack.ts";
 import { eventually } from "./helpers/berth.ts";
+import type { RawWs } from "./helpers/raw-ws.ts";
 import { call, WAIT_MS } from "./helpers/session.ts";
 import { CLOSE_FLUSH_TIMEOUT_MS, DEFAULT_ALLOW_HOSTS, hostAllowed, TUNNELS_PER_CONNECTION_MAX } from "../src/server/api/tunnel.ts";
 
@@ -15,6 +16,19 @@ const BLACK_HOLE_WRITES = 200;
 const STUCK_TUNNELS = 24;
 /** tunnel.ts cuts a closed tunnel's socket after CLOSE_FLUSH_TIMEOUT_MS (10 s); generous for a loaded machine. */
 const CLOSE_WAIT_MS = CLOSE_FLUSH_TIMEOUT_MS + 20_000;
+/**
+ * Tunnels of one connection to a peer that never reads, each sent WRITES_PER_STUCK_TUNNEL pipelined 700 KiB
+ * writes (722 MiB offered): under the per-tunnel cap (8 MiB), so only the connection's cap can refuse one.
+ */
+const MANY_STUCK_TUNNELS = 96;
+const WRITES_PER_STUCK_TUNNEL = 11;
+/** Tunnels opened, filled the same way and closed one after another, faster than their flush deadline frees them. */
+const CLOSED_TUNNEL_ROUNDS = 80;
+/**
+ * A sanity bound: with the connection's cap (64 MiB), +210 MiB and +140 MiB measured (mostly the
+ * garbage of the parsed requests); without it, +900 MiB and +420 MiB (the refusals tell them apart).
+ */
+const STUCK_RSS_GROWTH_MAX_MIB = 500;
 const listeners: TCPSocketListener<unknown>[] = [];
 const fx = attackFixtures();
 const server = () => fx.server();
@@ -37,6 +51,31 @@ function tcpSockets(pid: number): number {
   return count;
 }
 
+
+/**
+ * 700 KiB tunnel/writes sent at once (one per entry of `tunnelIds`), not waiting for answers;
+ * the replies by code, all in (the withheld ones are answered with -32001 or by the tunnel's close).
+ */
+async function pipelinedWrites(ws: RawWs, tunnelIds: string[]): Promise<Map<number | string, number>> {
+  const chunk = Buffer.alloc(700 * 1024, 0x64).toString("base64");
+  tunnelIds.forEach((tunnelId, i) => ws.send(JSON.stringify({ jsonrpc: "2.0", id: `pw${i}`, method: "tunnel/write", params: { tunnelId, data: chunk } })));
+  // Handled in order: once this is answered, every write has been queued or refused.
+  expect((await call(ws, "process/list")).processes).toEqual([]);
+  const codes = new Map<number | string, number>();
+  for (const text of (ws.pending as string[]).splice(0)) {
+    const reply = JSON.parse(text) as { id?: string; error?: { code: number } };
+    if (typeof reply.id === "string" && reply.id.startsWith("pw")) codes.set(reply.error?.code ?? "ok", (codes.get(reply.error?.code ?? "ok") ?? 0) + 1);
+  }
+  return codes;
+}
+
+/** Writes were refused by the connection's cap (the only one they could pass), and the server grew within the sanity bound. */
+function expectConnectionCap(what: string, codes: Map<number | string, number>, pid: number, before: number): void {
+  const after = rssMiB(pid);
+  console.log(`${what}: replies ${JSON.stringify([...codes])}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB`);
+  expect(codes.get(-32001) ?? 0).toBeGreaterThan(0);
+  expect(after - before).toBeLessThan(STUCK_RSS_GROWTH_MAX_MIB);
+}
 
 /** A loopback TCP server that accepts and then never reads; counts connections accepted. */
 function blackHole() {
@@ -135,6 +174,32 @@ describe("attack: tunnel/*", () => {
     const fds = tcpSockets(s.proc.pid);
     await call(ws, "tunnel/close", { tunnelId });
     expect(await eventually(() => tcpSockets(s.proc.pid) < fds, CLOSE_WAIT_MS, 100)).toBe(true);
+  }, TEST_TIMEOUT_MS);
+
+  test(`pipelined writes to ${MANY_STUCK_TUNNELS} tunnels whose peer never reads: what one connection has queued is bounded in all, not only per tunnel`, async () => {
+    const s = await server();
+    const ws = await client(s);
+    const hole = blackHole();
+    const before = rssMiB(s.proc.pid);
+    const ids: string[] = [];
+    for (let i = 0; i < MANY_STUCK_TUNNELS; i++) ids.push((await call(ws, "tunnel/open", { host: "127.0.0.1", port: hole.port })).tunnelId);
+    const codes = await pipelinedWrites(ws, ids.flatMap((tunnelId) => Array.from({ length: WRITES_PER_STUCK_TUNNEL }, () => tunnelId)));
+    expectConnectionCap(`${MANY_STUCK_TUNNELS} stuck tunnels`, codes, s.proc.pid, before);
+  }, TEST_TIMEOUT_MS);
+
+  test("tunnels closed while their peer never reads still count until their bytes are gone: open, fill, close, repeat stays bounded", async () => {
+    const s = await server();
+    const ws = await client(s);
+    const hole = blackHole();
+    const before = rssMiB(s.proc.pid);
+    const codes = new Map<number | string, number>();
+    for (let round = 0; round < CLOSED_TUNNEL_ROUNDS; round++) {
+      const { tunnelId } = await call(ws, "tunnel/open", { host: "127.0.0.1", port: hole.port });
+      for (const [code, count] of await pipelinedWrites(ws, Array.from({ length: WRITES_PER_STUCK_TUNNEL }, () => tunnelId))) codes.set(code, (codes.get(code) ?? 0) + count);
+      // Closed: its queue is flushed for up to CLOSE_FLUSH_TIMEOUT_MS, to a peer that reads nothing.
+      await call(ws, "tunnel/close", { tunnelId });
+    }
+    expectConnectionCap(`${CLOSED_TUNNEL_ROUNDS} filled and closed tunnels`, codes, s.proc.pid, before);
   }, TEST_TIMEOUT_MS);
 
   test("writes withheld by tunnel flow control on many stuck tunnels never block the connection's other requests", async () => {

@@ -7,20 +7,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { MAX_CONNECTIONS } from "../src/server/serve.ts";
 import { eventually } from "./helpers/berth.ts";
 import { connect, UpgradeRefused, type RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, OutputCollector, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { call, OutputCollector, servesPerTest, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 const MIB = 1024 * 1024;
-const servers: ServeProcess[] = [];
-const clients: Array<{ destroy(): void }> = [];
-
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
-});
+const serves = servesPerTest(afterEach);
+const server = serves.server;
 
 /** A client that sends what it is told and then stops reading its socket. */
 async function stalledClient(socket: string, messages: object[]) {
@@ -53,13 +45,11 @@ async function stalledClient(socket: string, messages: object[]) {
     },
     destroy: () => ws.close(),
   };
-  clients.push(handle);
-  return handle;
+  return serves.track(handle);
 }
 
 async function client(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
+  const ws = await serves.client(s);
   return { ws, out: new OutputCollector(ws) };
 }
 
@@ -106,6 +96,9 @@ describe("backpressure", () => {
     await writer.go();
     const answered = await call(ws, "process/list");
     const attachedMs = await writer.elapsedMs();
+    // Not held back: the writer put out all 48 MiB and exited while the stalled client took none of it (it is resumed
+    // only below). A server that waited for that client would have left the writer blocked on its pipe (no exit).
+    const receivedWhileStalled = stalled.received;
     expect(answered.processes.length).toBe(2);
     expect(out.log(writer.processId, "stdout").length).toBe(0);
     // The stalled one was cut at the cap (it sees the close once it reads again), long before it could get 48 MiB.
@@ -117,9 +110,10 @@ describe("backpressure", () => {
     expect(stalled.received).toBeLessThan(BYTES);
     // The other client was never closed and still gets answers.
     expect((await call(ws, "process/list")).processes.length).toBe(2);
+    // The times say how much an attached stalled client costs; no assertion on them: under load they are noise
+    // (measured 301 ms alone, 1 268 ms attached, beside other suites).
     console.log(`writer alone ${aloneMs.toFixed(0)} ms, with a stalled client attached ${attachedMs.toFixed(0)} ms`);
-    // Within 2x of the unattached run (plus 1 s for a loaded machine's noise).
-    expect(attachedMs).toBeLessThan(2 * aloneMs + 1_000);
+    expect(receivedWhileStalled).toBeLessThan(MIB);
   }, TEST_TIMEOUT_MS);
 
   test("a client that does not read its replies: requests wait, nothing is lost silently, closed past the cap", async () => {
@@ -147,8 +141,7 @@ describe("backpressure", () => {
     const open: RawWs[] = [];
     for (let i = 0; i < MAX_CONNECTIONS; i++) {
       const ws = await connect(s.socket, { timeoutMs: WAIT_MS });
-      open.push(ws);
-      clients.push(ws);
+      open.push(serves.track(ws));
     }
     const refused = await connect(s.socket, { timeoutMs: WAIT_MS }).then(
       () => undefined,
@@ -159,7 +152,7 @@ describe("backpressure", () => {
     (open.pop() as RawWs).destroy();
     expect(await eventually(async () => {
       try {
-        clients.push(await connect(s.socket, { timeoutMs: 2_000 }));
+        serves.track(await connect(s.socket, { timeoutMs: 2_000 }));
         return true;
       } catch {
         return false;
@@ -167,9 +160,3 @@ describe("backpressure", () => {
     }, WAIT_MS)).toBe(true);
   }, TEST_TIMEOUT_MS);
 });
-
-async function server(settings?: object) {
-  const s = await startServeProcess({ settings });
-  servers.push(s);
-  return s;
-}

@@ -56,6 +56,18 @@ test("a batch keeps first-seen order, merges per path and caps its size", () => 
   expect(full.overflow).toBe(true);
 });
 
+test("a batch counts what it holds; a new path that does not fit the room left is dropped as overflow, a known one still merges", () => {
+  const batch = new ChangeBatch();
+  const cost = batch.add(Buffer.from("/t/a"), "created");
+  expect(cost).toBeGreaterThan(2 * "/t/a".length);
+  expect(batch.bytes).toBe(cost);
+  expect(batch.add(Buffer.from("/t/b"), "created", cost - 1)).toBe(0);
+  expect(batch.overflow).toBe(true);
+  expect(batch.add(Buffer.from("/t/a"), "deleted", 0)).toBe(0);
+  expect(batch.toJSON()).toEqual([{ path: "/t/a", kind: "deleted" }]);
+  expect(batch.bytes).toBe(cost);
+});
+
 describe("tunnels.allowHosts", () => {
   test("hosts allowed by the default list", () => {
     const cases: Array<[string, boolean]> = [

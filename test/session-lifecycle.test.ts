@@ -3,6 +3,7 @@
 // SIGKILL after the grace), including one that ignores SIGTERM and a
 // grandchild in its own session; `stop`/`restart` report processesEnded.
 import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { eventually, isAlive, nonKeeperProcessesOf, processesOf } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 import { parseLedger } from "../src/server/process/ledger.ts";
@@ -35,6 +36,8 @@ describe("parseLedger", () => {
     ['{"processes":{}}', []],
     [JSON.stringify({ processes: [entry] }), [entry]],
     [JSON.stringify({ processes: [entry, { pid: 1, identity: "x" }, { pid: "7", identity: "x" }, { pid: 9 }, null] }), [entry]],
+    // A member left behind by its reaped leader is ended alone; anything but `true` there is a group leader.
+    [JSON.stringify({ processes: [{ ...entry, member: true }, { pid: 43, identity: "boot/124", member: "yes" }] }), [{ ...entry, member: true }, { pid: 43, identity: "boot/124" }]],
   ];
   for (const [text, expected] of cases) test(String(text), () => expect(parseLedger(text)).toEqual(expected as never));
 });
@@ -56,6 +59,18 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(pids.filter(isAlive)).toEqual([]);
     expect(await bridge.exited).toBe(75);
     expect(nonKeeperProcessesOf(home)).toEqual([]);
+  }, TEST_TIMEOUT_MS);
+
+  test("a stopped process (SIGSTOP, a ^Z'd job) is continued after its SIGTERM, so it ends by it and not by the SIGKILL after the grace", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 5_000 });
+    const marker = home.path("ended-by-sigterm");
+    const { process: p } = await bridge.call("process/spawn", { argv: ["sh", "-c", `trap 'echo term > "$0"; exit 0' TERM; echo ready; while :; do sleep 0.1; done`, marker] });
+    await eventually(() => bridge.output(p.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS);
+    expect((await bridge.call("process/signal", { processId: p.processId, signal: "SIGSTOP" })).delivered).toBe(true);
+    const stopped = await home.run(["stop"]);
+    expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
+    expect(isAlive(p.pid)).toBe(false);
+    expect(existsSync(marker)).toBe(true);
   }, TEST_TIMEOUT_MS);
 
   test("restart reports processesEnded and the new server starts with none", async () => {
@@ -101,5 +116,24 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(await eventually(() => !isAlive(p.pid), 20_000)).toBe(true);
     expect(isAlive(stranger.pid)).toBe(true);
     stranger.kill("SIGKILL");
+  }, TEST_TIMEOUT_MS);
+
+  test("what an exited process left running in its group is ended by the next app-server after a SIGKILL too", async () => {
+    const { home, bridge } = await connected({ stopGraceMs: 3_000 });
+    const serverPid = bridge.connected.pid as number;
+    // The leader exits at once; its background sleep stays in the group, reparented away from the server.
+    const { process: p } = await bridge.call("process/spawn", { argv: ["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo left=$!"] });
+    const left = await pidFromOutput(bridge, p.processId, "stdout", /left=(\d+)/);
+    try {
+      expect(await eventually(async () => (await bridge.call("process/list")).processes[0]?.state === "exited", CONNECT_WAIT_MS)).toBe(true);
+      process.kill(serverPid, "SIGKILL");
+      expect(await bridge.exited).toBe(75);
+      expect(isAlive(left)).toBe(true);
+      const started = await home.run(["start"]);
+      expect(["started", "alreadyRunning"]).toContain(started.json.status);
+      expect(await eventually(() => !isAlive(left), 20_000)).toBe(true);
+    } finally {
+      if (isAlive(left)) process.kill(left, "SIGKILL");
+    }
   }, TEST_TIMEOUT_MS);
 });

@@ -27,6 +27,15 @@ export const RECURSIVE_WATCH_TOTAL_MAX_FOLDERS = 50_000;
 export const CHANGES_PER_BATCH_MAX = 10_000;
 /** While the client has more than this unread, changes keep gathering (bounded by the batch cap) instead of being sent. */
 export const WATCH_BACKLOG_MAX_BYTES = 1024 * 1024;
+/**
+ * Gathered changes all watches of one connection may hold together (their
+ * paths, counted twice: the key and the bytes); past it new paths are dropped
+ * and `overflow: true` says so. Per watch alone, 32 watches of one deep
+ * folder on a client that reads nothing held 2.8 GiB.
+ */
+export const CHANGES_PER_CONNECTION_MAX_BYTES = 16 * 1024 * 1024;
+/** What one gathered change costs beyond its path (map entry, object, Buffer): an estimate, for the cap above. */
+const CHANGE_OVERHEAD_BYTES = 64;
 
 export type ChangeKind = "created" | "modified" | "deleted";
 
@@ -41,15 +50,21 @@ export function mergeKind(previous: ChangeKind | undefined, next: ChangeKind): C
 export class ChangeBatch {
   private readonly changes = new Map<string, { path: Buffer; kind: ChangeKind }>();
   overflow = false;
+  /** What the gathered changes cost, by CHANGE_OVERHEAD_BYTES + twice each path's length. */
+  bytes = 0;
 
-  add(path: Buffer, kind: ChangeKind): void {
+  /** Gathers a change; a new path costing more than `room` (or past the count cap) is dropped as overflow. Returns the cost added. */
+  add(path: Buffer, kind: ChangeKind, room = Number.POSITIVE_INFINITY): number {
     const key = path.toString("latin1");
     const previous = this.changes.get(key);
-    if (!previous && this.changes.size >= CHANGES_PER_BATCH_MAX) {
+    const cost = previous ? 0 : CHANGE_OVERHEAD_BYTES + 2 * path.length;
+    if (!previous && (this.changes.size >= CHANGES_PER_BATCH_MAX || cost > room)) {
       this.overflow = true;
-      return;
+      return 0;
     }
     this.changes.set(key, { path, kind: mergeKind(previous?.kind, kind) });
+    this.bytes += cost;
+    return cost;
   }
 
   get size(): number {
@@ -92,12 +107,25 @@ function existsNoFollow(path: Buffer): boolean {
 export function createWatches() {
   const watches = new Map<string, Watch>();
   const perConn = new Map<number, number>();
+  /** What the watches of each connection have gathered and not sent (CHANGES_PER_CONNECTION_MAX_BYTES); gone with the connection. */
+  const gathered = new WeakMap<Conn, { bytes: number }>();
+  const accountOf = (conn: Conn) => {
+    let account = gathered.get(conn);
+    if (!account) gathered.set(conn, (account = { bytes: 0 }));
+    return account;
+  };
+  /** A batch leaves its connection's account (sent, or its watch closed). */
+  const settle = (entry: Watch) => {
+    accountOf(entry.conn).bytes -= entry.batch.bytes;
+  };
   let nextId = 1;
   /** Folders covered by the recursive watches open now. */
   let recursiveFolders = 0;
 
   const close = (entry: Watch) => {
     if (!watches.delete(entry.id)) return;
+    settle(entry);
+    entry.batch = new ChangeBatch();
     recursiveFolders -= entry.folders;
     clearTimeout(entry.timer);
     const left = (perConn.get(entry.conn.id) ?? 1) - 1;
@@ -119,6 +147,7 @@ export function createWatches() {
       return;
     }
     const batch = entry.batch;
+    settle(entry);
     entry.batch = new ChangeBatch();
     entry.conn.notify("fs/changed", { watchId: entry.id, changes: batch.toJSON(), ...(batch.overflow ? { overflow: true } : {}) });
   };
@@ -156,7 +185,8 @@ export function createWatches() {
         // A file watch reports its own basename; a folder watch a path relative to it.
         const full = !isDirectory || !name ? root : Buffer.concat([root, Buffer.from(root.length === 1 ? "" : "/"), name]);
         const kind: ChangeKind = event === "change" ? "modified" : existsNoFollow(full) ? "created" : "deleted";
-        entry.batch.add(full, kind);
+        const account = accountOf(conn);
+        account.bytes += entry.batch.add(full, kind, CHANGES_PER_CONNECTION_MAX_BYTES - account.bytes);
         entry.timer ??= setTimeout(() => flush(entry), COALESCE_MS);
       });
     } catch (error) {

@@ -16,6 +16,14 @@ export const BACKLOG_PAUSE_BYTES = 1024 * 1024;
 export const WRITE_QUEUE_LOW_BYTES = 1024 * 1024;
 /** Unsent bytes one tunnel may hold; a write past it fails with -32001. */
 export const WRITE_QUEUE_MAX_BYTES = 8 * 1024 * 1024;
+/**
+ * Unsent bytes all tunnels of one connection may hold together, closing ones
+ * (still flushing) included; a write past it fails with -32001. Per tunnel
+ * alone, 256 tunnels to peers that do not read held 2 GiB for one client.
+ * `remote forward` keeps at most ~3 MiB queued per tunnel (its 2 MiB of
+ * unanswered writes past the 1 MiB low mark): about 20 stalled tunnels fit.
+ */
+export const CONNECTION_WRITE_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** After tunnel/close, queued bytes get this long to reach a peer before the socket is cut. */
 export const CLOSE_FLUSH_TIMEOUT_MS = 10_000;
@@ -41,6 +49,9 @@ export function allowHostsOf(settings: Record<string, unknown>): string[] {
 
 export type CloseReason = "remote" | "client" | "error" | "shutdown";
 
+/** What the tunnels of one connection hold unsent, together. */
+type WriteAccount = { queued: number };
+
 class Tunnel {
   private queue: Uint8Array[] = [];
   private queued = 0;
@@ -60,6 +71,7 @@ class Tunnel {
     readonly id: string,
     readonly conn: Conn,
     private readonly onClosed: (tunnel: Tunnel) => void,
+    private readonly account: WriteAccount = { queued: 0 },
   ) {}
 
   /** Bytes from the TCP peer: forwarded, then reading pauses if the client's backlog is too deep. */
@@ -92,8 +104,15 @@ class Tunnel {
     if (this.queued + data.length > WRITE_QUEUE_MAX_BYTES) {
       throw new ApiError(API_LIMIT, `tunnel ${this.id} already has ${this.queued} bytes unsent (limit ${WRITE_QUEUE_MAX_BYTES}); wait for earlier writes to be answered`);
     }
+    if (this.account.queued + data.length > CONNECTION_WRITE_QUEUE_MAX_BYTES) {
+      throw new ApiError(
+        API_LIMIT,
+        `the tunnels of this connection already have ${this.account.queued} bytes unsent (limit ${CONNECTION_WRITE_QUEUE_MAX_BYTES}); wait for earlier writes to be answered`,
+      );
+    }
     this.queue.push(data);
     this.queued += data.length;
+    this.account.queued += data.length;
     this.flush();
     const last = this.queue.length - 1;
     if (last >= 0 && this.queue[last]!.buffer === data.buffer) this.queue[last] = new Uint8Array(this.queue[last]!); // a copy
@@ -107,6 +126,7 @@ class Tunnel {
       const written = this.socket.write(chunk);
       if (written <= 0) break;
       this.queued -= written;
+      this.account.queued -= written;
       if (written < chunk.length) {
         this.queue[0] = chunk.subarray(written);
         break;
@@ -141,6 +161,15 @@ class Tunnel {
     } catch {
       // already closed
     }
+    this.dropQueue();
+  }
+
+  /** The socket is gone (cut, or closed by the peer): what was still queued never goes out, and stops counting. */
+  dropQueue(): void {
+    this.account.queued -= this.queued;
+    this.queued = 0;
+    this.queue = [];
+    this.release();
   }
 
   /** Ends the tunnel once; tells the client unless its connection is gone. */
@@ -171,6 +200,13 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
   const allowHosts = allowHostsOf(settings);
   const tunnels = new Map<string, Tunnel>();
   const perConn = new Map<number, number>();
+  /** By connection object: gone with it, while its closing tunnels (which hold it) still flush. */
+  const accounts = new WeakMap<Conn, WriteAccount>();
+  const accountOf = (conn: Conn): WriteAccount => {
+    let account = accounts.get(conn);
+    if (!account) accounts.set(conn, (account = { queued: 0 }));
+    return account;
+  };
   let nextId = 1;
 
   const forget = (tunnel: Tunnel) => {
@@ -192,7 +228,7 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
       throw new ApiError(API_LIMIT, `this connection already has ${TUNNELS_PER_CONNECTION_MAX} tunnels; close some first`);
     }
     perConn.set(conn.id, (perConn.get(conn.id) ?? 0) + 1); // reserved now, so concurrent opens cannot pass the cap
-    const tunnel = new Tunnel(`t${nextId++}`, conn, forget);
+    const tunnel = new Tunnel(`t${nextId++}`, conn, forget, accountOf(conn));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const connecting = Bun.connect({
       hostname: host,
@@ -202,7 +238,10 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
         data: (_socket, data) => tunnel.received(data),
         drain: () => tunnel.flush(),
         end: () => tunnel.finish("remote"),
-        close: () => tunnel.finish("remote"),
+        close: () => {
+          tunnel.dropQueue();
+          tunnel.finish("remote");
+        },
         error: (_socket, error) => tunnel.finish("error", describeError(error)),
       },
     });

@@ -10,7 +10,12 @@ import { logger } from "../../output.ts";
 import { readStateFile, writeFileAtomic } from "../../platform/fs.ts";
 import { processIdentity } from "../../platform/process.ts";
 
-export type LedgerEntry = { pid: number; identity: string };
+/**
+ * A process group's leader (ended with its group), or with `member: true` one
+ * process that a reaped leader left behind in its group (ended alone: its
+ * group has no leader whose identity could prove the group ours).
+ */
+export type LedgerEntry = { pid: number; identity: string; member?: true };
 
 /** Pure: the entries of a ledger file's text (anything malformed is dropped). */
 export function parseLedger(text: string | undefined): LedgerEntry[] {
@@ -18,9 +23,9 @@ export function parseLedger(text: string | undefined): LedgerEntry[] {
   try {
     const value = JSON.parse(text) as { processes?: unknown };
     if (!Array.isArray(value.processes)) return [];
-    return value.processes.filter(
-      (e): e is LedgerEntry => typeof e === "object" && e !== null && Number.isInteger(e.pid) && e.pid > 1 && typeof e.identity === "string",
-    );
+    return value.processes
+      .filter((e): e is LedgerEntry => typeof e === "object" && e !== null && Number.isInteger(e.pid) && e.pid > 1 && typeof e.identity === "string")
+      .map((e) => ({ pid: e.pid, identity: e.identity, ...(e.member === true ? { member: true as const } : {}) }));
   } catch {
     return [];
   }
@@ -47,9 +52,10 @@ export function endLeftovers(path: string): number {
   let ended = 0;
   for (const entry of entries) {
     // Each process leads its own group; the group is ours only while its leader is the recorded process.
+    // A member left behind is ours only while it is the recorded process: it alone is ended.
     if (processIdentity(entry.pid) !== entry.identity) continue;
     try {
-      process.kill(-entry.pid, "SIGKILL");
+      process.kill(entry.member ? entry.pid : -entry.pid, "SIGKILL");
       ended += 1;
     } catch {
       // gone meanwhile

@@ -50,6 +50,10 @@ export class ProcessManager {
     if (!this.ledgerPath) return;
     const entries: LedgerEntry[] = [];
     for (const p of this.running()) if (p.identity && p.unreaped) entries.push({ pid: p.pid, identity: p.identity });
+    // What reaped leaders left in their groups: a SIGKILLed app-server cannot end those at stop either.
+    for (const left of [...this.all().flatMap((p) => p.leftovers), ...this.forgottenLeftovers]) {
+      if (processIdentity(left.pid) === left.identity) entries.push({ pid: left.pid, identity: left.identity, member: true });
+    }
     writeLedger(this.ledgerPath, entries);
   }
 

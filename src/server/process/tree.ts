@@ -65,6 +65,10 @@ export async function endProcessTrees(processes: ManagedProcess[], graceMs: numb
   for (const entry of leftovers) if (!seen.has(entry.pid)) known.push({ ...entry, signal: "SIGTERM" });
   for (const managed of processes) managed.signalGroup(managed.terminal ? "SIGHUP" : "SIGTERM");
   for (const entry of known) signalKnown(entry, entry.signal);
+  // A stopped process (process/signal SIGSTOP, a job suspended with ^Z) keeps that signal pending until the
+  // SIGKILL after the grace: continued now, it gets to end by it (as systemd and bash do on hangup).
+  for (const managed of processes) managed.signalGroup("SIGCONT");
+  for (const entry of known) signalKnown(entry, "SIGCONT");
   const allGone = () => processes.every((p) => !p.unreaped) && known.every((k) => processIdentity(k.pid) !== k.identity);
   if (await waitFor(allGone, graceMs)) return;
   for (const managed of processes) managed.signalGroup("SIGKILL");
