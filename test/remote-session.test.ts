@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../src/client/connection.ts";
 import { rssMiB } from "./helpers/attack.ts";
@@ -16,6 +16,17 @@ import { tcpSender } from "./helpers/tcp-sender.ts";
 import { connectSshUnder, descendantsOf, freePort, sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
 const LINES = 400;
+const MIB = 1024 * 1024;
+
+/** The most one loopback TCP connection's buffers may hold: its receive and send buffers' autotuning ceilings. */
+function tcpBufferMaxBytes(): number {
+  try {
+    const max = (name: string) => Number(readFileSync(`/proc/sys/net/ipv4/${name}`, "utf8").trim().split(/\s+/)[2]);
+    return max("tcp_rmem") + max("tcp_wmem");
+  } catch {
+    return 0;
+  }
+}
 /** A connect through a working sshd takes a few seconds; past this the `connected` line was not recognised. */
 const NOISY_CONNECT_TIMEOUT_MS = 30_000;
 /** `remote run | head`: connect, a few lines, then the exit once the pipe is gone (the detach answer included). */
@@ -447,9 +458,15 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
 
   test("a local client that never reads holds the connection at most LOCAL_STALL_MAX_MS: it is reset, and the others are carried again", async () => {
     const host = await newHost();
-    const big = randomBytes(24 * 1024 * 1024);
+    // More than every buffer on the way can hold: berth's, ssh's and the pipes' (well under 24 MiB) and two loopback
+    // TCP connections (far side → app-server, forward → client), each up to the kernel's ceiling. A fixed 24 MiB once
+    // fit (1 run in ~25) where tcp_rmem lets a receive buffer grow to 32 MiB: the far side sent it all.
+    const streamBytes = 24 * MIB + 2 * tcpBufferMaxBytes();
+    // An unheld path takes a stream whole within this (24 MiB: under 1 s), so the window grows with the stream.
+    const heldBackWindowMs = Math.ceil((3_000 * streamBytes) / (24 * MIB));
+    const block = randomBytes(MIB);
     let sent = 0;
-    // BIG: a stream larger than every buffer on the way; anything else: pong.
+    // BIG: streamBytes of a repeated random block; anything else: pong.
     const far = Bun.listen({
       hostname: "127.0.0.1",
       port: 0,
@@ -457,8 +474,9 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
         data(socket, data) {
           if (data.toString() !== "BIG") return void socket.end("pong");
           const pump = () => {
-            while (sent < big.length) {
-              const written = socket.write(big.subarray(sent, sent + 1024 * 1024));
+            while (sent < streamBytes) {
+              const offset = sent % MIB;
+              const written = socket.write(block.subarray(offset, Math.min(MIB, offset + streamBytes - sent)));
               if (written < 0) return; // closed (the forward reset it): a timer kept retrying would outlive the test
               if (written === 0) return setTimeout(pump, 10);
               sent += written;
@@ -475,7 +493,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       stalled.pause();
       stalled.write("BIG");
       // Every buffer on the way is full and the forward holds the connection for it: the far side cannot send it all.
-      expect(await eventually(() => sent === big.length, 3_000, 50)).toBe(false);
+      expect(await eventually(() => sent === streamBytes, heldBackWindowMs, 50)).toBe(false);
       // The other client waits behind the stalled one's hold, then is served once it is reset.
       let answer = "";
       await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { open: (s) => void s.write("ping"), data: (_s, d) => void (answer += d.toString()) } });
