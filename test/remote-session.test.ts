@@ -27,6 +27,18 @@ function tcpBufferMaxBytes(): number {
     return 0;
   }
 }
+
+/**
+ * A far-side stream more than every buffer on the way can hold: berth's, ssh's and the pipes' (well under 24 MiB)
+ * and two loopback TCP connections (far side → app-server, forward → client), each up to the kernel's ceiling. A
+ * fixed 24 MiB once fit (1 run in ~25) where tcp_rmem lets a receive buffer grow to 32 MiB: the far side sent it all.
+ */
+const HELD_BACK_STREAM_BYTES = 24 * MIB + 2 * tcpBufferMaxBytes();
+/**
+ * An unheld path takes such a stream whole within this (24 MiB: under 1 s), so it grows with the stream; at most
+ * 10 s, well inside the 20 s a forward lets a local socket read nothing before it resets it.
+ */
+const HELD_BACK_WINDOW_MS = Math.min(10_000, Math.ceil((3_000 * HELD_BACK_STREAM_BYTES) / (24 * MIB)));
 /** A connect through a working sshd takes a few seconds; past this the `connected` line was not recognised. */
 const NOISY_CONNECT_TIMEOUT_MS = 30_000;
 /** `remote run | head`: connect, a few lines, then the exit once the pipe is gone (the detach answer included). */
@@ -458,12 +470,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
 
   test("a local client that never reads holds the connection at most LOCAL_STALL_MAX_MS: it is reset, and the others are carried again", async () => {
     const host = await newHost();
-    // More than every buffer on the way can hold: berth's, ssh's and the pipes' (well under 24 MiB) and two loopback
-    // TCP connections (far side → app-server, forward → client), each up to the kernel's ceiling. A fixed 24 MiB once
-    // fit (1 run in ~25) where tcp_rmem lets a receive buffer grow to 32 MiB: the far side sent it all.
-    const streamBytes = 24 * MIB + 2 * tcpBufferMaxBytes();
-    // An unheld path takes a stream whole within this (24 MiB: under 1 s), so the window grows with the stream.
-    const heldBackWindowMs = Math.ceil((3_000 * streamBytes) / (24 * MIB));
+    const streamBytes = HELD_BACK_STREAM_BYTES;
     const block = randomBytes(MIB);
     let sent = 0;
     // BIG: streamBytes of a repeated random block; anything else: pong.
@@ -493,7 +500,7 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
       stalled.pause();
       stalled.write("BIG");
       // Every buffer on the way is full and the forward holds the connection for it: the far side cannot send it all.
-      expect(await eventually(() => sent === streamBytes, heldBackWindowMs, 50)).toBe(false);
+      expect(await eventually(() => sent === streamBytes, HELD_BACK_WINDOW_MS, 50)).toBe(false);
       // The other client waits behind the stalled one's hold, then is served once it is reset.
       let answer = "";
       await Bun.connect({ hostname: "127.0.0.1", port: localPort, socket: { open: (s) => void s.write("ping"), data: (_s, d) => void (answer += d.toString()) } });
@@ -511,31 +518,39 @@ describe.skipIf(Boolean(reason))("remote run, attach, ps, kill, forward", () => 
   // 3 MiB all leave the far side and wait in the forward's queue; 24 MiB are more than every buffer on the way: the far
   // side is held back. Before, past 8 MiB queued the forward ended the socket: a clean EOF after ~4 MiB, a download that
   // looked whole.
-  for (const { mib, heldBack } of [
-    { mib: 3, heldBack: false },
-    { mib: 24, heldBack: true },
+  for (const { bytes, heldBack } of [
+    { bytes: 3 * MIB, heldBack: false },
+    { bytes: HELD_BACK_STREAM_BYTES, heldBack: true },
   ]) {
-    test(`forward keeps every byte for a local reader that pauses while the far side sends ${mib} MiB (${heldBack ? "the far side held back" : "queued behind the slow socket"})`, async () => {
+    test(`forward keeps every byte for a local reader that pauses while the far side sends ${bytes / MIB} MiB (${heldBack ? "the far side held back" : "queued behind the slow socket"})`, async () => {
       const host = await newHost();
-      const big = randomBytes(mib * 1024 * 1024);
+      const big = randomBytes(bytes);
       const far = tcpSender(big, { end: true });
-      const received: Buffer[] = [];
+      // Hashed as it arrives: the held-back stream can be ~100 MiB.
+      const received = createHash("sha256");
+      let receivedBytes = 0;
       let closed = false;
       try {
         const { forward, localPort } = await forwardTo(host, far.port);
         const local = await Bun.connect({
           hostname: "127.0.0.1",
           port: localPort,
-          socket: { data: (_s, d) => void received.push(Buffer.from(d)), close: () => void (closed = true) },
+          socket: {
+            data: (_s, d) => {
+              received.update(d);
+              receivedBytes += d.length;
+            },
+            close: () => void (closed = true),
+          },
         });
         local.pause();
-        if (heldBack) expect(await eventually(() => far.sent() === big.length, 3_000, 50)).toBe(false);
+        if (heldBack) expect(await eventually(() => far.sent() === big.length, HELD_BACK_WINDOW_MS, 50)).toBe(false);
         else expect(await eventually(() => far.sent() === big.length, 30_000)).toBe(true);
         expect(closed).toBe(false);
         local.resume();
         expect(await eventually(() => closed, 60_000)).toBe(true);
-        expect(Buffer.concat(received).length).toBe(big.length);
-        expect(sha256(Buffer.concat(received))).toBe(sha256(big));
+        expect(receivedBytes).toBe(big.length);
+        expect(received.digest("hex")).toBe(sha256(big));
         expect(forward.out.stderr).not.toContain("reset");
         forward.proc.kill("SIGINT");
         expect(await forward.proc.exited).toBe(0);
