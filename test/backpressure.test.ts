@@ -7,20 +7,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { MAX_CONNECTIONS } from "../src/server/serve.ts";
 import { eventually } from "./helpers/berth.ts";
 import { connect, UpgradeRefused, type RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, OutputCollector, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { call, OutputCollector, servesPerTest, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 const MIB = 1024 * 1024;
-const servers: ServeProcess[] = [];
-const clients: Array<{ destroy(): void }> = [];
-
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
-});
+const serves = servesPerTest(afterEach);
+const server = serves.server;
 
 /** A client that sends what it is told and then stops reading its socket. */
 async function stalledClient(socket: string, messages: object[]) {
@@ -53,13 +45,11 @@ async function stalledClient(socket: string, messages: object[]) {
     },
     destroy: () => ws.close(),
   };
-  clients.push(handle);
-  return handle;
+  return serves.track(handle);
 }
 
 async function client(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
+  const ws = await serves.client(s);
   return { ws, out: new OutputCollector(ws) };
 }
 
@@ -147,8 +137,7 @@ describe("backpressure", () => {
     const open: RawWs[] = [];
     for (let i = 0; i < MAX_CONNECTIONS; i++) {
       const ws = await connect(s.socket, { timeoutMs: WAIT_MS });
-      open.push(ws);
-      clients.push(ws);
+      open.push(serves.track(ws));
     }
     const refused = await connect(s.socket, { timeoutMs: WAIT_MS }).then(
       () => undefined,
@@ -159,7 +148,7 @@ describe("backpressure", () => {
     (open.pop() as RawWs).destroy();
     expect(await eventually(async () => {
       try {
-        clients.push(await connect(s.socket, { timeoutMs: 2_000 }));
+        serves.track(await connect(s.socket, { timeoutMs: 2_000 }));
         return true;
       } catch {
         return false;
@@ -167,9 +156,3 @@ describe("backpressure", () => {
     }, WAIT_MS)).toBe(true);
   }, TEST_TIMEOUT_MS);
 });
-
-async function server(settings?: object) {
-  const s = await startServeProcess({ settings });
-  servers.push(s);
-  return s;
-}

@@ -7,24 +7,16 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { compile } from "../build.ts";
-import { makeHome, readJson, type TestHome } from "./helpers/berth.ts";
+import { readJson, homesPerTest } from "./helpers/berth.ts";
 
 const BASE = "http://127.0.0.1:9/berth-releases";
 const binDir = mkdtempSync(join(tmpdir(), "berth-baseurl-bin-"));
 const binary = join(binDir, "berth");
 await compile({ version: "2.0.0", outfile: binary, baseUrl: `${BASE}/` });
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const homeOf = homesPerTest(afterEach);
+const newHome = () => homeOf({ install: false, prefix: "berth-baseurl-" });
 afterAll(() => rmSync(binDir, { recursive: true, force: true }));
-
-function newHome(): TestHome {
-  const home = makeHome({ install: false, prefix: "berth-baseurl-" });
-  homes.push(home);
-  return home;
-}
 
 test("NOT_INSTALLED names the compiled-in base URL", async () => {
   const home = newHome();

@@ -19,7 +19,7 @@ import { dirname, join } from "node:path";
 import { compile } from "../build.ts";
 import { isLockHeld } from "../src/daemon/lock.ts";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../src/install/profile.ts";
-import { eventually, makeHome, parseLastJsonLine, TARGET, type RunResult, type TestHome, treeSnapshot } from "./helpers/berth.ts";
+import { eventually, homesPerTest, parseLastJsonLine, TARGET, treeSnapshot, type RunResult, type TestHome } from "./helpers/berth.ts";
 import { holdLock, type Holder } from "./helpers/holder.ts";
 
 const VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] as const;
@@ -34,19 +34,13 @@ for (const version of VERSIONS) {
   await compile({ version, outfile: bin[version] });
 }
 
-const homes: TestHome[] = [];
 const holders: Holder[] = [];
 afterEach(async () => {
   for (const holder of holders.splice(0)) await holder.kill();
-  for (const home of homes.splice(0)) await home.cleanup();
 });
+const homeOf = homesPerTest(afterEach);
+const newHome = () => homeOf({ install: false, prefix: "berth-install-" });
 afterAll(() => rmSync(binDir, { recursive: true, force: true }));
-
-function newHome(): TestHome {
-  const t = makeHome({ install: false, prefix: "berth-install-" });
-  homes.push(t);
-  return t;
-}
 
 /** HOME is the parent of BERTH_HOME in makeHome; the command link lives in $HOME/bin. */
 const userHome = (t: TestHome) => t.env.HOME as string;

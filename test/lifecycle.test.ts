@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, serversOf } from "./helpers/berth.ts";
+import { BUN, eventually, homesPerTest, installFixtureRelease, installRelease, isAlive, processesOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
 import { holdLock } from "./helpers/holder.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -14,6 +14,13 @@ const newHome = homesPerTest(afterEach);
 function statField(pid: number, index: number): string {
   const text = readFileSync(`/proc/${pid}/stat`, "utf8");
   return text.slice(text.lastIndexOf(")") + 2).split(" ")[index] as string;
+}
+
+/** SIGKILLs the keeper `start` launched (its whole group, by the pid in updater.pid) and waits until it is gone. */
+async function killKeeper(home: TestHome): Promise<void> {
+  const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
+  process.kill(-keeper, "SIGKILL");
+  expect(await eventually(() => !isAlive(keeper))).toBe(true);
 }
 
 describe("start, version, stop", () => {
@@ -238,9 +245,7 @@ describe("crashes and strangers", () => {
     const home = newHome();
     const started = await home.run(["start"]);
     // Without its keeper (which would restart it: spec "Supervision"), so that `start` meets the stale record.
-    const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
-    process.kill(-keeper, "SIGKILL");
-    expect(await eventually(() => !isAlive(keeper))).toBe(true);
+    await killKeeper(home);
     process.kill(started.json.pid, "SIGKILL");
     expect(await eventually(() => !isAlive(started.json.pid))).toBe(true);
     expect(existsSync(home.path("daemon/app-server.sock"))).toBe(true);
@@ -256,9 +261,7 @@ describe("crashes and strangers", () => {
     const home = newHome();
     const started = await home.run(["start"]);
     // Without its keeper, which adopts a recordless server on its own tick and would race this test's `start`.
-    const keeper = readJson(home.path("daemon/updater.pid")).pid as number;
-    process.kill(-keeper, "SIGKILL");
-    expect(await eventually(() => !isAlive(keeper))).toBe(true);
+    await killKeeper(home);
     const { rmSync } = await import("node:fs");
     rmSync(home.path("daemon/app-server.pid"));
     const again = await home.run(["start"]);

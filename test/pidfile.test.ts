@@ -169,6 +169,22 @@ describe("pid backend", () => {
     });
   }
 
+  test("a reservation that never resolves: stop gives up with LOCK_TIMEOUT naming the pidfile, and still wants what it wanted", async () => {
+    // stop waits startTimeoutMs + 5 s for a starter (the longest a start may take), here 5.2 s.
+    home = makeHome({ settings: { startTimeoutMs: 200 } });
+    const wanted = `{"appServer":"running","since":"2020-01-01T00:00:00.000Z"}\n`;
+    writeFileSync(home.path("daemon", "wanted.json"), wanted);
+    const pidPath = home.path("daemon", "app-server.pid");
+    const { holder, command } = await commandWhileReserved(pidPath, ["stop"]);
+    const out = JSON.parse(await new Response(command.stdout).text());
+    expect(await command.exited).toBe(1);
+    expect(out.error.code).toBe("LOCK_TIMEOUT");
+    expect(out.error.message).toContain(pidPath);
+    expect(readFileSync(home.path("daemon", "wanted.json"), "utf8")).toBe(wanted);
+    expect(readFileSync(pidPath, "utf8")).toBe("");
+    await holder.kill();
+  }, 60_000);
+
   test("down waits for a live updater reservation, then stops the group it resolved to", async () => {
     home = makeHome();
     const pidPath = home.path("daemon", "updater.pid");

@@ -5,29 +5,14 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { eventually, isAlive } from "./helpers/berth.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
-import { apiClient, call, OutputCollector, startServeProcess, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
+import { call, OutputCollector, servesPerTest, WAIT_MS, type ServeProcess } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 60_000;
-const servers: ServeProcess[] = [];
-const clients: RawWs[] = [];
-
-afterEach(async () => {
-  for (const ws of clients.splice(0)) ws.destroy();
-  for (const server of servers.splice(0)) {
-    server.proc.kill("SIGKILL");
-    await server.home.cleanup();
-  }
-});
-
-async function server(settings?: object) {
-  const s = await startServeProcess({ settings });
-  servers.push(s);
-  return s;
-}
+const serves = servesPerTest(afterEach);
+const server = serves.server;
 
 async function client(s: ServeProcess) {
-  const ws = await apiClient(s.socket);
-  clients.push(ws);
+  const ws = await serves.client(s);
   return { ws, out: new OutputCollector(ws) };
 }
 

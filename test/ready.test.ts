@@ -9,7 +9,7 @@ import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { readyFdFrom } from "../src/daemon/ready.ts";
 import { probeInitialize } from "../src/server/client.ts";
-import { BUN, MAIN, installRelease, makeHome, nonKeeperProcessesOf, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, installRelease, nonKeeperProcessesOf, homesPerTest, type TestHome } from "./helpers/berth.ts";
 
 const SERVER_TIMEOUT_MS = 20_000;
 /** How often the kill-right-after-the-notification case is tried (its timing differs from run to run). */
@@ -18,16 +18,7 @@ const KILL_STEP_MS = 2;
 const ISO_STAMP = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
 const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
-
-function newHome(): TestHome {
-  const home = makeHome();
-  homes.push(home);
-  return home;
-}
+const newHome = homesPerTest(afterEach);
 
 /** A managed "binary": a sh prologue, then the real app-server from source (exec keeps the pid). */
 function installWrapper(home: TestHome, prologue: string): void {

@@ -6,20 +6,14 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { isLoopbackHost, listenOfUrl, planRemoteListen } from "../src/server/remote-listen.ts";
-import { makeHome, readJson, type TestHome } from "./helpers/berth.ts";
+import { readJson, homesPerTest, type TestHome } from "./helpers/berth.ts";
 
-const homes: TestHome[] = [];
 const listeners: { stop(force?: boolean): void }[] = [];
-afterEach(async () => {
+afterEach(() => {
   for (const listener of listeners.splice(0)) listener.stop(true);
-  for (const home of homes.splice(0)) await home.cleanup();
 });
-
-function newHome(settings?: object): TestHome {
-  const home = makeHome({ prefix: "berth-rcport-", ...(settings ? { settings } : {}) });
-  homes.push(home);
-  return home;
-}
+const homeOf = homesPerTest(afterEach);
+const newHome = (settings?: object) => homeOf({ prefix: "berth-rcport-", ...(settings ? { settings } : {}) });
 
 /** Starts the app-server if needed, enables remote control, and returns its URL. */
 async function remoteUrl(home: TestHome): Promise<string> {

@@ -7,14 +7,11 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { isUpdateLoopOf } from "../src/daemon/orphans.ts";
-import { BUN, eventually, keepersOf, MAIN, makeHome, type TestHome } from "./helpers/berth.ts";
+import { BUN, eventually, keepersOf, MAIN, homesPerTest } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
 const ORPHAN_NAMED_WAIT_MS = 10_000;
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const newHome = homesPerTest(afterEach);
 
 /** The update-loops of this home (keepersOf waits out a process caught inside one of its execs). */
 const updateLoops = keepersOf;
@@ -26,8 +23,7 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
   test.skipIf(!hasStrace)(
     "strace kills bootstrap at the updater's publish; the next bootstrap leaves exactly one loop, --no-auto-update one keeper",
     async () => {
-      const home = makeHome();
-      homes.push(home);
+      const home = newHome();
       const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
       const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
       const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env });

@@ -8,12 +8,9 @@ import { appServerArgs } from "../src/daemon/app-server.ts";
 import { daemonAction, daemonServeArgs, UPDATE_LOOP_ARGV } from "../src/serve-entry.ts";
 import { readFileSync, realpathSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { eventually, keepersOf, loopBinaryOf, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
+import { eventually, keepersOf, loopBinaryOf, readJson, homesPerTest } from "./helpers/berth.ts";
 
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const newHome = homesPerTest(afterEach);
 
 describe("daemon serve fast path", () => {
   test("daemonServeArgs takes exactly the starter's argv and nothing else", () => {
@@ -58,8 +55,7 @@ describe("daemon serve fast path", () => {
   });
 
   test("the keeper that start launches runs the fast path's exact argv, then becomes the sh loop", async () => {
-    const home = makeHome();
-    homes.push(home);
+    const home = newHome();
     // What launchUpdater runs after the binary (daemon/updater.ts) is the line the fast path takes.
     expect(daemonAction([...UPDATE_LOOP_ARGV])).toBeDefined();
     expect((await home.run(["start"])).json.status).toBe("started");
@@ -72,8 +68,7 @@ describe("daemon serve fast path", () => {
   }, 30_000);
 
   test("a bad --listen on the fast path: exit 2, exactly one JSON line with USAGE", async () => {
-    const home = makeHome();
-    homes.push(home);
+    const home = newHome();
     const result = await home.run(["serve", "--listen", "unix://"]);
     expect(result.code).toBe(2);
     expect(result.stdout.trimEnd().split("\n")).toHaveLength(1);

@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Subprocess } from "bun";
-import { BUN, MAIN, eventually, isAlive, makeHome, parseLastJsonLine, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, eventually, isAlive, parseLastJsonLine, homesPerTest, type TestHome } from "./helpers/berth.ts";
 import { connect, encodeFrame, OP_BINARY, OP_TEXT, rawConnect, type RawWs } from "./helpers/raw-ws.ts";
 
 // Generous: a server started from source, or a close, can take seconds on a loaded machine (CI runs every suite on
@@ -26,19 +26,13 @@ type Server = {
   stderr: Promise<string>;
 };
 
-const homes: TestHome[] = [];
 const clients: RawWs[] = [];
 
-afterEach(async () => {
+afterEach(() => {
   for (const client of clients.splice(0)) client.destroy();
-  for (const home of homes.splice(0)) await home.cleanup();
 });
-
-function newHome(): TestHome {
-  const home = makeHome({ install: false, prefix: "berth-server-" });
-  homes.push(home);
-  return home;
-}
+const homeOf = homesPerTest(afterEach);
+const newHome = () => homeOf({ install: false, prefix: "berth-server-" });
 
 function spawnServe(home: TestHome, socket: string): Server {
   const proc = Bun.spawn([BUN, MAIN, "serve", "--listen", `unix://${socket}`], {

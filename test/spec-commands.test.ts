@@ -130,7 +130,8 @@ describe("camelCase keys (SPEC 'Commands': one JSON object, camelCase keys)", ()
 });
 
 describe("settings (SPEC 'Settings')", () => {
-  // The defaults the spec names, as `status` reports the loaded settings.
+  // The defaults the spec names, as `status` reports the loaded settings. Written out, not imported from
+  // settings.ts: a default changed there against the spec must fail here.
   const SPEC_DEFAULTS = {
     remoteControlEnabled: false,
     startTimeoutMs: 10_000,

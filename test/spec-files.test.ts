@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { lstatSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { createHash } from "node:crypto";
-import { socketPlan } from "../src/platform/paths.ts";
+import { berthHomeFrom, installLinkFrom, socketPlan } from "../src/platform/paths.ts";
 import { BUN, homesPerTest, MAIN } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -85,5 +85,18 @@ describe("the socket path (pure)", () => {
       const fallbackDir = `${base}/berth-7-${hash8(home)}`;
       expect(plan).toEqual({ path: `${fallbackDir}/app-server.sock`, fallbackDir });
     });
+  }
+});
+
+// SPEC "Files": BERTH_HOME defaults to ~/.berth; the command link to ~/.local/bin/berth (BERTH_INSTALL_DIR names its folder).
+describe("default locations (pure)", () => {
+  const cases: { env: Record<string, string>; home: string; link: string }[] = [
+    { env: { HOME: "/home/ada" }, home: "/home/ada/.berth", link: "/home/ada/.local/bin/berth" },
+    { env: { HOME: "/home/ada", BERTH_HOME: "/srv/berth" }, home: "/srv/berth", link: "/home/ada/.local/bin/berth" },
+    { env: { HOME: "/home/ada", BERTH_INSTALL_DIR: "/opt/bin" }, home: "/home/ada/.berth", link: "/opt/bin/berth" },
+    { env: { HOME: "/home/ada", BERTH_HOME: "/srv/b/../berth/" }, home: "/srv/berth", link: "/home/ada/.local/bin/berth" },
+  ];
+  for (const { env, home, link } of cases) {
+    test(JSON.stringify(env), () => expect({ home: berthHomeFrom(env), link: installLinkFrom(env) }).toEqual({ home, link }));
   }
 });

@@ -9,17 +9,14 @@ import { join } from "node:path";
 import { LEFTOVER_TEMP_AGE_MS, leftoverTemps } from "../src/daemon/doctor.ts";
 import { tempPathFor, writeFileAtomic } from "../src/platform/fs.ts";
 import { machineId } from "../src/update/machine-id.ts";
-import { BUN, MAIN, makeHome, tempDirsPerTest, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, tempDirsPerTest, homesPerTest, type TestHome } from "./helpers/berth.ts";
 
 /** Leftover names planted ahead of the writer: more than any command writes before the one under test. */
 const PLANTED_NAMES = 16;
 const SLOW_TEST_MS = 60_000;
 
 const tempDir = tempDirsPerTest(afterEach, "berth-temp-names-");
-const homes: TestHome[] = [];
-afterEach(async () => {
-  for (const home of homes.splice(0)) await home.cleanup();
-});
+const newHome = homesPerTest(afterEach);
 
 /**
  * Plants leftovers at the next temp names this process will use for `path`
@@ -46,8 +43,7 @@ function plantLeftovers(path: string, pid: number, firstCounter: number, victim:
 
 /** A fresh BERTH_HOME with its daemon/ folder. */
 function homeWithDaemonDir(): { home: TestHome; daemonDir: string } {
-  const home = makeHome();
-  homes.push(home);
+  const home = newHome();
   const daemonDir = home.path("daemon");
   mkdirSync(daemonDir, { mode: 0o700 });
   return { home, daemonDir };

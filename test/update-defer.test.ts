@@ -67,6 +67,18 @@ async function updaterWithSession(settings: object) {
   return { home, bridge, status, publish: () => publishSigned(root, "1.1.0", launcher, { key, target: TARGET, cacheDir: work }) };
 }
 
+/** Waits until `status` shows the app-server on `version` with no restart pending, and returns that status. */
+async function statusOnceRestarted(readStatus: () => Promise<any>, version: string): Promise<any> {
+  let status: any;
+  const restarted = await eventually(async () => {
+    status = await readStatus();
+    // The new server can answer a moment before the updater records that the restart is done.
+    return status?.appServer?.version === version && status?.pendingRestart === undefined;
+  }, UPDATE_WAIT_MS, 200);
+  expect(restarted).toBe(true);
+  return status;
+}
+
 describe("updater and sessions", () => {
   test("the restart onto a new release waits while a process runs, then happens", async () => {
     const { bridge, status: readStatus, publish } = await updaterWithSession({});
@@ -85,12 +97,7 @@ describe("updater and sessions", () => {
     // The process ends: the loop restarts the app-server onto 1.1.0.
     await bridge.call("process/write", { processId: p.processId, data: Buffer.from("done\n").toString("base64") });
     expect(await bridge.exited).toBe(75);
-    const restarted = await eventually(async () => {
-      status = await readStatus();
-      // The new server can answer a moment before the updater records that the restart is done.
-      return status?.appServer?.version === "1.1.0" && status?.pendingRestart === undefined;
-    }, UPDATE_WAIT_MS, 200);
-    expect(restarted).toBe(true);
+    status = await statusOnceRestarted(readStatus, "1.1.0");
     expect(status.pendingRestart).toBeUndefined();
   }, TEST_TIMEOUT_MS);
 
@@ -98,13 +105,7 @@ describe("updater and sessions", () => {
     const { bridge, status: readStatus, publish } = await updaterWithSession({ update: { maxRestartDeferMs: 2_000 } });
     const { process: p } = await bridge.call("process/spawn", { argv: ["sleep", "1000"] });
     publish();
-    let status: any;
-    const restarted = await eventually(async () => {
-      status = await readStatus();
-      // As above: the new server can answer a moment before the updater records that the restart is done.
-      return status?.appServer?.version === "1.1.0" && status?.pendingRestart === undefined;
-    }, UPDATE_WAIT_MS, 200);
-    expect(restarted).toBe(true);
+    const status = await statusOnceRestarted(readStatus, "1.1.0");
     expect(await bridge.exited).toBe(75);
     expect(isAlive(p.pid)).toBe(false);
     expect(status.pendingRestart).toBeUndefined();

@@ -1,5 +1,6 @@
 /** `down` and the hidden `keep`: the keeper and the app-server together. */
-import { isBerthError } from "../errors.ts";
+import { warn } from "../diagnostics.ts";
+import { describeError, isBerthError } from "../errors.ts";
 import { ensureStoppedTree, underDaemonLock } from "./app-server.ts";
 import { prepareStateDirs, settingsOrDefaults, type Context } from "./context.ts";
 import { DAEMON_LOCK_WAIT_MS, withLock } from "./lock.ts";
@@ -38,7 +39,11 @@ export async function down(ctx: Context): Promise<DownResult> {
       }
       // The server got its SIGKILL and ends once the kernel lets it: nothing may bring it back then.
       wish.write();
-      await stopUpdater(ctx);
+      try {
+        await stopUpdater(ctx);
+      } catch (keeperError) {
+        warn(`the keeper could not be stopped either: ${describeError(keeperError)}`);
+      }
       throw error;
     }
     wish.write();

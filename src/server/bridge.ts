@@ -178,6 +178,19 @@ export async function runBridge(
   let paused = false;
   /** Requests sent and not answered yet: at stdin EOF the bridge waits for them before closing. */
   const outstanding = new Set<string>();
+  /** Sends one stdin line, remembering it when it is a request (for the wait at EOF). */
+  const sendLine = (text: string) => {
+    const key = requestKey(text);
+    if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
+    ws.send(text);
+  };
+  /** A stdin line over the frame limit: says so, closes with 1009 and ends with EXIT_LINE_TOO_LONG. */
+  const closeTooLong = (message: string) => {
+    logger.error(message);
+    closedByUs = true;
+    ws.close(1009, "line too long");
+    finish(EXIT_LINE_TOO_LONG);
+  };
 
   const flushOut = async () => {
     while (outQueue.length > 0) {
@@ -246,19 +259,14 @@ export async function runBridge(
             tooLong = true;
             break;
           }
-          const key = requestKey(text);
-          if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
-          ws.send(text);
+          sendLine(text);
           if (widen && ws.bufferedAmount > 0) {
             widen();
             widen = undefined;
           }
         }
         if (tooLong) {
-          logger.error(`berth connect: a stdin line is longer than ${MAX_FRAME_BYTES} bytes (the frame limit); closing.`);
-          closedByUs = true;
-          ws.close(1009, "line too long");
-          finish(EXIT_LINE_TOO_LONG);
+          closeTooLong(`berth connect: a stdin line is longer than ${MAX_FRAME_BYTES} bytes (the frame limit); closing.`);
           return;
         }
         pending = rest.length === 0 ? new Uint8Array(0) : new Uint8Array(rest);
@@ -273,15 +281,10 @@ export async function runBridge(
     if (pending.length > 0) {
       const text = lineText(pending, MAX_FRAME_BYTES);
       if (text === undefined) {
-        logger.error(`berth connect: the last stdin line is longer than ${MAX_FRAME_BYTES} bytes as UTF-8 text (the frame limit); closing.`);
-        closedByUs = true;
-        ws.close(1009, "line too long");
-        finish(EXIT_LINE_TOO_LONG);
+        closeTooLong(`berth connect: the last stdin line is longer than ${MAX_FRAME_BYTES} bytes as UTF-8 text (the frame limit); closing.`);
         return;
       }
-      const key = requestKey(text);
-      if (key !== undefined && outstanding.size < MAX_TRACKED_REQUESTS) outstanding.add(key);
-      ws.send(text);
+      sendLine(text);
     }
     const deadline = Date.now() + CLOSE_WAIT_MS;
     while (outstanding.size > 0 && ws.readyState === WebSocket.OPEN && Date.now() < deadline) await Bun.sleep(SEND_POLL_MS);

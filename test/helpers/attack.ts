@@ -5,8 +5,9 @@
  */
 import { afterEach } from "bun:test";
 import { readFileSync } from "node:fs";
+import { pidsKilledPerTest } from "./berth.ts";
 import type { RawWs } from "./raw-ws.ts";
-import { apiClient, startServeProcess, WAIT_MS, type ServeProcess } from "./session.ts";
+import { servesPerTest, WAIT_MS } from "./session.ts";
 
 export type RpcReply = { id?: unknown; result?: any; error?: { code: number; message: string; data?: any } };
 
@@ -39,40 +40,5 @@ export async function rpc(ws: RawWs, method: string, params: unknown): Promise<R
 
 /** Servers and clients of one test file, ended after each test; `strangers` are pids to SIGKILL too. */
 export function attackFixtures() {
-  const servers: ServeProcess[] = [];
-  const clients: RawWs[] = [];
-  const strangers: number[] = [];
-  afterEach(async () => {
-    for (const ws of clients.splice(0)) ws.destroy();
-    for (const pid of strangers.splice(0)) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
-    for (const server of servers.splice(0)) {
-      server.proc.kill("SIGKILL");
-      await server.home.cleanup();
-    }
-  });
-  return {
-    strangers,
-    async server(settings?: object): Promise<ServeProcess> {
-      const s = await startServeProcess({ settings });
-      servers.push(s);
-      return s;
-    },
-    /** An initialized client (initialize + initialized). */
-    async client(s: ServeProcess): Promise<RawWs> {
-      const ws = await apiClient(s.socket);
-      clients.push(ws);
-      return ws;
-    },
-    /** A client that is cleaned up but chose its own handshake. */
-    track(ws: RawWs): RawWs {
-      clients.push(ws);
-      return ws;
-    },
-  };
+  return { strangers: pidsKilledPerTest(afterEach), ...servesPerTest(afterEach) };
 }

@@ -60,6 +60,39 @@ export async function apiClient(socket: string): Promise<RawWs> {
   return ws;
 }
 
+/**
+ * Servers and connections for a test file (`afterEach` is bun:test's): `server`
+ * starts `berth serve` in a fresh home, `client` opens an initialized client,
+ * `track` adopts a connection opened another way. After each test every
+ * connection is destroyed, then every server SIGKILLed and its home cleaned up.
+ */
+export function servesPerTest(afterEach: (fn: () => Promise<void>) => void) {
+  const servers: ServeProcess[] = [];
+  const connections: Array<{ destroy(): void }> = [];
+  afterEach(async () => {
+    for (const connection of connections.splice(0)) connection.destroy();
+    for (const server of servers.splice(0)) {
+      server.proc.kill("SIGKILL");
+      await server.home.cleanup();
+    }
+  });
+  const track = <T extends { destroy(): void }>(connection: T): T => {
+    connections.push(connection);
+    return connection;
+  };
+  return {
+    async server(settings?: object): Promise<ServeProcess> {
+      const s = await startServeProcess({ settings });
+      servers.push(s);
+      return s;
+    },
+    async client(s: ServeProcess): Promise<RawWs> {
+      return track(await apiClient(s.socket));
+    },
+    track,
+  };
+}
+
 /** Calls a method and returns its result, throwing on an error reply. */
 export async function call(ws: RawWs, method: string, params: object = {}, timeoutMs = WAIT_MS): Promise<any> {
   const reply = await ws.request({ method, params }, timeoutMs);
