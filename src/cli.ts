@@ -82,6 +82,13 @@ export function checkArgs(argv: string[], defs: ArgsDef, command: string): void 
       const typed = token.split("=")[0] as string;
       throw new BerthError("USAGE", `unknown option ${typed} for \`berth ${command}\`.${didYouMean(typed, optionNames(defs))} See \`berth ${command} --help\`.`);
     }
+    if (def.type === "boolean" && inlineValue !== undefined) {
+      // citty reads any value but "false" as true: `--follow=no` would follow, `--disable=0` would disable.
+      const switchName = def === defs[rawName] ? rawName : (negated as string);
+      if (switchName !== rawName || (inlineValue !== "true" && inlineValue !== "false")) {
+        throw new BerthError("USAGE", `option ${token} of \`berth ${command}\`: --${switchName} is a switch; write --${switchName} or --no-${switchName} (or --${switchName}=true / =false).`);
+      }
+    }
     if (def.type === "string") {
       const value = inlineValue ?? argv[i + 1];
       if (value === undefined || value === "" || (inlineValue === undefined && value.startsWith("--"))) {

@@ -96,6 +96,9 @@ describe("backpressure", () => {
     await writer.go();
     const answered = await call(ws, "process/list");
     const attachedMs = await writer.elapsedMs();
+    // Not held back: the writer put out all 48 MiB and exited while the stalled client took none of it (it is resumed
+    // only below). A server that waited for that client would have left the writer blocked on its pipe (no exit).
+    const receivedWhileStalled = stalled.received;
     expect(answered.processes.length).toBe(2);
     expect(out.log(writer.processId, "stdout").length).toBe(0);
     // The stalled one was cut at the cap (it sees the close once it reads again), long before it could get 48 MiB.
@@ -107,9 +110,10 @@ describe("backpressure", () => {
     expect(stalled.received).toBeLessThan(BYTES);
     // The other client was never closed and still gets answers.
     expect((await call(ws, "process/list")).processes.length).toBe(2);
+    // The times say how much an attached stalled client costs; no assertion on them: under load they are noise
+    // (measured 301 ms alone, 1 268 ms attached, beside other suites).
     console.log(`writer alone ${aloneMs.toFixed(0)} ms, with a stalled client attached ${attachedMs.toFixed(0)} ms`);
-    // Within 2x of the unattached run (plus 1 s for a loaded machine's noise).
-    expect(attachedMs).toBeLessThan(2 * aloneMs + 1_000);
+    expect(receivedWhileStalled).toBeLessThan(MIB);
   }, TEST_TIMEOUT_MS);
 
   test("a client that does not read its replies: requests wait, nothing is lost silently, closed past the cap", async () => {

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mkdirSync } from "node:fs";
+import { checkArgs } from "../src/cli.ts";
 import { flockHolderFromProcLocks } from "../src/daemon/lock.ts";
 import { closestMatch, editDistance } from "../src/suggest.ts";
 import { holdLock } from "./helpers/holder.ts";
@@ -228,6 +229,46 @@ describe("version and status: one JSON line, warnings and errors on stderr too",
       expect(help.code).toBe(0);
       expect(help.stdout).toContain(`berth ${name}`);
     }
+  });
+});
+
+describe("switches given a value", () => {
+  // citty reads any value but "false" as true, so `--follow=no` followed and `startup --disable=0` disabled.
+  const defs = { follow: { type: "boolean" }, name: { type: "string" } } as const;
+  const cases: Array<[string[], "ok" | "usage"]> = [
+    [["--follow"], "ok"],
+    [["--no-follow"], "ok"],
+    [["--follow=true"], "ok"],
+    [["--follow=false"], "ok"],
+    [["--follow=no"], "usage"],
+    [["--follow=0"], "usage"],
+    [["--follow="], "usage"],
+    [["--follow=TRUE"], "usage"],
+    [["--no-follow=true"], "usage"],
+    [["--no-follow=false"], "usage"],
+    [["--name=no"], "ok"],
+  ];
+  for (const [argv, expected] of cases) {
+    test(`${argv.join(" ")}: ${expected}`, () => {
+      let code: string | undefined;
+      try {
+        checkArgs(argv, defs, "logs");
+      } catch (error) {
+        code = (error as { code?: string }).code;
+      }
+      expect(code).toBe(expected === "ok" ? undefined : "USAGE");
+    });
+  }
+
+  test("through the CLI: `logs --follow=no` is USAGE (exit 2) and follows nothing; `logs --follow=false` prints and exits", async () => {
+    const home = newHome();
+    const wrong = await home.run(["logs", "--follow=no"]);
+    expect(wrong.code).toBe(2);
+    expect(wrong.json.error).toMatchObject({ code: "USAGE" });
+    expect(wrong.json.error.message).toContain("--follow is a switch");
+    const off = await home.run(["logs", "--follow=false"]);
+    expect(off.code).toBe(0);
+    expect(off.json).toMatchObject({ status: "logs", lines: [] });
   });
 });
 

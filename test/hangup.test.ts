@@ -155,6 +155,27 @@ function expectInstallConsistent(home: TestHome, where: string): "installed" | "
   return "installed";
 }
 
+/** One hangup's line in the test's log: the moment, "missed:" when the terminal went away only after the command ended, and how it ended. */
+function outcome(moment: Moment, exit: Exit): string {
+  return `${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}`;
+}
+
+/**
+ * `berth <command>` on a terminal that hangs up at each moment, each time in a fresh home readied by `prepare`:
+ * the app-server must be consistent after every one. Logs what each ended as.
+ */
+async function hangUpAtEach(command: string, moments: Moment[], prepare: (home: TestHome) => Promise<void> = async () => {}): Promise<void> {
+  const outcomes: string[] = [];
+  for (const moment of moments) {
+    const home = newHome();
+    await prepare(home);
+    const exit = await runAndHangUp([BUN, MAIN, command], home, home.env, moment);
+    outcomes.push(`${outcome(moment, exit)}:${await expectAppServerConsistent(home, `${command}, hangup at ${moment.name}`)}`);
+    await home.cleanup();
+  }
+  console.error(`${command} hangups: ${outcomes.join(" ")}`);
+}
+
 describe("start on a terminal that hangs up", () => {
   test("the app-server never runs without its record", async () => {
     const moments: Moment[] = [
@@ -164,14 +185,7 @@ describe("start on a terminal that hangs up", () => {
       { name: "server spawned", when: (home) => serverCount(home) > 0 },
       { name: "socket bound", when: exists("daemon", "app-server.sock") },
     ];
-    const outcomes: string[] = [];
-    for (const moment of moments) {
-      const home = newHome();
-      const exit = await runAndHangUp([BUN, MAIN, "start"], home, home.env, moment);
-      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${await expectAppServerConsistent(home, `start, hangup at ${moment.name}`)}`);
-      await home.cleanup();
-    }
-    console.error(`start hangups: ${outcomes.join(" ")}`);
+    await hangUpAtEach("start", moments);
   }, TEST_TIMEOUT_MS);
 });
 
@@ -183,16 +197,10 @@ describe("restart on a terminal that hangs up", () => {
       { name: "new reservation made", when: (home) => serverCount(home) === 0 && existsSync(home.path("daemon", "app-server.pid")) },
       { name: "new server spawned", when: (home) => serverCount(home) === 0 ? false : recordOf(home.path("daemon/app-server.pid")) === undefined },
     ];
-    const outcomes: string[] = [];
-    for (const moment of moments) {
-      const home = newHome();
+    await hangUpAtEach("restart", moments, async (home) => {
       const started = await home.run(["start"]);
       expect(started.code).toBe(0);
-      const exit = await runAndHangUp([BUN, MAIN, "restart"], home, home.env, moment);
-      outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${await expectAppServerConsistent(home, `restart, hangup at ${moment.name}`)}`);
-      await home.cleanup();
-    }
-    console.error(`restart hangups: ${outcomes.join(" ")}`);
+    });
   }, TEST_TIMEOUT_MS);
 });
 
@@ -284,7 +292,7 @@ describe("install --bootstrap on a terminal that hangs up", () => {
         const server = await expectAppServerConsistent(home, where);
         await expectUpdaterConsistent(home, where);
         if (moment.when) expect({ where, layout, server }).toEqual({ where, layout: "installed", server: "running" });
-        outcomes.push(`${moment.name}:${exit.hungUp ? "" : "missed:"}${exit.signal ?? exit.code}:${layout}/${server}`);
+        outcomes.push(`${outcome(moment, exit)}:${layout}/${server}`);
         await home.cleanup();
       }
       console.error(`install --bootstrap (${way.name}) hangups: ${outcomes.join(" ")}`);

@@ -34,6 +34,8 @@ const host = {
   root: "",
   hits: [] as Hit[],
   override: new Map<string, () => Response>(),
+  /** Answer with Last-Modified only, as a plain static file server may. */
+  noEtag: false,
   server: undefined as ReturnType<typeof Bun.serve> | undefined,
 };
 
@@ -46,7 +48,7 @@ function respond(request: Request): Response {
   const stat = statSync(file);
   const lastModified = new Date(Math.floor(stat.mtimeMs / 1000) * 1000).toUTCString();
   // Content-hashed ETags for metadata (a rewrite within the same second must change it).
-  const etag = stat.size < 1 << 20 ? `"${createHash("sha256").update(readFileSync(file)).digest("hex").slice(0, 16)}"` : undefined;
+  const etag = !host.noEtag && stat.size < 1 << 20 ? `"${createHash("sha256").update(readFileSync(file)).digest("hex").slice(0, 16)}"` : undefined;
   const headers: Record<string, string> = { "last-modified": lastModified, ...(etag ? { etag } : {}) };
   const ifNoneMatch = request.headers.get("if-none-match");
   const ifModifiedSince = request.headers.get("if-modified-since");
@@ -114,6 +116,7 @@ function freshHost(): void {
   mkdirSync(host.root);
   host.hits.length = 0;
   host.override.clear();
+  host.noEtag = false;
 }
 afterEach(async () => {
   for (const home of homes.splice(0)) await home.cleanup();
@@ -460,6 +463,21 @@ async function measured(t: Installed, args: string[], base: string) {
   await sampling;
   return { code, json: parseLastJsonLine(stdout), maxRssMB };
 }
+
+describe("conditional checks without an ETag", () => {
+  // SPEC "Updater": latest.json is asked for conditionally (ETag / Last-Modified): a host that sends only
+  // Last-Modified must also answer an unchanged release with a 304.
+  test("a host that sends only Last-Modified: one body, then 304s via If-Modified-Since", async () => {
+    const t = await installed(bin.oldA);
+    host.noEtag = true;
+    host.hits.length = 0;
+    for (let i = 0; i < 3; i++) expect((await t.berth(["update", "--check"])).json.status).toBe("upToDate");
+    expect(host.hits.filter((h) => h.path === "/latest.json").map((h) => h.status)).toEqual([200, 304, 304]);
+    const state = JSON.parse(readFileSync(t.home.path("daemon/updater-state.json"), "utf8"));
+    expect(state.latestValidators).toMatchObject({ url: `${host.url}/latest.json`, lastModified: expect.any(String) });
+    expect(state.latestValidators.etag).toBeUndefined();
+  });
+});
 
 describe("download bounds", () => {
   test(

@@ -384,6 +384,8 @@ export async function connectTarget(target: Target, options: ConnectOptions = {}
   conn.take(head.headerBytes);
 
   const messages: string[] = [];
+  /** Called with each message as it completes, before it is visible to `waitFor` checks (request's reply matchers). */
+  const arrivals = new Set<(text: string) => void>();
   const closeInfo: CloseInfo = {};
   let sentClose = false;
   let fragments: Buffer[] = [];
@@ -408,8 +410,10 @@ export async function connectTarget(target: Target, options: ConnectOptions = {}
       if (opcode === OP_TEXT || opcode === OP_BINARY || opcode === OP_CONTINUATION) {
         fragments.push(payload);
         if (fin) {
-          messages.push(Buffer.concat(fragments).toString("utf8"));
+          const text = Buffer.concat(fragments).toString("utf8");
+          messages.push(text);
           fragments = [];
+          for (const arrived of arrivals) arrived(text);
         }
       } else if (opcode === OP_CLOSE) {
         closeInfo.code = payload.length >= 2 ? payload.readUInt16BE(0) : undefined;
@@ -464,27 +468,40 @@ export async function connectTarget(target: Target, options: ConnectOptions = {}
     },
     async request(message, waitMs = DEFAULT_TIMEOUT_MS) {
       const full: Record<string, unknown> = { jsonrpc: "2.0", ...message, id: "id" in message ? message.id : `raw-${nextId++}` };
+      // Each message is parsed once, as it arrives. Re-parsing every unconsumed message at every read made a
+      // connection whose notifications nobody drains (megabytes of process/output) quadratic: the attack suites'
+      // 100-process loops ran 5x slower by their end and past their timeout on a loaded machine.
+      let reply: any;
+      const match = (text: string) => {
+        if (reply !== undefined) return;
+        let parsed: any;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          return;
+        }
+        if (parsed !== null && typeof parsed === "object" && parsed.id === full.id && !("method" in parsed)) {
+          reply = parsed;
+          const at = messages.indexOf(text);
+          if (at >= 0) messages.splice(at, 1);
+        }
+      };
+      // A reply already waiting can only answer an id the caller chose (a fresh raw-N was never sent before).
+      if ("id" in message) for (const text of [...messages]) match(text);
+      arrivals.add(match);
       sendFrame(OP_TEXT, JSON.stringify(full));
-      return conn.waitFor(
-        () => {
-          if (protocolError) throw protocolError;
-          for (let i = 0; i < messages.length; i++) {
-            let parsed: any;
-            try {
-              parsed = JSON.parse(messages[i] as string);
-            } catch {
-              continue;
-            }
-            if (parsed !== null && typeof parsed === "object" && parsed.id === full.id && !("method" in parsed)) {
-              messages.splice(i, 1);
-              return parsed;
-            }
-          }
-          return undefined;
-        },
-        waitMs,
-        `the reply to ${JSON.stringify(full.method)} (id ${JSON.stringify(full.id)})`,
-      );
+      try {
+        return await conn.waitFor(
+          () => {
+            if (protocolError) throw protocolError;
+            return reply;
+          },
+          waitMs,
+          `the reply to ${JSON.stringify(full.method)} (id ${JSON.stringify(full.id)})`,
+        );
+      } finally {
+        arrivals.delete(match);
+      }
     },
     closed,
     waitClosed,
