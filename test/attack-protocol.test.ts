@@ -14,6 +14,8 @@ const MIB = 1024 * 1024;
 const DEEP_ROUNDS = 20;
 /** The garbage of one deep frame is collected (high water about 200 MiB); kept, 20 rounds would pass 2 GiB. */
 const DEEP_RSS_GROWTH_MAX_MIB = 600;
+/** Processes with ~840 KB of argv each: their process/list is 17 MB, over conn.ts MAX_BACKLOG_BYTES (8 MiB). */
+const LONG_ARGV_PROCESSES = 20;
 const fx = attackFixtures();
 const server = () => fx.server();
 const initialized = fx.client;
@@ -101,6 +103,18 @@ describe("attack: the connection layer", () => {
     expect(closed.code).toBe(1009);
     expect((await call(ws, "process/list")).processes).toEqual([]);
     await stillServes(s);
+  }, TEST_TIMEOUT_MS);
+
+  test("one reply larger than the 8 MiB backlog cap (process/list of processes with long argv) reaches a client that reads, and its connection stays", async () => {
+    const s = await server();
+    const ws = await initialized(s);
+    // Arguments near the kernel's 128 KiB each: every process/list entry is about 840 KB.
+    const args = Array.from({ length: 7 }, (_, i) => `${i}${"a".repeat(120 * 1024)}`);
+    for (let i = 0; i < LONG_ARGV_PROCESSES; i++) await call(ws, "process/spawn", { argv: ["sh", "-c", "exec sleep 1000", ...args] });
+    expect((await call(ws, "process/list")).processes).toHaveLength(LONG_ARGV_PROCESSES);
+    // Not closed for that one reply: the connection (and what it is attached to) goes on.
+    expect((await call(ws, "system/info")).os).toBe(process.platform);
+    expect(await Promise.race([ws.closed.then(() => "closed"), Bun.sleep(0).then(() => "open")])).toBe("open");
   }, TEST_TIMEOUT_MS);
 
   test(`${MAX_CONNECTIONS + 88} connections twice: the rest get 503; once all close, the full count is served again`, async () => {

@@ -65,13 +65,18 @@ export class SocketConn implements Conn {
     private readonly onActivity?: () => void,
   ) {}
 
-  /** Sends one message; closes the connection when its backlog passes the cap. */
+  /**
+   * Sends one message; closes the connection when its backlog, this message
+   * aside, passes the cap. One reply larger than the cap (a process/list of
+   * long argvs, a big listing) goes to a client that reads it; a client that
+   * does not read is closed at its next message (its requests wait meanwhile).
+   */
   send(text: string): void {
     if (this.closed || this.ws.readyState !== 1) return;
     this.onActivity?.();
     const status = this.ws.send(text);
     if (status === 0) this.shut(CLOSE_TRY_AGAIN, "message dropped under backpressure; reconnect");
-    else if (this.ws.getBufferedAmount() > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
+    else if (this.ws.getBufferedAmount() - text.length > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
     else if (status === -1 && this.onFirstBacklog) {
       const hook = this.onFirstBacklog;
       this.onFirstBacklog = undefined;
