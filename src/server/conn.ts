@@ -65,6 +65,12 @@ export class SocketConn implements Conn {
     private readonly onActivity?: () => void,
   ) {}
 
+  /** Unsent bytes before `text` (its UTF-8 size measured only once the backlog is past the cap at all). */
+  private backlogBeyond(text: string): number {
+    const buffered = this.ws.getBufferedAmount();
+    return buffered <= MAX_BACKLOG_BYTES ? buffered : buffered - Buffer.byteLength(text);
+  }
+
   /**
    * Sends one message; closes the connection when its backlog, this message
    * aside, passes the cap. One reply larger than the cap (a process/list of
@@ -76,7 +82,7 @@ export class SocketConn implements Conn {
     this.onActivity?.();
     const status = this.ws.send(text);
     if (status === 0) this.shut(CLOSE_TRY_AGAIN, "message dropped under backpressure; reconnect");
-    else if (this.ws.getBufferedAmount() - text.length > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
+    else if (this.backlogBeyond(text) > MAX_BACKLOG_BYTES) this.shut(CLOSE_POLICY, "unsent backlog over 8 MiB; reconnect and re-attach from your offsets");
     else if (status === -1 && this.onFirstBacklog) {
       const hook = this.onFirstBacklog;
       this.onFirstBacklog = undefined;
