@@ -29,6 +29,8 @@ export type ServeOptions = {
   remoteControl?: { listen: string; token: string; tls?: { cert: string; key: string } };
   /** Loaded settings (processes.*, tunnels.*); defaults apply where absent. */
   settings?: Record<string, unknown>;
+  /** The real daemon (`berth serve`): orphans of session processes are re-parented to it (process/orphans.ts). */
+  adoptOrphans?: boolean;
 };
 
 /** Per-connection state: the protocol session plus the API's view of the connection. */
@@ -96,7 +98,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     remoteControl: { enabled: Boolean(options.remoteControl), ...(remoteUrl ? { url: remoteUrl } : {}) },
   });
 
-  const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
+  const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon"), ...(options.adoptOrphans ? { adoptOrphans: true } : {}) });
   let nextConnId = 1;
   let connections = 0;
   /** Every open WebSocket, so a shutdown that must not call the Unix server's stop() can still end them. */
