@@ -98,10 +98,19 @@ export async function stopUpdater(ctx: Context): Promise<boolean> {
   const backend = updaterBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
   const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
-  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
+  const ended = await endUnrecordedLoops(ctx);
+  return stopped || ended > 0;
+}
+
+/**
+ * Ends every update-loop of this home that no record names (its bootstrap was killed before publishing it),
+ * before a launch or after a stop: then a live record means no other loop runs, which `status` relies on
+ * (see needsOrphanSearch). Returns how many it ended.
+ */
+async function endUnrecordedLoops(ctx: Context): Promise<number> {
   const orphans = await (await import("./orphans.ts")).endUntrackedUpdaters(ctx);
   if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
-  return stopped || orphans.ended.length > 0;
+  return orphans.ended.length;
 }
 
 /** Launches the loop from the managed binary unless one runs; returns its pid. */
@@ -133,11 +142,13 @@ export async function replaceUpdater(ctx: Context): Promise<number> {
  * from `keep`: the keeper runs whenever the app-server is wanted, also with
  * auto-update off and on a hand-made install (spec "Supervision"). Launched
  * detached with no readiness wait: only its record is published before this
- * returns, so `start` pays one spawn, not a second start-up.
+ * returns, so `start` pays one spawn, not a second start-up. A launch first
+ * ends the loops no record names (one /proc search, only when no keeper runs).
  */
 export async function ensureKeeper(ctx: Context): Promise<{ pid?: number; launched: boolean }> {
   const state = updaterBackend(ctx).inspect();
   if (state.kind === "running") return { pid: state.record.pid, launched: false };
   if (state.kind === "starting") return { launched: false };
+  await endUnrecordedLoops(ctx);
   return { pid: await launchUpdater(ctx), launched: true };
 }
