@@ -97,14 +97,16 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
   const finish = (outcome: Outcome) => {
     if (finished) return;
     finished = true;
-    input.stop();
+    const undelivered = input.stop();
+    // A give-up says it itself; otherwise input still queued when the process ends or we detach is named here.
+    if (undelivered > 0 && outcome.kind !== "inputRefused") options.onNotice?.(`${undelivered} bytes of input were not delivered`);
     settle(outcome);
     void conn.close();
   };
 
   const input = new InputPump(
     {
-      current: () => (finished || !online || conn.isClosed || processId === undefined ? undefined : { conn, processId }),
+      current: () => (finished || !online || conn.isClosed || processId === undefined ? undefined : { conn, processId, label: current.name ?? processId }),
       onNotice: (text) => options.onNotice?.(text),
       // Finished at once (later input is not taken); closing the connection detaches it, and the process keeps running.
       onGiveUp: (reason, undelivered) =>
@@ -226,9 +228,7 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     },
     async detach() {
       if (finished) return;
-      if (online && !conn.isClosed && !(await input.flushed(DETACH_INPUT_FLUSH_MS)) && !finished) {
-        options.onNotice?.(`${input.queued} bytes of input were not delivered before the detach`);
-      }
+      if (online && !conn.isClosed) await input.flushed(DETACH_INPUT_FLUSH_MS); // what is left is named by finish
       if (finished) return;
       if (!conn.isClosed) await conn.call("process/detach", { processId }).catch(() => undefined);
       finish({ kind: "detached" });

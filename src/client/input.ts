@@ -54,7 +54,7 @@ export function nextWriteBytes(current: number, refused: boolean): number {
 /** What a failed process/write means for the bytes it carried. */
 export type WriteFailure = "refused" | "rejected" | "unanswered";
 
-/** Pure: -32001 → offer again later; any other answer of the server → it will never take them; no answer → send again. */
+/** Pure: -32001 → offer again later; any other answer of the server (the process ended) → never taken; no answer → send again. */
 export function classifyWriteFailure(error: unknown): WriteFailure {
   if (error instanceof RpcError) return error.code === API_LIMIT ? "refused" : "rejected";
   return "unanswered";
@@ -111,8 +111,8 @@ export class InputQueue {
 }
 
 export type InputTarget = {
-  /** The connection and process to write to now; undefined while there is none (the follower reconnects, then calls `kick`). */
-  current(): { conn: Connection; processId: string } | undefined;
+  /** The connection and process to write to now (`label`: its name for messages); undefined while there is none (the follower reconnects, then calls `kick`). */
+  current(): { conn: Connection; processId: string; label: string } | undefined;
   onNotice(text: string): void;
   /** The pump stopped for good with `undelivered` bytes still queued; they will not be sent. */
   onGiveUp(reason: string, undelivered: number): void;
@@ -141,11 +141,6 @@ export class InputPump {
     private readonly target: InputTarget,
     private readonly limits: InputLimits = defaultInputLimits(),
   ) {}
-
-  /** Bytes queued, not yet taken by the server. */
-  get queued(): number {
-    return this.queue.bytes;
-  }
 
   private get holding(): boolean {
     return !this.stopped && (this.queue.bytes >= this.limits.queueMaxBytes || this.refusedSince !== undefined);
@@ -224,8 +219,12 @@ export class InputPump {
           continue;
         }
         const kind = classifyWriteFailure(failure);
-        if (kind === "rejected") return this.giveUp(`${live.processId} takes no more input: ${(failure as Error).message}`);
-        if (kind === "refused" && !(await this.refused(live.processId, attempt))) return;
+        // The process ended (its process/exited follows and ends the follower with its status): what waits cannot be delivered.
+        if (kind === "rejected") {
+          this.target.onNotice(`${this.queue.clear()} bytes of input were not delivered: ${(failure as Error).message}`);
+          continue;
+        }
+        if (kind === "refused" && !(await this.refused(live.label, attempt))) return;
         // Unanswered: a dead connection is noticed at the loop's top; a live one that timed out gets the same bytes again.
         if (kind === "unanswered" && !live.conn.isClosed) await Bun.sleep(inputRetryDelayMs(attempt));
         attempt += 1;
@@ -247,19 +246,19 @@ export class InputPump {
   }
 
   /** A -32001: waits before the next offer; false when the deadline passed (the pump gave up). */
-  private async refused(processId: string, attempt: number): Promise<boolean> {
+  private async refused(label: string, attempt: number): Promise<boolean> {
     const now = Date.now();
     this.refusedSince ??= now;
     this.writeBytes = nextWriteBytes(this.writeBytes, true);
     const waited = now - this.refusedSince;
     if (waited >= this.limits.stallMaxMs) {
-      this.giveUp(`${processId} has read none of its input for ${Math.round(waited / 1000)} s`);
+      this.giveUp(`${label} has read none of its input for ${Math.round(waited / 1000)} s`);
       return false;
     }
     if (waited >= this.limits.stallNoticeMs && !this.noticed) {
       this.noticed = true;
       this.target.onNotice(
-        `${processId} has not read its input for ${Math.round(waited / 1000)} s; ${this.queue.bytes} bytes of yours are held, in order (given up after ${Math.round(this.limits.stallMaxMs / 1000)} s)`,
+        `${label} has not read its input for ${Math.round(waited / 1000)} s; ${this.queue.bytes} bytes of yours are held, in order (berth gives up after ${Math.round(this.limits.stallMaxMs / 1000)} s)`,
       );
     }
     await Bun.sleep(Math.min(inputRetryDelayMs(attempt), this.limits.stallMaxMs - waited));
