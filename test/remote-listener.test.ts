@@ -76,10 +76,13 @@ describe.skipIf(Boolean(reason))("a listener that throws never ends the connecti
         thrown += 1;
         throw new Error(`bug number ${thrown}`);
       });
-      const ended = exitedOrClosed(conn);
-      await conn.call("process/spawn", { argv: FIVE_LINES });
-      const { exited, closed } = await ended;
-      expect({ closed, exitCode: exited?.exitCode }).toEqual({ closed: undefined, exitCode: 4 });
+      // Two processes, one after the other: at least two notifications, however the output is read.
+      for (const argv of [FIVE_LINES, ["sh", "-c", "echo once more; exit 4"]]) {
+        const ended = exitedOrClosed(conn);
+        await conn.call("process/spawn", { argv });
+        const { exited, closed } = await ended;
+        expect({ closed, exitCode: exited?.exitCode }).toEqual({ closed: undefined, exitCode: 4 });
+      }
       expect(thrown).toBeGreaterThan(1);
     } finally {
       process.stderr.write = write;
