@@ -6,6 +6,7 @@
  * const conn = await connect("myhost");                     // ssh, skip shell noise, `connected`, initialize
  * const { processes } = await conn.call("process/list", {});
  * const off = conn.on("process/output", (params) => …);     // notifications by method
+ * conn.onListenerError((error, method) => …);               // a listener that threw (the connection goes on)
  * conn.closed.then(({ code, stderr }) => …);                 // ssh ended (75: the server closed; reconnect)
  * await conn.close();                                        // stdin EOF: `connect` exits 0
  * ```
@@ -13,12 +14,15 @@
  * One line of JSON per message in each direction (the `connect` bridge of
  * the spec). Lines before `{"status":"connected",…}` are whatever the host's
  * shell printed and are skipped; an error object there is the remote berth's
- * failure. Every wait has a deadline; every buffer has a bound.
+ * failure. Every wait has a deadline; every buffer has a bound. A listener
+ * that throws is the caller's bug: it is reported (listeners.ts) and never
+ * ends the connection.
  */
 import { BerthError, type ErrorCode } from "../errors.ts";
 import { dataRequestText, parseRpcText } from "../rpc-data.ts";
 import { CLI_VERSION } from "../version.ts";
 import { classifyPreamble, LineSplitter, type Connected } from "./lines.ts";
+import { Listeners, type ListenerErrorHandler } from "./listeners.ts";
 import { lastLine, remoteBerthCommand, sshCommandWords, sshFailed, SSH_CONNECTION_FAILED } from "./ssh.ts";
 
 /** From spawning ssh to the `connected` line (authentication and an app-server start included). */
@@ -74,7 +78,6 @@ export class ConnectionClosed extends Error {
 }
 
 type Pending = { resolve(value: unknown): void; reject(error: Error): void; timer: ReturnType<typeof setTimeout> };
-type Listener = (params: any) => void;
 
 export class Connection {
   /** What the far side's `connect` said when it was ready. */
@@ -85,7 +88,7 @@ export class Connection {
   readonly closed: Promise<Closed>;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners: Listeners;
   private stderrTail = "";
   private ended: Closed | undefined;
 
@@ -93,6 +96,7 @@ export class Connection {
     readonly host: string,
     private readonly child: ReturnType<typeof Bun.spawn<"pipe", "pipe", "pipe">>,
   ) {
+    this.listeners = new Listeners(host);
     this.closed = child.exited.then(async (code) => {
       await this.stderrDone;
       const ended: Closed = { code: child.signalCode ? null : code, signal: child.signalCode ? String(child.signalCode) : null, stderr: this.stderrTail };
@@ -145,6 +149,7 @@ export class Connection {
           while (this.held.length > 0) await this.held.shift();
         }
       } catch {
+        // A broken stream (a line past its bound): the connection cannot go on. Listeners cannot get here (listeners.ts).
         this.child.kill("SIGKILL");
       }
     })();
@@ -160,8 +165,7 @@ export class Connection {
       return false;
     }
     if (typeof message.method === "string") {
-      for (const listener of this.listeners.get(message.method) ?? []) listener(message.params);
-      for (const listener of this.listeners.get("*") ?? []) listener({ method: message.method, params: message.params });
+      this.listeners.emit(message.method, message.params); // never throws: a listener's error is reported, the connection goes on
       return false;
     }
     const pending = typeof message.id === "number" ? this.pending.get(message.id) : undefined;
@@ -214,11 +218,13 @@ export class Connection {
   }
 
   /** Subscribes to a notification method (`"*"`: all, as {method, params}); returns the unsubscribe. */
-  on(method: string, listener: Listener): () => void {
-    const set = this.listeners.get(method) ?? new Set<Listener>();
-    set.add(listener);
-    this.listeners.set(method, set);
-    return () => set.delete(listener);
+  on(method: string, listener: (params: any) => void): () => void {
+    return this.listeners.on(method, listener);
+  }
+
+  /** Receives what a listener throws or rejects with (without a handler: one line on stderr); returns the unsubscribe. */
+  onListenerError(handler: ListenerErrorHandler): () => void {
+    return this.listeners.onError(handler);
   }
 
   /** Ends stdin (the bridge exits 0), waits for ssh; kills it past the grace period. */
