@@ -3,7 +3,7 @@
 // re-parented to it, `stop` ends them, their exits are reaped (no zombie), and Bun's own children still report
 // their exit codes. Real processes, read from /proc.
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { eventually, isAlive } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 import { childrenOfSelf } from "../src/server/process/orphans.ts";
@@ -32,11 +32,13 @@ function statOf(pid: number): { state: string; ppid: number } | undefined {
   }
 }
 
-/** Zombies whose parent is `pid`. */
+/** Zombies whose parent is `pid` (an orphan may be re-parented to any of its threads). */
 function zombieChildrenOf(pid: number): number[] {
   const zombies: number[] = [];
-  for (const task of readFileSync(`/proc/${pid}/task/${pid}/children`, "latin1").split(" ").filter(Boolean)) {
-    if (statOf(Number(task))?.state === "Z") zombies.push(Number(task));
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    for (const child of readFileSync(`/proc/${pid}/task/${tid}/children`, "latin1").split(" ").filter(Boolean)) {
+      if (statOf(Number(child))?.state === "Z") zombies.push(Number(child));
+    }
   }
   return zombies;
 }
