@@ -7,6 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { isUpdateLoopOf } from "../src/daemon/orphans.ts";
+import { needsOrphanSearch } from "../src/daemon/status.ts";
 import { BUN, eventually, keepersOf, MAIN, homesPerTest } from "./helpers/berth.ts";
 
 const SLOW_TEST_MS = 120_000;
@@ -57,6 +58,48 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
     },
     SLOW_TEST_MS,
   );
+
+  // status trusts a live updater record to mean no other loop runs (needsOrphanSearch): every launch must end
+  // the loops no record names first, also the keeper launch of a plain `start`, which used to leave the orphan
+  // running beside the new keeper for good.
+  // With the app-server down, start searches while the fresh server starts up (searchBeforeKeeperLaunch); with it
+  // up, ensureKeeper searches itself.
+  test.skipIf(!hasStrace).each([["down"], ["up"]])(
+    "strace kills bootstrap at the updater's publish; with the app-server %s, the next `start` ends the orphan before launching its keeper",
+    async (server) => {
+      const home = newHome();
+      const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
+      const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
+      const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env });
+      expect(killed.code).not.toBe(0);
+      let loops: number[] = [];
+      expect(await eventually(() => (loops = updateLoops(home)).length > 0, ORPHAN_NAMED_WAIT_MS, 20)).toBe(true);
+      const [orphan] = loops;
+      // Settled in its sh loop (status names it only once its /proc facts read whole), so start's search sees it too.
+      expect(await eventually(async () => ((await home.run(["status"], { env })).json.problems ?? []).join("\n").includes(`pid ${orphan} runs`), ORPHAN_NAMED_WAIT_MS, 100)).toBe(true);
+
+      // The killed bootstrap had started the app-server before it launched the updater.
+      expect((await home.run(["status"], { env })).json.appServer.state).toBe("running");
+      if (server === "down") expect((await home.run(["stop"], { env })).code).toBe(0);
+      const started = await home.run(["start"], { env });
+      expect(started.code).toBe(0);
+      expect(started.json.status).toBe(server === "down" ? "started" : "alreadyRunning");
+      expect(started.json.warnings?.join("\n")).toContain(`ended updater pid ${orphan}`);
+      const status = (await home.run(["status"], { env })).json;
+      expect(status.updater.state).toBe("running");
+      expect(updateLoops(home)).toEqual([status.updater.pid]);
+      expect(status.problems).toBeUndefined();
+    },
+    SLOW_TEST_MS,
+  );
+
+  test("status searches /proc for unrecorded loops only when no live record names the loop (pure)", () => {
+    expect(needsOrphanSearch({ state: "running" })).toBe(false);
+    expect(needsOrphanSearch({ state: "starting" })).toBe(true);
+    expect(needsOrphanSearch({ state: "stopped" })).toBe(true);
+    // The updater's record could not be read at all.
+    expect(needsOrphanSearch(undefined)).toBe(true);
+  });
 
   test("what counts as an update-loop of this BERTH_HOME (pure)", () => {
     const loop = { pid: 50, uid: 0, argv: ["/h/berth", "update-loop"], berthHome: "/h" };

@@ -22,6 +22,8 @@ export const LOG_MAX_BYTES = 8 * 1024 * 1024;
 /** Descendants left behind by a stopped leader get at most this long between SIGTERM and SIGKILL. */
 export const DESCENDANT_GRACE_MS = 2_000;
 const STOP_POLL_MIN_MS = 2;
+/** A graceful stop's signals, in order: the request, then SIGCONT so that a paused process can act on it. */
+const TERMINATE_SIGNALS = ["SIGTERM", "SIGCONT"] as const;
 const STOP_POLL_MAX_MS = 25;
 
 export type LaunchSpec = {
@@ -196,10 +198,12 @@ export class PidBackend {
     const leaderIsOurs = () => this.leaderHoldsGroup(record);
     const tree = new TreeSnapshot(record.pid, leaderIsOurs);
     tree.scan(true);
+    // SIGCONT after SIGTERM (as systemd does): a process paused by SIGSTOP (a debugger, `kill -STOP`) runs its
+    // SIGTERM handler only once continued; else the stop waited the whole grace and ended it by SIGKILL.
     if (this.options.trackGroup) {
-      if (leaderIsOurs()) signalGroup(record.pid, "SIGTERM");
+      if (leaderIsOurs()) for (const signal of TERMINATE_SIGNALS) signalGroup(record.pid, signal);
     } else if (processIdentity(record.pid) === record.processStartTime) {
-      signalProcess(record.pid, "SIGTERM");
+      for (const signal of TERMINATE_SIGNALS) signalProcess(record.pid, signal);
     }
     const leaderGone = () => processIdentity(record.pid) !== record.processStartTime;
     const gone = this.options.trackGroup ? () => !this.isAlive(record) : leaderGone;

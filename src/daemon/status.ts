@@ -37,12 +37,15 @@ export async function collectStatus(ctx: Context) {
   const probing: Promise<ProbeResult> = foldersSafe
     ? probeInitialize(ctx.socket.path, STATUS_PROBE_TIMEOUT_MS)
     : Promise.resolve({ kind: "absent", detail: "not probed: the state folders are unsafe" });
+  const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
   // The server answers the probe on its own core while this one searches /proc (see findUpdateLoopsBesideProbe).
   let loops: PidRecord[] = [];
-  try {
-    loops = await findUpdateLoopsBesideProbe(ctx);
-  } catch (error) {
-    problems.push(`updater processes: ${describeError(error)}`);
+  if (needsOrphanSearch(updater)) {
+    try {
+      loops = await findUpdateLoopsBesideProbe(ctx);
+    } catch (error) {
+      problems.push(`updater processes: ${describeError(error)}`);
+    }
   }
   const probe = await probing;
   const answer = isOurServer(ctx, probe) ? "ours" : probe.kind === "absent" ? "none" : "foreign";
@@ -52,7 +55,6 @@ export async function collectStatus(ctx: Context) {
   const keeper = attempt("keeper state", () => readKeeperState(ctx.layout.keeperState));
   const state = appServerState({ pid: pidState.kind, answer, wanted: wanted?.appServer ?? "stopped", keeper: keeper?.state });
   const install = managedInstall(ctx);
-  const updater: UpdaterReport | undefined = attempt("updater", () => updaterReport(ctx));
   const untracked = loops.filter((loop) => loop.pid !== updater?.pid);
   if (untracked.length > 0) {
     problems.push(`updater: pid ${untracked.map((loop) => loop.pid).join(", ")} runs without a record (a bootstrap was interrupted); \`berth bootstrap\` ends it.`);
@@ -85,6 +87,17 @@ export async function collectStatus(ctx: Context) {
     cliVersion: CLI_VERSION,
     ...(problems.length > 0 ? { problems } : {}),
   };
+}
+
+/**
+ * Pure: whether status searches /proc for update-loops no record names. A loop loses its record only when the
+ * bootstrap that launched it dies before publishing it (its reservation is then stale, and `updater.pid` reads as
+ * missing or starting), or when the record is unreadable. While the record names a live loop with its identity,
+ * the search, which reads every process on the machine (~10–20 µs each: 1–2 ms of a status here, ten times that
+ * for root on a busy host), is skipped; `bootstrap` and `down` still search every time before they act.
+ */
+export function needsOrphanSearch(updater: Pick<UpdaterReport, "state"> | undefined): boolean {
+  return updater?.state !== "running";
 }
 
 /**

@@ -8,6 +8,7 @@ import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
 import type { Context } from "./context.ts";
+import type { PidRecord } from "./pid-record.ts";
 
 /** The updater gets this long to end on SIGTERM before its group is killed. */
 const UPDATER_STOP_GRACE_MS = 10_000;
@@ -98,10 +99,19 @@ export async function stopUpdater(ctx: Context): Promise<boolean> {
   const backend = updaterBackend(ctx);
   const state = await backend.pidFile.waitWhileStarting(STARTING_WAIT_MS);
   const stopped = state.kind === "running" && (await backend.stop(state.record, UPDATER_STOP_GRACE_MS)) === "stopped";
-  // A loop whose record was lost (its bootstrap killed before publishing) is ended too.
-  const orphans = await (await import("./orphans.ts")).endUntrackedUpdaters(ctx);
+  const ended = await endUnrecordedLoops(ctx);
+  return stopped || ended > 0;
+}
+
+/**
+ * Ends every update-loop of this home that no record names (its bootstrap was killed before publishing it),
+ * before a launch or after a stop: then a live record means no other loop runs, which `status` relies on
+ * (see needsOrphanSearch). Returns how many it ended.
+ */
+async function endUnrecordedLoops(ctx: Context, found?: readonly PidRecord[]): Promise<number> {
+  const orphans = await (await import("./orphans.ts")).endUntrackedUpdaters(ctx, undefined, found);
   if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
-  return stopped || orphans.ended.length > 0;
+  return orphans.ended.length;
 }
 
 /** Launches the loop from the managed binary unless one runs; returns its pid. */
@@ -133,11 +143,23 @@ export async function replaceUpdater(ctx: Context): Promise<number> {
  * from `keep`: the keeper runs whenever the app-server is wanted, also with
  * auto-update off and on a hand-made install (spec "Supervision"). Launched
  * detached with no readiness wait: only its record is published before this
- * returns, so `start` pays one spawn, not a second start-up.
+ * returns, so `start` pays one spawn, not a second start-up. A launch first
+ * ends the loops no record names (one /proc search, only when no keeper runs).
  */
-export async function ensureKeeper(ctx: Context): Promise<{ pid?: number; launched: boolean }> {
+export async function ensureKeeper(ctx: Context, searched?: readonly PidRecord[]): Promise<{ pid?: number; launched: boolean }> {
   const state = updaterBackend(ctx).inspect();
   if (state.kind === "running") return { pid: state.record.pid, launched: false };
   if (state.kind === "starting") return { launched: false };
+  await endUnrecordedLoops(ctx, searched);
   return { pid: await launchUpdater(ctx), launched: true };
+}
+
+/**
+ * ensureKeeper's search for loops no record names, made ahead when no keeper runs: `start` makes it while a fresh
+ * app-server starts up on another core and hands it to ensureKeeper, so the ~1 ms search is not paid after the
+ * server answers. Each loop found is signalled only while it still has the identity it was found with.
+ */
+export async function searchBeforeKeeperLaunch(ctx: Context): Promise<PidRecord[] | undefined> {
+  if (updaterBackend(ctx).inspect().kind !== "missing") return undefined;
+  return (await import("./orphans.ts")).findUpdateLoops(ctx);
 }

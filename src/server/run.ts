@@ -55,6 +55,7 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
       socketPath,
       berthHome: ctx.layout.home,
       settings,
+      adoptOrphans: true,
       ...(remote ? { remoteControl: { listen, token: remote.token, ...(remote.plan.tls ? { tls: remote.plan.tls } : {}) } } : {}),
     } satisfies ServeOptions);
   let server: Awaited<ReturnType<typeof startServer>>;
