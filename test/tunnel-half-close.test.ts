@@ -3,9 +3,8 @@
 // and its whole answer still comes back as tunnel/data before tunnel/closed "remote". A plain tunnel/close keeps
 // its old meaning (the far side's later bytes are dropped).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
-import type { Socket, TCPSocketListener } from "bun";
 import { eventually, type TestHome } from "./helpers/berth.ts";
+import { answerAfterEof, eofAnswerLine, sha256Hex as sha } from "./helpers/eof-server.ts";
 import { RpcClient, closeServedHome, openServedHome, type AppServer } from "./helpers/rpc-client.ts";
 
 const MIB = 1024 * 1024;
@@ -19,7 +18,13 @@ const ANSWER_BYTES = 3 * MIB;
 let home: TestHome;
 let server: AppServer;
 let client: RpcClient;
-const listeners: TCPSocketListener<Peer>[] = [];
+const listeners: { stop(closeActive?: boolean): void }[] = [];
+
+function farServer(answerBytes: number) {
+  const far = answerAfterEof(answerBytes);
+  listeners.push(far.listener);
+  return far;
+}
 
 beforeAll(async () => {
   ({ home, server, client } = await openServedHome("berth-halfclose-"));
@@ -29,56 +34,6 @@ afterAll(async () => {
   for (const listener of listeners.splice(0)) listener.stop(true);
   await closeServedHome({ home, server, client });
 });
-
-const sha = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
-
-type Peer = { bytes: number; hash: ReturnType<typeof createHash>; sawEof: boolean; closed: boolean; answer?: Buffer; sent: number };
-
-/**
- * A real TCP server that answers only after EOF: `<bytes> <sha256>\n`, then ANSWER_BYTES of data (sent as the
- * socket drains), then it closes. It keeps its write side open after the client's FIN (allowHalfOpen).
- */
-function answerAfterEof() {
-  const peers: Peer[] = [];
-  const pump = (socket: Socket<Peer>) => {
-    const peer = socket.data;
-    while (peer.answer && peer.sent < peer.answer.length) {
-      const written = socket.write(peer.answer.subarray(peer.sent));
-      if (written <= 0) return;
-      peer.sent += written;
-    }
-    if (peer.answer) socket.end();
-  };
-  const listener = Bun.listen<Peer>({
-    hostname: "127.0.0.1",
-    port: 0,
-    allowHalfOpen: true,
-    socket: {
-      open(socket) {
-        socket.data = { bytes: 0, hash: createHash("sha256"), sawEof: false, closed: false, sent: 0 };
-        peers.push(socket.data);
-      },
-      data(socket, data) {
-        socket.data.bytes += data.length;
-        socket.data.hash.update(data);
-      },
-      end(socket) {
-        const peer = socket.data;
-        peer.sawEof = true;
-        const body = Buffer.alloc(ANSWER_BYTES);
-        for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i, i);
-        peer.answer = Buffer.concat([Buffer.from(`${peer.bytes} ${peer.hash.digest("hex")}\n`), body]);
-        pump(socket);
-      },
-      drain: (socket) => pump(socket),
-      close(socket) {
-        socket.data.closed = true;
-      },
-    },
-  });
-  listeners.push(listener);
-  return { port: listener.port, peers };
-}
 
 /** Collects one tunnel's tunnel/data and tunnel/closed. */
 function follow(rpc: RpcClient, tunnelId: string) {
@@ -110,7 +65,7 @@ function uploadData(): Buffer {
 }
 
 test("half-close: the far side reads EOF after every byte, and its whole answer comes back before tunnel/closed remote", async () => {
-  const far = answerAfterEof();
+  const far = farServer(ANSWER_BYTES);
   const { tunnelId, seen } = await openTo(far.port);
   const data = uploadData();
   await upload(tunnelId, data);
@@ -122,29 +77,15 @@ test("half-close: the far side reads EOF after every byte, and its whole answer 
   expect(peer.sawEof).toBe(true);
   const answer = Buffer.concat(seen.chunks);
   expect(answer.length).toBe(peer.answer!.length);
-  expect(answer.subarray(0, answer.indexOf(10) + 1).toString()).toBe(`${UPLOAD_BYTES} ${sha(data)}\n`);
+  expect(answer.subarray(0, answer.indexOf(10) + 1).toString()).toBe(eofAnswerLine(data));
   expect(sha(answer)).toBe(sha(peer.answer!));
   expect(await eventually(() => peer.closed, WAIT_MS)).toBe(true);
 }, TEST_TIMEOUT_MS);
 
 test("after a half-close writes fail with -32004, a second half-close is harmless, and a plain close ends the tunnel at once", async () => {
   // A far side that never answers: the tunnel stays half-open until the client closes it.
-  const silent = Bun.listen<Peer>({
-    hostname: "127.0.0.1",
-    port: 0,
-    allowHalfOpen: true,
-    socket: {
-      open(socket) {
-        socket.data = { bytes: 0, hash: createHash("sha256"), sawEof: false, closed: false, sent: 0 };
-        peers.push(socket.data);
-      },
-      data: (socket, data) => void (socket.data.bytes += data.length),
-      end: (socket) => void (socket.data.sawEof = true),
-      close: (socket) => void (socket.data.closed = true),
-    },
-  });
-  const peers: Peer[] = [];
-  listeners.push(silent);
+  const silent = farServer(0);
+  const peers = silent.peers;
   const { tunnelId, seen } = await openTo(silent.port);
   await upload(tunnelId, Buffer.from("all I have to say"));
   await client.call("tunnel/close", { tunnelId, halfClose: true });
@@ -160,7 +101,7 @@ test("after a half-close writes fail with -32004, a second half-close is harmles
 }, TEST_TIMEOUT_MS);
 
 test("a plain tunnel/close keeps its meaning: the far side sees the close, and its answer after EOF is not delivered", async () => {
-  const far = answerAfterEof();
+  const far = farServer(ANSWER_BYTES);
   const { tunnelId, seen } = await openTo(far.port);
   await upload(tunnelId, Buffer.from("short"));
   await client.call("tunnel/close", { tunnelId });
