@@ -6,6 +6,7 @@
  */
 import { constants } from "node:os";
 import { interactiveExit } from "../commands/_shared.ts";
+import { workingForLong } from "../platform/jit.ts";
 import { BerthError } from "../errors.ts";
 import type { RemoteArgs } from "./args.ts";
 import { connect, RpcError, type Connection } from "./connection.ts";
@@ -135,6 +136,7 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
     onAttached: () => attachedFollower?.resize(terminalSize().cols, terminalSize().rows),
   });
   attachedFollower = follower;
+  workingForLong();
   if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
   const terminal = rawTerminal({
     onInput(data) {
@@ -171,6 +173,7 @@ async function streaming(host: string, kind: "spawn" | "attach", first: (conn: C
     onNotice: notice(false),
   });
   started = follower;
+  workingForLong();
   if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
   const onInterrupt = () => void follower.detach();
   process.on("SIGINT", onInterrupt);

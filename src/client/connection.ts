@@ -31,6 +31,12 @@ export const CONNECT_TIMEOUT_MS = 60_000;
 export const CALL_TIMEOUT_MS = 30_000;
 /** After stdin EOF, ssh gets this long to exit before it is killed. */
 const CLOSE_GRACE_MS = 5_000;
+/**
+ * Once ssh has exited, the end of its stderr is waited for this long, no more: a process ssh started shares
+ * that stderr (a ProxyCommand does) and may hold it open as long as it lives, which would hide the lost
+ * connection for ever. ssh's own last words are already there when it exits.
+ */
+const STDERR_DRAIN_MS = 2_000;
 /** Shell noise kept for an error message, at most. */
 const NOISE_MAX_BYTES = 64 * 1024;
 /**
@@ -98,7 +104,13 @@ export class Connection {
   ) {
     this.listeners = new Listeners(host);
     this.closed = child.exited.then(async (code) => {
-      await this.stderrDone;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const drained = await Promise.race([
+        this.stderrDone.then(() => true),
+        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), STDERR_DRAIN_MS))),
+      ]);
+      clearTimeout(timer);
+      if (!drained) this.stopReadingStderr();
       const ended: Closed = { code: child.signalCode ? null : code, signal: child.signalCode ? String(child.signalCode) : null, stderr: this.stderrTail };
       this.ended = ended;
       for (const pending of this.pending.values()) {
@@ -111,6 +123,8 @@ export class Connection {
   }
 
   private stderrDone: Promise<void> = Promise.resolve();
+  /** Stops reading ssh's stderr (once ssh is gone, whoever still holds it open is not waited for). */
+  private stopReadingStderr: () => void = () => {};
   private readonly held: Promise<unknown>[] = [];
 
   /** Stops reading from the host until `until` settles (backpressure from whoever consumes notifications). */
@@ -129,10 +143,12 @@ export class Connection {
 
   /** @internal wires the streams; `connect()` calls it. */
   start(onPreamble: (line: string) => boolean): void {
+    const stderr = this.child.stderr.getReader();
+    this.stopReadingStderr = () => void stderr.cancel().catch(() => {});
     this.stderrDone = (async () => {
       const decoder = new TextDecoder();
-      for await (const chunk of this.child.stderr) {
-        this.stderrTail = (this.stderrTail + decoder.decode(chunk, { stream: true })).slice(-NOISE_MAX_BYTES);
+      for (let read = await stderr.read(); !read.done; read = await stderr.read()) {
+        this.stderrTail = (this.stderrTail + decoder.decode(read.value, { stream: true })).slice(-NOISE_MAX_BYTES);
       }
     })().catch(() => {});
     void (async () => {

@@ -102,7 +102,7 @@ function checkSocket(ctx: Context): Finding {
   try {
     statSync(ctx.socket.fallbackDir);
     assertSafeDir(ctx.socket.fallbackDir);
-    return ok("socket", `${ctx.socket.path} (fallback: the path in BERTH_HOME is too long or holds ':')`);
+    return ok("socket", `${ctx.socket.path} (fallback: the path in BERTH_HOME is too long, or holds a character a ws+unix URL cannot carry)`);
   } catch (error) {
     return problem("socket", `socket fallback folder ${ctx.socket.fallbackDir}: ${describeError(error)}`, `rm -rf ${ctx.socket.fallbackDir} && berth restart`);
   }

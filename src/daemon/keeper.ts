@@ -26,9 +26,28 @@ export function restartDecision(crashTimes: number[], now: number): RestartDecis
   return { action: "restart", delayMs: Math.min(1_000 * 2 ** (recent - 2), MAX_BACKOFF_MS) };
 }
 
-/** Pure: the crash times still worth remembering. */
+/**
+ * Pure: the crash times still worth remembering. One "from the future" was
+ * counted before the wall clock was set back (NTP at boot, a user): dropped,
+ * or it would count again once the clock got there and give up too early.
+ */
 export function recentCrashes(crashTimes: number[], now: number): number[] {
-  return crashTimes.filter((at) => now - at < CRASH_WINDOW_MS);
+  return crashTimes.filter((at) => at <= now && now - at < CRASH_WINDOW_MS);
+}
+
+/** The longest wait the keeper schedules (backoff; a foreign server's recheck is shorter). */
+export const MAX_RETRY_DELAY_MS = MAX_BACKOFF_MS;
+
+/**
+ * Pure: when a retry planned at `setAt` (epoch ms; undefined in an older
+ * keeper.json) for `at` is due, by a wall clock that may have jumped since:
+ * set back, the planned delay counts from now (not the jump plus the delay: a
+ * crashed app-server down for an hour after NTP corrected the clock by one);
+ * never later than MAX_RETRY_DELAY_MS from now.
+ */
+export function retryDueAt(at: number, setAt: number | undefined, now: number): number {
+  const due = setAt !== undefined && now < setAt ? now + Math.max(0, at - setAt) : at;
+  return Math.min(due, now + MAX_RETRY_DELAY_MS);
 }
 
 export type LastExit = { at: string; exitCode: number | null; signal: string | null; logTail: string };
@@ -47,6 +66,8 @@ export type KeeperState = {
   watching?: { pid: number; processStartTime: string };
   /** Epoch ms before which no restart is attempted (backoff, or a foreign server's recheck). */
   retryAt?: number;
+  /** When retryAt was planned (epoch ms), so a wall clock set back since does not stretch the wait (retryDueAt). */
+  retrySetAt?: number;
 };
 
 function isRecord(value: unknown): value is { pid: number; processStartTime: string } {
@@ -76,6 +97,7 @@ export function readKeeperState(path: string): KeeperState {
       exited: isRecord(value.exited) ? value.exited : undefined,
       watching: isRecord(value.watching) ? value.watching : undefined,
       retryAt: typeof value.retryAt === "number" ? value.retryAt : undefined,
+      retrySetAt: typeof value.retrySetAt === "number" ? value.retrySetAt : undefined,
     };
   } catch (error) {
     // Missing or damaged: the keeper only loses its history.

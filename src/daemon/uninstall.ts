@@ -5,7 +5,8 @@
  * second run removes nothing and still succeeds. A user's own lines in their
  * profiles, and a command link that is not ours, are left alone.
  */
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from "node:fs";
+import { describeError, errnoCode } from "../errors.ts";
 import { dirname, join, resolve } from "node:path";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../install/profile.ts";
 import { assertSafeDir, writeFileAtomic } from "../platform/fs.ts";
@@ -59,12 +60,21 @@ function profilePaths(env: NodeJS.ProcessEnv): string[] {
   return [...new Set(dirs.flatMap((dir) => PROFILE_NAMES.map((name) => join(dir, name))))];
 }
 
+/**
+ * A symlinked profile (a dotfile manager's) is followed to the file it names, as install wrote its block
+ * there; each real file once. A profile that cannot be rewritten (a read-only store, EACCES) is reported in
+ * `kept` and the uninstall carries on.
+ */
 function removeProfileBlocks(env: NodeJS.ProcessEnv, removed: string[], kept: string[]): void {
+  const seen = new Set<string>();
   for (const path of profilePaths(env)) {
+    let real: string;
     let text: string;
     try {
-      if (!lstatSync(path).isFile()) continue;
-      text = readFileSync(path, "utf8");
+      real = realpathSync(path);
+      if (seen.has(real) || !statSync(real).isFile()) continue;
+      seen.add(real);
+      text = readFileSync(real, "utf8");
     } catch {
       continue;
     }
@@ -74,7 +84,12 @@ function removeProfileBlocks(env: NodeJS.ProcessEnv, removed: string[], kept: st
       kept.push(`${path} (its berth markers do not form blocks; remove them by hand)`);
       continue;
     }
-    writeFileAtomic(path, plan.text, statSync(path).mode & 0o777);
+    try {
+      writeFileAtomic(real, plan.text, statSync(real).mode & 0o777);
+    } catch (error) {
+      kept.push(`${path} (could not remove its PATH block: ${errnoCode(error) ?? describeError(error)}; remove the lines from ${PATH_BLOCK_BEGIN} to ${PATH_BLOCK_END} by hand)`);
+      continue;
+    }
     removed.push(`${path} (PATH block)`);
   }
 }

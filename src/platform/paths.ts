@@ -85,9 +85,21 @@ export function releaseDirName(version: string, target: Target): string {
 export type SocketPlan = { path: string; fallbackDir?: string };
 
 /**
+ * Pure: whether every client can put `path` in a ws+unix URL as it is: only
+ * characters a URL path carries unchanged (RFC 3986 unreserved, sub-delims,
+ * '@', '/'). Not ':' (it ends the host part), nor what a URL would
+ * percent-encode or cut: a space, '"', '#', '?', '%', non-ASCII (a home like
+ * /home/josé), controls; Bun then connects to another path, and never answers.
+ */
+export function urlSafePath(path: string): boolean {
+  return /^[A-Za-z0-9\-._~!$&'()*+,;=@/]*$/.test(path);
+}
+
+/**
  * The control socket path: inside BERTH_HOME unless that path is too long for
- * clients on this platform or holds ':' (ws+unix URLs cannot carry it); then a
- * short per-user folder keyed by a hash of BERTH_HOME.
+ * clients on this platform or is not urlSafePath (e.g. holds ':'); then a
+ * short per-user folder keyed by a hash of BERTH_HOME (in /tmp when
+ * XDG_RUNTIME_DIR is not URL-safe either).
  */
 export function socketPlan(input: {
   home: string;
@@ -97,9 +109,9 @@ export function socketPlan(input: {
 }): SocketPlan {
   const preferred = join(input.home, "daemon", "app-server.sock");
   const limit = SOCKET_PATH_MAX_BYTES[input.platform] ?? 103;
-  if (Buffer.byteLength(preferred) <= limit && !preferred.includes(":")) return { path: preferred };
+  if (Buffer.byteLength(preferred) <= limit && urlSafePath(preferred)) return { path: preferred };
   const hash = new Bun.CryptoHasher("sha256").update(input.home).digest("hex").slice(0, 8);
-  const base = input.runtimeDir && isAbsolute(input.runtimeDir) ? input.runtimeDir : "/tmp";
+  const base = input.runtimeDir && isAbsolute(input.runtimeDir) && urlSafePath(input.runtimeDir) ? input.runtimeDir : "/tmp";
   const fallbackDir = join(base, `berth-${input.uid}-${hash}`);
   return { path: join(fallbackDir, "app-server.sock"), fallbackDir };
 }

@@ -14,7 +14,7 @@ import { describeError } from "../errors.ts";
 import { appServerBackend, ensureRunning } from "../daemon/app-server.ts";
 import { logTail } from "../daemon/await-ready.ts";
 import { assertManagedBinary, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
-import { readKeeperState, recentCrashes, restartDecision, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
+import { readKeeperState, recentCrashes, restartDecision, retryDueAt, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
 import { FileLock } from "../daemon/lock.ts";
 import { sameRecord, type PidRecord } from "../daemon/pidfile.ts";
 import { readWanted } from "../daemon/wanted.ts";
@@ -74,7 +74,7 @@ export class Keeper {
   }
 
   private set nextAttemptAt(at: number) {
-    this.state = { ...this.state, retryAt: at > 0 ? at : undefined };
+    this.state = { ...this.state, retryAt: at > 0 ? at : undefined, retrySetAt: at > 0 ? Date.now() : undefined };
   }
 
   /**
@@ -126,6 +126,11 @@ export class Keeper {
   }
 
   async tick(): Promise<void> {
+    // A wall clock set back since the retry was planned must not stretch the wait: planned anew, from now.
+    const planned = this.state.retryAt;
+    if (planned !== undefined && retryDueAt(planned, this.state.retrySetAt, Date.now()) !== planned) {
+      this.nextAttemptAt = retryDueAt(planned, this.state.retrySetAt, Date.now());
+    }
     const wanted = readWanted(this.ctx);
     if (wanted.appServer !== "running") {
       this.lastSeen = undefined;

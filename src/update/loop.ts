@@ -205,8 +205,8 @@ function keeperStep(ctx: Context): Promise<KeeperVerdict> {
  */
 async function updateStep(ctx: Context): Promise<{ delayMs: number; restartedOnNew: boolean }> {
   const saved = readUpdaterState(ctx.layout.updaterState);
-  const dueAt = Date.parse(saved.nextRunAt ?? "");
-  if (Date.now() < dueAt) return { delayMs: dueAt - Date.now(), restartedOnNew: false };
+  const dueInMs = updateDueInMs(Date.parse(saved.nextRunAt ?? ""), Date.now(), longestPlanMs(ctx));
+  if (dueInMs > 0) return { delayMs: dueInMs, restartedOnNew: false };
   let pending = saved.pendingRollout;
   let restartedOnNew = false;
   let delayMs = FALLBACK_INTERVAL_MS;
@@ -257,6 +257,26 @@ async function updateStep(ctx: Context): Promise<{ delayMs: number; restartedOnN
     ...(recordNext ? { nextCheckAt: nextAt(delayMs) } : {}),
   }));
   return { delayMs, restartedOnNew };
+}
+
+/** The longest wait the loop plans between checks: its first delay or its interval (the fallback's when settings do not read). */
+function longestPlanMs(ctx: Context): number {
+  try {
+    const { update } = settingsOf(ctx);
+    return Math.max(update.initialDelayMs, update.intervalMs);
+  } catch {
+    return FALLBACK_INTERVAL_MS;
+  }
+}
+
+/**
+ * Pure: ms until the planned check at `dueAt` (epoch ms; NaN when none is planned: due now). A plan further
+ * ahead than any the loop makes was made before the wall clock was set back (NTP at boot, a user): due now,
+ * rather than no check for as long as the clock jumped.
+ */
+export function updateDueInMs(dueAt: number, now: number, longestPlanMs: number): number {
+  if (!(dueAt > now) || dueAt - now > longestPlanMs) return 0;
+  return dueAt - now;
 }
 
 function nextAt(delayMs: number): string {
