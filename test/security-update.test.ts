@@ -183,7 +183,8 @@ describe("item 9: small faults, each with a documented answer", () => {
     const started = await home.run(["start"]);
     expect(started.json.status).toBe("started");
     expect(spawnSync("mount", ["--bind", home.home, home.home]).status).toBe(0);
-    cleanups.push(() => void spawnSync("umount", [home.home]));
+    // Lazy: a process still in there (a server that did not stop) must not leave the mount, read-only, behind.
+    cleanups.push(() => void spawnSync("umount", ["-l", home.home]));
     // Busy (EBUSY) while the new server writes through the new mount just then: once in a full run under load.
     expect(await remountReadOnly(home.home)).toMatchObject({ readOnly: true });
     const enable = await home.run(["enable-remote-control"]);
