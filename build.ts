@@ -10,7 +10,7 @@
  * warning); BERTH_TRUSTED_KEYS = `:`-separated PEM public keys trusted besides the signing key's own.
  */
 import { createHash } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import packageJson from "./package.json" with { type: "json" };
@@ -34,8 +34,27 @@ const BUN_TARGETS: Record<Target, Bun.Build.CompileTarget> = {
   "darwin-arm64": "bun-darwin-arm64",
 };
 
-/** `trustedKeys`: base64 SPKI Ed25519 keys compiled in; default: what this build's environment trusts. */
-export type BuildOptions = { version: string; target?: Target; outfile: string; trustedKeys?: readonly string[]; baseUrl?: string };
+/**
+ * `trustedKeys`: base64 SPKI Ed25519 keys compiled in; default: what this build's environment trusts.
+ * `bytecodeOrder: false` builds without the recorded profiles (bench/record-order.ts records with such a build).
+ */
+export type BuildOptions = { version: string; target?: Target; outfile: string; trustedKeys?: readonly string[]; baseUrl?: string; bytecodeOrder?: false };
+
+/**
+ * Where the commands clients run most spend their bytecode (recorded by bench/record-order.ts), most used first:
+ * `bun build --bytecode-order` lays that bytecode out together at the front of the executable, so a command
+ * reads and decodes less of it. Only the layout changes; a profile older than the code still applies.
+ */
+export const ORDER_DIR = join(ROOT, "bench", "order");
+export const ORDER_FILES = ["version", "status", "connect", "start", "serve", "stop"] as const;
+
+/** JavaScriptCore's tier-up thresholds are scaled by this in a compiled berth until workingForLong() (src/platform/jit.ts). */
+const JIT_POLICY = 8;
+
+function orderProfiles(): string[] | false {
+  const files = ORDER_FILES.map((name) => join(ORDER_DIR, `${name}.order`)).filter((file) => existsSync(file));
+  return files.length > 0 && files;
+}
 
 /** The signing key of this build (created in dist/ when none is configured) and the keys it trusts. */
 export function buildKeys(env: Record<string, string | undefined> = process.env): { signing: SigningKey; trusted: string[] } {
@@ -52,8 +71,9 @@ export function buildKeys(env: Record<string, string | undefined> = process.env)
 const BYTECODE_VERIFIED_TARGETS: ReadonlySet<Target> = new Set(["linux-x64"]);
 
 /** One compiled executable. No `target` means "this machine, with the bun running this script". */
-export async function compile({ version, target, outfile, trustedKeys, baseUrl }: BuildOptions): Promise<void> {
+export async function compile({ version, target, outfile, trustedKeys, baseUrl, bytecodeOrder }: BuildOptions): Promise<void> {
   const keys = trustedKeys ?? buildKeys().trusted;
+  const bytecode = target === undefined || BYTECODE_VERIFIED_TARGETS.has(target);
   const result = await Bun.build({
     entrypoints: [ENTRY],
     minify: true,
@@ -63,7 +83,7 @@ export async function compile({ version, target, outfile, trustedKeys, baseUrl }
     // Ahead-of-time JSC bytecode for our chunks and the node: builtins they load, so nothing is parsed at
     // start-up (`version` 11.3 → 6.8 ms, floor 2.7 ms). Needs ESM output, which the compile embeds with its
     // import metadata.
-    bytecode: target === undefined || BYTECODE_VERIFIED_TARGETS.has(target),
+    bytecode,
     format: "esm",
     sourcemap: "none",
     define: {
@@ -83,6 +103,9 @@ export async function compile({ version, target, outfile, trustedKeys, baseUrl }
       // Bun 1.4 refuses to start a compiled program from a deleted working folder (`berth --version` exits 1
       // with no JSON) unless the program has an exec argv; any harmless flag will do (see test/hostile-env.test.ts).
       execArgv: ["--no-deprecation"],
+      bytecodeOrder: bytecode && bytecodeOrder !== false && orderProfiles(),
+      // Start-up code stays in the interpreter longer (src/platform/jit.ts: long-running processes reset it).
+      jitPolicy: JIT_POLICY,
     },
   });
   if (!result.success) {

@@ -6,7 +6,7 @@
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { compile } from "../build.ts";
+import { compile, type BuildOptions } from "../build.ts";
 import { CLI_TARGET } from "../src/version.ts";
 import { berthEnv } from "../test/helpers/berth.ts";
 
@@ -122,7 +122,7 @@ export async function runBench(name: string, prefix: string, main: (bench: Bench
  * Compiles berth (or copies `prebuilt`, a berth binary, fresh: a copy's pages are in the page cache as a
  * new build's are) into a fresh temporary folder and installs it there as the managed release.
  */
-export async function makeBenchHome(prefix: string, prebuilt?: string): Promise<BenchHome> {
+export async function makeBenchHome(prefix: string, prebuilt?: string, build: Pick<BuildOptions, "bytecodeOrder"> = {}): Promise<BenchHome> {
   if (!CLI_TARGET) throw new Error("this machine is not a release target");
   const base = mkdtempSync(join(tmpdir(), prefix));
   const home = join(base, "home");
@@ -158,7 +158,7 @@ export async function makeBenchHome(prefix: string, prebuilt?: string): Promise<
   };
   try {
     if (prebuilt) copyFileSync(prebuilt, binary);
-    else await compile({ version: VERSION, outfile: binary });
+    else await compile({ version: VERSION, outfile: binary, ...build });
     chmodSync(binary, 0o755);
     const releaseDir = join(home, "packages", "standalone", "releases", `${VERSION}-${CLI_TARGET}`);
     mkdirSync(releaseDir, { recursive: true, mode: 0o700 });

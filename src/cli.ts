@@ -8,6 +8,7 @@ import { commands } from "./commands/index.ts";
 import { takeWarnings } from "./diagnostics.ts";
 import { BerthError } from "./errors.ts";
 import { errorObject, exitCodeFor, logger, renderJson, writeOutput } from "./output.ts";
+import { workingForLong } from "./platform/jit.ts";
 import { deferredSignals, deferTerminalSignals } from "./signals.ts";
 import { isStreamingResult } from "./streaming.ts";
 import { didYouMean } from "./suggest.ts";
@@ -134,6 +135,7 @@ async function execute(argv: string[]): Promise<Output> {
   if (isStreamingResult(result)) {
     // The first line is the command's JSON object; after it the stream owns stdout and picks the exit code.
     writeOutput(1, renderJson(result.firstLine));
+    workingForLong();
     return { stdout: "", exitCode: await result.run() };
   }
   const body = { ...(result as object), ...(warnings.length > 0 ? { warnings } : {}) };

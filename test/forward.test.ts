@@ -6,7 +6,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, eventually, MAIN, tempDirsPerTest } from "./helpers/berth.ts";
+import { argvOf, BUN, eventually, MAIN, tempDirsPerTest } from "./helpers/berth.ts";
 import { descendantsOf, freePort } from "./helpers/sshd.ts";
 
 const SCRIPTED_HOST = join(import.meta.dir, "fixtures", "scripted-host.ts");
@@ -117,6 +117,25 @@ test("SIGINT while local connections wait out an outage: forward ends them and e
   expect(await eventually(() => clients.every((c) => c.seen.closed), 15_000)).toBe(true);
   expect(out.stdout.trim().split("\n")).toHaveLength(1);
   expect(out.stderr).not.toContain("refused");
+}, 60_000);
+
+test("ssh's stderr held open by a process it leaves behind (as a ProxyCommand shares it) does not hide its end: forward reconnects", async () => {
+  const holderFile = join(tempDir(), "holder");
+  const { proc, localPort, out } = await scriptedForward({ SCRIPTED_STDERR_HOLDER: holderFile, SCRIPTED_GREETING: "hi\n" });
+  const holder = Number(readFileSync(holderFile, "utf8"));
+  try {
+    process.kill(scriptedHostUnder(proc.pid) as number, "SIGKILL");
+    // Before: the connection ended only once ssh's stderr did, which the holder never lets happen: no reconnect, ever.
+    expect(await eventually(() => out.stderr.includes("reconnected"), 20_000)).toBe(true);
+    const { socket, seen } = await localClient(localPort);
+    expect(await eventually(() => seen.text === "hi\n", 20_000)).toBe(true);
+    socket.end();
+    proc.kill("SIGINT");
+    expect(await proc.exited).toBe(0);
+  } finally {
+    // Ours: the sleep the fixture started (reparented once the scripted host died).
+    if (argvOf(holder).join(" ").trim() === "sleep 600") process.kill(holder, "SIGKILL");
+  }
 }, 60_000);
 
 /** Bytes the kernel holds on the loopback connections to `port`: unread by its listener's side, unsent by the other (/proc/net/tcp). */

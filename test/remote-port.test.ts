@@ -87,6 +87,26 @@ describe("remote control off loopback", () => {
     const port = /:(\d+)\/$/.exec(url)?.[1];
     const response = await fetch(`https://127.0.0.1:${port}/`, { tls: { rejectUnauthorized: false } });
     expect(response.status).toBe(401);
+    // With the token, TLS ends at berth's front door and the request reaches the app-server: a plain GET is 426, and a
+    // WebSocket speaks JSON-RPC through it.
+    const token = readFileSync(home.path("daemon/remote-control.token"), "utf8").trim();
+    const authorized = await fetch(`https://127.0.0.1:${port}/`, { headers: { Authorization: `Bearer ${token}` }, tls: { rejectUnauthorized: false } });
+    expect(authorized.status).toBe(426);
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/`, { headers: { Authorization: `Bearer ${token}` }, tls: { rejectUnauthorized: false } } as never);
+    try {
+      const reply = await new Promise<any>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no initialize reply over wss")), 15_000);
+        ws.onopen = () => ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { clientInfo: { name: "tls-test", version: "1" } } }));
+        ws.onmessage = (event) => {
+          clearTimeout(timer);
+          resolve(JSON.parse(String(event.data)));
+        };
+        ws.onerror = () => reject(new Error("wss connection failed"));
+      });
+      expect(reply.result?.remoteControl).toEqual({ enabled: true, url });
+    } finally {
+      ws.close();
+    }
   });
 });
 

@@ -62,9 +62,11 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
   // status trusts a live updater record to mean no other loop runs (needsOrphanSearch): every launch must end
   // the loops no record names first, also the keeper launch of a plain `start`, which used to leave the orphan
   // running beside the new keeper for good.
-  test.skipIf(!hasStrace)(
-    "strace kills bootstrap at the updater's publish; the next `start` ends the orphan before launching its keeper",
-    async () => {
+  // With the app-server down, start searches while the fresh server starts up (searchBeforeKeeperLaunch); with it
+  // up, ensureKeeper searches itself.
+  test.skipIf(!hasStrace).each([["down"], ["up"]])(
+    "strace kills bootstrap at the updater's publish; with the app-server %s, the next `start` ends the orphan before launching its keeper",
+    async (server) => {
       const home = newHome();
       const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
       const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
@@ -76,8 +78,12 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
       // Settled in its sh loop (status names it only once its /proc facts read whole), so start's search sees it too.
       expect(await eventually(async () => ((await home.run(["status"], { env })).json.problems ?? []).join("\n").includes(`pid ${orphan} runs`), ORPHAN_NAMED_WAIT_MS, 100)).toBe(true);
 
+      // The killed bootstrap had started the app-server before it launched the updater.
+      expect((await home.run(["status"], { env })).json.appServer.state).toBe("running");
+      if (server === "down") expect((await home.run(["stop"], { env })).code).toBe(0);
       const started = await home.run(["start"], { env });
       expect(started.code).toBe(0);
+      expect(started.json.status).toBe(server === "down" ? "started" : "alreadyRunning");
       expect(started.json.warnings?.join("\n")).toContain(`ended updater pid ${orphan}`);
       const status = (await home.run(["status"], { env })).json;
       expect(status.updater.state).toBe("running");

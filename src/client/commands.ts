@@ -6,6 +6,7 @@
  */
 import { constants } from "node:os";
 import { interactiveExit } from "../commands/_shared.ts";
+import { workingForLong } from "../platform/jit.ts";
 import { BerthError } from "../errors.ts";
 import type { RemoteArgs } from "./args.ts";
 import { connect, RpcError, type Connection } from "./connection.ts";
@@ -68,7 +69,7 @@ const notice = (raw: boolean) => (text: string) => {
 /** Pure: the exit status for a remote process's end (a signal: 128 + its number, as a shell reports it). */
 export function exitStatusOf(outcome: Outcome): number {
   if (outcome.kind === "detached") return 0;
-  if (outcome.kind === "lost") return 1;
+  if (outcome.kind === "lost" || outcome.kind === "inputRefused") return 1;
   if (outcome.exitCode !== null) return outcome.exitCode;
   const number = outcome.signal ? (constants.signals as Record<string, number>)[outcome.signal] : undefined;
   return number ? 128 + number : 1;
@@ -135,12 +136,14 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
     onAttached: () => attachedFollower?.resize(terminalSize().cols, terminalSize().rows),
   });
   attachedFollower = follower;
+  workingForLong();
   if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
   const terminal = rawTerminal({
     onInput(data) {
       const { send, detach } = splitAtDetachKey(data, detachKey);
-      follower.write(send);
+      const hold = follower.write(send);
       if (detach) void follower.detach();
+      return hold;
     },
     onResize: ({ cols, rows }) => follower.resize(cols, rows),
     onSignal: () => void follower.detach(),
@@ -153,7 +156,7 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
     terminal.restore();
   }
   if (outcome.kind === "detached") notice(false)(`detached; ${howToReattach(follower.process)} re-attaches.`);
-  if (outcome.kind === "lost") notice(false)(outcome.reason);
+  if (outcome.kind === "lost" || outcome.kind === "inputRefused") notice(false)(outcome.reason);
   return interactiveExit(output.broken && outcome.kind === "detached" ? EXIT_BROKEN_PIPE : exitStatusOf(outcome));
 }
 
@@ -170,6 +173,7 @@ async function streaming(host: string, kind: "spawn" | "attach", first: (conn: C
     onNotice: notice(false),
   });
   started = follower;
+  workingForLong();
   if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
   const onInterrupt = () => void follower.detach();
   process.on("SIGINT", onInterrupt);

@@ -6,6 +6,7 @@
  * const conn = await connect("myhost");                     // ssh, skip shell noise, `connected`, initialize
  * const { processes } = await conn.call("process/list", {});
  * const off = conn.on("process/output", (params) => …);     // notifications by method
+ * conn.onListenerError((error, method) => …);               // a listener that threw (the connection goes on)
  * conn.closed.then(({ code, stderr }) => …);                 // ssh ended (75: the server closed; reconnect)
  * await conn.close();                                        // stdin EOF: `connect` exits 0
  * ```
@@ -13,12 +14,15 @@
  * One line of JSON per message in each direction (the `connect` bridge of
  * the spec). Lines before `{"status":"connected",…}` are whatever the host's
  * shell printed and are skipped; an error object there is the remote berth's
- * failure. Every wait has a deadline; every buffer has a bound.
+ * failure. Every wait has a deadline; every buffer has a bound. A listener
+ * that throws is the caller's bug: it is reported (listeners.ts) and never
+ * ends the connection.
  */
 import { BerthError, type ErrorCode } from "../errors.ts";
 import { dataRequestText, parseRpcText } from "../rpc-data.ts";
 import { CLI_VERSION } from "../version.ts";
 import { classifyPreamble, LineSplitter, type Connected } from "./lines.ts";
+import { Listeners, type ListenerErrorHandler } from "./listeners.ts";
 import { lastLine, remoteBerthCommand, sshCommandWords, sshFailed, SSH_CONNECTION_FAILED } from "./ssh.ts";
 
 /** From spawning ssh to the `connected` line (authentication and an app-server start included). */
@@ -27,6 +31,12 @@ export const CONNECT_TIMEOUT_MS = 60_000;
 export const CALL_TIMEOUT_MS = 30_000;
 /** After stdin EOF, ssh gets this long to exit before it is killed. */
 const CLOSE_GRACE_MS = 5_000;
+/**
+ * Once ssh has exited, the end of its stderr is waited for this long, no more: a process ssh started shares
+ * that stderr (a ProxyCommand does) and may hold it open as long as it lives, which would hide the lost
+ * connection for ever. ssh's own last words are already there when it exits.
+ */
+const STDERR_DRAIN_MS = 2_000;
 /** Shell noise kept for an error message, at most. */
 const NOISE_MAX_BYTES = 64 * 1024;
 /**
@@ -74,7 +84,6 @@ export class ConnectionClosed extends Error {
 }
 
 type Pending = { resolve(value: unknown): void; reject(error: Error): void; timer: ReturnType<typeof setTimeout> };
-type Listener = (params: any) => void;
 
 export class Connection {
   /** What the far side's `connect` said when it was ready. */
@@ -85,7 +94,7 @@ export class Connection {
   readonly closed: Promise<Closed>;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners: Listeners;
   private stderrTail = "";
   private ended: Closed | undefined;
 
@@ -93,8 +102,15 @@ export class Connection {
     readonly host: string,
     private readonly child: ReturnType<typeof Bun.spawn<"pipe", "pipe", "pipe">>,
   ) {
+    this.listeners = new Listeners(host);
     this.closed = child.exited.then(async (code) => {
-      await this.stderrDone;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const drained = await Promise.race([
+        this.stderrDone.then(() => true),
+        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), STDERR_DRAIN_MS))),
+      ]);
+      clearTimeout(timer);
+      if (!drained) this.stopReadingStderr();
       const ended: Closed = { code: child.signalCode ? null : code, signal: child.signalCode ? String(child.signalCode) : null, stderr: this.stderrTail };
       this.ended = ended;
       for (const pending of this.pending.values()) {
@@ -107,6 +123,8 @@ export class Connection {
   }
 
   private stderrDone: Promise<void> = Promise.resolve();
+  /** Stops reading ssh's stderr (once ssh is gone, whoever still holds it open is not waited for). */
+  private stopReadingStderr: () => void = () => {};
   private readonly held: Promise<unknown>[] = [];
 
   /** Stops reading from the host until `until` settles (backpressure from whoever consumes notifications). */
@@ -125,10 +143,12 @@ export class Connection {
 
   /** @internal wires the streams; `connect()` calls it. */
   start(onPreamble: (line: string) => boolean): void {
+    const stderr = this.child.stderr.getReader();
+    this.stopReadingStderr = () => void stderr.cancel().catch(() => {});
     this.stderrDone = (async () => {
       const decoder = new TextDecoder();
-      for await (const chunk of this.child.stderr) {
-        this.stderrTail = (this.stderrTail + decoder.decode(chunk, { stream: true })).slice(-NOISE_MAX_BYTES);
+      for (let read = await stderr.read(); !read.done; read = await stderr.read()) {
+        this.stderrTail = (this.stderrTail + decoder.decode(read.value, { stream: true })).slice(-NOISE_MAX_BYTES);
       }
     })().catch(() => {});
     void (async () => {
@@ -145,6 +165,7 @@ export class Connection {
           while (this.held.length > 0) await this.held.shift();
         }
       } catch {
+        // A broken stream (a line past its bound): the connection cannot go on. Listeners cannot get here (listeners.ts).
         this.child.kill("SIGKILL");
       }
     })();
@@ -160,8 +181,7 @@ export class Connection {
       return false;
     }
     if (typeof message.method === "string") {
-      for (const listener of this.listeners.get(message.method) ?? []) listener(message.params);
-      for (const listener of this.listeners.get("*") ?? []) listener({ method: message.method, params: message.params });
+      this.listeners.emit(message.method, message.params); // never throws: a listener's error is reported, the connection goes on
       return false;
     }
     const pending = typeof message.id === "number" ? this.pending.get(message.id) : undefined;
@@ -214,11 +234,13 @@ export class Connection {
   }
 
   /** Subscribes to a notification method (`"*"`: all, as {method, params}); returns the unsubscribe. */
-  on(method: string, listener: Listener): () => void {
-    const set = this.listeners.get(method) ?? new Set<Listener>();
-    set.add(listener);
-    this.listeners.set(method, set);
-    return () => set.delete(listener);
+  on(method: string, listener: (params: any) => void): () => void {
+    return this.listeners.on(method, listener);
+  }
+
+  /** Receives what a listener throws or rejects with (without a handler: one line on stderr); returns the unsubscribe. */
+  onListenerError(handler: ListenerErrorHandler): () => void {
+    return this.listeners.onError(handler);
   }
 
   /** Ends stdin (the bridge exits 0), waits for ssh; kills it past the grace period. */

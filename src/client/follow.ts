@@ -9,16 +9,22 @@
  *   first: (conn) => conn.call("process/spawn", { argv: ["make"] }).then((r) => r.process),
  *   onOutput: (stream, bytes) => …, onNotice: (text) => …,
  * });
- * follower.write(bytes); follower.resize(cols, rows);
- * const outcome = await follower.done;   // {kind: "exited", exitCode, signal} | {kind: "detached"} | {kind: "lost"}
+ * const hold = follower.write(bytes);    // a promise: read no more input until it settles
+ * follower.resize(cols, rows);
+ * const outcome = await follower.done;   // {kind: "exited", exitCode, signal} | {kind: "detached"} | {kind: "lost"} | {kind: "inputRefused"}
  * ```
+ *
+ * Input goes through an ordered queue (input.ts): kept while the connection
+ * is down and sent after the re-attach, offered again while the process's
+ * unread input is over the host's bound, and never dropped without a word.
  */
 import { BerthError } from "../errors.ts";
 import { ConnectionClosed, RpcError, type Connection } from "./connection.ts";
+import { InputPump, type InputLimits } from "./input.ts";
 import { OffsetTracker, reconnectDelayMs } from "./offsets.ts";
 
-/** Keystrokes typed while disconnected are kept up to this and sent after the reconnect. */
-const OFFLINE_INPUT_MAX_BYTES = 64 * 1024;
+/** A detach first lets the input typed before it reach the process, for at most this long. */
+const DETACH_INPUT_FLUSH_MS = 5_000;
 /** Output notifications that arrive before the spawn/attach answer names our process, at most. */
 const EARLY_MAX_ITEMS = 1_024;
 const API_NOT_FOUND = -32004;
@@ -38,7 +44,9 @@ export type RemoteProcess = {
 export type Outcome =
   | { kind: "exited"; exitCode: number | null; signal: string | null }
   | { kind: "detached" }
-  | { kind: "lost"; reason: string };
+  | { kind: "lost"; reason: string }
+  /** The process read none of its input for too long: the follower detached; it keeps running. */
+  | { kind: "inputRefused"; reason: string };
 
 export type FollowOptions = {
   open: () => Promise<Connection>;
@@ -52,12 +60,17 @@ export type FollowOptions = {
   onAttached?: (process: RemoteProcess) => void;
   /** The connection already opened by the caller (so failure to start is reported before anything). */
   connection?: Connection;
+  /** The input queue's deadlines and bound (defaults: input.ts). */
+  inputLimits?: InputLimits;
 };
 
 export type Follower = {
   readonly process: RemoteProcess;
   readonly connection: Connection;
-  write(data: Uint8Array): void;
+  /** True once `done` has settled (or is about to): input written now is not taken. */
+  readonly finished: boolean;
+  /** Queues input, sent in order; a returned promise means: read no more input until it settles. */
+  write(data: Uint8Array): Promise<void> | undefined;
   resize(cols: number, rows: number): void;
   signal(signal: string): void;
   /** process/detach, then close the connection. */
@@ -66,7 +79,6 @@ export type Follower = {
 };
 
 const decode = (data: string) => new Uint8Array(Buffer.from(data, "base64"));
-const encode = (data: Uint8Array) => Buffer.from(data).toString("base64");
 
 export async function followProcess(options: FollowOptions): Promise<Follower> {
   const tracker = new OffsetTracker();
@@ -76,20 +88,35 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
   let finished = false;
   let settle!: (outcome: Outcome) => void;
   const done = new Promise<Outcome>((resolve) => (settle = resolve));
-  const offline: Uint8Array[] = [];
   /** Set when an attach found the process already exited: finish once its output is all delivered. */
   let exitedAt: { ends: Record<string, number>; outcome: Outcome } | undefined;
-  let offlineBytes = 0;
   const early: { stream: string; offset: number; data: string; processId: string }[] = [];
-  /** False from a drop until the re-attach has sent the keys typed meanwhile, so keys keep their order. */
+  /** False from a drop until the re-attach: input typed meanwhile waits in the queue, in order. */
   let online = true;
 
   const finish = (outcome: Outcome) => {
     if (finished) return;
     finished = true;
+    const undelivered = input.stop();
+    // A give-up says it itself; otherwise input still queued when the process ends or we detach is named here.
+    if (undelivered > 0 && outcome.kind !== "inputRefused") options.onNotice?.(`${undelivered} bytes of input were not delivered`);
     settle(outcome);
     void conn.close();
   };
+
+  const input = new InputPump(
+    {
+      current: () => (finished || !online || conn.isClosed || processId === undefined ? undefined : { conn, processId, label: current.name ?? processId }),
+      onNotice: (text) => options.onNotice?.(text),
+      // Finished at once (later input is not taken); closing the connection detaches it, and the process keeps running.
+      onGiveUp: (reason, undelivered) =>
+        finish({
+          kind: "inputRefused",
+          reason: `${reason}; ${undelivered} bytes of input were not delivered (${input.delivered} were). It keeps running on ${conn.host}: \`berth remote ${conn.host} attach ${current.name ?? current.processId}\` re-attaches.`,
+        }),
+    },
+    options.inputLimits,
+  );
 
   const deliver = (p: { processId: string; stream: string; offset: number; data: string }) => {
     const { fresh, lost } = tracker.accept(p.stream, p.offset, decode(p.data));
@@ -120,20 +147,13 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     current = process;
     processId = process.processId;
     for (const p of early.splice(0)) if (p.processId === processId) deliver(p);
-    for (const data of offline.splice(0)) send("process/write", { processId, data: encode(data) });
-    offlineBytes = 0;
     online = true;
+    input.kick(); // the input typed while the connection was down goes before any new
     options.onAttached?.(process);
     const ends = Object.fromEntries(Object.entries(process.streams).map(([stream, range]) => [stream, range.end]));
     if (process.state !== "exited") return;
     exitedAt = { ends, outcome: { kind: "exited", exitCode: process.exitCode ?? null, signal: process.signal ?? null } };
     if (tracker.reached(ends)) finish(exitedAt.outcome);
-  };
-
-  const keepOffline = (data: Uint8Array) => {
-    if (offlineBytes + data.length > OFFLINE_INPUT_MAX_BYTES) return;
-    offline.push(data);
-    offlineBytes += data.length;
   };
 
   const send = (method: string, params: object) => {
@@ -193,14 +213,12 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     get connection() {
       return conn;
     },
+    get finished() {
+      return finished;
+    },
     write(data) {
-      if (finished || data.length === 0) return;
-      if (!online || conn.isClosed) return keepOffline(data);
-      // A write the server did not answer (the connection died before we noticed: EPIPE, closed)
-      // is sent again after the reconnect; a refusal by the server (RpcError) is final.
-      conn.call("process/write", { processId, data: encode(data) }).catch((error) => {
-        if (!(error instanceof RpcError)) keepOffline(data);
-      });
+      if (finished) return undefined;
+      return input.push(data);
     },
     resize(cols, rows) {
       send("process/resize", { processId, cols, rows });
@@ -209,6 +227,8 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
       send("process/signal", { processId, signal });
     },
     async detach() {
+      if (finished) return;
+      if (online && !conn.isClosed) await input.flushed(DETACH_INPUT_FLUSH_MS); // what is left is named by finish
       if (finished) return;
       if (!conn.isClosed) await conn.call("process/detach", { processId }).catch(() => undefined);
       finish({ kind: "detached" });

@@ -11,6 +11,9 @@
  * its tunnel/writes; a slow local reader holds the connection's reading (so
  * the host stops reading the far socket) until it drains, for at most
  * LOCAL_STALL_MAX_MS before it is reset.
+ * A local client that half-closes (sends FIN) is passed on as such, as
+ * `ssh -L` does: `tunnel/close {halfClose: true}` after its bytes, so the far
+ * side reads EOF and its answer still comes back, until the far side closes.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { BerthError } from "../errors.ts";
@@ -57,6 +60,8 @@ type Local = {
   release?: () => void;
   /** The far side closed while bytes still wait for this socket: end it once they are written. */
   endWhenDrained?: boolean;
+  /** The local client has finished sending (FIN): its tunnel is half-closed once its bytes are on their way. */
+  finished?: boolean;
   closed: boolean;
 };
 
@@ -191,6 +196,7 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
         socket.data.tunnelId = tunnelId;
         byTunnel.set(tunnelId, socket);
         for (const chunk of takePending(socket.data)) write(socket, tunnelId, chunk);
+        if (socket.data.finished) void send("tunnel/close", { tunnelId, halfClose: true });
         if (socket.data.unanswered <= LOCAL_UNANSWERED_MAX_BYTES) socket.resume();
         return;
       } catch (error) {
@@ -207,6 +213,8 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
     listener = Bun.listen<Local>({
       hostname: spec.localHost,
       port: spec.localPort,
+      // A local FIN is the client's "I have finished sending", not the end: the far side's answer still goes back.
+      allowHalfOpen: true,
       socket: {
         open(socket) {
           socket.data = { pending: [], pendingBytes: 0, unanswered: 0, backlog: new SocketQueue(), closed: false };
@@ -227,6 +235,13 @@ export async function forward(host: string, spec: Forward): Promise<StreamingRes
           local.backlog.drain(socket);
           if (local.backlog.bytes <= LOCAL_BACKLOG_HOLD_BYTES) release(local);
           if (local.endWhenDrained && local.backlog.bytes === 0) socket.end();
+        },
+        end(socket) {
+          const local = socket.data;
+          if (local.closed || local.finished) return;
+          local.finished = true;
+          // After its tunnel/writes on the same connection: the far side reads every byte, then EOF.
+          if (local.tunnelId !== undefined && byTunnel.has(local.tunnelId)) void send("tunnel/close", { tunnelId: local.tunnelId, halfClose: true });
         },
         close(socket) {
           socket.data.closed = true;

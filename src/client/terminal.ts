@@ -32,10 +32,16 @@ export type RawTerminal = {
 
 /**
  * Puts stdin in raw mode (when it is a terminal) and streams its bytes to
- * `onInput`; `onResize` runs on SIGWINCH. A terminating signal restores the
- * terminal, runs `onSignal`, which must end the program.
+ * `onInput`; a promise it returns stops reading stdin until it settles (the
+ * input is held back where it comes from). `onResize` runs on SIGWINCH. A
+ * terminating signal restores the terminal, runs `onSignal`, which must end
+ * the program.
  */
-export function rawTerminal(handlers: { onInput(data: Uint8Array): void; onResize(size: TerminalSize): void; onSignal(signal: string): void }): RawTerminal {
+export function rawTerminal(handlers: {
+  onInput(data: Uint8Array): Promise<unknown> | undefined;
+  onResize(size: TerminalSize): void;
+  onSignal(signal: string): void;
+}): RawTerminal {
   const stdin = process.stdin as ReadStream;
   const wasRaw = stdin.isTTY ? stdin.isRaw : false;
   if (stdin.isTTY) {
@@ -43,7 +49,17 @@ export function rawTerminal(handlers: { onInput(data: Uint8Array): void; onResiz
     // Node's raw mode keeps output processing (\n → \r\n): the remote terminal already did that.
     setOutputProcessing(false);
   }
-  const onData = (chunk: Buffer) => handlers.onInput(new Uint8Array(chunk));
+  let held = false;
+  const onData = (chunk: Buffer) => {
+    const hold = handlers.onInput(new Uint8Array(chunk));
+    if (!hold || held) return;
+    held = true;
+    stdin.pause();
+    void hold.finally(() => {
+      held = false;
+      if (!restored) stdin.resume();
+    });
+  };
   const onWinch = () => handlers.onResize(terminalSize());
   const signalHandlers = EXIT_SIGNALS.map((signal) => {
     const handler = () => {

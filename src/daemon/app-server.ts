@@ -216,9 +216,9 @@ export async function underDaemonLock<T>(ctx: Context, action: (settings: Settin
  * launched after the server answers and not waited for; failing to launch it
  * does not fail a start whose server runs: a warning, and `status` shows it stopped.
  */
-async function keeperAfterStart(ctx: Context): Promise<void> {
+async function keeperAfterStart(ctx: Context, searched?: Promise<readonly PidRecord[] | undefined>): Promise<void> {
   try {
-    await (await import("./updater.ts")).ensureKeeper(ctx);
+    await (await import("./updater.ts")).ensureKeeper(ctx, await searched);
   } catch (error) {
     warn(`the app-server runs, but its keeper (which restarts it after a crash) could not be launched: ${describeError(error)} Run \`berth start\` again to retry.`);
   }
@@ -229,18 +229,24 @@ async function keeperAfterStart(ctx: Context): Promise<void> {
  * fails. The wish is staged first (a full disk fails here, before any spawn) unless `staged` brings it staged,
  * with the record's room, by a restart before its stop.
  */
-async function runWanted(ctx: Context, settings: Settings, staged?: { wish: WantedChange; record: StagedWrite }): Promise<{ started: boolean; running: Running }> {
+async function runWanted(
+  ctx: Context,
+  settings: Settings,
+  staged?: { wish: WantedChange; record: StagedWrite },
+): Promise<{ started: boolean; running: Running; keeperSearch?: Promise<readonly PidRecord[] | undefined> }> {
   // Under the lock, so the keeper (which acts only under it) never sees the old intent with the new process.
   const wish = staged?.wish ?? wantedChange(ctx, "running");
+  let keeperSearch: Promise<readonly PidRecord[] | undefined> | undefined;
   const meanwhile = () => {
     wish.write();
-    // keeperAfterStart's code, loaded while a fresh server starts up rather than after it answers
-    // (a failure to load is reported there).
-    import("./updater.ts").catch(() => {});
+    // keeperAfterStart's code and its search for loops no record names, while a fresh server starts up rather
+    // than after it answers (on a failure ensureKeeper loads and searches again, and reports).
+    keeperSearch = import("./updater.ts").then((updater) => updater.searchBeforeKeeperLaunch(ctx)).catch(() => undefined);
   };
   try {
     if (!staged) wish.stage();
-    return await ensureRunning(ctx, settings, { meanwhile, ...(staged ? { record: staged.record } : {}) });
+    const outcome = await ensureRunning(ctx, settings, { meanwhile, ...(staged ? { record: staged.record } : {}) });
+    return { ...outcome, ...(keeperSearch ? { keeperSearch } : {}) };
   } catch (error) {
     undoWish(ctx, wish, "start");
     throw error;
@@ -271,8 +277,8 @@ function undoWish(ctx: Context, wish: WantedChange, command: string): void {
 
 export async function startAppServer(ctx: Context): Promise<LifecycleResult> {
   return underDaemonLock(ctx, async (settings) => {
-    const { started, running } = await runWanted(ctx, settings);
-    await keeperAfterStart(ctx);
+    const { started, running, keeperSearch } = await runWanted(ctx, settings);
+    await keeperAfterStart(ctx, keeperSearch);
     return result(ctx, started ? "started" : "alreadyRunning", running);
   });
 }
@@ -323,8 +329,8 @@ export async function restartAppServer(ctx: Context): Promise<LifecycleResult> {
       staged.undo();
       throw error;
     }
-    const { running } = await runWanted(ctx, settings, staged);
-    await keeperAfterStart(ctx);
+    const { running, keeperSearch } = await runWanted(ctx, settings, staged);
+    await keeperAfterStart(ctx, keeperSearch);
     return { ...result(ctx, "restarted", running), processesEnded: report.processesEnded };
   });
 }

@@ -80,14 +80,19 @@ export function findUpdateLoops(ctx: Context, pids: readonly number[] = listPids
 
 /**
  * Ends every update-loop of this BERTH_HOME other than `keep` (the recorded
- * one, if any): each is signalled only while it still carries the identity it
- * was found with, its group only while it leads it.
+ * one, if any), among `found` (a search made a moment earlier) or found now:
+ * each is signalled only while it still carries the identity it was found
+ * with, its group only while it leads it.
  */
-export async function endUntrackedUpdaters(ctx: Context, keep?: PidRecord): Promise<{ ended: number[]; notEnded: StopOutcome["notEnded"] }> {
+export async function endUntrackedUpdaters(
+  ctx: Context,
+  keep?: PidRecord,
+  found: readonly PidRecord[] = findUpdateLoops(ctx),
+): Promise<{ ended: number[]; notEnded: StopOutcome["notEnded"] }> {
   const backend = updaterBackend(ctx);
   const ended: number[] = [];
   const notEnded: StopOutcome["notEnded"] = [];
-  for (const orphan of findUpdateLoops(ctx)) {
+  for (const orphan of found) {
     if (keep && orphan.pid === keep.pid && orphan.processStartTime === keep.processStartTime) continue;
     const outcome = await backend.stopTree(orphan, ORPHAN_STOP_GRACE_MS);
     if (outcome.status === "stopped") ended.push(orphan.pid);

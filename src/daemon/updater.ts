@@ -8,6 +8,7 @@ import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
 import type { Context } from "./context.ts";
+import type { PidRecord } from "./pid-record.ts";
 
 /** The updater gets this long to end on SIGTERM before its group is killed. */
 const UPDATER_STOP_GRACE_MS = 10_000;
@@ -107,8 +108,8 @@ export async function stopUpdater(ctx: Context): Promise<boolean> {
  * before a launch or after a stop: then a live record means no other loop runs, which `status` relies on
  * (see needsOrphanSearch). Returns how many it ended.
  */
-async function endUnrecordedLoops(ctx: Context): Promise<number> {
-  const orphans = await (await import("./orphans.ts")).endUntrackedUpdaters(ctx);
+async function endUnrecordedLoops(ctx: Context, found?: readonly PidRecord[]): Promise<number> {
+  const orphans = await (await import("./orphans.ts")).endUntrackedUpdaters(ctx, undefined, found);
   if (orphans.ended.length > 0) warn(`ended updater pid ${orphans.ended.join(", ")}: it ran without a record.`);
   return orphans.ended.length;
 }
@@ -145,10 +146,20 @@ export async function replaceUpdater(ctx: Context): Promise<number> {
  * returns, so `start` pays one spawn, not a second start-up. A launch first
  * ends the loops no record names (one /proc search, only when no keeper runs).
  */
-export async function ensureKeeper(ctx: Context): Promise<{ pid?: number; launched: boolean }> {
+export async function ensureKeeper(ctx: Context, searched?: readonly PidRecord[]): Promise<{ pid?: number; launched: boolean }> {
   const state = updaterBackend(ctx).inspect();
   if (state.kind === "running") return { pid: state.record.pid, launched: false };
   if (state.kind === "starting") return { launched: false };
-  await endUnrecordedLoops(ctx);
+  await endUnrecordedLoops(ctx, searched);
   return { pid: await launchUpdater(ctx), launched: true };
+}
+
+/**
+ * ensureKeeper's search for loops no record names, made ahead when no keeper runs: `start` makes it while a fresh
+ * app-server starts up on another core and hands it to ensureKeeper, so the ~1 ms search is not paid after the
+ * server answers. Each loop found is signalled only while it still has the identity it was found with.
+ */
+export async function searchBeforeKeeperLaunch(ctx: Context): Promise<PidRecord[] | undefined> {
+  if (updaterBackend(ctx).inspect().kind !== "missing") return undefined;
+  return (await import("./orphans.ts")).findUpdateLoops(ctx);
 }

@@ -527,3 +527,45 @@ export function withTerminalSignalsBlocked<T>(spawn: () => T): T {
   }
 }
 // ─── end of inherited-signals block ────────────────────────────────────────────
+
+// ─── child subreaper (Linux) ───────────────────────────────────────────────────
+const PR_SET_CHILD_SUBREAPER = 36;
+const WNOHANG = 1;
+
+type ReaperLibc = { prctl(option: number, arg2: number, arg3: number, arg4: number, arg5: number): number; waitpid(pid: number, status: null, options: number): number };
+let reaperLibc: ReaperLibc | null | undefined;
+
+function openReaperLibc(): ReaperLibc | undefined {
+  if (reaperLibc === undefined) {
+    const symbols = dlopenLibc({
+      prctl: { args: [FFIType.i32, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.u64], returns: FFIType.i32 },
+      waitpid: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    });
+    reaperLibc = symbols ? (symbols as unknown as ReaperLibc) : null;
+  }
+  return reaperLibc ?? undefined;
+}
+
+/**
+ * Linux: makes this process the "child subreaper" of its descendants
+ * (prctl PR_SET_CHILD_SUBREAPER): an orphan among them — say a daemon that
+ * double-forked and called setsid — is re-parented to it instead of to init.
+ * Whoever calls this must reap them (reapExitedChild). False elsewhere, or
+ * when the C library or the kernel refuses.
+ */
+export function becomeChildSubreaper(): boolean {
+  if (process.platform !== "linux") return false;
+  const c = openReaperLibc();
+  return c !== undefined && c.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) === 0;
+}
+
+/**
+ * Reaps the child `pid` if it has exited (waitpid WNOHANG); true when it
+ * did. Never for a child Bun spawned: Bun waits for its own by pid, and one
+ * reaped here would never report its exit.
+ */
+export function reapExitedChild(pid: number): boolean {
+  const c = openReaperLibc();
+  return c !== undefined && pid > 0 && c.waitpid(pid, null, WNOHANG) === pid;
+}
+// ─── end of child subreaper block ──────────────────────────────────────────────

@@ -6,6 +6,7 @@ import { notifyReady } from "../daemon/ready.ts";
 import { captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { FILE_MODE, writeFileAtomic } from "../platform/fs.ts";
+import { workingForLong } from "../platform/jit.ts";
 import type { RemoteListenPlan } from "./remote-listen.ts";
 import { startServer, type ServeOptions } from "./serve.ts";
 
@@ -55,6 +56,7 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
       socketPath,
       berthHome: ctx.layout.home,
       settings,
+      adoptOrphans: true,
       ...(remote ? { remoteControl: { listen, token: remote.token, ...(remote.plan.tls ? { tls: remote.plan.tls } : {}) } } : {}),
     } satisfies ServeOptions);
   let server: Awaited<ReturnType<typeof startServer>>;
@@ -74,6 +76,7 @@ export async function serve(options: { listen?: string; remoteControl?: boolean 
   // confirmation), and it is written while the starter connects instead of before it is told (the logger's
   // first use, the stamp and the append: ~0.35 ms). test/ready.test.ts holds both.
   notifyReady();
+  workingForLong();
   logger.info(
     `berth app-server ${identity.serverInfo.version} pid ${identity.pid} listening on ${socketPath}` +
       (identity.remoteControl.url ? ` and ${identity.remoteControl.url} (remote control)` : ""),

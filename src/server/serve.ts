@@ -29,6 +29,8 @@ export type ServeOptions = {
   remoteControl?: { listen: string; token: string; tls?: { cert: string; key: string } };
   /** Loaded settings (processes.*, tunnels.*); defaults apply where absent. */
   settings?: Record<string, unknown>;
+  /** The real daemon (`berth serve`): orphans of session processes are re-parented to it (process/orphans.ts). */
+  adoptOrphans?: boolean;
 };
 
 /** Per-connection state: the protocol session plus the API's view of the connection. */
@@ -96,7 +98,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     remoteControl: { enabled: Boolean(options.remoteControl), ...(remoteUrl ? { url: remoteUrl } : {}) },
   });
 
-  const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon") });
+  const api = await createApi({ settings: options.settings ?? {}, stateDir: join(options.berthHome, "daemon"), ...(options.adoptOrphans ? { adoptOrphans: true } : {}) });
   let nextConnId = 1;
   let connections = 0;
   /** Every open WebSocket, so a shutdown that must not call the Unix server's stop() can still end them. */
@@ -169,30 +171,28 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   chmodSync(options.socketPath, 0o600);
   const socketInode = statSync(options.socketPath).ino;
 
-  let tcpServer: Server<Client> | undefined;
+  // Remote control: a front door of our own (remote-front.ts) takes the TCP connections, bounds those that have not
+  // authenticated yet, and pipes the authenticated ones to the Unix server above (which counts them like any other).
+  let tcpFront: { stop(): void } | undefined;
   if (options.remoteControl && tokens) {
     const { hostname, port } = tokens.parseListen(options.remoteControl.listen);
-    const token = options.remoteControl.token;
     try {
-      tcpServer = Bun.serve<Client>({
+      const { startRemoteFront } = await import("./remote-front.ts");
+      const front = startRemoteFront({
         hostname,
         port,
-        ...(options.remoteControl.tls ? { tls: { cert: Bun.file(options.remoteControl.tls.cert), key: Bun.file(options.remoteControl.tls.key) } } : {}),
-        fetch(request, server) {
-          if (!tokens.bearerMatches(request.headers.get("authorization"), token)) {
-            return new Response("unauthorized\n", { status: 401, headers: { "www-authenticate": "Bearer" } });
-          }
-          return upgrade(request, server);
-        },
-        websocket,
+        token: options.remoteControl.token,
+        unixPath: options.socketPath,
+        ...(options.remoteControl.tls ? { tls: options.remoteControl.tls } : {}),
       });
+      tcpFront = front;
+      const host = front.hostname.includes(":") ? `[${front.hostname}]` : front.hostname;
+      remoteUrl = `${options.remoteControl.tls ? "wss" : "ws"}://${host}:${front.port}/`;
     } catch (error) {
       unixServer.stop(true);
       rmSync(options.socketPath, { force: true });
       throw new BerthError("START_FAILED", `cannot listen on ${options.remoteControl.listen} for remote control: ${(error as Error).message}`);
     }
-    const host = tcpServer.hostname?.includes(":") ? `[${tcpServer.hostname}]` : tcpServer.hostname;
-    remoteUrl = `${options.remoteControl.tls ? "wss" : "ws"}://${host}:${tcpServer.port}/`;
   }
 
   let resolveClosed!: () => void;
@@ -204,7 +204,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (stopping) return;
     stopping = true;
     idle.dispose();
-    tcpServer?.stop(true);
+    tcpFront?.stop();
     // Bun's stop() unlinks the path it bound, whatever is there by then (checked with Bun 1.4.5): it is called
     // only while the path holds our socket (or nothing). When a successor has bound the path, our listener is
     // out of reach; its connections are ended one by one and the exit closes it, leaving the path alone.

@@ -4,16 +4,21 @@
  */
 import type { Socket } from "bun";
 
+/** Writes `payload` from `progress.sent` on as far as the socket takes it (call again on drain); true once all of it is written. */
+export function writeMore(socket: Socket<any>, payload: Uint8Array, progress: { sent: number }): boolean {
+  while (progress.sent < payload.length) {
+    const written = socket.write(payload.subarray(progress.sent));
+    if (written <= 0) return false;
+    progress.sent += written;
+  }
+  return true;
+}
+
 export function tcpSender(payload: Uint8Array, options: { end?: boolean } = {}) {
-  let sent = 0;
+  const progress = { sent: 0 };
   const pump = (socket: Socket<undefined>) => {
-    while (sent < payload.length) {
-      const written = socket.write(payload.subarray(sent));
-      if (written <= 0) return;
-      sent += written;
-    }
-    if (options.end) socket.end();
+    if (writeMore(socket, payload, progress) && options.end) socket.end();
   };
   const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: pump, drain: pump, data() {} } });
-  return { port: listener.port, sent: () => sent, stop: () => listener.stop(true) };
+  return { port: listener.port, sent: () => progress.sent, stop: () => listener.stop(true) };
 }

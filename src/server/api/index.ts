@@ -26,6 +26,8 @@ export type ApiOptions = {
   settings: Record<string, unknown>;
   /** The app-server's state folder (daemon/): where the process ledger lives. */
   stateDir?: string;
+  /** The real daemon: orphans of its processes are re-parented to it and ended at stop (process/orphans.ts). */
+  adoptOrphans?: boolean;
 };
 
 export type Api = {
@@ -144,12 +146,15 @@ export function apiFamilies(options: ApiOptions): Record<"process" | "fs" | "sys
   return {
     process: {
       manifest: PROCESS_METHODS,
-      load: async () =>
-        (await import("./process.ts")).processFamily({
+      load: async () => {
+        const family = (await import("./process.ts")).processFamily({
           limits,
           stopGraceMs: Math.floor(stopGraceMs * PROCESS_GRACE_SHARE),
           ...(options.stateDir ? { ledgerPath: join(options.stateDir, PROCESS_LEDGER_FILE) } : {}),
-        }),
+        });
+        if (options.adoptOrphans) await family.manager.adoptOrphans(); // before its first spawn
+        return family;
+      },
       // What its shutdown reports with no process: `stop` prints processesEnded either way.
       unloadedReport: { processesEnded: 0 },
     },

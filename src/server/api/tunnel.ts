@@ -4,10 +4,20 @@
  * reading stops while the connection's backlog is over 1 MiB and resumes when
  * it drains. Writes queue per tunnel up to a bound. Tunnels end with their
  * connection.
+ *
+ * Closing (the spec names only `tunnel/close`; half-close is berth's addition,
+ * what `ssh -L` and socat do with an EOF):
+ * - `tunnel/close {tunnelId}`: queued bytes are sent, then the TCP socket is
+ *   closed; the far side's later bytes are dropped (tunnel/closed "client").
+ * - `tunnel/close {tunnelId, halfClose: true}`: the client has finished
+ *   sending. Queued bytes are sent, then only the socket's write side is shut
+ *   down (the far side reads EOF); the far side's bytes keep coming as
+ *   tunnel/data until it closes (tunnel/closed "remote"). Later writes fail
+ *   with -32004; a plain tunnel/close still closes it at once.
  */
 import type { Socket } from "bun";
 import { describeError } from "../../errors.ts";
-import { arrayOf, base64Transient, int, nonEmptyStr, params, str } from "./params.ts";
+import { arrayOf, base64Transient, bool, int, nonEmptyStr, optional, params, str } from "./params.ts";
 import { API_LIMIT, API_NOT_FOUND, API_PERMISSION_DENIED, ApiError, method, type ApiFamily, type Conn } from "./types.ts";
 
 /** Reading a TCP socket pauses while the connection has more than this queued for the client (spec). */
@@ -57,6 +67,9 @@ class Tunnel {
   private queued = 0;
   private waiters: Array<() => void> = [];
   private ending = false;
+  /** The client has finished sending (half-close): once the queue is out, the socket's write side is shut down. */
+  private halfClosed = false;
+  private shutDown = false;
   private terminated = false;
   closed = false;
   /** False until the client has its tunnelId: earlier bytes and closes wait (the reply goes out first). */
@@ -101,6 +114,7 @@ class Tunnel {
   /** `data` may be reused by the caller once this returns its promise (params base64Transient): what stays queued is copied. */
   async write(data: Uint8Array): Promise<void> {
     if (this.ending) throw new ApiError(API_NOT_FOUND, `tunnel ${this.id} is closing`);
+    if (this.halfClosed) throw new ApiError(API_NOT_FOUND, `tunnel ${this.id} was half-closed: it takes no more writes (its far side's bytes still come)`);
     if (this.queued + data.length > WRITE_QUEUE_MAX_BYTES) {
       throw new ApiError(API_LIMIT, `tunnel ${this.id} already has ${this.queued} bytes unsent (limit ${WRITE_QUEUE_MAX_BYTES}); wait for earlier writes to be answered`);
     }
@@ -136,12 +150,24 @@ class Tunnel {
     if (this.queued <= WRITE_QUEUE_LOW_BYTES) this.release();
     if (this.ending && this.queue.length === 0 && !this.terminated) {
       this.terminated = true;
-      this.socket.end();
+      // After a half-close our FIN is out and end() would wait for the far side's: a plain close closes now.
+      if (this.shutDown) this.socket.terminate();
+      else this.socket.end();
+    } else if (this.halfClosed && this.queue.length === 0 && !this.shutDown && !this.terminated) {
+      this.shutDown = true;
+      this.socket.shutdown(); // SHUT_WR: the far side reads EOF, and its answer still comes
     }
   }
 
   private release(): void {
     for (const resolve of this.waiters.splice(0)) resolve();
+  }
+
+  /** The client has finished sending: what is queued goes out, then the write side is shut down; reading goes on. */
+  halfCloseFromClient(): void {
+    if (this.ending || this.halfClosed) return;
+    this.halfClosed = true;
+    this.flush();
   }
 
   /** The client is done: send what is queued, then FIN. */
@@ -284,8 +310,10 @@ export function createTunnelApi(settings: Record<string, unknown>): ApiFamily {
         }),
         flowControlled: true, // its data is in the tunnel's queue, bounded there
       },
-      "tunnel/close": method(params({ tunnelId: nonEmptyStr }), (p, conn) => {
-        find(p.tunnelId, conn).endFromClient();
+      "tunnel/close": method(params({ tunnelId: nonEmptyStr, halfClose: optional(bool) }), (p, conn) => {
+        const tunnel = find(p.tunnelId, conn);
+        if (p.halfClose) tunnel.halfCloseFromClient();
+        else tunnel.endFromClient();
         return {};
       }),
     },

@@ -13,6 +13,7 @@ import { endProcessTrees, leftBehind } from "./tree.ts";
 import { writeLedger, type LedgerEntry } from "./ledger.ts";
 import { processIdentity, type ProcessEntry } from "../../platform/process.ts";
 import { spawnUnderUserUmask, USER_UMASK_ENV } from "../../platform/inherited.ts";
+import type { OrphanReaper } from "./orphans.ts";
 
 export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
 
@@ -39,6 +40,9 @@ export class ProcessManager {
    * which shutdown must still end. Only the ones still running are kept.
    */
   private forgottenLeftovers: ProcessEntry[] = [];
+  /** Pids of the children Bun spawned, until Bun has reported their exit: never reaped by the orphan reaper. */
+  private readonly bunChildren = new Set<number>();
+  private orphans: OrphanReaper | undefined;
 
   /** `ledgerPath`: where the running processes are recorded for the next app-server (see ledger.ts). */
   constructor(
@@ -95,6 +99,10 @@ export class ProcessManager {
     } catch (error) {
       throw spawnError(error, argv[0] as string, cwd);
     }
+    const pid = managed.pid;
+    this.bunChildren.add(pid);
+    const reported = () => void this.bunChildren.delete(pid);
+    managed.proc.exited.then(reported, reported);
     try {
       managed.identity = processIdentity(managed.pid);
     } catch (error) {
@@ -176,6 +184,15 @@ export class ProcessManager {
     }
   }
 
+  /**
+   * Makes the app-server the subreaper of what its processes start (orphans.ts): call before the first spawn.
+   * Only for the real daemon: a process that is not one (a test running a server in itself) has children of its own.
+   */
+  async adoptOrphans(): Promise<boolean> {
+    this.orphans ??= await (await import("./orphans.ts")).adoptOrphans((pid) => this.bunChildren.has(pid));
+    return this.orphans !== undefined;
+  }
+
   /** Ends every running process (terminals SIGHUP, others SIGTERM, then SIGKILL after graceMs); returns how many ran. */
   async shutdown(graceMs: number): Promise<{ processesEnded: number }> {
     this.stopping = true;
@@ -183,6 +200,8 @@ export class ProcessManager {
     await endProcessTrees(running, graceMs, [...this.all().flatMap((p) => p.leftovers), ...this.forgottenLeftovers]);
     this.recordRunning();
     for (const timer of this.forgetTimers.values()) timer.cancel();
+    this.orphans?.sweep(); // what ended just now leaves no zombie (the rest goes to init when the server exits)
+    this.orphans?.stop();
     return { processesEnded: running.length };
   }
 }

@@ -1,0 +1,61 @@
+/**
+ * A far host for the `berth remote` suites: a real sshd on loopback (sshd.ts)
+ * whose berth is installed (the source launcher) and whose login shell has a
+ * known prompt, the client's environment for it, and `berth remote …` run on
+ * a real pseudo-terminal. Everything started is recorded for `cleanUp`.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BUN, installRelease, killProcessesOf, MAIN } from "./berth.ts";
+import { PtyProcess } from "./pty.ts";
+import { startSshd, type SshHost } from "./sshd.ts";
+
+export type RemoteHosts = {
+  /** A host whose berth is installed and whose login shell prompts `far$ `. */
+  newHost(bashrc?: string): Promise<SshHost>;
+  /** `berth remote …` on a pty, followed by the exit status and the terminal's mode as the shell sees it afterwards. */
+  ptyClient(host: SshHost, args: string[], env?: Record<string, string>): PtyProcess;
+  /** Records something with a kill() to end after the test. */
+  track(client: { kill(): void }): void;
+  /** Ends every client, then every host (and what its berth started). */
+  cleanUp(): Promise<void>;
+};
+
+export const remoteClientEnv = (host: SshHost): Record<string, string> => ({
+  PATH: process.env.PATH ?? "/usr/bin:/bin",
+  HOME: host.dir,
+  BERTH_SSH: host.sshCommand,
+  NO_COLOR: "1",
+  TERM: "xterm",
+});
+
+export function remoteHosts(): RemoteHosts {
+  const hosts: SshHost[] = [];
+  const clients: { kill(): void }[] = [];
+  return {
+    async newHost(bashrc = 'echo "noise from .bashrc before berth connect"') {
+      const host = await startSshd({ bashrc });
+      hosts.push(host);
+      installRelease(host.farBerthHome);
+      writeFileSync(join(host.farHome, ".bash_profile"), "PS1='far$ '\nexport PS1\n");
+      return host;
+    },
+    ptyClient(host, args, env = {}) {
+      const quoted = [BUN, MAIN, "remote", host.alias, ...args].map((word) => `'${word}'`).join(" ");
+      const client = new PtyProcess(["/bin/sh", "-c", `${quoted}; echo "client-exit=$?"; stty -a`], { ...remoteClientEnv(host), ...env });
+      clients.push(client);
+      return client;
+    },
+    track(client) {
+      clients.push(client);
+    },
+    async cleanUp() {
+      for (const client of clients.splice(0)) client.kill();
+      for (const host of hosts.splice(0)) {
+        killProcessesOf(host.farBerthHome);
+        await host.stop();
+        killProcessesOf(host.farBerthHome);
+      }
+    },
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * Remote control before authentication: TCP connections that never finish a
+ * request are bounded (at most MAX_UNAUTHENTICATED_CONNECTIONS wait at once,
+ * the oldest pushed out by a new one; each gets HEAD_DEADLINE_MS), and a
+ * refused request closes its connection. A real app-server started by
+ * `berth start`, real TCP connections, its fds read from /proc.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { authorizationOf, HEAD_DEADLINE_MS, MAX_UNAUTHENTICATED_CONNECTIONS } from "../src/server/remote-front.ts";
+import { eventually, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
+import { connectTcp, rawConnect, type RawConnection, type RawWs } from "./helpers/raw-ws.ts";
+
+/** Connecting, a reply, a close on loopback: generous for a loaded machine. */
+const WAIT_MS = 20_000;
+/** Idle connections opened by the flood test: several times the cap. */
+const FLOOD_CONNECTIONS = 400;
+/** fds the server may open besides the connections (log rotation, a spawned helper): slack for the bounds below. */
+const FD_SLACK = 24;
+
+const homes: TestHome[] = [];
+const conns: (RawConnection | RawWs)[] = [];
+
+afterEach(async () => {
+  for (const conn of conns.splice(0)) conn.destroy();
+  for (const home of homes.splice(0)) await home.cleanup();
+});
+
+type Server = { home: TestHome; pid: number; hostname: string; port: number; token: string };
+
+async function startServer(): Promise<Server> {
+  const home = makeHome({ prefix: "berth-rcl-" });
+  homes.push(home);
+  expect((await home.run(["enable-remote-control"])).json.status).toBe("enabled");
+  const started = await home.run(["start"]);
+  expect(started.json).toMatchObject({ status: "started" });
+  const status = await home.run(["status"]);
+  const match = /^ws:\/\/127\.0\.0\.1:(\d+)\/$/.exec(status.json.appServer.remoteControl?.url ?? "");
+  if (!match) throw new Error(`no remote-control URL in ${JSON.stringify(status.json.appServer)}`);
+  const pid = readJson(home.path("daemon/app-server.pid")).pid as number;
+  const token = readFileSync(home.path("daemon/remote-control.token"), "utf8").trim();
+  return { home, pid, hostname: "127.0.0.1", port: Number(match[1]), token };
+}
+
+const fdsOf = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+const rssKiBOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+
+async function openIdle(server: Server, count: number): Promise<RawConnection[]> {
+  const opened: RawConnection[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const conn = await rawConnect(server, WAIT_MS);
+    conns.push(conn);
+    opened.push(conn);
+  }
+  return opened;
+}
+
+/** A plain GET on an open connection; resolves with the status of the reply. */
+async function statusOfRequest(conn: RawConnection, headers: string): Promise<number> {
+  conn.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}\r\n`);
+  const status = await conn.waitFor(() => /^HTTP\/1\.1 (\d{3})[^]*?\r\n\r\n/.exec(conn.buffered.toString("latin1"))?.[1], WAIT_MS, "an HTTP reply");
+  return Number(status);
+}
+
+describe("remote control before authentication", () => {
+  test("one connection past the cap pushes out the oldest waiting one; the others can still authenticate", async () => {
+    const server = await startServer();
+    const baseline = fdsOf(server.pid);
+    const first = await openIdle(server, MAX_UNAUTHENTICATED_CONNECTIONS);
+    // All of them accepted by the server (one fd each) before the one too many comes.
+    expect(await eventually(() => fdsOf(server.pid) >= baseline + MAX_UNAUTHENTICATED_CONNECTIONS, WAIT_MS)).toBe(true);
+    const extra = await openIdle(server, 1);
+    await first[0]!.waitClosed(WAIT_MS);
+    // The second oldest was not pushed out, and its request, token included, reaches the app-server (426: a GET
+    // that is not an upgrade) — it was waiting all along, not cut with the first.
+    expect(await statusOfRequest(first[1]!, `Authorization: Bearer ${server.token}\r\n`)).toBe(426);
+    expect(first.slice(2).every((conn) => !conn.isClosed)).toBe(true);
+    expect(extra[0]!.isClosed).toBe(false);
+  }, 90_000);
+
+  test("a refused request closes its connection: no second try on a kept-alive connection", async () => {
+    const server = await startServer();
+    const [conn] = await openIdle(server, 1);
+    let replies = 0;
+    conn!.onData = () => void (replies = conn!.buffered.toString("latin1").split("HTTP/1.1 401").length - 1);
+    expect(await statusOfRequest(conn!, "")).toBe(401);
+    expect(conn!.buffered.toString("latin1").toLowerCase()).toContain("www-authenticate: bearer");
+    expect(conn!.buffered.toString("latin1")).not.toContain(server.token);
+    // A squatter asks again and again (each reply would restart a keep-alive timer): the connection must end instead.
+    const again = setInterval(() => conn!.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 500);
+    try {
+      await conn!.waitClosed(WAIT_MS);
+    } finally {
+      clearInterval(again);
+    }
+    expect(replies).toBe(1);
+  }, 90_000);
+
+  test(`a flood of ${FLOOD_CONNECTIONS} idle connections: the server holds at most the cap, a client with the token gets through, the deadline ends the rest`, async () => {
+    const server = await startServer();
+    const before = { fds: fdsOf(server.pid), rssKiB: rssKiBOf(server.pid) };
+    const flood = await openIdle(server, FLOOD_CONNECTIONS);
+    /** The most fds the server was seen holding while the flood waited. */
+    let peakFds = fdsOf(server.pid);
+    const sample = () => (peakFds = Math.max(peakFds, fdsOf(server.pid)));
+    // A byte-by-byte head (slowloris) among them: the deadline is from accept, not from the last byte.
+    const trickle = (await openIdle(server, 1))[0]!;
+    const head = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    let sent = 0;
+    const dribble = setInterval(() => trickle.write(sent < head.length ? head[sent++]! : "a"), 200);
+    try {
+      expect(await eventually(() => sample() > 0 && flood.filter((conn) => conn.isClosed).length >= FLOOD_CONNECTIONS - MAX_UNAUTHENTICATED_CONNECTIONS, WAIT_MS)).toBe(true);
+      const during = { fds: peakFds, rssKiB: rssKiBOf(server.pid) };
+      expect(peakFds).toBeLessThanOrEqual(before.fds + MAX_UNAUTHENTICATED_CONNECTIONS + FD_SLACK);
+
+      const ws = await connectTcp(server.hostname, server.port, { headers: { Authorization: `Bearer ${server.token}` }, timeoutMs: WAIT_MS });
+      conns.push(ws);
+      const reply = await ws.request({ method: "initialize", params: { clientInfo: { name: "limits-test", version: "1" } } }, WAIT_MS);
+      expect(reply.result?.pid).toBe(server.pid);
+
+      // Every waiting connection is cut by the deadline, the slow one too; the authenticated one stays.
+      await trickle.waitClosed(HEAD_DEADLINE_MS + WAIT_MS);
+      expect(await eventually(() => flood.every((conn) => conn.isClosed), HEAD_DEADLINE_MS + WAIT_MS)).toBe(true);
+      const reply2 = await ws.request({ method: "system/info", params: {} }, WAIT_MS);
+      expect(reply2.error).toBeUndefined();
+      expect(await eventually(() => fdsOf(server.pid) <= before.fds + 2 + FD_SLACK, WAIT_MS)).toBe(true);
+      const after = { fds: fdsOf(server.pid), rssKiB: rssKiBOf(server.pid) };
+      console.error(`remote-control flood of ${FLOOD_CONNECTIONS}: fds ${before.fds} → peak ${during.fds} → ${after.fds}; RSS KiB ${before.rssKiB} → ${during.rssKiB} → ${after.rssKiB}`);
+    } finally {
+      clearInterval(dribble);
+    }
+  }, 120_000);
+});
+
+describe("authorizationOf (pure)", () => {
+  const cases: { name: string; head: string; value: string | null }[] = [
+    { name: "the header", head: "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc", value: "Bearer abc" },
+    { name: "any case, spaces trimmed", head: "GET / HTTP/1.1\r\nauthorization:   Bearer abc  ", value: "Bearer abc" },
+    { name: "none", head: "GET / HTTP/1.1\r\nHost: x", value: null },
+    { name: "two are refused", head: "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b", value: null },
+    { name: "a space before the colon is refused", head: "GET / HTTP/1.1\r\nAuthorization : Bearer abc", value: null },
+    { name: "a folded line is refused", head: "GET / HTTP/1.1\r\nAuthorization: Bearer\r\n abc", value: null },
+    { name: "the request line is not a header", head: "Authorization: Bearer abc\r\nHost: x", value: null },
+  ];
+  for (const { name, head, value } of cases) test(name, () => expect(authorizationOf(head)).toBe(value));
+});
