@@ -323,6 +323,11 @@ run_from_home() {
     die "could not copy the downloaded berth to $run_dir; $noexec_hint."
   fi
   berth=$run_dir/berth
+  # Still not: not noexec, but a program this machine cannot run (another target).
+  probe=0
+  "$berth" --version </dev/null >/dev/null 2>&1 || probe=$?
+  [ "$probe" != 126 ] ||
+    die "the downloaded berth ($target) cannot be executed here, neither from $tmp nor from $run_dir; check that $target is this machine's target."
   say "note: $tmp does not let programs run (noexec); running berth from $run_dir instead."
 }
 

@@ -26,12 +26,11 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A release folder (file://) whose linux-x64 asset is a stand-in berth writing its $0 and argv to $MARKER. */
-function release(root: string): string {
+/** A release folder (file://) whose linux-x64 asset is a stand-in berth writing its $0 and argv to $MARKER (or `body`). */
+function release(root: string, body = `#!/bin/sh\nprintf '%s\\n' "$0" "$@" > "$MARKER"\nprintf '%s\\n' '{"status":"installed"}'\n`): string {
   const dir = join(root, "release");
   mkdirSync(join(dir, VERSION), { recursive: true });
   writeFileSync(join(dir, "latest.json"), `{"version":"${VERSION}"}\n`);
-  const body = `#!/bin/sh\nprintf '%s\\n' "$0" "$@" > "$MARKER"\nprintf '%s\\n' '{"status":"installed"}'\n`;
   const gz = Bun.gzipSync(Buffer.from(body));
   writeFileSync(join(dir, VERSION, "berth-linux-x64.gz"), gz);
   writeFileSync(join(dir, VERSION, "SHA256SUMS"), `${createHash("sha256").update(gz).digest("hex")}  berth-linux-x64.gz\n`);
@@ -73,4 +72,24 @@ describe.skipIf(!canMount())("install.sh with TMPDIR on a noexec mount", () => {
       expect(existsSync(self as string)).toBe(false);
     });
   }
+});
+
+test.skipIf(Bun.which("bash") === null)("bash: a download this machine cannot execute (another target) is named as such, not taken for noexec", () => {
+  const root = mkdtempSync(join(tmpdir(), "berth-a6-noexec-"));
+  dirs.push(root);
+  const tmp = join(root, "tmp");
+  const home = join(root, "user");
+  mkdirSync(tmp);
+  mkdirSync(home);
+  // An ELF header for no machine this kernel runs: execve says ENOEXEC, and bash gives up with status 126.
+  const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), Buffer.alloc(8), Buffer.from([2, 0, 0xff, 0x7f]), Buffer.alloc(44)]);
+  const run = Bun.spawnSync(["bash", "-s", "--"], {
+    stdin: Bun.file(SCRIPT),
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, TMPDIR: tmp, BERTH_INSTALL_TARGET: "linux-x64", BERTH_RELEASE_BASE_URL: `file://${release(root, elf.toString("latin1"))}` },
+  });
+  expect(run.exitCode).toBe(1);
+  const last = JSON.parse(run.stdout.toString().trimEnd().split("\n").pop() as string);
+  expect(last).toMatchObject({ status: "error", error: { code: "INSTALL_FAILED", message: expect.stringContaining("cannot be executed here") } });
+  expect(readdirSync(tmp)).toEqual([]);
+  expect(readdirSync(home)).toEqual([]);
 });
