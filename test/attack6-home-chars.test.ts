@@ -11,7 +11,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join } from "node:path";
 import { cronLine, systemdUnit } from "../src/daemon/startup.ts";
 import { socketPlan, urlSafePath } from "../src/platform/paths.ts";
-import { eventually, homesPerTest, isAlive, keepersOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot, type TestHome } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
 const TEST_TIMEOUT_MS = 90_000;
@@ -138,12 +138,7 @@ test(
     expect(enabled.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
     expect(readFileSync(table, "utf8")).toContain(enabled.json.line);
 
-    const started = await home.run(["start"]);
-    expect(started.json.status).toBe("started");
-    expect(await eventually(() => keepersOf(home).length === 1, WAIT_MS)).toBe(true);
-    for (const keeper of keepersOf(home)) process.kill(-keeper, "SIGKILL");
-    process.kill(started.json.pid, "SIGKILL");
-    expect(await eventually(() => serversOf(home).length === 0 && keepersOf(home).length === 0, WAIT_MS)).toBe(true);
+    await startThenReboot(home, WAIT_MS);
 
     const command = asCronRunsIt((enabled.json.line as string).replace(/^@reboot /, ""));
     const cronEnv = { PATH: "/usr/bin:/bin", HOME: home.env.HOME as string, SHELL: "/bin/sh" };
