@@ -297,11 +297,38 @@ valid_version() {
 }
 
 tmp=""
+run_dir=""
 cleanup() {
   if [ -n "${tmp:-}" ]; then
     rm -rf "$tmp"
     tmp=""
   fi
+  if [ -n "${run_dir:-}" ]; then
+    rm -rf "$run_dir"
+    run_dir=""
+  fi
+}
+
+# The downloaded berth cannot run where it was downloaded: the temporary
+# folder is on a noexec mount (a hardened /tmp). Copies it to a temporary
+# folder in HOME and sets $berth to the copy, or dies saying what to do.
+run_from_home() {
+  noexec_hint="set TMPDIR to a folder where programs may run and run this again"
+  if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then
+    die "could not run the downloaded berth in $tmp (is it mounted noexec?), and there is no HOME to run it from; $noexec_hint."
+  fi
+  run_dir=$(mktemp -d "$HOME/.berth-install.XXXXXX") ||
+    die "could not run the downloaded berth in $tmp (is it mounted noexec?), nor create a folder in $HOME to run it from; $noexec_hint."
+  if ! cp "$tmp/berth" "$run_dir/berth" || ! chmod 755 "$run_dir/berth"; then
+    die "could not copy the downloaded berth to $run_dir; $noexec_hint."
+  fi
+  berth=$run_dir/berth
+  # Still not: not noexec, but a program this machine cannot run (another target).
+  probe=0
+  "$berth" --version </dev/null >/dev/null 2>&1 || probe=$?
+  [ "$probe" != 126 ] ||
+    die "the downloaded berth ($target) cannot be executed here, neither from $tmp nor from $run_dir; check that $target is this machine's target."
+  say "note: $tmp does not let programs run (noexec); running berth from $run_dir instead."
 }
 
 main() {
@@ -399,10 +426,15 @@ main() {
     die "could not decompress $asset with gzip -d; nothing was installed."
 
   chmod 755 "$tmp/berth"
+  berth=$tmp/berth
+  # 126: the shell could not execute it at all (a noexec TMPDIR); berth's own failures are other statuses.
+  probe=0
+  "$berth" --version </dev/null >/dev/null 2>&1 || probe=$?
+  [ "$probe" != 126 ] || run_from_home
   rc=0
   # The binary records where releases come from, so its updater checks the same place.
   # Its one JSON line is passed on; if it failed without one, ours is last.
-  out=$(BERTH_RELEASE_BASE_URL=$base "$tmp/berth" install "$@" </dev/null) || rc=$?
+  out=$(BERTH_RELEASE_BASE_URL=$base "$berth" install "$@" </dev/null) || rc=$?
   [ -z "$out" ] || printf '%s\n' "$out"
   case $out in
     *'{"status":"error"'*) reported=1 ;;

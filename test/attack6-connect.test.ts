@@ -6,9 +6,9 @@
  * cut at the canonical-mode line limit (a parse error, the request lost). Real sshd, real pseudo-terminals.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { constants, closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { eventually, homesPerTest, installRelease, killProcessesOf, MAIN, BUN } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, killProcessesOf, MAIN, BUN } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
 import { sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
@@ -118,6 +118,42 @@ describe("connect at a person's terminal", () => {
       expect(await pty.exited()).toBe(75);
       expect(settings()).toMatch(/(^|\s)echo(\s|$)/);
       expect(settings()).toMatch(/(^|\s)icanon(\s|$)/);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe("connect whose client closed stdin and never reads stdout", () => {
+  test(
+    "it no longer waits for ever to hand over the replies: it gives up after the drain allowance, says so, and exits",
+    async () => {
+      const home = newHome();
+      expect((await home.run(["start"])).json.status).toBe("started");
+      // A reply far larger than a pipe holds (64 KiB), to a reader that never reads: stdout is a FIFO held open here.
+      const file = home.path("reply.bin");
+      writeFileSync(file, Buffer.alloc(150 * 1024, 7));
+      const requests = [
+        { jsonrpc: "2.0", id: 1, method: "initialize", params: { clientInfo: { name: "never-reads", version: "1" } } },
+        { jsonrpc: "2.0", method: "initialized" },
+        { jsonrpc: "2.0", id: 2, method: "fs/readFile", params: { path: file } },
+      ];
+      writeFileSync(home.path("requests"), `${requests.map((r) => JSON.stringify(r)).join("\n")}\n`);
+      const fifo = home.path("stdout.fifo");
+      expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+      const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      try {
+        const bridge = Bun.spawn(["sh", "-c", `exec '${BUN}' '${MAIN}' connect < '${home.path("requests")}' > '${fifo}'`], { env: home.env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+        const stderr = new Response(bridge.stderr).text();
+        // 5 s for replies at EOF, then 10 s and the backlog at 16 KiB/s: well within this.
+        const code = await Promise.race([bridge.exited, Bun.sleep(WAIT_MS * 2).then(() => "still running")]);
+        if (code === "still running") bridge.kill("SIGKILL");
+        expect(code).toBe(0);
+        expect(isAlive(bridge.pid)).toBe(false);
+        expect(await stderr).toContain("stdout took nothing");
+        expect((await home.run(["status"])).json.appServer).toMatchObject({ state: "running", answering: true });
+      } finally {
+        closeSync(reader);
+      }
     },
     TEST_TIMEOUT_MS,
   );

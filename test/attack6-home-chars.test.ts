@@ -7,9 +7,11 @@
  * Such a path now takes the same fallback folder as ':'.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cronLine, systemdUnit } from "../src/daemon/startup.ts";
 import { socketPlan, urlSafePath } from "../src/platform/paths.ts";
-import { eventually, homesPerTest, isAlive, readJson } from "./helpers/berth.ts";
+import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot, type TestHome } from "./helpers/berth.ts";
 
 const newHome = homesPerTest(afterEach);
 const TEST_TIMEOUT_MS = 90_000;
@@ -73,3 +75,77 @@ for (const [name, prefix] of [
     TEST_TIMEOUT_MS,
   );
 }
+
+/**
+ * What cron does with a crontab command before /bin/sh runs it (crontab(5), cronie's do_command.c): the first
+ * unescaped '%' ends the command (the rest becomes its stdin), and `\\%` is a '%'. There is no cron here: this
+ * is that documented rule, applied to the line `berth startup` wrote.
+ */
+function asCronRunsIt(command: string): string {
+  let out = "";
+  for (let i = 0; i < command.length; i++) {
+    const ch = command[i] as string;
+    if (ch === "\\" && command[i + 1] === "%") {
+      out += "%";
+      i++;
+    } else if (ch === "%") return out;
+    else out += ch;
+  }
+  return out;
+}
+
+describe("startup entries for a home holding '%' or '$' (pure)", () => {
+  test("the crontab line escapes '%', which cron would turn into a newline", () => {
+    const line = cronLine("/h/50%off", "/h/50%off/b");
+    expect(line).toContain("BERTH_HOME='/h/50\\%off' '/h/50\\%off/b' keep");
+    expect(asCronRunsIt(line.replace(/^@reboot /, ""))).toContain("BERTH_HOME='/h/50%off' '/h/50%off/b' keep");
+  });
+  test("the systemd unit doubles '%' (specifiers) everywhere and '$' in ExecStart; a newline stays inside its quotes", () => {
+    const unit = systemdUnit("/h/5%$x\ny", "/h/5%$x\ny/b");
+    expect(unit).toContain('Environment="BERTH_HOME=/h/5%%$x\\ny"');
+    expect(unit).toContain('ExecStart="/h/5%%$$x\\ny/b" keep');
+    expect(unit).toContain("Description=berth keeper for /h/5%%$x\\ny\n");
+    // Every line is one of the unit's own: nothing of the home starts a line of its own.
+    for (const line of unit.split("\n")) expect(line).toMatch(/^(#|\[|[A-Za-z]+=|$)/);
+  });
+});
+
+/** A fake crontab (no cron here): `crontab -` saves the table, `crontab -l` prints it. Returns its folder and table. */
+function fakeCrontab(home: TestHome): { bin: string; table: string } {
+  const bin = join(home.env.HOME as string, "fakebin");
+  mkdirSync(bin);
+  const table = join(bin, "table");
+  writeFileSync(join(bin, "crontab"), `#!/bin/sh\nif [ "$1" = "-l" ]; then cat '${table}' 2>/dev/null || exit 1; exit 0; fi\ncat > '${table}'\n`);
+  chmodSync(join(bin, "crontab"), 0o755);
+  return { bin, table };
+}
+
+test("a home holding a newline, which no crontab line can carry: startup says so, and the table is untouched", async () => {
+  const home = newHome({ prefix: "berth-new\nline-" });
+  const { bin, table } = fakeCrontab(home);
+  writeFileSync(table, "0 * * * * mine\n");
+  const result = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}` } });
+  expect(result.json.error).toMatchObject({ code: "INSTALL_FAILED", message: expect.stringContaining("newline") });
+  expect(readFileSync(table, "utf8")).toBe("0 * * * * mine\n");
+});
+
+test(
+  "after a reboot through the @reboot line of a home holding '%', the keeper and the app-server of that home come back",
+  async () => {
+    const home = newHome({ prefix: "berth-50%off-" });
+    const { bin, table } = fakeCrontab(home);
+    const enabled = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(enabled.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
+    expect(readFileSync(table, "utf8")).toContain(enabled.json.line);
+
+    await startThenReboot(home, WAIT_MS);
+
+    const command = asCronRunsIt((enabled.json.line as string).replace(/^@reboot /, ""));
+    const cronEnv = { PATH: "/usr/bin:/bin", HOME: home.env.HOME as string, SHELL: "/bin/sh" };
+    expect(Bun.spawnSync({ cmd: ["/bin/sh", "-c", command], env: cronEnv }).exitCode).toBe(0);
+    expect(await eventually(async () => (await home.run(["version"])).json.status === "running", WAIT_MS)).toBe(true);
+    expect(keepersOf(home).length).toBe(1);
+    await home.run(["down"]);
+  },
+  TEST_TIMEOUT_MS,
+);

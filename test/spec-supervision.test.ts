@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFile
 import { join } from "node:path";
 import { cronLine } from "../src/daemon/startup.ts";
 import { probeInitialize } from "../src/server/client.ts";
-import { eventually, homesPerTest, installRelease, isAlive, keepersOf, loopBinaryOf, readJson, serversOf, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, loopBinaryOf, readJson, startThenReboot, type TestHome } from "./helpers/berth.ts";
 import { RpcClient } from "./helpers/rpc-client.ts";
 
 const newHome = homesPerTest(afterEach);
@@ -67,12 +67,7 @@ test.skipIf(process.platform !== "linux")(
     expect(enabled.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
 
     // Wanted running, then everything gone, as after a reboot.
-    const started = await home.run(["start"]);
-    expect(started.json.status).toBe("started");
-    expect(await eventually(() => keepersOf(home).length === 1, WAIT_MS)).toBe(true);
-    for (const keeper of keepersOf(home)) process.kill(-keeper, "SIGKILL");
-    process.kill(started.json.pid, "SIGKILL");
-    expect(await eventually(() => serversOf(home).length === 0 && keepersOf(home).length === 0, WAIT_MS)).toBe(true);
+    await startThenReboot(home, WAIT_MS);
 
     // cron runs the command with /bin/sh, SHELL=/bin/sh, and little else.
     const command = (enabled.json.line as string).replace(/^@reboot /, "");

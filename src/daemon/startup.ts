@@ -48,7 +48,21 @@ function shellQuote(text: string): string {
  */
 export function cronLine(home: string, binary: string, shell?: string): string {
   const userShell = shell?.startsWith("/") && !/[%\n]/.test(shell) ? `SHELL=${shellQuote(shell)} ` : "";
-  return `@reboot ${userShell}BERTH_HOME=${shellQuote(home)} ${shellQuote(binary)} keep >/dev/null 2>&1 ${CRON_MARK} ${entryId(home)}`;
+  return `@reboot ${userShell}BERTH_HOME=${cronEscape(shellQuote(home))} ${cronEscape(shellQuote(binary))} keep >/dev/null 2>&1 ${CRON_MARK} ${entryId(home)}`;
+}
+
+/** cron turns every unescaped '%' of a command into a newline (crontab(5)); `\%` stays a '%'. */
+function cronEscape(text: string): string {
+  return text.replace(/%/g, "\\%");
+}
+
+/**
+ * systemd expands '%' specifiers in a unit's values and `$VAR` in ExecStart: `%%` and `$$` are the characters
+ * themselves. Quoted as JSON, which systemd unquotes with the same C escapes (a newline stays inside its value).
+ */
+function systemdValue(text: string, options: { exec?: boolean } = {}): string {
+  const quoted = JSON.stringify(text).replace(/%/g, "%%");
+  return options.exec ? quoted.replace(/\$/g, "$$$$") : quoted;
 }
 
 /** Pure: the crontab without this home's line (other lines, including other berth homes', kept). */
@@ -63,16 +77,16 @@ export function withoutCronLine(table: string, home: string): string {
 /** Pure: the systemd user unit. Oneshot: `keep` launches the detached keeper and exits; the keeper stays. */
 export function systemdUnit(home: string, binary: string): string {
   return [
-    `# Written by \`berth startup\` for BERTH_HOME=${home}; remove with \`berth startup --disable\`.`,
+    `# Written by \`berth startup\` for BERTH_HOME=${JSON.stringify(home)}; remove with \`berth startup --disable\`.`,
     "[Unit]",
-    `Description=berth keeper for ${home}`,
+    `Description=berth keeper for ${systemdValue(home).slice(1, -1)}`,
     "",
     "[Service]",
     "Type=oneshot",
     "RemainAfterExit=yes",
     "KillMode=process",
-    `Environment=${JSON.stringify(`BERTH_HOME=${home}`)}`,
-    `ExecStart=${JSON.stringify(binary)} keep`,
+    `Environment=${systemdValue(`BERTH_HOME=${home}`)}`,
+    `ExecStart=${systemdValue(binary, { exec: true })} keep`,
     "",
     "[Install]",
     "WantedBy=default.target",
@@ -150,6 +164,12 @@ function enableCrontab(ctx: Context): StartupRecord {
       "INSTALL_FAILED",
       "neither a systemd user session (`systemctl --user`) nor `crontab` is available here, so nothing can bring the keeper back after a reboot. " +
         "Install cron (the `cron` or `cronie` package), or log in with a systemd user session, then run `berth startup` again. Nothing was changed.",
+    );
+  }
+  if (ctx.layout.home.includes("\n")) {
+    throw new BerthError(
+      "INSTALL_FAILED",
+      `BERTH_HOME (${JSON.stringify(ctx.layout.home)}) holds a newline, which no crontab line can carry, so nothing could bring the keeper back after a reboot. Use a BERTH_HOME without one, or a systemd user session. Nothing was changed.`,
     );
   }
   const line = cronLine(ctx.layout.home, ctx.layout.managedBinary, ctx.env.SHELL);

@@ -30,6 +30,15 @@ const PROBE_TIMEOUT_MS = 3_000;
 /** After stdin EOF, wait this long for replies to requests already sent, then for the close handshake. */
 const CLOSE_WAIT_MS = 5_000;
 const SEND_POLL_MS = 2;
+/**
+ * Once the bridge ends (stdin EOF, the server closed), stdout gets this long, plus the time its backlog takes
+ * at STDOUT_DRAIN_MIN_BYTES_PER_S, to take what waits; the allowance starts again whenever it takes some. A
+ * reader that takes nothing (a client that closed its end of stdin and never reads) no longer keeps connect,
+ * and what it holds, alive for ever.
+ */
+const STDOUT_DRAIN_GRACE_MS = 10_000;
+const STDOUT_DRAIN_MIN_BYTES_PER_S = 16 * 1024;
+const STDOUT_DRAIN_POLL_MS = 250;
 /** The stdout sink buffers up to this much before writing on its own (one large write instead of many). */
 const STDOUT_BATCH_BYTES = 1024 * 1024;
 /** Unanswered request ids remembered for the wait at EOF; beyond this, later ones are not waited for. */
@@ -230,9 +239,30 @@ export async function runBridge(
     }
     if (outQueue.length === 2) writing = writing.then(flushOut);
   };
-  ws.onclose = () => {
-    void writing.then(() => finish(closedByUs ? EXIT_STDIN_EOF : EXIT_SERVER_CLOSED));
+  /** Ends with `code` once stdout took what waits for it, or once it stopped taking it (STDOUT_DRAIN_GRACE_MS). */
+  let draining = false;
+  const finishAfterDrain = (code: number) => {
+    if (draining) return;
+    draining = true;
+    const allowance = () => Date.now() + STDOUT_DRAIN_GRACE_MS + Math.ceil((outBytes * 1000) / STDOUT_DRAIN_MIN_BYTES_PER_S);
+    let left = outBytes;
+    let deadline = allowance();
+    const watch = setInterval(() => {
+      if (outBytes < left) {
+        left = outBytes;
+        deadline = allowance();
+      } else if (Date.now() >= deadline) {
+        clearInterval(watch);
+        logger.error(`berth connect: stdout took nothing for ${Math.round(STDOUT_DRAIN_GRACE_MS / 1000)} s and more after the session ended; ${left} bytes not delivered.`);
+        finish(code);
+      }
+    }, STDOUT_DRAIN_POLL_MS);
+    void writing.then(() => {
+      clearInterval(watch);
+      finish(code);
+    });
   };
+  ws.onclose = () => finishAfterDrain(closedByUs ? EXIT_STDIN_EOF : EXIT_SERVER_CLOSED);
   ws.onerror = () => {};
 
   void (async () => {
@@ -293,7 +323,7 @@ export async function runBridge(
     if (ws.readyState !== WebSocket.OPEN) return;
     closedByUs = true;
     ws.close(1000);
-    setTimeout(() => void writing.then(() => finish(EXIT_STDIN_EOF)), CLOSE_WAIT_MS);
+    setTimeout(() => finishAfterDrain(EXIT_STDIN_EOF), CLOSE_WAIT_MS);
   })();
 
   return finished;

@@ -372,3 +372,17 @@ export function homesPerTest(afterEach: (fn: () => Promise<void>) => void): (opt
     return home;
   };
 }
+
+/**
+ * `start`, then the home's keeper (its whole group) and app-server killed as a reboot would leave them: the state
+ * a startup entry (the @reboot line, the unit) starts from. Returns start's JSON.
+ */
+export async function startThenReboot(home: TestHome, waitMs = EVENTUALLY_DEFAULT_MS): Promise<any> {
+  const started = await home.run(["start"]);
+  if (started.json?.status !== "started") throw new Error(`start failed: ${started.stdout}${started.stderr}`);
+  if (!(await eventually(() => keepersOf(home).length === 1, waitMs))) throw new Error("no keeper came up after start");
+  for (const keeper of keepersOf(home)) process.kill(-keeper, "SIGKILL");
+  process.kill(started.json.pid, "SIGKILL");
+  if (!(await eventually(() => serversOf(home).length === 0 && keepersOf(home).length === 0, waitMs))) throw new Error("the keeper or the app-server outlived SIGKILL");
+  return started.json;
+}
