@@ -79,7 +79,12 @@ export function rawTerminal(handlers: {
     process.off("exit", restore);
     for (const [signal, handler] of signalHandlers) process.off(signal, handler);
     if (stdin.isTTY) {
-      stdin.setRawMode(wasRaw);
+      try {
+        stdin.setRawMode(wasRaw);
+      } catch {
+        // A hung-up terminal cannot be set (EIO): nothing is left to put back, and a throw here would keep a
+        // terminating signal from onSignal (Bun goes on running after a signal listener throws).
+      }
       setOutputProcessing(true);
     }
   }
