@@ -26,6 +26,9 @@ export type UpdaterCheck = {
 /** A restart onto `version` the loop holds back while session processes run (src/update/defer.ts). */
 export type PendingRestart = { version: string; since: string; runningProcesses: number };
 
+/** The last rollout and the release it replaced (src/update/crash-rollback.ts). */
+export type LastRollout = { version: string; previousReleaseDir: string; at: string };
+
 export type UpdaterState = {
   pendingRestart?: PendingRestart;
   lastCheck?: UpdaterCheck;
@@ -39,6 +42,7 @@ export type UpdaterState = {
   nextRunAt?: string;
   /** An installed release whose restart waits for daemon.lock or session processes (the loop retries it). */
   pendingRollout?: { version: string; previousReleaseDir: string | null };
+  lastRollout?: LastRollout;
 };
 
 export type UpdaterReport = {
@@ -61,12 +65,15 @@ export function readUpdaterState(path: string): UpdaterState {
     const parsed = JSON.parse(readStateFile(path) ?? "{}") as unknown;
     // `null`, a number or an array holds no history: treat it as empty rather than crash the loop.
     const value = (parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {}) as Partial<UpdaterState>;
-    const { pendingRollout, ...rest } = value;
+    const { pendingRollout, lastRollout, ...rest } = value;
+    const last = lastRollout as Partial<LastRollout> | undefined;
+    const validLast = typeof last?.version === "string" && typeof last.previousReleaseDir === "string" && typeof last.at === "string";
     const rollout = pendingRollout as { version?: unknown; previousReleaseDir?: unknown } | undefined;
     const validRollout = typeof rollout?.version === "string" && (rollout.previousReleaseDir === null || typeof rollout.previousReleaseDir === "string");
     return {
       ...rest,
       ...(validRollout ? { pendingRollout } : {}),
+      ...(validLast ? { lastRollout } : {}),
       quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [],
     };
   } catch (error) {

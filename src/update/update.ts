@@ -18,6 +18,7 @@ import { flipCurrent, installRelease, withInstallLock } from "../install/release
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
+import { recordRollout } from "./crash-rollback.ts";
 import { clearPendingRestart, restartWaitsForProcesses } from "./defer.ts";
 import { planUpdate, rolloutBucket, shouldRestart } from "./decide.ts";
 import { machineId } from "./machine-id.ts";
@@ -104,10 +105,12 @@ export async function rolloutUnderLock(ctx: Context, settings: Settings, pending
   const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
   const running = isOurServer(ctx, probe) ? { managed: true, version: probe.info.serverInfo.version } : undefined;
   if (!shouldRestart(running, pending.version)) {
+    recordRollout(ctx, pending.version, pending.previousReleaseDir);
     return { status: "updated", restarted: false, ...(running ? { appServerVersion: running.version } : {}), message: `installed ${pending.version}` };
   }
   try {
     const { running: now } = await stopThenStart(ctx, settings);
+    recordRollout(ctx, pending.version, pending.previousReleaseDir);
     return { status: "updated", restarted: true, appServerVersion: now.info?.serverInfo.version, message: `installed ${pending.version}; app-server restarted on it` };
   } catch (error) {
     if (!isBerthError(error, "NOT_READY") && !isBerthError(error, "START_FAILED")) throw error;
