@@ -8,13 +8,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { eventually, homesPerTest, isAlive } from "./helpers/berth.ts";
+import { remountReadOnly } from "./helpers/mount.ts";
 import { apiClient, call } from "./helpers/session.ts";
 
 const TEST_TIMEOUT_MS = 90_000;
 /** Short, so that a server that cannot shut down on its own is killed well inside the test (and the test fails). */
 const STOP_GRACE_MS = 10_000;
-/** The read-only remount is tried again while the mount is busy (a write through it under way), up to this. */
-const REMOUNT_WAIT_MS = 20_000;
 
 const canMount = process.getuid?.() === 0 && process.platform === "linux" && Bun.which("mount") !== null;
 
@@ -39,11 +38,8 @@ describe.skipIf(!canMount)("a BERTH_HOME that became read-only", () => {
 
     expect(Bun.spawnSync(["mount", "--bind", home.home, home.home]).exitCode).toBe(0);
     unmounts.push(home.home);
-    // EBUSY ("mount point is busy") while anything writes through the new mount: the keeper's first steps write
-    // their verdicts and logs just after start, and under load that overlapped the remount (2 runs in 3).
-    let remount = Bun.spawnSync(["true"]);
-    const readOnly = await eventually(() => (remount = Bun.spawnSync(["mount", "-o", "remount,bind,ro", home.home])).exitCode === 0, REMOUNT_WAIT_MS, 50);
-    expect({ readOnly, stderr: remount.stderr.toString() }).toMatchObject({ readOnly: true });
+    // The keeper's first steps write their verdicts and logs just after start: the remount waits them out.
+    expect(await remountReadOnly(home.home)).toMatchObject({ readOnly: true });
 
     const stop = await home.run(["stop"]);
     expect(stop.json.status).toBe("stopped");

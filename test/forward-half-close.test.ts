@@ -41,9 +41,12 @@ describe.skipIf(Boolean(reason))("remote forward and half-close", () => {
       stderr: "pipe",
     });
     remote.track({ kill: () => forward.exitCode === null && forward.kill("SIGKILL") });
-    const reader = forward.stdout.getReader();
-    const first = await Promise.race([reader.read(), Bun.sleep(WAIT_MS).then(() => undefined)]);
-    expect(new TextDecoder().decode(first?.value)).toContain('"status":"forwarding"');
+    let stdout = "";
+    void (async () => {
+      for await (const chunk of forward.stdout) stdout += new TextDecoder().decode(chunk);
+    })();
+    expect(await eventually(() => stdout.includes("\n"), WAIT_MS)).toBe(true);
+    expect(JSON.parse(stdout.split("\n")[0] as string)).toMatchObject({ status: "forwarding" });
 
     const upload = Buffer.alloc(UPLOAD_BYTES);
     for (let i = 0; i < upload.length; i += 1) upload[i] = (i * 13) & 0xff;

@@ -65,10 +65,10 @@ async function statusOfRequest(conn: RawConnection, headers: string): Promise<nu
 describe("remote control before authentication", () => {
   test("one connection past the cap pushes out the oldest waiting one; the others can still authenticate", async () => {
     const server = await startServer();
-    const baseline = fdsOf(server.pid);
+    // Opened one after the other, so the kernel queues them, and the server accepts them, in this order: the one
+    // too many is accepted last, whenever the server gets to them. (No fd count here: a connection of the `status`
+    // just run may still be open at a first look and closed at the next.)
     const first = await openIdle(server, MAX_UNAUTHENTICATED_CONNECTIONS);
-    // All of them accepted by the server (one fd each) before the one too many comes.
-    expect(await eventually(() => fdsOf(server.pid) >= baseline + MAX_UNAUTHENTICATED_CONNECTIONS, WAIT_MS)).toBe(true);
     const extra = await openIdle(server, 1);
     await first[0]!.waitClosed(WAIT_MS);
     // The second oldest was not pushed out, and its request, token included, reaches the app-server (426: a GET

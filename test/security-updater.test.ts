@@ -18,6 +18,30 @@ const newHome = homesPerTest(afterEach);
 const updateLoops = keepersOf;
 
 const hasStrace = spawnSync("sh", ["-c", "command -v strace"]).status === 0;
+const ENV = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
+
+/**
+ * Reproduced as the issue wrote it: strace SIGKILLs `bootstrap` at its third rename, the updater's publish.
+ * Returns the orphaned update-loop once `status` names it, i.e. once it has settled (it execs twice: launcher →
+ * Bun → the sh loop, and /proc facts read in the middle of an execve can be missing for an instant).
+ */
+async function orphanFromKilledBootstrap(home: ReturnType<typeof newHome>): Promise<number> {
+  const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
+  const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env: ENV });
+  expect(killed.code).not.toBe(0);
+  let loops: number[] = [];
+  expect(await eventually(() => (loops = updateLoops(home)).length > 0, ORPHAN_NAMED_WAIT_MS, 20)).toBe(true);
+  const orphan = loops[0] as number;
+  expect(orphan).toBeGreaterThan(1);
+  expect(readFileSync(home.path("daemon", "updater.pid"), "utf8")).toBe("");
+  let problems = "";
+  const named = await eventually(async () => {
+    problems = ((await home.run(["status"], { env: ENV })).json.problems ?? []).join("\n");
+    return problems.includes(`pid ${orphan} runs without a record`);
+  }, ORPHAN_NAMED_WAIT_MS, 100);
+  expect({ named, problems }).toMatchObject({ named: true });
+  return orphan;
+}
 
 describe("item 5: an updater whose record was lost is found and ended", () => {
   // strace is what injects the kill at the exact rename; without it the fault cannot be placed.
@@ -25,26 +49,8 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
     "strace kills bootstrap at the updater's publish; the next bootstrap leaves exactly one loop, --no-auto-update one keeper",
     async () => {
       const home = newHome();
-      const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
-      const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
-      const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env });
-      expect(killed.code).not.toBe(0);
-      // The orphan may be inside one of its execs right now, its /proc/<pid>/cmdline unreadable for an instant:
-      // look again until it shows, within a deadline.
-      let loops: number[] = [];
-      expect(await eventually(() => (loops = updateLoops(home)).length > 0, ORPHAN_NAMED_WAIT_MS, 20)).toBe(true);
-      const [orphan] = loops;
-      expect(orphan).toBeGreaterThan(1);
-      expect(readFileSync(home.path("daemon", "updater.pid"), "utf8")).toBe("");
-
-      // The orphan goes on to exec twice (launcher → Bun → the sh loop); /proc facts read in the middle of an execve
-      // can be missing for an instant, so status is asked again until it names it, within a deadline.
-      let problems = "";
-      const named = await eventually(async () => {
-        problems = ((await home.run(["status"], { env })).json.problems ?? []).join("\n");
-        return problems.includes(`pid ${orphan} runs without a record`);
-      }, ORPHAN_NAMED_WAIT_MS, 100);
-      expect({ named, problems }).toMatchObject({ named: true });
+      const env = ENV;
+      const orphan = await orphanFromKilledBootstrap(home);
 
       const again = await home.run(["bootstrap"], { env });
       expect(again.json.status).toBe("bootstrapped");
@@ -68,16 +74,8 @@ describe("item 5: an updater whose record was lost is found and ended", () => {
     "strace kills bootstrap at the updater's publish; with the app-server %s, the next `start` ends the orphan before launching its keeper",
     async (server) => {
       const home = newHome();
-      const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
-      const inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3";
-      const killed = await home.exec(["strace", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e", inject, BUN, MAIN, "bootstrap"], { env });
-      expect(killed.code).not.toBe(0);
-      let loops: number[] = [];
-      expect(await eventually(() => (loops = updateLoops(home)).length > 0, ORPHAN_NAMED_WAIT_MS, 20)).toBe(true);
-      const [orphan] = loops;
-      // Settled in its sh loop (status names it only once its /proc facts read whole), so start's search sees it too.
-      expect(await eventually(async () => ((await home.run(["status"], { env })).json.problems ?? []).join("\n").includes(`pid ${orphan} runs`), ORPHAN_NAMED_WAIT_MS, 100)).toBe(true);
-
+      const env = ENV;
+      const orphan = await orphanFromKilledBootstrap(home);
       // The killed bootstrap had started the app-server before it launched the updater.
       expect((await home.run(["status"], { env })).json.appServer.state).toBe("running");
       if (server === "down") expect((await home.run(["stop"], { env })).code).toBe(0);

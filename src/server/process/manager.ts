@@ -58,6 +58,11 @@ export class ProcessManager {
     for (const left of [...this.all().flatMap((p) => p.leftovers), ...this.forgottenLeftovers]) {
       if (processIdentity(left.pid) === left.identity) entries.push({ pid: left.pid, identity: left.identity, member: true });
     }
+    // Orphans re-parented to this server (orphans.ts): each ended alone, while it is the process recorded now.
+    for (const pid of this.orphans?.adopted() ?? []) {
+      const identity = processIdentity(pid);
+      if (identity) entries.push({ pid, identity, member: true });
+    }
     writeLedger(this.ledgerPath, entries);
   }
 
@@ -189,7 +194,12 @@ export class ProcessManager {
    * Only for the real daemon: a process that is not one (a test running a server in itself) has children of its own.
    */
   async adoptOrphans(): Promise<boolean> {
-    this.orphans ??= await (await import("./orphans.ts")).adoptOrphans((pid) => this.bunChildren.has(pid));
+    this.orphans ??= await (await import("./orphans.ts")).adoptOrphans(
+      (pid) => this.bunChildren.has(pid),
+      () => {
+        if (!this.stopping) this.recordRunning();
+      },
+    );
     return this.orphans !== undefined;
   }
 

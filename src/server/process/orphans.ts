@@ -11,11 +11,21 @@
  * (pidfd + wait4, measured with strace on Bun 1.4.5), never for "any child",
  * so the two never take each other's; `isBunChild` names Bun's until Bun
  * has reported their exit.
+ *
+ * After a sweep that saw adopted children, `onAdopted` runs (the manager
+ * records them in its ledger, so an app-server killed with SIGKILL leaves
+ * them to the next one to end, as it does its own processes).
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { listProcesses } from "../../platform/process.ts";
 
-export type OrphanReaper = { sweep(): number; stop(): void };
+export type OrphanReaper = {
+  /** Reaps every adopted child that has exited; returns how many. */
+  sweep(): number;
+  /** The adopted children alive or unreaped now: this process's children that Bun did not spawn. */
+  adopted(): number[];
+  stop(): void;
+};
 
 /** This process's children, from /proc/self/task/<tid>/children (every thread's), else from a full /proc scan. */
 export function childrenOfSelf(): number[] {
@@ -36,16 +46,18 @@ export function childrenOfSelf(): number[] {
  * ones as they exit. Undefined where that is not possible (not Linux, no C
  * library, refused): orphans then go to init as before.
  */
-export async function adoptOrphans(isBunChild: (pid: number) => boolean): Promise<OrphanReaper | undefined> {
+export async function adoptOrphans(isBunChild: (pid: number) => boolean, onAdopted: () => void = () => {}): Promise<OrphanReaper | undefined> {
   if (process.platform !== "linux") return undefined;
   const ffi = await import("../../platform/ffi.ts");
   if (!ffi.becomeChildSubreaper()) return undefined;
   let scheduled = false;
-  /** Reaps every adopted child that has exited; returns how many. */
+  const adopted = () => childrenOfSelf().filter((pid) => !isBunChild(pid));
   const sweep = (): number => {
     scheduled = false;
+    const seen = adopted();
     let reaped = 0;
-    for (const pid of childrenOfSelf()) if (!isBunChild(pid) && ffi.reapExitedChild(pid)) reaped += 1;
+    for (const pid of seen) if (ffi.reapExitedChild(pid)) reaped += 1;
+    if (seen.length > 0) onAdopted();
     return reaped;
   };
   // Coalesced: a burst of exits is one sweep. After Bun's own handler, which reaps (and reports) its children.
@@ -58,6 +70,7 @@ export async function adoptOrphans(isBunChild: (pid: number) => boolean): Promis
   sweep(); // anything adopted before the handler was in place
   return {
     sweep,
+    adopted,
     stop: () => void process.off("SIGCHLD", onChild),
   };
 }
