@@ -7,6 +7,7 @@ import { BerthError, errnoCode } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
+import { FileLock } from "./lock.ts";
 import type { Context } from "./context.ts";
 import type { PidRecord } from "./pid-record.ts";
 
@@ -85,6 +86,34 @@ export function readUpdaterState(path: string): UpdaterState {
 
 export function writeUpdaterState(path: string, state: UpdaterState): void {
   writeFileAtomic(path, `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** Pure: the state with `version` quarantined (once). */
+export function withQuarantined(state: UpdaterState, version: string): UpdaterState {
+  return state.quarantined.includes(version) ? state : { ...state, quarantined: [...state.quarantined, version] };
+}
+
+/** How long a change of updater-state.json waits for another one (a few ms each) before it goes ahead alone. */
+const STATE_CHANGE_WAIT_MS = 2_000;
+
+/**
+ * Every change of updater-state.json reads, changes and writes it. The update step, a keeper step (a
+ * rollback's quarantine) and a manual `update` do that at the same time, and a change made from a stale read
+ * dropped what another had just written (a quarantine lost: the broken release installed again). A short
+ * flock on `<file>.lock` serializes them; past STATE_CHANGE_WAIT_MS (a holder stuck) it goes ahead alone.
+ */
+export function changeUpdaterState(path: string, change: (state: UpdaterState) => UpdaterState): void {
+  const deadline = Date.now() + STATE_CHANGE_WAIT_MS;
+  let lock = FileLock.tryAcquire(`${path}.lock`);
+  while (!lock && Date.now() < deadline) {
+    Bun.sleepSync(1);
+    lock = FileLock.tryAcquire(`${path}.lock`);
+  }
+  try {
+    writeUpdaterState(path, change(readUpdaterState(path)));
+  } finally {
+    lock?.release();
+  }
 }
 
 export function updaterReport(ctx: Context): UpdaterReport {

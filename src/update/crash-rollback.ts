@@ -10,7 +10,7 @@
  * does for one that never became ready.
  */
 import { managedInstall, type Context } from "../daemon/context.ts";
-import { readUpdaterState, writeUpdaterState, type LastRollout } from "../daemon/updater.ts";
+import { changeUpdaterState, readUpdaterState, withQuarantined, type LastRollout } from "../daemon/updater.ts";
 import { flipCurrent, withInstallLock } from "../install/release.ts";
 
 /** Crashes this soon after a rollout are blamed on the release (longer after, on whatever else changed). */
@@ -25,9 +25,12 @@ export function crashLoopRollback(last: LastRollout | undefined, managedVersion:
 
 /** After a rollout onto `version` (its predecessor `previousReleaseDir`): what the keeper needs to undo it. */
 export function recordRollout(ctx: Context, version: string, previousReleaseDir: string | null): void {
-  const { lastRollout: _old, ...state } = readUpdaterState(ctx.layout.updaterState);
-  const lastRollout = previousReleaseDir ? { version, previousReleaseDir, at: new Date().toISOString() } : undefined;
-  writeUpdaterState(ctx.layout.updaterState, { ...state, ...(lastRollout ? { lastRollout } : {}) });
+  try {
+    const lastRollout = previousReleaseDir ? { version, previousReleaseDir, at: new Date().toISOString() } : undefined;
+    changeUpdaterState(ctx.layout.updaterState, ({ lastRollout: _old, ...state }) => ({ ...state, ...(lastRollout ? { lastRollout } : {}) }));
+  } catch {
+    // The rollout itself succeeded; a full disk only costs the keeper this way back.
+  }
 }
 
 /**
@@ -40,8 +43,10 @@ export async function rollBackCrashLoop(ctx: Context, now: number): Promise<{ ve
   const version = managedInstall(ctx).version;
   const previous = crashLoopRollback(state.lastRollout, version, now);
   if (!previous || !version) return undefined;
-  await withInstallLock(ctx.layout, () => flipCurrent(ctx.layout, previous));
-  const { lastRollout: _done, ...rest } = readUpdaterState(ctx.layout.updaterState);
-  writeUpdaterState(ctx.layout.updaterState, { ...rest, quarantined: rest.quarantined.includes(version) ? rest.quarantined : [...rest.quarantined, version] });
+  // Quarantined first: a check that sees the previous release current also sees the broken one refused.
+  await withInstallLock(ctx.layout, () => {
+    changeUpdaterState(ctx.layout.updaterState, ({ lastRollout: _done, ...rest }) => withQuarantined(rest, version));
+    flipCurrent(ctx.layout, previous);
+  });
   return { version, previous };
 }
