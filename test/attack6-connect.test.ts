@@ -104,6 +104,23 @@ describe("connect at a person's terminal", () => {
   );
 
   test(
+    "Ctrl-D still ends it as at any terminal: what was typed before is answered, exit 0, and the terminal is as it was",
+    async () => {
+      const home = newHome();
+      const ttyFile = join(home.env.HOME as string, "tty");
+      const pty = new PtyProcess(["/bin/sh", "-c", `tty > '${ttyFile}'; exec '${BUN}' '${MAIN}' connect`], home.env);
+      ptys.push(pty);
+      expect(await pty.waitFor('"status":"connected"', WAIT_MS)).toBe(true);
+      pty.type(`${bigRequest(9)}\n\x04`);
+      expect(await pty.exited()).toBe(0);
+      expect(messagesAfterConnected(pty.output).find((m) => m.id === 9)).toMatchObject({ result: { serverInfo: { name: "berth" } } });
+      const settings = Bun.spawnSync(["sh", "-c", `stty -a < '${readFileSync(ttyFile, "utf8").trim()}'`]).stdout.toString();
+      expect(settings).toMatch(/(^|\s)echo(\s|$)/);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "the server going away (exit 75) puts the terminal back too",
     async () => {
       const home = newHome();

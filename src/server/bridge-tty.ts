@@ -13,7 +13,8 @@ import { isatty } from "node:tty";
 /**
  * No echo, no canonical line editing (and its 4095-byte line limit), no
  * output processing (`\n` stays `\n`). Kept: Ctrl-C still interrupts (ISIG; a
- * JSON line never holds a raw control byte) and a CR still ends a line (ICRNL).
+ * JSON line never holds a raw control byte), a CR still ends a line (ICRNL), and Ctrl-D still ends stdin
+ * (bridgeStdin).
  */
 const PROTOCOL_MODE = ["-echo", "-icanon", "-iexten", "-ixon", "-opost", "min", "1", "time", "0"];
 /** Signals that end connect: the terminal is put back first, then the signal does what it would have. */
@@ -29,11 +30,17 @@ function stty(args: string[]): string | undefined {
   }
 }
 
-/** When stdin is a terminal: protocol mode until connect ends (best effort: without stty nothing changes). */
-export function protocolTerminal(): void {
-  if (!isatty(0)) return;
+/** Ctrl-D: without line editing the terminal passes it on as this byte, which no JSON text holds; it ends stdin. */
+const CTRL_D = 0x04;
+
+/**
+ * When stdin is a terminal: protocol mode until connect ends (best effort: without stty nothing changes).
+ * Returns whether it is on.
+ */
+export function protocolTerminal(): boolean {
+  if (!isatty(0)) return false;
   const saved = stty(["-g"]);
-  if (saved === undefined || stty(PROTOCOL_MODE) === undefined) return;
+  if (saved === undefined || stty(PROTOCOL_MODE) === undefined) return false;
   let restored = false;
   const restore = () => {
     if (restored) return;
@@ -49,4 +56,24 @@ export function protocolTerminal(): void {
     };
     process.on(signal, handler);
   }
+  return true;
+}
+
+/** stdin for the bridge: in protocol mode a Ctrl-D ends it, as it did in the terminal's line editing. */
+export function bridgeStdin(terminal: boolean): ReadableStream<Uint8Array> {
+  const stdin = Bun.stdin.stream();
+  if (!terminal) return stdin;
+  const reader = stdin.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) return controller.close();
+      const at = value.indexOf(CTRL_D);
+      if (at < 0) return controller.enqueue(value);
+      if (at > 0) controller.enqueue(value.subarray(0, at));
+      controller.close();
+      void reader.cancel().catch(() => {});
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
 }
