@@ -44,9 +44,11 @@ export async function rollBackCrashLoop(ctx: Context, now: number): Promise<{ ve
   const previous = crashLoopRollback(state.lastRollout, version, now);
   if (!previous || !version) return undefined;
   // Quarantined first: a check that sees the previous release current also sees the broken one refused.
+  // The record goes last: a step killed half-way leaves it, and the next give-up does the rest.
   await withInstallLock(ctx.layout, () => {
-    changeUpdaterState(ctx.layout.updaterState, ({ lastRollout: _done, ...rest }) => withQuarantined(rest, version));
+    changeUpdaterState(ctx.layout.updaterState, (state) => withQuarantined(state, version));
     flipCurrent(ctx.layout, previous);
+    changeUpdaterState(ctx.layout.updaterState, ({ lastRollout: _done, ...rest }) => rest);
   });
   return { version, previous };
 }
