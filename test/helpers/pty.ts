@@ -80,7 +80,17 @@ export class PtyProcess {
     return this.proc.exitCode;
   }
 
+  /**
+   * Ends the command and everything it runs, then closes the terminal. The command leads the terminal's session
+   * and process group (its pid is the group's id, never reused while a member lives): a client it runs that
+   * outlives the hangup is in that group. One did (`remote attach`, stuck restoring a hung-up terminal).
+   */
   kill(): void {
+    try {
+      process.kill(-this.proc.pid, "SIGKILL");
+    } catch {
+      // nobody left in the group
+    }
     if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
     this.proc.terminal?.close();
   }
