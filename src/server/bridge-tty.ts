@@ -8,7 +8,7 @@
  * at 4 KiB, so a longer request arrives cut short. While connect runs, the
  * terminal passes bytes through instead; it is put back on every way out.
  */
-import { isatty } from "node:tty";
+import { isCharacterDevice } from "../stdio.ts";
 
 /**
  * No echo, no canonical line editing (and its 4095-byte line limit), no
@@ -35,10 +35,12 @@ const CTRL_D = 0x04;
 
 /**
  * When stdin is a terminal: protocol mode until connect ends (best effort: without stty nothing changes).
- * Returns whether it is on.
+ * Returns whether it is on. A pipe or socket (every SSH client without a pty) is told apart by fstat alone:
+ * importing node:tty costs a compiled connect ~2.3 ms (it loads node:net and streams), so only a character
+ * device pays it.
  */
-export function protocolTerminal(): boolean {
-  if (!isatty(0)) return false;
+export async function protocolTerminal(): Promise<boolean> {
+  if (!isCharacterDevice(0) || !(await import("node:tty")).isatty(0)) return false;
   const saved = stty(["-g"]);
   if (saved === undefined || stty(PROTOCOL_MODE) === undefined) return false;
   let restored = false;

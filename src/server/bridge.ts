@@ -130,7 +130,7 @@ async function openSocket(socketPath: string): Promise<PausableWebSocket> {
 
 /** Makes sure the app-server runs (unless `start` is false), connects, and returns the bridge. */
 export async function openBridge(ctx: Context, options: { start: boolean }): Promise<Bridge> {
-  const terminal = protocolTerminal();
+  const terminal = await protocolTerminal();
   // An app-server of ours that answers needs no lock: hundreds of connects must not queue on daemon.lock.
   let probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
   if (options.start && !isOurServer(ctx, probe)) {
