@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { constants, closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { eventually, homesPerTest, installRelease, isAlive, killProcessesOf, MAIN, BUN } from "./helpers/berth.ts";
+import { eventually, homesPerTest, installRelease, isAlive, killProcessesOf, MAIN, BUN, type TestHome } from "./helpers/berth.ts";
 import { PtyProcess } from "./helpers/pty.ts";
 import { sshdUnavailable, startSshd, type SshHost } from "./helpers/sshd.ts";
 
@@ -76,15 +76,22 @@ describe.skipIf(Boolean(reason))("connect over `ssh -tt` (a pty on the far side)
   );
 });
 
+/** `berth connect` on a fresh pseudo-terminal, connected; `settings()` is `stty -a` of that terminal. */
+async function connectAtTerminal(): Promise<{ home: TestHome; pty: PtyProcess; settings(): string }> {
+  const home = newHome();
+  const ttyFile = join(home.env.HOME as string, "tty");
+  const pty = new PtyProcess(["/bin/sh", "-c", `tty > '${ttyFile}'; exec '${BUN}' '${MAIN}' connect`], home.env);
+  ptys.push(pty);
+  expect(await pty.waitFor('"status":"connected"', WAIT_MS)).toBe(true);
+  const tty = readFileSync(ttyFile, "utf8").trim();
+  return { home, pty, settings: () => Bun.spawnSync(["sh", "-c", `stty -a < '${tty}'`]).stdout.toString() };
+}
+
 describe("connect at a person's terminal", () => {
   test(
     "no echo of what is typed, long lines whole; Ctrl-C ends it and the terminal is as it was (echo, line editing)",
     async () => {
-      const home = newHome();
-      const ttyFile = join(home.env.HOME as string, "tty");
-      const pty = new PtyProcess(["/bin/sh", "-c", `tty > '${ttyFile}'; exec '${BUN}' '${MAIN}' connect`], home.env);
-      ptys.push(pty);
-      expect(await pty.waitFor('"status":"connected"', WAIT_MS)).toBe(true);
+      const { pty, settings } = await connectAtTerminal();
       pty.type(`${bigRequest(7)}\n`);
       expect(await pty.waitFor(/"id":7,"(result|error)"/, WAIT_MS)).toBe(true);
       const messages = messagesAfterConnected(pty.output);
@@ -95,10 +102,21 @@ describe("connect at a person's terminal", () => {
       // Ended by the signal, as without a terminal to put back (exitCode stays null for a death by signal).
       expect(await eventually(() => pty.proc.signalCode !== null, WAIT_MS)).toBe(true);
       expect(pty.proc.signalCode).toBe("SIGINT");
-      const settings = Bun.spawnSync(["sh", "-c", `stty -a < '${readFileSync(ttyFile, "utf8").trim()}'`]).stdout.toString();
-      expect(settings).toMatch(/(^|\s)echo(\s|$)/);
-      expect(settings).toMatch(/(^|\s)icanon(\s|$)/);
-      expect(settings).toMatch(/(^|\s)opost(\s|$)/);
+      expect(settings()).toMatch(/(^|\s)echo(\s|$)/);
+      expect(settings()).toMatch(/(^|\s)icanon(\s|$)/);
+      expect(settings()).toMatch(/(^|\s)opost(\s|$)/);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "Ctrl-D still ends it as at any terminal: what was typed before is answered, exit 0, and the terminal is as it was",
+    async () => {
+      const { pty, settings } = await connectAtTerminal();
+      pty.type(`${bigRequest(9)}\n\x04`);
+      expect(await pty.exited()).toBe(0);
+      expect(messagesAfterConnected(pty.output).find((m) => m.id === 9)).toMatchObject({ result: { serverInfo: { name: "berth" } } });
+      expect(settings()).toMatch(/(^|\s)echo(\s|$)/);
     },
     TEST_TIMEOUT_MS,
   );
@@ -106,13 +124,7 @@ describe("connect at a person's terminal", () => {
   test(
     "the server going away (exit 75) puts the terminal back too",
     async () => {
-      const home = newHome();
-      const ttyFile = join(home.env.HOME as string, "tty");
-      const pty = new PtyProcess(["/bin/sh", "-c", `tty > '${ttyFile}'; exec '${BUN}' '${MAIN}' connect`], home.env);
-      ptys.push(pty);
-      expect(await pty.waitFor('"status":"connected"', WAIT_MS)).toBe(true);
-      const tty = readFileSync(ttyFile, "utf8").trim();
-      const settings = () => Bun.spawnSync(["sh", "-c", `stty -a < '${tty}'`]).stdout.toString();
+      const { home, pty, settings } = await connectAtTerminal();
       expect(settings()).toMatch(/(^|\s)-echo(\s|$)/);
       expect((await home.run(["stop"])).json.status).toBe("stopped");
       expect(await pty.exited()).toBe(75);

@@ -11,9 +11,19 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join } from "node:path";
 import { cronLine, systemdUnit } from "../src/daemon/startup.ts";
 import { socketPlan, urlSafePath } from "../src/platform/paths.ts";
-import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot, type TestHome } from "./helpers/berth.ts";
+import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot, tempDirsPerTest, type TestHome } from "./helpers/berth.ts";
 
-const newHome = homesPerTest(afterEach);
+const homes = homesPerTest(afterEach);
+const runtimeDir = tempDirsPerTest(afterEach, "berth-a6-run-");
+/**
+ * A home whose socket takes the fallback folder: in an XDG_RUNTIME_DIR of its own (URL-safe, removed after the
+ * test), so no test leaves a berth-<uid>-<hash> folder behind in /tmp.
+ */
+function newHome(options: { prefix: string }): TestHome {
+  const home = homes(options);
+  home.env.XDG_RUNTIME_DIR = runtimeDir();
+  return home;
+}
 const TEST_TIMEOUT_MS = 90_000;
 const WAIT_MS = 20_000;
 
@@ -141,7 +151,8 @@ test(
     await startThenReboot(home, WAIT_MS);
 
     const command = asCronRunsIt((enabled.json.line as string).replace(/^@reboot /, ""));
-    const cronEnv = { PATH: "/usr/bin:/bin", HOME: home.env.HOME as string, SHELL: "/bin/sh" };
+    // XDG_RUNTIME_DIR as the test's commands have it: the socket's fallback folder depends on it.
+    const cronEnv = { PATH: "/usr/bin:/bin", HOME: home.env.HOME as string, SHELL: "/bin/sh", XDG_RUNTIME_DIR: home.env.XDG_RUNTIME_DIR as string };
     expect(Bun.spawnSync({ cmd: ["/bin/sh", "-c", command], env: cronEnv }).exitCode).toBe(0);
     expect(await eventually(async () => (await home.run(["version"])).json.status === "running", WAIT_MS)).toBe(true);
     expect(keepersOf(home).length).toBe(1);

@@ -7,6 +7,7 @@ import { BerthError, errnoCode } from "../errors.ts";
 import { readStateFile, writeFileAtomic } from "../platform/fs.ts";
 import { UPDATE_LOOP_ARGV } from "../serve-entry.ts";
 import { ExitedAtLaunch, PidBackend } from "./backend.ts";
+import { FileLock } from "./lock.ts";
 import type { Context } from "./context.ts";
 import type { PidRecord } from "./pid-record.ts";
 
@@ -26,6 +27,9 @@ export type UpdaterCheck = {
 /** A restart onto `version` the loop holds back while session processes run (src/update/defer.ts). */
 export type PendingRestart = { version: string; since: string; runningProcesses: number };
 
+/** The last rollout and the release it replaced (src/update/crash-rollback.ts). */
+export type LastRollout = { version: string; previousReleaseDir: string; at: string };
+
 export type UpdaterState = {
   pendingRestart?: PendingRestart;
   lastCheck?: UpdaterCheck;
@@ -39,6 +43,7 @@ export type UpdaterState = {
   nextRunAt?: string;
   /** An installed release whose restart waits for daemon.lock or session processes (the loop retries it). */
   pendingRollout?: { version: string; previousReleaseDir: string | null };
+  lastRollout?: LastRollout;
 };
 
 export type UpdaterReport = {
@@ -61,12 +66,15 @@ export function readUpdaterState(path: string): UpdaterState {
     const parsed = JSON.parse(readStateFile(path) ?? "{}") as unknown;
     // `null`, a number or an array holds no history: treat it as empty rather than crash the loop.
     const value = (parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {}) as Partial<UpdaterState>;
-    const { pendingRollout, ...rest } = value;
+    const { pendingRollout, lastRollout, ...rest } = value;
+    const last = lastRollout as Partial<LastRollout> | undefined;
+    const validLast = typeof last?.version === "string" && typeof last.previousReleaseDir === "string" && typeof last.at === "string";
     const rollout = pendingRollout as { version?: unknown; previousReleaseDir?: unknown } | undefined;
     const validRollout = typeof rollout?.version === "string" && (rollout.previousReleaseDir === null || typeof rollout.previousReleaseDir === "string");
     return {
       ...rest,
       ...(validRollout ? { pendingRollout } : {}),
+      ...(validLast ? { lastRollout } : {}),
       quarantined: Array.isArray(value.quarantined) ? value.quarantined.filter((v) => typeof v === "string") : [],
     };
   } catch (error) {
@@ -78,6 +86,34 @@ export function readUpdaterState(path: string): UpdaterState {
 
 export function writeUpdaterState(path: string, state: UpdaterState): void {
   writeFileAtomic(path, `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** Pure: the state with `version` quarantined (once). */
+export function withQuarantined(state: UpdaterState, version: string): UpdaterState {
+  return state.quarantined.includes(version) ? state : { ...state, quarantined: [...state.quarantined, version] };
+}
+
+/** How long a change of updater-state.json waits for another one (a few ms each) before it goes ahead alone. */
+const STATE_CHANGE_WAIT_MS = 2_000;
+
+/**
+ * Every change of updater-state.json reads, changes and writes it. The update step, a keeper step (a
+ * rollback's quarantine) and a manual `update` do that at the same time, and a change made from a stale read
+ * dropped what another had just written (a quarantine lost: the broken release installed again). A short
+ * flock on `<file>.lock` serializes them; past STATE_CHANGE_WAIT_MS (a holder stuck) it goes ahead alone.
+ */
+export function changeUpdaterState(path: string, change: (state: UpdaterState) => UpdaterState): void {
+  const deadline = Date.now() + STATE_CHANGE_WAIT_MS;
+  let lock = FileLock.tryAcquire(`${path}.lock`);
+  while (!lock && Date.now() < deadline) {
+    Bun.sleepSync(1);
+    lock = FileLock.tryAcquire(`${path}.lock`);
+  }
+  try {
+    writeUpdaterState(path, change(readUpdaterState(path)));
+  } finally {
+    lock?.release();
+  }
 }
 
 export function updaterReport(ctx: Context): UpdaterReport {

@@ -8,12 +8,13 @@
  * at 4 KiB, so a longer request arrives cut short. While connect runs, the
  * terminal passes bytes through instead; it is put back on every way out.
  */
-import { isatty } from "node:tty";
+import { isCharacterDevice } from "../stdio.ts";
 
 /**
  * No echo, no canonical line editing (and its 4095-byte line limit), no
  * output processing (`\n` stays `\n`). Kept: Ctrl-C still interrupts (ISIG; a
- * JSON line never holds a raw control byte) and a CR still ends a line (ICRNL).
+ * JSON line never holds a raw control byte), a CR still ends a line (ICRNL), and Ctrl-D still ends stdin
+ * (bridgeStdin).
  */
 const PROTOCOL_MODE = ["-echo", "-icanon", "-iexten", "-ixon", "-opost", "min", "1", "time", "0"];
 /** Signals that end connect: the terminal is put back first, then the signal does what it would have. */
@@ -29,11 +30,19 @@ function stty(args: string[]): string | undefined {
   }
 }
 
-/** When stdin is a terminal: protocol mode until connect ends (best effort: without stty nothing changes). */
-export function protocolTerminal(): void {
-  if (!isatty(0)) return;
+/** Ctrl-D: without line editing the terminal passes it on as this byte, which no JSON text holds; it ends stdin. */
+const CTRL_D = 0x04;
+
+/**
+ * When stdin is a terminal: protocol mode until connect ends (best effort: without stty nothing changes).
+ * Returns whether it is on. A pipe or socket (every SSH client without a pty) is told apart by fstat alone:
+ * importing node:tty costs a compiled connect ~2.3 ms (it loads node:net and streams), so only a character
+ * device pays it.
+ */
+export async function protocolTerminal(): Promise<boolean> {
+  if (!isCharacterDevice(0) || !(await import("node:tty")).isatty(0)) return false;
   const saved = stty(["-g"]);
-  if (saved === undefined || stty(PROTOCOL_MODE) === undefined) return;
+  if (saved === undefined || stty(PROTOCOL_MODE) === undefined) return false;
   let restored = false;
   const restore = () => {
     if (restored) return;
@@ -49,4 +58,24 @@ export function protocolTerminal(): void {
     };
     process.on(signal, handler);
   }
+  return true;
+}
+
+/** stdin for the bridge: in protocol mode a Ctrl-D ends it, as it did in the terminal's line editing. */
+export function bridgeStdin(terminal: boolean): ReadableStream<Uint8Array> {
+  const stdin = Bun.stdin.stream();
+  if (!terminal) return stdin;
+  const reader = stdin.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) return controller.close();
+      const at = value.indexOf(CTRL_D);
+      if (at < 0) return controller.enqueue(value);
+      if (at > 0) controller.enqueue(value.subarray(0, at));
+      controller.close();
+      void reader.cancel().catch(() => {});
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
 }

@@ -12,7 +12,7 @@ import { CLI_VERSION } from "../version.ts";
 import { probeInitialize } from "./client.ts";
 import { raiseUnixSendBuffers } from "../platform/ffi.ts";
 import { parseRpcText } from "../rpc-data.ts";
-import { protocolTerminal } from "./bridge-tty.ts";
+import { bridgeStdin, protocolTerminal } from "./bridge-tty.ts";
 import { UNIX_SEND_BUFFER_BYTES } from "./conn.ts";
 import { MAX_FRAME_BYTES } from "./serve.ts";
 
@@ -130,7 +130,7 @@ async function openSocket(socketPath: string): Promise<PausableWebSocket> {
 
 /** Makes sure the app-server runs (unless `start` is false), connects, and returns the bridge. */
 export async function openBridge(ctx: Context, options: { start: boolean }): Promise<Bridge> {
-  protocolTerminal();
+  const terminal = await protocolTerminal();
   // An app-server of ours that answers needs no lock: hundreds of connects must not queue on daemon.lock.
   let probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
   if (options.start && !isOurServer(ctx, probe)) {
@@ -152,7 +152,7 @@ export async function openBridge(ctx: Context, options: { start: boolean }): Pro
       cliVersion: CLI_VERSION,
       socketPath: ctx.socket.path,
     },
-    run: () => runBridge(ws, undefined, undefined, () => void raiseUnixSendBuffers(ctx.socket.path, UNIX_SEND_BUFFER_BYTES)),
+    run: () => runBridge(ws, bridgeStdin(terminal), undefined, () => void raiseUnixSendBuffers(ctx.socket.path, UNIX_SEND_BUFFER_BYTES)),
   };
 }
 

@@ -5,7 +5,7 @@
  * passed since it first had to wait. `status` shows the wait as
  * `pendingRestart: {version, since}` (kept in updater-state.json).
  */
-import { readUpdaterState, writeUpdaterState, type PendingRestart } from "../daemon/updater.ts";
+import { changeUpdaterState, readUpdaterState, type PendingRestart } from "../daemon/updater.ts";
 import type { Context } from "../daemon/context.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { isOurServer } from "../daemon/app-server.ts";
@@ -31,15 +31,13 @@ export async function restartWaitsForProcesses(ctx: Context, settings: Settings,
   const wait = restartMustWait({ runningProcesses, sinceMs: Date.parse(since), nowMs: now.getTime(), maxDeferMs: settings.update.maxRestartDeferMs });
   if (wait) {
     const pendingRestart: PendingRestart = { version, since, runningProcesses: runningProcesses as number };
-    writeUpdaterState(ctx.layout.updaterState, { ...readUpdaterState(ctx.layout.updaterState), pendingRestart });
+    changeUpdaterState(ctx.layout.updaterState, (current) => ({ ...current, pendingRestart }));
   }
   return wait;
 }
 
 /** The restart happened (or is no longer needed): status stops showing it. */
 export function clearPendingRestart(ctx: Context): void {
-  const state = readUpdaterState(ctx.layout.updaterState);
-  if (!state.pendingRestart) return;
-  const { pendingRestart: _done, ...rest } = state;
-  writeUpdaterState(ctx.layout.updaterState, rest);
+  if (!readUpdaterState(ctx.layout.updaterState).pendingRestart) return;
+  changeUpdaterState(ctx.layout.updaterState, ({ pendingRestart: _done, ...rest }) => rest);
 }

@@ -14,7 +14,7 @@ import { describeError } from "../errors.ts";
 import { appServerBackend, ensureRunning } from "../daemon/app-server.ts";
 import { logTail } from "../daemon/await-ready.ts";
 import { assertManagedBinary, prepareStateDirs, settingsOf, type Context } from "../daemon/context.ts";
-import { readKeeperState, recentCrashes, restartDecision, retryDueAt, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
+import { MAX_CRASHES, readKeeperState, recentCrashes, restartDecision, retryDueAt, writeKeeperState, type KeeperState } from "../daemon/keeper.ts";
 import { FileLock } from "../daemon/lock.ts";
 import { sameRecord, type PidRecord } from "../daemon/pidfile.ts";
 import { readWanted } from "../daemon/wanted.ts";
@@ -160,12 +160,13 @@ export class Keeper {
   }
 
   /** Counts one crash (`exited`: the record that went away, never counted twice) and decides what comes next. */
-  private crashed(what: string, exited?: PidRecord, status: { exitCode: number | null; signal: string | null } = { exitCode: null, signal: null }): void {
+  private async crashed(what: string, exited?: PidRecord, status: { exitCode: number | null; signal: string | null } = { exitCode: null, signal: null }): Promise<void> {
     const now = Date.now();
     const crashes = [...recentCrashes(this.state.crashes, now), now];
     const lastExit = { at: new Date(now).toISOString(), ...status, logTail: logTail(this.ctx.layout.appServerLog, LAST_EXIT_TAIL_BYTES) };
     if (exited) this.state = { ...this.state, exited };
     const decision = restartDecision(crashes, now);
+    if (decision.action === "giveUp" && (await this.rolledBack(what, now, lastExit))) return;
     if (decision.action === "giveUp") {
       this.log(`keeper: ${what}; ${crashes.length} crashes within 10 minutes: giving up (run \`berth start\` once it is fixed)`);
       this.save({ state: "failed", crashes, lastExit, failedAt: new Date(now).toISOString(), nextRestartAt: undefined });
@@ -174,6 +175,24 @@ export class Keeper {
     this.nextAttemptAt = now + decision.delayMs;
     this.log(`keeper: ${what}; restarting ${decision.delayMs === 0 ? "now" : `in ${decision.delayMs} ms`}`);
     this.save({ state: "crashed", crashes, lastExit, nextRestartAt: new Date(this.nextAttemptAt).toISOString() });
+  }
+
+  /**
+   * Instead of giving up on a release a rollout put in place shortly before: back to the one it replaced,
+   * quarantined (crash-rollback.ts), and restarted at once with a fresh count. Under daemon.lock.
+   */
+  private async rolledBack(what: string, now: number, lastExit: KeeperState["lastExit"]): Promise<boolean> {
+    let back: { version: string; previous: string } | undefined;
+    try {
+      back = await (await import("./crash-rollback.ts")).rollBackCrashLoop(this.ctx, now);
+    } catch (error) {
+      this.log(`keeper: could not roll back: ${describeError(error).split("\n")[0]}`);
+    }
+    if (!back) return false;
+    this.log(`keeper: ${what}; ${MAX_CRASHES} crashes of ${back.version} soon after its rollout: rolled back to ${back.previous} and quarantined ${back.version}`);
+    this.nextAttemptAt = 0;
+    this.save({ state: "crashed", crashes: [], lastExit, nextRestartAt: undefined });
+    return true;
   }
 
   /** Looks at the app-server: true when it runs (watched from now on) or is still starting (looked at again soon). */
@@ -208,7 +227,7 @@ export class Keeper {
       if (this.runningOrStarting()) return;
       if (this.lastSeen) {
         const exited = this.lastSeen;
-        this.crashed(`app-server pid ${exited.pid} exited unasked`, exited, await this.exitStatusOf(exited.pid));
+        await this.crashed(`app-server pid ${exited.pid} exited unasked`, exited, await this.exitStatusOf(exited.pid));
         this.lastSeen = undefined;
       }
       if (this.state.state === "failed" || Date.now() < this.nextAttemptAt) return;
@@ -238,7 +257,7 @@ export class Keeper {
       const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
       while (this.exitCount === exitsBefore && Date.now() < deadline) await Bun.sleep(10);
       const status = this.exitCount !== exitsBefore ? [...this.exits.values()].pop() : undefined;
-      this.crashed(`restart failed: ${describeError(error).split("\n")[0]}`, undefined, status);
+      await this.crashed(`restart failed: ${describeError(error).split("\n")[0]}`, undefined, status);
       return;
     }
     this.lastLaunchedPid = result.started ? result.running.pid : this.lastLaunchedPid;

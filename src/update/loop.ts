@@ -13,7 +13,7 @@ import { describeError, isBerthError } from "../errors.ts";
 import { managedInstall, openContext, settingsOf, type Context } from "../daemon/context.ts";
 import { defaultSettings, type Settings } from "../daemon/settings.ts";
 import { appendLog, captureStdio, logLimitsOf, stdoutIsLog } from "../daemon/log.ts";
-import { readUpdaterState, writeUpdaterState, type UpdaterState } from "../daemon/updater.ts";
+import { changeUpdaterState, readUpdaterState, type UpdaterState } from "../daemon/updater.ts";
 import { execReplace } from "../platform/ffi.ts";
 import { writeFileAtomic, readStateFile } from "../platform/fs.ts";
 import { processIdentity } from "../platform/process.ts";
@@ -49,7 +49,7 @@ function logLine(ctx: Context, line: string): void {
 
 function updateState(ctx: Context, change: (state: UpdaterState) => UpdaterState): void {
   try {
-    writeUpdaterState(ctx.layout.updaterState, change(readUpdaterState(ctx.layout.updaterState)));
+    changeUpdaterState(ctx.layout.updaterState, change);
   } catch {
     // status only loses what this would have told
   }

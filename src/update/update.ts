@@ -13,11 +13,12 @@ import { DAEMON_LOCK_WAIT_MS, FileLock, withLock } from "../daemon/lock.ts";
 import { isVersion } from "../install/semver.ts";
 import type { Settings } from "../daemon/settings.ts";
 import { appendLog, logLimitsOf } from "../daemon/log.ts";
-import { readUpdaterState, replaceUpdater, updaterBackend, writeUpdaterState, type UpdaterCheck } from "../daemon/updater.ts";
+import { changeUpdaterState, readUpdaterState, replaceUpdater, updaterBackend, withQuarantined, type UpdaterCheck } from "../daemon/updater.ts";
 import { flipCurrent, installRelease, withInstallLock } from "../install/release.ts";
 import { processIdentity } from "../platform/process.ts";
 import { probeInitialize } from "../server/client.ts";
 import { CLI_TARGET, CLI_VERSION } from "../version.ts";
+import { recordRollout } from "./crash-rollback.ts";
 import { clearPendingRestart, restartWaitsForProcesses } from "./defer.ts";
 import { planUpdate, rolloutBucket, shouldRestart } from "./decide.ts";
 import { machineId } from "./machine-id.ts";
@@ -52,14 +53,11 @@ function releaseBaseUrl(settings: Settings): string {
 }
 
 function quarantine(ctx: Context, version: string): void {
-  const state = readUpdaterState(ctx.layout.updaterState);
-  if (!state.quarantined.includes(version)) state.quarantined.push(version);
-  writeUpdaterState(ctx.layout.updaterState, state);
+  changeUpdaterState(ctx.layout.updaterState, (state) => withQuarantined(state, version));
 }
 
 export function recordCheck(ctx: Context, check: UpdaterCheck, nextCheckAt?: string): void {
-  const state = readUpdaterState(ctx.layout.updaterState);
-  writeUpdaterState(ctx.layout.updaterState, { ...state, lastCheck: check, ...(nextCheckAt ? { nextCheckAt } : {}) });
+  changeUpdaterState(ctx.layout.updaterState, (state) => ({ ...state, lastCheck: check, ...(nextCheckAt ? { nextCheckAt } : {}) }));
 }
 
 /** Download folders of updates whose process is gone (killed mid-download). */
@@ -104,10 +102,12 @@ export async function rolloutUnderLock(ctx: Context, settings: Settings, pending
   const probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
   const running = isOurServer(ctx, probe) ? { managed: true, version: probe.info.serverInfo.version } : undefined;
   if (!shouldRestart(running, pending.version)) {
+    recordRollout(ctx, pending.version, pending.previousReleaseDir);
     return { status: "updated", restarted: false, ...(running ? { appServerVersion: running.version } : {}), message: `installed ${pending.version}` };
   }
   try {
     const { running: now } = await stopThenStart(ctx, settings);
+    recordRollout(ctx, pending.version, pending.previousReleaseDir);
     return { status: "updated", restarted: true, appServerVersion: now.info?.serverInfo.version, message: `installed ${pending.version}; app-server restarted on it` };
   } catch (error) {
     if (!isBerthError(error, "NOT_READY") && !isBerthError(error, "START_FAILED")) throw error;
@@ -146,9 +146,7 @@ async function latestRelease(ctx: Context, baseUrl: string): Promise<Latest> {
   const cached = validatorsOf(readUpdaterState(ctx.layout.updaterState).latestValidators);
   const { latest, notModified, validators } = await fetchLatest(baseUrl, cached);
   if (!notModified) {
-    const state = readUpdaterState(ctx.layout.updaterState);
-    const { latestValidators: _old, ...rest } = state;
-    writeUpdaterState(ctx.layout.updaterState, validators ? { ...rest, latestValidators: validators } : rest);
+    changeUpdaterState(ctx.layout.updaterState, ({ latestValidators: _old, ...rest }) => (validators ? { ...rest, latestValidators: validators } : rest));
   }
   return latest;
 }
