@@ -311,6 +311,7 @@ async function commandWhileReserved(pidPath: string, args: string[]) {
   spawned.push(command);
   const deadline = Date.now() + LOCK_SEEN_TIMEOUT_MS;
   while (!isLockHeld(home.path("daemon", "daemon.lock")) && Date.now() < deadline) await Bun.sleep(5);
+  expect(isLockHeld(home.path("daemon", "daemon.lock"))).toBe(true);
   expect(command.exitCode).toBeNull();
   return { holder, command };
 }

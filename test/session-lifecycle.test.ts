@@ -65,7 +65,7 @@ describe("session processes and the app-server's lifecycle", () => {
     const { home, bridge } = await connected({ stopGraceMs: 5_000 });
     const marker = home.path("ended-by-sigterm");
     const { process: p } = await bridge.call("process/spawn", { argv: ["sh", "-c", `trap 'echo term > "$0"; exit 0' TERM; echo ready; while :; do sleep 0.1; done`, marker] });
-    await eventually(() => bridge.output(p.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS);
+    expect(await eventually(() => bridge.output(p.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS)).toBe(true);
     expect((await bridge.call("process/signal", { processId: p.processId, signal: "SIGSTOP" })).delivered).toBe(true);
     const stopped = await home.run(["stop"]);
     expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 1 });
