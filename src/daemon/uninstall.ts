@@ -9,10 +9,11 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpat
 import { describeError, errnoCode } from "../errors.ts";
 import { dirname, join, resolve } from "node:path";
 import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../install/profile.ts";
-import { assertSafeDir, writeFileAtomic } from "../platform/fs.ts";
-import { homeFrom, installLinkFrom } from "../platform/paths.ts";
+import { writeFileAtomic } from "../platform/fs.ts";
+import { homeFrom, installLinkFrom, socketPlanFor } from "../platform/paths.ts";
 import type { Context } from "./context.ts";
 import { down } from "./down.ts";
+import { removeSocketDirs } from "./socket-dir.ts";
 import { disableStartup } from "./startup.ts";
 
 /** Profiles berth may have written a PATH block into (any placement install ever used). */
@@ -171,12 +172,7 @@ export async function uninstall(ctx: Context, options: { keepData: boolean }): P
   }
   removeCommandLink(ctx, removed, kept);
   removeProfileBlocks(ctx.env, removed, kept);
-  const fallback = ctx.socket.fallbackDir;
-  if (fallback && existsSync(fallback)) {
-    assertSafeDir(fallback);
-    rmSync(fallback, { recursive: true, force: true });
-    removed.push(fallback);
-  }
+  removeSocketDirs(ctx.layout, ctx.socket, socketPlanFor(ctx.layout.home, ctx.env), removed, kept);
   removeHome(ctx, options.keepData, removed, kept);
   return { status: "uninstalled", stopped, removed, kept };
 }
