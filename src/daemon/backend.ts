@@ -200,10 +200,13 @@ export class PidBackend {
     tree.scan(true);
     // SIGCONT after SIGTERM (as systemd does): a process paused by SIGSTOP (a debugger, `kill -STOP`) runs its
     // SIGTERM handler only once continued; else the stop waited the whole grace and ended it by SIGKILL.
-    if (this.options.trackGroup) {
-      if (leaderIsOurs()) for (const signal of TERMINATE_SIGNALS) signalGroup(record.pid, signal);
-    } else if (processIdentity(record.pid) === record.processStartTime) {
-      for (const signal of TERMINATE_SIGNALS) signalProcess(record.pid, signal);
+    // Each signal after its own identity check: the SIGTERM may have ended it, and its pid be another's since.
+    for (const signal of TERMINATE_SIGNALS) {
+      if (this.options.trackGroup) {
+        if (leaderIsOurs()) signalGroup(record.pid, signal);
+      } else if (processIdentity(record.pid) === record.processStartTime) {
+        signalProcess(record.pid, signal);
+      }
     }
     const leaderGone = () => processIdentity(record.pid) !== record.processStartTime;
     const gone = this.options.trackGroup ? () => !this.isAlive(record) : leaderGone;
