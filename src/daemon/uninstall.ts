@@ -8,7 +8,7 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from "node:fs";
 import { describeError, errnoCode } from "../errors.ts";
 import { dirname, join, resolve } from "node:path";
-import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../install/profile.ts";
+import { PATH_BLOCK_BEGIN, PATH_BLOCK_END, profileNotOurs } from "../install/profile.ts";
 import { writeFileAtomic } from "../platform/fs.ts";
 import { homeFrom, installLinkFrom, socketPlanFor } from "../platform/paths.ts";
 import type { Context } from "./context.ts";
@@ -75,6 +75,11 @@ function removeProfileBlocks(env: NodeJS.ProcessEnv, removed: string[], kept: st
       real = realpathSync(path);
       if (seen.has(real) || !statSync(real).isFile()) continue;
       seen.add(real);
+      const notOurs = profileNotOurs(real);
+      if (notOurs) {
+        if (readFileSync(real, "utf8").includes(PATH_BLOCK_BEGIN)) kept.push(`${path} (${notOurs}; remove the lines from ${PATH_BLOCK_BEGIN} to ${PATH_BLOCK_END} by hand)`);
+        continue;
+      }
       text = readFileSync(real, "utf8");
     } catch {
       continue;
