@@ -145,20 +145,40 @@ export function ensureSocketDir(layout: Layout, plan: SocketPlan): SocketPlan {
       if (made !== "ours") throw unsafeFolder(dir, made === "missing" ? { taken: "vanished as it was created" } : made);
       warn(`the socket folder ${fallbackDir} ${state.taken}; someone else may have created it first. berth uses ${dir} instead (recorded in ${layout.socketDirFile}).`);
     }
-    writeFileAtomic(layout.socketDirFile, `${dir}\n`);
+    if (readStateFile(layout.socketDirFile, 4_096) !== `${dir}\n`) writeRecord(layout, dir);
     return planIn(dir);
   } finally {
-    lock.release();
+    lock?.release();
   }
 }
 
-function socketDirLock(layout: Layout): FileLock {
+/**
+ * On a read-only BERTH_HOME (EROFS) the record cannot change: `stop` still stops, in the plan's folder. Elsewhere
+ * a record that cannot be written fails the command (UNSAFE_STATE for a planted link, a full disk).
+ */
+function writeRecord(layout: Layout, dir: string): void {
+  try {
+    writeFileAtomic(layout.socketDirFile, `${dir}\n`);
+  } catch (error) {
+    if (errnoCode(error) !== "EROFS") throw error;
+  }
+}
+
+/** The flock that serializes choosing and recording a folder; none on a read-only BERTH_HOME without its file. */
+function socketDirLock(layout: Layout): FileLock | undefined {
   // Loaded here: status and version read the record without a lock, and without the FFI behind one.
   const { FileLock } = require("./lock.ts") as typeof import("./lock.ts");
   const path = `${layout.socketDirFile}.lock`;
   const deadline = Date.now() + SOCKET_DIR_LOCK_WAIT_MS;
   for (;;) {
-    const lock = FileLock.tryAcquire(path);
+    let lock: FileLock | undefined;
+    try {
+      lock = FileLock.tryAcquire(path);
+    } catch (error) {
+      // Read-only (the lock file could be neither created nor opened): nothing here can change the record either.
+      if (errnoCode(error) === "ENOENT" || errnoCode(error) === "EROFS") return undefined;
+      throw error;
+    }
     if (lock) return lock;
     if (Date.now() >= deadline) {
       throw new BerthError("LOCK_TIMEOUT", `another berth command still holds ${path} after ${SOCKET_DIR_LOCK_WAIT_MS / 1000} s; wait for it to finish and retry.`);
