@@ -9,7 +9,7 @@
  * (nobody, through setpriv) in a world-writable sticky folder like /tmp.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
@@ -219,4 +219,20 @@ test.skipIf(!isRoot)("a recorded folder that is no longer ours (recreated by som
   expect(again.json.status).toBe("started");
   expect(dirname(again.json.socketPath)).toMatch(new RegExp(`^${predictable}-[A-Za-z0-9]{6}$`));
   expect((await home.run(["stop"])).json.socketPath).toBe(again.json.socketPath);
+}, SLOW_TEST_MS);
+
+test("a symlink in place of daemon/socket-dir is not followed: clients ignore it, start replaces it with a record of its own", async () => {
+  const { home, predictable } = squattableHome();
+  // The link names a file that names a folder of ours which is not the plan's.
+  const elsewhere = mkdtempSync(`${predictable}-`);
+  const target = join(home.home, "..", "planted-record");
+  writeFileSync(target, `${elsewhere}\n`);
+  mkdirSync(home.path("daemon"), { recursive: true, mode: 0o700 });
+  symlinkSync(target, home.path("daemon", "socket-dir"));
+  const started = await home.run(["start"]);
+  expect(started.json.status).toBe("started");
+  expect(started.json.socketPath).toBe(join(predictable, "app-server.sock"));
+  expect(lstatSync(home.path("daemon", "socket-dir")).isFile()).toBe(true);
+  expect(readFileSync(target, "utf8")).toBe(`${elsewhere}\n`);
+  expect((await home.run(["stop"])).json.socketPath).toBe(started.json.socketPath);
 }, SLOW_TEST_MS);

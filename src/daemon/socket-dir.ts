@@ -61,14 +61,17 @@ export function recordedFolder(recorded: string | undefined, plan: SocketPlan, p
   return nameOk && isAbsolute(dir) && dirname(dir) !== dir && urlSafePath(dir) && fits ? dir : undefined;
 }
 
-function readRecord(layout: Layout, plan: SocketPlan): string | undefined {
-  let text: string | undefined;
+/** The record's text; undefined when missing or unreadable (a symlink, a FIFO: not a record; a mutating command replaces it). */
+function recordText(layout: Layout): string | undefined {
   try {
-    text = readStateFile(layout.socketDirFile, 4_096);
+    return readStateFile(layout.socketDirFile, 4_096);
   } catch {
-    return undefined; // unreadable (a symlink, a FIFO): not a record; a mutating command replaces it
+    return undefined;
   }
-  const dir = recordedFolder(text, plan);
+}
+
+function readRecord(layout: Layout, plan: SocketPlan): string | undefined {
+  const dir = recordedFolder(recordText(layout), plan);
   return dir !== undefined && stateOf(dir) === "ours" ? dir : undefined;
 }
 
@@ -145,7 +148,7 @@ export function ensureSocketDir(layout: Layout, plan: SocketPlan): SocketPlan {
       if (made !== "ours") throw unsafeFolder(dir, made === "missing" ? { taken: "vanished as it was created" } : made);
       warn(`the socket folder ${fallbackDir} ${state.taken}; someone else may have created it first. berth uses ${dir} instead (recorded in ${layout.socketDirFile}).`);
     }
-    if (readStateFile(layout.socketDirFile, 4_096) !== `${dir}\n`) writeRecord(layout, dir);
+    if (recordText(layout) !== `${dir}\n`) writeRecord(layout, dir);
     return planIn(dir);
   } finally {
     lock?.release();
