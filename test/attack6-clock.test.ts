@@ -119,3 +119,28 @@ test.skipIf(process.platform !== "linux")(
   },
   TEST_TIMEOUT_MS,
 );
+
+describe("the in-process keeper's wait (macOS, or no /proc) and a clock set back", () => {
+  test("a 300 ms wait still ends after about 300 ms when the wall clock jumps back an hour during it", async () => {
+    const { untilKeeperEvent } = await import("../src/update/loop.ts");
+    const realNow = Date.now;
+    const started = performance.now();
+    const waited = untilKeeperEvent(300, () => false);
+    // The jump, as NTP steps the clock: every later Date.now() is an hour earlier.
+    Date.now = () => realNow() - HOUR_MS;
+    try {
+      const ended = await Promise.race([waited.then(() => true), Bun.sleep(WAIT_MS).then(() => false)]);
+      expect(ended).toBe(true);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    } finally {
+      Date.now = realNow;
+    }
+  }, TEST_TIMEOUT_MS);
+
+  test("an event ends the wait at its next look", async () => {
+    const { untilKeeperEvent } = await import("../src/update/loop.ts");
+    const started = performance.now();
+    await untilKeeperEvent(60_000, () => true);
+    expect(performance.now() - started).toBeLessThan(WAIT_MS);
+  });
+});
