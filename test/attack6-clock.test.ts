@@ -144,3 +144,39 @@ describe("the in-process keeper's wait (macOS, or no /proc) and a clock set back
     expect(performance.now() - started).toBeLessThan(WAIT_MS);
   });
 });
+
+describe("deadlines of waits and a clock set back during them", () => {
+  /** Runs `wait` with Date.now() stepped back an hour right after it began; whether it ended within WAIT_MS. */
+  async function endsDespiteJump(wait: () => Promise<unknown>): Promise<boolean> {
+    const realNow = Date.now;
+    const waited = wait().then(
+      () => true,
+      () => true,
+    );
+    Date.now = () => realNow() - HOUR_MS;
+    try {
+      return await Promise.race([waited, Bun.sleep(WAIT_MS).then(() => false)]);
+    } finally {
+      Date.now = realNow;
+    }
+  }
+
+  test("a lock wait (daemon.lock held by another process) still times out after its 300 ms", async () => {
+    const home = newHome({ settings: {} });
+    const { holdLock } = await import("./helpers/holder.ts");
+    const { FileLock } = await import("../src/daemon/lock.ts");
+    const holder = await holdLock(home.path("daemon", "daemon.lock"));
+    try {
+      let error: unknown;
+      expect(await endsDespiteJump(() => FileLock.acquire(home.path("daemon", "daemon.lock"), 300).catch((e) => (error = e)))).toBe(true);
+      expect((error as { code?: string }).code).toBe("LOCK_TIMEOUT");
+    } finally {
+      await holder.kill();
+    }
+  }, TEST_TIMEOUT_MS);
+
+  test("a stop's wait for an exit (waitUntil) still ends after its 300 ms", async () => {
+    const { waitUntil } = await import("../src/daemon/backend.ts");
+    expect(await endsDespiteJump(() => waitUntil(() => false, 300))).toBe(true);
+  }, TEST_TIMEOUT_MS);
+});

@@ -225,9 +225,9 @@ export class PidBackend {
     const waitForExit = async (timeoutMs: number): Promise<boolean> => {
       // Sleeps on the leader's exit where the platform allows (exit-wait.ts; `scan` runs before each slice of that
       // sleep, as it would before each poll), then polls what remains of `goneWatching`.
-      const deadline = Date.now() + timeoutMs;
+      const deadline = performance.now() + timeoutMs;
       await sleepUntilExit(record, timeoutMs, scan);
-      return waitUntil(goneWatching, Math.max(0, deadline - Date.now()));
+      return waitUntil(goneWatching, Math.max(0, deadline - performance.now()));
     };
     if (!(await waitForExit(graceMs))) {
       tree.scan(true);
@@ -259,12 +259,12 @@ async function endStragglers(tree: TreeSnapshot, graceMs: number): Promise<Strag
 }
 
 export async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   let pollMs = STOP_POLL_MIN_MS;
   for (;;) {
     if (condition()) return true;
-    if (Date.now() >= deadline) return false;
-    await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())));
+    if (performance.now() >= deadline) return false;
+    await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - performance.now())));
     pollMs = Math.min(pollMs * 2, STOP_POLL_MAX_MS);
   }
 }

@@ -172,7 +172,7 @@ function socketDirLock(layout: Layout): FileLock | undefined {
   // Loaded here: status and version read the record without a lock, and without the FFI behind one.
   const { FileLock } = require("./lock.ts") as typeof import("./lock.ts");
   const path = `${layout.socketDirFile}.lock`;
-  const deadline = Date.now() + SOCKET_DIR_LOCK_WAIT_MS;
+  const deadline = performance.now() + SOCKET_DIR_LOCK_WAIT_MS;
   for (;;) {
     let lock: FileLock | undefined;
     try {
@@ -183,7 +183,7 @@ function socketDirLock(layout: Layout): FileLock | undefined {
       throw error;
     }
     if (lock) return lock;
-    if (Date.now() >= deadline) {
+    if (performance.now() >= deadline) {
       throw new BerthError("LOCK_TIMEOUT", `another berth command still holds ${path} after ${SOCKET_DIR_LOCK_WAIT_MS / 1000} s; wait for it to finish and retry.`);
     }
     Bun.sleepSync(2);
