@@ -250,6 +250,9 @@ describe("SIGCONT after SIGTERM (a stop's second signal)", () => {
       const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
       const boot = await home.run(["bootstrap"], { env });
       expect(boot.json.status).toBe("bootstrapped");
+      // Paused (what SIGCONT is for): neither can act on the SIGTERM, so both are certainly there to get the SIGCONT.
+      process.kill(boot.json.pid, "SIGSTOP");
+      process.kill(-boot.json.updater.pid, "SIGSTOP");
       const log = join(home.home, "..", "down.strace");
       const down = await home.exec(["strace", "-f", "-qq", "-o", log, "-e", "trace=kill,open,openat", BUN, join(ROOT, "src", "main.ts"), "down"], { env });
       expect(down.json.status).toBe("down");
