@@ -15,7 +15,8 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { folderState, recordedFolder } from "../src/daemon/socket-dir.ts";
 import { socketPlan } from "../src/platform/paths.ts";
-import { BUN, ROOT, eventually, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { BUN, MAIN, ROOT, eventually, homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { spawnConnect } from "./helpers/connect.ts";
 import { acceptsWebSocket } from "./helpers/session.ts";
 
 const SLOW_TEST_MS = 120_000;
@@ -140,6 +141,10 @@ describe.skipIf(!isRoot || !hasSetpriv)(`a fallback folder another user created 
       const { XDG_RUNTIME_DIR: _runtime, ...noRuntime } = home.env;
       const elsewhere = await home.exec([BUN, join(ROOT, "src", "main.ts"), "version"], { env: { ...noRuntime, XDG_RUNTIME_DIR: "" } });
       expect(elsewhere.json).toMatchObject({ status: "running", pid: started.json.pid, socketPath: socket });
+      const bridge = spawnConnect([BUN, MAIN, "connect"], home.env);
+      cleanups.push(() => bridge.kill());
+      expect(await bridge.waitConnected()).toMatchObject({ socketPath: socket, pid: started.json.pid });
+      bridge.kill();
       const doctor = await home.run(["doctor"]);
       expect(doctor.json.findings.find((finding: { check: string }) => finding.check === "socket")).toMatchObject({ ok: true, message: expect.stringContaining(socket) });
 
@@ -184,6 +189,27 @@ describe.skipIf(!isRoot || !hasSetpriv)(`a fallback folder another user created 
       expect(uninstalled.json.kept.join("\n")).toContain(`${predictable} (it is a symbolic link`);
       expect(lstatSync(predictable).isSymbolicLink()).toBe(true);
       expect(existsSync(join(precious, "keep"))).toBe(true);
+    },
+    SLOW_TEST_MS,
+  );
+
+  test(
+    "connect on a home whose folder was taken starts the app-server in a folder of its own and connects to it",
+    async () => {
+      const { home, predictable } = squattableHome();
+      expect(asOther(["mkdir", "-m", "0755", predictable]).status).toBe(0);
+      await impostorAt(home, join(predictable, "app-server.sock"), true);
+      // Without start: refused, and the impostor is not asked (it would have answered as this home's server).
+      const refused = await home.run(["connect", "--no-start"]);
+      expect(refused.json.error).toMatchObject({ code: "UNSAFE_STATE", message: expect.stringContaining(`${predictable} is owned by uid ${OTHER_UID}`) });
+      const bridge = spawnConnect([BUN, MAIN, "connect"], home.env);
+      cleanups.push(() => bridge.kill());
+      const connected = await bridge.waitConnected();
+      expect(dirname(connected.socketPath)).toMatch(new RegExp(`^${predictable}-[A-Za-z0-9]{6}$`));
+      expect(connected.pid).not.toBe(12345);
+      bridge.kill();
+      expect((await home.run(["version"])).json).toMatchObject({ pid: connected.pid, socketPath: connected.socketPath });
+      expect((await home.run(["stop"])).json.status).toBe("stopped");
     },
     SLOW_TEST_MS,
   );
