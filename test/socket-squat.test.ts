@@ -86,6 +86,15 @@ describe("which folder a socket-dir record may name (pure)", () => {
   }
 });
 
+test("an XDG_RUNTIME_DIR too long for the socket (also with mkdtemp's suffix) gives way to /tmp (pure)", () => {
+  const home = "/srv/a:b";
+  // 107 bytes on Linux: "<runtime>/berth-7-<8 hex>-XXXXXX/app-server.sock" is the runtime folder plus 40.
+  const fits = `/${"r".repeat(107 - 40 - 1)}`;
+  const tooLong = `${fits}r`;
+  expect(socketPlan({ home, platform: "linux", uid: 7, runtimeDir: fits }).fallbackDir?.startsWith(`${fits}/berth-7-`)).toBe(true);
+  expect(socketPlan({ home, platform: "linux", uid: 7, runtimeDir: tooLong }).fallbackDir?.startsWith("/tmp/berth-7-")).toBe(true);
+});
+
 describe("what a fallback folder is to us, by lstat (pure)", () => {
   const stat = (kind: "dir" | "link" | "file", owner: number, mode: number) => ({
     isSymbolicLink: () => kind === "link",
