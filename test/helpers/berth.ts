@@ -344,6 +344,18 @@ export function pidsKilledPerTest(afterEach: (fn: () => void) => void): number[]
   return pids;
 }
 
+/**
+ * Children (Bun.spawn) a test file's tests started: each gets SIGKILL after each test, a timed-out one too. Safer
+ * than a pid: Bun knows whether its child has exited (and been reaped), so a reused pid is never signalled.
+ */
+export function childrenKilledPerTest(afterEach: (fn: () => void) => void): { kill(signal?: number | NodeJS.Signals): void }[] {
+  const children: { kill(signal?: number | NodeJS.Signals): void }[] = [];
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill("SIGKILL");
+  });
+  return children;
+}
+
 /** `tempDir` for a test file: a fresh folder `<prefix>XXXXXX` in the system's temp folder, removed after each test. */
 export function tempDirsPerTest(afterEach: (fn: () => void) => void, prefix: string): () => string {
   const dirs: string[] = [];
