@@ -1,0 +1,177 @@
+/**
+ * The commands clients run most (`--version`, `version`, `status`, `start`, `stop`, `connect`) load only what they
+ * need: a module on their path costs every run (node:tty, brought to `connect` by one top-level import, cost a
+ * compiled connect 2.3 ms, half the Bun floor, and only a hand measurement caught it). This reads the sources, as
+ * the runtime would: from each command's entry modules it follows every static `import … from` / `export … from`
+ * (type-only ones are erased, as at run time; into packages too), and checks that no module of the HEAVY table is
+ * in the closure. A dynamic `import()` inside the closure is a cost paid only on some runs; one of a heavy module
+ * must be named, with its condition, in LAZY_ON_PURPOSE. No build, no process: a few hundred milliseconds.
+ */
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { builtinModules } from "node:module";
+import { dirname, join, relative, resolve } from "node:path";
+import { ROOT } from "./helpers/berth.ts";
+
+type Hot = "--version" | "version" | "status" | "start" | "stop" | "connect";
+
+/**
+ * What each command is sure to load (src/main.ts dispatches): `--version` is main.ts alone; every other command
+ * is main.ts, stdio.ts, cli.ts, its module in src/commands, and what that module's `run` imports on every run.
+ */
+const ENTRIES: Record<Hot, string[]> = {
+  "--version": ["src/main.ts"],
+  version: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/version.ts"],
+  status: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/status.ts"],
+  start: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/start.ts"],
+  stop: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/stop.ts"],
+  connect: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/connect.ts", "src/server/bridge.ts"],
+};
+const HOT = Object.keys(ENTRIES) as Hot[];
+
+/** Modules no hot command may load at the top of its path (`except`: the commands that do today, and why). */
+const HEAVY: { module: string | RegExp; why: string; except?: Hot[] }[] = [
+  { module: "node:tty", why: "brings node:net and streams: +2.3 ms a compiled connect; bridge-tty.ts loads it for a character device only" },
+  { module: "node:readline", why: "streams and events; nothing hot reads lines" },
+  { module: "node:child_process", why: "streams and net; berth spawns with Bun.spawn" },
+  { module: "node:net", why: "the Node socket layer; berth's sockets are Bun's" },
+  { module: "node:http", why: "the Node HTTP layer; the app-server is Bun.serve" },
+  { module: "node:https", why: "the Node HTTP layer; downloads use fetch" },
+  { module: "node:stream", why: "only the release download pipes a stream" },
+  { module: "node:stream/promises", why: "only the release download pipes a stream" },
+  { module: "node:util", why: "what citty's help renderer and consola's full entry cost (~0.15× the floor)" },
+  { module: "node:crypto", why: "signatures and download checksums only" },
+  { module: "node:zlib", why: "the release download only" },
+  { module: "node:url", why: "the release's file:// base only" },
+  { module: "node:fs/promises", why: "the hot path is synchronous; the app-server's fs API is not hot" },
+  { module: "node:worker_threads", why: "nothing of berth uses workers" },
+  { module: "node:os", why: "paths.ts loads it only when HOME is unset (0.06-0.3 ms a command)", except: ["connect"] },
+  { module: "citty", why: "loads node:util; cli.ts imports it for help and commands given arguments only" },
+  { module: "consola", why: "the full entry loads node:tty and node:util (~17 ms); output.ts uses consola/core" },
+  { module: /^src\/update\//, why: "the updater: update, update-loop and the keeper's steps" },
+  { module: /^src\/install\/(?!semver\.ts$)/, why: "the installer (semver.ts, a pure version compare, is status's)" },
+  { module: /^src\/client\//, why: "`berth remote`'s client: ssh, followers, downloads" },
+  { module: /^src\/server\/(process\/|run\.ts$|remote-)/, why: "the app-server's own processes and listeners" },
+  { module: /^src\/server\/api\/(?!index\.ts$|dispatch\.ts$|types\.ts$)/, why: "the API families, loaded by the app-server on a first call" },
+];
+
+/** Dynamic imports of a HEAVY module inside a hot closure, each with the condition that keeps it off most runs. */
+const LAZY_ON_PURPOSE: { file: string; module: string; when: string }[] = [
+  { file: "src/server/bridge-tty.ts", module: "node:tty", when: "connect's stdin is a character device (ssh -t, a person)" },
+  { file: "src/cli.ts", module: "citty", when: "help, or a command that defines arguments (connect: --no-start)" },
+  { file: "src/platform/paths.ts", module: "node:os", when: "HOME is unset" },
+  { file: "src/serve-entry.ts", module: "src/update/loop.ts", when: "the keeper's own launch lines (update-loop, keeper-step, update-step)" },
+  { file: "src/serve-entry.ts", module: "src/server/run.ts", when: "the app-server's own launch line (serve)" },
+  // connect's bridge.ts imports server/serve.ts (MAX_FRAME_BYTES), which brings the app-server's API index:
+  { file: "src/server/serve.ts", module: "src/server/remote-front.ts", when: "an app-server with remote control on" },
+  { file: "src/server/api/index.ts", module: "src/server/api/fs.ts", when: "the app-server's first fs/* call" },
+  { file: "src/server/api/index.ts", module: "src/server/api/process.ts", when: "the app-server's first process/* call" },
+  { file: "src/server/api/index.ts", module: "src/server/api/system.ts", when: "the app-server's first system/* call" },
+  { file: "src/server/api/index.ts", module: "src/server/api/tunnel.ts", when: "the app-server's first tunnel/* call" },
+  { file: "src/server/api/index.ts", module: "src/server/process/ledger.ts", when: "an app-server starting over a ledger left by a crash" },
+];
+
+const NODE_BUILTINS = new Set(builtinModules);
+const transpilers = { ts: new Bun.Transpiler({ loader: "ts" }), js: new Bun.Transpiler({ loader: "js" }) };
+
+/** A module's name in the tables: `node:x`, `bun`/`bun:x`, `src/…` for ours, the specifier for a package's entry. */
+type Module = { name: string; file?: string };
+
+function resolveImport(specifier: string, importer: string): Module {
+  if (specifier.startsWith("node:") || specifier === "bun" || specifier.startsWith("bun:")) return { name: specifier };
+  if (NODE_BUILTINS.has(specifier)) return { name: `node:${specifier}` };
+  const file = specifier.startsWith(".") || specifier.startsWith("/") ? resolve(dirname(importer), specifier) : Bun.resolveSync(specifier, dirname(importer));
+  const ours = relative(ROOT, file);
+  return { name: specifier.startsWith(".") && !ours.startsWith("..") && !ours.includes("node_modules") ? ours : isBare(specifier) ? specifier : file, file };
+}
+
+const isBare = (specifier: string) => !specifier.startsWith(".") && !specifier.startsWith("/");
+
+/** Static and dynamic imports of one file, as the runtime sees them (type-only imports are erased). */
+function importsOf(file: string): { module: Module; lazy: boolean }[] {
+  if (!/\.(ts|js|mjs)$/.test(file)) return []; // package.json and the like import nothing
+  const source = readFileSync(file, "utf8").replace(/^#!.*/, ""); // the transpiler refuses a shebang
+  const found = transpilers[file.endsWith(".ts") ? "ts" : "js"].scanImports(source);
+  return found.map((entry) => ({ module: resolveImport(entry.path, file), lazy: entry.kind === "dynamic-import" || entry.kind === "require-call" }));
+}
+
+/** The modules loaded with the entries, and the dynamic imports made from inside that closure. */
+function closureOf(entries: string[]): { loaded: Set<string>; lazy: { file: string; module: string }[] } {
+  const loaded = new Set<string>();
+  const lazy: { file: string; module: string }[] = [];
+  const visited = new Set<string>();
+  const stack: Module[] = entries.map((entry) => ({ name: entry, file: join(ROOT, entry) }));
+  while (stack.length > 0) {
+    const module = stack.pop() as Module;
+    loaded.add(module.name);
+    if (!module.file || visited.has(module.file)) continue;
+    visited.add(module.file);
+    for (const { module: imported, lazy: isLazy } of importsOf(module.file)) {
+      if (isLazy) lazy.push({ file: module.name, module: imported.name });
+      else stack.push(imported);
+    }
+  }
+  return { loaded, lazy };
+}
+
+const matches = (pattern: string | RegExp, name: string) => (typeof pattern === "string" ? pattern === name : pattern.test(name));
+const heavyFor = (command: Hot, name: string) => HEAVY.some((row) => !row.except?.includes(command) && matches(row.module, name));
+const isHeavy = (name: string) => HEAVY.some((row) => matches(row.module, name));
+
+describe("hot commands load no heavy module at the top of their path", () => {
+  const closures = Object.fromEntries(HOT.map((command) => [command, closureOf(ENTRIES[command])])) as Record<Hot, ReturnType<typeof closureOf>>;
+
+  test("the reader sees what it must: a relative, a package, a builtin and an erased type-only import", () => {
+    const status = closures.status.loaded;
+    expect(status).toContain("src/daemon/status.ts");
+    expect(status).toContain("consola/core");
+    expect(status).toContain("node:fs");
+    // src/commands/index.ts imports citty's types only, and cli.ts the package itself only lazily.
+    expect(status).not.toContain("citty");
+    expect(closures.connect.loaded).toContain("src/server/bridge-tty.ts");
+    // A package is followed inside: citty's entry would bring node:util.
+    expect(closureOf(["src/cli.ts"]).lazy).toContainEqual({ file: "src/cli.ts", module: "citty" });
+    expect(importsOf(Bun.resolveSync("citty", join(ROOT, "src"))).map((entry) => entry.module.name)).toContain("node:util");
+  });
+
+  test("ENTRIES hold what each command module imports lazily (its run's domain module, loaded on every run)", () => {
+    for (const command of HOT.filter((name) => name !== "--version")) {
+      const own = `src/commands/${command}.ts`;
+      const lazy = importsOf(join(ROOT, own)).filter((entry) => entry.lazy).map((entry) => entry.module.name);
+      expect({ command, missing: lazy.filter((name) => !ENTRIES[command].includes(name)) }).toEqual({ command, missing: [] });
+    }
+  });
+
+  test("--version loads main.ts and nothing else", () => {
+    expect([...closures["--version"].loaded]).toEqual(["src/main.ts"]);
+  });
+
+  for (const command of HOT) {
+    test(`${command}: no HEAVY module is imported statically`, () => {
+      const heavy = [...closures[command].loaded].filter((name) => heavyFor(command, name)).sort();
+      const why = heavy.map((name) => `${name}: ${HEAVY.find((row) => matches(row.module, name))?.why}`);
+      expect(why).toEqual([]);
+    });
+  }
+
+  test("every dynamic import of a HEAVY module from a hot path is in LAZY_ON_PURPOSE, and every entry there still exists", () => {
+    const found = new Map<string, { file: string; module: string }>();
+    for (const command of HOT) {
+      for (const edge of closures[command].lazy) if (isHeavy(edge.module)) found.set(`${edge.file} → ${edge.module}`, edge);
+    }
+    const listed = LAZY_ON_PURPOSE.map(({ file, module }) => `${file} → ${module}`);
+    expect([...found.keys()].sort()).toEqual(listed.sort());
+  });
+
+  test("each exception is still needed: a command excused from a HEAVY row does load that module", () => {
+    for (const row of HEAVY) {
+      for (const command of row.except ?? []) {
+        expect({ command, module: String(row.module), loaded: [...closures[command].loaded].some((name) => matches(row.module, name)) }).toEqual({
+          command,
+          module: String(row.module),
+          loaded: true,
+        });
+      }
+    }
+  });
+});
