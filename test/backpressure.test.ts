@@ -31,7 +31,7 @@ async function stalledClient(socket: string, messages: object[]) {
     ws.onerror = () => reject(new Error("stalled client could not connect"));
   });
   ws.send(JSON.stringify({ jsonrpc: "2.0", id: "init", method: "initialize", params: { clientInfo: { name: "stalled", version: "1" } } }));
-  await eventually(() => ids.includes("init"), WAIT_MS);
+  if (!(await eventually(() => ids.includes("init"), WAIT_MS))) throw new Error("the stalled client's initialize was never answered");
   for (const message of messages) ws.send(JSON.stringify({ jsonrpc: "2.0", ...message }));
   const handle = {
     pause: () => ws.pause(),
@@ -95,7 +95,7 @@ describe("backpressure", () => {
     const writer = await timedWriter(ws, out, BYTES);
     await call(ws, "process/detach", { processId: writer.processId });
     const stalled = await stalledClient(s.socket, [{ id: "attach", method: "process/attach", params: { processId: writer.processId } }]);
-    await eventually(() => stalled.ids.includes("attach"), WAIT_MS);
+    expect(await eventually(() => stalled.ids.includes("attach"), WAIT_MS)).toBe(true);
     stalled.pause();
     await writer.go();
     const answered = await call(ws, "process/list");

@@ -51,7 +51,8 @@ describe("session processes and the app-server's lifecycle", () => {
     const parent = (await bridge.call("process/spawn", { argv: ["sh", "-c", "setsid sh -c 'echo gc=$$; exec sleep 1000' & wait"] })).process;
     const terminal = (await bridge.call("process/spawn", { argv: ["sh"], terminal: { cols: 80, rows: 24 } })).process;
     const plain = (await bridge.call("process/spawn", { argv: ["sleep", "1000"] })).process;
-    await eventually(() => bridge.output(stubborn.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS);
+    // Its TERM trap is set: only then is it the process that ignores SIGTERM.
+    expect(await eventually(() => bridge.output(stubborn.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS)).toBe(true);
     const grandchild = await pidFromOutput(bridge, parent.processId, "stdout", /gc=(\d+)/);
     const pids = [stubborn.pid, parent.pid, terminal.pid, plain.pid, grandchild];
     expect(pids.every(isAlive)).toBe(true);
