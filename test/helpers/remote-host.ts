@@ -64,7 +64,9 @@ export function remoteHosts(): RemoteHosts {
     },
     async cleanUp() {
       const ending = clients.splice(0).map((client) => client.kill());
-      await Promise.race([Promise.allSettled(ending), Bun.sleep(TRACKED_END_WAIT_MS)]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([Promise.allSettled(ending), new Promise((resolve) => (timer = setTimeout(resolve, TRACKED_END_WAIT_MS)))]);
+      clearTimeout(timer);
       for (const host of hosts.splice(0)) {
         killProcessesOf(host.farBerthHome);
         await host.stop();
