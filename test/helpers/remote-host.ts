@@ -6,10 +6,10 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Follower } from "../../src/client/follow.ts";
 import { BUN, installRelease, killProcessesOf, MAIN } from "./berth.ts";
 import { PtyProcess } from "./pty.ts";
 import { startSshd, type SshHost } from "./sshd.ts";
+import type { Follower } from "../../src/client/follow.ts";
 
 /** A tracked client's kill() may be a graceful end (a follower's detach): after this long the hosts stop anyway. */
 const TRACKED_END_WAIT_MS = 40_000;
