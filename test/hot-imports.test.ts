@@ -18,19 +18,7 @@ import { BUN, MAIN, makeHome, ROOT, type TestHome } from "./helpers/berth.ts";
 
 type Hot = "--version" | "version" | "status" | "start" | "stop" | "connect";
 
-/**
- * What each command is sure to load (src/main.ts dispatches): `--version` is main.ts alone; every other command
- * is main.ts, stdio.ts, cli.ts, its module in src/commands, and what that module's `run` imports on every run.
- */
-const ENTRIES: Record<Hot, string[]> = {
-  "--version": ["src/main.ts"],
-  version: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/version.ts"],
-  status: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/status.ts"],
-  start: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/start.ts"],
-  stop: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/stop.ts"],
-  connect: ["src/main.ts", "src/stdio.ts", "src/cli.ts", "src/commands/connect.ts", "src/server/bridge.ts"],
-};
-const HOT = Object.keys(ENTRIES) as Hot[];
+const HOT: Hot[] = ["--version", "version", "status", "start", "stop", "connect"];
 
 /** Modules no hot command may load at the top of its path (`except`: the commands that do today, and why). */
 const HEAVY: { module: string | RegExp; why: string; except?: Hot[] }[] = [
@@ -98,12 +86,27 @@ function importsOf(file: string): { module: Module; lazy: boolean }[] {
   return found.map((entry) => ({ module: resolveImport(entry.path, file), lazy: entry.kind === "dynamic-import" || entry.kind === "require-call" }));
 }
 
+/** One of our files, by its path from the repository's root. */
+const ours = (path: string): Module => ({ name: path, file: join(ROOT, path) });
+
+/**
+ * What each command is sure to load (src/main.ts dispatches): `--version` is main.ts alone; every other command
+ * is main.ts, stdio.ts, cli.ts, its module in src/commands, and what that module imports lazily: its run's domain
+ * module, loaded on every run (connect's server/bridge.ts).
+ */
+function entriesOf(command: Hot): Module[] {
+  if (command === "--version") return [ours("src/main.ts")];
+  const own = ours(`src/commands/${command}.ts`);
+  const lazy = importsOf(own.file as string).filter((entry) => entry.lazy).map((entry) => entry.module);
+  return [...["src/main.ts", "src/stdio.ts", "src/cli.ts"].map(ours), own, ...lazy];
+}
+
 /** The modules loaded with the entries, and the dynamic imports made from inside that closure. */
-function closureOf(entries: string[]): { loaded: Set<string>; lazy: { file: string; module: string }[] } {
+function closureOf(entries: Module[]): { loaded: Set<string>; lazy: { file: string; module: string }[] } {
   const loaded = new Set<string>();
   const lazy: { file: string; module: string }[] = [];
   const visited = new Set<string>();
-  const stack: Module[] = entries.map((entry) => ({ name: entry, file: join(ROOT, entry) }));
+  const stack: Module[] = [...entries];
   while (stack.length > 0) {
     const module = stack.pop() as Module;
     loaded.add(module.name);
@@ -122,24 +125,16 @@ const heavyFor = (command: Hot, name: string) => HEAVY.some((row) => !row.except
 const isHeavy = (name: string) => HEAVY.some((row) => matches(row.module, name));
 
 describe("hot commands load no heavy module at the top of their path", () => {
-  const closures = Object.fromEntries(HOT.map((command) => [command, closureOf(ENTRIES[command])])) as Record<Hot, ReturnType<typeof closureOf>>;
+  const closures = Object.fromEntries(HOT.map((command) => [command, closureOf(entriesOf(command))])) as Record<Hot, ReturnType<typeof closureOf>>;
 
   test("the reader sees what the runtime loads: relative and re-exported files, builtins (bare too), packages; not a type-only import", () => {
     const fixture = "test/fixtures/hot-imports";
-    const { loaded, lazy } = closureOf([`${fixture}/entry.ts`]);
+    const { loaded, lazy } = closureOf([ours(`${fixture}/entry.ts`)]);
     expect([...loaded].sort()).toEqual(["defu", "node:fs", "node:os", `${fixture}/entry.ts`, `${fixture}/far.ts`, `${fixture}/near.ts`]);
     expect(lazy).toEqual([{ file: `${fixture}/entry.ts`, module: "node:crypto" }]);
     // A package is followed inside: citty's entry brings node:util.
-    expect([...closureOf(["test/fixtures/hot-imports/entry.ts"]).loaded]).not.toContain("node:util");
+    expect(loaded).not.toContain("node:util");
     expect(importsOf(Bun.resolveSync("citty", join(ROOT, "src"))).map((entry) => entry.module.name)).toContain("node:util");
-  });
-
-  test("ENTRIES hold what each command module imports lazily (its run's domain module, loaded on every run)", () => {
-    for (const command of HOT.filter((name) => name !== "--version")) {
-      const own = `src/commands/${command}.ts`;
-      const lazy = importsOf(join(ROOT, own)).filter((entry) => entry.lazy).map((entry) => entry.module.name);
-      expect({ command, missing: lazy.filter((name) => !ENTRIES[command].includes(name)) }).toEqual({ command, missing: [] });
-    }
   });
 
   test("--version loads main.ts and nothing else", () => {
@@ -230,8 +225,8 @@ describe("hot commands at run time (from source, with a running app-server)", ()
   for (const command of ["stop", "start", "--version", "version", "status", "connect"] as Hot[]) {
     test(`${command}: every module of the static closure is loaded, and no HEAVY one of ours or a package's is`, async () => {
       const names = await loaded(command);
-      const ours = [...closureOf(ENTRIES[command]).loaded].filter((name) => name.startsWith("src/") || name === "package.json");
-      expect({ command, notLoaded: ours.filter((name) => !names.has(name)) }).toEqual({ command, notLoaded: [] });
+      const ourModules = [...closureOf(entriesOf(command)).loaded].filter((name) => name.startsWith("src/") || name === "package.json");
+      expect({ command, notLoaded: ourModules.filter((name) => !names.has(name)) }).toEqual({ command, notLoaded: [] });
       const excused = RUNTIME_EXCEPTIONS.filter((row) => row.command === command).map((row) => row.module);
       const heavy = [...names].filter((name) => heavyFor(command, name) && !excused.includes(name));
       expect({ command, heavy }).toEqual({ command, heavy: [] });
