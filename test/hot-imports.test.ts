@@ -132,7 +132,7 @@ describe("hot commands load no heavy module at the top of their path", () => {
     const { loaded, lazy } = closureOf([ours(`${fixture}/entry.ts`)]);
     expect([...loaded].sort()).toEqual(["defu", "node:fs", "node:os", `${fixture}/entry.ts`, `${fixture}/far.ts`, `${fixture}/near.ts`]);
     expect(lazy).toEqual([{ file: `${fixture}/entry.ts`, module: "node:crypto" }]);
-    // A package is followed inside: citty's entry brings node:util.
+    // A package is read inside: defu's entry imports nothing, citty's brings node:util.
     expect(loaded).not.toContain("node:util");
     expect(importsOf(Bun.resolveSync("citty", join(ROOT, "src"))).map((entry) => entry.module.name)).toContain("node:util");
   });
@@ -164,7 +164,6 @@ describe("hot commands load no heavy module at the top of their path", () => {
     const stale = listed.filter((edge) => !found.has(edge));
     if (stale.length > 0) console.warn(`hot-imports: LAZY_ON_PURPOSE rows no hot path needs any more (remove them): ${stale.join("; ")}`);
   });
-
 });
 
 /**
