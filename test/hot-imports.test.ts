@@ -187,7 +187,8 @@ process.on("exit", () => require("node:fs").writeFileSync(process.env.BERTH_TEST
 
 /** Runs taken on every such run that load a HEAVY module (invisible to the static reader), and why they are let be. */
 const RUNTIME_EXCEPTIONS: { command: Hot; module: string; why: string }[] = [
-  { command: "connect", module: "citty", why: "connect defines --no-start, so cli.ts's runParsed hands every connect to citty's parser (node:util)" },
+  // Measured: a compiled connect that skips citty is no faster (A/B, 40 rounds, CPU time ratio 0.99-1.04).
+  { command: "connect", module: "citty", why: "connect defines --no-start, so cli.ts's runParsed hands every connect to citty's parser" },
 ];
 
 /** The name a loaded file has in the tables: `src/…` for ours, the package (`citty`, `consola`) for a package's file. */
