@@ -569,3 +569,18 @@ export function reapExitedChild(pid: number): boolean {
   return c !== undefined && pid > 0 && c.waitpid(pid, null, WNOHANG) === pid;
 }
 // ─── end of child subreaper block ──────────────────────────────────────────────
+
+// ─── descriptor duplication (Linux: a terminal's input, server/process/pty-input.ts) ───
+const F_DUPFD_CLOEXEC_LINUX = 1030;
+let dupLibc: { fcntl(fd: number, command: number, arg: number): number } | null | undefined;
+
+/** A close-on-exec duplicate of `fd` (fcntl F_DUPFD_CLOEXEC), owned by the caller; undefined where that fails. */
+export function duplicateFd(fd: number): number | undefined {
+  if (process.platform !== "linux") return undefined;
+  if (dupLibc === undefined) {
+    const symbols = dlopenLibc({ fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
+    dupLibc = symbols ? (symbols as unknown as NonNullable<typeof dupLibc>) : null;
+  }
+  const copy = dupLibc?.fcntl(fd, F_DUPFD_CLOEXEC_LINUX, 0) ?? -1;
+  return copy >= 0 ? copy : undefined;
+}

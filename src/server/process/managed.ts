@@ -8,6 +8,7 @@
 import type { Subprocess, Terminal } from "bun";
 import type { ProcessEntry } from "../../platform/process.ts";
 import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
+import type { PtyInput } from "./pty-input.ts";
 import { ByteRing } from "./ring.ts";
 
 /**
@@ -40,6 +41,9 @@ const DRAIN_RECHECK_MS = 50;
  * make the server grow.
  */
 export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
+
+/** Ctrl-D: what closeStdin types into a terminal. */
+const EOT = new Uint8Array([4]);
 
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;
@@ -95,8 +99,10 @@ export class ManagedProcess {
   /** Per attached connection: removes our hook from its close listeners. */
   private readonly closeHooks = new Map<number, () => void>();
   private readonly exitListeners: Array<() => void> = [];
-  /** Bytes given to Bun for the process's input and not yet flushed to it. */
+  /** Bytes given to Bun for the process's input and not yet flushed to it (without `ptyInput`). */
   private pendingInput = 0;
+  /** Linux: the terminal's input, written by berth and counted exactly (pty-input.ts). */
+  ptyInput?: PtyInput;
 
   constructor(
     readonly processId: string,
@@ -305,12 +311,11 @@ export class ManagedProcess {
   }
 
   write(data: Uint8Array): void {
-    if (this.pendingInput + data.length > MAX_PENDING_INPUT_BYTES) {
-      throw new ApiError(
-        API_LIMIT,
-        `process ${this.processId} has not read ${this.pendingInput} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`,
-      );
+    const unread = this.ptyInput ? this.ptyInput.pending : this.pendingInput;
+    if (unread + data.length > MAX_PENDING_INPUT_BYTES) {
+      throw new ApiError(API_LIMIT, `process ${this.processId} has not read ${unread} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`);
     }
+    if (this.ptyInput) return this.ptyInput.write(data);
     if (this.terminal) {
       // Counted until the terminal's drain (inputDrained) says Bun's buffer is empty.
       this.pendingInput += data.length;
@@ -337,7 +342,8 @@ export class ManagedProcess {
   }
 
   closeStdin(): void {
-    if (this.terminal) this.terminal.write("\x04");
+    if (this.ptyInput) this.ptyInput.write(EOT);
+    else if (this.terminal) this.terminal.write(EOT);
     else void (this.proc.stdin as import("bun").FileSink | undefined)?.end();
   }
 

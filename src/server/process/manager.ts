@@ -14,6 +14,7 @@ import { writeLedger, type LedgerEntry } from "./ledger.ts";
 import { processIdentity, type ProcessEntry } from "../../platform/process.ts";
 import { spawnUnderUserUmask, USER_UMASK_ENV } from "../../platform/inherited.ts";
 import type { OrphanReaper } from "./orphans.ts";
+import { openPtyInput } from "./pty-input.ts";
 
 export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
 
@@ -136,6 +137,7 @@ export class ProcessManager {
       },
     });
     managed.terminal = proc.terminal;
+    managed.ptyInput = openPtyInput(proc.pid);
     return proc;
   }
 
@@ -154,6 +156,7 @@ export class ProcessManager {
     if (managed.terminal) {
       // The pty's last bytes arrive through its data callback; give them a moment, then close it.
       await Bun.sleep(Math.min(50, OUTPUT_DRAIN_AFTER_EXIT_MS));
+      managed.ptyInput?.close();
       managed.terminal.close();
     }
     const signal = managed.proc.signalCode;
