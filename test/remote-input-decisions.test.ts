@@ -69,6 +69,8 @@ describe("refused input: backoff, write size, and what a failure means", () => {
     [INPUT_WRITE_MIN_BYTES, true, INPUT_WRITE_MIN_BYTES],
     [INPUT_WRITE_MIN_BYTES + 1, true, INPUT_WRITE_MIN_BYTES],
     [INPUT_WRITE_MIN_BYTES, false, INPUT_WRITE_MIN_BYTES * 2],
+    // A reader that makes room a few bytes at a time gets writes that small: any byte taken counts.
+    [4096, true, 2048],
     [INPUT_WRITE_MAX_BYTES, false, INPUT_WRITE_MAX_BYTES],
     [INPUT_WRITE_MAX_BYTES - 1, false, INPUT_WRITE_MAX_BYTES],
   ];

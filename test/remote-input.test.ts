@@ -126,6 +126,45 @@ describe.skipIf(Boolean(reason))("input refused while the remote process does no
   }, 180_000);
 });
 
+describe.skipIf(Boolean(reason))("a process that reads its input slowly", () => {
+  test("is never given up on while it takes bytes, however few: the give-up is for taking none", async () => {
+    const host = await remote.newHost();
+    const file = join(host.farTmp, "trickle");
+    let output = "";
+    // ~1 KB/s: its 4 MiB backlog takes it over an hour; the kernel gives the pty room back ~2 KiB at a time.
+    const reader = `stty raw -echo; echo ready; while :; do head -c 512 >> '${file}'; sleep 0.5; done`;
+    const follower = await followProcess({
+      open: () => connect(host.alias, { env: remoteClientEnv(host) }),
+      first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { name: "trickle", terminal: { cols: 80, rows: 24 }, argv: ["sh", "-c", reader] })).process,
+      onOutput: (_stream, data) => void (output += new TextDecoder().decode(data)),
+      onNotice: (text) => void (output += `\n${text}\n`),
+      inputLimits: { stallNoticeMs: 1_000, stallMaxMs: 6_000, queueMaxBytes: INPUT_QUEUE_MAX_BYTES },
+    });
+    try {
+      expect(await eventually(() => output.includes("ready"), 20_000)).toBe(true);
+      // Past the host's 4 MiB of unread input: its writes are refused from then on, but for what the reader takes.
+      const text = new TextEncoder().encode(pasteText(5 * MIB));
+      const held = eventually(() => output.includes("has not read its input"), NOTICE_WAIT_MS);
+      let noticed = false;
+      for (let offered = 0; offered < text.length && !noticed && !follower.finished; offered += 64 * 1024) {
+        const hold = follower.write(text.subarray(offered, offered + 64 * 1024));
+        if (hold) noticed = await Promise.race([hold.then(() => false), follower.done.then(() => false), held]);
+      }
+      expect(await held).toBe(true);
+      expect(follower.finished).toBe(false);
+      const taken = fileSize(file);
+      // Several give-up deadlines pass with the reader taking a trickle: the follower stays.
+      expect(await eventually(() => follower.finished, 20_000)).toBe(false);
+      expect(fileSize(file)).toBeGreaterThan(taken);
+      expect(output).not.toContain("has read none of its input");
+    } finally {
+      const processId = follower.process.processId;
+      await follower.detach();
+      await withConnection(host, (conn) => conn.call("process/signal", { processId, signal: "SIGKILL" }));
+    }
+  }, 180_000);
+});
+
 describe.skipIf(Boolean(reason))("input typed while the connection is down", () => {
   test("a 2 MiB paste while the host cannot be reached waits in the client (reading held) and arrives whole after the reconnect", async () => {
     const host = await remote.newHost();
