@@ -126,6 +126,33 @@ describe.skipIf(Boolean(reason))("input refused while the remote process does no
   }, 180_000);
 });
 
+describe.skipIf(Boolean(reason))("the detach key while input is held", () => {
+  test("typed behind input the process does not take, it still detaches at once (exit 0) and names what was not delivered", async () => {
+    const host = await remote.newHost();
+    const spawned = await withConnection(host, (conn) =>
+      conn.call<{ process: RemoteProcess }>("process/spawn", { name: "stuck", terminal: { cols: 80, rows: 24 }, argv: stoppedReader(join(host.farTmp, "stuck")) }),
+    );
+    const client = remote.ptyClient(host, ["attach", "stuck"]);
+    expect(await client.waitFor("ready")).toBe(true);
+    const mark = client.output.length;
+    // ~5.4 MiB: more than the host (4 MiB) and the client's queue (1 MiB) take, so the rest waits for the refusals to end.
+    client.type(pasteText(4 * MIB));
+    expect(await client.waitFor("has not read its input", NOTICE_WAIT_MS, mark)).toBe(true);
+    client.type("\x1c");
+    // Before, the key waited behind the held paste until the give-up (60 s, exit 1).
+    expect(await client.waitFor("client-exit=", 30_000, mark)).toBe(true);
+    const said = client.output.slice(mark);
+    expect(said).toContain("client-exit=0");
+    expect(said).toMatch(/\d+ bytes of input were not delivered/);
+    expect(said).toContain("detached; `berth remote");
+    await withConnection(host, async (conn) => {
+      const { processes } = await conn.call<{ processes: RemoteProcess[] }>("process/list", {});
+      expect(processes.find((p) => p.processId === spawned.process.processId)?.state).toBe("running");
+      await conn.call("process/signal", { processId: spawned.process.processId, signal: "SIGKILL" });
+    });
+  }, 180_000);
+});
+
 describe.skipIf(Boolean(reason))("a process that reads its input slowly", () => {
   test("is never given up on while it takes bytes, however few: the give-up is for taking none", async () => {
     const host = await remote.newHost();

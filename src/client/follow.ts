@@ -228,7 +228,8 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     },
     async detach() {
       if (finished) return;
-      if (online && !conn.isClosed) await input.flushed(DETACH_INPUT_FLUSH_MS); // what is left is named by finish
+      // Typed input gets a moment to reach the process, unless the host refuses it (the user asked to leave). What is left is named by finish.
+      if (online && !conn.isClosed && !input.refusing) await input.flushed(DETACH_INPUT_FLUSH_MS);
       if (finished) return;
       if (!conn.isClosed) await conn.call("process/detach", { processId }).catch(() => undefined);
       finish({ kind: "detached" });

@@ -145,6 +145,11 @@ export class InputPump {
     private readonly limits: InputLimits = defaultInputLimits(),
   ) {}
 
+  /** True while the host refuses the input (the process reads none of it). */
+  get refusing(): boolean {
+    return this.refusedSince !== undefined;
+  }
+
   private get holding(): boolean {
     return !this.stopped && (this.queue.bytes >= this.limits.queueMaxBytes || this.refusedSince !== undefined);
   }
