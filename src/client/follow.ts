@@ -180,10 +180,14 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
         }
         continue;
       }
+      // Detached (or gave up) while it connected: nobody follows any more, so it must not stay open and attached.
+      if (finished) return void next.close();
       conn = next;
       wire(next);
       try {
-        attached(await next.call<{ process: RemoteProcess }>("process/attach", { processId, since: tracker.since() }).then((r) => r.process));
+        const process = await next.call<{ process: RemoteProcess }>("process/attach", { processId, since: tracker.since() }).then((r) => r.process);
+        if (finished) return; // finish() closed `next`, the current connection by then
+        attached(process);
         options.onNotice?.(`reconnected to ${conn.host}`);
         return;
       } catch (error) {
