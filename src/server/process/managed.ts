@@ -8,7 +8,7 @@
 import type { Subprocess, Terminal } from "bun";
 import type { ProcessEntry } from "../../platform/process.ts";
 import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
-import type { PtyInput } from "./pty-input.ts";
+import type { DirectInput } from "./direct-input.ts";
 import { ByteRing } from "./ring.ts";
 
 /**
@@ -99,10 +99,10 @@ export class ManagedProcess {
   /** Per attached connection: removes our hook from its close listeners. */
   private readonly closeHooks = new Map<number, () => void>();
   private readonly exitListeners: Array<() => void> = [];
-  /** Bytes given to Bun for the process's input and not yet flushed to it (without `ptyInput`). */
+  /** Bytes given to Bun for the process's input and not yet flushed to it (without `input`). */
   private pendingInput = 0;
-  /** Linux: the terminal's input, written by berth and counted exactly (pty-input.ts). */
-  ptyInput?: PtyInput;
+  /** Linux: the process's input (pty or pipe), written by berth and counted exactly (direct-input.ts). */
+  input?: DirectInput;
 
   constructor(
     readonly processId: string,
@@ -311,11 +311,11 @@ export class ManagedProcess {
   }
 
   write(data: Uint8Array): void {
-    const unread = this.ptyInput ? this.ptyInput.pending : this.pendingInput;
+    const unread = this.input ? this.input.pending : this.pendingInput;
     if (unread + data.length > MAX_PENDING_INPUT_BYTES) {
       throw new ApiError(API_LIMIT, `process ${this.processId} has not read ${unread} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`);
     }
-    if (this.ptyInput) return this.ptyInput.write(data);
+    if (this.input) return this.input.write(data);
     if (this.terminal) {
       // Counted until the terminal's drain (inputDrained) says Bun's buffer is empty.
       this.pendingInput += data.length;
@@ -342,8 +342,8 @@ export class ManagedProcess {
   }
 
   closeStdin(): void {
-    if (this.ptyInput) this.ptyInput.write(EOT);
-    else if (this.terminal) this.terminal.write(EOT);
+    if (this.terminal) (this.input ?? this.terminal).write(EOT);
+    else if (this.input) this.input.end();
     else void (this.proc.stdin as import("bun").FileSink | undefined)?.end();
   }
 

@@ -1,6 +1,6 @@
 /**
  * A terminal process's input, written by berth itself to its pseudo-terminal's
- * master (Linux), so the bound on unread input (managed.ts
+ * master (Linux, direct-input.ts), so the bound on unread input (managed.ts
  * MAX_PENDING_INPUT_BYTES) counts exactly what the terminal has not taken.
  * Bun.Terminal.write takes any amount and says only `drain`, which Bun 1.4.5
  * does not always send (never after 4096-byte writes, measured): a count kept
@@ -14,12 +14,10 @@
  * Bun does with its own. Anywhere a step fails: undefined, and Bun's writer is
  * used as before.
  */
-import { closeSync, readdirSync, readFileSync, readlinkSync, writeSync } from "node:fs";
+import { closeSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { duplicateFd } from "../../platform/ffi.ts";
+import { DirectInput } from "./direct-input.ts";
 
-/** First wait before offering the terminal what it did not take; doubled while it takes nothing, up to PTY_RETRY_MAX_MS. */
-const PTY_RETRY_FIRST_MS = 2;
-export const PTY_RETRY_MAX_MS = 100;
 const UNIX98_PTY_SLAVE_MAJOR = 136;
 const O_NONBLOCK = 0o4000;
 
@@ -50,7 +48,7 @@ function masterIndex(fd: number | string): number | undefined {
 }
 
 /** Right after Bun spawned `childPid` on a terminal: a writer of its input, or undefined (then Bun's is used). */
-export function openPtyInput(childPid: number): PtyInput | undefined {
+export function openPtyInput(childPid: number): DirectInput | undefined {
   if (process.platform !== "linux") return undefined;
   try {
     const index = ptyIndexOf(ttyNrOf(childPid));
@@ -60,75 +58,11 @@ export function openPtyInput(childPid: number): PtyInput | undefined {
       const copy = duplicateFd(Number(fd));
       if (copy === undefined) return undefined;
       // The copy is checked too: `fd` could have been closed and reused between the look and the copy.
-      if (masterIndex(copy) === index) return new PtyInput(copy);
+      if (masterIndex(copy) === index) return new DirectInput(copy);
       closeSync(copy);
     }
   } catch {
     // no /proc: Bun's writer
   }
   return undefined;
-}
-
-/** Input queued in order; `pending` is exactly what the terminal has not taken yet. */
-export class PtyInput {
-  private chunks: Uint8Array[] = [];
-  pending = 0;
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private delayMs = PTY_RETRY_FIRST_MS;
-  private closed = false;
-
-  constructor(private readonly fd: number) {}
-
-  /** Writes what the terminal takes now; the rest (copied) is offered again until it is taken. */
-  write(data: Uint8Array): void {
-    if (this.closed || data.length === 0) return;
-    this.chunks.push(new Uint8Array(data));
-    this.pending += data.length;
-    if (this.timer === undefined) this.flush();
-  }
-
-  private readonly flush = (): void => {
-    this.timer = undefined;
-    let took = false;
-    while (this.chunks.length > 0) {
-      const chunk = this.chunks[0] as Uint8Array;
-      let written: number;
-      try {
-        written = writeSync(this.fd, chunk);
-      } catch (error) {
-        const code = (error as { code?: unknown }).code;
-        if (code === "EAGAIN" || code === "EINTR") break; // full: offered again below
-        this.close(); // EIO, EBADF: the terminal is gone, and its input with it
-        return;
-      }
-      this.pending -= written;
-      if (written > 0) took = true;
-      if (written < chunk.length) {
-        this.chunks[0] = chunk.subarray(written);
-        break;
-      }
-      this.chunks.shift();
-    }
-    if (this.chunks.length === 0) {
-      this.delayMs = PTY_RETRY_FIRST_MS;
-      return;
-    }
-    this.delayMs = took ? PTY_RETRY_FIRST_MS : Math.min(PTY_RETRY_MAX_MS, this.delayMs * 2);
-    this.timer = setTimeout(this.flush, this.delayMs);
-  };
-
-  /** Stops for good (the process is gone): what waits is dropped, the descriptor closed. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.chunks = [];
-    this.pending = 0;
-    try {
-      closeSync(this.fd);
-    } catch {
-      // already closed
-    }
-  }
 }
