@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readlinkSync, statSync } from "node:fs";
-import { MAX_PENDING_INPUT_BYTES } from "../src/server/process/managed.ts";
+import { MAX_PENDING_INPUT_BYTES } from "../src/server/process/direct-input.ts";
 import { ptyIndexOf } from "../src/server/process/pty-input.ts";
 import { eventually } from "./helpers/berth.ts";
 import { call, OutputCollector, servesPerTest, WAIT_MS } from "./helpers/session.ts";

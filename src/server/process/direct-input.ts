@@ -10,6 +10,15 @@
 import { closeSync, writeSync } from "node:fs";
 import { nonBlockingPipe } from "../../platform/ffi.ts";
 
+/**
+ * Input written to a process and not yet taken by it (kept by berth, or by Bun
+ * where berth does not write it itself); past this much a process/write is
+ * refused with -32001 (the client waits and retries), so a process that never
+ * reads its input cannot make the server grow.
+ */
+export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
+/** Ctrl-D: what closeStdin types into a terminal. */
+export const EOT = new Uint8Array([4]);
 /** First wait before offering the process what it did not take; doubled while it takes nothing, up to INPUT_RETRY_MAX_MS. */
 const INPUT_RETRY_FIRST_MS = 2;
 export const INPUT_RETRY_MAX_MS = 100;

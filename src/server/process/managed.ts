@@ -8,7 +8,7 @@
 import type { Subprocess, Terminal } from "bun";
 import type { ProcessEntry } from "../../platform/process.ts";
 import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
-import type { DirectInput } from "./direct-input.ts";
+import { EOT, MAX_PENDING_INPUT_BYTES, type DirectInput } from "./direct-input.ts";
 import { ByteRing } from "./ring.ts";
 
 /**
@@ -34,16 +34,6 @@ export const CLOSE_BACKLOG_CODE = 1008;
 /** While output waits for a drain, the socket's backlog is also rechecked this often. */
 const DRAIN_RECHECK_MS = 50;
 
-/**
- * Input written to a process and not yet taken by its stdin pipe or pty is
- * buffered by Bun; past this much a process/write is refused with -32001 (the
- * client waits and retries), so a process that never reads its input cannot
- * make the server grow.
- */
-export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
-
-/** Ctrl-D: what closeStdin types into a terminal. */
-const EOT = new Uint8Array([4]);
 
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;

@@ -1,7 +1,7 @@
 /**
  * A terminal process's input, written by berth itself to its pseudo-terminal's
- * master (Linux, direct-input.ts), so the bound on unread input (managed.ts
- * MAX_PENDING_INPUT_BYTES) counts exactly what the terminal has not taken.
+ * master (Linux, direct-input.ts), so the bound on unread input
+ * (MAX_PENDING_INPUT_BYTES) counts exactly what the terminal has not taken.
  * Bun.Terminal.write takes any amount and says only `drain`, which Bun 1.4.5
  * does not always send (never after 4096-byte writes, measured): a count kept
  * from it only grew. A process that had read every byte of 4 MiB sent in
