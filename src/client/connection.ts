@@ -180,6 +180,8 @@ export class Connection {
     } catch {
       return false;
     }
+    // JSON that is no message (null, 5, an array) is skipped like bad JSON: a throw here would end the connection.
+    if (typeof message !== "object" || message === null || Array.isArray(message)) return false;
     if (typeof message.method === "string") {
       this.listeners.emit(message.method, message.params); // never throws: a listener's error is reported, the connection goes on
       return false;
@@ -188,7 +190,8 @@ export class Connection {
     if (!pending) return false;
     this.pending.delete(message.id as number);
     clearTimeout(pending.timer);
-    if (message.error) pending.reject(new RpcError(message.error.code, message.error.message, message.error.data));
+    const error = message.error;
+    if (error !== undefined) pending.reject(typeof error === "object" && error !== null ? new RpcError(error.code, error.message, error.data) : new RpcError(-32603, `a malformed error: ${JSON.stringify(error)}`));
     else pending.resolve(message.result);
     return true;
   }
