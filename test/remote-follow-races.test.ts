@@ -4,11 +4,11 @@
  * connection that comes up after the end must not be left open and attached.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { connect, type Connection } from "../src/client/connection.ts";
+import { connect } from "../src/client/connection.ts";
 import { followProcess, type RemoteProcess } from "../src/client/follow.ts";
 import { eventually } from "./helpers/berth.ts";
-import { remoteClientEnv, remoteHosts } from "./helpers/remote-host.ts";
-import { connectSshUnder, sshdUnavailable, type SshHost } from "./helpers/sshd.ts";
+import { remoteClientEnv, remoteHosts, withConnection } from "./helpers/remote-host.ts";
+import { connectSshUnder, sshdUnavailable } from "./helpers/sshd.ts";
 
 const WAIT_MS = 20_000;
 const reason = sshdUnavailable();
@@ -16,15 +16,6 @@ if (reason) console.warn(`SKIPPING follower race tests: ${reason}`);
 
 const remote = remoteHosts();
 afterEach(() => remote.cleanUp());
-
-async function withConnection<T>(host: SshHost, use: (conn: Connection) => Promise<T>): Promise<T> {
-  const conn = await connect(host.alias, { env: remoteClientEnv(host) });
-  try {
-    return await use(conn);
-  } finally {
-    await conn.close();
-  }
-}
 
 describe.skipIf(Boolean(reason))("a follower that ends during a reconnect", () => {
   test("detached while the reconnect's ssh hangs: once that ssh gets through, its connection is closed, not attached", async () => {

@@ -10,12 +10,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { connect, type Connection } from "../src/client/connection.ts";
+import { connect } from "../src/client/connection.ts";
 import { followProcess, type RemoteProcess } from "../src/client/follow.ts";
 import { INPUT_QUEUE_MAX_BYTES } from "../src/client/input.ts";
 import { eventually } from "./helpers/berth.ts";
-import { remoteClientEnv, remoteHosts } from "./helpers/remote-host.ts";
-import { connectSshUnder, sshdUnavailable, type SshHost } from "./helpers/sshd.ts";
+import { remoteClientEnv, remoteHosts, withConnection } from "./helpers/remote-host.ts";
+import { connectSshUnder, sshdUnavailable } from "./helpers/sshd.ts";
 
 const MIB = 1024 * 1024;
 /** The far side takes several MiB through ssh, a pty and `cat`: generous, under load too. */
@@ -41,15 +41,6 @@ function pasteText(rawBytes: number): string {
  */
 function stoppedReader(file: string): string[] {
   return ["sh", "-c", `stty raw -echo; echo ready; kill -STOP $$; exec cat > '${file}'`];
-}
-
-async function withConnection<T>(host: SshHost, use: (conn: Connection) => Promise<T>): Promise<T> {
-  const conn = await connect(host.alias, { env: remoteClientEnv(host) });
-  try {
-    return await use(conn);
-  } finally {
-    await conn.close();
-  }
 }
 
 const fileSize = (file: string) => (existsSync(file) ? statSync(file).size : 0);
