@@ -8,7 +8,8 @@ import { attackFixtures, rpc, rssMiB } from "./helpers/attack.ts";
 import { eventually } from "./helpers/berth.ts";
 import type { RawWs } from "./helpers/raw-ws.ts";
 import { call, WAIT_MS } from "./helpers/session.ts";
-import { CLOSE_FLUSH_TIMEOUT_MS, DEFAULT_ALLOW_HOSTS, hostAllowed, TUNNELS_PER_CONNECTION_MAX } from "../src/server/api/tunnel.ts";
+import { DEFAULT_ALLOW_HOSTS, hostAllowed, TUNNELS_PER_CONNECTION_MAX } from "../src/server/api/tunnel.ts";
+import { CLOSE_FLUSH_TIMEOUT_MS } from "../src/server/api/tunnel-socket.ts";
 
 const TEST_TIMEOUT_MS = 120_000;
 const BLACK_HOLE_WRITES = 200;

@@ -7,7 +7,8 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
-import { authorizationOf, HEAD_DEADLINE_MS, MAX_UNAUTHENTICATED_CONNECTIONS } from "../src/server/remote-front.ts";
+import { HEAD_DEADLINE_MS, MAX_UNAUTHENTICATED_CONNECTIONS } from "../src/server/remote-front.ts";
+import { authorizationOf, HeadReader, MAX_HEAD_BYTES } from "../src/server/remote-head.ts";
 import { eventually, makeHome, readJson, type TestHome } from "./helpers/berth.ts";
 import { connectTcp, rawConnect, type RawConnection, type RawWs } from "./helpers/raw-ws.ts";
 
@@ -158,4 +159,54 @@ describe("authorizationOf (pure)", () => {
     { name: "the request line is not a header", head: "Authorization: Bearer abc\r\nHost: x", value: null },
   ];
   for (const { name, head, value } of cases) test(name, () => expect(authorizationOf(head)).toBe(value));
+});
+
+describe("HeadReader (pure): a head collected across reads", () => {
+  const head = "GET / HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n";
+  /** Feeds `text` in reads of the given sizes (the rest in one); returns the last progress and the read it came at. */
+  const feed = (text: string, sizes: number[], max = MAX_HEAD_BYTES) => {
+    const reader = new HeadReader(max);
+    const reads: string[] = [];
+    let at = 0;
+    for (const size of [...sizes, text.length]) {
+      if (at >= text.length) break;
+      reads.push(text.slice(at, at + size));
+      at += size;
+    }
+    let last: ReturnType<HeadReader["push"]> = { kind: "more" };
+    for (const [i, read] of reads.entries()) {
+      last = reader.push(Buffer.from(read, "latin1"));
+      if (last.kind !== "more") return { last, read: i, reads: reads.length };
+    }
+    return { last, read: reads.length - 1, reads: reads.length };
+  };
+
+  test("the end found wherever the reads split it, the head without it, every byte kept", () => {
+    const text = `${head}after`;
+    for (let split = 1; split < text.length; split++) {
+      const { last } = feed(text, [split]);
+      expect(last.kind).toBe("complete");
+      if (last.kind !== "complete") continue;
+      expect(last.head).toBe(head.slice(0, -4));
+      // Everything read up to the read that ended the head (the first, or the second with the rest).
+      expect(last.bytes.toString("latin1")).toBe(split >= head.length ? text.slice(0, split) : text);
+    }
+  });
+
+  test("a byte at a time: complete at the last byte of the end", () => {
+    const { last, read } = feed(head, Array.from({ length: head.length }, () => 1));
+    expect(last.kind).toBe("complete");
+    expect(read).toBe(head.length - 1);
+  });
+
+  test("too large: no end within the bound, or an end past it; exactly at the bound is fine", () => {
+    expect(feed("x".repeat(20), [5, 5, 5, 5], 16).last.kind).toBe("tooLarge");
+    expect(feed(`${"x".repeat(13)}\r\n\r\n`, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 16).last.kind).toBe("tooLarge");
+    const exact = feed(`${"x".repeat(12)}\r\n\r\n`, [3, 3, 3, 3, 3, 3], 16).last;
+    expect(exact.kind).toBe("complete");
+  });
+
+  test("a lone CR LF pair split across reads is not an end", () => {
+    expect(feed("GET / HTTP/1.1\r\nA: b\r\nC: d", [15, 1, 6, 1]).last.kind).toBe("more");
+  });
 });

@@ -13,6 +13,7 @@ import {
   nextWriteBytes,
   type WriteFailure,
 } from "../src/client/input.ts";
+import { KeyboardInput } from "../src/client/keyboard.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (data: Uint8Array) => new TextDecoder().decode(data);
@@ -69,6 +70,8 @@ describe("refused input: backoff, write size, and what a failure means", () => {
     [INPUT_WRITE_MIN_BYTES, true, INPUT_WRITE_MIN_BYTES],
     [INPUT_WRITE_MIN_BYTES + 1, true, INPUT_WRITE_MIN_BYTES],
     [INPUT_WRITE_MIN_BYTES, false, INPUT_WRITE_MIN_BYTES * 2],
+    // A reader that makes room a few bytes at a time gets writes that small: any byte taken counts.
+    [4096, true, 2048],
     [INPUT_WRITE_MAX_BYTES, false, INPUT_WRITE_MAX_BYTES],
     [INPUT_WRITE_MAX_BYTES - 1, false, INPUT_WRITE_MAX_BYTES],
   ];
@@ -89,5 +92,78 @@ describe("refused input: backoff, write size, and what a failure means", () => {
     expect(exitStatusOf({ kind: "inputRefused", reason: "x" })).toBe(1);
     expect(exitStatusOf({ kind: "lost", reason: "x" })).toBe(1);
     expect(exitStatusOf({ kind: "exited", exitCode: 0, signal: null })).toBe(0);
+  });
+});
+
+describe("KeyboardInput: the detach key is read while the follower holds input", () => {
+  /** A sink that holds after each write until the test lets it go; records what it got, in order. */
+  function sink() {
+    const got: string[] = [];
+    let gate: PromiseWithResolvers<void> | undefined;
+    let detached = 0;
+    return {
+      got,
+      get detached() {
+        return detached;
+      },
+      holding: true,
+      write(data: Uint8Array) {
+        got.push(text(data));
+        if (!this.holding) return undefined;
+        gate ??= Promise.withResolvers<void>();
+        return gate.promise;
+      },
+      detach: () => void (detached += 1),
+      release() {
+        this.holding = false;
+        gate?.resolve();
+        gate = undefined;
+      },
+    };
+  }
+  const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+  test("while held, reads go on and are kept; the hold's end hands them over in order", async () => {
+    const s = sink();
+    const keyboard = new KeyboardInput(s, 0x1c);
+    expect(keyboard.take(bytes("ab"))).toBeUndefined();
+    expect(keyboard.take(bytes("cd"))).toBeUndefined();
+    expect(keyboard.take(bytes("ef"))).toBeUndefined();
+    expect(s.got).toEqual(["ab"]);
+    expect(keyboard.heldBytes).toBe(4);
+    s.release();
+    await tick();
+    expect(s.got.join("")).toBe("abcdef");
+    expect(keyboard.heldBytes).toBe(0);
+  });
+
+  test("the detach key while held: what came before it goes to the sink first, then the detach; nothing after it", () => {
+    const s = sink();
+    const keyboard = new KeyboardInput(s, 0x1c);
+    keyboard.take(bytes("ab"));
+    keyboard.take(bytes("cd"));
+    expect(keyboard.take(bytes("e\x1cfg"))).toBeUndefined();
+    expect(s.got.join("")).toBe("abcde");
+    expect(s.detached).toBe(1);
+    keyboard.take(bytes("later"));
+    expect(s.got.join("")).toBe("abcde");
+  });
+
+  test("past its bound it asks the terminal to stop being read, until the hold ends", async () => {
+    const s = sink();
+    const keyboard = new KeyboardInput(s, 0x1c, 4);
+    keyboard.take(bytes("a"));
+    expect(keyboard.take(bytes("bcd"))).toBeUndefined();
+    const stop = keyboard.take(bytes("e"));
+    expect(stop).toBeInstanceOf(Promise);
+    let resumed = false;
+    void stop?.then(() => (resumed = true));
+    await tick();
+    expect(resumed).toBe(false);
+    s.release();
+    await tick();
+    await tick();
+    expect(resumed).toBe(true);
+    expect(s.got.join("")).toBe("abcde");
   });
 });

@@ -10,12 +10,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { connect, type Connection } from "../src/client/connection.ts";
+import { connect } from "../src/client/connection.ts";
 import { followProcess, type RemoteProcess } from "../src/client/follow.ts";
 import { INPUT_QUEUE_MAX_BYTES } from "../src/client/input.ts";
 import { eventually } from "./helpers/berth.ts";
-import { remoteClientEnv, remoteHosts } from "./helpers/remote-host.ts";
-import { connectSshUnder, sshdUnavailable, type SshHost } from "./helpers/sshd.ts";
+import { remoteClientEnv, remoteHosts, withConnection } from "./helpers/remote-host.ts";
+import { connectSshUnder, sshdUnavailable } from "./helpers/sshd.ts";
 
 const MIB = 1024 * 1024;
 /** The far side takes several MiB through ssh, a pty and `cat`: generous, under load too. */
@@ -41,15 +41,6 @@ function pasteText(rawBytes: number): string {
  */
 function stoppedReader(file: string): string[] {
   return ["sh", "-c", `stty raw -echo; echo ready; kill -STOP $$; exec cat > '${file}'`];
-}
-
-async function withConnection<T>(host: SshHost, use: (conn: Connection) => Promise<T>): Promise<T> {
-  const conn = await connect(host.alias, { env: remoteClientEnv(host) });
-  try {
-    return await use(conn);
-  } finally {
-    await conn.close();
-  }
 }
 
 const fileSize = (file: string) => (existsSync(file) ? statSync(file).size : 0);
@@ -125,6 +116,73 @@ describe.skipIf(Boolean(reason))("input refused while the remote process does no
       const { processes } = await conn.call<{ processes: RemoteProcess[] }>("process/list", {});
       await conn.call("process/signal", { processId: processes.find((p) => p.name === "never-reads")?.processId, signal: "SIGKILL" });
     });
+  }, 180_000);
+});
+
+describe.skipIf(Boolean(reason))("the detach key while input is held", () => {
+  test("typed behind input the process does not take, it still detaches at once (exit 0) and names what was not delivered", async () => {
+    const host = await remote.newHost();
+    const spawned = await withConnection(host, (conn) =>
+      conn.call<{ process: RemoteProcess }>("process/spawn", { name: "stuck", terminal: { cols: 80, rows: 24 }, argv: stoppedReader(join(host.farTmp, "stuck")) }),
+    );
+    const client = remote.ptyClient(host, ["attach", "stuck"]);
+    expect(await client.waitFor("ready")).toBe(true);
+    const mark = client.output.length;
+    // ~5.4 MiB: more than the host (4 MiB) and the client's queue (1 MiB) take, so the rest waits for the refusals to end.
+    client.type(pasteText(4 * MIB));
+    expect(await client.waitFor("has not read its input", NOTICE_WAIT_MS, mark)).toBe(true);
+    client.type("\x1c");
+    // Before, the key waited behind the held paste until the give-up (60 s, exit 1).
+    expect(await client.waitFor("client-exit=", 30_000, mark)).toBe(true);
+    const said = client.output.slice(mark);
+    expect(said).toContain("client-exit=0");
+    expect(said).toMatch(/\d+ bytes of input were not delivered/);
+    expect(said).toContain("detached; `berth remote");
+    await withConnection(host, async (conn) => {
+      const { processes } = await conn.call<{ processes: RemoteProcess[] }>("process/list", {});
+      expect(processes.find((p) => p.processId === spawned.process.processId)?.state).toBe("running");
+      await conn.call("process/signal", { processId: spawned.process.processId, signal: "SIGKILL" });
+    });
+  }, 180_000);
+});
+
+describe.skipIf(Boolean(reason))("a process that reads its input slowly", () => {
+  test("is never given up on while it takes bytes, however few: the give-up is for taking none", async () => {
+    const host = await remote.newHost();
+    const file = join(host.farTmp, "trickle");
+    let output = "";
+    // ~1 KB/s: its 4 MiB backlog takes it over an hour; the kernel gives the pty room back ~2 KiB at a time.
+    const reader = `stty raw -echo; echo ready; while :; do head -c 512 >> '${file}'; sleep 0.5; done`;
+    const follower = await followProcess({
+      open: () => connect(host.alias, { env: remoteClientEnv(host) }),
+      first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { name: "trickle", terminal: { cols: 80, rows: 24 }, argv: ["sh", "-c", reader] })).process,
+      onOutput: (_stream, data) => void (output += new TextDecoder().decode(data)),
+      onNotice: (text) => void (output += `\n${text}\n`),
+      // The give-up shortened, still several times the ~2 s the reader takes to make room under load.
+      inputLimits: { stallNoticeMs: 1_000, stallMaxMs: 10_000, queueMaxBytes: INPUT_QUEUE_MAX_BYTES },
+    });
+    try {
+      expect(await eventually(() => output.includes("ready"), 20_000)).toBe(true);
+      // Past the host's 4 MiB of unread input: its writes are refused from then on, but for what the reader takes.
+      const text = new TextEncoder().encode(pasteText(5 * MIB));
+      const held = eventually(() => output.includes("has not read its input"), NOTICE_WAIT_MS);
+      let noticed = false;
+      for (let offered = 0; offered < text.length && !noticed && !follower.finished; offered += 64 * 1024) {
+        const hold = follower.write(text.subarray(offered, offered + 64 * 1024));
+        if (hold) noticed = await Promise.race([hold.then(() => false), follower.done.then(() => false), held]);
+      }
+      expect(await held).toBe(true);
+      expect(follower.finished).toBe(false);
+      const taken = fileSize(file);
+      // Give-up deadlines pass with the reader taking a trickle: the follower stays.
+      expect(await eventually(() => follower.finished, 25_000)).toBe(false);
+      expect(fileSize(file)).toBeGreaterThan(taken);
+      expect(output).not.toContain("has read none of its input");
+    } finally {
+      const processId = follower.process.processId;
+      await follower.detach();
+      await withConnection(host, (conn) => conn.call("process/signal", { processId, signal: "SIGKILL" }));
+    }
   }, 180_000);
 });
 

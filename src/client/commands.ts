@@ -12,7 +12,8 @@ import type { RemoteArgs } from "./args.ts";
 import { connect, RpcError, type Connection } from "./connection.ts";
 import { followProcess, type Follower, type Outcome, type RemoteProcess } from "./follow.ts";
 import { forward } from "./forward.ts";
-import { parseDetachKey, splitAtDetachKey } from "./offsets.ts";
+import { KeyboardInput } from "./keyboard.ts";
+import { parseDetachKey } from "./offsets.ts";
 import { rawTerminal, terminalSize } from "./terminal.ts";
 
 const API_NOT_FOUND = -32004;
@@ -138,13 +139,10 @@ async function interactive(host: string, kind: "spawn" | "attach", first: (conn:
   attachedFollower = follower;
   workingForLong();
   if (output.broken) void follower.detach(); // the pipe broke on the first output, before the follower was ours
+  // The detach key is read even while the follower holds input (keyboard.ts).
+  const keyboard = new KeyboardInput({ write: (data) => follower.write(data), detach: () => void follower.detach() }, detachKey);
   const terminal = rawTerminal({
-    onInput(data) {
-      const { send, detach } = splitAtDetachKey(data, detachKey);
-      const hold = follower.write(send);
-      if (detach) void follower.detach();
-      return hold;
-    },
+    onInput: (data) => keyboard.take(data),
     onResize: ({ cols, rows }) => follower.resize(cols, rows),
     onSignal: () => void follower.detach(),
   });

@@ -23,7 +23,10 @@ import { dataRequestText, parseRpcText } from "../rpc-data.ts";
 import { CLI_VERSION } from "../version.ts";
 import { classifyPreamble, LineSplitter, type Connected } from "./lines.ts";
 import { Listeners, type ListenerErrorHandler } from "./listeners.ts";
-import { lastLine, remoteBerthCommand, sshCommandWords, sshFailed, SSH_CONNECTION_FAILED } from "./ssh.ts";
+import { ConnectionClosed, KNOWN_CODES, preambleFailure, RpcError, type Closed } from "./rpc-errors.ts";
+import { remoteBerthCommand, sshCommandWords } from "./ssh.ts";
+
+export { ConnectionClosed, preambleFailure, RpcError, type Closed };
 
 /** From spawning ssh to the `connected` line (authentication and an app-server start included). */
 export const CONNECT_TIMEOUT_MS = 60_000;
@@ -60,28 +63,6 @@ export type ConnectOptions = {
   signal?: AbortSignal;
 };
 
-
-export type Closed = { code: number | null; signal: string | null; stderr: string };
-
-/** A JSON-RPC error answered by the app-server. */
-export class RpcError extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-    readonly data?: unknown,
-  ) {
-    super(message);
-    this.name = "RpcError";
-  }
-}
-
-/** The connection ended before a call was answered. */
-export class ConnectionClosed extends Error {
-  constructor(readonly closedWith: Closed) {
-    super(`the connection closed (ssh exit ${closedWith.code ?? closedWith.signal})`);
-    this.name = "ConnectionClosed";
-  }
-}
 
 type Pending = { resolve(value: unknown): void; reject(error: Error): void; timer: ReturnType<typeof setTimeout> };
 
@@ -180,6 +161,8 @@ export class Connection {
     } catch {
       return false;
     }
+    // JSON that is no message (null, 5, an array) is skipped like bad JSON: a throw here would end the connection.
+    if (typeof message !== "object" || message === null || Array.isArray(message)) return false;
     if (typeof message.method === "string") {
       this.listeners.emit(message.method, message.params); // never throws: a listener's error is reported, the connection goes on
       return false;
@@ -188,7 +171,8 @@ export class Connection {
     if (!pending) return false;
     this.pending.delete(message.id as number);
     clearTimeout(pending.timer);
-    if (message.error) pending.reject(new RpcError(message.error.code, message.error.message, message.error.data));
+    const error = message.error;
+    if (error !== undefined) pending.reject(typeof error === "object" && error !== null ? new RpcError(error.code, error.message, error.data) : new RpcError(-32603, `a malformed error: ${JSON.stringify(error)}`));
     else pending.resolve(message.result);
     return true;
   }
@@ -262,18 +246,6 @@ export class Connection {
   kill(): void {
     this.child.kill("SIGKILL");
   }
-}
-
-const KNOWN_CODES = new Set(["NOT_INSTALLED", "NOT_RUNNING", "NOT_MANAGED", "LOCK_TIMEOUT", "START_FAILED", "NOT_READY", "STATE_CORRUPT", "UNSAFE_STATE", "UNSUPPORTED_PLATFORM"]);
-
-/** Pure: the error for an ssh that ended before the `connected` line. */
-export function preambleFailure(host: string, closed: Closed, noise: string): BerthError {
-  if (closed.code === SSH_CONNECTION_FAILED) return sshFailed(host, closed.stderr);
-  if (closed.code === 127) {
-    return new BerthError("NOT_INSTALLED", `berth is not installed on ${host} (${lastLine(closed.stderr) || "command not found"}); run \`berth remote ${host} bootstrap\`.`);
-  }
-  const said = lastLine(closed.stderr) || lastLine(noise) || "nothing";
-  return new BerthError("SSH_FAILED", `\`berth connect\` on ${host} ended (exit ${closed.code ?? closed.signal}) before it was connected; it said: ${said}`);
 }
 
 /**

@@ -180,10 +180,14 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
         }
         continue;
       }
+      // Detached (or gave up) while it connected: nobody follows any more, so it must not stay open and attached.
+      if (finished) return void next.close();
       conn = next;
       wire(next);
       try {
-        attached(await next.call<{ process: RemoteProcess }>("process/attach", { processId, since: tracker.since() }).then((r) => r.process));
+        const process = await next.call<{ process: RemoteProcess }>("process/attach", { processId, since: tracker.since() }).then((r) => r.process);
+        if (finished) return; // finish() closed `next`, the current connection by then
+        attached(process);
         options.onNotice?.(`reconnected to ${conn.host}`);
         return;
       } catch (error) {
@@ -228,7 +232,8 @@ export async function followProcess(options: FollowOptions): Promise<Follower> {
     },
     async detach() {
       if (finished) return;
-      if (online && !conn.isClosed) await input.flushed(DETACH_INPUT_FLUSH_MS); // what is left is named by finish
+      // Typed input gets a moment to reach the process, unless the host refuses it (the user asked to leave). What is left is named by finish.
+      if (online && !conn.isClosed && !input.refusing) await input.flushed(DETACH_INPUT_FLUSH_MS);
       if (finished) return;
       if (!conn.isClosed) await conn.call("process/detach", { processId }).catch(() => undefined);
       finish({ kind: "detached" });

@@ -22,8 +22,11 @@ export const INPUT_QUEUE_MAX_BYTES = 1024 * 1024;
 export const INPUT_QUEUE_HARD_MAX_BYTES = 4 * INPUT_QUEUE_MAX_BYTES;
 /** The most one process/write carries (its base64 stays far under the 1 MiB frame limit). */
 export const INPUT_WRITE_MAX_BYTES = 256 * 1024;
-/** A refused write is retried with half the bytes, down to this (a slow reader makes room a little at a time). */
-export const INPUT_WRITE_MIN_BYTES = 4 * 1024;
+/**
+ * A refused write is retried with half the bytes, down to this: a slow reader makes room a little at a time,
+ * and any byte it takes counts as taken (the give-up is for a process that takes nothing, not a slow one).
+ */
+export const INPUT_WRITE_MIN_BYTES = 1;
 const INPUT_RETRY_FIRST_DELAY_MS = 20;
 /** Longest wait between two offers of refused input. */
 export const INPUT_RETRY_MAX_DELAY_MS = 500;
@@ -141,6 +144,11 @@ export class InputPump {
     private readonly target: InputTarget,
     private readonly limits: InputLimits = defaultInputLimits(),
   ) {}
+
+  /** True while the host refuses the input (the process reads none of it). */
+  get refusing(): boolean {
+    return this.refusedSince !== undefined;
+  }
 
   private get holding(): boolean {
     return !this.stopped && (this.queue.bytes >= this.limits.queueMaxBytes || this.refusedSince !== undefined);

@@ -38,10 +38,16 @@ export class Listeners {
     return () => this.errorHandlers.delete(handler);
   }
 
-  /** Hands one notification to its listeners; never throws. */
+  /**
+   * Hands one notification to its listeners; never throws. To those subscribed when it came: one that a
+   * listener adds meanwhile gets the next (iterating the live set, a listener that subscribes anew each
+   * time, as a hand-made `once` does, was called again and again within one notification, for ever).
+   */
   emit(method: string, params: unknown): void {
-    for (const listener of this.byMethod.get(method) ?? []) this.run(listener, params, method);
-    for (const listener of this.byMethod.get("*") ?? []) this.run(listener, { method, params }, method);
+    const exact = [...(this.byMethod.get(method) ?? [])];
+    const all = [...(this.byMethod.get("*") ?? [])];
+    for (const listener of exact) this.run(listener, params, method);
+    for (const listener of all) this.run(listener, { method, params }, method);
   }
 
   private run(listener: Listener, params: unknown, method: string): void {

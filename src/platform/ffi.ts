@@ -569,3 +569,44 @@ export function reapExitedChild(pid: number): boolean {
   return c !== undefined && pid > 0 && c.waitpid(pid, null, WNOHANG) === pid;
 }
 // ─── end of child subreaper block ──────────────────────────────────────────────
+
+// ─── a process's input descriptors (Linux: server/process/direct-input.ts, pty-input.ts) ───
+const F_DUPFD_CLOEXEC_LINUX = 1030;
+const F_SETFL = 4;
+const O_NONBLOCK_LINUX = 0o4000;
+const O_CLOEXEC_LINUX = 0o2000000;
+type InputLibc = { fcntl(fd: number, command: number, arg: number): number; pipe2(fds: Pointer, flags: number): number; close(fd: number): number };
+let inputLibc: InputLibc | null | undefined;
+
+function openInputLibc(): InputLibc | undefined {
+  if (process.platform !== "linux") return undefined;
+  if (inputLibc === undefined) {
+    const symbols = dlopenLibc({
+      fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+      pipe2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+      close: { args: [FFIType.i32], returns: FFIType.i32 },
+    });
+    inputLibc = symbols ? (symbols as unknown as InputLibc) : null;
+  }
+  return inputLibc ?? undefined;
+}
+
+/** A close-on-exec duplicate of `fd` (fcntl F_DUPFD_CLOEXEC), owned by the caller; undefined where that fails. */
+export function duplicateFd(fd: number): number | undefined {
+  const copy = openInputLibc()?.fcntl(fd, F_DUPFD_CLOEXEC_LINUX, 0) ?? -1;
+  return copy >= 0 ? copy : undefined;
+}
+
+/** A close-on-exec pipe whose write end alone is non-blocking (a child's stdin: its read end must block); undefined where that fails. */
+export function nonBlockingPipe(): { read: number; write: number } | undefined {
+  const c = openInputLibc();
+  const fds = new Int32Array(2);
+  if (!c || c.pipe2(ptr(fds), O_CLOEXEC_LINUX) !== 0) return undefined;
+  const [read, write] = [fds[0] as number, fds[1] as number];
+  if (c.fcntl(write, F_SETFL, O_NONBLOCK_LINUX) !== 0) {
+    c.close(read);
+    c.close(write);
+    return undefined;
+  }
+  return { read, write };
+}

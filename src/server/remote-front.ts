@@ -8,7 +8,7 @@
  * - at most MAX_UNAUTHENTICATED_CONNECTIONS wait for their request head at
  *   once; one more pushes out the oldest waiting one (a real client sends its
  *   head at once, a squatter never does, so squatters cannot lock clients out);
- * - the head must be complete within HEAD_DEADLINE_MS and MAX_HEAD_BYTES, or
+ * - the head must be complete within HEAD_DEADLINE_MS and MAX_HEAD_BYTES (remote-head.ts), or
  *   the connection is cut;
  * - a head without the bearer token gets 401 and the connection is closed;
  * - an authenticated connection is piped, byte for byte, to the app-server's
@@ -18,14 +18,13 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { logger } from "../output.ts";
+import { authorizationOf, HeadReader, response } from "./remote-head.ts";
 import { bearerMatches } from "./token.ts";
 
 /** Connections accepted but not yet past the token check, at once. */
 export const MAX_UNAUTHENTICATED_CONNECTIONS = 64;
 /** From accept to a complete request head (TLS handshake included). */
 export const HEAD_DEADLINE_MS = 10_000;
-/** A request head larger than this gets 431. */
-export const MAX_HEAD_BYTES = 16 * 1024;
 /** Bytes one direction of a pipe may hold unsent (its sender is paused long before). */
 export const PIPE_BUFFER_MAX_BYTES = 1024 * 1024;
 /** Once one side has closed, what is still owed to the other gets this long to go out. */
@@ -33,33 +32,6 @@ export const CLOSE_FLUSH_MS = 10_000;
 
 /** Dropped connections are logged at most this often, with a count. */
 const DROP_LOG_INTERVAL_MS = 60_000;
-
-const HEAD_END = Buffer.from("\r\n\r\n");
-
-/**
- * Pure: the value of the one `Authorization` header of an HTTP/1.1 request
- * head, or null when there is none, more than one, or it is spelled oddly
- * (a space before the colon, a folded line): anything unusual is refused.
- */
-export function authorizationOf(head: string): string | null {
-  let found: string | null = null;
-  const lines = head.split("\r\n");
-  for (const line of lines.slice(1)) {
-    if (line === "") continue;
-    if (line.startsWith(" ") || line.startsWith("\t")) return null;
-    const colon = line.indexOf(":");
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon);
-    if (name.toLowerCase().trim() !== "authorization") continue;
-    if (name !== name.trim() || found !== null) return null;
-    found = line.slice(colon + 1).trim();
-  }
-  return found;
-}
-
-function response(status: string, body: string, extra = ""): string {
-  return `HTTP/1.1 ${status}\r\ncontent-type: text/plain;charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`;
-}
 
 type Side = Socket<FrontConn>;
 
@@ -94,8 +66,7 @@ const queuedBytes = (queue: Uint8Array[]) => queue.reduce((sum, chunk) => sum + 
 
 class FrontConn {
   phase: "head" | "connecting" | "piping" | "closed" = "head";
-  private head: Buffer[] = [];
-  private headBytes = 0;
+  private head: HeadReader | undefined = new HeadReader();
   private timer: ReturnType<typeof setTimeout> | undefined;
   upstream: Side | undefined;
   /** Bytes owed to the upstream (the Unix socket) and to the client. */
@@ -115,33 +86,29 @@ class FrontConn {
   fromClient(data: Buffer): void {
     if (this.phase === "closed") return;
     if (this.phase === "head") {
-      this.head.push(Buffer.from(data));
-      this.headBytes += data.length;
-      this.readHead();
+      this.readHead(data);
       return;
     }
     forward(this.upstream, this.toUpstream, data, this.client);
     if (queuedBytes(this.toUpstream) > PIPE_BUFFER_MAX_BYTES) this.cut("the client sent past its pipe's bound");
   }
 
-  private readHead(): void {
-    const buffer = Buffer.concat(this.head);
-    this.head = [buffer];
-    const end = buffer.indexOf(HEAD_END);
-    if (end < 0 ? this.headBytes > MAX_HEAD_BYTES : end + HEAD_END.length > MAX_HEAD_BYTES) {
+  private readHead(data: Buffer): void {
+    const read = (this.head as HeadReader).push(data);
+    if (read.kind === "more") return;
+    if (read.kind === "tooLarge") {
       this.refuse("431 Request Header Fields Too Large", "request head too large\n");
       return;
     }
-    if (end < 0) return;
-    if (!bearerMatches(authorizationOf(buffer.subarray(0, end).toString("latin1")), this.front.token)) {
+    if (!bearerMatches(authorizationOf(read.head), this.front.token)) {
       this.refuse("401 Unauthorized", "unauthorized\n", "www-authenticate: Bearer\r\n");
       return;
     }
     this.stopTimer();
     this.front.authenticated(this);
     this.phase = "connecting";
-    this.head = [];
-    this.toUpstream.push(buffer); // the head and whatever came after it
+    this.head = undefined;
+    this.toUpstream.push(read.bytes); // the head and whatever came after it
     this.client.pause();
     this.front.connectUpstream(this);
   }
@@ -227,7 +194,7 @@ class FrontConn {
     if (reason) this.front.dropped(reason);
     this.phase = "closed";
     this.stopTimer();
-    this.head = [];
+    this.head = undefined;
     this.toUpstream.length = 0;
     this.toClient.length = 0;
     this.front.forget(this);

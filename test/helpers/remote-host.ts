@@ -6,6 +6,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { connect, type Connection } from "../../src/client/connection.ts";
 import { BUN, installRelease, killProcessesOf, MAIN } from "./berth.ts";
 import { PtyProcess } from "./pty.ts";
 import { startSshd, type SshHost } from "./sshd.ts";
@@ -37,6 +38,16 @@ export const remoteClientEnv = (host: SshHost): Record<string, string> => ({
   NO_COLOR: "1",
   TERM: "xterm",
 });
+
+/** Runs `use` on a fresh connection to `host` (the client library's, over its ssh), closed afterwards. */
+export async function withConnection<T>(host: SshHost, use: (conn: Connection) => Promise<T>): Promise<T> {
+  const conn = await connect(host.alias, { env: remoteClientEnv(host) });
+  try {
+    return await use(conn);
+  } finally {
+    await conn.close();
+  }
+}
 
 export function remoteHosts(): RemoteHosts {
   const hosts: SshHost[] = [];

@@ -8,6 +8,7 @@
 import type { Subprocess, Terminal } from "bun";
 import type { ProcessEntry } from "../../platform/process.ts";
 import { API_LIMIT, ApiError, type Conn } from "../api/types.ts";
+import { EOT, MAX_PENDING_INPUT_BYTES, type DirectInput } from "./direct-input.ts";
 import { ByteRing } from "./ring.ts";
 
 /**
@@ -33,13 +34,6 @@ export const CLOSE_BACKLOG_CODE = 1008;
 /** While output waits for a drain, the socket's backlog is also rechecked this often. */
 const DRAIN_RECHECK_MS = 50;
 
-/**
- * Input written to a process and not yet taken by its stdin pipe or pty is
- * buffered by Bun; past this much a process/write is refused with -32001 (the
- * client waits and retries), so a process that never reads its input cannot
- * make the server grow.
- */
-export const MAX_PENDING_INPUT_BYTES = 4 * 1024 * 1024;
 
 /** After the process exits, its pipes or pty get this long to deliver their last bytes before `exited` is sent. */
 export const OUTPUT_DRAIN_AFTER_EXIT_MS = 1_000;
@@ -95,8 +89,10 @@ export class ManagedProcess {
   /** Per attached connection: removes our hook from its close listeners. */
   private readonly closeHooks = new Map<number, () => void>();
   private readonly exitListeners: Array<() => void> = [];
-  /** Bytes given to Bun for the process's input and not yet flushed to it. */
+  /** Bytes given to Bun for the process's input and not yet flushed to it (without `input`). */
   private pendingInput = 0;
+  /** Linux: the process's input (pty or pipe), written by berth and counted exactly (direct-input.ts). */
+  input?: DirectInput;
 
   constructor(
     readonly processId: string,
@@ -305,12 +301,11 @@ export class ManagedProcess {
   }
 
   write(data: Uint8Array): void {
-    if (this.pendingInput + data.length > MAX_PENDING_INPUT_BYTES) {
-      throw new ApiError(
-        API_LIMIT,
-        `process ${this.processId} has not read ${this.pendingInput} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`,
-      );
+    const unread = this.input ? this.input.pending : this.pendingInput;
+    if (unread + data.length > MAX_PENDING_INPUT_BYTES) {
+      throw new ApiError(API_LIMIT, `process ${this.processId} has not read ${unread} bytes of earlier input (limit ${MAX_PENDING_INPUT_BYTES}); wait and write again`);
     }
+    if (this.input) return this.input.write(data);
     if (this.terminal) {
       // Counted until the terminal's drain (inputDrained) says Bun's buffer is empty.
       this.pendingInput += data.length;
@@ -337,7 +332,8 @@ export class ManagedProcess {
   }
 
   closeStdin(): void {
-    if (this.terminal) this.terminal.write("\x04");
+    if (this.terminal) (this.input ?? this.terminal).write(EOT);
+    else if (this.input) this.input.end();
     else void (this.proc.stdin as import("bun").FileSink | undefined)?.end();
   }
 

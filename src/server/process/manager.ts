@@ -4,6 +4,7 @@
  * after `retainExitedMs`, and end them all when the server stops.
  */
 import { longTimeout } from "../../timers.ts";
+import { closeSync } from "node:fs";
 import { homedir } from "node:os";
 import { loginShell } from "../api/system.ts";
 import { errnoCode } from "../../errors.ts";
@@ -14,6 +15,8 @@ import { writeLedger, type LedgerEntry } from "./ledger.ts";
 import { processIdentity, type ProcessEntry } from "../../platform/process.ts";
 import { spawnUnderUserUmask, USER_UMASK_ENV } from "../../platform/inherited.ts";
 import type { OrphanReaper } from "./orphans.ts";
+import { DirectInput, openStdinPipe } from "./direct-input.ts";
+import { openPtyInput } from "./pty-input.ts";
 
 export type ProcessLimits = { scrollbackBytes: number; max: number; retainExitedMs: number };
 
@@ -123,7 +126,20 @@ export class ProcessManager {
 
   /** Bun.spawn of a user's process: in a pseudo-terminal, or with pipes in a group of its own. */
   private spawnProcess(managed: ManagedProcess, argv: string[], cwd: string, env: Record<string, string | undefined>, request: SpawnRequest): ManagedProcess["proc"] {
-    if (!request.terminal) return Bun.spawn(argv, { cwd, env, stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true });
+    if (!request.terminal) {
+      // Linux: stdin is a pipe of ours (direct-input.ts), so what the process has not read is known exactly.
+      const pipe = openStdinPipe();
+      try {
+        const proc = Bun.spawn(argv, { cwd, env, stdin: pipe?.read ?? "pipe", stdout: "pipe", stderr: "pipe", detached: true });
+        if (pipe) managed.input = new DirectInput(pipe.write);
+        return proc as ManagedProcess["proc"];
+      } catch (error) {
+        if (pipe) closeSync(pipe.write);
+        throw error;
+      } finally {
+        if (pipe) closeSync(pipe.read); // the child has its copy
+      }
+    }
     const proc: ManagedProcess["proc"] = Bun.spawn(argv, {
       cwd,
       env,
@@ -136,6 +152,7 @@ export class ProcessManager {
       },
     });
     managed.terminal = proc.terminal;
+    managed.input = openPtyInput(proc.pid);
     return proc;
   }
 
@@ -151,6 +168,7 @@ export class ProcessManager {
     managed.leftovers = leftBehind(managed.pid);
     const drained = Promise.all(pumps);
     await Promise.race([drained, Bun.sleep(OUTPUT_DRAIN_AFTER_EXIT_MS)]);
+    managed.input?.close(); // input nobody will read; our copy of its descriptor
     if (managed.terminal) {
       // The pty's last bytes arrive through its data callback; give them a moment, then close it.
       await Bun.sleep(Math.min(50, OUTPUT_DRAIN_AFTER_EXIT_MS));
