@@ -23,12 +23,14 @@ describe.skipIf(Boolean(reason))("a follower that ends during a reconnect", () =
     const spawned = await withConnection(host, (conn) => conn.call<{ process: RemoteProcess }>("process/spawn", { name: "idle", argv: ["sleep", "1000"] }));
     const processId = spawned.process.processId;
     const notices: string[] = [];
-    const follower = await followProcess({
-      open: () => connect(host.alias, { env: remoteClientEnv(host) }),
-      first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/attach", { processId })).process,
-      onOutput: () => undefined,
-      onNotice: (text) => void notices.push(text),
-    });
+    const follower = remote.trackFollower(
+      await followProcess({
+        open: () => connect(host.alias, { env: remoteClientEnv(host) }),
+        first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/attach", { processId })).process,
+        onOutput: () => undefined,
+        onNotice: (text) => void notices.push(text),
+      }),
+    );
     let sshdStopped = false;
     try {
       // sshd frozen: the reconnect's ssh hangs at the banner (well inside its 10 s ConnectTimeout) until it goes on.

@@ -153,14 +153,16 @@ describe.skipIf(Boolean(reason))("a process that reads its input slowly", () => 
     let output = "";
     // ~1 KB/s: its 4 MiB backlog takes it over an hour; the kernel gives the pty room back ~2 KiB at a time.
     const reader = `stty raw -echo; echo ready; while :; do head -c 512 >> '${file}'; sleep 0.5; done`;
-    const follower = await followProcess({
-      open: () => connect(host.alias, { env: remoteClientEnv(host) }),
-      first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { name: "trickle", terminal: { cols: 80, rows: 24 }, argv: ["sh", "-c", reader] })).process,
-      onOutput: (_stream, data) => void (output += new TextDecoder().decode(data)),
-      onNotice: (text) => void (output += `\n${text}\n`),
-      // The give-up shortened, still several times the ~2 s the reader takes to make room under load.
-      inputLimits: { stallNoticeMs: 1_000, stallMaxMs: 10_000, queueMaxBytes: INPUT_QUEUE_MAX_BYTES },
-    });
+    const follower = remote.trackFollower(
+      await followProcess({
+        open: () => connect(host.alias, { env: remoteClientEnv(host) }),
+        first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { name: "trickle", terminal: { cols: 80, rows: 24 }, argv: ["sh", "-c", reader] })).process,
+        onOutput: (_stream, data) => void (output += new TextDecoder().decode(data)),
+        onNotice: (text) => void (output += `\n${text}\n`),
+        // The give-up shortened, still several times the ~2 s the reader takes to make room under load.
+        inputLimits: { stallNoticeMs: 1_000, stallMaxMs: 10_000, queueMaxBytes: INPUT_QUEUE_MAX_BYTES },
+      }),
+    );
     try {
       expect(await eventually(() => output.includes("ready"), 20_000)).toBe(true);
       // Past the host's 4 MiB of unread input: its writes are refused from then on, but for what the reader takes.
