@@ -15,6 +15,7 @@ import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot
 
 const homes = homesPerTest(afterEach);
 const runtimeDir = tempDirsPerTest(afterEach, "berth-a6-run-");
+const unitDir = tempDirsPerTest(afterEach, "berth-a6-unit-");
 /**
  * A home whose socket takes the fallback folder: in an XDG_RUNTIME_DIR of its own (URL-safe, removed after the
  * test), so no test leaves a berth-<uid>-<hash> folder behind in /tmp.
@@ -110,14 +111,31 @@ describe("startup entries for a home holding '%' or '$' (pure)", () => {
     expect(line).toContain("BERTH_HOME='/h/50\\%off' '/h/50\\%off/b' keep");
     expect(asCronRunsIt(line.replace(/^@reboot /, ""))).toContain("BERTH_HOME='/h/50%off' '/h/50%off/b' keep");
   });
-  test("the systemd unit doubles '%' (specifiers) everywhere and '$' in ExecStart; a newline stays inside its quotes", () => {
+  test("the systemd unit doubles '%' (specifiers) everywhere and no '$' (the program's path is not expanded); a newline stays inside its quotes", () => {
     const unit = systemdUnit("/h/5%$x\ny", "/h/5%$x\ny/b");
     expect(unit).toContain('Environment="BERTH_HOME=/h/5%%$x\\ny"');
-    expect(unit).toContain('ExecStart="/h/5%%$$x\\ny/b" keep');
+    expect(unit).toContain('ExecStart="/h/5%%$x\\ny/b" keep');
     expect(unit).toContain("Description=berth keeper for /h/5%%$x\\ny\n");
     // Every line is one of the unit's own: nothing of the home starts a line of its own.
     for (const line of unit.split("\n")) expect(line).toMatch(/^(#|\[|[A-Za-z]+=|$)/);
   });
+});
+
+const hasSystemdAnalyze = Bun.which("systemd-analyze") !== null;
+
+// systemd's own parser, without a running systemd: `verify` names the program path it resolved when none is there.
+test.skipIf(!hasSystemdAnalyze)("systemd reads the unit of a home holding '$', '%' and a space as naming the managed binary itself (systemd-analyze verify)", () => {
+  const root = unitDir();
+  const home = join(root, "h $x%y");
+  const binary = join(home, "packages", "standalone", "current", "berth");
+  mkdirSync(join(home, "packages", "standalone", "current"), { recursive: true });
+  writeFileSync(binary, "#!/bin/sh\n");
+  chmodSync(binary, 0o755);
+  const unit = join(root, "berth-test.service");
+  writeFileSync(unit, systemdUnit(home, binary));
+  const verify = Bun.spawnSync(["systemd-analyze", "verify", unit], { stdout: "pipe", stderr: "pipe" });
+  expect(`${verify.stdout}${verify.stderr}`).not.toContain("is not executable");
+  expect(`${verify.stdout}${verify.stderr}`).not.toContain("special characters");
 });
 
 /** A fake crontab (no cron here): `crontab -` saves the table, `crontab -l` prints it. Returns its folder and table. */

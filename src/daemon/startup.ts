@@ -57,12 +57,13 @@ function cronEscape(text: string): string {
 }
 
 /**
- * systemd expands '%' specifiers in a unit's values and `$VAR` in ExecStart: `%%` and `$$` are the characters
- * themselves. Quoted as JSON, which systemd unquotes with the same C escapes (a newline stays inside its value).
+ * systemd expands '%' specifiers in a unit's values (the program's path included): `%%` is a '%'. Quoted as
+ * JSON, which systemd unquotes with the same C escapes (a newline stays inside its value). `$VAR` is expanded
+ * only in ExecStart's arguments, never in its program (systemd.service(5)): there `$$` would stay two
+ * characters, a path that does not exist; the one argument, `keep`, holds none.
  */
-function systemdValue(text: string, options: { exec?: boolean } = {}): string {
-  const quoted = JSON.stringify(text).replace(/%/g, "%%");
-  return options.exec ? quoted.replace(/\$/g, "$$$$") : quoted;
+function systemdValue(text: string): string {
+  return JSON.stringify(text).replace(/%/g, "%%");
 }
 
 /** Pure: the crontab without this home's line (other lines, including other berth homes', kept). */
@@ -86,7 +87,7 @@ export function systemdUnit(home: string, binary: string): string {
     "RemainAfterExit=yes",
     "KillMode=process",
     `Environment=${systemdValue(`BERTH_HOME=${home}`)}`,
-    `ExecStart=${systemdValue(binary, { exec: true })} keep`,
+    `ExecStart=${systemdValue(binary)} keep`,
     "",
     "[Install]",
     "WantedBy=default.target",
