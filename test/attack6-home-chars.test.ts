@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cronLine, systemdUnit } from "../src/daemon/startup.ts";
+import { cronLine, systemdCanRun, systemdUnit } from "../src/daemon/startup.ts";
 import { socketPlan, urlSafePath } from "../src/platform/paths.ts";
 import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot, tempDirsPerTest, type TestHome } from "./helpers/berth.ts";
 
@@ -138,12 +138,56 @@ test.skipIf(!hasSystemdAnalyze)("systemd reads the unit of a home holding '$', '
   expect(`${verify.stdout}${verify.stderr}`).not.toContain("special characters");
 });
 
+// The same characters as systemd's parser refuses: a home holding one gets a crontab line instead of a unit.
+test.skipIf(!hasSystemdAnalyze)("systemdCanRun agrees with systemd-analyze verify on which program paths systemd runs", () => {
+  const root = unitDir();
+  for (const ch of ["'", '"', "\\", "\t", "\u0001", "$", "%", " ", "é", "#", ";", "`", "!", "&", "*", "?", "[", "~"]) {
+    const dir = join(root, `h${ch}x`);
+    mkdirSync(dir);
+    const binary = join(dir, "berth");
+    writeFileSync(binary, "#!/bin/sh\n");
+    chmodSync(binary, 0o755);
+    const unit = join(root, "berth-test.service");
+    writeFileSync(unit, systemdUnit(dir, binary));
+    const verify = Bun.spawnSync(["systemd-analyze", "verify", unit], { stdout: "pipe", stderr: "pipe" });
+    expect({ ch, runs: systemdCanRun(binary) }).toEqual({ ch, runs: verify.exitCode === 0 });
+  }
+});
+
+/** A fake systemctl whose user session "works" (every call succeeds), in `bin`. */
+function fakeSystemctl(bin: string): void {
+  writeFileSync(join(bin, "systemctl"), "#!/bin/sh\nexit 0\n");
+  chmodSync(join(bin, "systemctl"), 0o755);
+}
+
+describe("startup with a systemd user session", () => {
+  test("a home holding a quote, which systemd refuses in a program path, gets the crontab line instead of a unit", async () => {
+    const home = newHome({ prefix: "berth-it's-" });
+    const { bin, table } = fakeCrontab(home);
+    fakeSystemctl(bin);
+    const result = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(result.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
+    expect(readFileSync(table, "utf8")).toContain(result.json.line);
+    expect(existsSync(join(home.env.HOME as string, ".config", "systemd", "user"))).toBe(false);
+  });
+
+  test("a home holding '$' and '%' gets the unit", async () => {
+    const home = newHome({ prefix: "berth-5%$-" });
+    const { bin } = fakeCrontab(home);
+    fakeSystemctl(bin);
+    const result = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(result.json).toMatchObject({ status: "enabled", mechanism: "systemd" });
+    expect(readFileSync(result.json.file, "utf8")).toContain(`ExecStart=${JSON.stringify(home.path("packages", "standalone", "current", "berth")).replace(/%/g, "%%")} keep`);
+  });
+});
+
 /** A fake crontab (no cron here): `crontab -` saves the table, `crontab -l` prints it. Returns its folder and table. */
 function fakeCrontab(home: TestHome): { bin: string; table: string } {
   const bin = join(home.env.HOME as string, "fakebin");
   mkdirSync(bin);
   const table = join(bin, "table");
-  writeFileSync(join(bin, "crontab"), `#!/bin/sh\nif [ "$1" = "-l" ]; then cat '${table}' 2>/dev/null || exit 1; exit 0; fi\ncat > '${table}'\n`);
+  const quoted = `'${table.replace(/'/g, "'\\''")}'`;
+  writeFileSync(join(bin, "crontab"), `#!/bin/sh\nif [ "$1" = "-l" ]; then cat ${quoted} 2>/dev/null || exit 1; exit 0; fi\ncat > ${quoted}\n`);
   chmodSync(join(bin, "crontab"), 0o755);
   return { bin, table };
 }

@@ -1,7 +1,8 @@
 /**
  * `berth startup [--disable]`: makes the keeper (and so the app-server) come
  * back after a reboot or logout. A systemd user unit where `systemctl --user`
- * works, a LaunchAgent on macOS, else a marked `@reboot` crontab line. What
+ * works (and systemd runs the managed binary's path: systemdCanRun), a
+ * LaunchAgent on macOS, else a marked `@reboot` crontab line. What
  * was added is recorded in `daemon/startup.json`, so `--disable` (and
  * `uninstall`) remove exactly that. The entry runs the hidden `berth keep`,
  * which launches the keeper through the pidfile like every other launch.
@@ -73,6 +74,14 @@ export function withoutCronLine(table: string, home: string): string {
     .split("\n")
     .filter((line) => !line.trimEnd().endsWith(mark))
     .join("\n");
+}
+
+/**
+ * Pure: whether systemd runs a program at `path`: it refuses one holding a control character, a quote or a
+ * backslash ("Executable name contains special characters"), however it is quoted. Then cron runs it instead.
+ */
+export function systemdCanRun(path: string): boolean {
+  return !/[\x00-\x1f\x7f"'\\]/.test(path);
 }
 
 /** Pure: the systemd user unit. Oneshot: `keep` launches the detached keeper and exits; the keeper stays. */
@@ -218,7 +227,8 @@ export function enableStartup(ctx: Context): StartupResult {
   if (existing && startupPresent(ctx, existing)) {
     return { status: "alreadyEnabled", ...describe(existing), ...(existing.mechanism === "systemd" ? linger() : {}) };
   }
-  const record = process.platform === "darwin" ? enableLaunchd(ctx) : systemdUserWorks(ctx.env) ? enableSystemd(ctx) : enableCrontab(ctx);
+  const systemd = () => systemdCanRun(ctx.layout.managedBinary) && systemdUserWorks(ctx.env);
+  const record = process.platform === "darwin" ? enableLaunchd(ctx) : systemd() ? enableSystemd(ctx) : enableCrontab(ctx);
   writeFileAtomic(ctx.layout.startupFile, `${JSON.stringify(record)}\n`);
   return { status: "enabled", ...describe(record), ...(record.mechanism === "systemd" ? linger() : {}) };
 }
