@@ -171,6 +171,22 @@ describe("startup with a systemd user session", () => {
     expect(existsSync(join(home.env.HOME as string, ".config", "systemd", "user"))).toBe(false);
   });
 
+  test("a unit an earlier berth wrote with `$$` for a home holding '$' is written again, not reported as already enabled", async () => {
+    const home = newHome({ prefix: "berth-5$-" });
+    const { bin } = fakeCrontab(home);
+    fakeSystemctl(bin);
+    const env = { PATH: `${bin}:${process.env.PATH}` };
+    const first = await home.run(["startup"], { env });
+    expect(first.json).toMatchObject({ status: "enabled", mechanism: "systemd" });
+    const file: string = first.json.file;
+    const good = readFileSync(file, "utf8");
+    // As the last release wrote it: every '$' of ExecStart doubled, a program path that does not exist.
+    writeFileSync(file, good.replace(/^ExecStart=.*$/m, (line) => line.replace(/\$/g, "$$$$")));
+    expect(await home.run(["startup"], { env })).toMatchObject({ json: { status: "enabled", mechanism: "systemd", file } });
+    expect(readFileSync(file, "utf8")).toBe(good);
+    expect((await home.run(["startup"], { env })).json.status).toBe("alreadyEnabled");
+  });
+
   test("a home holding '$' and '%' gets the unit", async () => {
     const home = newHome({ prefix: "berth-5%$-" });
     const { bin } = fakeCrontab(home);

@@ -7,7 +7,7 @@
  * `uninstall`) remove exactly that. The entry runs the hidden `berth keep`,
  * which launches the keeper through the pidfile like every other launch.
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { BerthError } from "../errors.ts";
@@ -225,12 +225,29 @@ export function enableStartup(ctx: Context): StartupResult {
     return { linger: on, ...(on === false ? { lingerCommand: `loginctl enable-linger ${userName(ctx.env)}` } : {}) };
   };
   if (existing && startupPresent(ctx, existing)) {
-    return { status: "alreadyEnabled", ...describe(existing), ...(existing.mechanism === "systemd" ? linger() : {}) };
+    if (asWrittenNow(ctx, existing)) return { status: "alreadyEnabled", ...describe(existing), ...(existing.mechanism === "systemd" ? linger() : {}) };
+    // Written wrong by an earlier berth: removed exactly, then made anew (possibly by another mechanism).
+    disableStartup(ctx);
   }
   const systemd = () => systemdCanRun(ctx.layout.managedBinary) && systemdUserWorks(ctx.env);
   const record = process.platform === "darwin" ? enableLaunchd(ctx) : systemd() ? enableSystemd(ctx) : enableCrontab(ctx);
   writeFileAtomic(ctx.layout.startupFile, `${JSON.stringify(record)}\n`);
   return { status: "enabled", ...describe(record), ...(record.mechanism === "systemd" ? linger() : {}) };
+}
+
+/**
+ * Whether a unit or agent file holds what this berth writes: one an earlier berth wrote wrong (its ExecStart
+ * with `$$` for a home holding '$') is written again by `startup`, not reported as already enabled.
+ */
+function asWrittenNow(ctx: Context, record: StartupRecord): boolean {
+  if (record.mechanism === "crontab") return true;
+  if (record.mechanism === "systemd" && !systemdCanRun(ctx.layout.managedBinary)) return false;
+  const expected = record.mechanism === "systemd" ? systemdUnit(ctx.layout.home, ctx.layout.managedBinary) : launchAgent(record.label, ctx.layout.home, ctx.layout.managedBinary);
+  try {
+    return readFileSync(record.file, "utf8") === expected;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether the recorded entry is still in place. */
