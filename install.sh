@@ -309,6 +309,22 @@ cleanup() {
   fi
 }
 
+# Folders in HOME of earlier runs that were killed outright (SIGKILL, a
+# dropped session: no trap ran), each holding a whole berth; HOME, unlike
+# /tmp, is never cleaned. Each is named with its shell's pid: one whose
+# shell is gone (or is not ours: kill -0 fails) is removed.
+remove_stale_run_dirs() {
+  for old in "$HOME"/.berth-install.*; do
+    [ -d "$old" ] || continue
+    old_pid=${old##*/.berth-install.}
+    old_pid=${old_pid%%.*}
+    case $old_pid in
+      '' | *[!0-9]*) continue ;;
+    esac
+    kill -0 "$old_pid" 2>/dev/null || rm -rf "$old"
+  done
+}
+
 # The downloaded berth cannot run where it was downloaded: the temporary
 # folder is on a noexec mount (a hardened /tmp). Copies it to a temporary
 # folder in HOME and sets $berth to the copy, or dies saying what to do.
@@ -317,7 +333,8 @@ run_from_home() {
   if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then
     die "could not run the downloaded berth in $tmp (is it mounted noexec?), and there is no HOME to run it from; $noexec_hint."
   fi
-  run_dir=$(mktemp -d "$HOME/.berth-install.XXXXXX") ||
+  remove_stale_run_dirs
+  run_dir=$(mktemp -d "$HOME/.berth-install.$$.XXXXXX") ||
     die "could not run the downloaded berth in $tmp (is it mounted noexec?), nor create a folder in $HOME to run it from; $noexec_hint."
   if ! cp "$tmp/berth" "$run_dir/berth" || ! chmod 755 "$run_dir/berth"; then
     die "could not copy the downloaded berth to $run_dir; $noexec_hint."

@@ -5,7 +5,8 @@
  * SIGKILL after stopGraceMs. Staged with a read-only bind mount over the home: needs root.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually, homesPerTest, isAlive } from "./helpers/berth.ts";
 import { remountReadOnly } from "./helpers/mount.ts";
@@ -47,5 +48,31 @@ describe.skipIf(!canMount)("a BERTH_HOME that became read-only", () => {
     // Ended by the server's SIGTERM, not by the stop's SIGKILL after the grace.
     expect(existsSync(marker) ? readFileSync(marker, "utf8") : "no marker: the session was killed, not ended").toBe("TERM\n");
     expect(stop.json.notEnded).toBeUndefined();
+  }, TEST_TIMEOUT_MS);
+});
+
+const runtimes: string[] = [];
+afterEach(() => {
+  for (const dir of runtimes.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe.skipIf(!canMount)("a read-only BERTH_HOME whose socket takes the fallback folder", () => {
+  test("stop still stops the app-server when daemon/socket-dir was never written (a server started before it existed)", async () => {
+    const home = newHome({ prefix: "berth:ro-" });
+    // Its own runtime folder (outside the home, whose ':' a socket URL cannot carry): not /tmp's.
+    const runtime = mkdtempSync(join(tmpdir(), "berth-ro-run-"));
+    runtimes.push(runtime);
+    home.env.XDG_RUNTIME_DIR = runtime;
+    const started = await home.run(["start"]);
+    expect(started.json.status).toBe("started");
+    expect(started.json.socketPath.startsWith(`${runtime}/berth-`)).toBe(true);
+    for (const file of ["socket-dir", "socket-dir.lock"]) rmSync(home.path("daemon", file));
+
+    expect(Bun.spawnSync(["mount", "--bind", home.home, home.home]).exitCode).toBe(0);
+    unmounts.push(home.home);
+    expect(await remountReadOnly(home.home)).toMatchObject({ readOnly: true });
+    const stop = await home.run(["stop"]);
+    expect(stop.json).toMatchObject({ status: "stopped", socketPath: started.json.socketPath });
+    expect(await eventually(() => !isAlive(started.json.pid as number))).toBe(true);
   }, TEST_TIMEOUT_MS);
 });

@@ -119,3 +119,64 @@ test.skipIf(process.platform !== "linux")(
   },
   TEST_TIMEOUT_MS,
 );
+
+describe("the in-process keeper's wait (macOS, or no /proc) and a clock set back", () => {
+  test("a 300 ms wait still ends after about 300 ms when the wall clock jumps back an hour during it", async () => {
+    const { untilKeeperEvent } = await import("../src/update/loop.ts");
+    const realNow = Date.now;
+    const started = performance.now();
+    const waited = untilKeeperEvent(300, () => false);
+    // The jump, as NTP steps the clock: every later Date.now() is an hour earlier.
+    Date.now = () => realNow() - HOUR_MS;
+    try {
+      const ended = await Promise.race([waited.then(() => true), Bun.sleep(WAIT_MS).then(() => false)]);
+      expect(ended).toBe(true);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    } finally {
+      Date.now = realNow;
+    }
+  }, TEST_TIMEOUT_MS);
+
+  test("an event ends the wait at its next look", async () => {
+    const { untilKeeperEvent } = await import("../src/update/loop.ts");
+    const started = performance.now();
+    await untilKeeperEvent(60_000, () => true);
+    expect(performance.now() - started).toBeLessThan(WAIT_MS);
+  });
+});
+
+describe("deadlines of waits and a clock set back during them", () => {
+  /** Runs `wait` with Date.now() stepped back an hour right after it began; whether it ended within WAIT_MS. */
+  async function endsDespiteJump(wait: () => Promise<unknown>): Promise<boolean> {
+    const realNow = Date.now;
+    const waited = wait().then(
+      () => true,
+      () => true,
+    );
+    Date.now = () => realNow() - HOUR_MS;
+    try {
+      return await Promise.race([waited, Bun.sleep(WAIT_MS).then(() => false)]);
+    } finally {
+      Date.now = realNow;
+    }
+  }
+
+  test("a lock wait (daemon.lock held by another process) still times out after its 300 ms", async () => {
+    const home = newHome({ settings: {} });
+    const { holdLock } = await import("./helpers/holder.ts");
+    const { FileLock } = await import("../src/daemon/lock.ts");
+    const holder = await holdLock(home.path("daemon", "daemon.lock"));
+    try {
+      let error: unknown;
+      expect(await endsDespiteJump(() => FileLock.acquire(home.path("daemon", "daemon.lock"), 300).catch((e) => (error = e)))).toBe(true);
+      expect((error as { code?: string }).code).toBe("LOCK_TIMEOUT");
+    } finally {
+      await holder.kill();
+    }
+  }, TEST_TIMEOUT_MS);
+
+  test("a stop's wait for an exit (waitUntil) still ends after its 300 ms", async () => {
+    const { waitUntil } = await import("../src/daemon/backend.ts");
+    expect(await endsDespiteJump(() => waitUntil(() => false, 300))).toBe(true);
+  }, TEST_TIMEOUT_MS);
+});

@@ -92,3 +92,29 @@ test(
   },
   TEST_TIMEOUT_MS,
 );
+
+test("an update that made another release current while the rollback waited for install.lock is not flipped back", async () => {
+  const home = makeHome({ version: "1.0.0", settings: {} });
+  cleanups.push(() => home.cleanup());
+  const { installRelease } = await import("./helpers/berth.ts");
+  installRelease(home.home, "1.2.0");
+  installRelease(home.home, "1.1.0");
+  writeFileSync(
+    home.path("daemon", "updater-state.json"),
+    JSON.stringify({ quarantined: [], lastRollout: { version: "1.1.0", previousReleaseDir: `1.0.0-${TARGET}`, at: new Date().toISOString() } }),
+    { mode: 0o600 },
+  );
+  const { holdLock } = await import("./helpers/holder.ts");
+  const { openContext } = await import("../src/daemon/context.ts");
+  const { rollBackCrashLoop } = await import("../src/update/crash-rollback.ts");
+  // A real update holds install.lock (another process) while it makes 1.2.0 current.
+  const holder = await holdLock(home.path("packages", "standalone", "install.lock"));
+  cleanups.push(() => holder.kill());
+  const rollback = rollBackCrashLoop(openContext({ ...home.env }), Date.now());
+  installRelease(home.home, "1.2.0");
+  holder.send("release");
+  expect(await holder.exited).toBe(0);
+  expect(await rollback).toBeUndefined();
+  expect(readlinkSync(home.path("packages", "standalone", "current"))).toBe(`releases/1.2.0-${TARGET}`);
+  expect(JSON.parse(readFileSync(home.path("daemon", "updater-state.json"), "utf8")).quarantined).toEqual([]);
+}, TEST_TIMEOUT_MS);

@@ -39,7 +39,7 @@ function release(root: string, body = `#!/bin/sh\nprintf '%s\\n' "$0" "$@" > "$M
 
 describe.skipIf(!canMount())("install.sh with TMPDIR on a noexec mount", () => {
   for (const shell of SHELLS) {
-    test(`${shell.join(" ")}: berth runs from a temporary folder in HOME, and both temporary folders are gone after`, () => {
+    test(`${shell.join(" ")}: berth runs from a temporary folder in HOME; both temporary folders, and one a killed run left, are gone after`, () => {
       const root = mkdtempSync(join(tmpdir(), "berth-a6-noexec-"));
       dirs.push(root);
       const noexec = join(root, "tmp");
@@ -49,6 +49,13 @@ describe.skipIf(!canMount())("install.sh with TMPDIR on a noexec mount", () => {
       mounts.push(noexec);
       const home = join(root, "user");
       mkdirSync(home);
+      // Left by an earlier run killed outright (its shell's pid is gone), and by one still running (this test's pid).
+      const deadPid = Bun.spawnSync(["true"]).pid;
+      const stale = join(home, `.berth-install.${deadPid}.aB3dE9`);
+      const live = `.berth-install.${process.pid}.xY7zW1`;
+      mkdirSync(stale);
+      writeFileSync(join(stale, "berth"), "a whole berth");
+      mkdirSync(join(home, live));
       const marker = join(root, "marker");
       const run = Bun.spawnSync([...shell, "-s", "--", "--bootstrap"], {
         stdin: Bun.file(SCRIPT),
@@ -68,7 +75,7 @@ describe.skipIf(!canMount())("install.sh with TMPDIR on a noexec mount", () => {
       expect(self?.startsWith(`${home}/.berth-install.`)).toBe(true);
       expect(run.stderr.toString()).toContain("noexec");
       expect(readdirSync(noexec)).toEqual([]);
-      expect(readdirSync(home)).toEqual([]);
+      expect(readdirSync(home)).toEqual([live]);
       expect(existsSync(self as string)).toBe(false);
     });
   }

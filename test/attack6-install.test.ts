@@ -6,10 +6,10 @@
  * half-way (BERTH_HOME left behind).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { addPathBlock, PATH_BLOCK_BEGIN } from "../src/install/profile.ts";
-import { homesPerTest, type TestHome } from "./helpers/berth.ts";
+import { BUN, ROOT, homesPerTest, type TestHome } from "./helpers/berth.ts";
 
 /** Read-only bind mounts a test made; undone before its home is removed (hooks run in the order they were added). */
 const bound: string[] = [];
@@ -93,3 +93,64 @@ describe.skipIf(!canBindMount())("uninstall and a profile it cannot rewrite", ()
     TEST_TIMEOUT_MS,
   );
 });
+
+/** Root can write any file, so only root shows a rewrite that would hand another user's file to us. */
+const isRoot = process.getuid?.() === 0;
+const OTHER_UID = 65534;
+
+describe.skipIf(!isRoot)(`a profile that links to another user's file (uid ${OTHER_UID}), as root with that HOME`, () => {
+  /** ~/.bashrc → a file outside HOME that the other user owns, holding their lines (and, for uninstall, berth's block). */
+  function foreignProfile(home: TestHome, withBlock: boolean): { link: string; real: string; text: string } {
+    const userHome = home.env.HOME as string;
+    const real = join(home.home, "..", "shared-bashrc");
+    writeFileSync(real, USER_LINES);
+    if (withBlock) {
+      // The block as install writes it, put there while the file was still writable by us (a chown since).
+      writeFileSync(join(userHome, ".bashrc"), USER_LINES);
+      addBlock(home);
+      writeFileSync(real, readFileSync(join(userHome, ".bashrc"), "utf8"));
+      rmSync(join(userHome, ".bashrc"));
+    }
+    chownSync(real, OTHER_UID, OTHER_UID);
+    const link = join(userHome, ".bashrc");
+    symlinkSync(real, link);
+    return { link, real, text: readFileSync(real, "utf8") };
+  }
+
+  test("install does not rewrite it (it would become root's): a warning says what to add by hand", () => {
+    const home = newHome();
+    const { link, real, text } = foreignProfile(home, false);
+    const update = addPathBlock({ dir: home.env.BERTH_INSTALL_DIR as string, env: { SHELL: "/bin/bash", PATH: "/usr/bin:/bin" }, home: home.env.HOME as string });
+    expect(update.warning).toContain(`did not change ${link}: ${real} is owned by uid ${OTHER_UID}`);
+    expect(readFileSync(real, "utf8")).toBe(text);
+    expect(statSync(real).uid).toBe(OTHER_UID);
+  });
+
+  test(
+    "uninstall leaves its block and its owner, names it in kept, and removes everything else",
+    async () => {
+      const home = newHome();
+      const { link, real, text } = foreignProfile(home, true);
+      expect(text).toContain(PATH_BLOCK_BEGIN);
+      const result = await home.run(["uninstall"], { env: { SHELL: "/bin/bash" } });
+      expect(result.json).toMatchObject({ status: "uninstalled" });
+      expect(result.json.kept.join("\n")).toContain(`${link} (${real} is owned by uid ${OTHER_UID}`);
+      expect(readFileSync(real, "utf8")).toBe(text);
+      expect(statSync(real).uid).toBe(OTHER_UID);
+      expect(existsSync(home.home)).toBe(false);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+test("install with a FIFO as ~/.bashrc: a warning, not a read that never ends", async () => {
+  const home = newHome();
+  const profile = join(home.env.HOME as string, ".bashrc");
+  expect(Bun.spawnSync(["mkfifo", "-m", "600", profile]).exitCode).toBe(0);
+  const script = `const { addPathBlock } = await import(${JSON.stringify(join(ROOT, "src", "install", "profile.ts"))});
+console.log(JSON.stringify(addPathBlock({ dir: ${JSON.stringify(home.env.BERTH_INSTALL_DIR)}, env: { SHELL: "/bin/bash", PATH: "/usr/bin:/bin" }, home: ${JSON.stringify(home.env.HOME)} })));`;
+  // In a process of its own: a read of the FIFO blocks that process, which is killed after this long.
+  const run = await home.exec([BUN, "-e", script], { timeoutMs: 20_000 });
+  expect(run.code).toBe(0);
+  expect(run.json.warning).toContain(`did not change ${profile}: ${profile} is not a regular file`);
+}, TEST_TIMEOUT_MS);

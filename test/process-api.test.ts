@@ -101,7 +101,7 @@ describe("process/*", () => {
     const second = await client(s);
     // Written while nobody is attached.
     await call(second.ws, "process/write", { processId: p.processId, data: b64("c\nd\n") });
-    await eventually(async () => (await call(second.ws, "process/list")).processes[0].streams.stdout.end === 28, WAIT_MS);
+    expect(await eventually(async () => (await call(second.ws, "process/list")).processes[0].streams.stdout.end === 28, WAIT_MS)).toBe(true);
     const { process: again } = await call(second.ws, "process/attach", { processId: "reader", since: { stdout: Buffer.byteLength(seen) } });
     expect(again.state).toBe("running");
     const rest = await second.out.waitText(p.processId, "stdout", (t) => t.length >= 14);
@@ -110,7 +110,8 @@ describe("process/*", () => {
     expect(second.out.log(p.processId, "stdout").truncated).toBe(false);
     await call(second.ws, "process/detach", { processId: p.processId });
     await call(second.ws, "process/write", { processId: p.processId, data: b64("e\n") });
-    await eventually(async () => (await call(second.ws, "process/list")).processes[0].streams.stdout.end === 35, WAIT_MS);
+    // The process answered "e" (7 bytes more): only then does the next line prove a detached client was sent none of it.
+    expect(await eventually(async () => (await call(second.ws, "process/list")).processes[0].streams.stdout.end === 35, WAIT_MS)).toBe(true);
     expect(second.out.text(p.processId, "stdout")).toBe("got2-c\ngot3-d\n");
     await call(second.ws, "process/signal", { processId: p.processId, signal: "SIGTERM" });
     const listed = await eventually(async () => (await call(second.ws, "process/list")).processes[0].state === "exited", WAIT_MS);
@@ -126,7 +127,7 @@ describe("process/*", () => {
     await call(ws, "process/detach", { processId: p.processId });
     await call(ws, "process/write", { processId: p.processId, data: b64("go\n") });
     const expected = Array.from({ length: 3000 }, (_, i) => `line-${i}\n`).join("");
-    await eventually(async () => (await call(ws, "process/list")).processes[0].streams.stdout.end === expected.length, WAIT_MS);
+    expect(await eventually(async () => (await call(ws, "process/list")).processes[0].streams.stdout.end === expected.length, WAIT_MS)).toBe(true);
     const { process: again } = await call(ws, "process/attach", { processId: p.processId, since: { stdout: 0 } });
     expect(again.streams.stdout).toEqual({ start: expected.length - 4096, end: expected.length });
     const got = await out.waitText(p.processId, "stdout", (t) => t.length >= 4096);
@@ -166,7 +167,7 @@ describe("process/*", () => {
     expect((await rpcError(ws, "process/resize", { processId: p.processId, cols: 10, rows: 10 })).message).toMatch(/no terminal/);
     expect((await rpcError(ws, "process/remove", { processId: p.processId })).message).toMatch(/still running/);
     await call(ws, "process/signal", { processId: "one", signal: "SIGKILL" });
-    await eventually(async () => (await call(ws, "process/list")).processes[0].state === "exited", WAIT_MS);
+    expect(await eventually(async () => (await call(ws, "process/list")).processes[0].state === "exited", WAIT_MS)).toBe(true);
     expect((await rpcError(ws, "process/signal", { processId: p.processId, signal: "SIGTERM" })).code).toBe(-32004);
     expect((await rpcError(ws, "process/write", { processId: p.processId, data: "aGk=" })).code).toBe(-32004);
   }, TEST_TIMEOUT_MS);

@@ -73,13 +73,15 @@ describe.skipIf(Boolean(reason))("input refused while the remote process does no
     const host = await remote.newHost();
     const file = join(host.farTmp, "prefix");
     let output = "";
-    const follower = await followProcess({
-      open: () => connect(host.alias, { env: remoteClientEnv(host) }),
-      first: async (conn) =>
-        (await conn.call<{ process: RemoteProcess }>("process/spawn", { name: "never-reads", terminal: { cols: 80, rows: 24 }, argv: stoppedReader(file) })).process,
-      onOutput: (_stream, data) => void (output += new TextDecoder().decode(data)),
-      inputLimits: { stallNoticeMs: 1_000, stallMaxMs: 3_000, queueMaxBytes: INPUT_QUEUE_MAX_BYTES },
-    });
+    const follower = remote.trackFollower(
+      await followProcess({
+        open: () => connect(host.alias, { env: remoteClientEnv(host) }),
+        first: async (conn) =>
+          (await conn.call<{ process: RemoteProcess }>("process/spawn", { name: "never-reads", terminal: { cols: 80, rows: 24 }, argv: stoppedReader(file) })).process,
+        onOutput: (_stream, data) => void (output += new TextDecoder().decode(data)),
+        inputLimits: { stallNoticeMs: 1_000, stallMaxMs: 3_000, queueMaxBytes: INPUT_QUEUE_MAX_BYTES },
+      }),
+    );
     expect(await eventually(() => output.includes("ready"), 20_000)).toBe(true);
     const text = new TextEncoder().encode(pasteText(6 * MIB));
     // Written as a terminal would read it: 64 KiB at a time, pausing whenever the follower says so.

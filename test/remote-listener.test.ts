@@ -36,6 +36,7 @@ describe.skipIf(Boolean(reason))("a listener that throws never ends the connecti
   test("thrown and rejected errors go to onListenerError; the ssh, the calls and the other listeners go on", async () => {
     const host = await remote.newHost();
     const conn = await connect(host.alias, { env: remoteClientEnv(host) });
+    remote.track(conn); // a failed test leaves no ssh behind
     const ssh = conn.sshPid;
     const errors: string[] = [];
     conn.onListenerError((error, method) => errors.push(`${method}: ${(error as Error).message}`));
@@ -67,6 +68,7 @@ describe.skipIf(Boolean(reason))("a listener that throws never ends the connecti
   test("without a handler the first error is one line on stderr, later ones are not repeated", async () => {
     const host = await remote.newHost();
     const conn = await connect(host.alias, { env: remoteClientEnv(host) });
+    remote.track(conn); // a failed test leaves no ssh behind
     const printed: string[] = [];
     const write = process.stderr.write;
     process.stderr.write = ((chunk: string | Uint8Array) => printed.push(String(chunk)) > 0) as typeof process.stderr.write;
@@ -98,16 +100,18 @@ describe.skipIf(Boolean(reason))("a listener that throws never ends the connecti
     const notices: string[] = [];
     let output = "";
     let calls = 0;
-    const follower = await followProcess({
-      open: () => connect(host.alias, { env: remoteClientEnv(host) }),
-      first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { argv: FIVE_LINES })).process,
-      onOutput: (_stream, data) => {
-        calls += 1;
-        output += new TextDecoder().decode(data);
-        if (calls === 1) throw new Error("the consumer's bug");
-      },
-      onNotice: (text) => notices.push(text),
-    });
+    const follower = remote.trackFollower(
+      await followProcess({
+        open: () => connect(host.alias, { env: remoteClientEnv(host) }),
+        first: async (conn) => (await conn.call<{ process: RemoteProcess }>("process/spawn", { argv: FIVE_LINES })).process,
+        onOutput: (_stream, data) => {
+          calls += 1;
+          output += new TextDecoder().decode(data);
+          if (calls === 1) throw new Error("the consumer's bug");
+        },
+        onNotice: (text) => notices.push(text),
+      }),
+    );
     const ssh = follower.connection.sshPid;
     const outcome = await Promise.race([follower.done, Bun.sleep(EXIT_WAIT_MS).then(() => ({ kind: "timeout" }))]);
     expect(outcome).toEqual({ kind: "exited", exitCode: 4, signal: null });

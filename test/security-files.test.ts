@@ -97,7 +97,7 @@ describe("item 4: the socket fallback folder and state files are never followed 
   }
 
   test(
-    "a pre-planted symlink as the fallback folder: start, stop and version refuse with UNSAFE_STATE and use nothing",
+    "a pre-planted symlink as the fallback folder: version and status refuse it and ask nothing; start uses a folder of its own instead, never the link",
     async () => {
       const { home, fallbackDir, runtime } = fallbackHome();
       const elsewhere = join(runtime, "attacker");
@@ -113,15 +113,24 @@ describe("item 4: the socket fallback folder and state files are never followed 
       });
       afterFake.push(() => fake.kill("SIGKILL"));
       expect(await eventually(() => acceptsWebSocket(join(elsewhere, "app-server.sock")))).toBe(true);
-      for (const command of ["start", "stop", "version"]) {
-        const result = await home.run([command]);
-        expect(result.json.error.code).toBe("UNSAFE_STATE");
-        expect(result.json.error.message).toContain(`${fallbackDir} is a symbolic link`);
-      }
+      const refused = await home.run(["version"]);
+      expect(refused.json.error.code).toBe("UNSAFE_STATE");
+      expect(refused.json.error.message).toContain(`${fallbackDir} is a symbolic link`);
       // Even if a fake server listened behind the link, status does not ask it anything.
       const status = await home.run(["status"]);
       expect(status.json.problems.join("\n")).toContain(`${fallbackDir} is a symbolic link`);
       expect(status.json.appServer.answering).toBe(false);
+      // A link is never ours to use: stop and start use a private folder next to it (src/daemon/socket-dir.ts).
+      const own = new RegExp(`^${fallbackDir}-[A-Za-z0-9]{6}$`);
+      const stopped = await home.run(["stop"]);
+      expect(stopped.json.status).toBe("notRunning");
+      expect(dirname(stopped.json.socketPath)).toMatch(own);
+      const started = await home.run(["start"]);
+      expect(started.json.status).toBe("started");
+      expect(started.json.socketPath).toBe(stopped.json.socketPath);
+      const version = await home.run(["version"]);
+      expect(version.json).toMatchObject({ status: "running", pid: started.json.pid, socketPath: started.json.socketPath });
+      expect((await home.run(["stop"])).json.status).toBe("stopped");
     },
     SLOW_TEST_MS,
   );

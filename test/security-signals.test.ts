@@ -4,6 +4,7 @@
  * processes; every foreign process is a real `sleep` whose survival is asserted.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { adoptionRefusal } from "../src/daemon/adoption.ts";
@@ -222,4 +223,43 @@ describe("item 10: stop ends descendants that left the group", () => {
     ];
     expect(treeOf(10, entries).map((e) => e.pid).sort()).toEqual([11, 12, 13, 15]);
   });
+});
+
+describe("SIGCONT after SIGTERM (a stop's second signal)", () => {
+  const hasStrace = spawnSync("sh", ["-c", "command -v strace"]).status === 0;
+
+  /** Each `kill(target, SIGCONT)` in an strace log, with whether /proc/<|target|>/stat was read since that target's SIGTERM. */
+  function contsAfterTerms(log: string): { target: number; checked: boolean }[] {
+    const conts: { target: number; checked: boolean }[] = [];
+    const since = new Map<number, boolean>();
+    for (const line of log.split("\n")) {
+      const kill = /kill\((-?\d+), (SIGTERM|SIGCONT)\)/.exec(line);
+      const read = /open(?:at)?\([^"]*"\/proc\/(\d+)\/stat"/.exec(line);
+      if (read) for (const target of since.keys()) if (Math.abs(target) === Number(read[1])) since.set(target, true);
+      if (kill?.[2] === "SIGTERM") since.set(Number(kill[1]), false);
+      if (kill?.[2] === "SIGCONT") conts.push({ target: Number(kill[1]), checked: since.get(Number(kill[1])) === true });
+    }
+    return conts;
+  }
+
+  // strace shows the order of the syscalls; a pid reused between the two signals cannot be staged on purpose.
+  test.skipIf(!hasStrace)(
+    "down proves the app-server's and the updater group's identity again before each SIGCONT, not only before the SIGTERM",
+    async () => {
+      const home = newHome();
+      const env = { BERTH_UPDATE_INITIAL_DELAY_MS: "600000" };
+      const boot = await home.run(["bootstrap"], { env });
+      expect(boot.json.status).toBe("bootstrapped");
+      // Paused (what SIGCONT is for): neither can act on the SIGTERM, so both are certainly there to get the SIGCONT.
+      process.kill(boot.json.pid, "SIGSTOP");
+      process.kill(-boot.json.updater.pid, "SIGSTOP");
+      const log = join(home.home, "..", "down.strace");
+      const down = await home.exec(["strace", "-f", "-qq", "-o", log, "-e", "trace=kill,open,openat", BUN, join(ROOT, "src", "main.ts"), "down"], { env });
+      expect(down.json.status).toBe("down");
+      const conts = contsAfterTerms(readFileSync(log, "utf8"));
+      expect(conts.map((cont) => cont.target).sort()).toEqual([-boot.json.updater.pid, boot.json.pid].sort());
+      expect(conts).toEqual(conts.map((cont) => ({ ...cont, checked: true })));
+    },
+    SLOW_TEST_MS,
+  );
 });

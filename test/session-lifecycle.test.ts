@@ -2,14 +2,16 @@
 // every one ends (terminal sessions by SIGHUP, other groups by SIGTERM, then
 // SIGKILL after the grace), including one that ignores SIGTERM and a
 // grandchild in its own session; `stop`/`restart` report processesEnded.
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { eventually, isAlive, nonKeeperProcessesOf, processesOf } from "./helpers/berth.ts";
+import { childrenKilledPerTest, eventually, isAlive, nonKeeperProcessesOf, processesOf } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 import { parseLedger } from "../src/server/process/ledger.ts";
 
 const TEST_TIMEOUT_MS = 90_000;
 const fixtures = connectFixtures("berth-sessions-");
+/** Processes a test starts outside any home (a stranger): killed after each test, a failed one too. */
+const strangers = childrenKilledPerTest(afterEach);
 
 async function connected(settings: object) {
   const home = fixtures.home(settings);
@@ -49,7 +51,8 @@ describe("session processes and the app-server's lifecycle", () => {
     const parent = (await bridge.call("process/spawn", { argv: ["sh", "-c", "setsid sh -c 'echo gc=$$; exec sleep 1000' & wait"] })).process;
     const terminal = (await bridge.call("process/spawn", { argv: ["sh"], terminal: { cols: 80, rows: 24 } })).process;
     const plain = (await bridge.call("process/spawn", { argv: ["sleep", "1000"] })).process;
-    await eventually(() => bridge.output(stubborn.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS);
+    // Its TERM trap is set: only then is it the process that ignores SIGTERM.
+    expect(await eventually(() => bridge.output(stubborn.processId, "stdout").text.includes("ready"), CONNECT_WAIT_MS)).toBe(true);
     const grandchild = await pidFromOutput(bridge, parent.processId, "stdout", /gc=(\d+)/);
     const pids = [stubborn.pid, parent.pid, terminal.pid, plain.pid, grandchild];
     expect(pids.every(isAlive)).toBe(true);
@@ -107,6 +110,7 @@ describe("session processes and the app-server's lifecycle", () => {
     const serverPid = bridge.connected.pid as number;
     const { process: p } = await bridge.call("process/spawn", { argv: ["sleep", "1000"] });
     const stranger = Bun.spawn(["setsid", "sleep", "1000"], { stdio: ["ignore", "ignore", "ignore"] });
+    strangers.push(stranger);
     process.kill(serverPid, "SIGKILL");
     expect(await bridge.exited).toBe(75);
     expect(isAlive(p.pid)).toBe(true);
@@ -115,7 +119,6 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(["started", "alreadyRunning"]).toContain(started.json.status);
     expect(await eventually(() => !isAlive(p.pid), 20_000)).toBe(true);
     expect(isAlive(stranger.pid)).toBe(true);
-    stranger.kill("SIGKILL");
   }, TEST_TIMEOUT_MS);
 
   test("what an exited process left running in its group is ended by the next app-server after a SIGKILL too", async () => {

@@ -6,7 +6,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { restartMustWait } from "../src/update/defer.ts";
+import { changeUpdaterState } from "../src/daemon/updater.ts";
+import { deferredSince, restartMustWait } from "../src/update/defer.ts";
 import { BUN, MAIN, TARGET, eventually, isAlive, makeHome, type TestHome } from "./helpers/berth.ts";
 import { spawnConnect, type ConnectClient } from "./helpers/connect.ts";
 import { serveDirectory, type DirectoryServer } from "./helpers/release-server.ts";
@@ -34,6 +35,19 @@ describe("restartMustWait", () => {
       expect(restartMustWait({ runningProcesses, sinceMs: 10_000, nowMs: 10_000 + waitedMs, maxDeferMs: 1000 })).toBe(wait);
     });
   }
+});
+
+describe("when a deferred restart's wait began (pure)", () => {
+  const now = Date.parse("2026-06-01T12:00:00Z");
+  const at = (ms: number) => new Date(now + ms).toISOString();
+  const cases = [
+    { name: "no wait recorded: now", pending: undefined, out: at(0) },
+    { name: "a wait for this version: when it began", pending: { version: "1.1.0", since: at(-5_000), runningProcesses: 1 }, out: at(-5_000) },
+    { name: "a wait for another version: now", pending: { version: "1.2.0", since: at(-5_000), runningProcesses: 1 }, out: at(0) },
+    { name: "a wait recorded ahead of the clock (set back since): now", pending: { version: "1.1.0", since: at(86_400_000), runningProcesses: 1 }, out: at(0) },
+    { name: "a damaged time: now", pending: { version: "1.1.0", since: "yesterday", runningProcesses: 1 }, out: at(0) },
+  ];
+  for (const c of cases) test(c.name, () => expect(deferredSince(c.pending, "1.1.0", now)).toBe(c.out));
 });
 
 /** A loopback release host with 1.1.0 (a source launcher) ready to publish, a home on 1.0.0 with the loop running, and a connected bridge. */
@@ -101,13 +115,27 @@ describe("updater and sessions", () => {
     expect(status.pendingRestart).toBeUndefined();
   }, TEST_TIMEOUT_MS);
 
-  test("past update.maxRestartDeferMs the restart happens anyway and ends the process", async () => {
-    const { bridge, status: readStatus, publish } = await updaterWithSession({ update: { maxRestartDeferMs: 2_000 } });
-    const { process: p } = await bridge.call("process/spawn", { argv: ["sleep", "1000"] });
-    publish();
-    const status = await statusOnceRestarted(readStatus, "1.1.0");
-    expect(await bridge.exited).toBe(75);
-    expect(isAlive(p.pid)).toBe(false);
-    expect(status.pendingRestart).toBeUndefined();
-  }, TEST_TIMEOUT_MS);
+  const pastMaxDefer: { name: string; before?: (home: TestHome) => void }[] = [
+    { name: "past update.maxRestartDeferMs the restart happens anyway and ends the process" },
+    {
+      name: "a wait recorded before the wall clock was set back still ends after update.maxRestartDeferMs, not after the jump",
+      // As if the wait had begun a day "from now": recorded, then the clock was set back by a day.
+      before: (home) => {
+        const since = new Date(Date.now() + 86_400_000).toISOString();
+        changeUpdaterState(home.path("daemon", "updater-state.json"), (state) => ({ ...state, pendingRestart: { version: "1.1.0", since, runningProcesses: 1 } }));
+      },
+    },
+  ];
+  for (const { name, before } of pastMaxDefer) {
+    test(name, async () => {
+      const { home, bridge, status: readStatus, publish } = await updaterWithSession({ update: { maxRestartDeferMs: 2_000 } });
+      const { process: p } = await bridge.call("process/spawn", { argv: ["sleep", "1000"] });
+      before?.(home);
+      publish();
+      const status = await statusOnceRestarted(readStatus, "1.1.0");
+      expect(await bridge.exited).toBe(75);
+      expect(isAlive(p.pid)).toBe(false);
+      expect(status.pendingRestart).toBeUndefined();
+    }, TEST_TIMEOUT_MS);
+  }
 });

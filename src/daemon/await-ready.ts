@@ -71,23 +71,23 @@ async function notifiedWithin(ready: ReadyWait, ms: number): Promise<ReadyOutcom
  * ran and is only slow is never stopped here).
  */
 export async function awaitReady(ctx: Context, backend: PidBackend, record: PidRecord, settings: Settings, ready?: ReadyWait, fresh = true): Promise<InitializeResult> {
-  const deadline = Date.now() + settings.startTimeoutMs;
+  const deadline = performance.now() + settings.startTimeoutMs;
   let pending = ready;
   let fallbackMs = READY_FALLBACK_FIRST_MS;
   let exited = false;
   try {
-    while (Date.now() < deadline) {
+    while (performance.now() < deadline) {
       if (!backend.isAlive(record)) {
         exited = true;
         break;
       }
       if (pending) {
-        const outcome = await notifiedWithin(pending, Math.min(fallbackMs, Math.max(1, deadline - Date.now())));
+        const outcome = await notifiedWithin(pending, Math.min(fallbackMs, Math.max(1, deadline - performance.now())));
         if (outcome === "later") fallbackMs = Math.min(fallbackMs * 2, READY_FALLBACK_MAX_MS);
         else pending = undefined;
         if (!backend.isAlive(record)) continue;
       }
-      const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - Date.now())));
+      const probe = await probeInitialize(ctx.socket.path, Math.min(READY_PROBE_TIMEOUT_MS, Math.max(1, deadline - performance.now())));
       if (probe.kind === "berth" && probe.info.pid === record.pid) return probe.info;
       if (!pending) await Bun.sleep(READY_POLL_MS);
     }

@@ -200,10 +200,13 @@ export class PidBackend {
     tree.scan(true);
     // SIGCONT after SIGTERM (as systemd does): a process paused by SIGSTOP (a debugger, `kill -STOP`) runs its
     // SIGTERM handler only once continued; else the stop waited the whole grace and ended it by SIGKILL.
-    if (this.options.trackGroup) {
-      if (leaderIsOurs()) for (const signal of TERMINATE_SIGNALS) signalGroup(record.pid, signal);
-    } else if (processIdentity(record.pid) === record.processStartTime) {
-      for (const signal of TERMINATE_SIGNALS) signalProcess(record.pid, signal);
+    // Each signal after its own identity check: the SIGTERM may have ended it, and its pid be another's since.
+    for (const signal of TERMINATE_SIGNALS) {
+      if (this.options.trackGroup) {
+        if (leaderIsOurs()) signalGroup(record.pid, signal);
+      } else if (processIdentity(record.pid) === record.processStartTime) {
+        signalProcess(record.pid, signal);
+      }
     }
     const leaderGone = () => processIdentity(record.pid) !== record.processStartTime;
     const gone = this.options.trackGroup ? () => !this.isAlive(record) : leaderGone;
@@ -222,9 +225,9 @@ export class PidBackend {
     const waitForExit = async (timeoutMs: number): Promise<boolean> => {
       // Sleeps on the leader's exit where the platform allows (exit-wait.ts; `scan` runs before each slice of that
       // sleep, as it would before each poll), then polls what remains of `goneWatching`.
-      const deadline = Date.now() + timeoutMs;
+      const deadline = performance.now() + timeoutMs;
       await sleepUntilExit(record, timeoutMs, scan);
-      return waitUntil(goneWatching, Math.max(0, deadline - Date.now()));
+      return waitUntil(goneWatching, Math.max(0, deadline - performance.now()));
     };
     if (!(await waitForExit(graceMs))) {
       tree.scan(true);
@@ -256,12 +259,12 @@ async function endStragglers(tree: TreeSnapshot, graceMs: number): Promise<Strag
 }
 
 export async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   let pollMs = STOP_POLL_MIN_MS;
   for (;;) {
     if (condition()) return true;
-    if (Date.now() >= deadline) return false;
-    await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())));
+    if (performance.now() >= deadline) return false;
+    await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - performance.now())));
     pollMs = Math.min(pollMs * 2, STOP_POLL_MAX_MS);
   }
 }

@@ -6,9 +6,10 @@
 import { existsSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { BerthError, describeError, errnoCode, isBerthError } from "../errors.ts";
-import { assertTrustedBinary, ensurePrivateDir, ensureSafeDir } from "../platform/fs.ts";
+import { assertTrustedBinary, ensureSafeDir } from "../platform/fs.ts";
 import { berthHomeFrom, layoutFor, socketPlanFor, type Layout, type SocketPlan } from "../platform/paths.ts";
 import { defaultSettings, loadSettings, type Settings } from "./settings.ts";
+import { checkSocketDir, ensureSocketDir, recordedSocketPlan } from "./socket-dir.ts";
 import { warn } from "../diagnostics.ts";
 import { BUILT_IN_BASE_URL } from "../version.ts";
 
@@ -34,14 +35,18 @@ export function assertSupportedPlatform(): void {
 export function openContext(env: NodeJS.ProcessEnv = process.env): Context {
   assertSupportedPlatform();
   const layout = layoutFor(berthHomeFrom(env));
-  return { layout, socket: socketPlanFor(layout.home, env), env };
+  return { layout, socket: recordedSocketPlan(layout, socketPlanFor(layout.home, env)), env };
 }
 
-/** Creates (0700) and checks the folders a mutating command writes into. */
+/**
+ * Creates (0700) and checks the folders a mutating command writes into. The
+ * socket's fallback folder is chosen again (socket-dir.ts): a long-running
+ * process (the updater) follows the folder another command recorded.
+ */
 export function prepareStateDirs(ctx: Context): void {
   ensureSafeDir(ctx.layout.home);
   ensureSafeDir(ctx.layout.daemonDir);
-  if (ctx.socket.fallbackDir) ensurePrivateDir(ctx.socket.fallbackDir, true);
+  if (ctx.socket.fallbackDir) ctx.socket = ensureSocketDir(ctx.layout, socketPlanFor(ctx.layout.home, ctx.env));
 }
 
 /** Read-only commands check what exists without creating anything. */
@@ -49,7 +54,7 @@ export function checkExistingStateDirs(ctx: Context): void {
   for (const dir of [ctx.layout.home, ctx.layout.daemonDir]) {
     if (existsSync(dir)) ensureSafeDir(dir);
   }
-  if (ctx.socket.fallbackDir) ensurePrivateDir(ctx.socket.fallbackDir, false);
+  checkSocketDir(ctx.socket);
 }
 
 /** Two spellings of BERTH_HOME name the same folder (one may go through a symlink). */

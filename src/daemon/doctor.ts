@@ -3,7 +3,7 @@
  * check, each failed one with the command that fixes it. Never fails itself:
  * a check that cannot run is a finding.
  */
-import { lstatSync, readdirSync, readlinkSync, realpathSync, statfsSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readlinkSync, realpathSync, statfsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { shQuote } from "../client/ssh.ts";
 import { describeError, errnoCode, isBerthError } from "../errors.ts";
@@ -12,6 +12,7 @@ import { assertSafeDir, TEMP_NAME_PATTERN } from "../platform/fs.ts";
 import { installLinkFrom, SOCKET_PATH_MAX_BYTES } from "../platform/paths.ts";
 import { managedInstall, settingsOf, type Context } from "./context.ts";
 import { readStoredSettings } from "./settings.ts";
+import { checkSocketDir } from "./socket-dir.ts";
 import { startupPresent, startupRecord } from "./startup.ts";
 import { updaterReport } from "./updater.ts";
 import { readWanted } from "./wanted.ts";
@@ -100,11 +101,12 @@ function checkSocket(ctx: Context): Finding {
   const limit = SOCKET_PATH_MAX_BYTES[process.platform] ?? 103;
   if (!ctx.socket.fallbackDir) return ok("socket", `${ctx.socket.path} (${Buffer.byteLength(ctx.socket.path)} of ${limit} bytes)`);
   try {
-    statSync(ctx.socket.fallbackDir);
-    assertSafeDir(ctx.socket.fallbackDir);
+    // Never through a symlink; a folder someone else took is replaced by `start` (socket-dir.ts).
+    checkSocketDir(ctx.socket);
+    if (!existsSync(ctx.socket.fallbackDir)) return problem("socket", `socket fallback folder ${ctx.socket.fallbackDir} does not exist`, "berth start");
     return ok("socket", `${ctx.socket.path} (fallback: the path in BERTH_HOME is too long, or holds a character a ws+unix URL cannot carry)`);
   } catch (error) {
-    return problem("socket", `socket fallback folder ${ctx.socket.fallbackDir}: ${describeError(error)}`, `rm -rf ${ctx.socket.fallbackDir} && berth restart`);
+    return problem("socket", `socket fallback folder ${ctx.socket.fallbackDir}: ${describeError(error)}`, "berth restart");
   }
 }
 

@@ -28,9 +28,9 @@ export async function sleepUntilExit(record: PidRecord, timeoutMs: number, betwe
   try {
     // The pid may have been reused before the open: the fd names our process only if the identity still matches.
     if (processIdentity(record.pid) !== record.processStartTime) return "exited";
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     for (;;) {
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (left <= 0) return "timeout";
       between();
       if (pollReadable(fd, Math.min(left, EXIT_WAIT_SLICE_MS)) === "readable") return "exited";

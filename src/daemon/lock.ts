@@ -47,19 +47,19 @@ export class FileLock {
 
   /** Waits for the lock until the deadline, then fails with LOCK_TIMEOUT naming the file. */
   static async acquire(path: string, timeoutMs: number): Promise<FileLock> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     let pollMs = LOCK_POLL_MIN_MS;
     for (;;) {
       const lock = FileLock.tryAcquire(path);
       if (lock) return lock;
-      if (Date.now() >= deadline) {
+      if (performance.now() >= deadline) {
         const holder = describeLockHolder(path);
         throw new BerthError(
           "LOCK_TIMEOUT",
           `another berth command${holder ? ` (${holder})` : ""} still holds ${path} after ${Math.round(timeoutMs / 1000)} s; wait for it to finish and retry.`,
         );
       }
-      await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())));
+      await Bun.sleep(Math.min(pollMs, Math.max(1, deadline - performance.now())));
       pollMs = Math.min(pollMs * 2, LOCK_POLL_MAX_MS);
     }
   }

@@ -134,11 +134,11 @@ export class PidFile {
 
   /** Waits while a live reservation resolves (a concurrent start publishing or failing). */
   async waitWhileStarting(timeoutMs: number): Promise<PidFileState> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     for (;;) {
       const state = this.read();
       if (state.kind !== "starting") return state;
-      if (Date.now() >= deadline) {
+      if (performance.now() >= deadline) {
         throw new BerthError(
           "LOCK_TIMEOUT",
           `${this.path} is still reserved by a starting process after ${Math.round(timeoutMs / 1000)} s; retry once it has finished.`,

@@ -23,7 +23,7 @@ export class TreeSnapshot {
 
   /** Adds what descends from the leader now; a no-op once the leader is not provably ours. */
   scan(force = false): void {
-    const now = Date.now();
+    const now = performance.now();
     if (!force && now - this.lastScan < TREE_SCAN_INTERVAL_MS) return;
     this.lastScan = now;
     if (!this.leaderIsOurs()) return;

@@ -8,11 +8,12 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync } from "node:fs";
 import { describeError, errnoCode } from "../errors.ts";
 import { dirname, join, resolve } from "node:path";
-import { PATH_BLOCK_BEGIN, PATH_BLOCK_END } from "../install/profile.ts";
-import { assertSafeDir, writeFileAtomic } from "../platform/fs.ts";
-import { homeFrom, installLinkFrom } from "../platform/paths.ts";
+import { PATH_BLOCK_BEGIN, PATH_BLOCK_END, profileNotOurs } from "../install/profile.ts";
+import { writeFileAtomic } from "../platform/fs.ts";
+import { homeFrom, installLinkFrom, socketPlanFor } from "../platform/paths.ts";
 import type { Context } from "./context.ts";
 import { down } from "./down.ts";
+import { removeSocketDirs } from "./socket-dir.ts";
 import { disableStartup } from "./startup.ts";
 
 /** Profiles berth may have written a PATH block into (any placement install ever used). */
@@ -74,6 +75,11 @@ function removeProfileBlocks(env: NodeJS.ProcessEnv, removed: string[], kept: st
       real = realpathSync(path);
       if (seen.has(real) || !statSync(real).isFile()) continue;
       seen.add(real);
+      const notOurs = profileNotOurs(real);
+      if (notOurs) {
+        if (readFileSync(real, "utf8").includes(PATH_BLOCK_BEGIN)) kept.push(`${path} (${notOurs}; remove the lines from ${PATH_BLOCK_BEGIN} to ${PATH_BLOCK_END} by hand)`);
+        continue;
+      }
       text = readFileSync(real, "utf8");
     } catch {
       continue;
@@ -171,12 +177,7 @@ export async function uninstall(ctx: Context, options: { keepData: boolean }): P
   }
   removeCommandLink(ctx, removed, kept);
   removeProfileBlocks(ctx.env, removed, kept);
-  const fallback = ctx.socket.fallbackDir;
-  if (fallback && existsSync(fallback)) {
-    assertSafeDir(fallback);
-    rmSync(fallback, { recursive: true, force: true });
-    removed.push(fallback);
-  }
+  removeSocketDirs(ctx.layout, ctx.socket, socketPlanFor(ctx.layout.home, ctx.env), removed, kept);
   removeHome(ctx, options.keepData, removed, kept);
   return { status: "uninstalled", stopped, removed, kept };
 }

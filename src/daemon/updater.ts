@@ -103,9 +103,9 @@ const STATE_CHANGE_WAIT_MS = 2_000;
  * flock on `<file>.lock` serializes them; past STATE_CHANGE_WAIT_MS (a holder stuck) it goes ahead alone.
  */
 export function changeUpdaterState(path: string, change: (state: UpdaterState) => UpdaterState): void {
-  const deadline = Date.now() + STATE_CHANGE_WAIT_MS;
+  const deadline = performance.now() + STATE_CHANGE_WAIT_MS;
   let lock = FileLock.tryAcquire(`${path}.lock`);
-  while (!lock && Date.now() < deadline) {
+  while (!lock && performance.now() < deadline) {
     Bun.sleepSync(1);
     lock = FileLock.tryAcquire(`${path}.lock`);
   }

@@ -172,6 +172,24 @@ function readIfExists(path: string): string | undefined {
   }
 }
 
+/**
+ * Why berth must not rewrite the profile file `real` (a symlinked profile resolved), or undefined: one that is
+ * not a regular file (a FIFO would hang the read), or that another user owns (rewritten, it would become ours:
+ * root with a user's HOME, a shared dotfile a link points at).
+ */
+export function profileNotOurs(real: string): string | undefined {
+  let stat;
+  try {
+    stat = statSync(real);
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return undefined;
+    throw error;
+  }
+  if (!stat.isFile()) return `${real} is not a regular file`;
+  const uid = process.getuid?.();
+  return uid !== undefined && stat.uid !== uid ? `${real} is owned by uid ${stat.uid}, not by you (uid ${uid})` : undefined;
+}
+
 /** Adds or moves the block in one profile; a failure becomes a warning that says what to add by hand. */
 function updateProfile(target: ProfileTarget, block: string, dir: string): { updated: boolean; warning?: string } {
   try {
@@ -182,6 +200,8 @@ function updateProfile(target: ProfileTarget, block: string, dir: string): { upd
     } catch (error) {
       if (errnoCode(error) !== "ENOENT") throw error;
     }
+    const notOurs = profileNotOurs(real);
+    if (notOurs) return { updated: false, warning: `did not change ${target.path}: ${notOurs}. Add \`export PATH="${dir}:$PATH"\` to it yourself.` };
     const existing = readIfExists(real);
     const plan = planProfileUpdate(existing, block, target.placement);
     if (plan.action === "present") return { updated: false };

@@ -217,43 +217,6 @@ export function assertTrustedBinary(home: string, binaryPath: string): void {
   }
 }
 
-/**
- * The socket fallback folder lives in a shared place (/tmp): it must be a real
- * folder (never a link someone planted), owned by the user, mode exactly 0700.
- */
-export function ensurePrivateDir(path: string, create: boolean): void {
-  if (create) {
-    try {
-      mkdirSync(path, { mode: DIR_MODE });
-    } catch (error) {
-      if (errnoCode(error) !== "EEXIST") throw error;
-    }
-  }
-  let stat;
-  try {
-    stat = lstatSync(path);
-  } catch (error) {
-    if (!create && errnoCode(error) === "ENOENT") return;
-    throw error;
-  }
-  const uid = process.getuid?.();
-  const problem = stat.isSymbolicLink()
-    ? "is a symbolic link"
-    : !stat.isDirectory()
-      ? "is not a directory"
-      : uid !== undefined && stat.uid !== uid
-        ? `is owned by uid ${stat.uid}, not by you (uid ${uid})`
-        : (stat.mode & 0o777) !== DIR_MODE
-          ? `has mode ${(stat.mode & 0o777).toString(8).padStart(3, "0")}, not 700`
-          : undefined;
-  if (problem) {
-    throw new BerthError(
-      "UNSAFE_STATE",
-      `the socket folder ${path} ${problem}; someone else may have planted it. berth did not use it; remove it (check who made it first) and retry.`,
-    );
-  }
-}
-
 /** Flags for opening a state file: never through a symlink, never blocking on a FIFO. */
 export const STATE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 export const STATE_APPEND_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_NONBLOCK;

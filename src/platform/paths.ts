@@ -73,7 +73,9 @@ export function layoutFor(home: string) {
     wantedFile: join(daemonDir, "wanted.json"),
     keeperState: join(daemonDir, "keeper.json"),
     startupFile: join(daemonDir, "startup.json"),
-    defaultSocket: join(daemonDir, "app-server.sock"),
+    defaultSocket: join(daemonDir, SOCKET_FILE_NAME),
+    /** The socket's fallback folder in use, when there is one (src/daemon/socket-dir.ts). */
+    socketDirFile: join(daemonDir, "socket-dir"),
     tokenFile: join(daemonDir, "remote-control.token"),
   };
 }
@@ -83,6 +85,10 @@ export function releaseDirName(version: string, target: Target): string {
 }
 
 export type SocketPlan = { path: string; fallbackDir?: string };
+
+export const SOCKET_FILE_NAME = "app-server.sock";
+/** What mkdtemp adds to a fallback folder's name when someone else holds that name (src/daemon/socket-dir.ts). */
+export const SOCKET_DIR_SUFFIX = "-XXXXXX";
 
 /**
  * Pure: whether every client can put `path` in a ws+unix URL as it is: only
@@ -99,7 +105,8 @@ export function urlSafePath(path: string): boolean {
  * The control socket path: inside BERTH_HOME unless that path is too long for
  * clients on this platform or is not urlSafePath (e.g. holds ':'); then a
  * short per-user folder keyed by a hash of BERTH_HOME (in /tmp when
- * XDG_RUNTIME_DIR is not URL-safe either).
+ * XDG_RUNTIME_DIR is not URL-safe either, or too long). Which folder is in
+ * use, when someone else took this one, is src/daemon/socket-dir.ts's.
  */
 export function socketPlan(input: {
   home: string;
@@ -107,13 +114,17 @@ export function socketPlan(input: {
   uid: number;
   runtimeDir?: string;
 }): SocketPlan {
-  const preferred = join(input.home, "daemon", "app-server.sock");
+  const preferred = join(input.home, "daemon", SOCKET_FILE_NAME);
   const limit = SOCKET_PATH_MAX_BYTES[input.platform] ?? 103;
   if (Buffer.byteLength(preferred) <= limit && urlSafePath(preferred)) return { path: preferred };
   const hash = new Bun.CryptoHasher("sha256").update(input.home).digest("hex").slice(0, 8);
-  const base = input.runtimeDir && isAbsolute(input.runtimeDir) && urlSafePath(input.runtimeDir) ? input.runtimeDir : "/tmp";
-  const fallbackDir = join(base, `berth-${input.uid}-${hash}`);
-  return { path: join(fallbackDir, "app-server.sock"), fallbackDir };
+  const name = `berth-${input.uid}-${hash}`;
+  // The runtime folder only while the socket fits there, also in a folder with mkdtemp's suffix.
+  const fits = (dir: string) => Buffer.byteLength(join(dir, `${name}${SOCKET_DIR_SUFFIX}`, SOCKET_FILE_NAME)) <= limit;
+  const runtimeDir = input.runtimeDir;
+  const base = runtimeDir && isAbsolute(runtimeDir) && urlSafePath(runtimeDir) && fits(runtimeDir) ? runtimeDir : "/tmp";
+  const fallbackDir = join(base, name);
+  return { path: join(fallbackDir, SOCKET_FILE_NAME), fallbackDir };
 }
 
 export function socketPlanFor(home: string, env: NodeJS.ProcessEnv = process.env): SocketPlan {

@@ -7,6 +7,7 @@
 import { BerthError, describeError } from "../errors.ts";
 import { foreignServerError, isOurServer, startAppServer } from "../daemon/app-server.ts";
 import type { Context } from "../daemon/context.ts";
+import { checkSocketDir } from "../daemon/socket-dir.ts";
 import { logger } from "../output.ts";
 import { CLI_VERSION } from "../version.ts";
 import { probeInitialize } from "./client.ts";
@@ -131,6 +132,14 @@ async function openSocket(socketPath: string): Promise<PausableWebSocket> {
 /** Makes sure the app-server runs (unless `start` is false), connects, and returns the bridge. */
 export async function openBridge(ctx: Context, options: { start: boolean }): Promise<Bridge> {
   const terminal = await protocolTerminal();
+  // Nothing is asked in a socket folder another user made (their server could answer there as ours):
+  // refused (UNSAFE_STATE), or, with start, `start` makes a folder of its own (src/daemon/socket-dir.ts).
+  try {
+    checkSocketDir(ctx.socket);
+  } catch (error) {
+    if (!options.start) throw error;
+    await startAppServer(ctx);
+  }
   // An app-server of ours that answers needs no lock: hundreds of connects must not queue on daemon.lock.
   let probe = await probeInitialize(ctx.socket.path, PROBE_TIMEOUT_MS);
   if (options.start && !isOurServer(ctx, probe)) {

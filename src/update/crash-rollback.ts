@@ -39,16 +39,19 @@ export function recordRollout(ctx: Context, version: string, previousReleaseDir:
  * if crashLoopRollback says so. Returns what it did, or undefined.
  */
 export async function rollBackCrashLoop(ctx: Context, now: number): Promise<{ version: string; previous: string } | undefined> {
-  const state = readUpdaterState(ctx.layout.updaterState);
-  const version = managedInstall(ctx).version;
-  const previous = crashLoopRollback(state.lastRollout, version, now);
-  if (!previous || !version) return undefined;
-  // Quarantined first: a check that sees the previous release current also sees the broken one refused.
-  // The record goes last: a step killed half-way leaves it, and the next give-up does the rest.
-  await withInstallLock(ctx.layout, () => {
+  // A cheap look first: most give-ups follow no recent rollout, and then install.lock is not waited for.
+  if (!crashLoopRollback(readUpdaterState(ctx.layout.updaterState).lastRollout, managedInstall(ctx).version, now)) return undefined;
+  // Decided again under install.lock: an update may have installed (and flipped `current` to) another release
+  // meanwhile, which this must not flip back to the release before the crash-looping one.
+  return withInstallLock(ctx.layout, () => {
+    const version = managedInstall(ctx).version;
+    const previous = crashLoopRollback(readUpdaterState(ctx.layout.updaterState).lastRollout, version, now);
+    if (!previous || !version) return undefined;
+    // Quarantined first: a check that sees the previous release current also sees the broken one refused.
+    // The record goes last: a step killed half-way leaves it, and the next give-up does the rest.
     changeUpdaterState(ctx.layout.updaterState, (state) => withQuarantined(state, version));
     flipCurrent(ctx.layout, previous);
     changeUpdaterState(ctx.layout.updaterState, ({ lastRollout: _done, ...rest }) => rest);
+    return { version, previous };
   });
-  return { version, previous };
 }

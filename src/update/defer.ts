@@ -20,6 +20,16 @@ export function restartMustWait(input: { runningProcesses: number | undefined; s
   return input.nowMs - input.sinceMs < input.maxDeferMs;
 }
 
+/**
+ * Pure: when the wait for the restart onto `version` began: as recorded for that version, unless the record
+ * lies ahead of the wall clock (set back since, or damaged): then it begins now, or a clock set back by a day
+ * would hold the restart a day past update.maxRestartDeferMs.
+ */
+export function deferredSince(pending: PendingRestart | undefined, version: string, nowMs: number): string {
+  const recorded = pending?.version === version ? Date.parse(pending.since) : Number.NaN;
+  return recorded <= nowMs ? (pending as PendingRestart).since : new Date(nowMs).toISOString();
+}
+
 /** Loop only: true (and pendingRestart recorded) while the restart onto `version` must wait for processes. */
 export async function restartWaitsForProcesses(ctx: Context, settings: Settings, version: string): Promise<boolean> {
   const probe = await probeInitialize(ctx.socket.path, PROCESS_COUNT_TIMEOUT_MS);
@@ -27,7 +37,7 @@ export async function restartWaitsForProcesses(ctx: Context, settings: Settings,
   const runningProcesses = await countRunningProcesses(ctx.socket.path, PROCESS_COUNT_TIMEOUT_MS);
   const state = readUpdaterState(ctx.layout.updaterState);
   const now = new Date();
-  const since = state.pendingRestart?.version === version ? state.pendingRestart.since : now.toISOString();
+  const since = deferredSince(state.pendingRestart, version, now.getTime());
   const wait = restartMustWait({ runningProcesses, sinceMs: Date.parse(since), nowMs: now.getTime(), maxDeferMs: settings.update.maxRestartDeferMs });
   if (wait) {
     const pendingRestart: PendingRestart = { version, since, runningProcesses: runningProcesses as number };

@@ -154,8 +154,8 @@ export class Keeper {
    */
   private async exitStatusOf(pid: number | undefined): Promise<{ exitCode: number | null; signal: string | null }> {
     if (pid === undefined || pid !== this.lastLaunchedPid) return { exitCode: null, signal: null };
-    const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
-    while (!this.exits.has(pid) && Date.now() < deadline) await Bun.sleep(10);
+    const deadline = performance.now() + EXIT_STATUS_WAIT_MS;
+    while (!this.exits.has(pid) && performance.now() < deadline) await Bun.sleep(10);
     return this.exits.get(pid) ?? { exitCode: null, signal: null };
   }
 
@@ -254,8 +254,8 @@ export class Keeper {
       result = await ensureRunning(this.ctx, settingsOf(this.ctx), { onExit: (pid, exitCode, signal) => this.recordExit(pid, exitCode, signal) });
     } catch (error) {
       // A server that died before answering was our child: its status arrives as it is reaped.
-      const deadline = Date.now() + EXIT_STATUS_WAIT_MS;
-      while (this.exitCount === exitsBefore && Date.now() < deadline) await Bun.sleep(10);
+      const deadline = performance.now() + EXIT_STATUS_WAIT_MS;
+      while (this.exitCount === exitsBefore && performance.now() < deadline) await Bun.sleep(10);
       const status = this.exitCount !== exitsBefore ? [...this.exits.values()].pop() : undefined;
       await this.crashed(`restart failed: ${describeError(error).split("\n")[0]}`, undefined, status);
       return;

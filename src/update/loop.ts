@@ -319,12 +319,23 @@ async function keepInProcess(ctx: Context): Promise<never> {
     } catch (error) {
       logLine(ctx, `keeper: step failed: ${describeError(error).split("\n")[0]}`);
     }
-    const wakeAt = Date.now() + (Number.isFinite(verdict.wakeInMs) ? verdict.wakeInMs : FALLBACK_INTERVAL_MS);
     const watch = verdict.watch;
-    while (Date.now() < wakeAt) {
-      await Bun.sleep(Math.min(IN_PROCESS_TICK_MS, Math.max(1, wakeAt - Date.now())));
-      if (readStateFile(ctx.layout.appServerPid) !== record) break;
-      if (watch && processIdentity(watch.pid) !== watch.processStartTime) break;
-    }
+    await untilKeeperEvent(Number.isFinite(verdict.wakeInMs) ? verdict.wakeInMs : FALLBACK_INTERVAL_MS, () => {
+      if (readStateFile(ctx.layout.appServerPid) !== record) return true;
+      return watch !== undefined && processIdentity(watch.pid) !== watch.processStartTime;
+    });
+  }
+}
+
+/**
+ * Until the in-process keeper's next step: `wakeInMs` from now, or sooner when `changed` (looked at every
+ * IN_PROCESS_TICK_MS). Timed by the monotonic clock: a wall clock set back (NTP after a macOS sleep, a user)
+ * stretched a crashed server's 1 s backoff by the whole jump, as the sh loop's uptime-based deadlines never did.
+ */
+export async function untilKeeperEvent(wakeInMs: number, changed: () => boolean): Promise<void> {
+  const wakeAt = performance.now() + wakeInMs;
+  while (performance.now() < wakeAt) {
+    await Bun.sleep(Math.min(IN_PROCESS_TICK_MS, Math.max(1, wakeAt - performance.now())));
+    if (changed()) return;
   }
 }

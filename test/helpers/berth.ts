@@ -6,6 +6,7 @@
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { processIdentity } from "../../src/platform/process.ts";
 import { CLI_TARGET } from "../../src/version.ts";
 
 export const ROOT = join(import.meta.dir, "..", "..");
@@ -329,19 +330,43 @@ export function nonKeeperProcessesOf(home: TestHome): number[] {
   return processesOf(home.home).filter((pid) => !keepers.has(pid) && !keepers.has(pgrpOf(pid) ?? -1));
 }
 
-/** Pids a test file's tests started (a negative one is a whole process group): each gets SIGKILL after each test. */
+/**
+ * Pids a test file's tests started (a negative one is a whole process group): each gets SIGKILL after each test.
+ * A process is signalled only if it is still the one seen when its pid was pushed (boot id and start time): one
+ * that ended during the test may have left its pid to someone else's process by then.
+ */
 export function pidsKilledPerTest(afterEach: (fn: () => void) => void): number[] {
   const pids: number[] = [];
+  const seen = new Map<number, string | undefined>();
+  const push = pids.push.bind(pids);
+  pids.push = (...added: number[]) => {
+    for (const pid of added) if (pid > 0 && !seen.has(pid)) seen.set(pid, processIdentity(pid));
+    return push(...added);
+  };
   afterEach(() => {
     for (const pid of pids.splice(0)) {
+      if (pid > 0 && (seen.get(pid) === undefined || processIdentity(pid) !== seen.get(pid))) continue; // gone, or not ours now
       try {
         process.kill(pid, "SIGKILL");
       } catch {
         // already gone
       }
     }
+    seen.clear();
   });
   return pids;
+}
+
+/**
+ * Children (Bun.spawn) a test file's tests started: each gets SIGKILL after each test, a timed-out one too. Safer
+ * than a pid: Bun knows whether its child has exited (and been reaped), so a reused pid is never signalled.
+ */
+export function childrenKilledPerTest(afterEach: (fn: () => void) => void): { kill(signal?: number | NodeJS.Signals): void }[] {
+  const children: { kill(signal?: number | NodeJS.Signals): void }[] = [];
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill("SIGKILL");
+  });
+  return children;
 }
 
 /** `tempDir` for a test file: a fresh folder `<prefix>XXXXXX` in the system's temp folder, removed after each test. */

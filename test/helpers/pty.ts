@@ -3,6 +3,7 @@
  * terminal would run it: keystrokes in, everything the terminal shows out.
  */
 import type { Subprocess } from "bun";
+import { existsSync } from "node:fs";
 import { eventually } from "./berth.ts";
 
 export const PTY_WAIT_MS = 20_000;
@@ -86,10 +87,16 @@ export class PtyProcess {
    * outlives the hangup is in that group. One did (`remote attach`, stuck restoring a hung-up terminal).
    */
   kill(): void {
-    try {
-      process.kill(-this.proc.pid, "SIGKILL");
-    } catch {
-      // nobody left in the group
+    // While a member lives, the kernel gives the group's id to no new process; once the leader has ended (and been
+    // reaped), a live process with its pid means the group is empty and that pid someone else's (pids wrap within a
+    // run of the suite), maybe leading a group of its own: that group is not signalled.
+    const leaderEnded = this.proc.exitCode !== null || this.proc.signalCode !== null;
+    if (!(leaderEnded && existsSync(`/proc/${this.proc.pid}`))) {
+      try {
+        process.kill(-this.proc.pid, "SIGKILL");
+      } catch {
+        // nobody left in the group
+      }
     }
     if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
     this.proc.terminal?.close();

@@ -10,14 +10,23 @@ import { connect, type Connection } from "../../src/client/connection.ts";
 import { BUN, installRelease, killProcessesOf, MAIN } from "./berth.ts";
 import { PtyProcess } from "./pty.ts";
 import { startSshd, type SshHost } from "./sshd.ts";
+import type { Follower } from "../../src/client/follow.ts";
+
+/** A tracked client's kill() may be a graceful end (a follower's detach): after this long the hosts stop anyway. */
+const TRACKED_END_WAIT_MS = 40_000;
+
+/** What `track` takes: kill() ends it; a promise it returns is awaited (bounded) before the hosts stop. */
+type Tracked = { kill(): unknown };
 
 export type RemoteHosts = {
   /** A host whose berth is installed and whose login shell prompts `far$ `. */
   newHost(bashrc?: string): Promise<SshHost>;
   /** `berth remote …` on a pty, followed by the exit status and the terminal's mode as the shell sees it afterwards. */
   ptyClient(host: SshHost, args: string[], env?: Record<string, string>): PtyProcess;
-  /** Records something with a kill() to end after the test. */
-  track(client: { kill(): void }): void;
+  /** Records something with a kill() to end after the test, before the hosts stop (a returned promise is awaited, bounded). */
+  track(client: Tracked): void;
+  /** Records a follower: detached after the test (if it has not finished), so a failed test leaves no ssh and no reconnect loop. */
+  trackFollower(follower: Follower): Follower;
   /** Ends every client, then every host (and what its berth started). */
   cleanUp(): Promise<void>;
 };
@@ -42,7 +51,7 @@ export async function withConnection<T>(host: SshHost, use: (conn: Connection) =
 
 export function remoteHosts(): RemoteHosts {
   const hosts: SshHost[] = [];
-  const clients: { kill(): void }[] = [];
+  const clients: Tracked[] = [];
   return {
     async newHost(bashrc = 'echo "noise from .bashrc before berth connect"') {
       const host = await startSshd({ bashrc });
@@ -60,8 +69,15 @@ export function remoteHosts(): RemoteHosts {
     track(client) {
       clients.push(client);
     },
+    trackFollower(follower) {
+      clients.push({ kill: () => follower.detach() });
+      return follower;
+    },
     async cleanUp() {
-      for (const client of clients.splice(0)) client.kill();
+      const ending = clients.splice(0).map((client) => client.kill());
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([Promise.allSettled(ending), new Promise((resolve) => (timer = setTimeout(resolve, TRACKED_END_WAIT_MS)))]);
+      clearTimeout(timer);
       for (const host of hosts.splice(0)) {
         killProcessesOf(host.farBerthHome);
         await host.stop();
