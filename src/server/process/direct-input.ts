@@ -9,6 +9,7 @@
  */
 import { closeSync, writeSync } from "node:fs";
 import { nonBlockingPipe } from "../../platform/ffi.ts";
+import { API_NOT_FOUND, ApiError } from "../api/types.ts";
 
 /**
  * Input written to a process and not yet taken by it (kept by berth, or by Bun
@@ -45,15 +46,27 @@ export class DirectInput {
   private closed = false;
   /** Closed once what waits is written (stdin closed: the process reads EOF after its input). */
   private ending = false;
+  /** Why writes are no longer taken: "closed" (closeStdin, or the process is gone) or the write's errno (EPIPE: the reader closed it). */
+  private shut: string | undefined;
 
-  constructor(private readonly fd: number) {}
+  /** `processId`: the process's, for the errors. */
+  constructor(
+    private readonly fd: number,
+    private readonly processId: string,
+  ) {}
 
-  /** Writes what the process takes now; the rest (copied) is offered again until it is taken. */
+  /**
+   * Writes what the process takes now; the rest (copied) is offered again until it is taken. Throws -32004
+   * (as for a process that exited) once none is taken: stdin closed, or the reader gone (this write found it).
+   */
   write(data: Uint8Array): void {
-    if (this.closed || this.ending || data.length === 0) return;
-    this.chunks.push(new Uint8Array(data));
-    this.pending += data.length;
-    if (this.scheduled === undefined) this.flush();
+    if (!this.closed && !this.ending && data.length > 0) {
+      this.chunks.push(new Uint8Array(data));
+      this.pending += data.length;
+      if (this.scheduled === undefined) this.flush();
+    }
+    if (this.shut === "closed") throw new ApiError(API_NOT_FOUND, `process ${this.processId} takes no more input: its stdin was closed`);
+    if (this.shut) throw new ApiError(API_NOT_FOUND, `process ${this.processId} takes no more input: it closed its stdin (${this.shut})`, { errno: this.shut });
   }
 
   private readonly flush = (): void => {
@@ -67,7 +80,7 @@ export class DirectInput {
       } catch (error) {
         const code = (error as { code?: unknown }).code;
         if (code === "EAGAIN" || code === "EINTR") break; // full: offered again below
-        this.close(); // EIO, EPIPE: the terminal or the reader is gone, and its input with it
+        this.close(typeof code === "string" ? code : "closed"); // EIO, EPIPE: the terminal or the reader is gone, and its input with it
         return;
       }
       this.pending -= written;
@@ -95,13 +108,15 @@ export class DirectInput {
   /** After what waits is written, the descriptor is closed (a pipe's reader then reads EOF). */
   end(): void {
     this.ending = true;
+    this.shut ??= "closed";
     if (this.chunks.length === 0) this.close();
   }
 
   /** Stops for good (the process is gone): what waits is dropped, the descriptor closed. */
-  close(): void {
+  close(why = "closed"): void {
     if (this.closed) return;
     this.closed = true;
+    this.shut ??= why;
     this.scheduled?.();
     this.scheduled = undefined;
     this.chunks = [];
