@@ -9,12 +9,13 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cronLine, systemdUnit } from "../src/daemon/startup.ts";
+import { cronLine, systemdCanRun, systemdUnit } from "../src/daemon/startup.ts";
 import { socketPlan, urlSafePath } from "../src/platform/paths.ts";
 import { eventually, homesPerTest, isAlive, keepersOf, readJson, startThenReboot, tempDirsPerTest, type TestHome } from "./helpers/berth.ts";
 
 const homes = homesPerTest(afterEach);
 const runtimeDir = tempDirsPerTest(afterEach, "berth-a6-run-");
+const unitDir = tempDirsPerTest(afterEach, "berth-a6-unit-");
 /**
  * A home whose socket takes the fallback folder: in an XDG_RUNTIME_DIR of its own (URL-safe, removed after the
  * test), so no test leaves a berth-<uid>-<hash> folder behind in /tmp.
@@ -110,13 +111,89 @@ describe("startup entries for a home holding '%' or '$' (pure)", () => {
     expect(line).toContain("BERTH_HOME='/h/50\\%off' '/h/50\\%off/b' keep");
     expect(asCronRunsIt(line.replace(/^@reboot /, ""))).toContain("BERTH_HOME='/h/50%off' '/h/50%off/b' keep");
   });
-  test("the systemd unit doubles '%' (specifiers) everywhere and '$' in ExecStart; a newline stays inside its quotes", () => {
+  test("the systemd unit doubles '%' (specifiers) everywhere and no '$' (the program's path is not expanded); a newline stays inside its quotes", () => {
     const unit = systemdUnit("/h/5%$x\ny", "/h/5%$x\ny/b");
     expect(unit).toContain('Environment="BERTH_HOME=/h/5%%$x\\ny"');
-    expect(unit).toContain('ExecStart="/h/5%%$$x\\ny/b" keep');
+    expect(unit).toContain('ExecStart="/h/5%%$x\\ny/b" keep');
     expect(unit).toContain("Description=berth keeper for /h/5%%$x\\ny\n");
     // Every line is one of the unit's own: nothing of the home starts a line of its own.
     for (const line of unit.split("\n")) expect(line).toMatch(/^(#|\[|[A-Za-z]+=|$)/);
+  });
+});
+
+const hasSystemdAnalyze = Bun.which("systemd-analyze") !== null;
+
+// systemd's own parser, without a running systemd: `verify` names the program path it resolved when none is there.
+test.skipIf(!hasSystemdAnalyze)("systemd reads the unit of a home holding '$', '%' and a space as naming the managed binary itself (systemd-analyze verify)", () => {
+  const root = unitDir();
+  const home = join(root, "h $x%y");
+  const binary = join(home, "packages", "standalone", "current", "berth");
+  mkdirSync(join(home, "packages", "standalone", "current"), { recursive: true });
+  writeFileSync(binary, "#!/bin/sh\n");
+  chmodSync(binary, 0o755);
+  const unit = join(root, "berth-test.service");
+  writeFileSync(unit, systemdUnit(home, binary));
+  const verify = Bun.spawnSync(["systemd-analyze", "verify", unit], { stdout: "pipe", stderr: "pipe" });
+  expect(`${verify.stdout}${verify.stderr}`).not.toContain("is not executable");
+  expect(`${verify.stdout}${verify.stderr}`).not.toContain("special characters");
+});
+
+// The same characters as systemd's parser refuses: a home holding one gets a crontab line instead of a unit.
+test.skipIf(!hasSystemdAnalyze)("systemdCanRun agrees with systemd-analyze verify on which program paths systemd runs", () => {
+  const root = unitDir();
+  for (const ch of ["'", '"', "\\", "\t", "\u0001", "$", "%", " ", "é", "#", ";", "`", "!", "&", "*", "?", "[", "~"]) {
+    const dir = join(root, `h${ch}x`);
+    mkdirSync(dir);
+    const binary = join(dir, "berth");
+    writeFileSync(binary, "#!/bin/sh\n");
+    chmodSync(binary, 0o755);
+    const unit = join(root, "berth-test.service");
+    writeFileSync(unit, systemdUnit(dir, binary));
+    const verify = Bun.spawnSync(["systemd-analyze", "verify", unit], { stdout: "pipe", stderr: "pipe" });
+    expect({ ch, runs: systemdCanRun(binary) }).toEqual({ ch, runs: verify.exitCode === 0 });
+  }
+});
+
+/** A fake systemctl whose user session "works" (every call succeeds), in `bin`. */
+function fakeSystemctl(bin: string): void {
+  writeFileSync(join(bin, "systemctl"), "#!/bin/sh\nexit 0\n");
+  chmodSync(join(bin, "systemctl"), 0o755);
+}
+
+describe("startup with a systemd user session", () => {
+  test("a home holding a quote, which systemd refuses in a program path, gets the crontab line instead of a unit", async () => {
+    const home = newHome({ prefix: "berth-it's-" });
+    const { bin, table } = fakeCrontab(home);
+    fakeSystemctl(bin);
+    const result = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(result.json).toMatchObject({ status: "enabled", mechanism: "crontab" });
+    expect(readFileSync(table, "utf8")).toContain(result.json.line);
+    expect(existsSync(join(home.env.HOME as string, ".config", "systemd", "user"))).toBe(false);
+  });
+
+  test("a unit an earlier berth wrote with `$$` for a home holding '$' is written again, not reported as already enabled", async () => {
+    const home = newHome({ prefix: "berth-5$-" });
+    const { bin } = fakeCrontab(home);
+    fakeSystemctl(bin);
+    const env = { PATH: `${bin}:${process.env.PATH}` };
+    const first = await home.run(["startup"], { env });
+    expect(first.json).toMatchObject({ status: "enabled", mechanism: "systemd" });
+    const file: string = first.json.file;
+    const good = readFileSync(file, "utf8");
+    // As the last release wrote it: every '$' of ExecStart doubled, a program path that does not exist.
+    writeFileSync(file, good.replace(/^ExecStart=.*$/m, (line) => line.replace(/\$/g, "$$$$")));
+    expect(await home.run(["startup"], { env })).toMatchObject({ json: { status: "enabled", mechanism: "systemd", file } });
+    expect(readFileSync(file, "utf8")).toBe(good);
+    expect((await home.run(["startup"], { env })).json.status).toBe("alreadyEnabled");
+  });
+
+  test("a home holding '$' and '%' gets the unit", async () => {
+    const home = newHome({ prefix: "berth-5%$-" });
+    const { bin } = fakeCrontab(home);
+    fakeSystemctl(bin);
+    const result = await home.run(["startup"], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(result.json).toMatchObject({ status: "enabled", mechanism: "systemd" });
+    expect(readFileSync(result.json.file, "utf8")).toContain(`ExecStart=${JSON.stringify(home.path("packages", "standalone", "current", "berth")).replace(/%/g, "%%")} keep`);
   });
 });
 
@@ -125,7 +202,8 @@ function fakeCrontab(home: TestHome): { bin: string; table: string } {
   const bin = join(home.env.HOME as string, "fakebin");
   mkdirSync(bin);
   const table = join(bin, "table");
-  writeFileSync(join(bin, "crontab"), `#!/bin/sh\nif [ "$1" = "-l" ]; then cat '${table}' 2>/dev/null || exit 1; exit 0; fi\ncat > '${table}'\n`);
+  const quoted = `'${table.replace(/'/g, "'\\''")}'`;
+  writeFileSync(join(bin, "crontab"), `#!/bin/sh\nif [ "$1" = "-l" ]; then cat ${quoted} 2>/dev/null || exit 1; exit 0; fi\ncat > ${quoted}\n`);
   chmodSync(join(bin, "crontab"), 0o755);
   return { bin, table };
 }

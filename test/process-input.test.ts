@@ -90,6 +90,28 @@ describe("unread input of a process", () => {
     }, TEST_TIMEOUT_MS);
   }
 
+  test("input nobody will read is refused, not taken: after closeStdin, and once the process closed its stdin (EPIPE)", async () => {
+    const s = await serves.server();
+    const ws = await serves.client(s);
+    const data = Buffer.from("lost?").toString("base64");
+    const { process: closed } = await call(ws, "process/spawn", { argv: ["sleep", "1000"] });
+    const { process: closer } = await call(ws, "process/spawn", { argv: ["sh", "-c", "exec 0<&-; echo closed; exec sleep 1000"] });
+    const out = new OutputCollector(ws);
+    try {
+      await call(ws, "process/closeStdin", { processId: closed.processId });
+      const afterClose = await ws.request({ method: "process/write", params: { processId: closed.processId, data } }, WAIT_MS);
+      expect(afterClose.error).toMatchObject({ code: -32004, message: expect.stringContaining("its stdin was closed") });
+      await out.waitText(closer.processId, "stdout", (text) => text.includes("closed"));
+      // The write that meets the closed pipe (EPIPE) and every later one say so (before: -32603, an internal error).
+      for (let i = 0; i < 2; i++) {
+        const reply = await ws.request({ method: "process/write", params: { processId: closer.processId, data } }, WAIT_MS);
+        expect(reply.error).toMatchObject({ code: -32004, data: { errno: "EPIPE" } });
+      }
+    } finally {
+      for (const p of [closed, closer]) await call(ws, "process/signal", { processId: p.processId, signal: "SIGKILL" });
+    }
+  }, TEST_TIMEOUT_MS);
+
   test("closeStdin after input the process has not read yet: it reads all of it, then EOF", async () => {
     const s = await serves.server();
     const ws = await serves.client(s);

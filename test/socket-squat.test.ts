@@ -271,3 +271,29 @@ test("a symlink in place of daemon/socket-dir is not followed: clients ignore it
   expect(readFileSync(target, "utf8")).toBe(`${elsewhere}\n`);
   expect((await home.run(["stop"])).json.socketPath).toBe(started.json.socketPath);
 }, SLOW_TEST_MS);
+
+describe.skipIf(!isRoot || !hasSetpriv)(`an updater that chose its socket folder before another user (uid ${OTHER_UID}) took it`, () => {
+  test(
+    "its rollout asks the recorded folder's app-server, not an impostor in the old one: no restart, no quarantine",
+    async () => {
+      const { home, predictable } = squattableHome();
+      // The loop's context, opened before anything was recorded: the plan's folder, as a loop started long ago has it.
+      const { openContext } = await import("../src/daemon/context.ts");
+      const stale = openContext({ ...home.env });
+      expect(stale.socket.fallbackDir).toBe(predictable);
+      // Since then: the other user took the name and listens there as a 9.9.9 app-server of this home; start moved on.
+      expect(asOther(["mkdir", "-m", "0755", predictable]).status).toBe(0);
+      await impostorAt(home, join(predictable, "app-server.sock"), true);
+      const started = await home.run(["start"]);
+      expect(started.json.status).toBe("started");
+
+      const { tryRollout } = await import("../src/update/update.ts");
+      const rollout = await tryRollout(stale, { version: "0.1.0", previousReleaseDir: null }, "try");
+      expect(rollout).toMatchObject({ status: "updated", restarted: false, appServerVersion: "0.1.0" });
+      expect((await home.run(["version"])).json).toMatchObject({ status: "running", pid: started.json.pid });
+      const state = JSON.parse(readFileSync(home.path("daemon", "updater-state.json"), "utf8"));
+      expect(state.quarantined ?? []).toEqual([]);
+    },
+    SLOW_TEST_MS,
+  );
+});

@@ -1,12 +1,13 @@
 /**
  * `berth startup [--disable]`: makes the keeper (and so the app-server) come
  * back after a reboot or logout. A systemd user unit where `systemctl --user`
- * works, a LaunchAgent on macOS, else a marked `@reboot` crontab line. What
+ * works (and systemd runs the managed binary's path: systemdCanRun), a
+ * LaunchAgent on macOS, else a marked `@reboot` crontab line. What
  * was added is recorded in `daemon/startup.json`, so `--disable` (and
  * `uninstall`) remove exactly that. The entry runs the hidden `berth keep`,
  * which launches the keeper through the pidfile like every other launch.
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { BerthError } from "../errors.ts";
@@ -57,12 +58,13 @@ function cronEscape(text: string): string {
 }
 
 /**
- * systemd expands '%' specifiers in a unit's values and `$VAR` in ExecStart: `%%` and `$$` are the characters
- * themselves. Quoted as JSON, which systemd unquotes with the same C escapes (a newline stays inside its value).
+ * systemd expands '%' specifiers in a unit's values (the program's path included): `%%` is a '%'. Quoted as
+ * JSON, which systemd unquotes with the same C escapes (a newline stays inside its value). `$VAR` is expanded
+ * only in ExecStart's arguments, never in its program (systemd.service(5)): there `$$` would stay two
+ * characters, a path that does not exist; the one argument, `keep`, holds none.
  */
-function systemdValue(text: string, options: { exec?: boolean } = {}): string {
-  const quoted = JSON.stringify(text).replace(/%/g, "%%");
-  return options.exec ? quoted.replace(/\$/g, "$$$$") : quoted;
+function systemdValue(text: string): string {
+  return JSON.stringify(text).replace(/%/g, "%%");
 }
 
 /** Pure: the crontab without this home's line (other lines, including other berth homes', kept). */
@@ -72,6 +74,14 @@ export function withoutCronLine(table: string, home: string): string {
     .split("\n")
     .filter((line) => !line.trimEnd().endsWith(mark))
     .join("\n");
+}
+
+/**
+ * Pure: whether systemd runs a program at `path`: it refuses one holding a control character, a quote or a
+ * backslash ("Executable name contains special characters"), however it is quoted. Then cron runs it instead.
+ */
+export function systemdCanRun(path: string): boolean {
+  return !/[\x00-\x1f\x7f"'\\]/.test(path);
 }
 
 /** Pure: the systemd user unit. Oneshot: `keep` launches the detached keeper and exits; the keeper stays. */
@@ -86,7 +96,7 @@ export function systemdUnit(home: string, binary: string): string {
     "RemainAfterExit=yes",
     "KillMode=process",
     `Environment=${systemdValue(`BERTH_HOME=${home}`)}`,
-    `ExecStart=${systemdValue(binary, { exec: true })} keep`,
+    `ExecStart=${systemdValue(binary)} keep`,
     "",
     "[Install]",
     "WantedBy=default.target",
@@ -215,11 +225,29 @@ export function enableStartup(ctx: Context): StartupResult {
     return { linger: on, ...(on === false ? { lingerCommand: `loginctl enable-linger ${userName(ctx.env)}` } : {}) };
   };
   if (existing && startupPresent(ctx, existing)) {
-    return { status: "alreadyEnabled", ...describe(existing), ...(existing.mechanism === "systemd" ? linger() : {}) };
+    if (asWrittenNow(ctx, existing)) return { status: "alreadyEnabled", ...describe(existing), ...(existing.mechanism === "systemd" ? linger() : {}) };
+    // Written wrong by an earlier berth: removed exactly, then made anew (possibly by another mechanism).
+    disableStartup(ctx);
   }
-  const record = process.platform === "darwin" ? enableLaunchd(ctx) : systemdUserWorks(ctx.env) ? enableSystemd(ctx) : enableCrontab(ctx);
+  const systemd = () => systemdCanRun(ctx.layout.managedBinary) && systemdUserWorks(ctx.env);
+  const record = process.platform === "darwin" ? enableLaunchd(ctx) : systemd() ? enableSystemd(ctx) : enableCrontab(ctx);
   writeFileAtomic(ctx.layout.startupFile, `${JSON.stringify(record)}\n`);
   return { status: "enabled", ...describe(record), ...(record.mechanism === "systemd" ? linger() : {}) };
+}
+
+/**
+ * Whether a unit or agent file holds what this berth writes: one an earlier berth wrote wrong (its ExecStart
+ * with `$$` for a home holding '$') is written again by `startup`, not reported as already enabled.
+ */
+function asWrittenNow(ctx: Context, record: StartupRecord): boolean {
+  if (record.mechanism === "crontab") return true;
+  if (record.mechanism === "systemd" && !systemdCanRun(ctx.layout.managedBinary)) return false;
+  const expected = record.mechanism === "systemd" ? systemdUnit(ctx.layout.home, ctx.layout.managedBinary) : launchAgent(record.label, ctx.layout.home, ctx.layout.managedBinary);
+  try {
+    return readFileSync(record.file, "utf8") === expected;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether the recorded entry is still in place. */

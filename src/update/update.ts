@@ -267,6 +267,9 @@ export async function updateWithRollout(ctx: Context, settings: Settings, option
  * taken only if free (`try`, the loop; undefined when busy).
  */
 export async function tryRollout(ctx: Context, pending: PendingRollout, lock: "wait" | "try") {
+  // The socket as recorded now: a loop that runs for weeks must not ask a folder it chose at its start, which
+  // another user may hold since (socket-dir.ts), whether the app-server runs.
+  prepareStateDirs(ctx);
   const settings = settingsOf(ctx);
   if (lock === "wait") {
     return withLock(ctx.layout.daemonLock, DAEMON_LOCK_WAIT_MS, async () => finishedRollout(ctx, await rolloutUnderLock(ctx, settingsOf(ctx), pending)));

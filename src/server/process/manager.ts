@@ -131,7 +131,7 @@ export class ProcessManager {
       const pipe = openStdinPipe();
       try {
         const proc = Bun.spawn(argv, { cwd, env, stdin: pipe?.read ?? "pipe", stdout: "pipe", stderr: "pipe", detached: true });
-        if (pipe) managed.input = new DirectInput(pipe.write);
+        if (pipe) managed.input = new DirectInput(pipe.write, managed.processId);
         return proc as ManagedProcess["proc"];
       } catch (error) {
         if (pipe) closeSync(pipe.write);
@@ -152,7 +152,7 @@ export class ProcessManager {
       },
     });
     managed.terminal = proc.terminal;
-    managed.input = openPtyInput(proc.pid);
+    managed.input = openPtyInput(proc.pid, managed.processId);
     return proc;
   }
 

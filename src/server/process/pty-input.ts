@@ -48,7 +48,7 @@ function masterIndex(fd: number | string): number | undefined {
 }
 
 /** Right after Bun spawned `childPid` on a terminal: a writer of its input, or undefined (then Bun's is used). */
-export function openPtyInput(childPid: number): DirectInput | undefined {
+export function openPtyInput(childPid: number, processId: string): DirectInput | undefined {
   if (process.platform !== "linux") return undefined;
   try {
     const index = ptyIndexOf(ttyNrOf(childPid));
@@ -58,7 +58,7 @@ export function openPtyInput(childPid: number): DirectInput | undefined {
       const copy = duplicateFd(Number(fd));
       if (copy === undefined) return undefined;
       // The copy is checked too: `fd` could have been closed and reused between the look and the copy.
-      if (masterIndex(copy) === index) return new DirectInput(copy);
+      if (masterIndex(copy) === index) return new DirectInput(copy, processId);
       closeSync(copy);
     }
   } catch {
