@@ -23,7 +23,6 @@
  * keeps its seq but may carry fewer bytes, unless an unanswered send of it
  * may still arrive (then its bytes stay as they were).
  */
-import { randomBytes } from "node:crypto";
 import { RpcError, type Connection } from "./connection.ts";
 
 /** Queued input past which the caller is asked to stop reading (a promise from `push`). */
@@ -158,7 +157,7 @@ export class InputPump {
   private room: Waiter | undefined;
   private idle: Waiter | undefined;
   /** This pump's id in process/write (the host keeps the highest seq it applied per writer). */
-  private readonly writer = randomBytes(12).toString("base64url");
+  private readonly writer = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("base64url");
   private pending: PendingWrite | undefined;
   private lastSeq = 0;
   delivered = 0;
