@@ -13,6 +13,15 @@
  * their input is held; after INPUT_STALL_MAX_MS the pump gives up and says
  * how many bytes were not delivered (the follower then detaches and the
  * command exits 1).
+ *
+ * Exactly once across reconnects: each write carries this pump's random
+ * `writer` id and a `seq` that grows with each distinct chunk. A write whose
+ * answer was lost with its connection may have been applied, so it is sent
+ * again on the next connection with the same seq and the same bytes, and the
+ * host answers a seq it already applied as done without writing it twice
+ * (server/process/write-seqs.ts). A refused write was not applied: its retry
+ * keeps its seq but may carry fewer bytes, unless an unanswered send of it
+ * may still arrive (then its bytes stay as they were).
  */
 import { RpcError, type Connection } from "./connection.ts";
 
@@ -121,6 +130,15 @@ export type InputTarget = {
   onGiveUp(reason: string, undelivered: number): void;
 };
 
+/** The chunk being written: its seq, its bytes, and whether they are fixed (a send of it went unanswered: it may have been applied). */
+type PendingWrite = { seq: number; bytes: Uint8Array; pinned: boolean };
+
+/** Pure: the next chunk to send: the pinned one again, else the queue's head under the pending seq (a refused write keeps it) or the next. */
+export function nextPendingWrite(pending: PendingWrite | undefined, lastSeq: number, head: () => Uint8Array): PendingWrite {
+  if (pending?.pinned) return pending;
+  return { seq: pending?.seq ?? lastSeq + 1, bytes: head(), pinned: false };
+}
+
 type Waiter = { promise: Promise<void>; resolve(): void };
 const waiter = (): Waiter => {
   let resolve!: () => void;
@@ -138,6 +156,10 @@ export class InputPump {
   private writeBytes = INPUT_WRITE_MAX_BYTES;
   private room: Waiter | undefined;
   private idle: Waiter | undefined;
+  /** This pump's id in process/write (the host keeps the highest seq it applied per writer). */
+  private readonly writer = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("base64url");
+  private pending: PendingWrite | undefined;
+  private lastSeq = 0;
   delivered = 0;
 
   constructor(
@@ -187,6 +209,7 @@ export class InputPump {
   /** Stops for good; returns the bytes that were not delivered. Waiters are released. */
   stop(): number {
     this.stopped = true;
+    this.pending = undefined;
     const undelivered = this.queue.clear();
     this.settle();
     return undelivered;
@@ -215,23 +238,30 @@ export class InputPump {
       while (!this.stopped && this.queue.bytes > 0) {
         const live = this.target.current();
         if (!live) return; // offline: the follower kicks again after the re-attach
-        const bytes = this.queue.peek(this.writeBytes);
-        const failure = await live.conn.callData("process/write", { processId: live.processId }, bytes).then(
+        const chunk = nextPendingWrite(this.pending, this.lastSeq, () => this.queue.peek(this.writeBytes));
+        this.pending = chunk;
+        this.lastSeq = chunk.seq;
+        const params = { processId: live.processId, writer: this.writer, seq: chunk.seq };
+        const failure = await live.conn.callData("process/write", params, chunk.bytes).then(
           () => undefined,
           (error: unknown) => error,
         );
         if (this.stopped) return;
         if (failure === undefined) {
-          this.accepted(bytes.length);
+          // Written now, or (`duplicate`) by an earlier send whose answer was lost: taken either way.
+          this.pending = undefined;
+          this.accepted(chunk.bytes.length);
           attempt = 0;
           continue;
         }
         const kind = classifyWriteFailure(failure);
         // The process ended (its process/exited follows and ends the follower with its status): what waits cannot be delivered.
         if (kind === "rejected") {
+          this.pending = undefined;
           this.target.onNotice(`${this.queue.clear()} bytes of input were not delivered: ${(failure as Error).message}`);
           continue;
         }
+        if (kind === "unanswered") chunk.pinned = true;
         if (kind === "refused" && !(await this.refused(live.label, attempt))) return;
         // Unanswered: a dead connection is noticed at the loop's top; a live one that timed out gets the same bytes again.
         if (kind === "unanswered" && !live.conn.isClosed) await Bun.sleep(inputRetryDelayMs(attempt));

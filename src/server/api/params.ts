@@ -23,6 +23,15 @@ export const nonEmptyStr: Check<string> = (v, name) => {
   return v;
 };
 
+/** An id chosen by a client: 1 to `maxChars` of A-Z a-z 0-9 . _ - (it is kept, so it is bounded). */
+export function token(maxChars: number): Check<string> {
+  const shape = new RegExp(`^[A-Za-z0-9._-]{1,${maxChars}}$`);
+  return (v, name) => {
+    if (typeof v !== "string" || !shape.test(v)) throw invalid(name, `1 to ${maxChars} characters of A-Z a-z 0-9 . _ -`);
+    return v;
+  };
+}
+
 export const bool: Check<boolean> = (v, name) => {
   if (typeof v !== "boolean") throw invalid(name, "a boolean");
   return v;

@@ -4,7 +4,8 @@
  */
 import { ProcessManager, DEFAULT_PROCESS_LIMITS, type ProcessLimits } from "../process/manager.ts";
 import type { ManagedProcess } from "../process/managed.ts";
-import { absPath, arrayOf, base64, int, nonEmptyStr, object, oneOf, optional, params, recordOf, str } from "./params.ts";
+import { MAX_WRITER_ID_CHARS, WriterSeqs } from "../process/write-seqs.ts";
+import { absPath, arrayOf, base64, int, nonEmptyStr, object, oneOf, optional, params, recordOf, str, token } from "./params.ts";
 import { API_INVALID_PARAMS, API_NOT_FOUND, ApiError, method, type ApiFamily } from "./types.ts";
 
 export const SIGNALS = ["SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGSTOP", "SIGWINCH"] as const;
@@ -21,6 +22,13 @@ const envValue = (v: unknown, name: string) => {
 };
 const argvItem = (v: unknown, name: string) => envValue(v, name);
 const since = recordOf(int(0), { maxKeys: 3 });
+/**
+ * process/write: `data` (base64) to the process's stdin or terminal. Optional, together: `writer` (a client's
+ * random id) and `seq` (increasing per distinct chunk, the same when the chunk is sent again after a reconnect):
+ * a seq at or below the writer's highest applied one is answered `{duplicate: true}` and not written again
+ * (write-seqs.ts). Without them a write is applied each time it is sent.
+ */
+const writeParams = params({ ...processId, data: base64, writer: optional(token(MAX_WRITER_ID_CHARS)), seq: optional(int(0)) });
 
 export type ProcessFamilyOptions = {
   limits?: Partial<ProcessLimits>;
@@ -38,6 +46,8 @@ function running(managed: ManagedProcess, what: string): ManagedProcess {
 
 export function processFamily(options: ProcessFamilyOptions = {}): ApiFamily & { manager: ProcessManager } {
   const manager = new ProcessManager({ ...DEFAULT_PROCESS_LIMITS, ...options.limits }, options.ledgerPath);
+  /** Per process: the highest seq applied per writer (forgotten with the process). */
+  const writerSeqs = new WeakMap<ManagedProcess, WriterSeqs>();
   const methods = {
     "process/spawn": method(
       params({
@@ -62,8 +72,19 @@ export function processFamily(options: ProcessFamilyOptions = {}): ApiFamily & {
       return { process: managed.info() };
     }),
     "process/detach": method(params(processId), (p, conn) => ({ detached: manager.find(p.processId).detach(conn) })),
-    "process/write": method(params({ ...processId, data: base64 }), (p) => {
-      running(manager.find(p.processId), "take input").write(p.data);
+    "process/write": method(writeParams, (p) => {
+      const managed = running(manager.find(p.processId), "take input");
+      if ((p.writer === undefined) !== (p.seq === undefined)) throw new ApiError(API_INVALID_PARAMS, "invalid params: writer and seq go together");
+      if (p.writer === undefined || p.seq === undefined) {
+        managed.write(p.data);
+        return {};
+      }
+      let seqs = writerSeqs.get(managed);
+      if (seqs?.decide(p.writer, p.seq) === "duplicate") return { duplicate: true };
+      // Recorded only once applied: a refused write (-32001) throws before any byte is queued, and is applied when sent again.
+      managed.write(p.data);
+      if (!seqs) writerSeqs.set(managed, (seqs = new WriterSeqs()));
+      seqs.applied(p.writer, p.seq);
       return {};
     }),
     "process/closeStdin": method(params(processId), (p) => {
