@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { childrenKilledPerTest, eventually, isAlive, nonKeeperProcessesOf, processesOf } from "./helpers/berth.ts";
 import { CONNECT_WAIT_MS, connectFixtures, type ConnectClient } from "./helpers/connect.ts";
 import { parseLedger } from "../src/server/process/ledger.ts";
+import { reportSaysSomething } from "../src/server/run.ts";
 
 const TEST_TIMEOUT_MS = 90_000;
 const fixtures = connectFixtures("berth-sessions-");
@@ -42,6 +43,17 @@ describe("parseLedger", () => {
     [JSON.stringify({ processes: [{ ...entry, member: true }, { pid: 43, identity: "boot/124", member: "yes" }] }), [{ ...entry, member: true }, { pid: 43, identity: "boot/124" }]],
   ];
   for (const [text, expected] of cases) test(String(text), () => expect(parseLedger(text)).toEqual(expected as never));
+});
+
+describe("reportSaysSomething: a shutdown report is written only when it holds more than zeros", () => {
+  const cases: [Record<string, unknown>, boolean][] = [
+    [{ processesEnded: 0 }, false],
+    [{}, false],
+    [{ processesEnded: 1 }, true],
+    [{ processesEnded: 0, tunnelsClosed: 2 }, true],
+    [{ processesEnded: 0, note: "x" }, true],
+  ];
+  for (const [report, expected] of cases) test(JSON.stringify(report), () => expect(reportSaysSomething(report)).toBe(expected));
 });
 
 describe("session processes and the app-server's lifecycle", () => {
@@ -91,6 +103,8 @@ describe("session processes and the app-server's lifecycle", () => {
     expect(await again.exited).toBe(0);
     const stopped = await home.run(["stop"]);
     expect(stopped.json).toMatchObject({ status: "stopped", processesEnded: 0 });
+    // The first server's report (1 ended) was removed by this stop before its signal; a server that ended none writes none.
+    expect(existsSync(home.path("daemon", "app-server.shutdown.json"))).toBe(false);
   }, TEST_TIMEOUT_MS);
 
   test("down ends every process too and reports processesEnded, like stop", async () => {

@@ -5,7 +5,7 @@
  */
 import { rmSync } from "node:fs";
 import { warn } from "../diagnostics.ts";
-import { errnoCode } from "../errors.ts";
+import { describeError, errnoCode } from "../errors.ts";
 import { readStateFile } from "../platform/fs.ts";
 import { probeInitialize } from "../server/client.ts";
 import { foreignServerError, isOurServer, READY_PROBE_TIMEOUT_MS } from "./answer.ts";
@@ -48,8 +48,9 @@ async function stopRecorded(ctx: Context, backend: PidBackend, record: PidRecord
   try {
     rmSync(ctx.layout.appServerShutdown, { force: true });
   } catch (error) {
-    // A read-only BERTH_HOME must not keep the server running; the report is matched by pid anyway.
-    if (errnoCode(error) !== "EROFS") throw error;
+    // Nothing in the report's place may keep the server running: not a read-only BERTH_HOME, nor a folder there
+    // (rm's EISDIR) or a file that cannot go. The report is matched by pid anyway, and a folder reads as none.
+    if (errnoCode(error) !== "EROFS") warn(`could not remove the old shutdown report ${ctx.layout.appServerShutdown} (${describeError(error)}); stopping all the same.`);
   }
   let ran = false;
   const outcome = await backend.stopTree(record, settings.stopGraceMs, () => {

@@ -8,6 +8,15 @@ export type ProbeResult =
   | { kind: "foreign"; detail: string }
   | { kind: "absent"; detail: string };
 
+/**
+ * Pure: whether a failed connect reached a listener. One that accepts and hangs up before this process's loop
+ * looks (a busy or loaded process) is reported by Bun as a connect error ECONNRESET, though connect(2) succeeded;
+ * nobody listening is ECONNREFUSED, no socket ENOENT.
+ */
+export function acceptedThenHungUp(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === "ECONNRESET";
+}
+
 /** True when something accepts a connection on the Unix socket. */
 export async function socketAcceptsConnections(socketPath: string, timeoutMs: number): Promise<boolean> {
   if (!existsSync(socketPath)) return false;
@@ -27,9 +36,9 @@ export async function socketAcceptsConnections(socketPath: string, timeoutMs: nu
         open: (socket) => finish(true, socket),
         data() {},
         error: () => finish(false),
-        connectError: () => finish(false),
+        connectError: (_socket, error) => finish(acceptedThenHungUp(error)),
       },
-    }).catch(() => finish(false));
+    }).catch((error: unknown) => finish(acceptedThenHungUp(error)));
   });
 }
 
