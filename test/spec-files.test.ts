@@ -18,7 +18,9 @@ type Entry = { path: string; kind: "dir" | "file" | "link" | "socket" | "other";
 function walk(root: string, dir = root, found: Entry[] = []): Entry[] {
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
-    const stat = lstatSync(path);
+    // A temp file the keeper renamed between the listing and this lstat is gone: a write in flight, not a leftover.
+    const stat = lstatSync(path, { throwIfNoEntry: false });
+    if (!stat) continue;
     const kind = stat.isDirectory() ? "dir" : stat.isFile() ? "file" : stat.isSymbolicLink() ? "link" : stat.isSocket() ? "socket" : "other";
     found.push({ path: path.slice(root.length + 1), kind, mode: stat.mode & 0o7777 });
     if (kind === "dir") walk(root, path, found);
