@@ -64,6 +64,21 @@ export class FileLock {
     }
   }
 
+  /**
+   * tryAcquire until the deadline, blocking this thread between tries (for locks held a few milliseconds, by
+   * code that cannot wait on the event loop); undefined past the deadline, for the caller to decide.
+   */
+  static acquireSync(path: string, timeoutMs: number): FileLock | undefined {
+    const deadline = performance.now() + timeoutMs;
+    let pollMs = LOCK_POLL_MIN_MS;
+    for (;;) {
+      const lock = FileLock.tryAcquire(path);
+      if (lock || performance.now() >= deadline) return lock;
+      Bun.sleepSync(Math.min(pollMs, Math.max(1, deadline - performance.now())));
+      pollMs = Math.min(pollMs * 2, LOCK_POLL_MAX_MS);
+    }
+  }
+
   get held(): boolean {
     return this.fd !== undefined;
   }

@@ -172,22 +172,16 @@ function socketDirLock(layout: Layout): FileLock | undefined {
   // Loaded here: status and version read the record without a lock, and without the FFI behind one.
   const { FileLock } = require("./lock.ts") as typeof import("./lock.ts");
   const path = `${layout.socketDirFile}.lock`;
-  const deadline = performance.now() + SOCKET_DIR_LOCK_WAIT_MS;
-  for (;;) {
-    let lock: FileLock | undefined;
-    try {
-      lock = FileLock.tryAcquire(path);
-    } catch (error) {
-      // Read-only (the lock file could be neither created nor opened): nothing here can change the record either.
-      if (errnoCode(error) === "ENOENT" || errnoCode(error) === "EROFS") return undefined;
-      throw error;
-    }
-    if (lock) return lock;
-    if (performance.now() >= deadline) {
-      throw new BerthError("LOCK_TIMEOUT", `another berth command still holds ${path} after ${SOCKET_DIR_LOCK_WAIT_MS / 1000} s; wait for it to finish and retry.`);
-    }
-    Bun.sleepSync(2);
+  let lock: FileLock | undefined;
+  try {
+    lock = FileLock.acquireSync(path, SOCKET_DIR_LOCK_WAIT_MS);
+  } catch (error) {
+    // Read-only (the lock file could be neither created nor opened): nothing here can change the record either.
+    if (errnoCode(error) === "ENOENT" || errnoCode(error) === "EROFS") return undefined;
+    throw error;
   }
+  if (lock) return lock;
+  throw new BerthError("LOCK_TIMEOUT", `another berth command still holds ${path} after ${SOCKET_DIR_LOCK_WAIT_MS / 1000} s; wait for it to finish and retry.`);
 }
 
 /**

@@ -103,12 +103,7 @@ const STATE_CHANGE_WAIT_MS = 2_000;
  * flock on `<file>.lock` serializes them; past STATE_CHANGE_WAIT_MS (a holder stuck) it goes ahead alone.
  */
 export function changeUpdaterState(path: string, change: (state: UpdaterState) => UpdaterState): void {
-  const deadline = performance.now() + STATE_CHANGE_WAIT_MS;
-  let lock = FileLock.tryAcquire(`${path}.lock`);
-  while (!lock && performance.now() < deadline) {
-    Bun.sleepSync(1);
-    lock = FileLock.tryAcquire(`${path}.lock`);
-  }
+  const lock = FileLock.acquireSync(`${path}.lock`, STATE_CHANGE_WAIT_MS);
   try {
     writeUpdaterState(path, change(readUpdaterState(path)));
   } finally {
