@@ -42,7 +42,6 @@ test("subscribed during an emit: gets the next one; unsubscribed during an emit:
 });
 
 test("lines from the host that are JSON but not messages are skipped: the connection goes on", async () => {
-
   const fixture = `${import.meta.dir}/fixtures/junk-host.ts`;
   const conn = await connect("junk", { env: { ...process.env, BERTH_SSH: `${process.execPath} ${fixture}` }, timeoutMs: 20_000 });
   try {
